@@ -1,0 +1,427 @@
+"""The store protocol: what every persistence backend implements.
+
+A store keeps five kinds of records for threads: checkpoints (with the channel blobs they
+introduce), pending writes, runs, executions, and thread leases. Data crosses the protocol as
+the plain dataclasses below; every user value (channel values, writes, run input and output,
+execution inputs and outputs) is already serialized to ``bytes`` by the engine, so a store
+never sees, and can never leak or corrupt, a Python object.
+
+The write path is a single method, :meth:`Store.commit`, which applies a batch of
+:class:`Commit` objects in one transaction. That is what makes ``sync`` durability atomic
+(a step's writes, its checkpoint, its execution records and the run record land together or
+not at all) and lets the ``async`` background writer fold several queued steps into one
+transaction.
+
+Channel values are stored as deltas. A checkpoint lists, for every channel that has a value,
+the version (the ``seq`` of the checkpoint that last wrote it) and the base version (the
+``seq`` of the full blob its chain starts from). A blob is either a full value
+(``prev is None``) or a list of items appended to the blob at version ``prev``. To rebuild a
+channel, read the blobs with ``base <= version <= ver`` and follow ``prev`` from ``ver`` back to
+the full blob (see :func:`threadloom.checkpoint.delta.resolve_chain`).
+
+Example:
+    >>> from threadloom.checkpoint import open_store
+    >>> store = open_store("sqlite:///app.db")
+    >>> store.setup()
+    >>> store.get_run("order-88291-validation")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+__all__ = [
+    "ANY_HEAD",
+    "Attempt",
+    "BlobRecord",
+    "CheckpointRecord",
+    "Commit",
+    "ExecutionRecord",
+    "ExecutionStatus",
+    "Lease",
+    "RunRecord",
+    "RunStatus",
+    "Store",
+    "ThreadRecord",
+    "WriteRecord",
+    "format_checkpoint_id",
+    "parse_checkpoint_id",
+]
+
+RunStatus: TypeAlias = Literal[
+    "pending", "running", "interrupted", "succeeded", "failed", "cancelled"
+]
+ExecutionStatus: TypeAlias = Literal[
+    "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "CANCELLED"
+]
+
+DEFAULT_NAMESPACE = "default"
+
+
+def format_checkpoint_id(seq: int) -> str:
+    """The public checkpoint id of checkpoint number ``seq`` (sortable as a string)."""
+    return f"{seq:016x}"
+
+
+def parse_checkpoint_id(checkpoint_id: str) -> int:
+    """The ``seq`` of a checkpoint id made by :func:`format_checkpoint_id`.
+
+    Raises:
+        ValueError: the id is not one threadloom made.
+    """
+    if len(checkpoint_id) != 16:
+        raise ValueError(f"not a threadloom checkpoint id: {checkpoint_id!r}")
+    return int(checkpoint_id, 16)
+
+
+@dataclass(slots=True)
+class Lease:
+    """A writer's exclusive right to commit to a thread until ``expires_at``.
+
+    ``token`` is a fencing token: it strictly increases every time the lease changes hands,
+    and a commit carrying an older token is refused with ``LeaseLostError``.
+    """
+
+    thread_id: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+@dataclass(slots=True)
+class BlobRecord:
+    """One stored channel value or delta.
+
+    Attributes:
+        channel: channel (state key) name.
+        version: ``seq`` of the checkpoint that wrote it.
+        prev: ``None`` for a full value; otherwise the version this blob appends to, and
+            ``data`` holds only the appended items.
+        data: the serialized value (or appended items).
+    """
+
+    channel: str
+    version: int
+    prev: int | None
+    data: bytes
+
+
+@dataclass(slots=True)
+class CheckpointRecord:
+    """A checkpoint: the state of a thread after one superstep.
+
+    Attributes:
+        thread_id: the thread.
+        checkpoint_ns: ``""`` for the root graph; reserved for nested graphs.
+        seq: checkpoint number, strictly increasing within ``(thread_id, checkpoint_ns)``;
+            the public id is ``format_checkpoint_id(seq)``.
+        parent_seq: the checkpoint this one follows (``None`` for the first).
+        run_id: the run that wrote it.
+        step: the superstep number (-1 for the input checkpoint).
+        source: ``"input"``, ``"loop"``, ``"update"`` (update_state) or ``"fork"``.
+        created_at: seconds since the epoch.
+        channels: channel -> (version, base) for every channel that has a value.
+        next: nodes due in the next step.
+        metadata: serialized dict (the writes of the step, parents, user metadata).
+        frontier: serialized engine state beyond channel values (pending sends, join
+            barriers, interrupts); opaque to the store.
+        blobs: on write, the new blobs this checkpoint introduces; empty when read.
+    """
+
+    thread_id: str
+    checkpoint_ns: str
+    seq: int
+    parent_seq: int | None
+    run_id: str | None
+    step: int
+    source: str
+    created_at: float
+    channels: dict[str, tuple[int, int]]
+    next: tuple[str, ...]
+    metadata: bytes
+    frontier: bytes
+    blobs: list[BlobRecord] = field(default_factory=list)
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The public, sortable checkpoint id."""
+        return format_checkpoint_id(self.seq)
+
+
+@dataclass(slots=True)
+class WriteRecord:
+    """A write made by a task while executing the step that starts at checkpoint ``seq``.
+
+    Writes of tasks that finished are kept so that, if the step is interrupted, fails or
+    crashes before it completes, those tasks are not run again. The engine also uses
+    special channels here (``__error__``, ``__interrupt__``, ``__resume__``,
+    ``__task__:<name>`` for recorded ``@task`` results). The key is
+    ``(thread_id, checkpoint_ns, seq, task_id, channel, idx)``; writing an existing key
+    replaces it.
+    """
+
+    thread_id: str
+    checkpoint_ns: str
+    seq: int
+    task_id: str
+    channel: str
+    idx: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One attempt of an execution: its number, when it ran, and how it failed if it did."""
+
+    number: int
+    started_at: float
+    ended_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """One node execution inside a run (the seed's "state").
+
+    ``id`` is deterministic for a given (thread, parent checkpoint, node, push index), so a
+    re-run of the same step after a crash updates the same record. Upsert by ``id``.
+    """
+
+    id: str
+    run_id: str
+    thread_id: str
+    graph: str
+    node: str
+    step: int
+    status: ExecutionStatus
+    namespace: str = DEFAULT_NAMESPACE
+    attempt: int = 0
+    inputs: bytes | None = None
+    outputs: bytes | None = None
+    error: str | None = None
+    parents: tuple[str, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    checkpoint_seq: int | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One invocation of a graph on a thread. Upsert by ``run_id``."""
+
+    run_id: str
+    thread_id: str
+    graph: str
+    status: RunStatus
+    namespace: str = DEFAULT_NAMESPACE
+    input: bytes | None = None
+    output: bytes | None = None
+    error: str | None = None
+    durability: str = "async"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    steps: int = 0
+    executions: int = 0
+    resumed_from: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ThreadRecord:
+    """A thread: its identity, tenant namespace, metadata and current lease (if any)."""
+
+    thread_id: str
+    namespace: str = DEFAULT_NAMESPACE
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    lease: Lease | None = None
+
+
+class _AnyHead:
+    """Sentinel type: a commit that does not compare-and-set the thread's latest checkpoint."""
+
+    def __repr__(self) -> str:
+        return "ANY_HEAD"
+
+
+ANY_HEAD: Any = _AnyHead()
+
+
+@dataclass(slots=True)
+class Commit:
+    """Everything one step (or one finished task) persists, applied atomically.
+
+    Checks, in this order, before anything is written:
+
+    1. ``lease_token`` (if not ``None``) is the thread's current lease token, else
+       ``LeaseLostError``. An expired lease whose token is still current may commit: nobody
+       took it over.
+    2. ``expected_head`` (if not ``ANY_HEAD``) equals the ``seq`` of the thread's latest
+       checkpoint in ``checkpoint.checkpoint_ns`` (``None``: the thread has none), else
+       ``CheckpointConflictError``.
+    3. Each run in ``runs`` that already exists belongs to the same thread, else
+       ``RunConflictError``.
+
+    Then: insert ``checkpoint`` and its blobs, upsert ``writes``, ``executions`` and ``runs``,
+    and create or touch the thread row (``namespace`` is used only when creating it).
+    """
+
+    thread_id: str
+    namespace: str = DEFAULT_NAMESPACE
+    lease_token: int | None = None
+    expected_head: int | None | _AnyHead = ANY_HEAD
+    checkpoint: CheckpointRecord | None = None
+    writes: list[WriteRecord] = field(default_factory=list)
+    executions: list[ExecutionRecord] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for checkpoints, writes, runs, executions and leases.
+
+    Implementations must be safe to call from several threads at once. Every method either
+    completes or raises a :class:`~threadloom.errors.ThreadloomError` subclass; a failed
+    :meth:`commit` has written nothing.
+    """
+
+    def setup(self) -> None:
+        """Create or migrate the schema (numbered migrations, recorded). Idempotent."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. The store may not be used afterwards."""
+        ...
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+        """Take the thread's lease for ``ttl`` seconds.
+
+        Succeeds if nobody holds it, it expired, or ``owner`` already holds it; the token
+        increases whenever the holder changes or an expired lease is taken. Creates the thread
+        row if needed.
+
+        Raises:
+            ThreadBusyError: another owner holds an unexpired lease.
+        """
+        ...
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a held lease to ``now + ttl``.
+
+        Raises:
+            LeaseLostError: the token is no longer the thread's current one.
+        """
+        ...
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
+        ...
+
+    # -- the write path -------------------------------------------------------------------
+
+    def commit(self, commits: Sequence[Commit]) -> None:
+        """Apply ``commits`` in order, in one transaction (see :class:`Commit`).
+
+        Raises:
+            LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
+                nothing of the batch was written.
+        """
+        ...
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+    ) -> CheckpointRecord | None:
+        """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
+        ...
+
+    def list_checkpoints(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        *,
+        before: int | None = None,
+        run_id: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
+        or one source, at most ``limit``."""
+        ...
+
+    def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+    ) -> list[BlobRecord]:
+        """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
+        with ``base <= blob.version <= version`` (in any order)."""
+        ...
+
+    def get_writes(
+        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+    ) -> list[WriteRecord]:
+        """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
+        ordered by ``(task_id, channel, idx)``."""
+        ...
+
+    # -- runs and executions --------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run recorded under ``run_id``, if any."""
+        ...
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: str | None = None,
+        graph: str | None = None,
+        namespace: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs matching every given filter, newest first (by ``created_at``, then
+        ``run_id``), paginated."""
+        ...
+
+    def list_executions(
+        self,
+        *,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ExecutionRecord]:
+        """Executions matching every given filter, in execution order (by ``created_at``,
+        ``step``, then ``node``), paginated."""
+        ...
+
+    # -- threads --------------------------------------------------------------------------
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread row (created by the first lease or commit on the thread)."""
+        ...
+
+    def list_threads(
+        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ThreadRecord]:
+        """Threads, most recently updated first."""
+        ...
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
+        runs, executions, lease)."""
+        ...

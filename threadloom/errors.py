@@ -1,0 +1,194 @@
+"""Errors raised by threadloom.
+
+Every error a user can meet derives from :class:`ThreadloomError` and carries a stable
+``code`` that the HTTP API returns unchanged. Control-flow signals (an interrupt pausing a
+run, a run being cancelled) derive from :class:`BaseException` instead, so that user code
+written as ``except Exception:`` cannot swallow them by accident.
+
+The tree::
+
+    ThreadloomError                     threadloom_error
+    ├── GraphValidationError            invalid_graph        (also ValueError)
+    ├── InvalidConfigError              invalid_config       (also ValueError)
+    ├── InvalidUpdateError              invalid_update
+    ├── GraphRecursionError             recursion_limit      (also RecursionError)
+    ├── EmptyInputError                 empty_input
+    ├── NodeTimeoutError                node_timeout         (also TimeoutError)
+    ├── RunTimeoutError                 run_timeout          (also TimeoutError)
+    ├── CircuitOpenError                circuit_open
+    ├── RunConflictError                run_conflict
+    ├── RunNotFoundError                run_not_found        (also KeyError)
+    ├── ThreadBusyError                 thread_busy
+    ├── LeaseLostError                  lease_lost
+    ├── CheckpointConflictError         checkpoint_conflict
+    └── StoreError                      store_error
+        ├── StoreUnavailableError       store_unavailable
+        ├── MigrationError              migration_failed
+        └── DecryptionError             decryption_failed
+
+    BaseException
+    ├── GraphInterrupt                  the run paused (interrupt() or a breakpoint)
+    └── RunCancelled                    the run was cancelled
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from threadloom.types import Interrupt
+
+__all__ = [
+    "CheckpointConflictError",
+    "CircuitOpenError",
+    "DecryptionError",
+    "EmptyInputError",
+    "GraphInterrupt",
+    "GraphRecursionError",
+    "GraphValidationError",
+    "InvalidConfigError",
+    "InvalidUpdateError",
+    "LeaseLostError",
+    "MigrationError",
+    "NodeTimeoutError",
+    "RunCancelled",
+    "RunConflictError",
+    "RunNotFoundError",
+    "RunTimeoutError",
+    "StoreError",
+    "StoreUnavailableError",
+    "ThreadBusyError",
+    "ThreadloomError",
+]
+
+
+class ThreadloomError(Exception):
+    """Root of every threadloom error; ``code`` is stable and machine-readable."""
+
+    code: ClassVar[str] = "threadloom_error"
+
+
+class GraphValidationError(ThreadloomError, ValueError):
+    """The graph is malformed: unknown node, no entry point, reserved name, unreachable node."""
+
+    code = "invalid_graph"
+
+
+class InvalidConfigError(ThreadloomError, ValueError):
+    """A config value (run id, thread id, durability, limit...) is not acceptable."""
+
+    code = "invalid_config"
+
+
+class InvalidUpdateError(ThreadloomError):
+    """A node produced an update the state cannot take (e.g. two writes to a plain field)."""
+
+    code = "invalid_update"
+
+
+class GraphRecursionError(ThreadloomError, RecursionError):
+    """The run reached ``recursion_limit`` supersteps without finishing."""
+
+    code = "recursion_limit"
+
+
+class EmptyInputError(ThreadloomError):
+    """``invoke(None)`` on a thread that has nothing to continue."""
+
+    code = "empty_input"
+
+
+class NodeTimeoutError(ThreadloomError, TimeoutError):
+    """A node execution ran longer than its ``timeout``."""
+
+    code = "node_timeout"
+
+
+class RunTimeoutError(ThreadloomError, TimeoutError):
+    """The whole run ran longer than the ``timeout`` given in its config."""
+
+    code = "run_timeout"
+
+
+class CircuitOpenError(ThreadloomError):
+    """A node's circuit breaker is open: its dependency failed too often recently."""
+
+    code = "circuit_open"
+
+
+class RunConflictError(ThreadloomError):
+    """A run id is already recorded for another thread or graph, or with other input."""
+
+    code = "run_conflict"
+
+
+class RunNotFoundError(ThreadloomError, KeyError):
+    """No run is recorded under the given run id."""
+
+    code = "run_not_found"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class ThreadBusyError(ThreadloomError):
+    """The thread already has an active run (one writer per thread)."""
+
+    code = "thread_busy"
+
+
+class LeaseLostError(ThreadloomError):
+    """This writer's lease on the thread expired and was taken over; it may not commit."""
+
+    code = "lease_lost"
+
+
+class CheckpointConflictError(ThreadloomError):
+    """The thread's latest checkpoint is not the one this writer continued from."""
+
+    code = "checkpoint_conflict"
+
+
+class StoreError(ThreadloomError):
+    """The store failed in a way that is not one of the more specific errors."""
+
+    code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached (after retrying where that is safe)."""
+
+    code = "store_unavailable"
+
+
+class MigrationError(StoreError):
+    """The store's schema could not be migrated, or is newer than this code."""
+
+    code = "migration_failed"
+
+
+class DecryptionError(StoreError):
+    """A stored value could not be decrypted: wrong key, or the data was altered."""
+
+    code = "decryption_failed"
+
+
+class GraphInterrupt(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised inside a run to pause it; carries the pending interrupts.
+
+    It derives from ``BaseException`` so that ``except Exception`` in a node does not catch
+    it. The engine catches it, records the pause and returns control to the caller.
+    """
+
+    def __init__(self, interrupts: Sequence[Interrupt] = ()) -> None:
+        super().__init__(tuple(interrupts))
+        self.interrupts: tuple[Interrupt, ...] = tuple(interrupts)
+
+
+class RunCancelled(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised inside a run that was cancelled; user code should let it propagate."""
+
+    def __init__(self, reason: str = "cancelled", *args: Any) -> None:
+        super().__init__(reason, *args)
+        self.reason = reason

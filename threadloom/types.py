@@ -1,0 +1,245 @@
+"""Public value types: control commands, interrupts, policies and snapshots."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias, TypedDict, TypeVar
+
+from threadloom import _context
+
+__all__ = [
+    "CachePolicy",
+    "Command",
+    "Durability",
+    "Interrupt",
+    "RetryPolicy",
+    "RunnableConfig",
+    "Send",
+    "StateSnapshot",
+    "StateTask",
+    "StreamMode",
+    "StreamWriter",
+    "default_retry_on",
+    "interrupt",
+]
+
+Durability: TypeAlias = Literal["sync", "async", "exit"]
+"""When a run's progress is persisted: every step atomically, in the background, or at exit."""
+
+StreamMode: TypeAlias = Literal["values", "updates", "custom", "debug"]
+"""What ``stream`` yields: full state, per-node updates, node-written data, or debug events."""
+
+StreamWriter: TypeAlias = Callable[[Any], None]
+"""A callable injected into nodes that emits a chunk on the ``custom`` stream."""
+
+N = TypeVar("N", bound=Hashable)
+
+
+class RunnableConfig(TypedDict, total=False):
+    """The config dict accepted by ``invoke`` and friends (LangGraph-compatible keys)."""
+
+    run_id: str
+    thread_id: str
+    configurable: dict[str, Any]
+    recursion_limit: int
+    tags: list[str]
+    metadata: dict[str, Any]
+    callbacks: Any
+    max_concurrency: int | None
+    run_name: str
+    durability: Durability
+    interrupt_before: Sequence[str] | Literal["*"]
+    interrupt_after: Sequence[str] | Literal["*"]
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Run ``node`` in the next step with ``arg`` as its input (map-reduce fan-out).
+
+    Example:
+        >>> def fan_out(state):
+        ...     return [Send("worker", {"item": x}) for x in state["items"]]
+    """
+
+    node: str
+    arg: Any
+
+    def __repr__(self) -> str:
+        return f"Send(node={self.node!r}, arg={self.arg!r})"
+
+
+_PARENT = "__parent__"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Returned by a node to update state and choose where to go next, or passed as input
+    to resume an interrupted run.
+
+    Args:
+        update: a state update, applied like a node's return value.
+        goto: node name(s) or :class:`Send` packets to run next.
+        resume: the value ``interrupt()`` returns when the run resumes; a dict mapping
+            interrupt ids to values resumes several pending interrupts at once.
+        graph: ``None`` for the current graph, ``Command.PARENT`` for the parent graph.
+    """
+
+    update: Any = None
+    goto: str | Send | Sequence[str | Send] = ()
+    resume: Any = None
+    graph: str | None = None
+
+    PARENT: ClassVar[str] = _PARENT
+
+    def goto_targets(self) -> tuple[str | Send, ...]:
+        """The ``goto`` value as a tuple."""
+        if isinstance(self.goto, str | Send):
+            return (self.goto,)
+        return tuple(self.goto)
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """A pending pause: the value given to ``interrupt()`` and the id used to resume it."""
+
+    value: Any
+    id: str = ""
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the run and surface ``value`` to the caller; return the resume value.
+
+    On the first execution this raises a :class:`~threadloom.errors.GraphInterrupt` that the
+    engine records. When the run is resumed with ``Command(resume=...)`` or
+    ``graph.resume(run_id, value=...)`` the node runs again from its start and this call
+    returns the resume value instead. Several ``interrupt()`` calls in one node are matched
+    to resume values by their order.
+
+    Example:
+        >>> def review(state):
+        ...     answer = interrupt({"question": "approve?", "draft": state["draft"]})
+        ...     return {"approved": answer == "yes"}
+    """
+    return _context.current_task("interrupt()").interrupt(value)
+
+
+def default_retry_on(exc: Exception) -> bool:
+    """Retry on errors that are usually transient: connection problems and timeouts, and
+    anything that is not a programming error (``ValueError``, ``TypeError``, lookup errors
+    and the like are never retried)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return 500 <= status < 600
+    return not isinstance(
+        exc,
+        ValueError
+        | TypeError
+        | ArithmeticError
+        | ImportError
+        | LookupError
+        | NameError
+        | SyntaxError
+        | RuntimeError
+        | ReferenceError
+        | StopIteration
+        | StopAsyncIteration
+        | OSError,
+    )
+
+
+class RetryPolicy(NamedTuple):
+    """How a node (or task) is retried when it raises.
+
+    Attributes:
+        initial_interval: seconds before the first retry.
+        backoff_factor: multiplier applied to the interval after each retry.
+        max_interval: cap on the interval, in seconds.
+        max_attempts: attempts in all, the first included.
+        jitter: add up to 100% random jitter to each interval.
+        retry_on: exception classes to retry, or a predicate on the exception.
+    """
+
+    initial_interval: float = 0.5
+    backoff_factor: float = 2.0
+    max_interval: float = 128.0
+    max_attempts: int = 3
+    jitter: bool = True
+    retry_on: type[Exception] | Sequence[type[Exception]] | Callable[[Exception], bool] = (
+        default_retry_on
+    )
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is one this policy retries."""
+        if not isinstance(exc, Exception):
+            return False
+        on = self.retry_on
+        if isinstance(on, type):
+            return isinstance(exc, on)
+        if isinstance(on, Sequence):
+            return isinstance(exc, tuple(on))
+        return bool(on(exc))
+
+    def interval(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_interval, self.initial_interval * self.backoff_factor ** (attempt - 1))
+        return base + random.uniform(0, base) if self.jitter else base
+
+
+def _default_cache_key(*args: Any, **kwargs: Any) -> str:
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps((args, kwargs), protocol=5)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Cache a node's result by its input for ``ttl`` seconds (``None``: forever)."""
+
+    key_func: Callable[..., str | bytes] = _default_cache_key
+    ttl: float | timedelta | None = None
+
+    def ttl_seconds(self) -> float | None:
+        """The time to live in seconds, or ``None``."""
+        if isinstance(self.ttl, timedelta):
+            return self.ttl.total_seconds()
+        return self.ttl
+
+
+@dataclass(frozen=True, slots=True)
+class StateTask:
+    """A task of a step in a :class:`StateSnapshot`: a node that is due or was interrupted."""
+
+    id: str
+    name: str
+    path: tuple[Any, ...] = ()
+    error: str | None = None
+    interrupts: tuple[Interrupt, ...] = ()
+    result: Any = None
+
+
+class StateSnapshot(NamedTuple):
+    """The state of a thread at one checkpoint, as returned by ``get_state``."""
+
+    values: dict[str, Any]
+    """Current values of the state channels."""
+    next: tuple[str, ...]
+    """Nodes that will run in the next step (empty when the thread is done)."""
+    config: RunnableConfig
+    """Config that addresses this checkpoint (thread id and checkpoint id)."""
+    metadata: dict[str, Any] | None
+    """Checkpoint metadata: run_id, step, source, parents, writes."""
+    created_at: str | None
+    """ISO-8601 time the checkpoint was written."""
+    parent_config: RunnableConfig | None
+    """Config of the previous checkpoint, if any."""
+    tasks: tuple[StateTask, ...] = ()
+    """Tasks due in the next step, with any interrupts they raised."""
+    interrupts: tuple[Interrupt, ...] = ()
+    """Interrupts pending at this checkpoint."""
