@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias, TypedDict, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeAlias, TypedDict, TypeVar
 
 from threadloom import _context
 
@@ -76,7 +76,7 @@ _PARENT = "__parent__"
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
+class Command(Generic[N]):
     """Returned by a node to update state and choose where to go next, or passed as input
     to resume an interrupted run.
 
@@ -89,17 +89,18 @@ class Command:
     """
 
     update: Any = None
-    goto: str | Send | Sequence[str | Send] = ()
+    goto: N | Send | Sequence[N | Send] = ()
     resume: Any = None
     graph: str | None = None
 
     PARENT: ClassVar[str] = _PARENT
 
-    def goto_targets(self) -> tuple[str | Send, ...]:
+    def goto_targets(self) -> tuple[Any, ...]:
         """The ``goto`` value as a tuple."""
-        if isinstance(self.goto, str | Send):
-            return (self.goto,)
-        return tuple(self.goto)
+        goto: Any = self.goto
+        if isinstance(goto, str | Send):
+            return (goto,)
+        return tuple(goto)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,388 @@
+"""The SQLite store's schema, its prebuilt SQL, the commit writer and row conversions.
+
+Private to :mod:`threadloom.checkpoint.sqlite`, which owns connections, transactions, retries
+and error translation; everything here runs on a connection it is handed. The hot paths use
+the SQL strings below as they are (never formatted per call), so ``sqlite3``'s statement
+cache prepares each once per connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from threadloom.checkpoint.base import (
+    ANY_HEAD,
+    DEFAULT_NAMESPACE,
+    Attempt,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+)
+from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConflictError, StoreError
+
+# -- schema -------------------------------------------------------------------------------
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the initial schema.
+    (
+        """CREATE TABLE threads (
+            thread_id TEXT PRIMARY KEY,
+            namespace TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            lease_owner TEXT,
+            lease_token INTEGER NOT NULL DEFAULT 0,
+            lease_expires_at REAL
+        )""",
+        "CREATE INDEX threads_updated ON threads (updated_at)",
+        "CREATE INDEX threads_namespace_updated ON threads (namespace, updated_at)",
+        """CREATE TABLE checkpoints (
+            thread_id TEXT NOT NULL,
+            checkpoint_ns TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            parent_seq INTEGER,
+            run_id TEXT,
+            step INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            channels TEXT NOT NULL,
+            next TEXT NOT NULL,
+            metadata BLOB NOT NULL,
+            frontier BLOB NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, seq)
+        )""",
+        "CREATE INDEX checkpoints_run ON checkpoints (run_id)",
+        """CREATE TABLE blobs (
+            thread_id TEXT NOT NULL,
+            checkpoint_ns TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            prev INTEGER,
+            data BLOB NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+        )""",
+        """CREATE TABLE writes (
+            thread_id TEXT NOT NULL,
+            checkpoint_ns TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            task_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, seq, task_id, channel, idx)
+        )""",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL,
+            graph TEXT NOT NULL,
+            status TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            input BLOB,
+            output BLOB,
+            error TEXT,
+            durability TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            steps INTEGER NOT NULL,
+            executions INTEGER NOT NULL,
+            resumed_from TEXT,
+            metadata TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_thread ON runs (thread_id, created_at)",
+        "CREATE INDEX runs_status ON runs (status, created_at)",
+        "CREATE INDEX runs_namespace_created ON runs (namespace, created_at)",
+        "CREATE INDEX runs_graph ON runs (graph, created_at)",
+        """CREATE TABLE executions (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            graph TEXT NOT NULL,
+            node TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            inputs BLOB,
+            outputs BLOB,
+            error TEXT,
+            parents TEXT NOT NULL,
+            attempts TEXT NOT NULL,
+            checkpoint_seq INTEGER,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL
+        )""",
+        "CREATE INDEX executions_run ON executions (run_id)",
+        "CREATE INDEX executions_thread ON executions (thread_id)",
+        "CREATE INDEX executions_namespace_status ON executions (namespace, status)",
+    ),
+)
+"""The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# -- prebuilt SQL of the hot paths ----------------------------------------------------------
+
+SQL_CHECK = (
+    "SELECT (SELECT lease_token FROM threads WHERE thread_id = ?1 AND lease_owner IS NOT NULL),"
+    " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
+)
+SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?)"
+SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?)"
+RUN_COLS = (
+    "run_id, thread_id, graph, status, namespace, input, output, error, durability, "
+    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata"
+)
+# The upsert only updates a run of the same thread, so its row count tells a conflict apart.
+SQL_PUT_RUN = (
+    f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id) DO UPDATE SET graph = excluded.graph, status = excluded.status,"
+    " namespace = excluded.namespace, input = excluded.input, output = excluded.output,"
+    " error = excluded.error, durability = excluded.durability,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+    " started_at = excluded.started_at, ended_at = excluded.ended_at, steps = excluded.steps,"
+    " executions = excluded.executions, resumed_from = excluded.resumed_from,"
+    " metadata = excluded.metadata WHERE runs.thread_id = excluded.thread_id"
+)
+EXEC_COLS = (
+    "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
+    "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
+)
+SQL_PUT_EXECUTION = (
+    f"INSERT INTO executions ({EXEC_COLS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id,"
+    " thread_id = excluded.thread_id, graph = excluded.graph, node = excluded.node,"
+    " step = excluded.step, status = excluded.status, namespace = excluded.namespace,"
+    " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
+    " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
+    " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+    " started_at = excluded.started_at, ended_at = excluded.ended_at"
+)
+SQL_TOUCH_THREAD = (
+    "INSERT INTO threads (thread_id, namespace, created_at, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (thread_id) DO UPDATE SET updated_at = excluded.updated_at,"
+    " namespace = COALESCE(threads.namespace, excluded.namespace)"
+)
+CP_COLS = "seq, parent_seq, run_id, step, source, created_at, channels, next, metadata, frontier"
+SQL_LATEST = (
+    f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
+    " ORDER BY seq DESC LIMIT 1"
+)
+SQL_CHECKPOINT = (
+    f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND seq = ?"
+)
+SQL_BLOB_RANGE = (
+    "SELECT channel, version, prev, data FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2"
+    " AND channel = ?{} AND version BETWEEN ?{} AND ?{}"
+)
+BLOB_CHUNK = 32  # channels per UNION ALL query
+BLOB_SQL: list[str] = [
+    " UNION ALL ".join(SQL_BLOB_RANGE.format(3 + 3 * i, 4 + 3 * i, 5 + 3 * i) for i in range(n))
+    for n in range(BLOB_CHUNK + 1)
+]
+THREAD_COLS = (
+    "thread_id, namespace, created_at, updated_at, metadata, lease_owner, lease_token, "
+    "lease_expires_at"
+)
+
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+loads = json.JSONDecoder().decode
+
+
+# -- rows to records ------------------------------------------------------------------------
+
+
+def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:
+    seq, parent, run_id, step, source, created_at, channels, nxt, metadata, frontier = row
+    return CheckpointRecord(
+        thread_id,
+        checkpoint_ns,
+        seq,
+        parent,
+        run_id,
+        step,
+        source,
+        created_at,
+        {ch: (vb[0], vb[1]) for ch, vb in loads(channels).items()},
+        tuple(loads(nxt)),
+        metadata,
+        frontier,
+    )
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """The run of a row selected with ``RUN_COLS`` (the dataclass's field order)."""
+    run = RunRecord(*row[:16])
+    run.metadata = loads(row[16])
+    return run
+
+
+def execution_record(row: Sequence[Any]) -> ExecutionRecord:
+    """The execution of a row selected with ``EXEC_COLS`` (the dataclass's field order)."""
+    ex = ExecutionRecord(*row[:12])
+    ex.parents = tuple(loads(row[12]))
+    ex.attempts = tuple(Attempt(*a) for a in loads(row[13]))
+    ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at = row[14:]
+    return ex
+
+
+def thread_record(row: Sequence[Any]) -> ThreadRecord:
+    thread_id, namespace, created_at, updated_at, metadata, owner, token, expires_at = row
+    return ThreadRecord(
+        thread_id=thread_id,
+        namespace=namespace if namespace is not None else DEFAULT_NAMESPACE,
+        created_at=created_at,
+        updated_at=updated_at,
+        metadata=loads(metadata),
+        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
+    )
+
+
+def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    used = [(sql, value) for sql, value in clauses if value is not None]
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
+
+
+# -- the write path ----------------------------------------------------------------------
+
+
+def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
+    """Check and write ``commits`` in order inside the caller's open transaction; raise on
+    the first failed check (the caller rolls back)."""
+    execute = conn.execute
+    executemany = conn.executemany
+    now = time.time()
+    for c in commits:
+        thread_id = c.thread_id
+        cp = c.checkpoint
+        ns = cp.checkpoint_ns if cp is not None else ""
+        token = c.lease_token
+        if token is not None or c.expected_head is not ANY_HEAD:
+            current, head = execute(SQL_CHECK, (thread_id, ns)).fetchone()
+            if token is not None and token != current:
+                raise LeaseLostError(f"lease token {token} is not current on thread {thread_id!r}")
+            if c.expected_head is not ANY_HEAD and c.expected_head != head:
+                raise CheckpointConflictError(
+                    f"thread {thread_id!r} moved on: its latest checkpoint is {head}, "
+                    f"not {c.expected_head}"
+                )
+        if c.runs:
+            rows = [
+                (
+                    r.run_id,
+                    r.thread_id,
+                    r.graph,
+                    r.status,
+                    r.namespace,
+                    r.input,
+                    r.output,
+                    r.error,
+                    r.durability,
+                    r.created_at,
+                    r.updated_at,
+                    r.started_at,
+                    r.ended_at,
+                    r.steps,
+                    r.executions,
+                    r.resumed_from,
+                    dumps(r.metadata) if r.metadata else "{}",
+                )
+                for r in c.runs
+            ]
+            if executemany(SQL_PUT_RUN, rows).rowcount != len(rows):
+                raise_run_conflict(conn, c.runs)
+        if cp is not None:
+            if cp.thread_id != thread_id:
+                raise StoreError(
+                    f"a commit for thread {thread_id!r} carries a checkpoint of "
+                    f"thread {cp.thread_id!r}"
+                )
+            try:
+                execute(
+                    SQL_INSERT_CHECKPOINT,
+                    (
+                        thread_id,
+                        ns,
+                        cp.seq,
+                        cp.parent_seq,
+                        cp.run_id,
+                        cp.step,
+                        cp.source,
+                        cp.created_at,
+                        dumps(cp.channels),
+                        dumps(cp.next),
+                        cp.metadata,
+                        cp.frontier,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise CheckpointConflictError(
+                    f"checkpoint {cp.seq} already exists on thread {thread_id!r}"
+                ) from exc
+            if cp.blobs:
+                executemany(
+                    SQL_PUT_BLOB,
+                    [(thread_id, ns, b.channel, b.version, b.prev, b.data) for b in cp.blobs],
+                )
+        if c.writes:
+            executemany(
+                SQL_PUT_WRITE,
+                [
+                    (w.thread_id, w.checkpoint_ns, w.seq, w.task_id, w.channel, w.idx, w.data)
+                    for w in c.writes
+                ],
+            )
+        if c.executions:
+            executemany(
+                SQL_PUT_EXECUTION,
+                [
+                    (
+                        e.id,
+                        e.run_id,
+                        e.thread_id,
+                        e.graph,
+                        e.node,
+                        e.step,
+                        e.status,
+                        e.namespace,
+                        e.attempt,
+                        e.inputs,
+                        e.outputs,
+                        e.error,
+                        dumps(e.parents) if e.parents else "[]",
+                        dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
+                        if e.attempts
+                        else "[]",
+                        e.checkpoint_seq,
+                        e.created_at,
+                        e.started_at,
+                        e.ended_at,
+                    )
+                    for e in c.executions
+                ],
+            )
+        execute(SQL_TOUCH_THREAD, (thread_id, c.namespace, now, now))
+
+
+def raise_run_conflict(conn: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:
+    for run in runs:
+        row = conn.execute("SELECT thread_id FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+        if row is not None and row[0] != run.thread_id:
+            raise RunConflictError(
+                f"run {run.run_id!r} belongs to thread {row[0]!r}, not {run.thread_id!r}"
+            )
+    raise RunConflictError("a run of the commit belongs to another thread")

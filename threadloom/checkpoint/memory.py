@@ -1,0 +1,563 @@
+"""The in-process reference store: plain dicts guarded by one lock.
+
+:class:`MemoryStore` is the executable definition of the store protocol: every other backend
+must behave like it (the conformance suite in :mod:`threadloom.testing` runs against all of
+them). It keeps nothing on disk, so it suits tests and short-lived scripts.
+
+Example:
+    >>> from threadloom.checkpoint.memory import MemorySaver
+    >>> store = MemorySaver()
+    >>> store.setup()
+    >>> store.get_thread("t-1") is None
+    True
+
+Records go in and come out as copies: mutating a record after committing it, or a record the
+store returned, never changes what the store holds.
+
+Behaviour the protocol leaves open, decided here (and matched by every backend):
+
+* A released lease leaves no current token: a commit or renewal carrying the released token
+  raises ``LeaseLostError``; the next acquisition gets a higher token.
+* A thread row created by :meth:`MemoryStore.acquire_lease` has no namespace yet (it reads as
+  ``"default"``); the first commit on the thread sets it from ``Commit.namespace``.
+* Inserting a checkpoint whose ``seq`` already exists on the thread raises
+  ``CheckpointConflictError`` (another writer got there first); nothing is written.
+* ``expected_head`` of a commit without a checkpoint is compared in the root namespace ``""``.
+* Run metadata must be JSON-serializable; it is stored as JSON, so it reads back as decoded
+  JSON (tuples become lists), exactly as in the SQL backends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from threadloom.checkpoint.base import (
+    ANY_HEAD,
+    DEFAULT_NAMESPACE,
+    Attempt,
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+    WriteRecord,
+)
+from threadloom.errors import (
+    CheckpointConflictError,
+    LeaseLostError,
+    RunConflictError,
+    StoreError,
+    ThreadBusyError,
+)
+
+__all__ = ["InMemorySaver", "MemorySaver", "MemoryStore"]
+
+_K = TypeVar("_K", bound=tuple[Any, ...])
+
+
+class _Thread:
+    """A thread row. ``token`` survives a release, so the next holder gets a higher one."""
+
+    __slots__ = (
+        "created_at",
+        "metadata",
+        "namespace",
+        "owner",
+        "expires_at",
+        "token",
+        "updated_at",
+    )
+
+    def __init__(self, namespace: str | None, now: float) -> None:
+        self.namespace = namespace
+        self.created_at = now
+        self.updated_at = now
+        self.metadata: dict[str, Any] = {}
+        self.owner: str | None = None
+        self.token = 0
+        self.expires_at = 0.0
+
+    def current_token(self) -> int | None:
+        return self.token if self.owner is not None else None
+
+
+def _json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not JSON-serializable: {exc}") from exc
+    return copied
+
+
+def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
+    return CheckpointRecord(
+        thread_id=cp.thread_id,
+        checkpoint_ns=cp.checkpoint_ns,
+        seq=cp.seq,
+        parent_seq=cp.parent_seq,
+        run_id=cp.run_id,
+        step=cp.step,
+        source=cp.source,
+        created_at=cp.created_at,
+        channels={ch: (int(vb[0]), int(vb[1])) for ch, vb in cp.channels.items()},
+        next=tuple(cp.next),
+        metadata=bytes(cp.metadata),
+        frontier=bytes(cp.frontier),
+    )
+
+
+def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
+    return replace(
+        ex,
+        parents=tuple(ex.parents),
+        attempts=tuple(Attempt(a.number, a.started_at, a.ended_at, a.error) for a in ex.attempts),
+    )
+
+
+def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunRecord:
+    if metadata is None:
+        metadata = _json_copy(run.metadata, f"metadata of run {run.run_id!r}")
+    return replace(run, metadata=metadata)
+
+
+class MemoryStore:
+    """The reference :class:`~threadloom.checkpoint.base.Store`, in process memory.
+
+    Every method holds one re-entrant lock for its whole duration, so each call is atomic
+    and the store is safe to share between threads. :meth:`commit` validates the whole batch
+    before it writes anything, so a failing batch leaves no trace.
+
+    Args:
+        **options: accepted and ignored, so that ``open_store("memory://", **options)``
+            takes the same keyword arguments whatever the backend.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        del options
+        self._lock = threading.RLock()
+        self._threads: dict[str, _Thread] = {}
+        self._checkpoints: dict[tuple[str, str], dict[int, CheckpointRecord]] = {}
+        self._heads: dict[tuple[str, str], int] = {}
+        self._blobs: dict[tuple[str, str, str], dict[int, BlobRecord]] = {}
+        self._writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._executions: dict[str, ExecutionRecord] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threads={len(self._threads)})"
+
+    def setup(self) -> None:
+        """Nothing to create; present for the protocol. Idempotent."""
+        self._check_open()
+
+    def close(self) -> None:
+        """Drop every record. The store may not be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._threads.clear()
+            self._checkpoints.clear()
+            self._heads.clear()
+            self._blobs.clear()
+            self._writes.clear()
+            self._runs.clear()
+            self._executions.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+        """Take the thread's lease for ``ttl`` seconds (see the protocol).
+
+        The holder reacquiring an unexpired lease keeps its token (the expiry moves to
+        ``now + ttl``); taking a free, released or expired lease, even by its last holder,
+        bumps the token. A thread row created here has no namespace until its first commit.
+
+        Raises:
+            ThreadBusyError: another owner holds an unexpired lease.
+        """
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            row = self._threads.get(thread_id)
+            if row is None:
+                row = self._threads[thread_id] = _Thread(None, now)
+            if row.owner is not None and row.expires_at > now:
+                if row.owner != owner:
+                    raise ThreadBusyError(
+                        f"thread {thread_id!r} is busy: its lease is held by {row.owner!r}"
+                    )
+            else:
+                row.token += 1
+            row.owner = owner
+            row.expires_at = now + ttl
+            return Lease(thread_id, owner, row.token, row.expires_at)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
+
+        Raises:
+            LeaseLostError: the token is no longer current (taken over or released).
+        """
+        with self._lock:
+            self._check_open()
+            row = self._threads.get(lease.thread_id)
+            if row is None or row.current_token() != lease.token:
+                raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
+            row.expires_at = time.time() + ttl
+            assert row.owner is not None
+            return Lease(lease.thread_id, row.owner, row.token, row.expires_at)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
+        with self._lock:
+            self._check_open()
+            row = self._threads.get(lease.thread_id)
+            if row is not None and row.current_token() == lease.token:
+                row.owner = None
+                row.expires_at = 0.0
+
+    # -- the write path -------------------------------------------------------------------
+
+    def commit(self, commits: Sequence[Commit]) -> None:
+        """Apply ``commits`` in order, atomically (see :class:`~threadloom.checkpoint.Commit`).
+
+        The batch is first checked in full, each commit seeing the effects of the ones before
+        it (a checkpoint an earlier commit inserts moves the head; a run it records claims the
+        run id), then applied; a failing batch writes nothing. A checkpoint whose ``seq``
+        already exists raises ``CheckpointConflictError``. Without a checkpoint,
+        ``expected_head`` is compared in namespace ``""``.
+
+        Raises:
+            LeaseLostError, CheckpointConflictError, RunConflictError: a check failed.
+            StoreError: run metadata is not JSON-serializable, or the checkpoint belongs
+                to another thread than the commit.
+        """
+        with self._lock:
+            self._check_open()
+            staged = [self._stage(c) for c in self._validate(commits)]
+            now = time.time()
+            for commit, (checkpoint, blobs, writes, executions, runs) in zip(
+                commits, staged, strict=True
+            ):
+                self._apply(commit, checkpoint, blobs, writes, executions, runs, now)
+
+    def _validate(self, commits: Sequence[Commit]) -> Sequence[Commit]:
+        heads: dict[tuple[str, str], int | None] = {}
+        run_threads: dict[str, str] = {}
+        inserted: set[tuple[tuple[str, str], int]] = set()
+        for c in commits:
+            if c.lease_token is not None:
+                row = self._threads.get(c.thread_id)
+                if row is None or row.current_token() != c.lease_token:
+                    raise LeaseLostError(
+                        f"lease token {c.lease_token} is not current on thread {c.thread_id!r}"
+                    )
+            ns = c.checkpoint.checkpoint_ns if c.checkpoint is not None else ""
+            key = (c.thread_id, ns)
+            head = heads[key] if key in heads else self._heads.get(key)
+            if c.expected_head is not ANY_HEAD and c.expected_head != head:
+                raise CheckpointConflictError(
+                    f"thread {c.thread_id!r} moved on: its latest checkpoint is {head}, "
+                    f"not {c.expected_head}"
+                )
+            for run in c.runs:
+                owner = run_threads.get(run.run_id)
+                if owner is None:
+                    existing = self._runs.get(run.run_id)
+                    owner = existing.thread_id if existing is not None else None
+                if owner is not None and owner != run.thread_id:
+                    raise RunConflictError(
+                        f"run {run.run_id!r} belongs to thread {owner!r}, not {run.thread_id!r}"
+                    )
+                run_threads[run.run_id] = run.thread_id
+            if c.checkpoint is not None:
+                seq = c.checkpoint.seq
+                if c.checkpoint.thread_id != c.thread_id:
+                    raise StoreError(
+                        f"a commit for thread {c.thread_id!r} carries a checkpoint of "
+                        f"thread {c.checkpoint.thread_id!r}"
+                    )
+                if seq in self._checkpoints.get(key, ()) or (key, seq) in inserted:
+                    raise CheckpointConflictError(
+                        f"checkpoint {seq} already exists on thread {c.thread_id!r}"
+                    )
+                inserted.add((key, seq))
+                heads[key] = seq if head is None else max(head, seq)
+        return commits
+
+    def _stage(
+        self, c: Commit
+    ) -> tuple[
+        CheckpointRecord | None,
+        list[BlobRecord],
+        list[WriteRecord],
+        list[ExecutionRecord],
+        list[RunRecord],
+    ]:
+        # Copies are made before anything is applied, so a failing copy (bad metadata)
+        # leaves the store untouched too.
+        cp = c.checkpoint
+        return (
+            _copy_checkpoint(cp) if cp is not None else None,
+            [BlobRecord(b.channel, b.version, b.prev, bytes(b.data)) for b in cp.blobs]
+            if cp is not None
+            else [],
+            [replace(w, data=bytes(w.data)) for w in c.writes],
+            [_copy_execution(e) for e in c.executions],
+            [_copy_run(r) for r in c.runs],
+        )
+
+    def _apply(
+        self,
+        c: Commit,
+        cp: CheckpointRecord | None,
+        blobs: list[BlobRecord],
+        writes: list[WriteRecord],
+        executions: list[ExecutionRecord],
+        runs: list[RunRecord],
+        now: float,
+    ) -> None:
+        for run in runs:
+            self._runs[run.run_id] = run
+        if cp is not None:
+            key = (cp.thread_id, cp.checkpoint_ns)
+            self._checkpoints.setdefault(key, {})[cp.seq] = cp
+            head = self._heads.get(key)
+            self._heads[key] = cp.seq if head is None else max(head, cp.seq)
+            for blob in blobs:
+                self._blobs.setdefault((cp.thread_id, cp.checkpoint_ns, blob.channel), {})[
+                    blob.version
+                ] = blob
+        for w in writes:
+            self._writes.setdefault((w.thread_id, w.checkpoint_ns, w.seq), {})[
+                (w.task_id, w.channel, w.idx)
+            ] = w
+        for ex in executions:
+            self._executions[ex.id] = ex
+        row = self._threads.get(c.thread_id)
+        if row is None:
+            self._threads[c.thread_id] = _Thread(c.namespace, now)
+        else:
+            row.updated_at = now
+            if row.namespace is None:
+                row.namespace = c.namespace
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+    ) -> CheckpointRecord | None:
+        """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
+        with self._lock:
+            self._check_open()
+            key = (thread_id, checkpoint_ns)
+            if seq is None:
+                seq = self._heads.get(key)
+                if seq is None:
+                    return None
+            cp = self._checkpoints.get(key, {}).get(seq)
+            return _copy_checkpoint(cp) if cp is not None else None
+
+    def list_checkpoints(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        *,
+        before: int | None = None,
+        run_id: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
+        or one source, at most ``limit``."""
+        with self._lock:
+            self._check_open()
+            found: list[CheckpointRecord] = []
+            by_seq = self._checkpoints.get((thread_id, checkpoint_ns), {})
+            for seq in sorted(by_seq, reverse=True):
+                if limit is not None and len(found) >= limit:
+                    break
+                cp = by_seq[seq]
+                if before is not None and seq >= before:
+                    continue
+                if run_id is not None and cp.run_id != run_id:
+                    continue
+                if source is not None and cp.source != source:
+                    continue
+                found.append(_copy_checkpoint(cp))
+            return found
+
+    def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+    ) -> list[BlobRecord]:
+        """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
+        with ``base <= blob.version <= version`` (in any order)."""
+        with self._lock:
+            self._check_open()
+            found: list[BlobRecord] = []
+            for channel, (base, version) in wants.items():
+                by_version = self._blobs.get((thread_id, checkpoint_ns, channel), {})
+                found.extend(
+                    BlobRecord(b.channel, b.version, b.prev, b.data)
+                    for v, b in by_version.items()
+                    if base <= v <= version
+                )
+            return found
+
+    def get_writes(
+        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+    ) -> list[WriteRecord]:
+        """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
+        ordered by ``(task_id, channel, idx)``."""
+        with self._lock:
+            self._check_open()
+            by_key = self._writes.get((thread_id, checkpoint_ns, seq), {})
+            return [
+                replace(by_key[k]) for k in sorted(by_key) if task_id is None or k[0] == task_id
+            ]
+
+    # -- runs and executions --------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run recorded under ``run_id``, if any."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            return _copy_run(run) if run is not None else None
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: str | None = None,
+        graph: str | None = None,
+        namespace: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
+        paginated. The time range is half-open: ``created_after <= created_at <
+        created_before``."""
+        with self._lock:
+            self._check_open()
+            runs = [
+                r
+                for r in self._runs.values()
+                if (thread_id is None or r.thread_id == thread_id)
+                and (status is None or r.status == status)
+                and (graph is None or r.graph == graph)
+                and (namespace is None or r.namespace == namespace)
+                and (created_after is None or r.created_at >= created_after)
+                and (created_before is None or r.created_at < created_before)
+            ]
+            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+            return [_copy_run(r) for r in runs[offset : offset + limit]]
+
+    def list_executions(
+        self,
+        *,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ExecutionRecord]:
+        """Executions matching every given filter, in execution order (by ``created_at``,
+        ``step``, ``node``, then ``id``), paginated."""
+        with self._lock:
+            self._check_open()
+            found = [
+                e
+                for e in self._executions.values()
+                if (run_id is None or e.run_id == run_id)
+                and (thread_id is None or e.thread_id == thread_id)
+                and (namespace is None or e.namespace == namespace)
+                and (status is None or e.status == status)
+            ]
+            found.sort(key=lambda e: (e.created_at, e.step, e.node, e.id))
+            end = None if limit is None else offset + limit
+            return [_copy_execution(e) for e in found[offset:end]]
+
+    # -- threads --------------------------------------------------------------------------
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread row (created by the first lease or commit on the thread).
+
+        ``lease`` is the current lease, also when it has expired but nobody took it over
+        (compare ``lease.expires_at`` with the time); ``None`` once released.
+        """
+        with self._lock:
+            self._check_open()
+            row = self._threads.get(thread_id)
+            return self._thread_record(thread_id, row) if row is not None else None
+
+    def list_threads(
+        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ThreadRecord]:
+        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        with self._lock:
+            self._check_open()
+            rows = [
+                (tid, row)
+                for tid, row in self._threads.items()
+                if namespace is None or (row.namespace or DEFAULT_NAMESPACE) == namespace
+            ]
+            rows.sort(key=lambda item: (item[1].updated_at, item[0]), reverse=True)
+            return [self._thread_record(tid, row) for tid, row in rows[offset : offset + limit]]
+
+    @staticmethod
+    def _thread_record(thread_id: str, row: _Thread) -> ThreadRecord:
+        lease = None
+        if row.owner is not None:
+            lease = Lease(thread_id, row.owner, row.token, row.expires_at)
+        return ThreadRecord(
+            thread_id=thread_id,
+            namespace=row.namespace or DEFAULT_NAMESPACE,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            metadata=_json_copy(row.metadata, "thread metadata"),
+            lease=lease,
+        )
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
+        runs, executions, lease). Deleting an unknown thread does nothing."""
+        with self._lock:
+            self._check_open()
+            self._threads.pop(thread_id, None)
+            _drop_thread(self._checkpoints, thread_id)
+            _drop_thread(self._heads, thread_id)
+            _drop_thread(self._blobs, thread_id)
+            _drop_thread(self._writes, thread_id)
+            for run_id in [k for k, r in self._runs.items() if r.thread_id == thread_id]:
+                del self._runs[run_id]
+            for ex_id in [k for k, e in self._executions.items() if e.thread_id == thread_id]:
+                del self._executions[ex_id]
+
+
+def _drop_thread(table: dict[_K, Any], thread_id: str) -> None:
+    """Remove every entry of ``table`` whose key tuple starts with ``thread_id``."""
+    for key in [k for k in table if k[0] == thread_id]:
+        del table[key]
+
+
+class InMemorySaver(MemoryStore):
+    """LangGraph's name for the in-memory checkpointer: ``InMemorySaver()``."""
+
+
+MemorySaver = InMemorySaver
+"""LangGraph's older name: ``from threadloom.checkpoint.memory import MemorySaver``."""

@@ -1,0 +1,747 @@
+"""The embedded default store: one SQLite file in WAL mode, stdlib ``sqlite3`` only.
+
+Example:
+    >>> from threadloom.checkpoint.sqlite import SqliteSaver
+    >>> with SqliteSaver.from_conn_string(":memory:") as saver:
+    ...     saver.get_thread("t-1") is None
+    True
+
+Concurrency. A file database gets one connection per OS thread (created lazily, closed by
+:meth:`SqliteStore.close`, and closed as well when its thread ends), so threads read in
+parallel under WAL; ``:memory:`` and a caller's own connection are one shared connection
+behind a lock. Every write is one ``BEGIN IMMEDIATE`` transaction: a writer takes the write
+lock before it reads anything, so two writers never deadlock trying to upgrade. Lock waits
+use SQLite's busy timeout, and a busy or locked error that still escapes is retried with a
+small randomized backoff until ``busy_timeout`` seconds have passed since the call began;
+then :class:`~threadloom.errors.StoreUnavailableError` is raised. Any other ``sqlite3`` error
+is raised as :class:`~threadloom.errors.StoreError` (the original is chained), so no raw
+``sqlite3`` exception reaches the caller.
+
+Schema. Numbered migrations are recorded in ``schema_migrations`` and applied by
+:meth:`SqliteStore.setup` in one transaction (so two processes may run it at once). Every
+other method runs ``setup()`` first if this store object has not done so yet. A checkpoint
+stores its channel versions as compact JSON ``{"channel": [version, base]}``; each blob is a
+row keyed by ``(thread_id, checkpoint_ns, channel, version)``, so a channel's chain is one
+index range scan.
+
+The behaviour the protocol leaves open is decided as in
+:mod:`threadloom.checkpoint.memory`, the reference backend.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl
+
+from threadloom.checkpoint._sqlite_sql import (
+    BLOB_CHUNK,
+    BLOB_SQL,
+    CP_COLS,
+    EXEC_COLS,
+    MIGRATIONS,
+    RUN_COLS,
+    SCHEMA_VERSION,
+    SQL_CHECKPOINT,
+    SQL_LATEST,
+    THREAD_COLS,
+    checkpoint_record,
+    execution_record,
+    run_record,
+    thread_record,
+    where_clause,
+    write_commits,
+)
+from threadloom.checkpoint.base import (
+    DEFAULT_NAMESPACE,
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+    WriteRecord,
+)
+from threadloom.errors import (
+    InvalidConfigError,
+    LeaseLostError,
+    MigrationError,
+    StoreError,
+    StoreUnavailableError,
+    ThreadBusyError,
+    ThreadloomError,
+)
+
+__all__ = ["AsyncSqliteSaver", "SqliteSaver", "SqliteStore"]
+
+_T = TypeVar("_T")
+_SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_MEMORY = ":memory:"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way
+
+
+class _Handle:
+    """Owns one thread's connection; when the thread ends it is collected and closes it."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+class SqliteStore:
+    """A :class:`~threadloom.checkpoint.base.Store` in one SQLite database (WAL mode).
+
+    Args:
+        path: the database file, ``":memory:"`` (one private in-memory database shared by
+            every thread of this store), or an open ``sqlite3.Connection`` the caller owns
+            (it should be opened with ``check_same_thread=False``; it is switched to
+            autocommit and WAL mode, and :meth:`close` leaves it open).
+        synchronous: ``PRAGMA synchronous`` for every connection: ``"FULL"`` (default,
+            durable against power loss), ``"NORMAL"`` (WAL: durable against crashes of the
+            process, the last commits may be lost on power loss), ``"EXTRA"`` or ``"OFF"``.
+        busy_timeout: seconds to wait for another writer's lock, in total, before a call
+            gives up with ``StoreUnavailableError``.
+
+    Raises:
+        InvalidConfigError: ``synchronous`` or ``busy_timeout`` is not acceptable.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | sqlite3.Connection = _MEMORY,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        sync = str(synchronous).upper()
+        if sync not in _SYNCHRONOUS:
+            raise InvalidConfigError(
+                f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {synchronous!r}"
+            )
+        if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
+            raise InvalidConfigError(f"busy_timeout must be seconds >= 0, not {busy_timeout!r}")
+        self._synchronous = sync
+        self._busy_timeout = float(busy_timeout)
+        self._ready = False
+        self._closed = False
+        self._setup_lock = threading.Lock()
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._local = threading.local()
+        self._lock: threading.RLock | None = None
+        self._shared: sqlite3.Connection | None = None
+        self._owns_shared = True
+        if isinstance(path, sqlite3.Connection):
+            self.path = "<connection>"
+            self._lock = threading.RLock()
+            self._shared = path
+            self._owns_shared = False
+            try:
+                self._configure(path)
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"cannot configure the connection: {exc}") from exc
+        else:
+            self.path = os.fspath(path)
+            if self.path == _MEMORY:
+                self._lock = threading.RLock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A store for ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+        ``sqlite://:memory:`` (also ``sqlite://``).
+
+        ``synchronous`` and ``busy_timeout`` may be given in the query string
+        (``sqlite:///app.db?synchronous=NORMAL``); keyword ``options`` override them.
+
+        Raises:
+            InvalidConfigError: the URL is not a SQLite URL threadloom understands.
+        """
+        scheme, sep, rest = url.partition("://")
+        if scheme.lower() != "sqlite" or not sep:
+            raise InvalidConfigError(f"not a SQLite URL: {url!r} (use sqlite:///path.db)")
+        rest, _, query = rest.partition("?")
+        if rest in ("", _MEMORY, "/" + _MEMORY):
+            path = _MEMORY
+        elif rest.startswith("/") and len(rest) > 1:
+            path = rest[1:]
+        else:
+            raise InvalidConfigError(
+                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db, "
+                "sqlite:////absolute/path.db or sqlite://:memory:"
+            )
+        merged: dict[str, Any] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "synchronous":
+                merged[key] = value
+            elif key == "busy_timeout":
+                try:
+                    merged[key] = float(value)
+                except ValueError:
+                    raise InvalidConfigError(f"bad busy_timeout in {url!r}") from None
+            else:
+                raise InvalidConfigError(f"unknown SQLite URL option {key!r} in {url!r}")
+        merged.update(options)
+        return cls(path, **merged)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        conn.isolation_level = None
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01))
+
+    def _open(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot open SQLite database {self.path!r}: {exc} "
+                "(does its directory exist and is it writable?)"
+            ) from exc
+        try:
+            self._configure(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailableError(
+                f"cannot configure SQLite database {self.path!r}: {exc}"
+            ) from exc
+        return conn
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            handle = _Handle(conn)
+            weakref.finalize(handle, conn.close)
+            self._handles.add(handle)
+            self._local.handle = handle
+            self._local.conn = conn
+        return conn
+
+    def _shared_conn(self) -> sqlite3.Connection:
+        if self._shared is None:
+            self._shared = self._open()
+        return self._shared
+
+    def close(self) -> None:
+        """Close every connection this store opened. The store may not be used afterwards
+        (calls raise ``StoreError``); a connection passed in by the caller stays open."""
+        self._closed = True
+        self._ready = False
+        for handle in list(self._handles):
+            try:
+                handle.conn.close()
+            except sqlite3.Error:
+                pass
+        self._handles.clear()
+        if self._shared is not None and self._owns_shared:
+            self._shared.close()
+        self._shared = None
+
+    # -- running statements ---------------------------------------------------------------
+
+    def _run(self, fn: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
+        """Run ``fn`` on a connection (in a ``BEGIN IMMEDIATE`` transaction if ``write``),
+        retrying on busy/locked errors and translating every error."""
+        if not self._ready:
+            self.setup()
+        lock = self._lock
+        if lock is None:
+            return self._attempt(self._thread_conn(), fn, write)
+        with lock:
+            return self._attempt(self._shared_conn(), fn, write)
+
+    def _attempt(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T], write: bool
+    ) -> _T:
+        deadline = 0.0
+        delay = 0.002
+        while True:
+            try:
+                if not write:
+                    return fn(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+                return result
+            except ThreadloomError:
+                raise
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self._busy_timeout
+                if now >= deadline:
+                    raise StoreUnavailableError(
+                        f"SQLite database {self.path!r} stayed locked for "
+                        f"{self._busy_timeout:g}s: {exc}"
+                    ) from exc
+                time.sleep(min(random.uniform(0.5 * delay, 1.5 * delay), deadline - now))
+                delay = min(delay * 2, 0.05)
+            except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
+                raise StoreError(f"SQLite store failed on {self.path!r}: {exc}") from exc
+
+    def setup(self) -> None:
+        """Create or migrate the schema. Idempotent, and safe to run from several processes at
+        once (the migrations run in one ``BEGIN IMMEDIATE`` transaction).
+
+        Raises:
+            MigrationError: the database's schema is newer than this code, or a migration
+                failed (nothing of it was applied).
+            StoreUnavailableError: the database cannot be opened or stayed locked.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        with self._setup_lock:
+            if self._ready:
+                return
+            if self._lock is None:
+                self._attempt(self._thread_conn(), self._migrate, True)
+            else:
+                with self._lock:
+                    self._attempt(self._shared_conn(), self._migrate, True)
+            self._ready = True
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at REAL)"
+        )
+        current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        if current > SCHEMA_VERSION:
+            raise MigrationError(
+                f"SQLite database {self.path!r} has schema version {current}, newer than the "
+                f"{SCHEMA_VERSION} this threadloom knows: upgrade threadloom"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            try:
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise
+                raise MigrationError(f"migration {version} failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise MigrationError(f"migration {version} failed: {exc}") from exc
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, time.time()),
+            )
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+        """Take the thread's lease for ``ttl`` seconds (see the protocol and
+        :meth:`MemoryStore.acquire_lease <threadloom.checkpoint.memory.MemoryStore.acquire_lease>`).
+
+        Raises:
+            ThreadBusyError: another owner holds an unexpired lease.
+        """
+
+        def acquire(conn: sqlite3.Connection) -> Lease:
+            now = time.time()
+            expires = now + ttl
+            row = conn.execute(
+                "SELECT lease_owner, lease_token, lease_expires_at FROM threads"
+                " WHERE thread_id = ?",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO threads (thread_id, namespace, created_at, updated_at,"
+                    " lease_owner, lease_token, lease_expires_at)"
+                    " VALUES (?, NULL, ?, ?, ?, 1, ?)",
+                    (thread_id, now, now, owner, expires),
+                )
+                return Lease(thread_id, owner, 1, expires)
+            holder, token, held_until = row
+            if holder is not None and held_until > now:
+                if holder != owner:
+                    raise ThreadBusyError(
+                        f"thread {thread_id!r} is busy: its lease is held by {holder!r}"
+                    )
+            else:
+                token += 1
+            conn.execute(
+                "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_expires_at = ?"
+                " WHERE thread_id = ?",
+                (owner, token, expires, thread_id),
+            )
+            return Lease(thread_id, owner, token, expires)
+
+        return self._run(acquire, True)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
+
+        Raises:
+            LeaseLostError: the token is no longer current (taken over or released).
+        """
+
+        def renew(conn: sqlite3.Connection) -> Lease:
+            expires = time.time() + ttl
+            cursor = conn.execute(
+                "UPDATE threads SET lease_expires_at = ? WHERE thread_id = ?"
+                " AND lease_token = ? AND lease_owner IS NOT NULL",
+                (expires, lease.thread_id, lease.token),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
+            return Lease(lease.thread_id, lease.owner, lease.token, expires)
+
+        return self._run(renew, False)  # one statement: atomic on its own
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
+
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE threads SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE thread_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
+                (lease.thread_id, lease.token),
+            )
+
+        self._run(release, False)  # one statement: atomic on its own
+
+    # -- the write path -------------------------------------------------------------------
+
+    def commit(self, commits: Sequence[Commit]) -> None:
+        """Apply ``commits`` in order, in one transaction (see
+        :class:`~threadloom.checkpoint.base.Commit` and
+        :meth:`MemoryStore.commit <threadloom.checkpoint.memory.MemoryStore.commit>`).
+
+        Raises:
+            LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
+                nothing of the batch was written.
+            StoreError: the database failed, run metadata is not JSON-serializable, or the
+                checkpoint belongs to another thread than the commit.
+        """
+        if commits:
+            self._run(lambda conn: write_commits(conn, commits), True)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+    ) -> CheckpointRecord | None:
+        """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
+
+        def get(conn: sqlite3.Connection) -> CheckpointRecord | None:
+            if seq is None:
+                row = conn.execute(SQL_LATEST, (thread_id, checkpoint_ns)).fetchone()
+            else:
+                row = conn.execute(SQL_CHECKPOINT, (thread_id, checkpoint_ns, seq)).fetchone()
+            return checkpoint_record(thread_id, checkpoint_ns, row) if row is not None else None
+
+        return self._run(get, False)
+
+    def list_checkpoints(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        *,
+        before: int | None = None,
+        run_id: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
+        or one source, at most ``limit``."""
+        sql = f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
+        params: list[Any] = [thread_id, checkpoint_ns]
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(-1 if limit is None else limit)
+
+        def query(conn: sqlite3.Connection) -> list[CheckpointRecord]:
+            rows = conn.execute(sql, params).fetchall()
+            return [checkpoint_record(thread_id, checkpoint_ns, row) for row in rows]
+
+        return self._run(query, False)
+
+    def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+    ) -> list[BlobRecord]:
+        """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
+        with ``base <= blob.version <= version`` (in any order). One index range scan per
+        channel, up to 32 channels per query."""
+        items = list(wants.items())
+
+        def query(conn: sqlite3.Connection) -> list[BlobRecord]:
+            found: list[BlobRecord] = []
+            for start in range(0, len(items), BLOB_CHUNK):
+                chunk = items[start : start + BLOB_CHUNK]
+                params: list[Any] = [thread_id, checkpoint_ns]
+                for channel, (base, version) in chunk:
+                    params += (channel, base, version)
+                rows = conn.execute(BLOB_SQL[len(chunk)], params).fetchall()
+                found += [BlobRecord(*row) for row in rows]
+            return found
+
+        return self._run(query, False) if items else []
+
+    def get_writes(
+        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+    ) -> list[WriteRecord]:
+        """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
+        ordered by ``(task_id, channel, idx)``."""
+        sql = (
+            "SELECT thread_id, checkpoint_ns, seq, task_id, channel, idx, data FROM writes"
+            " WHERE thread_id = ? AND checkpoint_ns = ? AND seq = ?"
+        )
+        params: tuple[Any, ...] = (thread_id, checkpoint_ns, seq)
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params += (task_id,)
+        sql += " ORDER BY task_id, channel, idx"
+
+        def query(conn: sqlite3.Connection) -> list[WriteRecord]:
+            return [WriteRecord(*row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
+    # -- runs and executions --------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run recorded under ``run_id``, if any."""
+
+        def get(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(
+                f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return run_record(row) if row is not None else None
+
+        return self._run(get, False)
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: str | None = None,
+        graph: str | None = None,
+        namespace: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
+        paginated. The time range is half-open: ``created_after <= created_at <
+        created_before``."""
+        clause, params = where_clause(
+            ("thread_id = ?", thread_id),
+            ("status = ?", status),
+            ("graph = ?", graph),
+            ("namespace = ?", namespace),
+            ("created_at >= ?", created_after),
+            ("created_at < ?", created_before),
+        )
+        sql = (
+            f"SELECT {RUN_COLS} FROM runs{clause}"
+            " ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
+        )
+        params += (limit, offset)
+
+        def query(conn: sqlite3.Connection) -> list[RunRecord]:
+            return [run_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
+    def list_executions(
+        self,
+        *,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ExecutionRecord]:
+        """Executions matching every given filter, in execution order (by ``created_at``,
+        ``step``, ``node``, then ``id``), paginated."""
+        clause, params = where_clause(
+            ("run_id = ?", run_id),
+            ("thread_id = ?", thread_id),
+            ("namespace = ?", namespace),
+            ("status = ?", status),
+        )
+        sql = (
+            f"SELECT {EXEC_COLS} FROM executions{clause}"
+            " ORDER BY created_at, step, node, id LIMIT ? OFFSET ?"
+        )
+        params += (-1 if limit is None else limit, offset)
+
+        def query(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            return [execution_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
+    # -- threads --------------------------------------------------------------------------
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread row (created by the first lease or commit on the thread); its ``lease``
+        is the current one, also when expired but not taken over, ``None`` once released."""
+
+        def get(conn: sqlite3.Connection) -> ThreadRecord | None:
+            row = conn.execute(
+                f"SELECT {THREAD_COLS} FROM threads WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+            return thread_record(row) if row is not None else None
+
+        return self._run(get, False)
+
+    def list_threads(
+        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ThreadRecord]:
+        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        sql = f"SELECT {THREAD_COLS} FROM threads"
+        params: tuple[Any, ...] = ()
+        if namespace == DEFAULT_NAMESPACE:  # a thread only leased so far has no namespace
+            sql += " WHERE (namespace = ? OR namespace IS NULL)"
+            params = (namespace,)
+        elif namespace is not None:
+            sql += " WHERE namespace = ?"
+            params = (namespace,)
+        sql += " ORDER BY updated_at DESC, thread_id DESC LIMIT ? OFFSET ?"
+        params += (limit, offset)
+
+        def query(conn: sqlite3.Connection) -> list[ThreadRecord]:
+            return [thread_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
+        runs, executions, lease), in one transaction."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+        self._run(delete, True)
+
+
+# -- LangGraph-shaped names -------------------------------------------------------------------
+
+
+class SqliteSaver(SqliteStore):
+    """LangGraph's name for the SQLite checkpointer.
+
+    ``SqliteSaver(conn)`` takes an open ``sqlite3.Connection`` (opened with
+    ``check_same_thread=False``) or a path; :meth:`from_conn_string` opens a path (or
+    ``":memory:"``), sets the schema up, and closes the store when the block ends::
+
+        with SqliteSaver.from_conn_string("checkpoints.db") as saver:
+            graph = builder.compile(checkpointer=saver)
+    """
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **options: Any) -> Iterator[SqliteSaver]:
+        """A set-up saver on ``conn_string`` (a path, ``":memory:"`` or a ``sqlite://`` URL),
+        closed when the ``with`` block ends."""
+        saver = _open_saver(cls, conn_string, options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+class AsyncSqliteSaver(SqliteStore):
+    """LangGraph's name for the async SQLite checkpointer.
+
+    The engine calls stores synchronously from its worker threads (also for ``ainvoke``),
+    so this is the same store as :class:`SqliteSaver`; only :meth:`from_conn_string` is an
+    async context manager::
+
+        async with AsyncSqliteSaver.from_conn_string("checkpoints.db") as saver:
+            graph = builder.compile(checkpointer=saver)
+
+    It does not take an ``aiosqlite`` connection: pass a path or a ``sqlite3.Connection``.
+    """
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls, conn_string: str, **options: Any
+    ) -> AsyncIterator[AsyncSqliteSaver]:
+        """A set-up saver on ``conn_string`` (a path, ``":memory:"`` or a ``sqlite://`` URL),
+        closed when the ``async with`` block ends."""
+        saver = _open_saver(cls, conn_string, options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+_S = TypeVar("_S", bound=SqliteStore)
+
+
+def _open_saver(cls: type[_S], conn_string: str, options: dict[str, Any]) -> _S:
+    if conn_string.lower().startswith("sqlite:"):
+        store = cls.from_url(conn_string, **options)
+    else:
+        store = cls(conn_string, **options)
+    try:
+        store.setup()
+    except BaseException:
+        store.close()
+        raise
+    return store

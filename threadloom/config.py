@@ -1,0 +1,135 @@
+"""Run configuration: identity (run id, thread id), limits, and the helpers nodes call
+(``get_config``, ``get_stream_writer``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from threadloom import _context
+from threadloom.errors import InvalidConfigError
+from threadloom.types import Durability, RunnableConfig, StreamWriter
+
+__all__ = [
+    "DEFAULT_RECURSION_LIMIT",
+    "Identity",
+    "get_config",
+    "get_stream_writer",
+    "resolve_identity",
+    "validate_run_id",
+]
+
+DEFAULT_RECURSION_LIMIT = 10_000
+_DURABILITIES = ("sync", "async", "exit")
+
+
+def get_config() -> RunnableConfig:
+    """The config of the run the calling node belongs to (with ``run_id`` and
+    ``thread_id`` filled in).
+
+    Raises:
+        RuntimeError: called outside a running node.
+    """
+    return cast(RunnableConfig, _context.current_task("get_config()").config)
+
+
+def get_stream_writer() -> StreamWriter:
+    """A callable that emits a chunk on the ``custom`` stream of the current run.
+
+    Outside a node, or when nobody streams ``custom``, the writer discards what it gets.
+    """
+    scope = _context.current_task_or_none()
+    return scope.writer if scope is not None else _discard
+
+
+def _discard(_chunk: Any) -> None:
+    return None
+
+
+def validate_run_id(run_id: Any) -> str:
+    """Check a caller-supplied run id: 1–255 printable characters.
+
+    Raises:
+        InvalidConfigError: (a ``ValueError``) the id is not acceptable.
+    """
+    if isinstance(run_id, uuid.UUID):
+        return str(run_id)
+    if not isinstance(run_id, str):
+        raise InvalidConfigError(f"run_id must be a string, got {type(run_id).__name__}")
+    if not 1 <= len(run_id) <= 255:
+        raise InvalidConfigError(f"run_id must be 1 to 255 characters long, got {len(run_id)}")
+    if not run_id.isprintable():
+        raise InvalidConfigError(f"run_id must contain only printable characters: {run_id!r}")
+    return run_id
+
+
+def _validate_thread_id(thread_id: Any) -> str:
+    if isinstance(thread_id, int | uuid.UUID) and not isinstance(thread_id, bool):
+        thread_id = str(thread_id)
+    if not isinstance(thread_id, str) or not 1 <= len(thread_id) <= 255:
+        raise InvalidConfigError(f"thread_id must be a string of 1 to 255 characters: {thread_id!r}")
+    if not thread_id.isprintable():
+        raise InvalidConfigError(f"thread_id must contain only printable characters: {thread_id!r}")
+    return thread_id
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a run is: its run id (given or generated) and thread id (if any)."""
+
+    run_id: str
+    thread_id: str | None
+    run_id_given: bool
+
+
+def resolve_identity(config: Mapping[str, Any] | None) -> Identity:
+    """Read and validate the run id and thread id of a config.
+
+    ``thread_id`` may be at the top level (as in the seeds) or under ``configurable`` (as
+    in LangGraph); both are accepted, and giving both with different values is an error.
+    A missing ``run_id`` is generated as a UUID4 string.
+
+    Raises:
+        InvalidConfigError: an id is malformed, or the two thread ids disagree.
+    """
+    config = config or {}
+    raw_run = config.get("run_id")
+    run_id = validate_run_id(raw_run) if raw_run is not None else str(uuid.uuid4())
+    top = config.get("thread_id")
+    configurable = config.get("configurable") or {}
+    nested = configurable.get("thread_id")
+    if top is not None and nested is not None and str(top) != str(nested):
+        raise InvalidConfigError(
+            f"thread_id given twice with different values: {top!r} (top level) and "
+            f"{nested!r} (configurable)"
+        )
+    raw_thread = top if top is not None else nested
+    thread_id = _validate_thread_id(raw_thread) if raw_thread is not None else None
+    return Identity(run_id, thread_id, raw_run is not None)
+
+
+def resolve_durability(value: Any, default: Durability) -> Durability:
+    """The durability mode named by ``value`` (``None``: ``default``).
+
+    Raises:
+        InvalidConfigError: not one of ``"sync"``, ``"async"``, ``"exit"``.
+    """
+    if value is None:
+        return default
+    if value not in _DURABILITIES:
+        raise InvalidConfigError(f"durability must be one of {_DURABILITIES}, got {value!r}")
+    return cast(Durability, value)
+
+
+def resolve_recursion_limit(config: Mapping[str, Any]) -> int:
+    """The run's superstep limit (default 10,000).
+
+    Raises:
+        InvalidConfigError: not a positive integer.
+    """
+    limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidConfigError(f"recursion_limit must be a positive integer, got {limit!r}")
+    return limit

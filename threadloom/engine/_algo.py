@@ -1,0 +1,312 @@
+"""The superstep algorithm as pure functions: no I/O, no threads, no clocks.
+
+A run alternates two phases. :func:`plan_tasks` turns the frontier (the nodes triggered by
+the previous step, and the ``Send`` packets it produced) into tasks; the runner executes
+them; then :func:`apply_writes` merges their writes into the channel values in a
+deterministic order (plain nodes by name, then ``Send`` tasks in the order they were sent)
+and :func:`advance` computes the next frontier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadloom.engine._spec import END, MISSING, BranchSpec, ChannelSpec, GraphSpec, NodeSpec
+from threadloom.errors import InvalidUpdateError
+from threadloom.types import Command, Send
+
+__all__ = [
+    "Frontier",
+    "PlannedTask",
+    "TaskResult",
+    "advance",
+    "apply_writes",
+    "extract_update",
+    "fresh_values",
+    "initial_values",
+    "node_input",
+    "output_values",
+    "plan_tasks",
+    "route",
+]
+
+Write = tuple[str, Any]
+
+
+@dataclass(slots=True)
+class Frontier:
+    """What is due in the next step.
+
+    Attributes:
+        nodes: nodes triggered by edges, in the order they run and apply (by name).
+        sends: ``Send`` packets, in the order they were sent.
+        barriers: join barrier index -> sources seen so far (kept across steps).
+    """
+
+    nodes: list[str] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+    barriers: dict[int, set[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes or self.sends)
+
+    def names(self) -> tuple[str, ...]:
+        """Node names due next, plain nodes first, then Send targets."""
+        return (*self.nodes, *(s.node for s in self.sends))
+
+
+@dataclass(slots=True)
+class PlannedTask:
+    """One node execution in a step. ``push`` is the Send index, or -1 for a plain node."""
+
+    name: str
+    node: NodeSpec
+    push: int = -1
+    arg: Any = None
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """What a finished task produced: state writes and where to go next."""
+
+    task: PlannedTask
+    writes: list[Write]
+    goto: list[str | Send]
+
+
+def initial_values(spec: GraphSpec) -> dict[str, Any]:
+    """Channel values of a new thread: reducer channels start from their type's empty
+    value (``[]`` for a list), plain channels start empty."""
+    return {
+        name: ch.initial() for name, ch in spec.channels.items() if ch.initial is not None
+    }
+
+
+def plan_tasks(spec: GraphSpec, frontier: Frontier) -> list[PlannedTask]:
+    """The tasks of the next step, in application order."""
+    nodes = spec.nodes
+    tasks = [PlannedTask(name, nodes[name]) for name in frontier.nodes]
+    for index, send in enumerate(frontier.sends):
+        tasks.append(PlannedTask(send.node, nodes[send.node], index, send.arg))
+    return tasks
+
+
+def node_input(node: NodeSpec, values: Mapping[str, Any]) -> Any:
+    """The input a node is called with: its channels, coerced to its input type."""
+    reads = node.reads
+    if reads is None:
+        state = dict(values)
+    else:
+        state = {k: values[k] for k in reads if k in values}
+    coerce = node.coerce
+    return state if coerce is None else coerce(state)
+
+
+def extract_update(
+    channels: Mapping[str, ChannelSpec], output: Any, node: str
+) -> tuple[list[Write], list[str | Send]]:
+    """Turn a node's return value into channel writes and ``goto`` targets.
+
+    A node may return ``None``, a dict, an instance of a dataclass or Pydantic model, a
+    :class:`Command`, or a list of Commands. Keys that are not channels are ignored.
+
+    Raises:
+        InvalidUpdateError: anything else was returned.
+    """
+    if output is None:
+        return [], []
+    if isinstance(output, dict):
+        return [(k, v) for k, v in output.items() if k in channels], []
+    if isinstance(output, Command):
+        return _command_update(channels, output, node)
+    if isinstance(output, list | tuple) and output and all(
+        isinstance(c, Command) for c in output
+    ):
+        writes: list[Write] = []
+        goto: list[str | Send] = []
+        for command in output:
+            w, g = _command_update(channels, command, node)
+            writes += w
+            goto += g
+        return writes, goto
+    fields = _object_fields(output)
+    if fields is not None:
+        return [(k, v) for k, v in fields if k in channels], []
+    raise InvalidUpdateError(
+        f"node {node!r} must return a dict, a Command or None; expected dict, got {output!r}"
+    )
+
+
+def _command_update(
+    channels: Mapping[str, ChannelSpec], command: Command, node: str
+) -> tuple[list[Write], list[str | Send]]:
+    if command.graph is not None:
+        raise InvalidUpdateError(
+            f"node {node!r} returned Command(graph={command.graph!r}), but this graph has no "
+            "parent to send it to"
+        )
+    update = command.update
+    writes: list[Write]
+    if update is None:
+        writes = []
+    elif isinstance(update, dict):
+        writes = [(k, v) for k, v in update.items() if k in channels]
+    elif isinstance(update, list | tuple):
+        writes = [(k, v) for k, v in update if k in channels]
+    else:
+        fields = _object_fields(update)
+        if fields is None:
+            raise InvalidUpdateError(
+                f"node {node!r} returned a Command whose update is not a dict: {update!r}"
+            )
+        writes = [(k, v) for k, v in fields if k in channels]
+    return writes, [g for g in command.goto_targets() if g != END]
+
+
+def _object_fields(obj: Any) -> list[Write] | None:
+    """Fields of a dataclass or Pydantic instance used as an update: every field, except
+    those left at a ``None`` default without being set explicitly."""
+    model_fields = getattr(type(obj), "model_fields", None)
+    if isinstance(model_fields, dict) and hasattr(obj, "model_fields_set"):
+        explicitly_set = obj.model_fields_set
+        out: list[Write] = []
+        for name, info in model_fields.items():
+            value = getattr(obj, name)
+            if value is None and name not in explicitly_set and info.default is None:
+                continue
+            out.append((name, value))
+        return out
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None and f.default is None:
+                continue
+            out.append((f.name, value))
+        return out
+    return None
+
+
+def route(
+    branch: BranchSpec, result: Any, nodes: Mapping[str, NodeSpec], source: str
+) -> list[str | Send]:
+    """The destinations a path function's result names (``END`` dropped).
+
+    Raises:
+        InvalidUpdateError: the result names no known node.
+    """
+    items: Iterable[Any]
+    if isinstance(result, list | tuple | set | frozenset):
+        items = result
+    else:
+        items = (result,)
+    out: list[str | Send] = []
+    path_map = branch.path_map
+    for item in items:
+        if isinstance(item, Send):
+            dest = item.node
+            target: str | Send = item
+        else:
+            if path_map is not None:
+                try:
+                    dest = path_map[item]
+                except (KeyError, TypeError):
+                    raise InvalidUpdateError(
+                        f"conditional edge from {source!r} returned {item!r}, which is not in "
+                        f"its path map {sorted(map(str, path_map))}"
+                    ) from None
+            else:
+                dest = item
+            target = dest
+        if dest == END:
+            continue
+        if dest not in nodes:
+            raise InvalidUpdateError(
+                f"conditional edge from {source!r} leads to unknown node {dest!r}"
+            )
+        out.append(target)
+    return out
+
+
+def _merge(
+    channels: Mapping[str, ChannelSpec], values: dict[str, Any], writes: Sequence[Write]
+) -> None:
+    """Apply writes to ``values`` in place, without the one-write-per-step check."""
+    for key, value in writes:
+        reducer = channels[key].reducer
+        if reducer is None:
+            values[key] = value
+        else:
+            current = values.get(key, MISSING)
+            values[key] = value if current is MISSING else reducer(current, value)
+
+
+def fresh_values(
+    channels: Mapping[str, ChannelSpec], values: Mapping[str, Any], writes: Sequence[Write]
+) -> dict[str, Any]:
+    """The state as one task sees it after its own writes (what its path functions read)."""
+    fresh = dict(values)
+    _merge(channels, fresh, writes)
+    return fresh
+
+
+def apply_writes(
+    channels: Mapping[str, ChannelSpec], values: dict[str, Any], results: Sequence[TaskResult]
+) -> set[str]:
+    """Merge the writes of a step's tasks into ``values``, in task order; return the
+    channels that were written.
+
+    Raises:
+        InvalidUpdateError: a plain channel received more than one write in the step.
+    """
+    updated: set[str] = set()
+    for result in results:
+        for key, value in result.writes:
+            reducer = channels[key].reducer
+            if reducer is None:
+                if key in updated:
+                    raise InvalidUpdateError(
+                        f"At key {key!r}: a plain state key can take only one value per step, "
+                        "but several nodes wrote it. Give the key a reducer "
+                        "(Annotated[type, reducer]) to combine concurrent writes."
+                    )
+                values[key] = value
+            else:
+                current = values.get(key, MISSING)
+                values[key] = value if current is MISSING else reducer(current, value)
+            updated.add(key)
+    return updated
+
+
+def advance(spec: GraphSpec, frontier: Frontier, results: Sequence[TaskResult]) -> Frontier:
+    """The frontier after a step: nodes triggered by static edges, completed join barriers
+    and routed destinations; ``Send`` packets in order. Barrier progress carries over."""
+    nodes = spec.nodes
+    triggered: dict[str, None] = {}
+    sends: list[Send] = []
+    barriers = frontier.barriers
+    for result in results:
+        node = nodes[result.task.name]
+        for target in node.static_next:
+            triggered[target] = None
+        for index in node.barriers:
+            seen = barriers.setdefault(index, set())
+            seen.add(node.name)
+            barrier = spec.barriers[index]
+            if seen >= barrier.sources:
+                del barriers[index]
+                triggered[barrier.target] = None
+        for target in result.goto:
+            if isinstance(target, Send):
+                sends.append(target)
+            else:
+                triggered[target] = None
+    return Frontier(sorted(triggered), sends, barriers)
+
+
+def output_values(spec: GraphSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's output: the output keys that hold a value, in schema order."""
+    return {k: values[k] for k in spec.output_keys if k in values}

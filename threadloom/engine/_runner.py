@@ -1,0 +1,255 @@
+"""Running a step's tasks: one inline, several on a thread pool or as asyncio tasks, each
+with its retry policy and timeout, inside its own task scope."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from threadloom import _context
+from threadloom.engine._algo import (
+    PlannedTask,
+    TaskResult,
+    extract_update,
+    fresh_values,
+    node_input,
+    route,
+)
+from threadloom.engine._spec import BranchSpec
+from threadloom.errors import GraphInterrupt, InvalidUpdateError, NodeTimeoutError
+from threadloom.types import RetryPolicy, Send
+
+if TYPE_CHECKING:
+    from threadloom.engine._loop import RunContext
+
+__all__ = ["StepOutcome", "run_step", "arun_step"]
+
+
+class StepOutcome:
+    """The results of a step's tasks in planned order, with the first error raised (if any)
+    and the interrupts raised (a ``GraphInterrupt`` per interrupted task)."""
+
+    __slots__ = ("results", "error", "interrupts")
+
+    def __init__(self) -> None:
+        self.results: list[TaskResult] = []
+        self.error: BaseException | None = None
+        self.interrupts: list[BaseException] = []
+
+
+def _retry_policy(policies: Sequence[RetryPolicy], exc: BaseException) -> RetryPolicy | None:
+    for policy in policies:
+        if policy.should_retry(exc):
+            return policy
+    return None
+
+
+def _annotate(exc: BaseException, ctx: RunContext, task: PlannedTask, task_id: str) -> None:
+    exc.add_note(
+        f"During node {task.name!r} (execution {task_id}) of run {ctx.run_id!r}"
+        + (f" on thread {ctx.thread_id!r}" if ctx.thread_id else "")
+    )
+
+
+def _node_writes(ctx: RunContext, task: PlannedTask, output: Any) -> tuple[list[Any], list[Any]]:
+    """A node's output as channel writes and validated ``goto`` targets."""
+    writes, goto = extract_update(ctx.spec.channels, output, task.name)
+    nodes = ctx.spec.nodes
+    for target in goto:
+        name = target.node if isinstance(target, Send) else target
+        if name not in nodes:
+            raise InvalidUpdateError(f"node {task.name!r} sent control to unknown node {name!r}")
+    return writes, goto
+
+
+def _branch_inputs(ctx: RunContext, task: PlannedTask, writes: list[Any],
+                   values: dict[str, Any]) -> list[tuple[BranchSpec, Any]]:
+    """Each conditional edge of the node with the state it reads: the step's snapshot plus
+    this task's own writes."""
+    fresh = fresh_values(ctx.spec.channels, values, writes)
+    return [(b, fresh if b.coerce is None else b.coerce(fresh)) for b in task.node.branches]
+
+
+def _finish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope, output: Any,
+            values: dict[str, Any]) -> TaskResult:
+    """Turn a node's output into a TaskResult, evaluating its conditional edges."""
+    writes, goto = _node_writes(ctx, task, output)
+    if task.node.branches:
+        for branch, state in _branch_inputs(ctx, task, writes, values):
+            result = branch.path(state, scope.config)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    f"the conditional edge from {task.name!r} is async; use ainvoke or astream"
+                )
+            goto = goto + route(branch, result, ctx.spec.nodes, task.name)
+    return TaskResult(task, writes, goto)
+
+
+async def _afinish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope, output: Any,
+                   values: dict[str, Any]) -> TaskResult:
+    """Like :func:`_finish`, awaiting async path functions."""
+    writes, goto = _node_writes(ctx, task, output)
+    if task.node.branches:
+        for branch, state in _branch_inputs(ctx, task, writes, values):
+            result = branch.path(state, scope.config)
+            if inspect.isawaitable(result):
+                result = await result
+            goto = goto + route(branch, result, ctx.spec.nodes, task.name)
+    return TaskResult(task, writes, goto)
+
+
+def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
+    """Run one task to completion in this thread (sync nodes only)."""
+    node = task.node
+    task_id = ctx.task_id(task)
+    scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
+                               ctx.resume_for(task_id))
+    ctx.on_task_start(task, task_id)
+    token = _context.task_scope(scope)
+    try:
+        inp = task.arg if task.push >= 0 else node_input(node, values)
+        attempt = 1
+        while True:
+            started = time.time()
+            try:
+                if node.timeout is None:
+                    output = node.call(inp, scope)
+                else:
+                    output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout,
+                                                task.name)
+                break
+            except Exception as exc:
+                policy = _retry_policy(node.retry, exc)
+                ctx.on_attempt_failed(task, task_id, attempt, started, exc)
+                if policy is None or attempt >= policy.max_attempts:
+                    raise
+                time.sleep(policy.interval(attempt))
+                attempt += 1
+        result = _finish(ctx, task, scope, output, values)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            _annotate(exc, ctx, task, task_id)
+        raise
+    finally:
+        _context.reset_scope(token)
+    ctx.on_task_done(result, task_id, attempt)
+    return result
+
+
+def _call_with_timeout(ctx: RunContext, call: Callable[[Any, Any], Any], inp: Any,
+                       scope: _context.TaskScope, timeout: float, name: str) -> Any:
+    context = contextvars.copy_context()
+    future = ctx.pool().submit(context.run, call, inp, scope)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise NodeTimeoutError(f"node {name!r} timed out after {timeout}s") from None
+
+
+def run_step(ctx: RunContext, tasks: Sequence[PlannedTask], values: dict[str, Any]) -> StepOutcome:
+    """Run a step's sync tasks: the first inline, the rest on the pool; wait for all."""
+    outcome = StepOutcome()
+    if len(tasks) == 1:
+        _collect(outcome, lambda: _execute(ctx, tasks[0], values))
+        return outcome
+    pool = ctx.pool()
+    futures = [
+        pool.submit(contextvars.copy_context().run, _execute, ctx, task, values)
+        for task in tasks[1:]
+    ]
+    _collect(outcome, lambda: _execute(ctx, tasks[0], values))
+    deadline = ctx.deadline
+    for future in futures:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _collect(outcome, lambda f=future, t=timeout: f.result(t))  # type: ignore[misc]
+    return outcome
+
+
+def _collect(outcome: StepOutcome, get: Callable[[], TaskResult]) -> None:
+    try:
+        outcome.results.append(get())
+    except GraphInterrupt as exc:
+        outcome.interrupts.append(exc)
+    except BaseException as exc:
+        if outcome.error is None:
+            outcome.error = exc
+
+
+async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
+    """Run one task on the event loop (async nodes) or on the pool (sync nodes)."""
+    node = task.node
+    if not node.is_async and not any(b.is_async for b in node.branches):
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(ctx.pool(), context.run, _execute, ctx, task, values)
+    task_id = ctx.task_id(task)
+    scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
+                               ctx.resume_for(task_id))
+    ctx.on_task_start(task, task_id)
+    token = _context.task_scope(scope)
+    try:
+        inp = task.arg if task.push >= 0 else node_input(node, values)
+        attempt = 1
+        while True:
+            started = time.time()
+            try:
+                output = node.call(inp, scope)
+                if inspect.isawaitable(output):
+                    if node.timeout is None:
+                        output = await output
+                    else:
+                        try:
+                            output = await asyncio.wait_for(output, node.timeout)
+                        except asyncio.TimeoutError:
+                            raise NodeTimeoutError(
+                                f"node {task.name!r} timed out after {node.timeout}s"
+                            ) from None
+                break
+            except Exception as exc:
+                policy = _retry_policy(node.retry, exc)
+                ctx.on_attempt_failed(task, task_id, attempt, started, exc)
+                if policy is None or attempt >= policy.max_attempts:
+                    raise
+                await asyncio.sleep(policy.interval(attempt))
+                attempt += 1
+        result = await _afinish(ctx, task, scope, output, values)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            _annotate(exc, ctx, task, task_id)
+        raise
+    finally:
+        _context.reset_scope(token)
+    ctx.on_task_done(result, task_id, attempt)
+    return result
+
+
+async def arun_step(
+    ctx: RunContext, tasks: Sequence[PlannedTask], values: dict[str, Any]
+) -> StepOutcome:
+    """Run a step's tasks concurrently on the event loop; wait for all."""
+    outcome = StepOutcome()
+    if len(tasks) == 1:
+        coros = [_aexecute(ctx, tasks[0], values)]
+    else:
+        coros = [_aexecute(ctx, task, values) for task in tasks]
+    gathered = asyncio.gather(*coros, return_exceptions=True)
+    if ctx.deadline is not None:
+        results = await asyncio.wait_for(gathered, max(0.0, ctx.deadline - time.monotonic()))
+    else:
+        results = await gathered
+    for item in results:
+        if isinstance(item, TaskResult):
+            outcome.results.append(item)
+        elif isinstance(item, GraphInterrupt):
+            outcome.interrupts.append(item)
+        elif outcome.error is None:
+            outcome.error = item
+    return outcome

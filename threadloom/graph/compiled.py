@@ -1,0 +1,391 @@
+"""``CompiledGraph``: an immutable, runnable graph."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from threadloom.config import resolve_identity, resolve_recursion_limit
+from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
+from threadloom.graph._build import build_spec
+from threadloom.types import Durability, RunnableConfig, StreamMode
+
+if TYPE_CHECKING:
+    from threadloom.graph._draw import DrawableGraph
+    from threadloom.graph.state import StateGraph
+
+__all__ = ["CompiledGraph"]
+
+_VALID_MODES = ("values", "updates", "custom", "debug")
+_DONE = object()
+_FAILED = object()
+
+
+def _normalize_modes(stream_mode: StreamMode | Sequence[StreamMode]) -> tuple[list[str], bool]:
+    single = isinstance(stream_mode, str)
+    modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
+    for mode in modes:
+        if mode not in _VALID_MODES:
+            raise ValueError(f"unknown stream mode {mode!r}; use one of {_VALID_MODES}")
+    return modes, single
+
+
+class CompiledGraph:
+    """A validated graph, ready to run. Immutable: build a new graph to change it.
+
+    Run it with :meth:`invoke` / :meth:`ainvoke`, or watch it run with :meth:`stream` /
+    :meth:`astream`. The config may carry ``run_id`` (default: a new UUID4), ``thread_id``
+    (top level or under ``configurable``), ``recursion_limit`` (default 10,000 supersteps)
+    and ``timeout`` (seconds for the whole run).
+    """
+
+    __slots__ = (
+        "builder",
+        "spec",
+        "checkpointer",
+        "cache",
+        "interrupt_before",
+        "interrupt_after",
+        "durability",
+        "debug",
+        "name",
+        "config",
+        "has_async_nodes",
+        "_pool",
+        "_pool_lock",
+        "_frozen",
+    )
+
+    def __init__(
+        self,
+        builder: StateGraph,
+        *,
+        checkpointer: Any = None,
+        cache: Any = None,
+        interrupt_before: tuple[str, ...] = (),
+        interrupt_after: tuple[str, ...] = (),
+        durability: Durability | None = None,
+        debug: bool = False,
+        name: str = "graph",
+        config: RunnableConfig | None = None,
+    ) -> None:
+        self.builder = builder
+        self.spec = build_spec(builder, name)
+        self.checkpointer = checkpointer
+        self.cache = cache
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.durability: Durability = durability or "async"
+        self.debug = debug
+        self.name = name
+        self.config: RunnableConfig = config or {}
+        self.has_async_nodes = any(
+            n.is_async or any(b.is_async for b in n.branches) for n in self.spec.nodes.values()
+        ) or any(b.is_async for b in self.spec.start_branches)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._frozen = True
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if getattr(self, "_frozen", False) and key not in ("_pool",):
+            raise AttributeError(f"CompiledGraph is immutable (cannot set {key!r})")
+        object.__setattr__(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<CompiledGraph {self.name!r} nodes={list(self.spec.nodes)}>"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _get_pool(self) -> concurrent.futures.Executor:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(32, (os.cpu_count() or 1) + 8),
+                        thread_name_prefix=f"threadloom-{self.name}",
+                    )
+                    self._pool = pool
+        return pool
+
+    def with_config(self, config: RunnableConfig | None = None, **kwargs: Any) -> CompiledGraph:
+        """A copy of this graph whose runs start from ``config`` merged into their own."""
+        merged: dict[str, Any] = {**self.config, **(config or {}), **kwargs}
+        return CompiledGraph(
+            self.builder,
+            checkpointer=self.checkpointer,
+            cache=self.cache,
+            interrupt_before=self.interrupt_before,
+            interrupt_after=self.interrupt_after,
+            durability=self.durability,
+            debug=self.debug,
+            name=self.name,
+            config=merged,  # type: ignore[arg-type]
+        )
+
+    def _merge_config(self, config: RunnableConfig | None) -> dict[str, Any]:
+        if not self.config:
+            return dict(config or {})
+        merged: dict[str, Any] = {**self.config, **(config or {})}
+        configurable = {
+            **(self.config.get("configurable") or {}),
+            **((config or {}).get("configurable") or {}),
+        }
+        if configurable:
+            merged["configurable"] = configurable
+        return merged
+
+    def _prepare(self, config: RunnableConfig | None, sink: Sink | None) -> Run:
+        cfg = self._merge_config(config)
+        identity = resolve_identity(cfg)
+        limit = resolve_recursion_limit(cfg)
+        configurable = dict(cfg.get("configurable") or {})
+        configurable["run_id"] = identity.run_id
+        if identity.thread_id is not None:
+            configurable["thread_id"] = identity.thread_id
+            cfg["thread_id"] = identity.thread_id
+        cfg["configurable"] = configurable
+        cfg["run_id"] = identity.run_id
+        cfg["recursion_limit"] = limit
+        timeout = cfg.get("timeout")
+        ctx = RunContext(
+            self.spec, identity.run_id, identity.thread_id, cfg, sink, self._get_pool,
+            timeout=float(timeout) if timeout is not None else None,
+        )
+        return Run(ctx, limit)
+
+    def _run_nested(self, input: Any, config: RunnableConfig) -> Any:
+        """Run as a node of a parent graph (no persistence of its own)."""
+        return run_sync(self._prepare(config, None), input)
+
+    async def _arun_nested(self, input: Any, config: RunnableConfig) -> Any:
+        return await run_async(self._prepare(config, None), input)
+
+    # -- running --------------------------------------------------------------------------
+
+    def invoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: StreamMode = "values",
+        **kwargs: Any,
+    ) -> Any:
+        """Run the graph to the end and return its output.
+
+        Args:
+            input: the input state (a dict or an instance of the input schema).
+            config: run config (``run_id``, ``thread_id``, ``recursion_limit``...).
+            stream_mode: ``"values"`` returns the final state; any other mode returns the
+                list of chunks that mode streamed.
+
+        Returns:
+            The output keys that hold a value, or ``None`` when the input wrote nothing.
+
+        Raises:
+            GraphRecursionError: ``recursion_limit`` supersteps were not enough.
+            InvalidUpdateError: a node returned an update the state cannot take.
+            Exception: whatever a node raised, after its retry policy gave up, with the
+                node name and run id attached as notes.
+        """
+        if stream_mode != "values":
+            return list(self.stream(input, config, stream_mode=stream_mode, **kwargs))
+        if self.has_async_nodes:
+            return _run_coroutine_sync(self.ainvoke(input, config, **kwargs))
+        return run_sync(self._prepare(config, None), input)
+
+    async def ainvoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: StreamMode = "values",
+        **kwargs: Any,
+    ) -> Any:
+        """Async :meth:`invoke`: async nodes run on the event loop, sync nodes on threads."""
+        if stream_mode != "values":
+            return [c async for c in self.astream(input, config, stream_mode=stream_mode)]
+        return await run_async(self._prepare(config, None), input)
+
+    def stream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: StreamMode | Sequence[StreamMode] = "values",
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """Run the graph and yield chunks as it goes.
+
+        ``stream_mode`` is one mode (chunks are yielded as they are) or a list of modes
+        (``(mode, chunk)`` tuples are yielded): ``"values"`` the state after each step that
+        changed it, ``"updates"`` ``{node: update}`` as each node finishes, ``"custom"``
+        what nodes emit through ``get_stream_writer()`` or a ``writer`` parameter,
+        ``"debug"`` task and result events stamped with ``run_id`` and ``thread_id``.
+        """
+        modes, single = _normalize_modes(stream_mode)
+        chunks: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        sink = Sink(frozenset(modes), lambda mode, chunk: chunks.put((mode, chunk)))
+        run = self._prepare(config, sink)
+
+        def produce() -> None:
+            try:
+                if self.has_async_nodes:
+                    asyncio.run(run_async(run, input))
+                else:
+                    run_sync(run, input)
+            except BaseException as exc:  # handed to the consumer
+                chunks.put((_FAILED, exc))
+            else:
+                chunks.put((_DONE, None))
+
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(produce,), daemon=True,
+            name=f"threadloom-stream-{run.ctx.run_id}",
+        )
+        worker.start()
+        while True:
+            mode, chunk = chunks.get()
+            if mode is _DONE:
+                break
+            if mode is _FAILED:
+                raise chunk
+            yield chunk if single else (mode, chunk)
+        worker.join()
+
+    async def astream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: StreamMode | Sequence[StreamMode] = "values",
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        modes, single = _normalize_modes(stream_mode)
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        chunks: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+
+        def put(mode: str, chunk: Any) -> None:
+            if threading.get_ident() == loop_thread:
+                chunks.put_nowait((mode, chunk))
+            else:
+                loop.call_soon_threadsafe(chunks.put_nowait, (mode, chunk))
+
+        run = self._prepare(config, Sink(frozenset(modes), put))
+        task = asyncio.ensure_future(run_async(run, input))
+
+        def done(t: asyncio.Future[Any]) -> None:
+            if t.cancelled():
+                chunks.put_nowait((_FAILED, asyncio.CancelledError()))
+            elif t.exception() is not None:
+                chunks.put_nowait((_FAILED, t.exception()))
+            else:
+                chunks.put_nowait((_DONE, None))
+
+        task.add_done_callback(done)
+        try:
+            while True:
+                mode, chunk = await chunks.get()
+                if mode is _DONE:
+                    break
+                if mode is _FAILED:
+                    raise chunk
+                yield chunk if single else (mode, chunk)
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def batch(
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Invoke the graph on each input, in parallel threads; outputs in input order."""
+        configs = _batch_configs(inputs, config)
+        if not inputs:
+            return []
+
+        def one(pair: tuple[Any, RunnableConfig | None]) -> Any:
+            try:
+                return self.invoke(pair[0], pair[1], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        if len(inputs) == 1:
+            return [one((inputs[0], configs[0]))]
+        limit = (configs[0] or {}).get("max_concurrency") or min(len(inputs), 16)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=limit) as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, one, pair)
+                for pair in zip(inputs, configs, strict=True)
+            ]
+            return [f.result() for f in futures]
+
+    async def abatch(
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Async :meth:`batch`: the runs share the event loop."""
+        configs = _batch_configs(inputs, config)
+        coros = [self.ainvoke(i, c, **kwargs) for i, c in zip(inputs, configs, strict=True)]
+        return list(await asyncio.gather(*coros, return_exceptions=return_exceptions))
+
+    # -- introspection --------------------------------------------------------------------
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: bool = False) -> DrawableGraph:
+        """The graph's nodes and edges, drawable with ``draw_mermaid()``/``draw_ascii()``."""
+        from threadloom.graph._draw import drawable
+
+        return drawable(self.builder)
+
+
+def _batch_configs(
+    inputs: Sequence[Any], config: RunnableConfig | Sequence[RunnableConfig] | None
+) -> list[RunnableConfig | None]:
+    if isinstance(config, Sequence) and not isinstance(config, dict):
+        configs = list(config)
+        if len(configs) != len(inputs):
+            raise ValueError(f"batch got {len(inputs)} inputs but {len(configs)} configs")
+        return list(configs)
+    return [config] * len(inputs)
+
+
+def _run_coroutine_sync(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,))
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
