@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from threadloom.errors import GraphInterrupt
 
-__all__ = ["TaskScope", "current_task", "current_task_or_none", "task_scope"]
+__all__ = ["TaskScope", "current_task", "current_task_or_none", "interrupt_id", "task_scope"]
+
+_IDS = uuid.UUID("5b0c3f7e-8a41-4e0f-9d8e-7c1a2f3b4d5e")
+
+
+def interrupt_id(task_id: str, index: int) -> str:
+    """The id of the ``index``-th ``interrupt()`` call of an execution (stable on replay)."""
+    return uuid.uuid5(_IDS, f"{task_id}\x00{index}").hex
 
 
 def _discard(_chunk: Any) -> None:
@@ -66,7 +74,8 @@ class TaskScope:
         self.interrupt_count += 1
         if index < len(self.resume):
             return self.resume[index]
-        raise GraphInterrupt([Interrupt(value=value, id=f"{self.task_id}:{index}")])
+        raise GraphInterrupt([Interrupt(value=value, id=interrupt_id(self.task_id, index))],
+                             index)
 
 
 _current: ContextVar[TaskScope | None] = ContextVar("threadloom_task", default=None)

@@ -38,14 +38,12 @@ def get_config() -> RunnableConfig:
 def get_stream_writer() -> StreamWriter:
     """A callable that emits a chunk on the ``custom`` stream of the current run.
 
-    Outside a node, or when nobody streams ``custom``, the writer discards what it gets.
+    When nobody streams ``custom``, the writer discards what it gets.
+
+    Raises:
+        RuntimeError: called outside a running node.
     """
-    scope = _context.current_task_or_none()
-    return scope.writer if scope is not None else _discard
-
-
-def _discard(_chunk: Any) -> None:
-    return None
+    return _context.current_task("get_stream_writer()").writer
 
 
 def validate_run_id(run_id: Any) -> str:

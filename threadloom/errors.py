@@ -11,6 +11,7 @@ The tree::
     ├── GraphValidationError            invalid_graph        (also ValueError)
     ├── InvalidConfigError              invalid_config       (also ValueError)
     ├── InvalidUpdateError              invalid_update
+    │   └── InvalidRouteError           invalid_route        (also KeyError, ValueError)
     ├── GraphRecursionError             recursion_limit      (also RecursionError)
     ├── EmptyInputError                 empty_input
     ├── NodeTimeoutError                node_timeout         (also TimeoutError)
@@ -28,6 +29,7 @@ The tree::
 
     BaseException
     ├── GraphInterrupt                  the run paused (interrupt() or a breakpoint)
+    ├── ParentCommand                   a subgraph node sent Command(graph=PARENT)
     └── RunCancelled                    the run was cancelled
 """
 
@@ -48,10 +50,12 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "InvalidConfigError",
+    "InvalidRouteError",
     "InvalidUpdateError",
     "LeaseLostError",
     "MigrationError",
     "NodeTimeoutError",
+    "ParentCommand",
     "RunCancelled",
     "RunConflictError",
     "RunNotFoundError",
@@ -85,6 +89,16 @@ class InvalidUpdateError(ThreadloomError):
     """A node produced an update the state cannot take (e.g. two writes to a plain field)."""
 
     code = "invalid_update"
+
+
+class InvalidRouteError(InvalidUpdateError, KeyError, ValueError):
+    """A conditional edge chose no valid destination (unknown name, or a result missing
+    from its path map). A ``KeyError`` and ``ValueError`` too, as LangGraph raises those."""
+
+    code = "invalid_route"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "invalid route"
 
 
 class GraphRecursionError(ThreadloomError, RecursionError):
@@ -181,9 +195,19 @@ class GraphInterrupt(BaseException):  # noqa: N818 - a signal, not an error
     it. The engine catches it, records the pause and returns control to the caller.
     """
 
-    def __init__(self, interrupts: Sequence[Interrupt] = ()) -> None:
+    def __init__(self, interrupts: Sequence[Interrupt] = (), index: int = 0) -> None:
         super().__init__(tuple(interrupts))
         self.interrupts: tuple[Interrupt, ...] = tuple(interrupts)
+        self.index = index  # which interrupt() call of the execution raised it
+
+
+class ParentCommand(BaseException):  # noqa: N818 - a signal, not an error
+    """Carries a ``Command(graph=Command.PARENT)`` out of a subgraph to the parent graph's
+    node that runs it, which applies the command as its own result."""
+
+    def __init__(self, command: Any) -> None:
+        super().__init__(command)
+        self.command = command
 
 
 class RunCancelled(BaseException):  # noqa: N818 - a signal, not an error

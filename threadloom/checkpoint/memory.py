@@ -25,6 +25,13 @@ Behaviour the protocol leaves open, decided here (and matched by every backend):
 * ``expected_head`` of a commit without a checkpoint is compared in the root namespace ``""``.
 * Run metadata must be JSON-serializable; it is stored as JSON, so it reads back as decoded
   JSON (tuples become lists), exactly as in the SQL backends.
+* Upserts keep what identifies a record where it is first recorded: a run's ``thread_id``,
+  ``graph``, ``namespace`` and ``created_at``, an execution's ``thread_id`` and
+  ``namespace``; every other field takes the new value. (The SQL backends index these
+  columns and so never rewrite them on the hot path.)
+* ``list_runs`` takes ``created_after <= created_at < created_before``; listings break ties
+  on their sort key by id (``run_id`` descending for runs, ``id`` ascending for executions,
+  ``thread_id`` descending for threads).
 """
 
 from __future__ import annotations
@@ -329,6 +336,9 @@ class MemoryStore:
         now: float,
     ) -> None:
         for run in runs:
+            old = self._runs.get(run.run_id)
+            if old is not None:  # the first record fixes these (and the thread, checked)
+                run.graph, run.namespace, run.created_at = old.graph, old.namespace, old.created_at
             self._runs[run.run_id] = run
         if cp is not None:
             key = (cp.thread_id, cp.checkpoint_ns)
@@ -344,6 +354,9 @@ class MemoryStore:
                 (w.task_id, w.channel, w.idx)
             ] = w
         for ex in executions:
+            prior = self._executions.get(ex.id)
+            if prior is not None:  # the first record fixes these
+                ex.thread_id, ex.namespace = prior.thread_id, prior.namespace
             self._executions[ex.id] = ex
         row = self._threads.get(c.thread_id)
         if row is None:

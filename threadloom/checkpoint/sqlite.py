@@ -298,7 +298,7 @@ class SqliteStore:
     def _attempt(
         self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T], write: bool
     ) -> _T:
-        deadline = 0.0
+        deadline = time.monotonic() + self._busy_timeout  # SQLite's own waits count too
         delay = 0.002
         while True:
             try:
@@ -318,8 +318,6 @@ class SqliteStore:
                 if not _is_busy(exc):
                     raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
                 now = time.monotonic()
-                if not deadline:
-                    deadline = now + self._busy_timeout
                 if now >= deadline:
                     raise StoreUnavailableError(
                         f"SQLite database {self.path!r} stayed locked for "
@@ -397,10 +395,10 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO threads (thread_id, namespace, created_at, updated_at,"
-                    " lease_owner, lease_token, lease_expires_at)"
-                    " VALUES (?, NULL, ?, ?, ?, 1, ?)",
-                    (thread_id, now, now, owner, expires),
+                    "INSERT INTO threads (thread_id, namespace, namespace_set, created_at,"
+                    " updated_at, lease_owner, lease_token, lease_expires_at)"
+                    " VALUES (?, ?, 0, ?, ?, ?, 1, ?)",
+                    (thread_id, DEFAULT_NAMESPACE, now, now, owner, expires),
                 )
                 return Lease(thread_id, owner, 1, expires)
             holder, token, held_until = row
@@ -653,10 +651,7 @@ class SqliteStore:
         """Threads, most recently updated first (then by ``thread_id``, descending)."""
         sql = f"SELECT {THREAD_COLS} FROM threads"
         params: tuple[Any, ...] = ()
-        if namespace == DEFAULT_NAMESPACE:  # a thread only leased so far has no namespace
-            sql += " WHERE (namespace = ? OR namespace IS NULL)"
-            params = (namespace,)
-        elif namespace is not None:
+        if namespace is not None:
             sql += " WHERE namespace = ?"
             params = (namespace,)
         sql += " ORDER BY updated_at DESC, thread_id DESC LIMIT ? OFFSET ?"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadloom.engine._spec import END, MISSING, BranchSpec, ChannelSpec, GraphSpec, NodeSpec
-from threadloom.errors import InvalidUpdateError
+from threadloom.errors import InvalidRouteError, InvalidUpdateError, ParentCommand
 from threadloom.types import Command, Send
 
 __all__ = [
@@ -143,6 +143,8 @@ def extract_update(
 def _command_update(
     channels: Mapping[str, ChannelSpec], command: Command, node: str
 ) -> tuple[list[Write], list[str | Send]]:
+    if command.graph == Command.PARENT:
+        raise ParentCommand(Command(update=command.update, goto=command.goto))
     if command.graph is not None:
         raise InvalidUpdateError(
             f"node {node!r} returned Command(graph={command.graph!r}), but this graph has no "
@@ -214,7 +216,7 @@ def route(
                 try:
                     dest = path_map[item]
                 except (KeyError, TypeError):
-                    raise InvalidUpdateError(
+                    raise InvalidRouteError(
                         f"conditional edge from {source!r} returned {item!r}, which is not in "
                         f"its path map {sorted(map(str, path_map))}"
                     ) from None
@@ -224,8 +226,9 @@ def route(
         if dest == END:
             continue
         if dest not in nodes:
-            raise InvalidUpdateError(
-                f"conditional edge from {source!r} leads to unknown node {dest!r}"
+            raise InvalidRouteError(
+                f"conditional edge from {source!r} returned {dest!r}, which is not a valid "
+                "destination (a node name, END, or Send)"
             )
         out.append(target)
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,14 @@ from threadloom.engine._algo import (
 )
 from threadloom.engine._runner import StepOutcome, arun_step, run_step
 from threadloom.engine._spec import START, GraphSpec
-from threadloom.errors import GraphRecursionError, RunTimeoutError
+from threadloom.errors import (
+    EmptyInputError,
+    GraphRecursionError,
+    InvalidUpdateError,
+    ParentCommand,
+    RunTimeoutError,
+)
+from threadloom.types import Interrupt
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -111,13 +118,13 @@ class RunContext:
             },
         )
 
-    def on_task_start(self, task: PlannedTask, task_id: str) -> None:
-        """Called in the task's thread before the node runs."""
+    def on_task_start(self, task: PlannedTask, task_id: str, input: Any) -> None:
+        """Called in the task's thread before the node runs, with its input."""
         sink = self.sink
         if sink is not None and sink.debug:
             self._debug(
                 "task",
-                {"id": task_id, "name": task.name, "input": task.arg if task.push >= 0 else None,
+                {"id": task_id, "name": task.name, "input": input,
                  "triggers": (f"send:{task.push}",) if task.push >= 0 else (task.name,)},
             )
 
@@ -143,30 +150,57 @@ class RunContext:
 
 
 class Run:
-    """One invocation's state machine, shared by the sync and async drivers."""
+    """One invocation's state machine, shared by the sync and async drivers.
 
-    __slots__ = ("ctx", "spec", "values", "frontier", "limit", "stop", "started", "_output_keys")
+    The drivers call :meth:`begin`, then :meth:`next_tasks` / :meth:`finish_step` until no
+    tasks are left, then :meth:`complete`; :meth:`abort` if anything raised. A durable run
+    (``threadloom.engine._durable``) overrides these hooks to load and persist.
+    """
 
-    def __init__(self, ctx: RunContext, limit: int) -> None:
+    __slots__ = ("ctx", "spec", "values", "frontier", "limit", "stop", "has_output",
+                 "interrupts", "paused", "interrupt_before", "interrupt_after",
+                 "skip_breakpoint", "_output_keys")
+
+    def __init__(self, ctx: RunContext, limit: int,
+                 interrupt_before: frozenset[str] = frozenset(),
+                 interrupt_after: frozenset[str] = frozenset()) -> None:
         self.ctx = ctx
         self.spec = ctx.spec
         self.values: dict[str, Any] = initial_values(ctx.spec)
         self.frontier = Frontier()
         self.limit = limit
         self.stop = limit
-        self.started = False
+        self.has_output = False
+        self.interrupts: list[Interrupt] = []
+        self.paused = False
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.skip_breakpoint = False
         self._output_keys = frozenset(ctx.spec.output_keys)
 
-    def start(self, input: Any) -> bool:
+    def begin(self, input: Any) -> bool:
         """Apply the input (step 0); return whether there is anything to run."""
         spec = self.spec
-        writes = _input_writes(spec, input)
-        if not writes:
-            return False
-        self.started = True
+        if input is None:
+            raise EmptyInputError(
+                "received no input: pass the input state (None only continues a thread that "
+                "has a checkpointer)"
+            )
         self.ctx.step = 0
+        updated = self.apply_input(_input_writes(spec, input))
+        self.frontier = self.start_frontier()
+        self._emit_values(updated)
+        self.ctx.step = 1
+        return True
+
+    def apply_input(self, writes: list[tuple[str, Any]]) -> set[str]:
+        """Merge input writes into the values, as the START node's update."""
         start = PlannedTask(START, None)  # type: ignore[arg-type]
-        updated = apply_writes(spec.channels, self.values, [TaskResult(start, writes, [])])
+        return apply_writes(self.spec.channels, self.values, [TaskResult(start, writes, [])])
+
+    def start_frontier(self) -> Frontier:
+        """The nodes the input triggers: START's edges and conditional edges."""
+        spec = self.spec
         triggered: dict[str, None] = dict.fromkeys(spec.start_next)
         sends = []
         for branch in spec.start_branches:
@@ -177,18 +211,17 @@ class Run:
                     triggered[target] = None
                 else:
                     sends.append(target)
-        self.frontier = Frontier(sorted(triggered), sends, {})
-        self._emit_values(updated)
-        self.ctx.step = 1
-        return True
+        return Frontier(sorted(triggered), sends, {})
 
     def next_tasks(self) -> list[PlannedTask] | None:
-        """The tasks of the next step, or ``None`` when the run is done.
+        """The tasks of the next step, or ``None`` when the run is done or paused.
 
         Raises:
             GraphRecursionError: the step limit is reached.
             RunTimeoutError: the run's deadline passed.
         """
+        if self.paused:
+            return None
         ctx = self.ctx
         if ctx.step > self.stop:
             raise GraphRecursionError(
@@ -200,35 +233,81 @@ class Run:
             return None
         if ctx.deadline is not None and time.monotonic() > ctx.deadline:
             raise RunTimeoutError(f"run {ctx.run_id!r} exceeded its timeout")
-        return plan_tasks(self.spec, self.frontier)
+        tasks = plan_tasks(self.spec, self.frontier)
+        if self.interrupt_before and not self.skip_breakpoint and _hits(
+            self.interrupt_before, tasks
+        ):
+            self.pause_before(tasks)
+            return None
+        self.skip_breakpoint = False
+        return tasks
+
+    def pause_before(self, tasks: list[PlannedTask]) -> None:
+        """Stop before ``tasks`` because one of them is in ``interrupt_before``."""
+        self.paused = True
 
     def finish_step(self, outcome: StepOutcome) -> None:
-        """Merge a finished step, or raise the first error of its tasks."""
+        """Merge a finished step; raise the first error of its tasks; pause on interrupts."""
         if outcome.error is not None:
             raise outcome.error
         if outcome.interrupts:
-            raise outcome.interrupts[0]
-        results = outcome.results
+            self.paused = True
+            for signal in outcome.interrupts:
+                self.interrupts.extend(signal.interrupts)  # type: ignore[attr-defined]
+            return
+        self.merge(outcome.results)
+        if self.interrupt_after and _hits(self.interrupt_after, outcome.results):
+            self.paused = True
+
+    def merge(self, results: list[TaskResult]) -> set[str]:
+        """Apply a step's results and advance the frontier."""
         updated = apply_writes(self.spec.channels, self.values, results)
         self.frontier = advance(self.spec, self.frontier, results)
         self._emit_values(updated)
         self.ctx.step += 1
+        return updated
 
     def _emit_values(self, updated: set[str]) -> None:
+        if not updated:
+            return
+        if not self.has_output and not self._output_keys.isdisjoint(updated):
+            self.has_output = True
         sink = self.ctx.sink
-        if sink is not None and sink.values and not self._output_keys.isdisjoint(updated):
-            sink.put("values", output_values(self.spec, self.values))
+        if sink is not None and sink.values:
+            # LangGraph streams every channel; output_schema filters only the final result
+            values = self.values
+            sink.put("values", {k: values[k] for k in self.spec.channels if k in values})
 
-    def output(self) -> dict[str, Any] | None:
-        """The run's result: output keys with values, or ``None`` if nothing ran."""
-        if not self.started:
+    def abort(self, exc: BaseException) -> None:
+        """Called when the run raised; a durable run records the failure."""
+
+    def complete(self) -> Any:
+        """The run's result: the output keys that hold a value (``None`` if no output key was
+        ever written, as LangGraph returns the last ``values`` chunk), plus
+        ``"__interrupt__"`` when ``interrupt()`` paused the run."""
+        if self.interrupts:
+            sink = self.ctx.sink
+            if sink is not None and sink.updates:
+                sink.put("updates", {"__interrupt__": tuple(self.interrupts)})
+            out = output_values(self.spec, self.values)
+            out["__interrupt__"] = list(self.interrupts)
+            return out
+        if not self.has_output:
             return None
         return output_values(self.spec, self.values)
 
 
+def _hits(names: frozenset[str], items: Sequence[PlannedTask] | Sequence[TaskResult]) -> bool:
+    if "*" in names:
+        return bool(items)
+    for item in items:
+        name = item.task.name if isinstance(item, TaskResult) else item.name
+        if name in names:
+            return True
+    return False
+
+
 def _input_writes(spec: GraphSpec, input: Any) -> list[tuple[str, Any]]:
-    if input is None:
-        return []
     if isinstance(input, Mapping):
         keys = spec.input_keys
         return [(k, v) for k, v in input.items() if k in keys]
@@ -239,17 +318,36 @@ def _input_writes(spec: GraphSpec, input: Any) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in writes if k in keys]
 
 
-def run_sync(run: Run, input: Any) -> dict[str, Any] | None:
-    """Drive a run to the end in this thread."""
-    if run.start(input):
-        while (tasks := run.next_tasks()) is not None:
-            run.finish_step(run_step(run.ctx, tasks, run.values))
-    return run.output()
+def _top_level(exc: BaseException) -> BaseException:
+    if isinstance(exc, ParentCommand):
+        return InvalidUpdateError("Command(graph=Command.PARENT) was sent by a graph that is "
+                                  "not running as a node of a parent graph")
+    return exc
 
 
-async def run_async(run: Run, input: Any) -> dict[str, Any] | None:
-    """Drive a run to the end on the running event loop."""
-    if run.start(input):
-        while (tasks := run.next_tasks()) is not None:
-            run.finish_step(await arun_step(run.ctx, tasks, run.values))
-    return run.output()
+def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
+    """Drive a run to the end (or a pause) in this thread."""
+    try:
+        if run.begin(input):
+            while (tasks := run.next_tasks()) is not None:
+                run.finish_step(run_step(run.ctx, tasks, run.values))
+    except BaseException as exc:
+        run.abort(exc)
+        if nested or not isinstance(exc, ParentCommand):
+            raise
+        raise _top_level(exc) from None
+    return run.complete()
+
+
+async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
+    """Drive a run to the end (or a pause) on the running event loop."""
+    try:
+        if run.begin(input):
+            while (tasks := run.next_tasks()) is not None:
+                run.finish_step(await arun_step(run.ctx, tasks, run.values))
+    except BaseException as exc:
+        run.abort(exc)
+        if nested or not isinstance(exc, ParentCommand):
+            raise
+        raise _top_level(exc) from None
+    return run.complete()

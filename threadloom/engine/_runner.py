@@ -21,7 +21,7 @@ from threadloom.engine._algo import (
     route,
 )
 from threadloom.engine._spec import BranchSpec
-from threadloom.errors import GraphInterrupt, InvalidUpdateError, NodeTimeoutError
+from threadloom.errors import GraphInterrupt, InvalidUpdateError, NodeTimeoutError, ParentCommand
 from threadloom.types import RetryPolicy, Send
 
 if TYPE_CHECKING:
@@ -111,10 +111,10 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     task_id = ctx.task_id(task)
     scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
                                ctx.resume_for(task_id))
-    ctx.on_task_start(task, task_id)
     token = _context.task_scope(scope)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
+        ctx.on_task_start(task, task_id, inp)
         attempt = 1
         while True:
             started = time.time()
@@ -124,6 +124,11 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
                 else:
                     output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout,
                                                 task.name)
+                break
+            except ParentCommand as signal:
+                if node.subgraph is None:
+                    raise
+                output = signal.command
                 break
             except Exception as exc:
                 policy = _retry_policy(node.retry, exc)
@@ -193,10 +198,10 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
     task_id = ctx.task_id(task)
     scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
                                ctx.resume_for(task_id))
-    ctx.on_task_start(task, task_id)
     token = _context.task_scope(scope)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
+        ctx.on_task_start(task, task_id, inp)
         attempt = 1
         while True:
             started = time.time()
@@ -212,6 +217,11 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
                             raise NodeTimeoutError(
                                 f"node {task.name!r} timed out after {node.timeout}s"
                             ) from None
+                break
+            except ParentCommand as signal:
+                if node.subgraph is None:
+                    raise
+                output = signal.command
                 break
             except Exception as exc:
                 policy = _retry_policy(node.retry, exc)

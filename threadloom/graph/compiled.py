@@ -163,10 +163,10 @@ class CompiledGraph:
 
     def _run_nested(self, input: Any, config: RunnableConfig) -> Any:
         """Run as a node of a parent graph (no persistence of its own)."""
-        return run_sync(self._prepare(config, None), input)
+        return run_sync(self._prepare(config, None), input, nested=True)
 
     async def _arun_nested(self, input: Any, config: RunnableConfig) -> Any:
-        return await run_async(self._prepare(config, None), input)
+        return await run_async(self._prepare(config, None), input, nested=True)
 
     # -- running --------------------------------------------------------------------------
 
@@ -219,12 +219,12 @@ class CompiledGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: StreamMode | Sequence[StreamMode] = "values",
+        stream_mode: StreamMode | Sequence[StreamMode] = "updates",
         **kwargs: Any,
     ) -> Iterator[Any]:
         """Run the graph and yield chunks as it goes.
 
-        ``stream_mode`` is one mode (chunks are yielded as they are) or a list of modes
+        ``stream_mode`` (default ``"updates"``, as LangGraph's state graphs) is one mode (chunks are yielded as they are) or a list of modes
         (``(mode, chunk)`` tuples are yielded): ``"values"`` the state after each step that
         changed it, ``"updates"`` ``{node: update}`` as each node finishes, ``"custom"``
         what nodes emit through ``get_stream_writer()`` or a ``writer`` parameter,
@@ -265,7 +265,7 @@ class CompiledGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: StreamMode | Sequence[StreamMode] = "values",
+        stream_mode: StreamMode | Sequence[StreamMode] = "updates",
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""

@@ -1,0 +1,81 @@
+"""Serializers: how values become the bytes a store keeps.
+
+The default :class:`JsonPlusSerializer` writes JSON for plain data (dicts with string keys,
+lists, strings, numbers, booleans, ``None``), so stored state stays readable by other tools,
+and falls back to pickle for anything else (tuples, dataclasses, Pydantic models,
+datetimes...), so every value round-trips exactly. Pass ``allow_pickle=False`` to refuse
+non-JSON values instead.
+
+Example:
+    >>> serde = JsonPlusSerializer()
+    >>> serde.loads(serde.dumps({"step": 3}))
+    {'step': 3}
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+from threadloom.errors import StoreError
+
+__all__ = ["JsonPlusSerializer", "Serializer"]
+
+_JSON = b"j"
+_PICKLE = b"p"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns values into bytes and back; ``loads(dumps(v)) == v``."""
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value``."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes made by :meth:`dumps`."""
+        ...
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind is not float or value == value and value not in (float("inf"), float("-inf"))
+    if depth > 64:
+        return False
+    if kind is list:
+        return all(_is_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+class JsonPlusSerializer:
+    """JSON for plain data, pickle for the rest (see the module docstring)."""
+
+    __slots__ = ("allow_pickle",)
+
+    def __init__(self, *, allow_pickle: bool = True) -> None:
+        self.allow_pickle = allow_pickle
+
+    def dumps(self, value: Any) -> bytes:
+        if _is_plain(value):
+            return _JSON + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        if not self.allow_pickle:
+            raise StoreError(
+                f"cannot store a {type(value).__name__} as JSON and pickling is disabled"
+            )
+        return _PICKLE + pickle.dumps(value, protocol=5)
+
+    def loads(self, data: bytes) -> Any:
+        tag, body = data[:1], data[1:]
+        if tag == _JSON:
+            return json.loads(body)
+        if tag == _PICKLE:
+            if not self.allow_pickle:
+                raise StoreError("refusing to unpickle a stored value: pickling is disabled")
+            return pickle.loads(body)
+        raise StoreError(f"unknown serialization tag {tag!r}")

@@ -1,0 +1,630 @@
+"""A run persisted to a store: leases, checkpoints, run and execution records, replay.
+
+:class:`DurableRun` overrides the hooks of :class:`~threadloom.engine._loop.Run`:
+
+* ``begin`` takes the thread's lease, loads the checkpoint to continue from, decides whether
+  this is a new run, a resume of an unfinished one, or a fork, and records the run;
+* ``next_tasks`` skips tasks whose results the interrupted or failed step already recorded;
+* ``finish_step`` persists each step per the durability mode: ``sync`` commits the step's
+  writes, checkpoint, execution records and run record in one transaction before the next
+  step; ``async`` queues the same commit to the background writer; ``exit`` keeps it all in
+  memory until the run ends;
+* ``abort`` / ``complete`` record how the run ended and release the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from threadloom.checkpoint.base import (
+    Attempt,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    Store,
+    WriteRecord,
+)
+from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
+from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
+from threadloom.engine._persist import (
+    ERROR,
+    INTERRUPT,
+    RESUME,
+    TASK_PREFIX,
+    Chain,
+    Codec,
+    Loaded,
+    Writer,
+    execution_id,
+)
+from threadloom.engine._runner import StepOutcome
+from threadloom.errors import (
+    EmptyInputError,
+    GraphInterrupt,
+    InvalidConfigError,
+    RunCancelled,
+    ThreadBusyError,
+)
+from threadloom.types import Command, Durability, Interrupt
+
+__all__ = ["DurableContext", "DurableRun", "Persistence"]
+
+_UNFINISHED = ("pending", "running", "failed", "cancelled")
+
+
+def _owner(run_id: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{run_id}"
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Persistence:
+    """What a durable run needs from its graph: the store, codec, writer, and options."""
+
+    __slots__ = ("store", "codec", "writer", "graph_name", "lease_ttl", "namespace")
+
+    def __init__(self, store: Store, codec: Codec, writer: Callable[[], Writer],
+                 graph_name: str, lease_ttl: float = 30.0, namespace: str = "default") -> None:
+        self.store = store
+        self.codec = codec
+        self.writer = writer
+        self.graph_name = graph_name
+        self.lease_ttl = lease_ttl
+        self.namespace = namespace
+
+
+class DurableContext(RunContext):
+    """Run context whose task ids are stable execution ids and whose task hooks record
+    results, attempts and ``@task`` outcomes."""
+
+    __slots__ = ("run",)
+
+    def task_id(self, task: PlannedTask) -> str:
+        return self.run.ids[(task.name, task.push)]
+
+    def resume_for(self, task_id: str) -> list[Any] | None:
+        values = self.run.loaded_resume.get(task_id)
+        return list(values) if values else None
+
+    def on_attempt_failed(self, task: PlannedTask, task_id: str, attempt: int,
+                          started: float, exc: BaseException) -> None:
+        with self.run.lock:
+            self.run.attempts.setdefault(task_id, []).append(
+                Attempt(attempt, started, time.time(), _error_text(exc))
+            )
+
+    def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
+        super().on_task_done(result, task_id, attempts)
+        self.run.task_finished(result, task_id, attempts)
+
+
+class DurableRun(Run):
+    """A run that persists as it goes (see the module docstring)."""
+
+    __slots__ = (
+        "p", "codec", "store", "thread_id", "durability", "lease", "run_record", "head",
+        "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
+        "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
+        "exit_writes", "input_value", "dirty", "stored_head", "_wait",
+        "_loaded_task_results",
+    )
+
+    def __init__(self, ctx: DurableContext, limit: int, persistence: Persistence,
+                 durability: Durability, interrupt_before: frozenset[str],
+                 interrupt_after: frozenset[str], fork_from: int | None,
+                 explicit_run_id: bool, wait: bool | float = False) -> None:
+        super().__init__(ctx, limit, interrupt_before, interrupt_after)
+        ctx.run = self
+        self.p = persistence
+        self.codec = persistence.codec
+        self.store = persistence.store
+        assert ctx.thread_id is not None
+        self.thread_id: str = ctx.thread_id
+        self.durability = durability
+        self.lease: Lease | None = None
+        self.run_record: RunRecord | None = None
+        self.head: int | None = None
+        self.parent_seq: int | None = None
+        self.chains: dict[str, Chain] = {}
+        self.ids: dict[tuple[str, int], str] = {}
+        self.loaded_resume: dict[str, list[Any]] = {}
+        self.recorded: dict[str, TaskResult] = {}
+        self.attempts: dict[str, list[Attempt]] = {}
+        self.lock = threading.Lock()
+        self.handle = persistence.writer().handle() if durability == "async" else None
+        self.pending_execs: dict[str, ExecutionRecord] = {}
+        self.started_at = time.time()
+        self.fork_from = fork_from
+        self.resuming = explicit_run_id
+        self.task_times: dict[str, float] = {}
+        self.exit_writes: list[WriteRecord] = []
+        self.input_value: Any = None
+        self.dirty: set[str] = set()
+        self.stored_head: int | None = None
+        self._wait = wait
+        self._loaded_task_results: dict[tuple[str, str, int], bytes] = {}
+
+    # -- begin ----------------------------------------------------------------------------
+
+    def begin(self, input: Any) -> bool:
+        ctx = self.ctx
+        store = self.store
+        existing = store.get_run(ctx.run_id) if self.resuming else None
+        if existing is not None and existing.status == "succeeded":
+            self.run_record = existing
+            return False
+        self._acquire_lease()
+        loaded = self.codec.load(store, self.thread_id, self.fork_from)
+        latest = loaded if self.fork_from is None else self.codec.load(store, self.thread_id)
+        self.head = self.stored_head = latest.seq
+        command = input if isinstance(input, Command) else None
+        if existing is None and input is not None and command is None:
+            existing = self._retry_candidate(input)
+        if existing is not None or input is None or command is not None:
+            return self._continue(loaded, existing, command)
+        return self._start_new(loaded, input)
+
+    def _acquire_lease(self) -> None:
+        owner = _owner(self.ctx.run_id)
+        deadline = None
+        if self._wait:
+            deadline = time.monotonic() + (
+                float(self._wait) if not isinstance(self._wait, bool) else 3600.0
+            )
+        delay = 0.01
+        while True:
+            try:
+                self.lease = self.store.acquire_lease(self.thread_id, owner, self.p.lease_ttl)
+                return
+            except ThreadBusyError:
+                if deadline is None or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _retry_candidate(self, input: Any) -> RunRecord | None:
+        """The thread's latest run, if it failed or died and had exactly this input: calling
+        again with the same input after a failure resumes it instead of starting over."""
+        runs = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        if not runs or runs[0].status not in ("failed", "running") or runs[0].input is None:
+            return None
+        try:
+            same = self.codec.serde.loads(runs[0].input) == input
+        except Exception:
+            return None
+        if not same or runs[0].graph != self.p.graph_name:
+            return None
+        self.ctx.run_id = runs[0].run_id
+        self.ctx.node_config["run_id"] = runs[0].run_id
+        return runs[0]
+
+    def _adopt_run_id(self, run_id: str) -> None:
+        ctx = self.ctx
+        ctx.run_id = run_id
+        ctx.node_config["run_id"] = run_id
+        configurable = ctx.node_config.get("configurable")
+        if isinstance(configurable, dict):
+            configurable["run_id"] = run_id
+
+    def _continue(self, loaded: Loaded, existing: RunRecord | None,
+                  command: Command[Any] | None) -> bool:
+        """Resume an unfinished run (or continue the thread) from ``loaded``."""
+        if loaded.record is None and command is None and existing is None:
+            raise EmptyInputError(
+                f"thread {self.thread_id!r} has nothing to continue: pass an input to start "
+                "a run"
+            )
+        resumed_from = None
+        if existing is None and not self.resuming:
+            latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
+            if latest and latest[0].status in (*_UNFINISHED, "interrupted"):
+                existing = latest[0]
+                self._adopt_run_id(existing.run_id)
+            elif latest:
+                resumed_from = latest[0].run_id
+        self._install(loaded)
+        self.skip_breakpoint = True
+        if existing is not None:
+            self.run_record = existing
+            self.input_value = None
+        else:
+            self.run_record = self._new_record(None, resumed_from)
+        if command is not None:
+            self._apply_command(loaded, command)
+        if loaded.record is not None and loaded.record.run_id is not None:
+            self.stop = loaded.step + self.limit + 2
+        self.run_record.status = "running"
+        self.run_record.updated_at = time.time()
+        resume_writes = self._resume_writes(command)
+        if self.durability == "exit":
+            self.exit_writes.extend(resume_writes)
+        else:
+            self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
+                                 runs=[self.run_record], writes=resume_writes))
+        return True
+
+    def _install(self, loaded: Loaded) -> None:
+        self.values = {**self.values, **loaded.values}
+        self.frontier = loaded.frontier
+        self.chains = loaded.chains
+        self.parent_seq = loaded.seq
+        self.loaded_resume = dict(loaded.resume)
+        self.ctx.step = loaded.step + 1
+        if self._output_keys & loaded.values.keys():
+            self.has_output = True
+        self._plan_ids()
+        for task_id, (writes, goto) in loaded.results.items():
+            self.recorded[task_id] = (writes, goto)  # type: ignore[assignment]
+        self._loaded_task_results = loaded.task_results
+
+    def _apply_command(self, loaded: Loaded, command: Command[Any]) -> None:
+        pending = loaded.pending_interrupts()
+        if command.resume is not None:
+            resume = command.resume
+            if isinstance(resume, dict) and pending and set(resume) <= {
+                i.id for i in pending.values()
+            }:
+                for task_id, item in pending.items():
+                    if item.id in resume:
+                        self.loaded_resume.setdefault(task_id, []).append(resume[item.id])
+            elif len(pending) == 1:
+                (task_id,) = pending
+                self.loaded_resume.setdefault(task_id, []).append(resume)
+            elif not pending:
+                raise InvalidConfigError(
+                    f"thread {self.thread_id!r} has no pending interrupt to resume"
+                )
+            else:
+                raise InvalidConfigError(
+                    "several interrupts are pending; resume them with a dict mapping "
+                    f"interrupt ids to values: {sorted(i.id for i in pending.values())}"
+                )
+        if command.update is not None or command.goto:
+            from threadloom.engine._algo import extract_update
+
+            writes, goto = extract_update(self.spec.channels, Command(update=command.update,
+                                                                      goto=command.goto), "")
+            self.merge_external(writes, goto)
+
+    def merge_external(self, writes: list[tuple[str, Any]], goto: list[Any]) -> None:
+        """Writes and destinations given with the resume command, applied as input."""
+        updated = self.apply_input(writes)
+        self._emit_values(updated)
+        if goto:
+            frontier = self.frontier
+            names = dict.fromkeys(frontier.nodes)
+            for target in goto:
+                if isinstance(target, str):
+                    names[target] = None
+                else:
+                    frontier.sends.append(target)
+            frontier.nodes = sorted(names)
+            self._plan_ids()
+
+    def _resume_writes(self, command: Command[Any] | None) -> list[WriteRecord]:
+        if command is None or command.resume is None or self.parent_seq is None:
+            return []
+        return [
+            self.codec.special_write(self.thread_id, self.parent_seq, task_id, RESUME, values)
+            for task_id, values in self.loaded_resume.items()
+        ]
+
+    def _start_new(self, loaded: Loaded, input: Any) -> bool:
+        """A new run on the thread: the input is applied on top of the thread's state."""
+        self.values = {**self.values, **loaded.values}
+        self.chains = loaded.chains
+        self.parent_seq = loaded.seq
+        if self._output_keys & loaded.values.keys():
+            self.has_output = True
+        base_step = loaded.step
+        self.ctx.step = base_step + 1
+        writes = _input_writes(self.spec, input)
+        updated = self.apply_input(writes)
+        self.frontier = self.start_frontier()
+        self._emit_values(updated)
+        self.input_value = input
+        latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        self.run_record = self._new_record(
+            self.codec.serde.dumps(input), latest[0].run_id if latest else None
+        )
+        self.stop = self.ctx.step - 1 + self.limit
+        self._checkpoint(updated, "input", [], self.ctx.step)
+        self.ctx.step += 1
+        return True
+
+    def _new_record(self, input: bytes | None, resumed_from: str | None) -> RunRecord:
+        now = time.time()
+        return RunRecord(
+            run_id=self.ctx.run_id, thread_id=self.thread_id, graph=self.p.graph_name,
+            status="running", namespace=self.p.namespace, input=input,
+            durability=self.durability, created_at=now, updated_at=now, started_at=now,
+            resumed_from=resumed_from,
+            metadata=dict(self.ctx.node_config.get("metadata") or {}),
+        )
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _plan_ids(self) -> None:
+        seq = self.parent_seq if self.parent_seq is not None else -1
+        self.ids = {
+            (t.name, t.push): execution_id(self.thread_id, seq, t.name, t.push)
+            for t in plan_tasks(self.spec, self.frontier)
+        }
+
+    def next_tasks(self) -> list[PlannedTask] | None:
+        tasks = super().next_tasks()
+        if tasks is None or not self.recorded:
+            return tasks
+        return [t for t in tasks if self.ids[(t.name, t.push)] not in self.recorded]
+
+    def task_finished(self, result: TaskResult, task_id: str, attempts: int) -> None:
+        """A task succeeded: in ``async`` mode its writes are queued at once."""
+        if self.durability == "async" and self.parent_seq is not None:
+            write = self.codec.result_write(self.thread_id, self.parent_seq, task_id, result)
+            self.p.writer().submit(self.handle,  # type: ignore[arg-type]
+                                   Commit(self.thread_id, self.p.namespace, self._token(),
+                                          writes=[write]))
+
+    def _all_results(self, outcome: StepOutcome) -> list[TaskResult]:
+        """The step's results in planned order: recorded ones and the ones just run."""
+        if not self.recorded:
+            return outcome.results
+        by_id = {self.ids[(r.task.name, r.task.push)]: r for r in outcome.results}
+        out: list[TaskResult] = []
+        for task in plan_tasks(self.spec, self.frontier):
+            task_id = self.ids[(task.name, task.push)]
+            if task_id in by_id:
+                out.append(by_id[task_id])
+            elif task_id in self.recorded:
+                writes, goto = self.recorded[task_id]  # type: ignore[misc]
+                out.append(TaskResult(task, list(writes), list(goto)))
+        return out
+
+    def finish_step(self, outcome: StepOutcome) -> None:
+        if outcome.error is not None or outcome.interrupts:
+            self._record_partial(outcome)
+            if outcome.error is not None:
+                raise outcome.error
+            self.paused = True
+            for signal in outcome.interrupts:
+                self.interrupts.extend(signal.interrupts)  # type: ignore[attr-defined]
+            return
+        results = self._all_results(outcome)
+        self.recorded = {}
+        self.loaded_resume = {}
+        step = self.ctx.step
+        updated = self.merge(results)
+        self._checkpoint(updated, "loop", results, step)
+        if self.interrupt_after and _hits(self.interrupt_after, results):
+            self.paused = True
+
+    def _checkpoint(self, updated: set[str], source: str, results: list[TaskResult],
+                    step: int) -> None:
+        """Persist the state after a step (``sync``: now, in one transaction; ``async``:
+        queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
+        now = time.time()
+        executions = [self._execution(r, "SUCCEEDED", now, step) for r in results
+                      if self.ids.get((r.task.name, r.task.push)) not in self.recorded]
+        run = self.run_record
+        assert run is not None
+        run.steps += 1
+        run.executions += len(executions)
+        run.updated_at = now
+        if self.durability == "exit":
+            self.dirty |= updated
+            self.pending_execs.update({e.id: e for e in executions})
+            self._advance_head()
+            return
+        record = self._record(updated, source, [r.task.name for r in results], step, now)
+        expected = self.head
+        self._advance_head()
+        self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
+                             executions=executions, runs=[run]))
+
+    def _record(self, updated: set[str], source: str, nodes: list[str], step: int,
+                now: float) -> CheckpointRecord:
+        seq = (self.head if self.head is not None else 0) + 1
+        blobs = self.codec.encode_channels(self.values, updated, self.chains, seq)
+        return CheckpointRecord(
+            thread_id=self.thread_id, checkpoint_ns="", seq=seq, parent_seq=self.parent_seq,
+            run_id=self.ctx.run_id, step=step, source=source, created_at=now,
+            channels={k: (c.version, c.base) for k, c in self.chains.items()},
+            next=self.frontier.names(),
+            metadata=self.codec.encode_metadata(
+                {"source": source, "step": step, "run_id": self.ctx.run_id, "nodes": nodes}
+            ),
+            frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
+        )
+
+    def _advance_head(self) -> None:
+        seq = (self.head if self.head is not None else 0) + 1
+        self.head = seq
+        self.parent_seq = seq
+        if self.durability != "exit":
+            self.stored_head = seq
+        self._plan_ids()
+
+    def _execution(self, result: TaskResult, status: str, now: float, step: int,
+                   error: str | None = None) -> ExecutionRecord:
+        task = result.task
+        task_id = self.ids[(task.name, task.push)]
+        attempts = tuple(self.attempts.pop(task_id, ()))
+        outputs = self.codec.serde.dumps(dict(result.writes)) if result.writes else None
+        return ExecutionRecord(
+            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
+            graph=self.p.graph_name, node=task.name, step=step,
+            status=status,  # type: ignore[arg-type]
+            namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
+            inputs=self.codec.serde.dumps(task.arg) if task.push >= 0 else None,
+            outputs=outputs, error=error, attempts=attempts,
+            checkpoint_seq=self.parent_seq, created_at=now, started_at=None, ended_at=now,
+        )
+
+    def _record_partial(self, outcome: StepOutcome) -> None:
+        """Persist what a failed or interrupted step completed, so it is not run again."""
+        if self.parent_seq is None:
+            return
+        now = time.time()
+        writes: list[WriteRecord] = []
+        executions: list[ExecutionRecord] = []
+        seq = self.parent_seq
+        for result in outcome.results:
+            task_id = self.ids[(result.task.name, result.task.push)]
+            writes.append(self.codec.result_write(self.thread_id, seq, task_id, result))
+            executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step))
+        for signal in outcome.interrupts:
+            assert isinstance(signal, GraphInterrupt)
+            for item in signal.interrupts:
+                task_id = _task_of(item, self.ids.values(), signal.index)
+                writes.append(self.codec.special_write(
+                    self.thread_id, seq, task_id, INTERRUPT, [item.value, item.id, signal.index]
+                ))
+                executions.append(self._marker(task_id, "INTERRUPTED", None, now))
+        for task_id, values in self.loaded_resume.items():
+            writes.append(self.codec.special_write(self.thread_id, seq, task_id, RESUME, values))
+        if outcome.error is not None:
+            failed = getattr(outcome.error, "_threadloom_task", None)
+            if failed is not None:
+                writes.append(self.codec.special_write(
+                    self.thread_id, seq, failed, ERROR, _error_text(outcome.error)
+                ))
+                executions.append(self._marker(failed, "FAILED", _error_text(outcome.error),
+                                               now))
+        run = self.run_record
+        assert run is not None
+        run.executions += len(outcome.results)
+        if self.durability == "exit":
+            self.exit_writes.extend(writes)
+            self.pending_execs.update({e.id: e for e in executions})
+        else:
+            self._persist(Commit(self.thread_id, self.p.namespace, self._token(), writes=writes,
+                                 executions=executions))
+
+    def _marker(self, task_id: str, status: str, error: str | None, now: float
+                ) -> ExecutionRecord:
+        name, push = next(k for k, v in self.ids.items() if v == task_id)
+        attempts = tuple(self.attempts.pop(task_id, ()))
+        return ExecutionRecord(
+            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
+            graph=self.p.graph_name, node=name, step=self.ctx.step, status=status,  # type: ignore[arg-type]
+            namespace=self.p.namespace, attempt=max(1, len(attempts)), error=error,
+            attempts=attempts, checkpoint_seq=self.parent_seq, created_at=now, ended_at=now,
+        )
+
+    def pause_before(self, tasks: list[PlannedTask]) -> None:
+        self.paused = True
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _token(self) -> int | None:
+        return None if self.lease is None else self.lease.token
+
+    def _persist(self, commit: Commit) -> None:
+        """Write now (``sync``) or queue to the background writer (``async``)."""
+        if self.durability == "sync":
+            self.store.commit([commit])
+        else:
+            self.p.writer().submit(self.handle, commit)  # type: ignore[arg-type]
+
+    def _exit_commit(self, run: RunRecord) -> Commit:
+        """``exit`` durability: everything the run did, as one commit. The checkpoint takes
+        the sequence number the last step's tasks were planned against, so writes recorded
+        for an interrupted or failed step attach to it."""
+        commit = Commit(self.thread_id, self.p.namespace, self._token(), self.stored_head,
+                        runs=[run], executions=list(self.pending_execs.values()),
+                        writes=list(self.exit_writes))
+        if self.parent_seq != self.stored_head:
+            now = time.time()
+            seq = self.parent_seq
+            assert seq is not None
+            blobs = self.codec.encode_channels(self.values, self.dirty, self.chains, seq)
+            commit.checkpoint = CheckpointRecord(
+                thread_id=self.thread_id, checkpoint_ns="", seq=seq,
+                parent_seq=self.stored_head, run_id=self.ctx.run_id, step=self.ctx.step - 1,
+                source="exit", created_at=now,
+                channels={k: (c.version, c.base) for k, c in self.chains.items()},
+                next=self.frontier.names(),
+                metadata=self.codec.encode_metadata(
+                    {"source": "exit", "step": self.ctx.step - 1, "run_id": self.ctx.run_id,
+                     "nodes": []}
+                ),
+                frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
+            )
+        return commit
+
+    # -- end ------------------------------------------------------------------------------
+
+    def complete(self) -> Any:
+        record = self.run_record
+        if record is not None and record.status == "succeeded" and self.lease is None:
+            return self.codec.serde.loads(record.output) if record.output is not None else None
+        out = super().complete()
+        assert record is not None
+        now = time.time()
+        if self.paused:
+            record.status = "interrupted"
+        else:
+            record.status = "succeeded"
+            record.output = self.codec.serde.dumps(out) if out is not None else None
+            record.ended_at = now
+        record.updated_at = now
+        self._finish(record)
+        return out
+
+    def abort(self, exc: BaseException) -> None:
+        record = self.run_record
+        if record is None or self.lease is None:
+            self._release()
+            return
+        now = time.time()
+        record.status = "cancelled" if isinstance(exc, RunCancelled) else "failed"
+        record.error = _error_text(exc)
+        record.updated_at = now
+        record.ended_at = now
+        try:
+            self._finish(record)
+        except Exception as store_exc:  # keep the run's own error as the one raised
+            exc.add_note(f"threadloom could not record the failure: {store_exc}")
+
+    def _finish(self, run: RunRecord) -> None:
+        try:
+            if self.durability == "exit":
+                self.store.commit([self._exit_commit(run)])
+            elif self.durability == "async":
+                writer = self.p.writer()
+                writer.submit(self.handle, Commit(self.thread_id, self.p.namespace,  # type: ignore[arg-type]
+                                                  self._token(), runs=[run]))
+                writer.flush(self.handle)  # type: ignore[arg-type]
+            else:
+                self.store.commit([Commit(self.thread_id, self.p.namespace, self._token(),
+                                          runs=[run])])
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            try:
+                self.store.release_lease(lease)
+            except Exception:  # an expired lease simply lapses
+                pass
+
+
+def _task_of(item: Interrupt, ids: Any, index: int) -> str:
+    from threadloom._context import interrupt_id
+
+    for task_id in ids:
+        if interrupt_id(task_id, index) == item.id:
+            return str(task_id)
+    raise LookupError(f"interrupt {item.id} belongs to no task of this step")
+

@@ -1,0 +1,364 @@
+"""Between the engine and a store: encoding checkpoints as delta blobs, loading a thread's
+state back, deterministic execution ids, and the background writer of ``async`` durability."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadloom._context import interrupt_id
+from threadloom.checkpoint.base import (
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    Store,
+    WriteRecord,
+)
+from threadloom.checkpoint.delta import resolve_chain
+from threadloom.checkpoint.serde import Serializer
+from threadloom.engine._algo import Frontier, PlannedTask, TaskResult
+from threadloom.engine._spec import GraphSpec
+from threadloom.types import Interrupt, Send
+
+__all__ = [
+    "Chain",
+    "Codec",
+    "Loaded",
+    "Writer",
+    "execution_id",
+    "interrupt_id",
+]
+
+_IDS = uuid.UUID("5b0c3f7e-8a41-4e0f-9d8e-7c1a2f3b4d5e")  # same namespace as _context
+_SNAPSHOT_MIN_BYTES = 1024
+
+RESULT = "__result__"
+ERROR = "__error__"
+INTERRUPT = "__interrupt__"
+RESUME = "__resume__"
+TASK_PREFIX = "__task__:"
+
+
+def execution_id(thread_id: str, seq: int, name: str, push: int) -> str:
+    """The id of the execution of ``name`` in the step that starts at checkpoint ``seq``:
+    the same on every replay of that step, unique across threads."""
+    return str(uuid.uuid5(_IDS, f"{thread_id}\x00{seq}\x00{name}\x00{push}"))
+
+
+@dataclass(slots=True)
+class Chain:
+    """How a channel is stored: its version, the full blob its deltas start from, and the
+    items already stored (for channels stored as appends)."""
+
+    version: int
+    base: int
+    base_size: int
+    delta_bytes: int = 0
+    items: list[Any] | None = None
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A thread's state at one checkpoint, with what the interrupted or failed step left."""
+
+    record: CheckpointRecord | None
+    values: dict[str, Any]
+    frontier: Frontier
+    chains: dict[str, Chain]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, TaskResult | tuple[list[Any], list[Any]]] = field(default_factory=dict)
+    interrupts: dict[str, tuple[Interrupt, int]] = field(default_factory=dict)
+    resume: dict[str, list[Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    task_results: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int | None:
+        return None if self.record is None else self.record.seq
+
+    @property
+    def step(self) -> int:
+        return -1 if self.record is None else self.record.step
+
+    def pending_interrupts(self) -> dict[str, Interrupt]:
+        """Interrupts raised in the step after this checkpoint and not yet resumed, by the
+        execution that raised them."""
+        return {
+            task_id: item
+            for task_id, (item, index) in self.interrupts.items()
+            if index >= len(self.resume.get(task_id, ()))
+        }
+
+
+class Codec:
+    """Turns engine state into store records and back, for one graph and serializer."""
+
+    __slots__ = ("spec", "serde", "_append_channels")
+
+    def __init__(self, spec: GraphSpec, serde: Serializer) -> None:
+        self.spec = spec
+        self.serde = serde
+        self._append_channels = frozenset(
+            name for name, ch in spec.channels.items() if ch.reducer is not None
+        )
+
+    # -- channel values -------------------------------------------------------------------
+
+    def encode_channels(
+        self, values: Mapping[str, Any], updated: Sequence[str] | set[str],
+        chains: dict[str, Chain], seq: int,
+    ) -> list[BlobRecord]:
+        """Blobs for the channels written since the last checkpoint (updating ``chains``): a
+        delta of appended items where a list only grew, otherwise the full value. A full
+        snapshot is taken again once the deltas add up to the last snapshot's size."""
+        dumps = self.serde.dumps
+        blobs: list[BlobRecord] = []
+        for name in updated:
+            if name not in values:
+                continue
+            value = values[name]
+            chain = chains.get(name)
+            if (
+                chain is not None
+                and chain.items is not None
+                and type(value) is list
+                and len(value) >= len(chain.items)
+                and chain.delta_bytes < max(chain.base_size, _SNAPSHOT_MIN_BYTES)
+                and value[: len(chain.items)] == chain.items
+            ):
+                data = dumps(value[len(chain.items):])
+                blobs.append(BlobRecord(name, seq, chain.version, data))
+                chain.version = seq
+                chain.delta_bytes += len(data)
+                chain.items = list(value)
+                continue
+            data = dumps(value)
+            blobs.append(BlobRecord(name, seq, None, data))
+            items = list(value) if type(value) is list and name in self._append_channels else None
+            chains[name] = Chain(seq, seq, len(data), 0, items)
+        return blobs
+
+    def decode_channels(
+        self, store: Store, record: CheckpointRecord
+    ) -> tuple[dict[str, Any], dict[str, Chain]]:
+        """The channel values stored at a checkpoint, and their chains."""
+        if not record.channels:
+            return {}, {}
+        wants = {name: (base, ver) for name, (ver, base) in record.channels.items()}
+        blobs = store.get_blobs(record.thread_id, record.checkpoint_ns, wants)
+        by_channel: dict[str, list[BlobRecord]] = {}
+        for blob in blobs:
+            by_channel.setdefault(blob.channel, []).append(blob)
+        values: dict[str, Any] = {}
+        chains: dict[str, Chain] = {}
+        loads = self.serde.loads
+        for name, (ver, base) in record.channels.items():
+            chain = resolve_chain(by_channel.get(name, ()), ver)
+            value = loads(chain[0].data)
+            delta_bytes = 0
+            for delta in chain[1:]:
+                value = value + loads(delta.data)
+                delta_bytes += len(delta.data)
+            values[name] = value
+            items = list(value) if type(value) is list and name in self._append_channels else None
+            chains[name] = Chain(ver, base, len(chain[0].data), delta_bytes, items)
+        return values, chains
+
+    # -- frontier and metadata ------------------------------------------------------------
+
+    def encode_frontier(self, frontier: Frontier) -> bytes:
+        return self.serde.dumps(
+            {
+                "nodes": list(frontier.nodes),
+                "sends": [[s.node, s.arg] for s in frontier.sends],
+                "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
+            }
+        )
+
+    def decode_frontier(self, data: bytes) -> Frontier:
+        raw = self.serde.loads(data)
+        return Frontier(
+            list(raw["nodes"]),
+            [Send(node, arg) for node, arg in raw["sends"]],
+            {int(k): set(v) for k, v in raw["barriers"].items()},
+        )
+
+    def encode_metadata(self, metadata: Mapping[str, Any]) -> bytes:
+        return self.serde.dumps(dict(metadata))
+
+    def decode_metadata(self, data: bytes) -> dict[str, Any]:
+        out = self.serde.loads(data) if data else {}
+        return dict(out) if isinstance(out, dict) else {}
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self, store: Store, thread_id: str, seq: int | None = None) -> Loaded:
+        """A thread's state at checkpoint ``seq`` (latest when ``None``), with the pending
+        writes of the step that follows it.
+
+        Raises:
+            LookupError: there is no checkpoint ``seq`` on the thread.
+        """
+        record = store.get_checkpoint(thread_id, "", seq)
+        if record is None:
+            if seq is not None:
+                raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
+            return Loaded(None, {}, Frontier(), {})
+        values, chains = self.decode_channels(store, record)
+        loaded = Loaded(record, values, self.decode_frontier(record.frontier), chains,
+                        self.decode_metadata(record.metadata))
+        self._load_writes(store, loaded)
+        return loaded
+
+    def _load_writes(self, store: Store, loaded: Loaded) -> None:
+        assert loaded.record is not None
+        loads = self.serde.loads
+        record = loaded.record
+        for write in store.get_writes(record.thread_id, record.checkpoint_ns, record.seq):
+            channel = write.channel
+            if channel == RESULT:
+                writes, goto = loads(write.data)
+                loaded.results[write.task_id] = (
+                    [tuple(w) for w in writes],
+                    [Send(g[0], g[1]) if isinstance(g, list) else g for g in goto],
+                )
+            elif channel == INTERRUPT:
+                value, iid, index = loads(write.data)
+                loaded.interrupts[write.task_id] = (Interrupt(value, iid), index)
+            elif channel == RESUME:
+                loaded.resume[write.task_id] = list(loads(write.data))
+            elif channel == ERROR:
+                loaded.errors[write.task_id] = str(loads(write.data))
+            elif channel.startswith(TASK_PREFIX):
+                loaded.task_results[(write.task_id, channel[len(TASK_PREFIX):], write.idx)] = (
+                    write.data
+                )
+
+    # -- pending writes -------------------------------------------------------------------
+
+    def result_write(self, thread_id: str, seq: int, task_id: str, result: TaskResult) -> WriteRecord:
+        goto = [[g.node, g.arg] if isinstance(g, Send) else g for g in result.goto]
+        data = self.serde.dumps([[list(w) for w in result.writes], goto])
+        return WriteRecord(thread_id, "", seq, task_id, RESULT, 0, data)
+
+    def special_write(self, thread_id: str, seq: int, task_id: str, channel: str,
+                      value: Any, idx: int = 0) -> WriteRecord:
+        return WriteRecord(thread_id, "", seq, task_id, channel, idx, self.serde.dumps(value))
+
+
+def planned_ids(thread_id: str, seq: int, tasks: Sequence[PlannedTask]) -> list[str]:
+    """Execution ids of a step's tasks."""
+    return [execution_id(thread_id, seq, t.name, t.push) for t in tasks]
+
+
+class _Handle:
+    """A run's view of the writer: how many of its commits are in flight, and its error."""
+
+    __slots__ = ("pending", "error")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.error: BaseException | None = None
+
+
+class Writer:
+    """The single background writer of ``async`` durability.
+
+    Commits are applied in submission order. Whatever is queued while a transaction is being
+    committed is folded into the next transaction, so a fast graph pays for one commit per
+    batch of steps rather than one per step. If a batch fails, its commits are retried one
+    by one so that one run's failure (a lost lease, say) does not fail another's.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: deque[tuple[_Handle, Commit]] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def handle(self) -> _Handle:
+        """A new handle for one run."""
+        return _Handle()
+
+    def submit(self, handle: _Handle, commit: Commit) -> None:
+        """Queue a commit; raises the run's earlier write error, if any."""
+        if handle.error is not None:
+            raise handle.error
+        with self._cond:
+            handle.pending += 1
+            self._queue.append((handle, commit))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="threadloom-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, handle: _Handle) -> None:
+        """Wait until every commit of the run is written; raise its write error, if any."""
+        with self._cond:
+            while handle.pending:
+                self._cond.wait()
+        if handle.error is not None:
+            raise handle.error
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            self._write(batch)
+            with self._cond:
+                for handle, _ in batch:
+                    handle.pending -= 1
+                self._cond.notify_all()
+
+    def _write(self, batch: list[tuple[_Handle, Commit]]) -> None:
+        live = [(h, c) for h, c in batch if h.error is None]
+        if not live:
+            return
+        try:
+            self._store.commit([c for _, c in live])
+            return
+        except BaseException:
+            if len(live) == 1:
+                live[0][0].error = _current_exception()
+                return
+        for handle, commit in live:
+            if handle.error is not None:
+                continue
+            try:
+                self._store.commit([commit])
+            except BaseException as exc:
+                handle.error = exc
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _current_exception() -> BaseException:
+    import sys
+
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    return exc
+
+
+def now() -> float:
+    """Seconds since the epoch (one place to read the clock)."""
+    return time.time()

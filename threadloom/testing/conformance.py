@@ -1,0 +1,779 @@
+"""The store contract, written once and run on every backend.
+
+Subclass :class:`StoreConformance` in a test module and give it a ``store`` fixture that
+yields a fresh, set-up store (and closes it afterwards); every ``test_*`` method below then
+runs against that backend. The tests use only the public
+:class:`~threadloom.checkpoint.base.Store` protocol, the record dataclasses and
+:func:`~threadloom.checkpoint.delta.resolve_chain`, and the behaviour they pin is the one
+documented by :mod:`threadloom.checkpoint.memory` (the reference backend) where the protocol
+leaves a choice open.
+
+Requires ``pytest``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from threadloom.checkpoint.base import (
+    ANY_HEAD,
+    Attempt,
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    Store,
+    WriteRecord,
+)
+from threadloom.checkpoint.delta import resolve_chain
+from threadloom.errors import (
+    CheckpointConflictError,
+    LeaseLostError,
+    RunConflictError,
+    StoreError,
+    ThreadBusyError,
+)
+
+__all__ = ["StoreConformance", "checkpoint", "execution", "run"]
+
+TTL = 60.0
+EXPIRED = -1.0  # a ttl that makes the lease expire at once: expiry without sleeping
+
+
+def checkpoint(
+    thread_id: str,
+    seq: int,
+    *,
+    ns: str = "",
+    run_id: str | None = "run-1",
+    source: str = "loop",
+    channels: dict[str, tuple[int, int]] | None = None,
+    blobs: list[BlobRecord] | None = None,
+    parent_seq: int | None = -1,
+) -> CheckpointRecord:
+    """A checkpoint record with plausible fields (``parent_seq`` defaults to ``seq - 1``)."""
+    if channels is None and blobs is None:
+        channels = {"value": (seq, seq)}
+        blobs = [BlobRecord("value", seq, None, b"v%d" % seq)]
+    return CheckpointRecord(
+        thread_id=thread_id,
+        checkpoint_ns=ns,
+        seq=seq,
+        parent_seq=(seq - 1 if seq > 0 else None) if parent_seq == -1 else parent_seq,
+        run_id=run_id,
+        step=seq - 1,
+        source=source,
+        created_at=1_700_000_000.0 + seq,
+        channels=dict(channels or {}),
+        next=("node_a", "node_b"),
+        metadata=b'{"step": %d}' % seq,
+        frontier=b"\x00frontier",
+        blobs=list(blobs or []),
+    )
+
+
+def run(run_id: str, thread_id: str, **fields: Any) -> RunRecord:
+    """A run record; ``fields`` override the defaults."""
+    values: dict[str, Any] = {
+        "graph": "graph-a",
+        "status": "running",
+        "created_at": 1_700_000_000.0,
+        "updated_at": 1_700_000_000.0,
+    }
+    values.update(fields)
+    return RunRecord(run_id=run_id, thread_id=thread_id, **values)
+
+
+def execution(ex_id: str, run_id: str, thread_id: str, **fields: Any) -> ExecutionRecord:
+    """An execution record; ``fields`` override the defaults."""
+    values: dict[str, Any] = {
+        "graph": "graph-a",
+        "node": "node_a",
+        "step": 0,
+        "status": "RUNNING",
+        "created_at": 1_700_000_000.0,
+    }
+    values.update(fields)
+    return ExecutionRecord(id=ex_id, run_id=run_id, thread_id=thread_id, **values)
+
+
+def step(
+    thread_id: str,
+    seq: int,
+    *,
+    token: int | None = None,
+    expected: Any = ANY_HEAD,
+    namespace: str = "default",
+    run_id: str = "run-1",
+) -> Commit:
+    """One engine step: a checkpoint, a write, an execution and the run."""
+    return Commit(
+        thread_id=thread_id,
+        namespace=namespace,
+        lease_token=token,
+        expected_head=expected,
+        checkpoint=checkpoint(thread_id, seq, run_id=run_id),
+        writes=[WriteRecord(thread_id, "", seq, "task-1", "value", 0, b"w%d" % seq)],
+        executions=[execution(f"{thread_id}:{seq}", run_id, thread_id, step=seq)],
+        runs=[run(run_id, thread_id, steps=seq)],
+    )
+
+
+def snapshot(store: Store, thread_id: str) -> tuple[Any, ...]:
+    """Everything the store holds for a thread (to check a failed commit wrote nothing)."""
+    blobs = store.get_blobs(thread_id, "", {"value": (0, 99)})
+    return (
+        store.get_thread(thread_id),
+        store.list_checkpoints(thread_id),
+        sorted(blobs, key=lambda b: b.version),
+        [store.get_writes(thread_id, "", s) for s in range(5)],
+        store.list_runs(thread_id=thread_id),
+        store.list_executions(thread_id=thread_id),
+    )
+
+
+def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version: int) -> list[int]:
+    blobs = store.get_blobs(thread_id, "", {channel: (base, version)})
+    return [b.version for b in resolve_chain(blobs, version)]
+
+
+class StoreConformance:
+    """The store contract; subclasses provide a ``store`` fixture (fresh and set up)."""
+
+    # -- basics ---------------------------------------------------------------------------
+
+    def test_implements_the_protocol(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_setup_is_idempotent(self, store: Store) -> None:
+        store.commit([step("t1", 0)])
+        store.setup()
+        store.setup()
+        assert store.get_checkpoint("t1") is not None
+
+    def test_empty_store_answers_empty(self, store: Store) -> None:
+        assert store.get_checkpoint("nope") is None
+        assert store.get_checkpoint("nope", seq=3) is None
+        assert store.list_checkpoints("nope") == []
+        assert store.get_blobs("nope", "", {"value": (0, 5)}) == []
+        assert store.get_blobs("nope", "", {}) == []
+        assert store.get_writes("nope", "", 0) == []
+        assert store.get_run("nope") is None
+        assert store.list_runs() == []
+        assert store.list_executions() == []
+        assert store.get_thread("nope") is None
+        assert store.list_threads() == []
+        store.delete_thread("nope")
+        store.commit([])
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def test_acquire_creates_the_thread_and_holds_the_lease(self, store: Store) -> None:
+        before = time.time()
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        after = time.time()
+        assert (lease.thread_id, lease.owner) == ("t1", "worker-a")
+        assert lease.token >= 1
+        assert before + TTL <= lease.expires_at <= after + TTL
+        thread = store.get_thread("t1")
+        assert thread is not None
+        assert thread.lease == lease
+        assert thread.namespace == "default"
+        assert before <= thread.created_at <= after
+
+    def test_another_owner_is_refused_while_held(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        with pytest.raises(ThreadBusyError):
+            store.acquire_lease("t1", "worker-b", TTL)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == lease
+
+    def test_same_owner_reacquires_with_the_same_token(self, store: Store) -> None:
+        first = store.acquire_lease("t1", "worker-a", 5.0)
+        again = store.acquire_lease("t1", "worker-a", TTL)
+        assert again.token == first.token
+        assert again.expires_at > first.expires_at
+
+    def test_takeover_after_expiry_bumps_the_token(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        assert new.owner == "worker-b"
+        assert new.token > old.token
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+
+    def test_taking_an_expired_lease_back_bumps_the_token(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-a", TTL)
+        assert new.token > old.token
+
+    def test_expired_lease_nobody_took_may_still_commit_and_renew(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", EXPIRED)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == lease  # expired, but still current
+        store.commit([step("t1", 0, token=lease.token)])
+        renewed = store.renew_lease(lease, TTL)
+        assert renewed.token == lease.token
+        assert renewed.expires_at > lease.expires_at
+
+    def test_renew_extends_a_held_lease(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", 1.0)
+        renewed = store.renew_lease(lease, TTL)
+        assert (renewed.thread_id, renewed.owner, renewed.token) == ("t1", "worker-a", lease.token)
+        assert renewed.expires_at > lease.expires_at
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == renewed
+
+    def test_renew_after_takeover_is_refused(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        store.acquire_lease("t1", "worker-b", TTL)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(old, TTL)
+
+    def test_renew_after_release_is_refused(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(lease, TTL)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(Lease("unknown", "worker-a", 1, 0.0), TTL)
+
+    def test_release_frees_the_thread(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease is None
+        other = store.acquire_lease("t1", "worker-b", TTL)
+        assert other.token > lease.token
+
+    def test_release_with_a_stale_token_does_nothing(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        store.release_lease(old)
+        store.release_lease(Lease("unknown", "worker-a", 1, 0.0))
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+        with pytest.raises(ThreadBusyError):
+            store.acquire_lease("t1", "worker-a", TTL)
+
+    def test_stale_token_commit_is_refused_and_writes_nothing(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        store.commit([step("t1", 0, token=old.token)])
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        before = snapshot(store, "t1")
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t1", 1, token=old.token, expected=0, run_id="run-2")])
+        assert snapshot(store, "t1") == before
+        assert store.get_run("run-2") is None
+        store.commit([step("t1", 1, token=new.token, expected=0)])
+        assert store.get_checkpoint("t1") is not None
+
+    def test_released_or_unknown_token_cannot_commit(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t1", 0, token=lease.token)])
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t2", 0, token=1)])
+        assert store.get_checkpoint("t1") is None
+        assert store.get_thread("t2") is None
+
+    # -- commit: checks and atomicity -----------------------------------------------------
+
+    def test_commit_creates_and_touches_the_thread(self, store: Store) -> None:
+        before = time.time()
+        store.commit([step("t1", 0, namespace="tenant-a")])
+        thread = store.get_thread("t1")
+        assert thread is not None
+        assert thread.namespace == "tenant-a"
+        assert thread.lease is None
+        assert before <= thread.created_at <= thread.updated_at <= time.time()
+        store.commit([step("t1", 1, namespace="tenant-b")])
+        touched = store.get_thread("t1")
+        assert touched is not None
+        assert touched.namespace == "tenant-a"  # used only when creating the row
+        assert touched.created_at == thread.created_at
+        assert touched.updated_at >= thread.updated_at
+
+    def test_first_commit_names_a_leased_thread(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.commit([step("t1", 0, token=lease.token, namespace="tenant-a")])
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.namespace == "tenant-a"
+        assert [t.thread_id for t in store.list_threads(namespace="tenant-a")] == ["t1"]
+        assert store.list_threads(namespace="default") == []
+
+    def test_expected_head_none_means_no_checkpoint_yet(self, store: Store) -> None:
+        store.commit([step("t1", 0, expected=None)])
+        with pytest.raises(CheckpointConflictError):
+            store.commit([step("t1", 1, expected=None)])
+        with pytest.raises(CheckpointConflictError):
+            store.commit([step("t1", 1, expected=5)])
+        store.commit([step("t1", 1, expected=0)])
+        store.commit([step("t1", 2)])  # ANY_HEAD: no compare-and-set
+        latest = store.get_checkpoint("t1")
+        assert latest is not None and latest.seq == 2
+
+    def test_expected_head_is_per_namespace(self, store: Store) -> None:
+        store.commit([Commit("t1", checkpoint=checkpoint("t1", 0, ns="sub"), expected_head=None)])
+        store.commit([Commit("t1", checkpoint=checkpoint("t1", 0), expected_head=None)])
+        assert store.get_checkpoint("t1", "sub") is not None
+
+    def test_batch_sees_its_own_earlier_commits(self, store: Store) -> None:
+        store.commit([step("t1", 0, expected=None), step("t1", 1, expected=0)])
+        assert [c.seq for c in store.list_checkpoints("t1")] == [1, 0]
+
+    @pytest.mark.parametrize("failure", ["lease", "head", "run", "duplicate"])
+    def test_a_failing_commit_undoes_the_whole_batch(self, store: Store, failure: str) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.commit([step("t1", 0, token=lease.token)])
+        store.commit([Commit("t9", runs=[run("foreign", "t9")])])
+        before = snapshot(store, "t1"), snapshot(store, "t2")
+        second = {
+            "lease": step("t2", 0, token=99),
+            "head": step("t2", 0, expected=7),
+            "run": Commit("t2", runs=[run("foreign", "t2")]),
+            "duplicate": step("t1", 0),
+        }[failure]
+        first = step("t1", 1, token=lease.token, expected=0, run_id="run-new")
+        first.writes.append(WriteRecord("t1", "", 0, "task-0", "value", 0, b"replaced?"))
+        with pytest.raises((LeaseLostError, CheckpointConflictError, RunConflictError)):
+            store.commit([first, second])
+        assert (snapshot(store, "t1"), snapshot(store, "t2")) == before
+        assert store.get_run("run-new") is None
+
+    def test_checks_run_in_the_documented_order(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.commit([Commit("t2", runs=[run("foreign", "t2")])])
+        bad_everything = Commit(
+            "t1", lease_token=lease.token + 1, expected_head=5, runs=[run("foreign", "t1")]
+        )
+        with pytest.raises(LeaseLostError):
+            store.commit([bad_everything])
+        bad_everything.lease_token = lease.token
+        with pytest.raises(CheckpointConflictError):
+            store.commit([bad_everything])
+        bad_everything.expected_head = None
+        with pytest.raises(RunConflictError):
+            store.commit([bad_everything])
+
+    def test_run_of_another_thread_is_a_conflict(self, store: Store) -> None:
+        store.commit([step("t1", 0, run_id="run-x")])
+        before = snapshot(store, "t2")
+        with pytest.raises(RunConflictError):
+            store.commit([step("t2", 0, run_id="run-x")])
+        assert snapshot(store, "t2") == before
+        stored = store.get_run("run-x")
+        assert stored is not None and stored.thread_id == "t1"
+        with pytest.raises(RunConflictError):  # also when the batch itself records it first
+            store.commit([Commit("t3", runs=[run("run-y", "t3")]), step("t4", 0, run_id="run-y")])
+        assert store.get_run("run-y") is None
+
+    def test_duplicate_checkpoint_is_a_conflict(self, store: Store) -> None:
+        store.commit([step("t1", 0), step("t1", 1)])
+        with pytest.raises(CheckpointConflictError):
+            store.commit([step("t1", 0)])
+        with pytest.raises(CheckpointConflictError):
+            store.commit([step("t1", 5), step("t1", 5)])
+        assert [c.seq for c in store.list_checkpoints("t1")] == [1, 0]
+
+    def test_commit_without_checkpoint_records_the_rest(self, store: Store) -> None:
+        w = WriteRecord("t1", "", 0, "task-1", "value", 0, b"x")
+        store.commit([Commit("t1", writes=[w], executions=[execution("e1", "r1", "t1")])])
+        assert store.get_writes("t1", "", 0) == [w]
+        assert [e.id for e in store.list_executions(thread_id="t1")] == ["e1"]
+        assert store.get_checkpoint("t1") is None
+        assert store.get_thread("t1") is not None
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def test_checkpoint_round_trips(self, store: Store) -> None:
+        cp = checkpoint("t1", 3, channels={"a": (3, 1), "b": (2, 2)}, blobs=[])
+        cp.parent_seq = None
+        store.commit([Commit("t1", checkpoint=cp)])
+        got = store.get_checkpoint("t1", seq=3)
+        assert got == cp
+        assert got is not None and got.checkpoint_id == "0000000000000003"
+        assert got.channels["a"] == (3, 1) and isinstance(got.channels["a"], tuple)
+        assert isinstance(got.next, tuple)
+
+    def test_get_checkpoint_latest_and_by_seq(self, store: Store) -> None:
+        store.commit([step("t1", s) for s in range(4)])
+        store.commit([Commit("t1", checkpoint=checkpoint("t1", 9, ns="sub"))])
+        latest = store.get_checkpoint("t1")
+        assert latest is not None and latest.seq == 3
+        by_seq = store.get_checkpoint("t1", "", 1)
+        assert by_seq is not None and (by_seq.seq, by_seq.parent_seq) == (1, 0)
+        assert store.get_checkpoint("t1", seq=7) is None
+        sub = store.get_checkpoint("t1", "sub")
+        assert sub is not None and sub.seq == 9
+        assert store.get_checkpoint("t1", "other") is None
+
+    def test_list_checkpoints_filters_newest_first(self, store: Store) -> None:
+        commits = [
+            Commit("t1", checkpoint=checkpoint("t1", s, run_id=r, source=src))
+            for s, r, src in [
+                (0, "r1", "input"), (1, "r1", "loop"), (2, "r1", "loop"),
+                (3, "r2", "input"), (4, "r2", "loop"), (5, None, "update"),
+            ]
+        ]  # fmt: skip
+        store.commit(commits)
+        store.commit([Commit("t2", checkpoint=checkpoint("t2", 7, run_id="r1"))])
+
+        def seqs(**kw: Any) -> list[int]:
+            return [c.seq for c in store.list_checkpoints("t1", **kw)]
+
+        assert seqs() == [5, 4, 3, 2, 1, 0]
+        assert seqs(before=3) == [2, 1, 0]
+        assert seqs(run_id="r1") == [2, 1, 0]
+        assert seqs(source="loop") == [4, 2, 1]
+        assert seqs(source="input", run_id="r2") == [3]
+        assert seqs(limit=2) == [5, 4]
+        assert seqs(run_id="r1", limit=2, before=2) == [1, 0]
+        assert seqs(limit=0) == []
+        assert store.list_checkpoints("t1", "sub") == []
+        assert all(not c.blobs for c in store.list_checkpoints("t1"))
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def test_blob_chain_with_deltas(self, store: Store) -> None:
+        chain = [BlobRecord("msgs", 0, None, b"[1]")]
+        chain += [BlobRecord("msgs", v, v - 1, b"[%d]" % (v + 1)) for v in range(1, 5)]
+        chain.append(BlobRecord("msgs", 5, None, b"[1,2,3,4,5,6]"))  # a new snapshot
+        store.commit(
+            [
+                Commit("t1", checkpoint=checkpoint("t1", b.version, channels={}, blobs=[b]))
+                for b in chain
+            ]
+        )
+        got = store.get_blobs("t1", "", {"msgs": (0, 3)})
+        assert sorted(got, key=lambda b: b.version) == chain[:4]
+        assert _chain_blobs(store, "t1", "msgs", 0, 4) == [0, 1, 2, 3, 4]
+        assert _chain_blobs(store, "t1", "msgs", 5, 5) == [5]
+        assert [b.data for b in resolve_chain(got, 2)] == [b"[1]", b"[2]", b"[3]"]
+        assert store.get_blobs("t1", "", {"msgs": (2, 3)}) != []
+        assert sorted(b.version for b in store.get_blobs("t1", "", {"msgs": (2, 3)})) == [2, 3]
+
+    def test_blob_chain_after_a_fork(self, store: Store) -> None:
+        def cp(seq: int, prev: int | None) -> Commit:
+            blob = BlobRecord("msgs", seq, prev, b"m%d" % seq)
+            return Commit(
+                "t1", checkpoint=checkpoint("t1", seq, channels={"msgs": (seq, 0)}, blobs=[blob])
+            )
+
+        store.commit([cp(0, None), cp(1, 0), cp(2, 1), cp(3, 2)])
+        store.commit([cp(4, 1)])  # a fork from checkpoint 1 appends to version 1
+        blobs = store.get_blobs("t1", "", {"msgs": (0, 4)})
+        assert sorted(b.version for b in blobs) == [0, 1, 2, 3, 4]  # other lineage included
+        assert [b.version for b in resolve_chain(blobs, 4)] == [0, 1, 4]
+        assert [b.version for b in resolve_chain(blobs, 3)] == [0, 1, 2, 3]
+
+    def test_get_blobs_of_many_channels(self, store: Store) -> None:
+        names = [f"ch{i:02d}" for i in range(40)]
+        blobs = [BlobRecord(n, s, None, f"{n}@{s}".encode()) for s in range(3) for n in names]
+        store.commit(
+            [
+                Commit(
+                    "t1",
+                    checkpoint=checkpoint(
+                        "t1",
+                        s,
+                        channels={n: (s, s) for n in names},
+                        blobs=blobs[40 * s : 40 * s + 40],
+                    ),
+                )
+                for s in range(3)
+            ]
+        )
+        wants = {n: (1, 2) if i % 2 else (2, 2) for i, n in enumerate(names)}
+        wants["missing"] = (0, 9)
+        got = store.get_blobs("t1", "", wants)
+        expected = {(n, v) for i, n in enumerate(names) for v in ([1, 2] if i % 2 else [2])}
+        assert {(b.channel, b.version) for b in got} == expected
+        assert len(got) == len(expected)
+        assert all(b.data == f"{b.channel}@{b.version}".encode() and b.prev is None for b in got)
+        assert store.get_blobs("t2", "", wants) == []
+        assert store.get_blobs("t1", "sub", wants) == []
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def test_writes_are_ordered_and_filtered(self, store: Store) -> None:
+        def w(task: str, channel: str, idx: int, data: bytes = b"x", seq: int = 0) -> WriteRecord:
+            return WriteRecord("t1", "", seq, task, channel, idx, data)
+
+        store.commit([Commit("t1", writes=[w("b", "a", 0), w("a", "z", 1), w("a", "z", 0)])])
+        store.commit([Commit("t1", writes=[w("a", "b", 0), w("c", "a", 0, seq=1)])])
+        keys = [(x.task_id, x.channel, x.idx) for x in store.get_writes("t1", "", 0)]
+        assert keys == [("a", "b", 0), ("a", "z", 0), ("a", "z", 1), ("b", "a", 0)]
+        assert [x.channel for x in store.get_writes("t1", "", 0, task_id="a")] == ["b", "z", "z"]
+        assert store.get_writes("t1", "", 0, task_id="nope") == []
+        assert store.get_writes("t1", "", 1) == [w("c", "a", 0, seq=1)]
+        assert store.get_writes("t1", "sub", 0) == []
+
+    def test_writing_an_existing_key_replaces_it(self, store: Store) -> None:
+        store.commit([Commit("t1", writes=[WriteRecord("t1", "", 0, "a", "__error__", 0, b"1")])])
+        store.commit([Commit("t1", writes=[WriteRecord("t1", "", 0, "a", "__error__", 0, b"2")])])
+        assert [x.data for x in store.get_writes("t1", "", 0)] == [b"2"]
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def test_run_round_trips_and_upserts(self, store: Store) -> None:
+        rec = run(
+            "r1", "t1", namespace="tenant-a", input=b"in", durability="sync", started_at=1.5,
+            resumed_from="r0", metadata={"user": {"id": 7, "tags": ["a", "b"]}},
+        )  # fmt: skip
+        store.commit([Commit("t1", runs=[rec])])
+        assert store.get_run("r1") == rec
+        done = run(
+            "r1", "t1", status="succeeded", output=b"out", error=None, steps=4, executions=5,
+            updated_at=1_700_000_009.0, ended_at=1_700_000_009.0, namespace="tenant-a",
+        )  # fmt: skip
+        store.commit([Commit("t1", runs=[done])])
+        assert store.get_run("r1") == done
+
+    def test_run_identity_is_fixed_by_its_first_record(self, store: Store) -> None:
+        store.commit([Commit("t1", runs=[run("r1", "t1", graph="g1", namespace="n1")])])
+        moved = run("r1", "t1", graph="g2", namespace="n2", created_at=5.0, status="failed")
+        store.commit([Commit("t1", runs=[moved])])
+        got = store.get_run("r1")
+        assert got is not None
+        assert (got.graph, got.namespace, got.created_at) == ("g1", "n1", 1_700_000_000.0)
+        assert got.status == "failed"
+
+    def test_list_runs_filters_orders_and_paginates(self, store: Store) -> None:
+        runs = [
+            run("r1", "t1", created_at=10.0, graph="g1", status="succeeded", namespace="n1"),
+            run("r2", "t1", created_at=20.0, graph="g2", status="failed", namespace="n1"),
+            run("r3", "t2", created_at=30.0, graph="g1", status="running", namespace="n2"),
+            run("r4", "t2", created_at=30.0, graph="g1", status="succeeded", namespace="n2"),
+            run("r5", "t3", created_at=40.0, graph="g2", status="interrupted", namespace="n1"),
+        ]
+        for r in runs:
+            store.commit([Commit(r.thread_id, runs=[r])])
+
+        def ids(**kw: Any) -> list[str]:
+            return [r.run_id for r in store.list_runs(**kw)]
+
+        assert ids() == ["r5", "r4", "r3", "r2", "r1"]
+        assert ids(thread_id="t1") == ["r2", "r1"]
+        assert ids(status="succeeded") == ["r4", "r1"]
+        assert ids(graph="g1") == ["r4", "r3", "r1"]
+        assert ids(namespace="n1") == ["r5", "r2", "r1"]
+        assert ids(created_after=20.0) == ["r5", "r4", "r3", "r2"]
+        assert ids(created_before=30.0) == ["r2", "r1"]
+        assert ids(created_after=20.0, created_before=40.0) == ["r4", "r3", "r2"]
+        assert ids(graph="g1", namespace="n2", status="running") == ["r3"]
+        assert ids(limit=2) == ["r5", "r4"]
+        assert ids(limit=2, offset=2) == ["r3", "r2"]
+        assert ids(limit=2, offset=4) == ["r1"]
+        assert ids(offset=9) == []
+        assert ids(thread_id="nope") == []
+        assert store.list_runs(thread_id="t1") == [runs[1], runs[0]]
+
+    # -- executions -----------------------------------------------------------------------
+
+    def test_execution_round_trips_and_moves_through_statuses(self, store: Store) -> None:
+        ex = execution(
+            "e1", "r1", "t1", status="PENDING", inputs=b"{}", parents=("e0", "e00"),
+            checkpoint_seq=3, namespace="tenant-a",
+        )  # fmt: skip
+        store.commit([Commit("t1", executions=[ex])])
+        assert store.list_executions(run_id="r1") == [ex]
+        first = Attempt(1, 100.0, 101.0, "TimeoutError: slow")
+        ex.status, ex.attempt, ex.started_at, ex.attempts = "RUNNING", 2, 100.0, (first,)
+        store.commit([Commit("t1", executions=[ex])])
+        ex.status, ex.outputs, ex.ended_at = "SUCCEEDED", b'{"x": 1}', 103.0
+        ex.attempts = (first, Attempt(2, 102.0, 103.0))
+        store.commit([Commit("t1", executions=[ex])])
+        assert store.list_executions(thread_id="t1") == [ex]
+        assert store.list_executions(status="RUNNING") == []
+        moved = execution("e1", "r2", "t9", namespace="other", status="FAILED", error="boom")
+        store.commit([Commit("t1", executions=[moved])])
+        (got,) = store.list_executions()
+        assert (got.thread_id, got.namespace) == ("t1", "tenant-a")  # fixed by the first record
+        assert (got.run_id, got.status, got.error, got.attempts) == ("r2", "FAILED", "boom", ())
+
+    def test_list_executions_filters_orders_and_paginates(self, store: Store) -> None:
+        exs = [
+            execution("e5", "r1", "t1", created_at=3.0, step=0, node="a", status="SUCCEEDED"),
+            execution("e1", "r1", "t1", created_at=1.0, step=1, node="b", status="SUCCEEDED"),
+            execution("e3", "r1", "t1", created_at=2.0, step=1, node="a", status="FAILED"),
+            execution("e2", "r1", "t1", created_at=2.0, step=0, node="z", status="RUNNING"),
+            execution("e4", "r2", "t2", created_at=0.5, step=0, node="a", namespace="n2"),
+            execution("e6", "r1", "t1", created_at=2.0, step=1, node="a", status="RUNNING"),
+        ]
+        store.commit([Commit("t1", executions=exs[:4]), Commit("t2", executions=exs[4:])])
+
+        def ids(**kw: Any) -> list[str]:
+            return [e.id for e in store.list_executions(**kw)]
+
+        assert ids() == ["e4", "e1", "e2", "e3", "e6", "e5"]
+        assert ids(run_id="r1") == ["e1", "e2", "e3", "e6", "e5"]
+        assert ids(thread_id="t2") == ["e4"]
+        assert ids(namespace="n2") == ["e4"]
+        assert ids(namespace="default", status="RUNNING") == ["e2", "e6"]
+        assert ids(status="SUCCEEDED") == ["e1", "e5"]
+        assert ids(run_id="r1", limit=2) == ["e1", "e2"]
+        assert ids(run_id="r1", limit=2, offset=3) == ["e6", "e5"]
+        assert ids(run_id="r1", offset=4) == ["e5"]
+        assert ids(run_id="nope") == []
+
+    # -- threads --------------------------------------------------------------------------
+
+    def test_list_threads_newest_first_by_namespace(self, store: Store) -> None:
+        for tid, ns in [("t1", "n1"), ("t2", "n2"), ("t3", "n1"), ("t4", "n1")]:
+            store.commit([Commit(tid, namespace=ns)])
+        store.commit([Commit("t1", namespace="n1")])  # touched last
+        order = [t.thread_id for t in store.list_threads()]
+        stamps = [t.updated_at for t in store.list_threads()]
+        assert stamps == sorted(stamps, reverse=True)
+        assert order[0] == "t1" and sorted(order) == ["t1", "t2", "t3", "t4"]
+        n1 = [t.thread_id for t in store.list_threads(namespace="n1")]
+        assert n1 == [t for t in order if t != "t2"]
+        assert [t.thread_id for t in store.list_threads(namespace="n1", limit=1, offset=1)] == [
+            n1[1]
+        ]
+        assert store.list_threads(namespace="n3") == []
+        assert store.list_threads(offset=4) == []
+
+    def test_delete_thread_removes_everything_of_that_thread_only(self, store: Store) -> None:
+        for tid in ("t1", "t2"):
+            lease = store.acquire_lease(tid, "worker", TTL)
+            store.commit([step(tid, s, token=lease.token, run_id=f"run-{tid}") for s in range(3)])
+        keep = snapshot(store, "t2")
+        store.delete_thread("t1")
+        assert store.get_thread("t1") is None
+        assert store.get_checkpoint("t1") is None
+        assert store.list_checkpoints("t1") == []
+        assert store.get_blobs("t1", "", {"value": (0, 9)}) == []
+        assert store.get_writes("t1", "", 1) == []
+        assert store.get_run("run-t1") is None
+        assert store.list_executions(thread_id="t1") == []
+        assert [t.thread_id for t in store.list_threads()] == ["t2"]
+        assert snapshot(store, "t2") == keep
+        fresh = store.acquire_lease("t1", "other", TTL)  # the old lease went with the thread
+        store.commit([step("t1", 0, token=fresh.token, expected=None, run_id="run-t1")])
+
+    def test_threads_are_isolated(self, store: Store) -> None:
+        store.commit([step("t1", 0), step("t1", 1)])
+        store.commit([step("t2", 0, run_id="run-2")])
+        one, two = store.get_checkpoint("t1"), store.get_checkpoint("t2")
+        assert one is not None and two is not None and (one.seq, two.seq) == (1, 0)
+        assert [b.data for b in store.get_blobs("t2", "", {"value": (0, 9)})] == [b"v0"]
+        assert [w.data for w in store.get_writes("t2", "", 0)] == [b"w0"]
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        assert store.acquire_lease("t2", "worker-b", TTL).owner == "worker-b"
+        store.commit([step("t1", 2, token=lease.token, expected=1)])
+
+    # -- copies, not references -----------------------------------------------------------
+
+    def test_records_are_copies(self, store: Store) -> None:
+        cp = checkpoint("t1", 0, channels={"a": (0, 0)}, blobs=[BlobRecord("a", 0, None, b"x")])
+        ex = execution("e1", "r1", "t1", attempts=(Attempt(1, 1.0),), parents=("p",))
+        rec = run("r1", "t1", metadata={"k": ["v"]})
+        store.commit([Commit("t1", checkpoint=cp, executions=[ex], runs=[rec])])
+        cp.channels["b"] = (9, 9)
+        cp.blobs[0].version = 7
+        ex.attempts[0].error = "changed"
+        rec.metadata["k"].append("changed")
+        got = store.get_checkpoint("t1")
+        assert got is not None and got.channels == {"a": (0, 0)}
+        got.channels["c"] = (1, 1)
+        got_run = store.get_run("r1")
+        assert got_run is not None and got_run.metadata == {"k": ["v"]}
+        got_run.metadata["k"].append("again")
+        (got_ex,) = store.list_executions()
+        assert got_ex.attempts == (Attempt(1, 1.0),)
+        got_ex.attempts[0].error = "again"
+        thread = store.get_thread("t1")
+        assert thread is not None
+        thread.metadata["x"] = 1
+        assert store.get_checkpoint("t1") == checkpoint("t1", 0, channels={"a": (0, 0)}, blobs=[])
+        assert store.get_run("r1") == run("r1", "t1", metadata={"k": ["v"]})
+        assert store.list_executions()[0].attempts == (Attempt(1, 1.0),)
+        assert store.get_blobs("t1", "", {"a": (0, 0)}) == [BlobRecord("a", 0, None, b"x")]
+        thread_again = store.get_thread("t1")
+        assert thread_again is not None and thread_again.metadata == {}
+
+    # -- concurrency ----------------------------------------------------------------------
+
+    def test_concurrent_writers_on_their_own_threads(self, store: Store) -> None:
+        errors: list[BaseException] = []
+
+        def writer(tid: str) -> None:
+            try:
+                lease = store.acquire_lease(tid, f"owner-{tid}", TTL)
+                for s in range(50):
+                    store.commit([step(tid, s, token=lease.token, expected=s - 1 if s else None,
+                                       run_id=f"run-{tid}")])  # fmt: skip
+                    assert store.get_checkpoint(tid) is not None
+                store.release_lease(lease)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=writer, args=(f"t{i}",)) for i in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert errors == []
+        for i in range(8):
+            latest = store.get_checkpoint(f"t{i}")
+            assert latest is not None and latest.seq == 49
+            assert len(store.list_checkpoints(f"t{i}")) == 50
+            run_rec = store.get_run(f"run-t{i}")
+            assert run_rec is not None and run_rec.steps == 49
+        assert len(store.list_executions(limit=None)) == 400
+
+    def test_racing_for_one_lease_admits_one_holder_at_a_time(self, store: Store) -> None:
+        guard = threading.Lock()
+        holders: list[str] = []
+        tokens: list[int] = []
+        overlaps: list[str] = []
+        errors: list[BaseException] = []
+
+        def contender(name: str) -> None:
+            try:
+                wins = 0
+                while wins < 5:
+                    try:
+                        lease = store.acquire_lease("shared", name, TTL)
+                    except ThreadBusyError:
+                        time.sleep(0.0005)
+                        continue
+                    with guard:
+                        if holders:
+                            overlaps.append(f"{name} while {holders}")
+                        holders.append(name)
+                        tokens.append(lease.token)
+                    store.commit([Commit("shared", lease_token=lease.token)])
+                    with guard:
+                        holders.remove(name)
+                    store.release_lease(lease)
+                    wins += 1
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=contender, args=(f"w{i}",)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert errors == [] and overlaps == []
+        assert len(tokens) == 20
+        assert tokens == sorted(tokens) and len(set(tokens)) == 20  # fencing tokens increase
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def test_a_closed_store_refuses_calls(self, store: Store) -> None:
+        store.close()
+        with pytest.raises(StoreError):
+            store.get_thread("t1")
+        with pytest.raises(StoreError):
+            store.commit([step("t1", 0)])
