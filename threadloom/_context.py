@@ -46,6 +46,7 @@ class TaskScope:
         "resume",
         "interrupt_count",
         "extras",
+        "services",
     )
 
     def __init__(
@@ -56,6 +57,7 @@ class TaskScope:
         task_id: str,
         writer: Callable[[Any], None] | None = None,
         resume: list[Any] | None = None,
+        services: Any = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -65,6 +67,7 @@ class TaskScope:
         self.resume: list[Any] = resume if resume is not None else []
         self.interrupt_count = 0
         self.extras: dict[str, Any] = {}
+        self.services = services  # the run's context: task recording, pools
 
     def interrupt(self, value: Any) -> Any:
         """Return the resume value for the next ``interrupt()`` call, or pause the run."""

@@ -14,8 +14,10 @@ __all__ = [
     "CachePolicy",
     "Command",
     "Durability",
+    "ExecutionInfo",
     "Interrupt",
     "RetryPolicy",
+    "RunInfo",
     "RunnableConfig",
     "Send",
     "StateSnapshot",
@@ -244,3 +246,53 @@ class StateSnapshot(NamedTuple):
     """Tasks due in the next step, with any interrupts they raised."""
     interrupts: tuple[Interrupt, ...] = ()
     """Interrupts pending at this checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A recorded run, with its input and output decoded (see ``graph.get_run``)."""
+
+    run_id: str
+    thread_id: str
+    graph: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    durability: str
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    steps: int
+    executions: int
+    resumed_from: str | None
+    namespace: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionInfo:
+    """A recorded node execution, with inputs and outputs decoded (``list_executions``).
+
+    ``inputs`` is the ``Send`` argument for a task started by ``Send``; for a node triggered
+    by an edge it is ``None`` and the state it read is the checkpoint ``checkpoint_id``.
+    """
+
+    id: str
+    run_id: str
+    thread_id: str
+    graph: str
+    node: str
+    step: int
+    status: str
+    attempt: int
+    inputs: Any
+    outputs: Any
+    error: str | None
+    attempts: tuple[Any, ...]
+    checkpoint_id: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    namespace: str

@@ -107,10 +107,16 @@ def _rollback(conn: sqlite3.Connection) -> None:
 class _Handle:
     """Owns one thread's connection; when the thread ends it is collected and closes it."""
 
-    __slots__ = ("__weakref__", "conn")
+    __slots__ = ("__weakref__", "conn", "finalizer")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.finalizer = weakref.finalize(self, conn.close)
+
+
+# Connections a forked child inherited: never used and never closed there (closing a
+# parent's SQLite connection in a child can damage the parent's locks and WAL).
+_INHERITED: list[sqlite3.Connection] = []
 
 
 class SqliteStore:
@@ -152,6 +158,9 @@ class SqliteStore:
         self._setup_lock = threading.Lock()
         self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
         self._local = threading.local()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
         self._lock: threading.RLock | None = None
         self._shared: sqlite3.Connection | None = None
         self._owns_shared = True
@@ -256,7 +265,6 @@ class SqliteStore:
         if conn is None:
             conn = self._open()
             handle = _Handle(conn)
-            weakref.finalize(handle, conn.close)
             self._handles.add(handle)
             self._local.handle = handle
             self._local.conn = conn
@@ -274,7 +282,7 @@ class SqliteStore:
         self._ready = False
         for handle in list(self._handles):
             try:
-                handle.conn.close()
+                handle.finalizer()  # closes the connection, once
             except sqlite3.Error:
                 pass
         self._handles.clear()
@@ -727,6 +735,18 @@ class AsyncSqliteSaver(SqliteStore):
 
 
 _S = TypeVar("_S", bound=SqliteStore)
+
+
+def _forget_in_child(ref: weakref.ref[SqliteStore]) -> None:
+    """After a fork, make the child open its own connections on first use."""
+    store = ref()
+    if store is None:
+        return
+    for handle in list(store._handles):
+        handle.finalizer.detach()
+        _INHERITED.append(handle.conn)
+    store._handles = weakref.WeakSet()
+    store._local = threading.local()
 
 
 def _open_saver(cls: type[_S], conn_string: str, options: dict[str, Any]) -> _S:

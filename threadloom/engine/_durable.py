@@ -51,6 +51,7 @@ from threadloom.errors import (
     GraphInterrupt,
     InvalidConfigError,
     RunCancelled,
+    RunConflictError,
     ThreadBusyError,
 )
 from threadloom.types import Command, Durability, Interrupt
@@ -107,6 +108,11 @@ class DurableContext(RunContext):
         super().on_task_done(result, task_id, attempts)
         self.run.task_finished(result, task_id, attempts)
 
+    def task_calls(self, scope: Any) -> Any:
+        from threadloom.func._task import TaskCalls
+
+        return TaskCalls(_DurableRecorder(self.run, scope.task_id, scope.name, scope.step))
+
 
 class DurableRun(Run):
     """A run that persists as it goes (see the module docstring)."""
@@ -160,6 +166,8 @@ class DurableRun(Run):
         ctx = self.ctx
         store = self.store
         existing = store.get_run(ctx.run_id) if self.resuming else None
+        if existing is not None:
+            self._check_same_run(existing, input)
         if existing is not None and existing.status == "succeeded":
             self.run_record = existing
             return False
@@ -173,6 +181,30 @@ class DurableRun(Run):
         if existing is not None or input is None or command is not None:
             return self._continue(loaded, existing, command)
         return self._start_new(loaded, input)
+
+    def _check_same_run(self, existing: RunRecord, input: Any) -> None:
+        """A run id names one run: same thread, same graph, same input (or none).
+
+        Raises:
+            RunConflictError: it is recorded for another thread or graph, or other input.
+        """
+        if existing.thread_id != self.thread_id:
+            raise RunConflictError(
+                f"run {existing.run_id!r} belongs to thread {existing.thread_id!r}, not "
+                f"{self.thread_id!r}"
+            )
+        if existing.graph != self.p.graph_name:
+            raise RunConflictError(
+                f"run {existing.run_id!r} belongs to graph {existing.graph!r}, not "
+                f"{self.p.graph_name!r}"
+            )
+        if input is None or isinstance(input, Command) or existing.input is None:
+            return
+        if self.codec.serde.loads(existing.input) != input:
+            raise RunConflictError(
+                f"run {existing.run_id!r} was started with different input; resume it with "
+                "input None, or use a new run id"
+            )
 
     def _acquire_lease(self) -> None:
         owner = _owner(self.ctx.run_id)
@@ -628,3 +660,48 @@ def _task_of(item: Interrupt, ids: Any, index: int) -> str:
             return str(task_id)
     raise LookupError(f"interrupt {item.id} belongs to no task of this step")
 
+
+
+class _DurableRecorder:
+    """Looks up and records the ``@task`` calls of one execution of a durable run."""
+
+    def __init__(self, run: DurableRun, task_id: str, node: str, step: int) -> None:
+        self.run = run
+        self.task_id = task_id
+        self.node = node
+        self.step = step
+
+    def recorded(self, name: str, index: int) -> tuple[bool, Any]:
+        data = self.run._loaded_task_results.get((self.task_id, name, index))
+        if data is None:
+            return False, None
+        return True, self.run.codec.serde.loads(data)
+
+    def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
+               attempts: list[tuple[int, float, float, str]]) -> None:
+        run = self.run
+        seq = run.parent_seq if run.parent_seq is not None else -1
+        dumps = run.codec.serde.dumps
+        data = dumps(value)
+        now = time.time()
+        write = WriteRecord(run.thread_id, "", seq, self.task_id, TASK_PREFIX + name, index,
+                            data)
+        execution = ExecutionRecord(
+            id=str(uuid.uuid5(uuid.UUID(self.task_id), f"{name}\x00{index}")),
+            run_id=run.ctx.run_id, thread_id=run.thread_id, graph=run.p.graph_name,
+            node=name, step=self.step, status="SUCCEEDED", namespace=run.p.namespace,
+            attempt=len(attempts) + 1, inputs=dumps(list(args)), outputs=data,
+            parents=(self.task_id,),
+            attempts=tuple(Attempt(n, s, e, err) for n, s, e, err in attempts),
+            checkpoint_seq=run.parent_seq, created_at=now, ended_at=now,
+        )
+        if run.durability == "exit":
+            with run.lock:
+                run.exit_writes.append(write)
+                run.pending_execs[execution.id] = execution
+            return
+        run._persist(Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
+                            executions=[execution]))
+
+    def pool(self) -> Any:
+        return self.run.ctx.task_pool()

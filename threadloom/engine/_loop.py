@@ -65,6 +65,7 @@ class RunContext:
         "custom_writer",
         "sink",
         "_pool",
+        "_task_pool",
     )
 
     def __init__(
@@ -76,6 +77,7 @@ class RunContext:
         sink: Sink | None,
         pool: Callable[[], concurrent.futures.Executor],
         timeout: float | None = None,
+        task_pool: Callable[[], concurrent.futures.Executor] | None = None,
     ) -> None:
         self.spec = spec
         self.run_id = run_id
@@ -85,6 +87,7 @@ class RunContext:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.sink = sink
         self._pool = pool
+        self._task_pool = task_pool
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put
@@ -93,6 +96,23 @@ class RunContext:
     def pool(self) -> concurrent.futures.Executor:
         """The executor for sync nodes that run in parallel (or off the event loop)."""
         return self._pool()
+
+    def task_pool(self) -> concurrent.futures.Executor | None:
+        """The executor for ``@task`` calls (kept apart from nodes so that nodes waiting on
+        their tasks can never take every worker)."""
+        return self._task_pool() if self._task_pool is not None else None
+
+    def task_calls(self, scope: Any) -> Any:
+        """The ``@task`` calls of one node execution (not recorded: no checkpointer)."""
+        from threadloom.func._task import TaskCalls, TaskRecorder
+
+        pool = self._task_pool
+
+        class _Recorder(TaskRecorder):
+            def pool(self) -> concurrent.futures.Executor | None:
+                return pool() if pool is not None else None
+
+        return TaskCalls(_Recorder())
 
     def task_id(self, task: PlannedTask) -> str:
         """An id for the task, unique within the run."""
@@ -289,9 +309,11 @@ class Run:
             sink = self.ctx.sink
             if sink is not None and sink.updates:
                 sink.put("updates", {"__interrupt__": tuple(self.interrupts)})
-            out = output_values(self.spec, self.values)
+            out = {} if self.spec.output_channel else output_values(self.spec, self.values)
             out["__interrupt__"] = list(self.interrupts)
             return out
+        if self.spec.output_channel is not None:
+            return self.values.get(self.spec.output_channel)
         if not self.has_output:
             return None
         return output_values(self.spec, self.values)
@@ -308,6 +330,8 @@ def _hits(names: frozenset[str], items: Sequence[PlannedTask] | Sequence[TaskRes
 
 
 def _input_writes(spec: GraphSpec, input: Any) -> list[tuple[str, Any]]:
+    if spec.input_channel is not None:
+        return [(spec.input_channel, input)]
     if isinstance(input, Mapping):
         keys = spec.input_keys
         return [(k, v) for k, v in input.items() if k in keys]

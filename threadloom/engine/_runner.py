@@ -110,7 +110,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     node = task.node
     task_id = ctx.task_id(task)
     scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
-                               ctx.resume_for(task_id))
+                               ctx.resume_for(task_id), ctx)
     token = _context.task_scope(scope)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
@@ -197,7 +197,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         return await loop.run_in_executor(ctx.pool(), context.run, _execute, ctx, task, values)
     task_id = ctx.task_id(task)
     scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
-                               ctx.resume_for(task_id))
+                               ctx.resume_for(task_id), ctx)
     token = _context.task_scope(scope)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)

@@ -124,6 +124,8 @@ class GraphSpec:
         start_branches: conditional edges from START.
         barriers: join edges.
         coerce_state: builds the state schema's type from channel values (``None``: dict).
+        input_channel: when set, the whole input is written to this channel.
+        output_channel: when set, the run's result is this channel's value.
     """
 
     name: str
@@ -135,3 +137,5 @@ class GraphSpec:
     start_branches: tuple[BranchSpec, ...]
     barriers: tuple[BarrierSpec, ...]
     coerce_state: Callable[[dict[str, Any]], Any] | None = None
+    input_channel: str | None = None
+    output_channel: str | None = None

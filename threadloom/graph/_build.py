@@ -151,6 +151,8 @@ def build_spec(builder: StateGraph, name: str) -> GraphSpec:
         start_branches=tuple(branches.get(START, ())),
         barriers=tuple(b for b in barriers if b.target != END),
         coerce_state=state_coerce,
+        input_channel=builder.input_channel,
+        output_channel=builder.output_channel,
     )
 
 

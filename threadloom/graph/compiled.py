@@ -11,9 +11,15 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from threadloom.config import resolve_identity, resolve_recursion_limit
+from threadloom.checkpoint.base import Store, parse_checkpoint_id
+from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer
+from threadloom.config import resolve_durability, resolve_identity, resolve_recursion_limit
+from threadloom.engine._durable import DurableContext, DurableRun, Persistence
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
+from threadloom.engine._persist import Codec, Writer
+from threadloom.errors import InvalidConfigError
 from threadloom.graph._build import build_spec
+from threadloom.graph._threads import ThreadsMixin
 from threadloom.types import Durability, RunnableConfig, StreamMode
 
 if TYPE_CHECKING:
@@ -36,7 +42,7 @@ def _normalize_modes(stream_mode: StreamMode | Sequence[StreamMode]) -> tuple[li
     return modes, single
 
 
-class CompiledGraph:
+class CompiledGraph(ThreadsMixin):
     """A validated graph, ready to run. Immutable: build a new graph to change it.
 
     Run it with :meth:`invoke` / :meth:`ainvoke`, or watch it run with :meth:`stream` /
@@ -57,7 +63,12 @@ class CompiledGraph:
         "name",
         "config",
         "has_async_nodes",
+        "serde",
+        "lease_ttl",
+        "_persistence",
+        "_writer",
         "_pool",
+        "_task_pool",
         "_pool_lock",
         "_frozen",
     )
@@ -74,6 +85,8 @@ class CompiledGraph:
         debug: bool = False,
         name: str = "graph",
         config: RunnableConfig | None = None,
+        serde: Serializer | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.builder = builder
         self.spec = build_spec(builder, name)
@@ -88,12 +101,18 @@ class CompiledGraph:
         self.has_async_nodes = any(
             n.is_async or any(b.is_async for b in n.branches) for n in self.spec.nodes.values()
         ) or any(b.is_async for b in self.spec.start_branches)
+        self.serde: Serializer = serde or JsonPlusSerializer()
+        self.lease_ttl = lease_ttl
+        self._persistence: Persistence | None = None
+        self._writer: Writer | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._task_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._frozen = True
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if getattr(self, "_frozen", False) and key not in ("_pool",):
+        if getattr(self, "_frozen", False) and key not in ("_pool", "_task_pool", "_persistence",
+                                                          "_writer"):
             raise AttributeError(f"CompiledGraph is immutable (cannot set {key!r})")
         object.__setattr__(self, key, value)
 
@@ -103,17 +122,23 @@ class CompiledGraph:
     # -- plumbing -------------------------------------------------------------------------
 
     def _get_pool(self) -> concurrent.futures.Executor:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                pool = self._pool
-                if pool is None:
-                    pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=min(32, (os.cpu_count() or 1) + 8),
-                        thread_name_prefix=f"threadloom-{self.name}",
-                    )
-                    self._pool = pool
-        return pool
+        """Threads for sync nodes that run in parallel (created on first use)."""
+        return self._pool or self._lazy_pool("_pool", "node")
+
+    def _get_task_pool(self) -> concurrent.futures.Executor:
+        """Threads for ``@task`` calls, apart from the nodes that wait on them."""
+        return self._task_pool or self._lazy_pool("_task_pool", "task")
+
+    def _lazy_pool(self, attr: str, kind: str) -> concurrent.futures.Executor:
+        with self._pool_lock:
+            pool = getattr(self, attr)
+            if pool is None:
+                pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=min(32, (os.cpu_count() or 1) + 8),
+                    thread_name_prefix=f"threadloom-{self.name}-{kind}",
+                )
+                setattr(self, attr, pool)
+        return pool  # type: ignore[no-any-return]
 
     def with_config(self, config: RunnableConfig | None = None, **kwargs: Any) -> CompiledGraph:
         """A copy of this graph whose runs start from ``config`` merged into their own."""
@@ -128,6 +153,8 @@ class CompiledGraph:
             debug=self.debug,
             name=self.name,
             config=merged,  # type: ignore[arg-type]
+            serde=self.serde,
+            lease_ttl=self.lease_ttl,
         )
 
     def _merge_config(self, config: RunnableConfig | None) -> dict[str, Any]:
@@ -142,24 +169,93 @@ class CompiledGraph:
             merged["configurable"] = configurable
         return merged
 
-    def _prepare(self, config: RunnableConfig | None, sink: Sink | None) -> Run:
+    def _store(self) -> Store | None:
+        cp = self.checkpointer
+        return cp if cp is not None and not isinstance(cp, bool) else None
+
+    def _persist(self) -> Persistence:
+        """The graph's persistence (store set up once, codec, writer)."""
+        p = self._persistence
+        if p is None:
+            with self._pool_lock:
+                p = self._persistence
+                if p is None:
+                    store = self._store()
+                    if store is None:
+                        raise InvalidConfigError(
+                            f"graph {self.name!r} has no checkpointer: compile it with "
+                            "checkpointer=... to keep threads, runs and history"
+                        )
+                    store.setup()
+                    p = Persistence(store, Codec(self.spec, self.serde), self._get_writer,
+                                    self.name, self.lease_ttl)
+                    self._persistence = p
+        return p
+
+    def _get_writer(self) -> Writer:
+        writer = self._writer
+        if writer is None:
+            with self._pool_lock:
+                writer = self._writer
+                if writer is None:
+                    store = self._store()
+                    assert store is not None
+                    writer = self._writer = Writer(store)
+        return writer
+
+    def _durable(self) -> tuple[Store, Codec]:
+        p = self._persist()
+        return p.store, p.codec
+
+    def _prepare(self, config: RunnableConfig | None, sink: Sink | None,
+                 options: dict[str, Any] | None = None) -> Run:
         cfg = self._merge_config(config)
+        if options:
+            cfg.update({k: v for k, v in options.items() if v is not None})
         identity = resolve_identity(cfg)
         limit = resolve_recursion_limit(cfg)
+        store = self._store()
+        thread_id = identity.thread_id
+        if store is not None and thread_id is None:
+            recorded = self._persist().store.get_run(identity.run_id) \
+                if identity.run_id_given else None
+            thread_id = recorded.thread_id if recorded is not None else identity.run_id
         configurable = dict(cfg.get("configurable") or {})
         configurable["run_id"] = identity.run_id
-        if identity.thread_id is not None:
-            configurable["thread_id"] = identity.thread_id
-            cfg["thread_id"] = identity.thread_id
+        if thread_id is not None:
+            configurable["thread_id"] = thread_id
+            cfg["thread_id"] = thread_id
         cfg["configurable"] = configurable
         cfg["run_id"] = identity.run_id
         cfg["recursion_limit"] = limit
         timeout = cfg.get("timeout")
-        ctx = RunContext(
-            self.spec, identity.run_id, identity.thread_id, cfg, sink, self._get_pool,
+        before = frozenset(_names(cfg.get("interrupt_before"), self.interrupt_before))
+        after = frozenset(_names(cfg.get("interrupt_after"), self.interrupt_after))
+        if store is None:
+            ctx = RunContext(
+                self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
+                timeout=float(timeout) if timeout is not None else None,
+                task_pool=self._get_task_pool,
+            )
+            return Run(ctx, limit, before, after)
+        durability = resolve_durability(cfg.get("durability"), self.durability)
+        raw_checkpoint = configurable.get("checkpoint_id")
+        try:
+            fork = parse_checkpoint_id(raw_checkpoint) if raw_checkpoint else None
+        except ValueError:
+            raise InvalidConfigError(f"unknown checkpoint_id {raw_checkpoint!r}") from None
+        dctx = DurableContext(
+            self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
             timeout=float(timeout) if timeout is not None else None,
+            task_pool=self._get_task_pool,
         )
-        return Run(ctx, limit)
+        return DurableRun(dctx, limit, self._persist(), durability, before, after, fork,
+                          identity.run_id_given, cfg.get("wait") or False)
+
+    def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any:
+        if self.has_async_nodes:
+            return _run_coroutine_sync(run_async(self._prepare(config, None), input))
+        return run_sync(self._prepare(config, None), input)
 
     def _run_nested(self, input: Any, config: RunnableConfig) -> Any:
         """Run as a node of a parent graph (no persistence of its own)."""
@@ -199,7 +295,7 @@ class CompiledGraph:
             return list(self.stream(input, config, stream_mode=stream_mode, **kwargs))
         if self.has_async_nodes:
             return _run_coroutine_sync(self.ainvoke(input, config, **kwargs))
-        return run_sync(self._prepare(config, None), input)
+        return run_sync(self._prepare(config, None, _options(kwargs)), input)
 
     async def ainvoke(
         self,
@@ -211,8 +307,9 @@ class CompiledGraph:
     ) -> Any:
         """Async :meth:`invoke`: async nodes run on the event loop, sync nodes on threads."""
         if stream_mode != "values":
-            return [c async for c in self.astream(input, config, stream_mode=stream_mode)]
-        return await run_async(self._prepare(config, None), input)
+            return [c async for c in self.astream(input, config, stream_mode=stream_mode,
+                                                  **kwargs)]
+        return await run_async(self._prepare(config, None, _options(kwargs)), input)
 
     def stream(
         self,
@@ -233,7 +330,7 @@ class CompiledGraph:
         modes, single = _normalize_modes(stream_mode)
         chunks: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         sink = Sink(frozenset(modes), lambda mode, chunk: chunks.put((mode, chunk)))
-        run = self._prepare(config, sink)
+        run = self._prepare(config, sink, _options(kwargs))
 
         def produce() -> None:
             try:
@@ -280,7 +377,7 @@ class CompiledGraph:
             else:
                 loop.call_soon_threadsafe(chunks.put_nowait, (mode, chunk))
 
-        run = self._prepare(config, Sink(frozenset(modes), put))
+        run = self._prepare(config, Sink(frozenset(modes), put), _options(kwargs))
         task = asyncio.ensure_future(run_async(run, input))
 
         def done(t: asyncio.Future[Any]) -> None:
@@ -355,6 +452,26 @@ class CompiledGraph:
         from threadloom.graph._draw import drawable
 
         return drawable(self.builder)
+
+
+_OPTIONS = ("durability", "interrupt_before", "interrupt_after", "wait", "timeout")
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Per-invocation options given as keyword arguments (LangGraph accepts these)."""
+    unknown = set(kwargs) - set(_OPTIONS) - {"output_keys", "debug", "subgraphs",
+                                             "print_mode", "context"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+    return {k: kwargs[k] for k in _OPTIONS if k in kwargs}
+
+
+def _names(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
 
 
 def _batch_configs(

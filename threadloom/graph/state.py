@@ -108,6 +108,9 @@ class StateGraph:
             self._add_schema(schema)
         self._def = _Definition()
         self.compiled = False
+        # set by @entrypoint: the whole input goes to one channel, one channel is the output
+        self.input_channel: str | None = None
+        self.output_channel: str | None = None
 
     def _add_schema(self, schema: Any) -> None:
         for key, channel in channels_of(schema).items():
@@ -408,6 +411,8 @@ class StateGraph:
         durability: Durability | None = None,
         debug: bool = False,
         name: str | None = None,
+        serde: Any = None,
+        lease_ttl: float = 30.0,
     ) -> CompiledGraph:
         """Validate the graph and freeze it into a runnable :class:`CompiledGraph`.
 
@@ -420,8 +425,11 @@ class StateGraph:
             interrupt_after: nodes to pause after (``"*"``: all).
             durability: default durability mode (``"async"`` when not given).
             debug: stream debug events to stderr as the graph runs.
-            name: the graph's name (recorded on runs), default ``"LangGraph"``-style
-                ``"graph"``.
+            name: the graph's name (recorded on runs), default ``"graph"``.
+            serde: how values are serialized for the store (default: JSON for plain data,
+                pickle for the rest; see :mod:`threadloom.checkpoint.serde`).
+            lease_ttl: seconds a run's lease on its thread lasts without a heartbeat; a
+                crashed run's thread can be taken over after this.
 
         Raises:
             GraphValidationError: see :meth:`validate`.
@@ -440,6 +448,8 @@ class StateGraph:
             durability=durability,
             debug=debug,
             name=name or "graph",
+            serde=serde,
+            lease_ttl=lease_ttl,
         )
         self.compiled = True
         return graph

@@ -1,0 +1,7 @@
+"""The functional API: ``@task`` for recorded side effects and ``@entrypoint`` for workflows
+written as one function."""
+
+from threadloom.func._entrypoint import entrypoint
+from threadloom.func._task import TaskFunction, TaskFuture, task
+
+__all__ = ["TaskFunction", "TaskFuture", "entrypoint", "task"]

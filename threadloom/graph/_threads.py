@@ -1,0 +1,347 @@
+"""What a compiled graph with a checkpointer can answer and change about its threads and
+runs: state snapshots and history, ``update_state``, run and execution records, ``resume``.
+Mixed into :class:`~threadloom.graph.compiled.CompiledGraph`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from threadloom.checkpoint.base import (
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    RunRecord,
+    Store,
+    format_checkpoint_id,
+    parse_checkpoint_id,
+)
+from threadloom.config import resolve_identity
+from threadloom.engine._algo import (
+    Frontier,
+    PlannedTask,
+    TaskResult,
+    advance,
+    apply_writes,
+    extract_update,
+    fresh_values,
+    plan_tasks,
+    route,
+)
+from threadloom.engine._persist import Codec, Loaded, execution_id
+from threadloom.engine._spec import END, START
+from threadloom.errors import InvalidConfigError, InvalidUpdateError, RunNotFoundError
+from threadloom.types import (
+    Command,
+    ExecutionInfo,
+    RunInfo,
+    RunnableConfig,
+    StateSnapshot,
+    StateTask,
+)
+
+if TYPE_CHECKING:
+    from threadloom.engine._spec import GraphSpec
+
+__all__ = ["ThreadsMixin"]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _thread_config(thread_id: str, seq: int) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                             "checkpoint_id": format_checkpoint_id(seq)}}
+
+
+class ThreadsMixin:
+    """Thread and run queries (needs ``self.spec`` and a checkpointer)."""
+
+    __slots__ = ()
+
+    spec: GraphSpec
+    name: str
+
+    def _durable(self) -> tuple[Store, Codec]:  # provided by CompiledGraph
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any:
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    # -- addressing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _address(config: RunnableConfig | None) -> tuple[str, int | None]:
+        identity = resolve_identity(config or {})
+        if identity.thread_id is None:
+            raise InvalidConfigError(
+                "this call needs a thread_id in the config, e.g. {'thread_id': 'user-1'}"
+            )
+        raw = ((config or {}).get("configurable") or {}).get("checkpoint_id")
+        if raw is None:
+            raw = (config or {}).get("checkpoint_id")  # type: ignore[misc]
+        try:
+            seq = parse_checkpoint_id(raw) if raw is not None else None
+        except (ValueError, TypeError):
+            raise InvalidConfigError(f"not a checkpoint id of this thread: {raw!r}") from None
+        return identity.thread_id, seq
+
+    # -- state ----------------------------------------------------------------------------
+
+    def get_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's state at its latest checkpoint (or at ``checkpoint_id``).
+
+        Raises:
+            InvalidConfigError: no ``thread_id``; or an unknown ``checkpoint_id``.
+        """
+        store, codec = self._durable()
+        thread_id, seq = self._address(config)
+        try:
+            loaded = codec.load(store, thread_id, seq)
+        except LookupError as exc:
+            raise InvalidConfigError(str(exc)) from None
+        return self._snapshot(thread_id, loaded, config)
+
+    def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig) -> StateSnapshot:
+        record = loaded.record
+        if record is None:
+            return StateSnapshot({}, (), config, None, None, None, (), ())
+        spec = self.spec
+        values = {k: loaded.values[k] for k in spec.channels if k in loaded.values}
+        pending = loaded.pending_interrupts()
+        tasks: list[StateTask] = []
+        for task in plan_tasks(spec, loaded.frontier):
+            task_id = execution_id(thread_id, record.seq, task.name, task.push)
+            result = loaded.results.get(task_id)
+            tasks.append(StateTask(
+                id=task_id, name=task.name,
+                path=("send", task.push) if task.push >= 0 else ("edge", task.name),
+                error=loaded.errors.get(task_id),
+                interrupts=(pending[task_id],) if task_id in pending else (),
+                result=dict(result[0]) if isinstance(result, tuple) else None,  # type: ignore[arg-type]
+            ))
+        metadata = {"parents": {}, **loaded.metadata}
+        return StateSnapshot(
+            values=values,
+            next=record.next,
+            config=_thread_config(thread_id, record.seq),
+            metadata=metadata,
+            created_at=_iso(record.created_at),
+            parent_config=(
+                _thread_config(thread_id, record.parent_seq)
+                if record.parent_seq is not None else None
+            ),
+            tasks=tuple(tasks),
+            interrupts=tuple(pending.values()),
+        )
+
+    def get_state_history(
+        self,
+        config: RunnableConfig,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """The thread's checkpoints, newest first, as snapshots.
+
+        Args:
+            config: addresses the thread.
+            filter: match metadata, e.g. ``{"source": "loop"}`` or ``{"run_id": ...}``.
+            before: only checkpoints older than this config's ``checkpoint_id``.
+            limit: at most this many.
+        """
+        store, codec = self._durable()
+        thread_id, _ = self._address(config)
+        before_seq = self._address(before)[1] if before is not None else None
+        filter = dict(filter or {})
+        run_id = filter.pop("run_id", None)
+        source = filter.pop("source", None)
+        records = store.list_checkpoints(thread_id, "", before=before_seq, run_id=run_id,
+                                         source=source, limit=None if filter else limit)
+        count = 0
+        for record in records:
+            values, chains = codec.decode_channels(store, record)
+            loaded = Loaded(record, values, codec.decode_frontier(record.frontier), chains,
+                            codec.decode_metadata(record.metadata))
+            if any(loaded.metadata.get(k) != v for k, v in filter.items()):
+                continue
+            codec._load_writes(store, loaded)
+            yield self._snapshot(thread_id, loaded, config)
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    def update_state(
+        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    ) -> RunnableConfig:
+        """Apply ``values`` to the thread as if node ``as_node`` had returned them, and
+        record a new checkpoint (source ``"update"``); with a ``checkpoint_id`` the update
+        forks from that checkpoint. The next nodes are those ``as_node`` leads to.
+
+        Returns:
+            The config of the new checkpoint.
+
+        Raises:
+            InvalidUpdateError: ``as_node`` is unknown, or cannot be inferred because the
+                last step ran several nodes.
+        """
+        store, codec = self._durable()
+        thread_id, seq = self._address(config)
+        lease = store.acquire_lease(thread_id, f"update_state:{time.time()}", 30.0)
+        try:
+            loaded = codec.load(store, thread_id, seq)
+            head = store.get_checkpoint(thread_id, "")
+            head_seq = head.seq if head is not None else None
+            node = self._update_source(loaded, as_node)
+            spec = self.spec
+            state = {**{k: ch.initial() for k, ch in spec.channels.items()
+                        if ch.initial is not None}, **loaded.values}
+            writes, goto = extract_update(spec.channels, values, node)
+            if node == START:
+                task = PlannedTask(START, None)  # type: ignore[arg-type]
+            else:
+                task = PlannedTask(node, spec.nodes[node]) if node != END else PlannedTask(
+                    END, None)  # type: ignore[arg-type]
+            result = TaskResult(task, writes, list(goto))
+            updated = apply_writes(spec.channels, state, [result])
+            frontier = self._frontier_after(node, loaded, state, writes, result)
+            new_seq = (head_seq or 0) + 1
+            chains = dict(loaded.chains)
+            blobs = codec.encode_channels(state, updated, chains, new_seq)
+            step = loaded.step + 1
+            record = CheckpointRecord(
+                thread_id=thread_id, checkpoint_ns="", seq=new_seq, parent_seq=loaded.seq,
+                run_id=None, step=step, source="update", created_at=time.time(),
+                channels={k: (c.version, c.base) for k, c in chains.items()},
+                next=frontier.names(),
+                metadata=codec.encode_metadata({"source": "update", "step": step,
+                                                "nodes": [node], "as_node": node}),
+                frontier=codec.encode_frontier(frontier), blobs=blobs,
+            )
+            store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
+                                 checkpoint=record)])
+        finally:
+            store.release_lease(lease)
+        return _thread_config(thread_id, new_seq)
+
+    def _update_source(self, loaded: Loaded, as_node: str | None) -> str:
+        if as_node is not None:
+            if as_node not in self.spec.nodes and as_node not in (START, END):
+                raise InvalidUpdateError(f"update_state: unknown node {as_node!r}")
+            return as_node
+        if loaded.record is None:
+            return START
+        nodes = list(dict.fromkeys(loaded.metadata.get("nodes") or ()))
+        if not nodes:
+            return START
+        if len(nodes) > 1:
+            raise InvalidUpdateError(
+                f"update_state: the last step ran {nodes}; say which with as_node=..."
+            )
+        return str(nodes[0])
+
+    def _frontier_after(self, node: str, loaded: Loaded, state: dict[str, Any],
+                        writes: list[Any], result: TaskResult) -> Frontier:
+        spec = self.spec
+        if node == END:
+            return Frontier(barriers=loaded.frontier.barriers)
+        if node == START:
+            triggered: dict[str, None] = dict.fromkeys(spec.start_next)
+            sends = []
+            for branch in spec.start_branches:
+                view = state if branch.coerce is None else branch.coerce(dict(state))
+                for target in route(branch, branch.path(view, {}), spec.nodes, START):
+                    if isinstance(target, str):
+                        triggered[target] = None
+                    else:
+                        sends.append(target)
+            return Frontier(sorted(triggered), sends, dict(loaded.frontier.barriers))
+        spec_node = spec.nodes[node]
+        if spec_node.branches:
+            fresh = fresh_values(spec.channels, loaded.values, writes)
+            for branch in spec_node.branches:
+                view = fresh if branch.coerce is None else branch.coerce(fresh)
+                result.goto += route(branch, branch.path(view, {}), spec.nodes, node)
+        return advance(spec, Frontier(barriers=dict(loaded.frontier.barriers)), [result])
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """The run recorded under ``run_id`` (status, input, output, error, counts)."""
+        store, codec = self._durable()
+        record = store.get_run(run_id)
+        return None if record is None else _run_info(record, codec)
+
+    def list_runs(
+        self,
+        thread_id: str | None = None,
+        status: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """This graph's runs, newest first, optionally of one thread or status."""
+        store, codec = self._durable()
+        records = store.list_runs(thread_id=thread_id, status=status, graph=self.name,
+                                  limit=limit, offset=offset)
+        return [_run_info(r, codec) for r in records]
+
+    def list_executions(self, run_id: str) -> list[ExecutionInfo]:
+        """Every node execution of a run, in execution order."""
+        store, codec = self._durable()
+        return [_execution_info(e, codec) for e in store.list_executions(run_id=run_id)]
+
+    def resume(self, run_id: str, value: Any = None, *,
+               config: RunnableConfig | None = None) -> Any:
+        """Continue run ``run_id`` from its last checkpoint (seed 000's
+        ``graph.resume(run_id=...)``); ``value`` answers its pending ``interrupt()``.
+
+        Returns:
+            The run's output (the recorded one if it already succeeded).
+
+        Raises:
+            RunNotFoundError: no run is recorded under ``run_id``.
+        """
+        store, _ = self._durable()
+        record = store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run is recorded under run_id {run_id!r}")
+        merged: dict[str, Any] = {**(config or {}), "run_id": run_id,
+                                  "thread_id": record.thread_id}
+        configurable = dict(merged.get("configurable") or {})
+        configurable.pop("thread_id", None)
+        merged["configurable"] = configurable
+        return self._run_durable(None if value is None else Command(resume=value),
+                                 merged)  # type: ignore[arg-type]
+
+
+def _run_info(record: RunRecord, codec: Codec) -> RunInfo:
+    loads = codec.serde.loads
+    return RunInfo(
+        run_id=record.run_id, thread_id=record.thread_id, graph=record.graph,
+        status=record.status, input=loads(record.input) if record.input is not None else None,
+        output=loads(record.output) if record.output is not None else None,
+        error=record.error, durability=record.durability, created_at=record.created_at,
+        updated_at=record.updated_at, started_at=record.started_at, ended_at=record.ended_at,
+        steps=record.steps, executions=record.executions, resumed_from=record.resumed_from,
+        namespace=record.namespace, metadata=dict(record.metadata),
+    )
+
+
+def _execution_info(record: ExecutionRecord, codec: Codec) -> ExecutionInfo:
+    loads = codec.serde.loads
+    return ExecutionInfo(
+        id=record.id, run_id=record.run_id, thread_id=record.thread_id, graph=record.graph,
+        node=record.node, step=record.step, status=record.status, attempt=record.attempt,
+        inputs=loads(record.inputs) if record.inputs is not None else None,
+        outputs=loads(record.outputs) if record.outputs is not None else None,
+        error=record.error, attempts=record.attempts,
+        checkpoint_id=(format_checkpoint_id(record.checkpoint_seq)
+                       if record.checkpoint_seq is not None else None),
+        created_at=record.created_at, started_at=record.started_at,
+        ended_at=record.ended_at, namespace=record.namespace,
+    )
