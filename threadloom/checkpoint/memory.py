@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from threadloom.checkpoint.base import (
     ANY_HEAD,
@@ -103,6 +103,23 @@ def _json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:
     return copied
 
 
+@overload
+def _frozen(data: bytes) -> bytes: ...
+
+
+@overload
+def _frozen(data: bytes | None) -> bytes | None: ...
+
+
+def _frozen(data: bytes | None) -> bytes | None:
+    """``data`` itself if it is immutable, else an immutable copy (of a bytearray...)."""
+    if data is None or type(data) is bytes:
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise StoreError(f"a store keeps bytes, not {type(data).__name__}")
+
+
 def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
     return CheckpointRecord(
         thread_id=cp.thread_id,
@@ -115,23 +132,31 @@ def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
         created_at=cp.created_at,
         channels={ch: (int(vb[0]), int(vb[1])) for ch, vb in cp.channels.items()},
         next=tuple(cp.next),
-        metadata=bytes(cp.metadata),
-        frontier=bytes(cp.frontier),
+        metadata=_frozen(cp.metadata),
+        frontier=_frozen(cp.frontier),
     )
 
 
 def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
-    return replace(
-        ex,
-        parents=tuple(ex.parents),
-        attempts=tuple(Attempt(a.number, a.started_at, a.ended_at, a.error) for a in ex.attempts),
+    # explicit construction: dataclasses.replace() costs several times more, per step
+    return ExecutionRecord(
+        ex.id, ex.run_id, ex.thread_id, ex.graph, ex.node, ex.step, ex.status, ex.namespace,
+        ex.attempt, _frozen(ex.inputs), _frozen(ex.outputs), ex.error, tuple(ex.parents),
+        tuple(Attempt(a.number, a.started_at, a.ended_at, a.error) for a in ex.attempts),
+        ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at,
     )
 
 
 def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunRecord:
     if metadata is None:
-        metadata = _json_copy(run.metadata, f"metadata of run {run.run_id!r}")
-    return replace(run, metadata=metadata)
+        metadata = (
+            _json_copy(run.metadata, f"metadata of run {run.run_id!r}") if run.metadata else {}
+        )
+    return RunRecord(
+        run.run_id, run.thread_id, run.graph, run.status, run.namespace, _frozen(run.input),
+        _frozen(run.output), run.error, run.durability, run.created_at, run.updated_at,
+        run.started_at, run.ended_at, run.steps, run.executions, run.resumed_from, metadata,
+    )
 
 
 class MemoryStore:
@@ -222,8 +247,7 @@ class MemoryStore:
             if row is None or row.current_token() != lease.token:
                 raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
             row.expires_at = time.time() + ttl
-            assert row.owner is not None
-            return Lease(lease.thread_id, row.owner, row.token, row.expires_at)
+            return Lease(lease.thread_id, lease.owner, row.token, row.expires_at)
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
@@ -317,10 +341,10 @@ class MemoryStore:
         cp = c.checkpoint
         return (
             _copy_checkpoint(cp) if cp is not None else None,
-            [BlobRecord(b.channel, b.version, b.prev, bytes(b.data)) for b in cp.blobs]
+            [BlobRecord(b.channel, b.version, b.prev, _frozen(b.data)) for b in cp.blobs]
             if cp is not None
             else [],
-            [replace(w, data=bytes(w.data)) for w in c.writes],
+            [replace(w, data=_frozen(w.data)) for w in c.writes],
             [_copy_execution(e) for e in c.executions],
             [_copy_run(r) for r in c.runs],
         )

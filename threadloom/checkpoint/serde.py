@@ -25,6 +25,10 @@ __all__ = ["JsonPlusSerializer", "Serializer"]
 _JSON = b"j"
 _PICKLE = b"p"
 _SCALARS = (str, int, float, bool, type(None))
+# one encoder, made once: json.dumps() with non-default options builds a new one per call
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_DECODE = json.JSONDecoder().decode
+_TRUE, _FALSE, _NULL = b"jtrue", b"jfalse", b"jnull"
 
 
 @runtime_checkable
@@ -62,8 +66,15 @@ class JsonPlusSerializer:
         self.allow_pickle = allow_pickle
 
     def dumps(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is int:
+            return _JSON + str(value).encode()
+        if kind is bool:
+            return _TRUE if value else _FALSE
+        if value is None:
+            return _NULL
         if _is_plain(value):
-            return _JSON + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            return _JSON + _ENCODE(value).encode()
         if not self.allow_pickle:
             raise StoreError(
                 f"cannot store a {type(value).__name__} as JSON and pickling is disabled"
@@ -73,7 +84,7 @@ class JsonPlusSerializer:
     def loads(self, data: bytes) -> Any:
         tag, body = data[:1], data[1:]
         if tag == _JSON:
-            return json.loads(body)
+            return _DECODE(body.decode())
         if tag == _PICKLE:
             if not self.allow_pickle:
                 raise StoreError("refusing to unpickle a stored value: pickling is disabled")

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from threadloom._faults import fault
 from threadloom.checkpoint.base import (
     Attempt,
     CheckpointRecord,
@@ -42,8 +43,9 @@ from threadloom.engine._persist import (
     Chain,
     Codec,
     Loaded,
+    StepIds,
     Writer,
-    execution_id,
+    task_execution_id,
 )
 from threadloom.engine._runner import StepOutcome
 from threadloom.errors import (
@@ -121,7 +123,8 @@ class DurableRun(Run):
         "p", "codec", "store", "thread_id", "durability", "lease", "run_record", "head",
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
         "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
-        "exit_writes", "input_value", "dirty", "stored_head", "_wait",
+        "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_nodes",
+        "parallel",
         "_loaded_task_results",
     )
 
@@ -142,7 +145,7 @@ class DurableRun(Run):
         self.head: int | None = None
         self.parent_seq: int | None = None
         self.chains: dict[str, Chain] = {}
-        self.ids: dict[tuple[str, int], str] = {}
+        self.ids = StepIds(self.thread_id, -1)
         self.loaded_resume: dict[str, list[Any]] = {}
         self.recorded: dict[str, TaskResult] = {}
         self.attempts: dict[str, list[Attempt]] = {}
@@ -156,6 +159,8 @@ class DurableRun(Run):
         self.exit_writes: list[WriteRecord] = []
         self.input_value: Any = None
         self.dirty: set[str] = set()
+        self.last_nodes: list[str] = []
+        self.parallel = False
         self.stored_head: int | None = None
         self._wait = wait
         self._loaded_task_results: dict[tuple[str, str, int], bytes] = {}
@@ -387,21 +392,21 @@ class DurableRun(Run):
     # -- steps ----------------------------------------------------------------------------
 
     def _plan_ids(self) -> None:
-        seq = self.parent_seq if self.parent_seq is not None else -1
-        self.ids = {
-            (t.name, t.push): execution_id(self.thread_id, seq, t.name, t.push)
-            for t in plan_tasks(self.spec, self.frontier)
-        }
+        self.ids = StepIds(self.thread_id, self.parent_seq if self.parent_seq is not None else -1)
 
     def next_tasks(self) -> list[PlannedTask] | None:
         tasks = super().next_tasks()
-        if tasks is None or not self.recorded:
-            return tasks
-        return [t for t in tasks if self.ids[(t.name, t.push)] not in self.recorded]
+        if tasks is not None and self.recorded:
+            tasks = [t for t in tasks if self.ids[(t.name, t.push)] not in self.recorded]
+        self.parallel = tasks is not None and len(tasks) > 1
+        return tasks
 
     def task_finished(self, result: TaskResult, task_id: str, attempts: int) -> None:
-        """A task succeeded: in ``async`` mode its writes are queued at once."""
-        if self.durability == "async" and self.parent_seq is not None:
+        """A task of a parallel step succeeded: in ``async`` mode its writes are queued at
+        once, so a crash before the step's checkpoint does not run it again. (A step of one
+        task needs no such write: its checkpoint follows at once, and ``async`` allows the
+        last step to re-run.)"""
+        if self.durability == "async" and self.parallel and self.parent_seq is not None:
             write = self.codec.result_write(self.thread_id, self.parent_seq, task_id, result)
             self.p.writer().submit(self.handle,  # type: ignore[arg-type]
                                    Commit(self.thread_id, self.p.namespace, self._token(),
@@ -446,7 +451,7 @@ class DurableRun(Run):
         queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
         now = time.time()
         executions = [self._execution(r, "SUCCEEDED", now, step) for r in results
-                      if self.ids.get((r.task.name, r.task.push)) not in self.recorded]
+                      if self.ids[(r.task.name, r.task.push)] not in self.recorded]
         run = self.run_record
         assert run is not None
         run.steps += 1
@@ -454,14 +459,17 @@ class DurableRun(Run):
         run.updated_at = now
         if self.durability == "exit":
             self.dirty |= updated
+            self.last_nodes = [r.task.name for r in results]
             self.pending_execs.update({e.id: e for e in executions})
             self._advance_head()
             return
         record = self._record(updated, source, [r.task.name for r in results], step, now)
         expected = self.head
         self._advance_head()
+        fault("before_step_commit")
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
                              executions=executions, runs=[run]))
+        fault("after_step_commit")
 
     def _record(self, updated: set[str], source: str, nodes: list[str], step: int,
                 now: float) -> CheckpointRecord:
@@ -472,9 +480,7 @@ class DurableRun(Run):
             run_id=self.ctx.run_id, step=step, source=source, created_at=now,
             channels={k: (c.version, c.base) for k, c in self.chains.items()},
             next=self.frontier.names(),
-            metadata=self.codec.encode_metadata(
-                {"source": source, "step": step, "run_id": self.ctx.run_id, "nodes": nodes}
-            ),
+            metadata=self.codec.encode_metadata(nodes),
             frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
         )
 
@@ -586,10 +592,7 @@ class DurableRun(Run):
                 source="exit", created_at=now,
                 channels={k: (c.version, c.base) for k, c in self.chains.items()},
                 next=self.frontier.names(),
-                metadata=self.codec.encode_metadata(
-                    {"source": "exit", "step": self.ctx.step - 1, "run_id": self.ctx.run_id,
-                     "nodes": []}
-                ),
+                metadata=self.codec.encode_metadata(self.last_nodes),
                 frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
             )
         return commit
@@ -687,7 +690,7 @@ class _DurableRecorder:
         write = WriteRecord(run.thread_id, "", seq, self.task_id, TASK_PREFIX + name, index,
                             data)
         execution = ExecutionRecord(
-            id=str(uuid.uuid5(uuid.UUID(self.task_id), f"{name}\x00{index}")),
+            id=task_execution_id(self.task_id, name, index),
             run_id=run.ctx.run_id, thread_id=run.thread_id, graph=run.p.graph_name,
             node=name, step=self.step, status="SUCCEEDED", namespace=run.p.namespace,
             attempt=len(attempts) + 1, inputs=dumps(list(args)), outputs=data,
@@ -700,8 +703,10 @@ class _DurableRecorder:
                 run.exit_writes.append(write)
                 run.pending_execs[execution.id] = execution
             return
+        fault("before_task_record")
         run._persist(Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
                             executions=[execution]))
+        fault("after_task_record")
 
     def pool(self) -> Any:
         return self.run.ctx.task_pool()

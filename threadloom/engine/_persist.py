@@ -3,15 +3,16 @@ state back, deterministic execution ids, and the background writer of ``async`` 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from threadloom._context import interrupt_id
+from threadloom._faults import fault
 from threadloom.checkpoint.base import (
     BlobRecord,
     CheckpointRecord,
@@ -34,7 +35,6 @@ __all__ = [
     "interrupt_id",
 ]
 
-_IDS = uuid.UUID("5b0c3f7e-8a41-4e0f-9d8e-7c1a2f3b4d5e")  # same namespace as _context
 _SNAPSHOT_MIN_BYTES = 1024
 
 RESULT = "__result__"
@@ -46,8 +46,9 @@ TASK_PREFIX = "__task__:"
 
 def execution_id(thread_id: str, seq: int, name: str, push: int) -> str:
     """The id of the execution of ``name`` in the step that starts at checkpoint ``seq``:
-    the same on every replay of that step, unique across threads."""
-    return str(uuid.uuid5(_IDS, f"{thread_id}\x00{seq}\x00{name}\x00{push}"))
+    the same on every replay of that step, unique across threads (128-bit hash, hex)."""
+    key = f"{thread_id}\x00{seq}\x00{name}\x00{push}".encode()
+    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-exec").hexdigest()
 
 
 @dataclass(slots=True)
@@ -98,7 +99,7 @@ class Loaded:
 class Codec:
     """Turns engine state into store records and back, for one graph and serializer."""
 
-    __slots__ = ("spec", "serde", "_append_channels")
+    __slots__ = ("spec", "serde", "_append_channels", "_memo")
 
     def __init__(self, spec: GraphSpec, serde: Serializer) -> None:
         self.spec = spec
@@ -106,6 +107,18 @@ class Codec:
         self._append_channels = frozenset(
             name for name, ch in spec.channels.items() if ch.reducer is not None
         )
+        # encodings of small engine values that repeat step after step (which nodes ran,
+        # which are next), so a loop does not serialize the same bytes thousands of times
+        self._memo: dict[tuple[str, tuple[str, ...]], bytes] = {}
+
+    def _memoized(self, kind: str, key: tuple[str, ...], value: Any) -> bytes:
+        memo = self._memo
+        data = memo.get((kind, key))
+        if data is None:
+            if len(memo) > 1024:
+                memo.clear()
+            data = memo[(kind, key)] = self.serde.dumps(value)
+        return data
 
     # -- channel values -------------------------------------------------------------------
 
@@ -172,13 +185,14 @@ class Codec:
     # -- frontier and metadata ------------------------------------------------------------
 
     def encode_frontier(self, frontier: Frontier) -> bytes:
-        return self.serde.dumps(
-            {
-                "nodes": list(frontier.nodes),
-                "sends": [[s.node, s.arg] for s in frontier.sends],
-                "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
-            }
-        )
+        value = {
+            "nodes": list(frontier.nodes),
+            "sends": [[s.node, s.arg] for s in frontier.sends],
+            "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
+        }
+        if frontier.sends or frontier.barriers:
+            return self.serde.dumps(value)
+        return self._memoized("frontier", tuple(frontier.nodes), value)
 
     def decode_frontier(self, data: bytes) -> Frontier:
         raw = self.serde.loads(data)
@@ -188,12 +202,23 @@ class Codec:
             {int(k): set(v) for k, v in raw["barriers"].items()},
         )
 
-    def encode_metadata(self, metadata: Mapping[str, Any]) -> bytes:
-        return self.serde.dumps(dict(metadata))
+    def encode_metadata(self, nodes: Sequence[str], **extra: Any) -> bytes:
+        """Checkpoint metadata beyond the record's own columns (source, step, run_id): the
+        nodes whose writes made the checkpoint, and anything in ``extra``."""
+        if extra:
+            return self.serde.dumps({"nodes": list(nodes), **extra})
+        return self._memoized("metadata", tuple(nodes), {"nodes": list(nodes)})
 
-    def decode_metadata(self, data: bytes) -> dict[str, Any]:
+    def decode_metadata(self, data: bytes, record: CheckpointRecord | None = None
+                        ) -> dict[str, Any]:
+        """The metadata dict users see: source, step and run_id from the record, plus what
+        :meth:`encode_metadata` stored."""
         out = self.serde.loads(data) if data else {}
-        return dict(out) if isinstance(out, dict) else {}
+        stored = dict(out) if isinstance(out, dict) else {}
+        if record is None:
+            return stored
+        return {"source": record.source, "step": record.step, "run_id": record.run_id,
+                **stored}
 
     # -- loading --------------------------------------------------------------------------
 
@@ -211,7 +236,7 @@ class Codec:
             return Loaded(None, {}, Frontier(), {})
         values, chains = self.decode_channels(store, record)
         loaded = Loaded(record, values, self.decode_frontier(record.frontier), chains,
-                        self.decode_metadata(record.metadata))
+                        self.decode_metadata(record.metadata, record))
         self._load_writes(store, loaded)
         return loaded
 
@@ -251,9 +276,26 @@ class Codec:
         return WriteRecord(thread_id, "", seq, task_id, channel, idx, self.serde.dumps(value))
 
 
-def planned_ids(thread_id: str, seq: int, tasks: Sequence[PlannedTask]) -> list[str]:
-    """Execution ids of a step's tasks."""
-    return [execution_id(thread_id, seq, t.name, t.push) for t in tasks]
+def task_execution_id(parent: str, name: str, index: int) -> str:
+    """The id of call ``index`` of ``@task`` ``name`` inside execution ``parent``."""
+    key = f"{parent}\x00{name}\x00{index}".encode()
+    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-task").hexdigest()
+
+
+class StepIds(dict[tuple[str, int], str]):
+    """Execution ids of the tasks of the step that starts at checkpoint ``seq``, computed
+    on first use: ``ids[(name, push)]``."""
+
+    __slots__ = ("thread_id", "seq")
+
+    def __init__(self, thread_id: str, seq: int) -> None:
+        super().__init__()
+        self.thread_id = thread_id
+        self.seq = seq
+
+    def __missing__(self, key: tuple[str, int]) -> str:
+        value = self[key] = execution_id(self.thread_id, self.seq, key[0], key[1])
+        return value
 
 
 class _Handle:
@@ -327,6 +369,7 @@ class Writer:
         live = [(h, c) for h, c in batch if h.error is None]
         if not live:
             return
+        fault("before_writer_commit")
         try:
             self._store.commit([c for _, c in live])
             return

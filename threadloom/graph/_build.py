@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadloom.engine._spec import END, START, BarrierSpec, BranchSpec, GraphSpec, NodeSpec
-from threadloom.graph._schema import coercer_for, keys_of
+from threadloom.graph._schema import callable_info, coercer_for, keys_of
 
 if TYPE_CHECKING:
     from threadloom._context import TaskScope
@@ -26,9 +26,8 @@ def _is_async_callable(fn: Any) -> bool:
 
 def _injections(fn: Any) -> tuple[int, bool, bool]:
     """(positional params before injections, wants ``config``, wants ``writer``)."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
+    params = callable_info(fn)[0]
+    if not params and not inspect.isfunction(fn):
         return 1, False, False
     wants_config = any(
         p.name == "config" or "RunnableConfig" in str(p.annotation) for p in params[1:]
@@ -39,8 +38,7 @@ def _injections(fn: Any) -> tuple[int, bool, bool]:
 
 
 def _config_param(fn: Any) -> str:
-    params = list(inspect.signature(fn).parameters.values())
-    for p in params[1:]:
+    for p in callable_info(fn)[0][1:]:
         if p.name == "config" or "RunnableConfig" in str(p.annotation):
             return p.name
     return "config"

@@ -7,13 +7,14 @@ import collections.abc
 import dataclasses
 import inspect
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, get_args, get_origin, get_type_hints
 
 from threadloom.engine._spec import ChannelSpec
 from threadloom.errors import GraphValidationError
 
-__all__ = ["channels_of", "coercer_for", "is_schema", "keys_of"]
+__all__ = ["callable_info", "channels_of", "coercer_for", "is_schema", "keys_of"]
 
 _ABSTRACT_TO_CONCRETE: dict[Any, type] = {
     collections.abc.Sequence: list,
@@ -120,3 +121,32 @@ def coercer_for(schema: Any) -> Callable[[dict[str, Any]], Any] | None:
     if _is_pydantic(schema) or dataclasses.is_dataclass(schema):
         return typing.cast(Callable[[dict[str, Any]], Any], lambda values: schema(**values))
     return None
+
+
+_CALLABLE_INFO: weakref.WeakKeyDictionary[Any, tuple[list[inspect.Parameter], dict[str, Any]]]
+_CALLABLE_INFO = weakref.WeakKeyDictionary()
+
+
+def callable_info(fn: Any) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """A callable's parameters and resolved type hints, inspected once per function (many
+    nodes often share one function, and compile time is measured)."""
+    try:
+        return _CALLABLE_INFO[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    hints: dict[str, Any] = {}
+    if getattr(fn, "__annotations__", None) or not inspect.isfunction(fn):
+        try:
+            hints = get_type_hints(fn)
+        except Exception:
+            hints = {}
+    info = (params, hints)
+    try:
+        _CALLABLE_INFO[fn] = info
+    except TypeError:
+        pass
+    return info

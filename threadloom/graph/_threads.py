@@ -166,7 +166,7 @@ class ThreadsMixin:
         for record in records:
             values, chains = codec.decode_channels(store, record)
             loaded = Loaded(record, values, codec.decode_frontier(record.frontier), chains,
-                            codec.decode_metadata(record.metadata))
+                            codec.decode_metadata(record.metadata, record))
             if any(loaded.metadata.get(k) != v for k, v in filter.items()):
                 continue
             codec._load_writes(store, loaded)
@@ -218,8 +218,7 @@ class ThreadsMixin:
                 run_id=None, step=step, source="update", created_at=time.time(),
                 channels={k: (c.version, c.base) for k, c in chains.items()},
                 next=frontier.names(),
-                metadata=codec.encode_metadata({"source": "update", "step": step,
-                                                "nodes": [node], "as_node": node}),
+                metadata=codec.encode_metadata([node], as_node=node),
                 frontier=codec.encode_frontier(frontier), blobs=blobs,
             )
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,

@@ -7,11 +7,11 @@ import inspect
 import typing
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from threadloom.engine._spec import END, START, ChannelSpec
 from threadloom.errors import GraphValidationError
-from threadloom.graph._schema import channels_of, is_schema
+from threadloom.graph._schema import callable_info, channels_of, is_schema
 from threadloom.types import CachePolicy, Command, RetryPolicy
 
 if TYPE_CHECKING:
@@ -486,12 +486,8 @@ def _first_param_schema(action: Callable[..., Any]) -> Any:
         fn = call if inspect.ismethod(call) else None
     if fn is None:
         return None
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-        if not params:
-            return None
-        hints = get_type_hints(fn)
-    except Exception:
+    params, hints = callable_info(fn)
+    if not params:
         return None
     hint = hints.get(params[0].name)
     return hint if is_schema(hint) else None
@@ -505,21 +501,14 @@ def _literal_names(hint: Any) -> tuple[str, ...] | None:
 
 def _literal_returns(path: Callable[..., Any]) -> tuple[str, ...] | None:
     """Destinations named by a ``-> Literal[...]`` return hint of a path function."""
-    try:
-        hint = get_type_hints(path).get("return")
-    except Exception:
-        return None
-    return _literal_names(hint)
+    return _literal_names(callable_info(path)[1].get("return"))
 
 
 def _command_destinations(action: Any) -> tuple[str, ...] | None:
     """Destinations named by a ``-> Command[Literal[...]]`` return hint."""
     if _is_compiled(action) or not callable(action):
         return None
-    try:
-        hint = get_type_hints(action).get("return")
-    except Exception:
-        return None
+    hint = callable_info(action)[1].get("return")
     if hint is None:
         return None
     candidates = get_args(hint) if get_origin(hint) is typing.Union else (hint,)

@@ -40,7 +40,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 
-__all__ = ["StoreConformance", "checkpoint", "execution", "run"]
+__all__ = ["StoreConformance", "checkpoint", "execution", "run", "snapshot", "step"]
 
 TTL = 60.0
 EXPIRED = -1.0  # a ttl that makes the lease expire at once: expiry without sleeping
@@ -710,8 +710,10 @@ class StoreConformance:
             try:
                 lease = store.acquire_lease(tid, f"owner-{tid}", TTL)
                 for s in range(50):
-                    store.commit([step(tid, s, token=lease.token, expected=s - 1 if s else None,
-                                       run_id=f"run-{tid}")])  # fmt: skip
+                    head = s - 1 if s else None
+                    store.commit(
+                        [step(tid, s, token=lease.token, expected=head, run_id=f"run-{tid}")]
+                    )
                     assert store.get_checkpoint(tid) is not None
                 store.release_lease(lease)
             except BaseException as exc:  # reported below

@@ -1,0 +1,366 @@
+"""The measuring machinery: engine adapter, workload registry, interleaved timing.
+
+Nothing here knows a graph; ``workloads.py`` defines them and ``bench.py`` is the command line.
+
+How a workload is measured (:func:`measure`): every engine's :class:`Trial` is prepared
+(untimed), warmed up once (that result is checked too), then the engines take turns sample
+by sample in ABBA order, with ``gc.collect()`` before each sample and
+``time.perf_counter_ns()`` around ``Trial.run``. Every sample's result is checked, so a
+wrong engine cannot look fast. An engine that fails to import, raises, returns a wrong
+result or overruns the sample timeout becomes an ``{"error": ...}`` entry; the run goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import itertools
+import signal
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from types import FrameType, ModuleType
+from typing import Any
+
+REFERENCE = "langgraph"
+CANDIDATE = "threadloom"
+ENGINE_NAMES = (REFERENCE, CANDIDATE)
+RECURSION_LIMIT = 10_000
+
+# --------------------------------------------------------------------------------------------
+# Engine adapter
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The names a LangGraph-shaped program imports, taken from one engine's package.
+
+    ``Send`` and ``Command`` are imported on first use so that an engine still missing them
+    can run the workloads that do not need them.
+    """
+
+    name: str
+    version: str
+    StateGraph: Any
+    START: str
+    END: str
+
+    @property
+    def Send(self) -> Any:
+        return self.module("types").Send
+
+    @property
+    def Command(self) -> Any:
+        return self.module("types").Command
+
+    def module(self, path: str) -> ModuleType:
+        """Import ``<engine package>.<path>``, e.g. ``engine.module("checkpoint.memory")``."""
+        return importlib.import_module(f"{self.name}.{path}")
+
+
+def load_engine(name: str) -> Engine:
+    graph = importlib.import_module(f"{name}.graph")
+    return Engine(
+        name=name,
+        version=package_version(name),
+        StateGraph=graph.StateGraph,
+        START=graph.START,
+        END=graph.END,
+    )
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return str(getattr(sys.modules.get(name), "__version__", "unknown"))
+
+
+def invoke(
+    graph: Any,
+    state: dict[str, Any] | None,
+    *,
+    thread_id: str | None = None,
+    durability: str | None = None,
+) -> Any:
+    """``graph.invoke`` as every workload calls it: a high recursion limit, optional thread."""
+    config: dict[str, Any] = {"recursion_limit": RECURSION_LIMIT}
+    if thread_id is not None:
+        config["configurable"] = {"thread_id": thread_id}
+    if durability is None:
+        return graph.invoke(state, config)
+    return graph.invoke(state, config, durability=durability)
+
+
+def thread_ids(prefix: str = "bench") -> Iterator[str]:
+    """A fresh thread id per call, so samples never share (and grow) one thread."""
+    return (f"{prefix}-{i}" for i in itertools.count())
+
+
+# --------------------------------------------------------------------------------------------
+# Workload registry
+# --------------------------------------------------------------------------------------------
+
+
+def _no_check(result: Any) -> None:
+    pass
+
+
+def _no_metrics() -> dict[str, Any]:
+    return {}
+
+
+def _no_close() -> None:
+    pass
+
+
+@dataclass
+class Trial:
+    """One engine's prepared instance of a workload.
+
+    Attributes:
+        run: the timed operation; one call is one sample of ``ops_per_sample`` operations.
+        check: raises (e.g. ``AssertionError``) if ``run``'s result is wrong; untimed.
+        metrics: non-time figures reported once after timing (sizes, counts); untimed.
+        close: releases what the trial opened (files, connections); always called.
+    """
+
+    run: Callable[[], Any]
+    check: Callable[[Any], None] = _no_check
+    metrics: Callable[[], dict[str, Any]] = _no_metrics
+    close: Callable[[], None] = _no_close
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    op: str
+    ops_per_sample: int
+    prepare: Callable[[Engine], Trial]
+    target: float | None = None
+    default: bool = True
+    invokes_per_sample: int | None = None
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+
+def workload(
+    name: str,
+    *,
+    op: str,
+    ops_per_sample: int,
+    target: float | None = None,
+    default: bool = True,
+    invokes_per_sample: int | None = None,
+) -> Callable[[Callable[[Engine], Trial]], Callable[[Engine], Trial]]:
+    """Register a workload. Its docstring's first paragraph is its description.
+
+    Args:
+        name: the name used by ``--workloads`` and as the key in the report.
+        op: what one operation is ("node execution", "invoke", "compile", ...).
+        ops_per_sample: operations performed by one call of ``Trial.run``.
+        target: the ratio threadloom / langgraph that threadloom must reach (<=), if any.
+        default: whether it runs when ``--workloads`` is not given.
+        invokes_per_sample: graph invocations in one ``Trial.run``, if the time per invoke
+            is worth reporting too (``ms_per_invoke_median``).
+    """
+
+    def register(prepare: Callable[[Engine], Trial]) -> Callable[[Engine], Trial]:
+        if name in WORKLOADS:
+            raise ValueError(f"workload {name!r} registered twice")
+        doc = (prepare.__doc__ or "").strip().split("\n\n")[0]
+        description = " ".join(doc.split())
+        WORKLOADS[name] = Workload(
+            name, description, op, ops_per_sample, prepare, target, default, invokes_per_sample
+        )
+        return prepare
+
+    return register
+
+
+# --------------------------------------------------------------------------------------------
+# Runner
+# --------------------------------------------------------------------------------------------
+
+
+class SampleTimeout(BaseException):
+    """Raised in the main thread when one sample overruns; a BaseException so that engine
+    code catching ``Exception`` cannot swallow it."""
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise SampleTimeout
+
+
+class time_limit:
+    """Raise :class:`SampleTimeout` in the main thread after ``seconds`` (0 disables)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        if self.seconds > 0:
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """A short, JSON-able account of an error: type, message, innermost frame."""
+    if isinstance(exc, SampleTimeout):
+        message = "SampleTimeout: sample overran --sample-timeout"
+    else:
+        message = f"{type(exc).__name__}: {exc}".strip()
+    entry: dict[str, Any] = {"error": message}
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    if isinstance(exc, SampleTimeout):
+        frames = frames[:-1]  # where the sample was interrupted, not the alarm handler
+    if frames:
+        last = frames[-1]
+        entry["where"] = f"{last.filename}:{last.lineno} in {last.name}"
+    return entry
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def summarize(samples_ns: list[int], ops: int, invokes: int | None) -> dict[str, Any]:
+    median_ns = statistics.median(samples_ns)
+    min_ns = min(samples_ns)
+    summary: dict[str, Any] = {
+        "n": len(samples_ns),
+        "median_s": median_ns / 1e9,
+        "min_s": min_ns / 1e9,
+        "max_s": max(samples_ns) / 1e9,
+        "us_per_op_median": round(median_ns / ops / 1e3, 3),
+        "us_per_op_min": round(min_ns / ops / 1e3, 3),
+        "ops_per_s_median": round(ops * 1e9 / median_ns, 1),
+    }
+    if invokes:
+        summary["ms_per_invoke_median"] = round(median_ns / invokes / 1e6, 4)
+    summary["samples_ms"] = [round(s / 1e6, 3) for s in samples_ns]
+    return summary
+
+
+def ratio(results: dict[str, dict[str, Any]], key: str) -> float | None:
+    ref, cand = results.get(REFERENCE, {}), results.get(CANDIDATE, {})
+    if key in ref and key in cand and ref[key] > 0:
+        return round(float(cand[key]) / float(ref[key]), 4)
+    return None
+
+
+def paired_ratio(results: dict[str, dict[str, Any]], samples: dict[str, list[int]]) -> float | None:
+    """Median over repetitions of candidate / reference, each pair timed back to back.
+
+    The machine's speed drifts over seconds; a pair shares the drift, so this is the ratio
+    least disturbed by it.
+    """
+    ref, cand = samples.get(REFERENCE), samples.get(CANDIDATE)
+    if not ref or not cand or len(ref) != len(cand):
+        return None
+    if "error" in results.get(REFERENCE, {}) or "error" in results.get(CANDIDATE, {}):
+        return None
+    return round(statistics.median(c / r for r, c in zip(ref, cand, strict=True)), 4)
+
+
+def measure(
+    wl: Workload,
+    engines: dict[str, Engine | dict[str, Any]],
+    reps: int,
+    sample_timeout: float,
+) -> dict[str, Any]:
+    """Prepare, warm up and time one workload on every engine, interleaving the engines."""
+    results: dict[str, dict[str, Any]] = {}
+    trials: dict[str, Trial] = {}
+
+    def fail(name: str, exc: BaseException, phase: str) -> None:
+        results[name] = {**describe(exc), "phase": phase}
+        log(f"[{wl.name}] {name}: {phase} failed: {results[name]['error']}")
+        trial = trials.pop(name, None)
+        if trial is not None:
+            _close(trial, name)
+
+    for name, engine in engines.items():
+        if not isinstance(engine, Engine):
+            results[name] = {"error": f"engine unavailable: {engine['error']}"}
+            continue
+        try:
+            with time_limit(sample_timeout):
+                trial = wl.prepare(engine)
+        except (Exception, SampleTimeout) as exc:
+            fail(name, exc, "prepare")
+            continue
+        trials[name] = trial
+        try:
+            with time_limit(sample_timeout):
+                trial.check(trial.run())  # warm-up, and proof that the engine computes it
+        except (Exception, SampleTimeout) as exc:
+            fail(name, exc, "warm-up")
+
+    samples: dict[str, list[int]] = {name: [] for name in trials}
+    for rep in range(reps if trials else 0):
+        order = list(trials) if rep % 2 == 0 else list(reversed(trials))
+        line = []
+        for name in order:
+            if name not in trials:
+                continue
+            trial = trials[name]
+            gc.collect()
+            try:
+                with time_limit(sample_timeout):
+                    start = time.perf_counter_ns()
+                    result = trial.run()
+                    elapsed = time.perf_counter_ns() - start
+                trial.check(result)
+            except (Exception, SampleTimeout) as exc:
+                fail(name, exc, f"rep {rep + 1}")
+                continue
+            samples[name].append(elapsed)
+            line.append(f"{name} {elapsed / 1e6:9.1f} ms")
+        log(f"[{wl.name}] rep {rep + 1}/{reps}: " + "  ".join(line))
+
+    for name, trial in list(trials.items()):
+        results[name] = (
+            summarize(samples[name], wl.ops_per_sample, wl.invokes_per_sample)
+            if samples[name]
+            else {}
+        )
+        try:
+            extra = trial.metrics()
+        except Exception as exc:
+            extra = {"metrics_error": describe(exc)["error"]}
+        if extra:
+            results[name]["metrics"] = extra
+        _close(trial, name)
+
+    entry: dict[str, Any] = {
+        "description": wl.description,
+        "op": wl.op,
+        "ops_per_sample": wl.ops_per_sample,
+        "results": {name: results[name] for name in engines},
+        "ratio": ratio(results, "us_per_op_median"),
+        "ratio_min": ratio(results, "us_per_op_min"),
+        "ratio_paired": paired_ratio(results, samples),
+    }
+    if wl.target is not None:
+        entry["target_ratio"] = round(wl.target, 4)
+        entry["meets_target"] = None if entry["ratio"] is None else entry["ratio"] <= wl.target
+    return entry
+
+
+def _close(trial: Trial, name: str) -> None:
+    try:
+        trial.close()
+    except Exception as exc:
+        log(f"{name}: close failed: {describe(exc)['error']}")
