@@ -67,7 +67,9 @@ def _validate_thread_id(thread_id: Any) -> str:
     if isinstance(thread_id, int | uuid.UUID) and not isinstance(thread_id, bool):
         thread_id = str(thread_id)
     if not isinstance(thread_id, str) or not 1 <= len(thread_id) <= 255:
-        raise InvalidConfigError(f"thread_id must be a string of 1 to 255 characters: {thread_id!r}")
+        raise InvalidConfigError(
+            f"thread_id must be a string of 1 to 255 characters: {thread_id!r}"
+        )
     if not thread_id.isprintable():
         raise InvalidConfigError(f"thread_id must contain only printable characters: {thread_id!r}")
     return thread_id

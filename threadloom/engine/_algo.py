@@ -141,7 +141,7 @@ def extract_update(
 
 
 def _command_update(
-    channels: Mapping[str, ChannelSpec], command: Command, node: str
+    channels: Mapping[str, ChannelSpec], command: Command[Any], node: str
 ) -> tuple[list[Write], list[str | Send]]:
     if command.graph == Command.PARENT:
         raise ParentCommand(Command(update=command.update, goto=command.goto))
@@ -208,9 +208,10 @@ def route(
     out: list[str | Send] = []
     path_map = branch.path_map
     for item in items:
+        target: str | Send
         if isinstance(item, Send):
             dest = item.node
-            target: str | Send = item
+            target = item
         else:
             if path_map is not None:
                 try:
@@ -293,8 +294,8 @@ def advance(spec: GraphSpec, frontier: Frontier, results: Sequence[TaskResult]) 
     barriers = frontier.barriers
     for result in results:
         node = nodes[result.task.name]
-        for target in node.static_next:
-            triggered[target] = None
+        for name in node.static_next:
+            triggered[name] = None
         for index in node.barriers:
             seen = barriers.setdefault(index, set())
             seen.add(node.name)
@@ -302,11 +303,11 @@ def advance(spec: GraphSpec, frontier: Frontier, results: Sequence[TaskResult]) 
             if seen >= barrier.sources:
                 del barriers[index]
                 triggered[barrier.target] = None
-        for target in result.goto:
-            if isinstance(target, Send):
-                sends.append(target)
+        for goto in result.goto:
+            if isinstance(goto, Send):
+                sends.append(goto)
             else:
-                triggered[target] = None
+                triggered[goto] = None
     return Frontier(sorted(triggered), sends, barriers)
 
 

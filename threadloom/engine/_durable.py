@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import threading
@@ -42,12 +43,14 @@ from threadloom.engine._persist import (
     TASK_PREFIX,
     Chain,
     Codec,
+    Heartbeat,
     Loaded,
     StepIds,
     Writer,
     task_execution_id,
 )
 from threadloom.engine._runner import StepOutcome
+from threadloom.engine._tasks import TaskCalls, TaskRecorder
 from threadloom.errors import (
     EmptyInputError,
     GraphInterrupt,
@@ -74,7 +77,8 @@ def _error_text(exc: BaseException) -> str:
 class Persistence:
     """What a durable run needs from its graph: the store, codec, writer, and options."""
 
-    __slots__ = ("store", "codec", "writer", "graph_name", "lease_ttl", "namespace")
+    __slots__ = ("store", "codec", "writer", "graph_name", "lease_ttl", "namespace",
+                 "heartbeat")
 
     def __init__(self, store: Store, codec: Codec, writer: Callable[[], Writer],
                  graph_name: str, lease_ttl: float = 30.0, namespace: str = "default") -> None:
@@ -84,6 +88,7 @@ class Persistence:
         self.graph_name = graph_name
         self.lease_ttl = lease_ttl
         self.namespace = namespace
+        self.heartbeat = Heartbeat(store, lease_ttl)
 
 
 class DurableContext(RunContext):
@@ -91,9 +96,10 @@ class DurableContext(RunContext):
     results, attempts and ``@task`` outcomes."""
 
     __slots__ = ("run",)
+    run: DurableRun
 
     def task_id(self, task: PlannedTask) -> str:
-        return self.run.ids[(task.name, task.push)]
+        return str(self.run.ids[(task.name, task.push)])
 
     def resume_for(self, task_id: str) -> list[Any] | None:
         values = self.run.loaded_resume.get(task_id)
@@ -110,9 +116,7 @@ class DurableContext(RunContext):
         super().on_task_done(result, task_id, attempts)
         self.run.task_finished(result, task_id, attempts)
 
-    def task_calls(self, scope: Any) -> Any:
-        from threadloom.func._task import TaskCalls
-
+    def task_calls(self, scope: Any) -> TaskCalls:
         return TaskCalls(_DurableRecorder(self.run, scope.task_id, scope.name, scope.step))
 
 
@@ -147,7 +151,7 @@ class DurableRun(Run):
         self.chains: dict[str, Chain] = {}
         self.ids = StepIds(self.thread_id, -1)
         self.loaded_resume: dict[str, list[Any]] = {}
-        self.recorded: dict[str, TaskResult] = {}
+        self.recorded: dict[str, tuple[list[Any], list[Any]]] = {}
         self.attempts: dict[str, list[Attempt]] = {}
         self.lock = threading.Lock()
         self.handle = persistence.writer().handle() if durability == "async" else None
@@ -222,6 +226,7 @@ class DurableRun(Run):
         while True:
             try:
                 self.lease = self.store.acquire_lease(self.thread_id, owner, self.p.lease_ttl)
+                self.p.heartbeat.add(self)
                 return
             except ThreadBusyError:
                 if deadline is None or time.monotonic() > deadline:
@@ -300,8 +305,7 @@ class DurableRun(Run):
         if self._output_keys & loaded.values.keys():
             self.has_output = True
         self._plan_ids()
-        for task_id, (writes, goto) in loaded.results.items():
-            self.recorded[task_id] = (writes, goto)  # type: ignore[assignment]
+        self.recorded.update(loaded.results)
         self._loaded_task_results = loaded.task_results
 
     def _apply_command(self, loaded: Loaded, command: Command[Any]) -> None:
@@ -423,7 +427,7 @@ class DurableRun(Run):
             if task_id in by_id:
                 out.append(by_id[task_id])
             elif task_id in self.recorded:
-                writes, goto = self.recorded[task_id]  # type: ignore[misc]
+                writes, goto = self.recorded[task_id]
                 out.append(TaskResult(task, list(writes), list(goto)))
         return out
 
@@ -647,6 +651,7 @@ class DurableRun(Run):
             self._release()
 
     def _release(self) -> None:
+        self.p.heartbeat.remove(self)
         lease, self.lease = self.lease, None
         if lease is not None:
             try:
@@ -665,7 +670,7 @@ def _task_of(item: Interrupt, ids: Any, index: int) -> str:
 
 
 
-class _DurableRecorder:
+class _DurableRecorder(TaskRecorder):
     """Looks up and records the ``@task`` calls of one execution of a durable run."""
 
     def __init__(self, run: DurableRun, task_id: str, node: str, step: int) -> None:
@@ -708,5 +713,5 @@ class _DurableRecorder:
                             executions=[execution]))
         fault("after_task_record")
 
-    def pool(self) -> Any:
+    def pool(self) -> concurrent.futures.Executor | None:
         return self.run.ctx.task_pool()

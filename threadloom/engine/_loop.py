@@ -23,6 +23,7 @@ from threadloom.engine._algo import (
 )
 from threadloom.engine._runner import StepOutcome, arun_step, run_step
 from threadloom.engine._spec import START, GraphSpec
+from threadloom.engine._tasks import TaskCalls, TaskRecorder
 from threadloom.errors import (
     EmptyInputError,
     GraphRecursionError,
@@ -102,17 +103,9 @@ class RunContext:
         their tasks can never take every worker)."""
         return self._task_pool() if self._task_pool is not None else None
 
-    def task_calls(self, scope: Any) -> Any:
+    def task_calls(self, scope: Any) -> TaskCalls:
         """The ``@task`` calls of one node execution (not recorded: no checkpointer)."""
-        from threadloom.func._task import TaskCalls, TaskRecorder
-
-        pool = self._task_pool
-
-        class _Recorder(TaskRecorder):
-            def pool(self) -> concurrent.futures.Executor | None:
-                return pool() if pool is not None else None
-
-        return TaskCalls(_Recorder())
+        return TaskCalls(_PoolRecorder(self.task_pool()))
 
     def task_id(self, task: PlannedTask) -> str:
         """An id for the task, unique within the run."""
@@ -167,6 +160,16 @@ class RunContext:
                 {"id": task_id, "name": result.task.name, "error": None,
                  "result": update or {}, "interrupts": []},
             )
+
+
+class _PoolRecorder(TaskRecorder):
+    """Records nothing; runs tasks on the graph's task pool."""
+
+    def __init__(self, pool: concurrent.futures.Executor | None) -> None:
+        self._pool = pool
+
+    def pool(self) -> concurrent.futures.Executor | None:
+        return self._pool
 
 
 class Run:

@@ -22,7 +22,7 @@ from threadloom.checkpoint.base import (
 )
 from threadloom.checkpoint.delta import resolve_chain
 from threadloom.checkpoint.serde import Serializer
-from threadloom.engine._algo import Frontier, PlannedTask, TaskResult
+from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
 from threadloom.types import Interrupt, Send
 
@@ -72,7 +72,7 @@ class Loaded:
     frontier: Frontier
     chains: dict[str, Chain]
     metadata: dict[str, Any] = field(default_factory=dict)
-    results: dict[str, TaskResult | tuple[list[Any], list[Any]]] = field(default_factory=dict)
+    results: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)
     interrupts: dict[str, tuple[Interrupt, int]] = field(default_factory=dict)
     resume: dict[str, list[Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -266,7 +266,9 @@ class Codec:
 
     # -- pending writes -------------------------------------------------------------------
 
-    def result_write(self, thread_id: str, seq: int, task_id: str, result: TaskResult) -> WriteRecord:
+    def result_write(
+        self, thread_id: str, seq: int, task_id: str, result: TaskResult
+    ) -> WriteRecord:
         goto = [[g.node, g.arg] if isinstance(g, Send) else g for g in result.goto]
         data = self.serde.dumps([[list(w) for w in result.writes], goto])
         return WriteRecord(thread_id, "", seq, task_id, RESULT, 0, data)
@@ -405,3 +407,44 @@ def _current_exception() -> BaseException:
 def now() -> float:
     """Seconds since the epoch (one place to read the clock)."""
     return time.time()
+
+
+class Heartbeat:
+    """Renews the thread leases of running runs every third of their time to live, so a
+    node that runs longer than the lease (a slow model call, say) keeps its thread. One
+    daemon thread per store, started on first use."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._runs: dict[int, Any] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: Any) -> None:
+        """Keep ``run.lease`` alive until :meth:`remove`."""
+        with self._cond:
+            self._runs[id(run)] = run
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="threadloom-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, run: Any) -> None:
+        with self._cond:
+            self._runs.pop(id(run), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait(self._ttl / 3)
+                runs = list(self._runs.values())
+            for run in runs:
+                lease = run.lease
+                if lease is None or lease.expires_at - time.time() > self._ttl * 2 / 3:
+                    continue
+                try:
+                    run.lease = self._store.renew_lease(lease, self._ttl)
+                except Exception:  # lost or unreachable: the run's next commit will say so
+                    pass

@@ -213,7 +213,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
                     else:
                         try:
                             output = await asyncio.wait_for(output, node.timeout)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             raise NodeTimeoutError(
                                 f"node {task.name!r} timed out after {node.timeout}s"
                             ) from None

@@ -80,11 +80,10 @@ class ThreadsMixin:
             raise InvalidConfigError(
                 "this call needs a thread_id in the config, e.g. {'thread_id': 'user-1'}"
             )
-        raw = ((config or {}).get("configurable") or {}).get("checkpoint_id")
-        if raw is None:
-            raw = (config or {}).get("checkpoint_id")  # type: ignore[misc]
+        cfg: dict[str, Any] = dict(config or {})
+        raw = (cfg.get("configurable") or {}).get("checkpoint_id") or cfg.get("checkpoint_id")
         try:
-            seq = parse_checkpoint_id(raw) if raw is not None else None
+            seq = parse_checkpoint_id(str(raw)) if raw is not None else None
         except (ValueError, TypeError):
             raise InvalidConfigError(f"not a checkpoint id of this thread: {raw!r}") from None
         return identity.thread_id, seq
@@ -121,7 +120,7 @@ class ThreadsMixin:
                 path=("send", task.push) if task.push >= 0 else ("edge", task.name),
                 error=loaded.errors.get(task_id),
                 interrupts=(pending[task_id],) if task_id in pending else (),
-                result=dict(result[0]) if isinstance(result, tuple) else None,  # type: ignore[arg-type]
+                result=dict(result[0]) if result is not None else None,
             ))
         metadata = {"parents": {}, **loaded.metadata}
         return StateSnapshot(

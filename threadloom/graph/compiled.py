@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from threadloom.checkpoint.base import Store, parse_checkpoint_id
 from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer
@@ -35,7 +35,7 @@ _FAILED = object()
 
 def _normalize_modes(stream_mode: StreamMode | Sequence[StreamMode]) -> tuple[list[str], bool]:
     single = isinstance(stream_mode, str)
-    modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
+    modes: list[str] = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
     for mode in modes:
         if mode not in _VALID_MODES:
             raise ValueError(f"unknown stream mode {mode!r}; use one of {_VALID_MODES}")
@@ -321,11 +321,12 @@ class CompiledGraph(ThreadsMixin):
     ) -> Iterator[Any]:
         """Run the graph and yield chunks as it goes.
 
-        ``stream_mode`` (default ``"updates"``, as LangGraph's state graphs) is one mode (chunks are yielded as they are) or a list of modes
-        (``(mode, chunk)`` tuples are yielded): ``"values"`` the state after each step that
-        changed it, ``"updates"`` ``{node: update}`` as each node finishes, ``"custom"``
-        what nodes emit through ``get_stream_writer()`` or a ``writer`` parameter,
-        ``"debug"`` task and result events stamped with ``run_id`` and ``thread_id``.
+        ``stream_mode`` (default ``"updates"``, as LangGraph's state graphs) is one mode
+        (chunks are yielded as they are) or a list of modes (``(mode, chunk)`` tuples are
+        yielded): ``"values"`` every channel after each step that changed one, ``"updates"``
+        ``{node: update}`` as each node finishes, ``"custom"`` what nodes emit through
+        ``get_stream_writer()`` or a ``writer`` parameter, ``"debug"`` task and result
+        events stamped with ``run_id`` and ``thread_id``.
         """
         modes, single = _normalize_modes(stream_mode)
         chunks: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
@@ -447,7 +448,9 @@ class CompiledGraph(ThreadsMixin):
 
     # -- introspection --------------------------------------------------------------------
 
-    def get_graph(self, config: RunnableConfig | None = None, *, xray: bool = False) -> DrawableGraph:
+    def get_graph(
+        self, config: RunnableConfig | None = None, *, xray: bool = False
+    ) -> DrawableGraph:
         """The graph's nodes and edges, drawable with ``draw_mermaid()``/``draw_ascii()``."""
         from threadloom.graph._draw import drawable
 
@@ -478,11 +481,12 @@ def _batch_configs(
     inputs: Sequence[Any], config: RunnableConfig | Sequence[RunnableConfig] | None
 ) -> list[RunnableConfig | None]:
     if isinstance(config, Sequence) and not isinstance(config, dict):
-        configs = list(config)
+        configs: list[RunnableConfig | None] = list(config)
         if len(configs) != len(inputs):
             raise ValueError(f"batch got {len(inputs)} inputs but {len(configs)} configs")
-        return list(configs)
-    return [config] * len(inputs)
+        return configs
+    single = cast("RunnableConfig | None", config)
+    return [single] * len(inputs)
 
 
 def _run_coroutine_sync(coro: Any) -> Any:
