@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from threadloom.checkpoint.base import Store, parse_checkpoint_id
-from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer
+from threadloom.checkpoint.crypto import serializer_from_env
+from threadloom.checkpoint.serde import Serializer
 from threadloom.config import resolve_durability, resolve_identity, resolve_recursion_limit
 from threadloom.engine._durable import DurableContext, DurableRun, Persistence
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
@@ -101,7 +102,7 @@ class CompiledGraph(ThreadsMixin):
         self.has_async_nodes = any(
             n.is_async or any(b.is_async for b in n.branches) for n in self.spec.nodes.values()
         ) or any(b.is_async for b in self.spec.start_branches)
-        self.serde: Serializer = serde or JsonPlusSerializer()
+        self.serde: Serializer = serde or serializer_from_env()
         self.lease_ttl = lease_ttl
         self._persistence: Persistence | None = None
         self._writer: Writer | None = None
@@ -239,7 +240,7 @@ class CompiledGraph(ThreadsMixin):
             )
             return Run(ctx, limit, before, after)
         durability = resolve_durability(cfg.get("durability"), self.durability)
-        raw_checkpoint = configurable.get("checkpoint_id")
+        raw_checkpoint = configurable.get("checkpoint_id") or cfg.get("checkpoint_id")
         try:
             fork = parse_checkpoint_id(raw_checkpoint) if raw_checkpoint else None
         except ValueError:
