@@ -50,6 +50,8 @@ __all__ = [
     "parse_checkpoint_id",
 ]
 
+FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled")
+
 RunStatus: TypeAlias = Literal[
     "pending", "running", "interrupted", "succeeded", "failed", "cancelled"
 ]
@@ -424,4 +426,25 @@ class Store(Protocol):
     def delete_thread(self, thread_id: str) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
         runs, executions, lease)."""
+        ...
+
+    # -- retention ------------------------------------------------------------------------
+
+    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
+        the older ones, their pending writes, and the blobs no kept checkpoint needs (see
+        :func:`threadloom.checkpoint.delta.blob_floors`). Atomic.
+
+        Returns:
+            How many checkpoints were deleted.
+        """
+        ...
+
+    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+        """Delete finished runs (succeeded, failed, cancelled) created before the cutoff,
+        with their execution records; running and interrupted runs are kept. Atomic.
+
+        Returns:
+            How many runs were deleted.
+        """
         ...

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from threadloom.checkpoint.base import BlobRecord
+from threadloom.checkpoint.base import BlobRecord, CheckpointRecord
 
-__all__ = ["resolve_chain"]
+__all__ = ["blob_floors", "resolve_chain"]
 
 
 def resolve_chain(blobs: Iterable[BlobRecord], version: int) -> list[BlobRecord]:
@@ -37,3 +37,16 @@ def resolve_chain(blobs: Iterable[BlobRecord], version: int) -> list[BlobRecord]
         v = blob.prev
     chain.reverse()
     return chain
+
+
+def blob_floors(kept: Iterable[CheckpointRecord]) -> dict[str, int]:
+    """For pruning: channel -> the lowest blob version any kept checkpoint can need (the
+    smallest base of its chains). Blobs below a channel's floor, and blobs of channels no
+    kept checkpoint has, can be deleted."""
+    floors: dict[str, int] = {}
+    for record in kept:
+        for channel, (_version, base) in record.channels.items():
+            current = floors.get(channel)
+            if current is None or base < current:
+                floors[channel] = base
+    return floors

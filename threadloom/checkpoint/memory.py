@@ -46,6 +46,7 @@ from typing import Any, TypeVar, overload
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
+    FINISHED_RUN_STATUSES,
     Attempt,
     BlobRecord,
     CheckpointRecord,
@@ -56,6 +57,7 @@ from threadloom.checkpoint.base import (
     ThreadRecord,
     WriteRecord,
 )
+from threadloom.checkpoint.delta import blob_floors
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
@@ -584,6 +586,47 @@ class MemoryStore:
                 del self._runs[run_id]
             for ex_id in [k for k, e in self._executions.items() if e.thread_id == thread_id]:
                 del self._executions[ex_id]
+
+    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
+        if keep < 1:
+            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        with self._lock:
+            self._check_open()
+            checkpoints = self._checkpoints.get((thread_id, ""), {})
+            seqs = sorted(checkpoints, reverse=True)
+            if len(seqs) <= keep:
+                return 0
+            floors = blob_floors(checkpoints[seq] for seq in seqs[:keep])
+            cutoff = seqs[keep - 1]
+            for seq in seqs[keep:]:
+                del checkpoints[seq]
+                self._writes.pop((thread_id, "", seq), None)
+            for (tid, ns, channel), versions in list(self._blobs.items()):
+                if tid != thread_id or ns != "":
+                    continue
+                floor = floors.get(channel)
+                for version in [v for v in versions if floor is None or v < floor]:
+                    del versions[version]
+                if not versions:
+                    del self._blobs[(tid, ns, channel)]
+            assert cutoff == min(checkpoints)
+            return len(seqs) - keep
+
+    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+        """Delete finished runs created before the cutoff (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            doomed = {
+                run_id for run_id, run in self._runs.items()
+                if run.created_at < created_before and run.status in FINISHED_RUN_STATUSES
+                and (namespace is None or run.namespace == namespace)
+            }
+            for run_id in doomed:
+                del self._runs[run_id]
+            for ex_id in [k for k, e in self._executions.items() if e.run_id in doomed]:
+                del self._executions[ex_id]
+            return len(doomed)
 
 
 def _drop_thread(table: dict[_K, Any], thread_id: str) -> None:

@@ -41,6 +41,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
+from threadloom.checkpoint import _sqlite_sql as _sql
 from threadloom.checkpoint._sqlite_sql import (
     BLOB_CHUNK,
     BLOB_SQL,
@@ -679,6 +680,16 @@ class SqliteStore:
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
 
         self._run(delete, True)
+
+    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
+        if keep < 1:
+            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        return self._run(lambda conn: _sql.prune_checkpoints(conn, thread_id, keep), True)
+
+    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+        """Delete finished runs created before the cutoff (see the protocol)."""
+        return self._run(lambda conn: _sql.delete_runs(conn, created_before, namespace), True)
 
 
 # -- LangGraph-shaped names -------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Retention on every backend: prune, delete runs, delete a thread, export and import."""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from typing import Annotated, TypedDict
+
+import pytest
+
+from threadloom.checkpoint.crypto import EncryptedSerializer
+from threadloom.checkpoint.memory import InMemorySaver
+from threadloom.checkpoint.retention import delete_runs_before, export_thread, import_thread
+from threadloom.checkpoint.sqlite import SqliteSaver
+from threadloom.errors import CheckpointConflictError, InvalidConfigError
+from threadloom.graph import END, START, StateGraph
+from threadloom.types import interrupt
+
+
+class State(TypedDict):
+    n: int
+    log: Annotated[list, operator.add]
+
+
+def _builder(pause_at: int | None = None):
+    def step(state):
+        if pause_at is not None and state["n"] == pause_at:
+            interrupt("pause")
+        return {"n": state["n"] + 1, "log": [f"item-{state['n']:03d}-" + "x" * 40]}
+
+    builder = StateGraph(State)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda s: END if s["n"] >= 12 else "step",
+                                  ["step", END])
+    return builder
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request, tmp_path):
+    made = []
+
+    def make():
+        if request.param == "memory":
+            store = InMemorySaver()
+        else:
+            store = SqliteSaver(str(tmp_path / f"r{len(made)}.db"))
+        store.setup()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_prune_keeps_latest_checkpoints_and_their_delta_chains(make_store):
+    store = make_store()
+    graph = _builder().compile(checkpointer=store, durability="sync")
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "t"})
+    before = graph.get_state({"thread_id": "t"}).values
+    assert len(store.list_checkpoints("t")) == 13
+    assert store.prune_checkpoints("t", keep=3) == 10
+    kept = store.list_checkpoints("t")
+    assert len(kept) == 3
+    assert graph.get_state({"thread_id": "t"}).values == before
+    history = list(graph.get_state_history({"thread_id": "t"}))
+    assert [len(s.values["log"]) for s in history] == [12, 11, 10]
+    # the thread goes on from the pruned state
+    after = graph.invoke({"n": 0, "log": ["again"]}, {"thread_id": "t"})
+    assert after["log"][:12] == before["log"] and after["log"][12] == "again"
+    assert store.prune_checkpoints("t", keep=100) == 0
+    with pytest.raises(ValueError):
+        store.prune_checkpoints("t", keep=0)
+
+
+def test_delete_runs_older_than_a_date_keeps_unfinished_ones(make_store):
+    store = make_store()
+    graph = _builder(pause_at=3).compile(checkpointer=store, durability="sync")
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "paused", "run_id": "r-paused"})
+    done = _builder().compile(checkpointer=store, durability="sync")
+    done.invoke({"n": 5, "log": []}, {"thread_id": "done", "run_id": "r-done"})
+    done.invoke({"n": 5, "log": []}, {"thread_id": "later", "run_id": "r-later"})
+    first = store.get_run("r-paused").created_at
+    assert delete_runs_before(store, first) == 0  # nothing was created before the first run
+    cutoff = store.get_run("r-later").created_at
+    assert store.delete_runs(created_before=cutoff) == 1  # r-done; r-paused is unfinished
+    assert store.get_run("r-done") is None
+    assert store.get_run("r-later") is not None
+    assert store.list_executions(run_id="r-done") == []
+    assert store.get_run("r-paused") is not None
+    assert store.list_executions(run_id="r-paused")
+
+
+def test_delete_thread_removes_only_that_thread(make_store):
+    store = make_store()
+    graph = _builder().compile(checkpointer=store, durability="sync")
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "a", "run_id": "ra"})
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "b", "run_id": "rb"})
+    store.delete_thread("a")
+    assert store.list_checkpoints("a") == []
+    assert store.get_run("ra") is None and store.list_executions(run_id="ra") == []
+    assert graph.get_state({"thread_id": "b"}).values["n"] == 12
+
+
+@pytest.mark.parametrize("target_kind", ["memory", "sqlite"])
+def test_export_then_import_into_another_store_round_trips(make_store, tmp_path, target_kind):
+    source = make_store()
+    graph = _builder(pause_at=7).compile(checkpointer=source, durability="sync")
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    source.prune_checkpoints("t", keep=4)  # orphaned chain bases must travel too
+    data = json.loads(json.dumps(export_thread(source, "t")))
+
+    target = InMemorySaver() if target_kind == "memory" else SqliteSaver(
+        str(tmp_path / "target.db"))
+    target.setup()
+    assert import_thread(target, data) == "t"
+    moved = _builder(pause_at=7).compile(checkpointer=target, durability="sync")
+    snap_a = graph.get_state({"thread_id": "t"})
+    snap_b = moved.get_state({"thread_id": "t"})
+    assert snap_b.values == snap_a.values and snap_b.next == snap_a.next
+    assert [i.value for i in snap_b.interrupts] == ["pause"]
+    assert [s.values for s in moved.get_state_history({"thread_id": "t"})] == [
+        s.values for s in graph.get_state_history({"thread_id": "t"})]
+    assert moved.get_run("r1").status == "interrupted"
+    assert len(moved.list_executions("r1")) == len(graph.list_executions("r1"))
+    # the imported thread can be resumed where it paused
+    from threadloom.types import Command
+
+    assert moved.invoke(Command(resume="go"), {"thread_id": "t"})["n"] == 12
+    with pytest.raises(CheckpointConflictError):
+        import_thread(target, data)
+    target.close()
+
+
+def test_export_of_an_encrypted_thread_stays_encrypted(make_store):
+    store = make_store()
+    graph = _builder().compile(checkpointer=store, serde=EncryptedSerializer(os.urandom(32)))
+    graph.invoke({"n": 0, "log": []}, {"thread_id": "t"})
+    text = json.dumps(export_thread(store, "t"))
+    assert "item-000" not in text
+
+
+def test_bad_exports_are_rejected(make_store):
+    store = make_store()
+    with pytest.raises(InvalidConfigError):
+        import_thread(store, {"format": "something-else"})
+    with pytest.raises(InvalidConfigError):
+        export_thread(store, "nope")
