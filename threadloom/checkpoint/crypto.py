@@ -92,7 +92,7 @@ class EncryptedSerializer:
 
     def dumps(self, value: Any) -> bytes:
         nonce = os.urandom(_NONCE)
-        sealed = self._sealer.encrypt(nonce, self.inner.dumps(value), self._key_id)
+        sealed: bytes = self._sealer.encrypt(nonce, self.inner.dumps(value), self._key_id)
         return _TAG + self._key_id + nonce + sealed
 
     def loads(self, data: bytes) -> Any:
