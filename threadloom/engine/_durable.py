@@ -58,12 +58,14 @@ from threadloom.errors import (
     RunCancelled,
     RunConflictError,
     ThreadBusyError,
+    ThreadloomError,
 )
 from threadloom.types import Command, Durability, Interrupt
 
 __all__ = ["DurableContext", "DurableRun", "Persistence"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
+ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
 
 
 def _owner(run_id: str) -> str:
@@ -235,11 +237,14 @@ class DurableRun(Run):
                 delay = min(delay * 2, 0.5)
 
     def _retry_candidate(self, input: Any) -> RunRecord | None:
-        """The thread's latest run, if it failed or died and had exactly this input: calling
-        again with the same input after a failure resumes it instead of starting over."""
+        """The thread's latest run, if it failed (in a node, not in the engine) or died, and
+        had exactly this input: calling again with the same input after a failure resumes it
+        instead of starting over."""
         runs = self.store.list_runs(thread_id=self.thread_id, limit=1)
         if not runs or runs[0].status not in ("failed", "running") or runs[0].input is None:
             return None
+        if ERROR_CODE_KEY in runs[0].metadata:
+            return None  # a recursion limit or a bad update fails the same way again
         try:
             same = self.codec.serde.loads(runs[0].input) == input
         except Exception:
@@ -283,8 +288,8 @@ class DurableRun(Run):
             self.run_record = self._new_record(None, resumed_from)
         if command is not None:
             self._apply_command(loaded, command)
-        if loaded.record is not None and loaded.record.run_id is not None:
-            self.stop = loaded.step + self.limit + 2
+        # LangGraph's bound for a continued run: up to recursion_limit + 1 more steps
+        self.stop = self.ctx.step + self.limit + 1
         self.run_record.status = "running"
         self.run_record.updated_at = time.time()
         resume_writes = self._resume_writes(command)
@@ -378,7 +383,8 @@ class DurableRun(Run):
         self.run_record = self._new_record(
             self.codec.serde.dumps(input), latest[0].run_id if latest else None
         )
-        self.stop = self.ctx.step - 1 + self.limit
+        # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
+        self.stop = self.ctx.step + self.limit
         self._checkpoint(updated, "input", [], self.ctx.step)
         self.ctx.step += 1
         return True
@@ -628,6 +634,8 @@ class DurableRun(Run):
         now = time.time()
         record.status = "cancelled" if isinstance(exc, RunCancelled) else "failed"
         record.error = _error_text(exc)
+        if isinstance(exc, ThreadloomError):  # the engine's own, deterministic failures
+            record.metadata[ERROR_CODE_KEY] = exc.code
         record.updated_at = now
         record.ended_at = now
         try:
