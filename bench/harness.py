@@ -119,6 +119,10 @@ def _no_close() -> None:
     pass
 
 
+def _no_reset() -> None:
+    pass
+
+
 @dataclass
 class Trial:
     """One engine's prepared instance of a workload.
@@ -128,12 +132,15 @@ class Trial:
         check: raises (e.g. ``AssertionError``) if ``run``'s result is wrong; untimed.
         metrics: non-time figures reported once after timing (sizes, counts); untimed.
         close: releases what the trial opened (files, connections); always called.
+        before_sample: untimed, before the warm-up and before every sample (e.g. give each
+            sample a fresh database, so a size metric is one run's and the disk stays small).
     """
 
     run: Callable[[], Any]
     check: Callable[[Any], None] = _no_check
     metrics: Callable[[], dict[str, Any]] = _no_metrics
     close: Callable[[], None] = _no_close
+    before_sample: Callable[[], None] = _no_reset
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,12 @@ class Workload:
     target: float | None = None
     default: bool = True
     invokes_per_sample: int | None = None
+    higher_is_better: bool = False
+    target_metric: str | None = None
+    target_us_per_op: float | None = None
+    max_reps: int | None = None
+    warmup: bool = True
+    groups: tuple[str, ...] = ()
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -159,6 +172,12 @@ def workload(
     target: float | None = None,
     default: bool = True,
     invokes_per_sample: int | None = None,
+    higher_is_better: bool = False,
+    target_metric: str | None = None,
+    target_us_per_op: float | None = None,
+    max_reps: int | None = None,
+    warmup: bool = True,
+    groups: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Engine], Trial]], Callable[[Engine], Trial]]:
     """Register a workload. Its docstring's first paragraph is its description.
 
@@ -166,23 +185,56 @@ def workload(
         name: the name used by ``--workloads`` and as the key in the report.
         op: what one operation is ("node execution", "invoke", "compile", ...).
         ops_per_sample: operations performed by one call of ``Trial.run``.
-        target: the ratio threadloom / langgraph that threadloom must reach (<=), if any.
+        target: the ratio threadloom / langgraph that threadloom must reach, if any: at most
+            this (time, or ``target_metric``), or at least this when ``higher_is_better``.
         default: whether it runs when ``--workloads`` is not given.
         invokes_per_sample: graph invocations in one ``Trial.run``, if the time per invoke
             is worth reporting too (``ms_per_invoke_median``).
+        higher_is_better: the workload is about throughput: ``ratio`` is threadloom's
+            operations per second over LangGraph's, and ``target`` is a lower bound.
+        target_metric: apply ``target`` to the ratio of this ``Trial.metrics()`` figure
+            (e.g. ``"db_bytes"``, lower is better) instead of to the time ratio.
+        target_us_per_op: an absolute bound on threadloom's median µs per operation.
+        max_reps: at most this many samples per engine whatever ``--reps`` says (slow ones).
+        warmup: run the untimed warm-up sample (skip it when one sample is long anyway).
+        groups: names under which ``--workloads`` selects it together with others.
     """
 
     def register(prepare: Callable[[Engine], Trial]) -> Callable[[Engine], Trial]:
         if name in WORKLOADS:
             raise ValueError(f"workload {name!r} registered twice")
+        if higher_is_better and target_metric is not None:
+            raise ValueError("higher_is_better applies to the time ratio, not a metric")
         doc = (prepare.__doc__ or "").strip().split("\n\n")[0]
         description = " ".join(doc.split())
         WORKLOADS[name] = Workload(
-            name, description, op, ops_per_sample, prepare, target, default, invokes_per_sample
+            name,
+            description,
+            op,
+            ops_per_sample,
+            prepare,
+            target,
+            default,
+            invokes_per_sample,
+            higher_is_better,
+            target_metric,
+            target_us_per_op,
+            max_reps,
+            warmup,
+            tuple(groups),
         )
         return prepare
 
     return register
+
+
+def groups() -> dict[str, list[str]]:
+    """Every group name and the workloads in it, in registration order."""
+    found: dict[str, list[str]] = {}
+    for wl in WORKLOADS.values():
+        for group in wl.groups:
+            found.setdefault(group, []).append(wl.name)
+    return found
 
 
 # --------------------------------------------------------------------------------------------

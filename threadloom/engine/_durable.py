@@ -129,7 +129,7 @@ class DurableRun(Run):
         "p", "codec", "store", "thread_id", "durability", "lease", "run_record", "head",
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
         "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
-        "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_nodes",
+        "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_results",
         "parallel",
         "_loaded_task_results",
     )
@@ -165,7 +165,7 @@ class DurableRun(Run):
         self.exit_writes: list[WriteRecord] = []
         self.input_value: Any = None
         self.dirty: set[str] = set()
-        self.last_nodes: list[str] = []
+        self.last_results: list[TaskResult] = []
         self.parallel = False
         self.stored_head: int | None = None
         self._wait = wait
@@ -469,11 +469,11 @@ class DurableRun(Run):
         run.updated_at = now
         if self.durability == "exit":
             self.dirty |= updated
-            self.last_nodes = [r.task.name for r in results]
+            self.last_results = results
             self.pending_execs.update({e.id: e for e in executions})
             self._advance_head()
             return
-        record = self._record(updated, source, [r.task.name for r in results], step, now)
+        record = self._record(updated, source, results, step, now)
         expected = self.head
         self._advance_head()
         fault("before_step_commit")
@@ -481,7 +481,7 @@ class DurableRun(Run):
                              executions=executions, runs=[run]))
         fault("after_step_commit")
 
-    def _record(self, updated: set[str], source: str, nodes: list[str], step: int,
+    def _record(self, updated: set[str], source: str, results: list[TaskResult], step: int,
                 now: float) -> CheckpointRecord:
         seq = (self.head if self.head is not None else 0) + 1
         blobs = self.codec.encode_channels(self.values, updated, self.chains, seq)
@@ -490,7 +490,7 @@ class DurableRun(Run):
             run_id=self.ctx.run_id, step=step, source=source, created_at=now,
             channels={k: (c.version, c.base) for k, c in self.chains.items()},
             next=self.frontier.names(),
-            metadata=self.codec.encode_metadata(nodes),
+            metadata=self.codec.encode_metadata(results),
             frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
         )
 
@@ -602,7 +602,7 @@ class DurableRun(Run):
                 source="exit", created_at=now,
                 channels={k: (c.version, c.base) for k, c in self.chains.items()},
                 next=self.frontier.names(),
-                metadata=self.codec.encode_metadata(self.last_nodes),
+                metadata=self.codec.encode_metadata(self.last_results),
                 frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
             )
         return commit

@@ -202,12 +202,24 @@ class Codec:
             {int(k): set(v) for k, v in raw["barriers"].items()},
         )
 
-    def encode_metadata(self, nodes: Sequence[str], **extra: Any) -> bytes:
+    def encode_metadata(self, results: Sequence[TaskResult], **extra: Any) -> bytes:
         """Checkpoint metadata beyond the record's own columns (source, step, run_id): the
-        nodes whose writes made the checkpoint, and anything in ``extra``."""
-        if extra:
-            return self.serde.dumps({"nodes": list(nodes), **extra})
-        return self._memoized("metadata", tuple(nodes), {"nodes": list(nodes)})
+        writes of the step as ``{node: update}`` (a list of updates for a node that ran
+        several times through ``Send``), and anything in ``extra``."""
+        writes: dict[str, Any] = {}
+        for result in results:
+            update = dict(result.writes) if result.writes else None
+            name = result.task.name
+            if name in writes:
+                previous = writes[name]
+                writes[name] = [*previous, update] if isinstance(previous, _Several) \
+                    else _Several([previous, update])
+            else:
+                writes[name] = update
+        plain = {k: list(v) if isinstance(v, _Several) else v for k, v in writes.items()}
+        if not extra and all(v is None for v in plain.values()):
+            return self._memoized("metadata", tuple(plain), {"writes": plain})
+        return self.serde.dumps({"writes": plain, **extra})
 
     def decode_metadata(self, data: bytes, record: CheckpointRecord | None = None
                         ) -> dict[str, Any]:
@@ -218,7 +230,7 @@ class Codec:
         if record is None:
             return stored
         return {"source": record.source, "step": record.step, "run_id": record.run_id,
-                **stored}
+                "parents": {}, **stored}
 
     # -- loading --------------------------------------------------------------------------
 
@@ -276,6 +288,10 @@ class Codec:
     def special_write(self, thread_id: str, seq: int, task_id: str, channel: str,
                       value: Any, idx: int = 0) -> WriteRecord:
         return WriteRecord(thread_id, "", seq, task_id, channel, idx, self.serde.dumps(value))
+
+
+class _Several(list[Any]):
+    """Updates of one node that ran several times in a step (through ``Send``)."""
 
 
 def task_execution_id(parent: str, name: str, index: int) -> str:

@@ -122,7 +122,7 @@ class ThreadsMixin:
                 interrupts=(pending[task_id],) if task_id in pending else (),
                 result=dict(result[0]) if result is not None else None,
             ))
-        metadata = {"parents": {}, **loaded.metadata}
+        metadata = dict(loaded.metadata)
         return StateSnapshot(
             values=values,
             next=record.next,
@@ -217,7 +217,7 @@ class ThreadsMixin:
                 run_id=None, step=step, source="update", created_at=time.time(),
                 channels={k: (c.version, c.base) for k, c in chains.items()},
                 next=frontier.names(),
-                metadata=codec.encode_metadata([node], as_node=node),
+                metadata=codec.encode_metadata([result]),
                 frontier=codec.encode_frontier(frontier), blobs=blobs,
             )
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
@@ -233,7 +233,7 @@ class ThreadsMixin:
             return as_node
         if loaded.record is None:
             return START
-        nodes = list(dict.fromkeys(loaded.metadata.get("nodes") or ()))
+        nodes = list(loaded.metadata.get("writes") or ())
         if not nodes:
             return START
         if len(nodes) > 1:
