@@ -297,7 +297,9 @@ def summarize(samples_ns: list[int], ops: int, invokes: int | None) -> dict[str,
         "max_s": max(samples_ns) / 1e9,
         "us_per_op_median": round(median_ns / ops / 1e3, 3),
         "us_per_op_min": round(min_ns / ops / 1e3, 3),
+        "ms_per_op_median": round(median_ns / ops / 1e6, 4),
         "ops_per_s_median": round(ops * 1e9 / median_ns, 1),
+        "ops_per_s_max": round(ops * 1e9 / min_ns, 1),
     }
     if invokes:
         summary["ms_per_invoke_median"] = round(median_ns / invokes / 1e6, 4)
@@ -312,8 +314,11 @@ def ratio(results: dict[str, dict[str, Any]], key: str) -> float | None:
     return None
 
 
-def paired_ratio(results: dict[str, dict[str, Any]], samples: dict[str, list[int]]) -> float | None:
-    """Median over repetitions of candidate / reference, each pair timed back to back.
+def paired_ratio(
+    results: dict[str, dict[str, Any]], samples: dict[str, list[int]], higher_is_better: bool
+) -> float | None:
+    """Median over repetitions of candidate / reference, each pair timed back to back (for
+    a throughput workload, reference time / candidate time: the ratio of throughputs).
 
     The machine's speed drifts over seconds; a pair shares the drift, so this is the ratio
     least disturbed by it.
@@ -323,7 +328,74 @@ def paired_ratio(results: dict[str, dict[str, Any]], samples: dict[str, list[int
         return None
     if "error" in results.get(REFERENCE, {}) or "error" in results.get(CANDIDATE, {}):
         return None
-    return round(statistics.median(c / r for r, c in zip(ref, cand, strict=True)), 4)
+    pairs = zip(ref, cand, strict=True)
+    if higher_is_better:
+        return round(statistics.median(r / c for r, c in pairs), 4)
+    return round(statistics.median(c / r for r, c in pairs), 4)
+
+
+def metric_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """threadloom / langgraph for every numeric metric both engines reported."""
+    ref = results.get(REFERENCE, {}).get("metrics", {})
+    cand = results.get(CANDIDATE, {}).get("metrics", {})
+    found: dict[str, float] = {}
+    for key, value in ref.items():
+        other = cand.get(key)
+        numeric = (int, float)
+        if (
+            isinstance(value, numeric)
+            and isinstance(other, numeric)
+            and not isinstance(value, bool)
+            and not isinstance(other, bool)
+            and value > 0
+        ):
+            found[key] = round(other / value, 4)
+    return found
+
+
+def target_text(wl: Workload) -> str | None:
+    """The workload's target in words, as the summary table and the report show it."""
+    parts = []
+    if wl.target is not None:
+        if wl.target_metric is not None:
+            parts.append(f"{wl.target_metric} ratio <= {wl.target:.4g}")
+        elif wl.higher_is_better:
+            parts.append(f"throughput ratio >= {wl.target:.4g}")
+        else:
+            parts.append(f"ratio <= {wl.target:.4g}")
+    if wl.target_us_per_op is not None:
+        parts.append(f"{CANDIDATE} <= {wl.target_us_per_op:.4g} us/op")
+    return " and ".join(parts) or None
+
+
+def judge(wl: Workload, entry: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
+    """Add the target fields to ``entry``: ``meets_target`` is True only if every declared
+    target is met, False if any is missed, None if a needed figure is missing."""
+    verdicts: list[bool | None] = []
+    if wl.target is not None:
+        entry["target_ratio"] = round(wl.target, 4)
+        if wl.target_metric is not None:
+            entry["target_metric"] = wl.target_metric
+            value = entry["metric_ratios"].get(wl.target_metric)
+        else:
+            value = entry["ratio"]
+        if value is None:
+            verdicts.append(None)
+        else:
+            verdicts.append(value >= wl.target if wl.higher_is_better else value <= wl.target)
+    if wl.target_us_per_op is not None:
+        entry["target_us_per_op"] = wl.target_us_per_op
+        us = results.get(CANDIDATE, {}).get("us_per_op_median")
+        verdicts.append(None if us is None else us <= wl.target_us_per_op)
+    if not verdicts:
+        return
+    entry["target"] = target_text(wl)
+    if False in verdicts:
+        entry["meets_target"] = False
+    elif None in verdicts:
+        entry["meets_target"] = None
+    else:
+        entry["meets_target"] = True
 
 
 def measure(
@@ -335,6 +407,7 @@ def measure(
     """Prepare, warm up and time one workload on every engine, interleaving the engines."""
     results: dict[str, dict[str, Any]] = {}
     trials: dict[str, Trial] = {}
+    used_reps = reps if wl.max_reps is None else min(reps, wl.max_reps)
 
     def fail(name: str, exc: BaseException, phase: str) -> None:
         results[name] = {**describe(exc), "phase": phase}
@@ -354,33 +427,37 @@ def measure(
             fail(name, exc, "prepare")
             continue
         trials[name] = trial
+        if not wl.warmup:
+            continue
         try:
             with time_limit(sample_timeout):
+                trial.before_sample()
                 trial.check(trial.run())  # warm-up, and proof that the engine computes it
         except (Exception, SampleTimeout) as exc:
             fail(name, exc, "warm-up")
 
     samples: dict[str, list[int]] = {name: [] for name in trials}
-    for rep in range(reps if trials else 0):
+    for rep in range(used_reps if trials else 0):
         order = list(trials) if rep % 2 == 0 else list(reversed(trials))
         line = []
         for name in order:
             if name not in trials:
                 continue
             trial = trials[name]
-            gc.collect()
             try:
                 with time_limit(sample_timeout):
+                    trial.before_sample()
+                    gc.collect()
                     start = time.perf_counter_ns()
                     result = trial.run()
                     elapsed = time.perf_counter_ns() - start
-                trial.check(result)
+                    trial.check(result)
             except (Exception, SampleTimeout) as exc:
                 fail(name, exc, f"rep {rep + 1}")
                 continue
             samples[name].append(elapsed)
             line.append(f"{name} {elapsed / 1e6:9.1f} ms")
-        log(f"[{wl.name}] rep {rep + 1}/{reps}: " + "  ".join(line))
+        log(f"[{wl.name}] rep {rep + 1}/{used_reps}: " + "  ".join(line))
 
     for name, trial in list(trials.items()):
         results[name] = (
@@ -396,18 +473,28 @@ def measure(
             results[name]["metrics"] = extra
         _close(trial, name)
 
+    time_key = "ops_per_s" if wl.higher_is_better else "us_per_op"
     entry: dict[str, Any] = {
         "description": wl.description,
         "op": wl.op,
         "ops_per_sample": wl.ops_per_sample,
         "results": {name: results[name] for name in engines},
-        "ratio": ratio(results, "us_per_op_median"),
-        "ratio_min": ratio(results, "us_per_op_min"),
-        "ratio_paired": paired_ratio(results, samples),
+        "ratio_kind": (
+            f"throughput: {CANDIDATE} ops/s / {REFERENCE} ops/s (higher is better)"
+            if wl.higher_is_better
+            else f"time: {CANDIDATE} / {REFERENCE} per op (lower is better)"
+        ),
+        "ratio": ratio(results, f"{time_key}_median"),
+        "ratio_min": ratio(results, "ops_per_s_max" if wl.higher_is_better else "us_per_op_min"),
+        "ratio_paired": paired_ratio(results, samples, wl.higher_is_better),
+        "metric_ratios": metric_ratios(results),
     }
-    if wl.target is not None:
-        entry["target_ratio"] = round(wl.target, 4)
-        entry["meets_target"] = None if entry["ratio"] is None else entry["ratio"] <= wl.target
+    if used_reps != reps:
+        entry["reps"] = used_reps
+        entry["reps_note"] = f"capped at {wl.max_reps} (asked for {reps}): one sample is slow"
+    if not wl.warmup:
+        entry["warmup"] = False
+    judge(wl, entry, results)
     return entry
 
 

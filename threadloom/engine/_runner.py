@@ -105,13 +105,36 @@ async def _afinish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope
     return TaskResult(task, writes, goto)
 
 
-def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
-    """Run one task to completion in this thread (sync nodes only)."""
-    node = task.node
+def _open_scope(ctx: RunContext, task: PlannedTask) -> tuple[str, _context.TaskScope, Any]:
+    """The task's id and scope, made current; returns the token to reset it with."""
     task_id = ctx.task_id(task)
     scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
                                ctx.resume_for(task_id), ctx)
-    token = _context.task_scope(scope)
+    return task_id, scope, _context.task_scope(scope)
+
+
+def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
+                 started: float, exc: Exception) -> float | None:
+    """Record a failed attempt; the seconds to wait before the next one, or ``None`` when the
+    node's retry policy gives up (the caller re-raises)."""
+    policy = _retry_policy(task.node.retry, exc)
+    ctx.on_attempt_failed(task, task_id, attempt, started, exc)
+    if policy is None or attempt >= policy.max_attempts:
+        return None
+    return policy.interval(attempt)
+
+
+def _parent_command(task: PlannedTask, signal: ParentCommand) -> Any:
+    """A subgraph node's ``Command(graph=PARENT)`` becomes this node's own result."""
+    if task.node.subgraph is None:
+        raise signal
+    return signal.command
+
+
+def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
+    """Run one task to completion in this thread (sync nodes only)."""
+    node = task.node
+    task_id, scope, token = _open_scope(ctx, task)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
@@ -126,16 +149,13 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
                                                 task.name)
                 break
             except ParentCommand as signal:
-                if node.subgraph is None:
-                    raise
-                output = signal.command
+                output = _parent_command(task, signal)
                 break
             except Exception as exc:
-                policy = _retry_policy(node.retry, exc)
-                ctx.on_attempt_failed(task, task_id, attempt, started, exc)
-                if policy is None or attempt >= policy.max_attempts:
+                delay = _retry_delay(ctx, task, task_id, attempt, started, exc)
+                if delay is None:
                     raise
-                time.sleep(policy.interval(attempt))
+                time.sleep(delay)
                 attempt += 1
         result = _finish(ctx, task, scope, output, values)
     except BaseException as exc:
@@ -195,10 +215,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         return await loop.run_in_executor(ctx.pool(), context.run, _execute, ctx, task, values)
-    task_id = ctx.task_id(task)
-    scope = _context.TaskScope(ctx.node_config, task.name, ctx.step, task_id, ctx.custom_writer,
-                               ctx.resume_for(task_id), ctx)
-    token = _context.task_scope(scope)
+    task_id, scope, token = _open_scope(ctx, task)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
@@ -208,27 +225,16 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
             try:
                 output = node.call(inp, scope)
                 if inspect.isawaitable(output):
-                    if node.timeout is None:
-                        output = await output
-                    else:
-                        try:
-                            output = await asyncio.wait_for(output, node.timeout)
-                        except TimeoutError:
-                            raise NodeTimeoutError(
-                                f"node {task.name!r} timed out after {node.timeout}s"
-                            ) from None
+                    output = await _await_with_timeout(output, node.timeout, task.name)
                 break
             except ParentCommand as signal:
-                if node.subgraph is None:
-                    raise
-                output = signal.command
+                output = _parent_command(task, signal)
                 break
             except Exception as exc:
-                policy = _retry_policy(node.retry, exc)
-                ctx.on_attempt_failed(task, task_id, attempt, started, exc)
-                if policy is None or attempt >= policy.max_attempts:
+                delay = _retry_delay(ctx, task, task_id, attempt, started, exc)
+                if delay is None:
                     raise
-                await asyncio.sleep(policy.interval(attempt))
+                await asyncio.sleep(delay)
                 attempt += 1
         result = await _afinish(ctx, task, scope, output, values)
     except BaseException as exc:
@@ -239,6 +245,15 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         _context.reset_scope(token)
     ctx.on_task_done(result, task_id, attempt)
     return result
+
+
+async def _await_with_timeout(awaitable: Any, timeout: float | None, name: str) -> Any:
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise NodeTimeoutError(f"node {name!r} timed out after {timeout}s") from None
 
 
 async def arun_step(
