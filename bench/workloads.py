@@ -294,7 +294,52 @@ def reducers_20(engine: Engine) -> Trial:
     return Trial(run=lambda: invoke(graph, initial), check=check)
 
 
-# --- with a checkpointer (opt-in: not part of the default run yet) ---------------------------
+# --- with a checkpointer (opt-in, group "durable") -------------------------------------------
+#
+# Every workload below reads what it saved back (for SQLite and Postgres through another
+# connection), so an engine that skips persisting fails instead of looking fast.
+
+DURABLE = ("durable",)
+PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+SAVER_TARGETS = {"memory": 1 / 5, "sqlite": 1 / 3, "postgres": 1 / 3}
+
+APPEND_STEPS = 2000
+APPEND_ITEM_BYTES = 100
+HISTORY_THREAD = "history-2000"
+GET_STATE_CALLS = 200
+THROUGHPUT_INVOKES = 1000
+THROUGHPUT_CALLERS = 8
+
+
+class AppendState(TypedDict):
+    items: Annotated[list[str], operator.add]
+    count: int
+
+
+def append_item(k: int) -> str:
+    """The ``k``-th item: exactly ``APPEND_ITEM_BYTES`` ASCII characters, unique per step."""
+    return f"{k:08d}".ljust(APPEND_ITEM_BYTES, "x")
+
+
+def append_graph(ng: Engine, steps: int) -> Any:
+    """One node looping ``steps`` times, appending one item to ``items`` and counting."""
+
+    def append(state: AppendState) -> dict[str, Any]:
+        count = state["count"]
+        return {"items": [append_item(count)], "count": count + 1}
+
+    def route(state: AppendState) -> str:
+        return ng.END if state["count"] >= steps else "append"
+
+    builder = ng.StateGraph(AppendState)
+    builder.add_node("append", append)
+    builder.add_edge(ng.START, "append")
+    builder.add_conditional_edges("append", route, {"append": "append", ng.END: ng.END})
+    return builder
+
+
+def config_for(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
 
 
 def memory_saver(engine: Engine) -> Any:
@@ -314,6 +359,22 @@ def sqlite_saver(engine: Engine, conn: sqlite3.Connection) -> Any:
     return engine.module("checkpoint.sqlite").SqliteSaver(conn)
 
 
+def sqlite_saver_for_threads(engine: Engine, db: Path, resources: ExitStack) -> Any:
+    """The engine's SQLite saver as it is meant to be shared by concurrent callers.
+
+    LangGraph's ``SqliteSaver`` only takes a connection (it serializes callers on a lock), so
+    it gets :func:`open_sqlite`'s. threadloom's takes a path and opens one connection per
+    thread, with the same PRAGMAs (WAL, ``synchronous=FULL``).
+    """
+    if engine.name == REFERENCE:
+        conn = open_sqlite(db)
+        resources.callback(conn.close)
+        return sqlite_saver(engine, conn)
+    saver = engine.module("checkpoint.sqlite").SqliteSaver(db, synchronous="FULL")
+    resources.callback(saver.close)
+    return saver
+
+
 def sqlite_size(path: Path) -> int:
     """Bytes of a SQLite database after folding its WAL into the main file."""
     with closing(sqlite3.connect(path)) as conn:
@@ -321,32 +382,119 @@ def sqlite_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
+_pg_databases = itertools.count()
+
+
+def fresh_pg_database(engine: Engine, resources: ExitStack) -> str:
+    """Create an empty Postgres database for one trial; return its URL. It is dropped (with
+    ``FORCE``, so leftover connections do not block it) when ``resources`` closes.
+
+    A database rather than a schema: it works the same whatever DSN options each engine's
+    saver understands, and both engines create their tables in ``public`` as usual.
+    """
+    import psycopg
+    from psycopg import sql
+
+    name = f"bench_{engine.name}_{os.getpid()}_{next(_pg_databases)}"
+    ident = sql.Identifier(name)
+
+    def drop() -> None:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+    drop()
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    resources.callback(drop)
+    return urlunsplit(urlsplit(PG_DSN)._replace(path="/" + name))
+
+
+def pg_size(dsn: str) -> int:
+    """Bytes of a Postgres database (``pg_database_size``)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def postgres_saver(engine: Engine, dsn: str, resources: ExitStack) -> Any:
+    """The engine's Postgres saver on ``dsn``, set up; closed when ``resources`` closes.
+
+    Both engines: ``PostgresSaver.from_conn_string(dsn)`` (a context manager) + ``setup()``.
+    """
+    saver_cls = engine.module("checkpoint.postgres").PostgresSaver
+    saver = resources.enter_context(saver_cls.from_conn_string(dsn))
+    saver.setup()
+    return saver
+
+
+def postgres_saver_for_threads(engine: Engine, dsn: str, resources: ExitStack) -> Any:
+    """The engine's Postgres saver as it is meant to be shared by concurrent callers.
+
+    LangGraph's ``from_conn_string`` gives one connection behind a lock; for concurrent
+    callers its documented form is ``PostgresSaver(ConnectionPool(...))`` with
+    ``autocommit``, ``prepare_threshold=0`` and ``dict_row``, one connection per caller.
+    threadloom's ``from_conn_string`` is used as it is.
+    """
+    if engine.name != REFERENCE:
+        return postgres_saver(engine, dsn, resources)
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    pool = resources.enter_context(
+        ConnectionPool(
+            dsn,
+            min_size=THROUGHPUT_CALLERS,
+            max_size=THROUGHPUT_CALLERS,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=True,
+        )
+    )
+    saver = engine.module("checkpoint.postgres").PostgresSaver(pool)
+    saver.setup()
+    return saver
+
+
+def prepared(build: Callable[[ExitStack], Trial]) -> Trial:
+    """Run ``build`` with an :class:`ExitStack` that becomes the trial's ``close``; if
+    ``build`` fails, what it opened so far is closed at once."""
+    resources = ExitStack()
+    try:
+        trial = build(resources)
+    except BaseException:
+        resources.close()
+        raise
+    trial.close = resources.close
+    return trial
+
+
 def _register_saver_loops() -> None:
-    for store in ("memory", "sqlite"):
+    for store in ("memory", "sqlite", "postgres"):
         for durability in ("async", "sync"):
             _register_saver_loop(store, durability)
 
 
 def _register_saver_loop(store: str, durability: str) -> None:
-    def prepare(engine: Engine) -> Trial:
-        resources = ExitStack()  # closed by Trial.close, or here if preparing fails
+    def build(engine: Engine, resources: ExitStack) -> Trial:
         tmp = resources.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{engine.name}-"))
         db = Path(tmp) / "bench.db"
+        dsn = fresh_pg_database(engine, resources) if store == "postgres" else ""
 
         def compile_graph() -> Any:
             if store == "memory":
                 saver = memory_saver(engine)
-            else:
+            elif store == "sqlite":
                 conn = open_sqlite(db)
                 resources.callback(conn.close)
                 saver = sqlite_saver(engine, conn)
+            else:
+                saver = postgres_saver(engine, dsn, resources)
             return seed_loop_graph(engine, LOOP_STEPS).compile(checkpointer=saver)
 
-        try:
-            graph = compile_graph()
-        except BaseException:
-            resources.close()
-            raise
+        graph = compile_graph()
+        reader: Any = graph if store == "memory" else None
         threads = thread_ids()
         last_thread = ""
         runs = 0
@@ -358,31 +506,278 @@ def _register_saver_loop(store: str, durability: str) -> None:
             return invoke(graph, LOOP_INPUT, thread_id=last_thread, durability=durability)
 
         def check(result: Any) -> None:
+            nonlocal reader
             check_seed_loop(result)
-            # Proof that the run was saved: read it back, for SQLite through a new connection.
-            reader = graph if store == "memory" else compile_graph()
-            snapshot = reader.get_state({"configurable": {"thread_id": last_thread}})
+            # Proof that the run was saved: read it back through another connection.
+            if reader is None:
+                reader = compile_graph()
+            snapshot = reader.get_state(config_for(last_thread))
             assert snapshot.values == result, f"saved state {snapshot.values!r} != result"
 
         def metrics() -> dict[str, Any]:
-            if store != "sqlite" or not runs:
+            if store == "memory" or not runs:
                 return {}
-            size = sqlite_size(db)
+            size = sqlite_size(db) if store == "sqlite" else pg_size(dsn)
             return {"db_bytes": size, "runs": runs, "db_bytes_per_run": size // runs}
 
-        return Trial(run=run, check=check, metrics=metrics, close=resources.close)
+        return Trial(run=run, check=check, metrics=metrics)
 
+    def prepare(engine: Engine) -> Trial:
+        return prepared(lambda resources: build(engine, resources))
+
+    where = {
+        "memory": "InMemorySaver",
+        "sqlite": "SqliteSaver on a temporary file (WAL, synchronous=FULL)",
+        "postgres": f"PostgresSaver on a fresh database per engine ({PG_DSN})",
+    }[store]
     prepare.__doc__ = (
-        f"Seed loop (2000 node executions) with the {store} saver, durability {durability}; "
+        f"Seed loop (2000 node executions) with the {where}, durability {durability}; "
         "a fresh thread per sample, read back after each."
     )
     workload(
         f"seed_loop_{store}_{durability}",
         op="node execution",
         ops_per_sample=2 * LOOP_STEPS,
+        target=SAVER_TARGETS[store],
         default=False,
         invokes_per_sample=1,
+        groups=DURABLE,
     )(prepare)
 
 
 _register_saver_loops()
+
+
+@workload(
+    "append_storage_sqlite_sync",
+    op="node execution",
+    ops_per_sample=APPEND_STEPS,
+    target=1 / 20,
+    target_metric="db_bytes",
+    default=False,
+    invokes_per_sample=1,
+    max_reps=2,
+    warmup=False,
+    groups=DURABLE,
+)
+def append_storage_sqlite_sync(engine: Engine) -> Trial:
+    """2000 steps each appending one 100-byte string to an operator.add list (plus a counter),
+    SqliteSaver (WAL, synchronous=FULL), durability sync; the target is on the file size.
+
+    Each sample runs on a fresh database file, so ``metrics.db_bytes`` (after folding the WAL)
+    is one run's storage; ``metric_ratios.db_bytes`` is the size ratio (target <= 1/20).
+    LangGraph re-stores the whole list in every checkpoint (~209 MB, ~12 s), so at most 2
+    samples and no warm-up. The time ratio is reported but has no target here.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{engine.name}-append-"))
+    sample = ExitStack()
+    counter = itertools.count()
+    db = root / "none.db"
+    graph: Any = None
+    sizes: list[int] = []
+    final = {
+        "items": [append_item(k) for k in range(APPEND_STEPS)],
+        "count": APPEND_STEPS,
+    }
+
+    def compile_graph(resources: ExitStack) -> Any:
+        conn = open_sqlite(db)
+        resources.callback(conn.close)
+        return append_graph(engine, APPEND_STEPS).compile(checkpointer=sqlite_saver(engine, conn))
+
+    def before_sample() -> None:
+        nonlocal db, graph
+        sample.close()  # the previous sample's connections, then its files
+        for old in root.iterdir():
+            shutil.rmtree(old)
+        folder = root / f"sample-{next(counter)}"
+        folder.mkdir()
+        db = folder / "bench.db"
+        graph = compile_graph(sample)
+
+    def run() -> Any:
+        return invoke(graph, {"items": [], "count": 0}, thread_id="append", durability="sync")
+
+    def check(result: Any) -> None:
+        assert result["count"] == APPEND_STEPS, f"count {result['count']}"
+        assert result["items"] == final["items"], "items differ from the expected list"
+        with ExitStack() as reading:
+            snapshot = compile_graph(reading).get_state(config_for("append"))
+            assert snapshot.values == final, "saved state differs from the result"
+        sizes.append(sqlite_size(db))
+
+    def metrics() -> dict[str, Any]:
+        if not sizes:
+            return {}
+        return {
+            "db_bytes": sizes[-1],
+            "db_bytes_samples": sizes,
+            "db_bytes_per_step": sizes[-1] // APPEND_STEPS,
+            "payload_bytes": APPEND_STEPS * APPEND_ITEM_BYTES,
+        }
+
+    def close() -> None:
+        sample.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+    return Trial(run=run, check=check, metrics=metrics, close=close, before_sample=before_sample)
+
+
+def seeded_history_thread(engine: Engine, resources: ExitStack) -> tuple[Any, dict[str, Any]]:
+    """A SQLite-backed seed-loop graph whose thread ``HISTORY_THREAD`` holds one run of 1000
+    rounds in durability sync (~2000 checkpoints); untimed. Returns the graph and config."""
+    tmp = resources.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{engine.name}-"))
+    conn = open_sqlite(Path(tmp) / "bench.db")
+    resources.callback(conn.close)
+    graph = seed_loop_graph(engine, LOOP_STEPS).compile(checkpointer=sqlite_saver(engine, conn))
+    check_seed_loop(invoke(graph, LOOP_INPUT, thread_id=HISTORY_THREAD, durability="sync"))
+    return graph, config_for(HISTORY_THREAD)
+
+
+FINAL_LOOP_STATE = {"step": LOOP_STEPS, "done": True}
+
+
+@workload(
+    "get_state_2000",
+    op="get_state call",
+    ops_per_sample=GET_STATE_CALLS,
+    target_us_per_op=5000.0,
+    default=False,
+    groups=DURABLE,
+)
+def get_state_2000(engine: Engine) -> Trial:
+    """graph.get_state(config) on a SQLite thread holding ~2000 checkpoints (the seed loop,
+    1000 rounds, durability sync, prepared untimed); 200 calls per sample.
+
+    Target: threadloom under 5 ms per call (absolute); the ratio is reported too.
+    """
+
+    def build(resources: ExitStack) -> Trial:
+        graph, config = seeded_history_thread(engine, resources)
+        snapshots = sum(1 for _ in graph.get_state_history(config))
+
+        def run() -> Any:
+            snapshot = None
+            for _ in range(GET_STATE_CALLS):
+                snapshot = graph.get_state(config)
+            return snapshot
+
+        def check(snapshot: Any) -> None:
+            assert snapshot.values == FINAL_LOOP_STATE, f"get_state gave {snapshot.values!r}"
+
+        return Trial(run=run, check=check, metrics=lambda: {"snapshots": snapshots})
+
+    return prepared(build)
+
+
+@workload(
+    "get_state_history_2000",
+    op="full history",
+    ops_per_sample=1,
+    default=False,
+    groups=DURABLE,
+)
+def get_state_history_2000(engine: Engine) -> Trial:
+    """list(graph.get_state_history(config)) of that ~2000-checkpoint SQLite thread: one
+    listing of every snapshot per sample.
+
+    ``metrics.snapshots`` is how many each engine yields (LangGraph: 2002, the input
+    checkpoint plus one per step).
+    """
+
+    def build(resources: ExitStack) -> Trial:
+        graph, config = seeded_history_thread(engine, resources)
+        counts: list[int] = []
+
+        def run() -> Any:
+            return list(graph.get_state_history(config))
+
+        def check(history: Any) -> None:
+            assert len(history) >= 2 * LOOP_STEPS, f"only {len(history)} snapshots"
+            assert history[0].values == FINAL_LOOP_STATE, f"newest is {history[0].values!r}"
+            counts.append(len(history))
+
+        return Trial(run=run, check=check, metrics=lambda: {"snapshots": counts[-1]})
+
+    return prepared(build)
+
+
+def invoke_concurrently(graph: Any, invokes: int, callers: int, prefix: str) -> list[Any]:
+    """``invokes`` invocations of ``graph`` (input ``{"x": 0}``, default durability), each on a
+    fresh thread id ``<prefix>-<i>``, by ``callers`` threads taking indices from one shared
+    counter. Returns the results in index order; re-raises the first caller's error."""
+    counter = itertools.count()  # next() on it is atomic under the GIL
+    results: list[Any] = [None] * invokes
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            while not errors:
+                i = next(counter)
+                if i >= invokes:
+                    return
+                results[i] = invoke(graph, {"x": 0}, thread_id=f"{prefix}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _register_throughput(store: str, target: float | None) -> None:
+    def build(engine: Engine, resources: ExitStack) -> Trial:
+        if store == "sqlite":
+            tmp = resources.enter_context(
+                tempfile.TemporaryDirectory(prefix=f"bench-{engine.name}-")
+            )
+            saver = sqlite_saver_for_threads(engine, Path(tmp) / "bench.db", resources)
+        else:
+            saver = postgres_saver_for_threads(
+                engine, fresh_pg_database(engine, resources), resources
+            )
+        graph = sequence_graph(engine, 3).compile(checkpointer=saver)
+        samples = itertools.count()
+        prefix = ""
+
+        def run() -> Any:
+            nonlocal prefix
+            prefix = f"tp{next(samples)}"
+            return invoke_concurrently(graph, THROUGHPUT_INVOKES, THROUGHPUT_CALLERS, prefix)
+
+        def check(results: Any) -> None:
+            wrong = [r for r in results if r != {"x": 3}]
+            assert not wrong, f"{len(wrong)} wrong results, e.g. {wrong[0]!r}"
+            for i in (0, THROUGHPUT_INVOKES - 1):
+                values = graph.get_state(config_for(f"{prefix}-{i}")).values
+                assert values == {"x": 3}, f"saved state of {prefix}-{i} is {values!r}"
+
+        return Trial(run=run, check=check)
+
+    def prepare(engine: Engine) -> Trial:
+        return prepared(lambda resources: build(engine, resources))
+
+    where = "SqliteSaver (WAL, synchronous=FULL)" if store == "sqlite" else "PostgresSaver"
+    prepare.__doc__ = (
+        f"3-node chain, {where}, default durability: {THROUGHPUT_INVOKES} invokes on fresh "
+        f"threads by {THROUGHPUT_CALLERS} concurrent caller threads; ratio = invokes/s "
+        "threadloom / LangGraph (higher is better)."
+    )
+    workload(
+        f"throughput_3node_{store}",
+        op="invoke",
+        ops_per_sample=THROUGHPUT_INVOKES,
+        target=target,
+        default=False,
+        higher_is_better=True,
+        groups=DURABLE,
+    )(prepare)
+
+
+_register_throughput("sqlite", None)
+_register_throughput("postgres", 3.0)

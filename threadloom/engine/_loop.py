@@ -29,6 +29,7 @@ from threadloom.errors import (
     GraphRecursionError,
     InvalidUpdateError,
     ParentCommand,
+    RunCancelled,
     RunTimeoutError,
 )
 from threadloom.types import Interrupt
@@ -182,7 +183,7 @@ class Run:
 
     __slots__ = ("ctx", "spec", "values", "frontier", "limit", "stop", "has_output",
                  "interrupts", "paused", "interrupt_before", "interrupt_after",
-                 "skip_breakpoint", "_output_keys")
+                 "skip_breakpoint", "cancelled", "_output_keys")
 
     def __init__(self, ctx: RunContext, limit: int,
                  interrupt_before: frozenset[str] = frozenset(),
@@ -199,7 +200,12 @@ class Run:
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
         self.skip_breakpoint = False
+        self.cancelled: str | None = None
         self._output_keys = frozenset(ctx.spec.output_keys)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the run before its next step (a running step finishes first)."""
+        self.cancelled = reason
 
     def begin(self, input: Any) -> bool:
         """Apply the input (step 0); return whether there is anything to run."""
@@ -245,6 +251,8 @@ class Run:
         """
         if self.paused:
             return None
+        if self.cancelled is not None:
+            raise RunCancelled(self.cancelled)
         ctx = self.ctx
         if ctx.step > self.stop:
             raise GraphRecursionError(

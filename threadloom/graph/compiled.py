@@ -350,13 +350,20 @@ class CompiledGraph(ThreadsMixin):
             name=f"threadloom-stream-{run.ctx.run_id}",
         )
         worker.start()
-        while True:
-            mode, chunk = chunks.get()
-            if mode is _DONE:
-                break
-            if mode is _FAILED:
-                raise chunk
-            yield chunk if single else (mode, chunk)
+        finished = False
+        try:
+            while True:
+                mode, chunk = chunks.get()
+                if mode is _DONE:
+                    finished = True
+                    break
+                if mode is _FAILED:
+                    finished = True
+                    raise chunk
+                yield chunk if single else (mode, chunk)
+        finally:
+            if not finished:  # the consumer stopped early: stop the run at the next step
+                run.cancel("the stream was closed by its consumer")
         worker.join()
 
     async def astream(
