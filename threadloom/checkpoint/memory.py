@@ -173,6 +173,10 @@ class MemoryStore:
             takes the same keyword arguments whatever the backend.
     """
 
+    commits_in_process = True
+    """A hint to the engine: a commit here is a few dictionary updates, so ``async``
+    durability commits inline instead of handing commits to a writer thread."""
+
     def __init__(self, **options: Any) -> None:
         del options
         self._lock = threading.RLock()

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import os
 import socket
 import threading
@@ -130,7 +131,7 @@ class DurableRun(Run):
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
         "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
         "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_results",
-        "parallel",
+        "prev_mark", "replay_until", "parallel",
         "_loaded_task_results",
     )
 
@@ -156,7 +157,12 @@ class DurableRun(Run):
         self.recorded: dict[str, tuple[list[Any], list[Any]]] = {}
         self.attempts: dict[str, list[Attempt]] = {}
         self.lock = threading.Lock()
-        self.handle = persistence.writer().handle() if durability == "async" else None
+        inline = getattr(persistence.store, "commits_in_process", False)
+        self.handle = (
+            persistence.writer().handle() if durability == "async" and not inline else None
+        )
+        self.prev_mark = 0
+        self.replay_until: int | None = None
         self.pending_execs: dict[str, ExecutionRecord] = {}
         self.started_at = time.time()
         self.fork_from = fork_from
@@ -297,10 +303,13 @@ class DurableRun(Run):
             self.exit_writes.extend(resume_writes)
         else:
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
-                                 runs=[self.run_record], writes=resume_writes))
+                                 runs=[self._snapshot(self.run_record)],
+                                 writes=resume_writes))
         return True
 
     def _install(self, loaded: Loaded) -> None:
+        if loaded.seq is not None:
+            self.replay_until = loaded.seq + 2  # async lets one step's commit lag behind
         self.values = {**self.values, **loaded.values}
         self.frontier = loaded.frontier
         self.chains = loaded.chains
@@ -418,9 +427,8 @@ class DurableRun(Run):
         last step to re-run.)"""
         if self.durability == "async" and self.parallel and self.parent_seq is not None:
             write = self.codec.result_write(self.thread_id, self.parent_seq, task_id, result)
-            self.p.writer().submit(self.handle,  # type: ignore[arg-type]
-                                   Commit(self.thread_id, self.p.namespace, self._token(),
-                                          writes=[write]))
+            self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
+                                 writes=[write]))
 
     def _all_results(self, outcome: StepOutcome) -> list[TaskResult]:
         """The step's results in planned order: recorded ones and the ones just run."""
@@ -478,8 +486,9 @@ class DurableRun(Run):
         self._advance_head()
         fault("before_step_commit")
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
-                             executions=executions, runs=[run]))
+                             executions=executions, runs=[self._snapshot(run)]))
         fault("after_step_commit")
+        self._bound_lag()
 
     def _record(self, updated: set[str], source: str, results: list[TaskResult], step: int,
                 now: float) -> CheckpointRecord:
@@ -578,11 +587,26 @@ class DurableRun(Run):
         return None if self.lease is None else self.lease.token
 
     def _persist(self, commit: Commit) -> None:
-        """Write now (``sync``) or queue to the background writer (``async``)."""
-        if self.durability == "sync":
+        """Write now (``sync``, or a store that commits in process) or queue to the
+        background writer (``async``)."""
+        if self.handle is None:
             self.store.commit([commit])
         else:
-            self.p.writer().submit(self.handle, commit)  # type: ignore[arg-type]
+            self.p.writer().submit(self.handle, commit)
+
+    def _snapshot(self, run: RunRecord) -> RunRecord:
+        """The run record as it is now: a queued commit must not see later steps' changes
+        (the record would run ahead of its checkpoint)."""
+        return copy.copy(run) if self.handle is not None else run
+
+    def _bound_lag(self) -> None:
+        """``async``: before the next step starts, everything up to the step before this one
+        must be written, so a crash re-runs at most the last step (and the one in flight)."""
+        handle = self.handle
+        if handle is None:
+            return
+        self.p.writer().wait_for(handle, self.prev_mark)
+        self.prev_mark = handle.submitted
 
     def _exit_commit(self, run: RunRecord) -> Commit:
         """``exit`` durability: everything the run did, as one commit. The checkpoint takes
@@ -647,11 +671,11 @@ class DurableRun(Run):
         try:
             if self.durability == "exit":
                 self.store.commit([self._exit_commit(run)])
-            elif self.durability == "async":
+            elif self.handle is not None:
                 writer = self.p.writer()
-                writer.submit(self.handle, Commit(self.thread_id, self.p.namespace,  # type: ignore[arg-type]
+                writer.submit(self.handle, Commit(self.thread_id, self.p.namespace,
                                                   self._token(), runs=[run]))
-                writer.flush(self.handle)  # type: ignore[arg-type]
+                writer.flush(self.handle)
             else:
                 self.store.commit([Commit(self.thread_id, self.p.namespace, self._token(),
                                           runs=[run])])
@@ -688,10 +712,22 @@ class _DurableRecorder(TaskRecorder):
         self.step = step
 
     def recorded(self, name: str, index: int) -> tuple[bool, Any]:
-        data = self.run._loaded_task_results.get((self.task_id, name, index))
+        run = self.run
+        key = (self.task_id, name, index)
+        data = run._loaded_task_results.get(key)
+        if data is None and run.replay_until is not None and run.parent_seq is not None \
+                and run.parent_seq <= run.replay_until:
+            # replaying the steps after a resumed checkpoint: results recorded against a
+            # checkpoint that was not durable yet when the process died are keyed under the
+            # same (deterministic) checkpoint number this replay recreates
+            for write in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id):
+                if write.channel.startswith(TASK_PREFIX):
+                    run._loaded_task_results[
+                        (write.task_id, write.channel[len(TASK_PREFIX):], write.idx)] = write.data
+            data = run._loaded_task_results.get(key)
         if data is None:
             return False, None
-        return True, self.run.codec.serde.loads(data)
+        return True, run.codec.serde.loads(data)
 
     def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
                attempts: list[tuple[int, float, float, str]]) -> None:
@@ -717,8 +753,10 @@ class _DurableRecorder(TaskRecorder):
                 run.pending_execs[execution.id] = execution
             return
         fault("before_task_record")
-        run._persist(Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
-                            executions=[execution]))
+        # recorded before the caller sees the result, in every mode but exit: a side effect
+        # that happened must not happen again on replay
+        run.store.commit([Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
+                                 executions=[execution])])
         fault("after_task_record")
 
     def pool(self) -> concurrent.futures.Executor | None:

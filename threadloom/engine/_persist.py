@@ -317,13 +317,19 @@ class StepIds(dict[tuple[str, int], str]):
 
 
 class _Handle:
-    """A run's view of the writer: how many of its commits are in flight, and its error."""
+    """A run's view of the writer: how many of its commits were submitted and written, and
+    its error."""
 
-    __slots__ = ("pending", "error")
+    __slots__ = ("submitted", "written", "error")
 
     def __init__(self) -> None:
-        self.pending = 0
+        self.submitted = 0
+        self.written = 0
         self.error: BaseException | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.submitted - self.written
 
 
 class Writer:
@@ -351,7 +357,7 @@ class Writer:
         if handle.error is not None:
             raise handle.error
         with self._cond:
-            handle.pending += 1
+            handle.submitted += 1
             self._queue.append((handle, commit))
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -362,9 +368,15 @@ class Writer:
 
     def flush(self, handle: _Handle) -> None:
         """Wait until every commit of the run is written; raise its write error, if any."""
-        with self._cond:
-            while handle.pending:
-                self._cond.wait()
+        self.wait_for(handle, handle.submitted)
+
+    def wait_for(self, handle: _Handle, count: int) -> None:
+        """Wait until the run's first ``count`` commits are written; raise its write error,
+        if any."""
+        if handle.written < count:
+            with self._cond:
+                while handle.written < count and handle.error is None:
+                    self._cond.wait()
         if handle.error is not None:
             raise handle.error
 
@@ -380,7 +392,7 @@ class Writer:
             self._write(batch)
             with self._cond:
                 for handle, _ in batch:
-                    handle.pending -= 1
+                    handle.written += 1
                 self._cond.notify_all()
 
     def _write(self, batch: list[tuple[_Handle, Commit]]) -> None:
