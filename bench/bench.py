@@ -48,6 +48,7 @@ from harness import (
     Engine,
     Workload,
     describe,
+    groups,
     load_engine,
     log,
     measure,
@@ -102,10 +103,13 @@ def print_summary(report: dict[str, Any]) -> None:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
+    def mb(value: float) -> str:
+        return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
+
     log("")
     log(
-        f"{'workload':<24}{'op':<16}{REFERENCE + ' us/op':>18}{CANDIDATE + ' us/op':>18}"
-        f"{'ratio':>8}{'paired':>8}{'target':>8}  ok"
+        f"{'workload':<28}{'op':<16}{REFERENCE + ' us/op':>18}{CANDIDATE + ' us/op':>18}"
+        f"{'ratio':>8}{'paired':>8}  {'target':<26}ok"
     )
     for name, entry in report["workloads"].items():
         cells = []
@@ -119,10 +123,38 @@ def print_summary(report: dict[str, Any]) -> None:
                 cells.append("error")
         ok = {True: "yes", False: "NO", None: "-"}[entry.get("meets_target")]
         log(
-            f"{name:<24}{entry['op']:<16}{cells[0]:>18}{cells[1]:>18}"
+            f"{name:<28}{entry['op']:<16}{cells[0]:>18}{cells[1]:>18}"
             f"{num(entry['ratio'], '.3f'):>8}{num(entry['ratio_paired'], '.3f'):>8}"
-            f"{num(entry.get('target_ratio'), '.3f'):>8}  {ok}"
+            f"  {entry.get('target') or '-':<26}{ok}"
         )
+        notes = []
+        results = entry["results"]
+        if "throughput" in entry.get("ratio_kind", ""):
+            rates = [
+                f"{eng} {results[eng]['ops_per_s_median']:.1f}/s"
+                for eng in ENGINE_NAMES
+                if "ops_per_s_median" in results.get(eng, {})
+            ]
+            notes.append(f"{entry['op']}s per second: " + ", ".join(rates))
+        if entry.get("target_us_per_op") is not None:
+            times = [
+                f"{eng} {results[eng]['ms_per_op_median']:.3f} ms"
+                for eng in ENGINE_NAMES
+                if "ms_per_op_median" in results.get(eng, {})
+            ]
+            notes.append(f"per {entry['op']}: " + ", ".join(times))
+        sizes = [
+            f"{eng} {mb(results[eng]['metrics']['db_bytes'])}"
+            for eng in ENGINE_NAMES
+            if "db_bytes" in results.get(eng, {}).get("metrics", {})
+        ]
+        if sizes:
+            size_ratio = entry.get("metric_ratios", {}).get("db_bytes")
+            notes.append(f"db_bytes: {', '.join(sizes)} (ratio {num(size_ratio, '.4f')})")
+        if "reps_note" in entry:
+            notes.append(f"reps {entry['reps']}: {entry['reps_note']}")
+        for note in notes:
+            log(f"{'':<4}{note}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -132,7 +164,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default="",
-        help="comma-separated workload names (default: every default workload; 'all' for all)",
+        help="comma-separated workload or group names, e.g. 'durable' (default: every "
+        "default workload; 'all' for all)",
     )
     parser.add_argument(
         "--engines",
@@ -160,15 +193,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def select_workloads(spec: str) -> list[Workload]:
+    """Workloads named in ``spec`` (names and group names, comma-separated, in that order,
+    each once); the default ones when ``spec`` is empty; every one for ``all``."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         return [wl for wl in WORKLOADS.values() if wl.default]
-    if names == ["all"]:
-        return list(WORKLOADS.values())
-    unknown = [n for n in names if n not in WORKLOADS]
+    known_groups = {"all": list(WORKLOADS), **groups()}
+    unknown = [n for n in names if n not in WORKLOADS and n not in known_groups]
     if unknown:
-        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (see --list)")
-    return [WORKLOADS[n] for n in names]
+        raise SystemExit(f"unknown workload(s) or group(s): {', '.join(unknown)} (see --list)")
+    chosen: dict[str, Workload] = {}
+    for name in names:
+        for member in known_groups.get(name, [name]):
+            chosen.setdefault(member, WORKLOADS[member])
+    return list(chosen.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for wl in WORKLOADS.values():
             flag = "" if wl.default else "  [opt-in]"
-            print(f"{wl.name:<24}{wl.description}{flag}")
+            print(f"{wl.name:<28}{wl.description}{flag}")
+        for group, members in groups().items():
+            print(f"\ngroup {group!r} (--workloads {group}): {', '.join(members)}")
         return 0
     selected = select_workloads(args.workloads)
     engine_names = [n.strip() for n in args.engines.split(",") if n.strip()]
@@ -203,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
         "reps": args.reps,
-        "ratio": f"{CANDIDATE} / {REFERENCE}, from median time per op (lower is better)",
+        "ratio": (
+            f"{CANDIDATE} / {REFERENCE}, from median time per op (lower is better); for "
+            "throughput workloads (ratio_kind) ops/s over ops/s (higher is better)"
+        ),
         "environment": environment(),
         "engines": engine_info,
         "workloads": {},

@@ -37,23 +37,38 @@ per second; a throughput test with N caller threads does its N callers inside ``
 counts). Engine-specific construction (how a saver is opened) belongs in a helper such as
 :func:`sqlite_saver`, the one place to adapt when threadloom's API differs from LangGraph's.
 ``default=False`` keeps a slow or provisional workload out of the default run; name it with
-``--workloads`` to run it. A sample that overruns ``--sample-timeout`` is interrupted in the
-main thread; worker threads it started may still be running, so treat the figures after a
-timeout with suspicion.
+``--workloads`` to run it, or put it in a group (``groups=("durable",)``) and name the group.
+
+Targets: ``target=`` bounds the time ratio threadloom / LangGraph from above; with
+``higher_is_better=True`` (throughput) the ratio is ops/s over ops/s and ``target`` is a lower
+bound; ``target_metric="db_bytes"`` applies ``target`` to the ratio of that ``metrics()``
+figure instead; ``target_us_per_op=`` is an absolute bound on threadloom's µs per op. A slow
+workload can cap its samples with ``max_reps=`` and skip the warm-up with ``warmup=False``;
+``Trial.before_sample`` (untimed) runs before every sample, e.g. to give each a fresh
+database (``append_storage_sqlite_sync``). :func:`prepared` wraps a builder in an
+:class:`ExitStack` that becomes ``Trial.close`` (and is closed at once if building fails).
+
+A sample that overruns ``--sample-timeout`` is interrupted in the main thread; worker threads
+it started may still be running (:func:`invoke_concurrently` tells its callers to stop after
+their current invoke), so treat the figures after a timeout with suspicion.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
+import os
+import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
-from harness import Engine, Trial, invoke, thread_ids, workload
+from harness import REFERENCE, Engine, Trial, invoke, thread_ids, workload
 
 # --------------------------------------------------------------------------------------------
 # Graph definitions: written once, built on whichever engine is passed in
@@ -721,10 +736,14 @@ def invoke_concurrently(graph: Any, invokes: int, callers: int, prefix: str) -> 
             errors.append(exc)
 
     workers = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    except BaseException as exc:  # e.g. the sample timeout: stop the callers, then re-raise
+        errors.append(exc)
+        raise
     if errors:
         raise errors[0]
     return results

@@ -297,6 +297,9 @@ class DurableRun(Run):
         # LangGraph's bound for a continued run: up to recursion_limit + 1 more steps
         self.stop = self.ctx.step + self.limit + 1
         self.run_record.status = "running"
+        self.run_record.error = None  # a resumed run is no longer failed
+        self.run_record.ended_at = None
+        self.run_record.metadata.pop(ERROR_CODE_KEY, None)
         self.run_record.updated_at = time.time()
         resume_writes = self._resume_writes(command)
         if self.durability == "exit":
