@@ -277,6 +277,7 @@ class ExecutionInfo:
 
     ``inputs`` is the ``Send`` argument for a task started by ``Send``; for a node triggered
     by an edge it is ``None`` and the state it read is the checkpoint ``checkpoint_id``.
+    ``parents`` are the executions that triggered it (for a ``@task`` call: its node's).
     """
 
     id: str
@@ -291,6 +292,7 @@ class ExecutionInfo:
     outputs: Any
     error: str | None
     attempts: tuple[Any, ...]
+    parents: tuple[str, ...]
     checkpoint_id: str | None
     created_at: float
     started_at: float | None

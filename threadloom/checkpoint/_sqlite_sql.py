@@ -369,7 +369,8 @@ def prune_checkpoints(conn: sqlite3.Connection, thread_id: str, keep: int) -> in
 
     rows = conn.execute(
         f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
-        "ORDER BY seq DESC", (thread_id,)
+        "ORDER BY seq DESC",
+        (thread_id,),
     ).fetchall()
     if len(rows) <= keep:
         return 0
@@ -377,36 +378,46 @@ def prune_checkpoints(conn: sqlite3.Connection, thread_id: str, keep: int) -> in
     cutoff = kept[-1].seq
     floors = blob_floors(kept)
     key = (thread_id, cutoff)
-    conn.execute("DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
-                 "AND seq < ?", key)
-    conn.execute("DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND seq < ?",
-                 key)
-    channels = [r[0] for r in conn.execute(
-        "SELECT DISTINCT channel FROM blobs WHERE thread_id = ? AND checkpoint_ns = ''",
-        (thread_id,))]
+    conn.execute(
+        "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND seq < ?", key
+    )
+    conn.execute("DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND seq < ?", key)
+    channels = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT channel FROM blobs WHERE thread_id = ? AND checkpoint_ns = ''",
+            (thread_id,),
+        )
+    ]
     for channel in channels:
         floor = floors.get(channel)
         if floor is None:
-            conn.execute("DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' "
-                         "AND channel = ?", (thread_id, channel))
+            conn.execute(
+                "DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' AND channel = ?",
+                (thread_id, channel),
+            )
         else:
-            conn.execute("DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' "
-                         "AND channel = ? AND version < ?", (thread_id, channel, floor))
+            conn.execute(
+                "DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' "
+                "AND channel = ? AND version < ?",
+                (thread_id, channel, floor),
+            )
     return len(rows) - keep
 
 
-def delete_runs(conn: sqlite3.Connection, created_before: float,
-                namespace: str | None) -> int:
+def delete_runs(conn: sqlite3.Connection, created_before: float, namespace: str | None) -> int:
     """Retention: the body of ``SqliteStore.delete_runs`` (inside its transaction)."""
-    sql = ("SELECT run_id FROM runs WHERE created_at < ? "
-           "AND status IN ('succeeded', 'failed', 'cancelled')")
+    sql = (
+        "SELECT run_id FROM runs WHERE created_at < ? "
+        "AND status IN ('succeeded', 'failed', 'cancelled')"
+    )
     params: list[Any] = [created_before]
     if namespace is not None:
         sql += " AND namespace = ?"
         params.append(namespace)
     run_ids = [r[0] for r in conn.execute(sql, params)]
     for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start:start + 500]
+        chunk = run_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         conn.execute(f"DELETE FROM executions WHERE run_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)

@@ -46,8 +46,7 @@ def _aesgcm() -> Any:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "encryption at rest needs the 'cryptography' package: "
-            "pip install 'threadloom[crypto]'"
+            "encryption at rest needs the 'cryptography' package: pip install 'threadloom[crypto]'"
         ) from exc
     return AESGCM
 
@@ -80,8 +79,13 @@ class EncryptedSerializer:
         allow_plaintext: also read values stored before encryption was turned on.
     """
 
-    def __init__(self, key: bytes | str, *old_keys: bytes | str,
-                 inner: Serializer | None = None, allow_plaintext: bool = False) -> None:
+    def __init__(
+        self,
+        key: bytes | str,
+        *old_keys: bytes | str,
+        inner: Serializer | None = None,
+        allow_plaintext: bool = False,
+    ) -> None:
         aesgcm = _aesgcm()
         self.inner = inner or JsonPlusSerializer()
         self.allow_plaintext = allow_plaintext
@@ -103,7 +107,7 @@ class EncryptedSerializer:
                 "found an unencrypted value where encryption is required (pass "
                 "allow_plaintext=True to read data stored before encryption was enabled)"
             )
-        key_id, nonce, sealed = data[1:5], data[5:5 + _NONCE], data[5 + _NONCE:]
+        key_id, nonce, sealed = data[1:5], data[5 : 5 + _NONCE], data[5 + _NONCE :]
         opener = self._openers.get(key_id)
         if opener is None:
             raise DecryptionError(

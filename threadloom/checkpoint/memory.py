@@ -142,10 +142,24 @@ def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
 def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
     # explicit construction: dataclasses.replace() costs several times more, per step
     return ExecutionRecord(
-        ex.id, ex.run_id, ex.thread_id, ex.graph, ex.node, ex.step, ex.status, ex.namespace,
-        ex.attempt, _frozen(ex.inputs), _frozen(ex.outputs), ex.error, tuple(ex.parents),
+        ex.id,
+        ex.run_id,
+        ex.thread_id,
+        ex.graph,
+        ex.node,
+        ex.step,
+        ex.status,
+        ex.namespace,
+        ex.attempt,
+        _frozen(ex.inputs),
+        _frozen(ex.outputs),
+        ex.error,
+        tuple(ex.parents),
         tuple(Attempt(a.number, a.started_at, a.ended_at, a.error) for a in ex.attempts),
-        ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at,
+        ex.checkpoint_seq,
+        ex.created_at,
+        ex.started_at,
+        ex.ended_at,
     )
 
 
@@ -155,9 +169,23 @@ def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunReco
             _json_copy(run.metadata, f"metadata of run {run.run_id!r}") if run.metadata else {}
         )
     return RunRecord(
-        run.run_id, run.thread_id, run.graph, run.status, run.namespace, _frozen(run.input),
-        _frozen(run.output), run.error, run.durability, run.created_at, run.updated_at,
-        run.started_at, run.ended_at, run.steps, run.executions, run.resumed_from, metadata,
+        run.run_id,
+        run.thread_id,
+        run.graph,
+        run.status,
+        run.namespace,
+        _frozen(run.input),
+        _frozen(run.output),
+        run.error,
+        run.durability,
+        run.created_at,
+        run.updated_at,
+        run.started_at,
+        run.ended_at,
+        run.steps,
+        run.executions,
+        run.resumed_from,
+        metadata,
     )
 
 
@@ -622,8 +650,10 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             doomed = {
-                run_id for run_id, run in self._runs.items()
-                if run.created_at < created_before and run.status in FINISHED_RUN_STATUSES
+                run_id
+                for run_id, run in self._runs.items()
+                if run.created_at < created_before
+                and run.status in FINISHED_RUN_STATUSES
                 and (namespace is None or run.namespace == namespace)
             }
             for run_id in doomed:

@@ -108,6 +108,10 @@ class DurableContext(RunContext):
         values = self.run.loaded_resume.get(task_id)
         return list(values) if values else None
 
+    def on_task_start(self, task: PlannedTask, task_id: str, input: Any) -> None:
+        self.run.task_times[task_id] = time.time()
+        super().on_task_start(task, task_id, input)
+
     def on_attempt_failed(self, task: PlannedTask, task_id: str, attempt: int,
                           started: float, exc: BaseException) -> None:
         with self.run.lock:
@@ -131,7 +135,7 @@ class DurableRun(Run):
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
         "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
         "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_results",
-        "prev_mark", "replay_until", "parallel",
+        "prev_mark", "replay_until", "parallel", "noop", "parents",
         "_loaded_task_results",
     )
 
@@ -163,6 +167,8 @@ class DurableRun(Run):
         )
         self.prev_mark = 0
         self.replay_until: int | None = None
+        self.noop = False
+        self.parents: dict[tuple[str, int], tuple[str, ...]] = {}
         self.pending_execs: dict[str, ExecutionRecord] = {}
         self.started_at = time.time()
         self.fork_from = fork_from
@@ -282,9 +288,20 @@ class DurableRun(Run):
             latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
             if latest and latest[0].status in (*_UNFINISHED, "interrupted"):
                 existing = latest[0]
+                if existing.graph != self.p.graph_name:
+                    raise RunConflictError(
+                        f"thread {self.thread_id!r} has an unfinished run {existing.run_id!r} "
+                        f"of graph {existing.graph!r}, not {self.p.graph_name!r}"
+                    )
                 self._adopt_run_id(existing.run_id)
             elif latest:
                 resumed_from = latest[0].run_id
+            if existing is None and command is None and not loaded.frontier:
+                self.noop = True  # a finished thread: nothing to run, nothing to record
+                self._install(loaded)
+                return False
+        elif existing is not None:
+            self._check_not_overtaken(existing, loaded)
         self._install(loaded)
         self.skip_breakpoint = True
         if existing is not None:
@@ -309,6 +326,21 @@ class DurableRun(Run):
                                  runs=[self._snapshot(self.run_record)],
                                  writes=resume_writes))
         return True
+
+    def _check_not_overtaken(self, existing: RunRecord, loaded: Loaded) -> None:
+        """A run can be resumed only while the thread has not moved on past it.
+
+        Raises:
+            RunConflictError: a later run wrote the thread's latest checkpoint.
+        """
+        record = loaded.record
+        if record is None or record.run_id in (None, existing.run_id):
+            return
+        if record.created_at > existing.created_at:
+            raise RunConflictError(
+                f"run {existing.run_id!r} can no longer be resumed: thread {self.thread_id!r} "
+                f"has moved on (its latest checkpoint belongs to run {record.run_id!r})"
+            )
 
     def _install(self, loaded: Loaded) -> None:
         if loaded.seq is not None:
@@ -391,10 +423,7 @@ class DurableRun(Run):
         self.frontier = self.start_frontier()
         self._emit_values(updated)
         self.input_value = input
-        latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
-        self.run_record = self._new_record(
-            self.codec.serde.dumps(input), latest[0].run_id if latest else None
-        )
+        self.run_record = self._new_record(self.codec.serde.dumps(input), None)
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
         self._checkpoint(updated, "input", [], self.ctx.step)
@@ -460,11 +489,35 @@ class DurableRun(Run):
         results = self._all_results(outcome)
         self.recorded = {}
         self.loaded_resume = {}
+        next_parents = self._parents_of_next(results)
         step = self.ctx.step
         updated = self.merge(results)
         self._checkpoint(updated, "loop", results, step)
+        self.parents = next_parents
         if self.interrupt_after and _hits(self.interrupt_after, results):
             self.paused = True
+
+    def _parents_of_next(self, results: list[TaskResult]
+                         ) -> dict[tuple[str, int], tuple[str, ...]]:
+        """Which of this step's executions trigger each task of the next step (by edge,
+        route, join or Send), for the execution records' ``parents``."""
+        nodes = self.spec.nodes
+        barriers = self.spec.barriers
+        by_target: dict[tuple[str, int], list[str]] = {}
+        sends = 0
+        for result in results:
+            rid = self.ids[(result.task.name, result.task.push)]
+            node = nodes[result.task.name]
+            targets = [*node.static_next, *(barriers[b].target for b in node.barriers)]
+            for goto in result.goto:
+                if isinstance(goto, str):
+                    targets.append(goto)
+                else:
+                    by_target.setdefault((goto.node, sends), []).append(rid)
+                    sends += 1
+            for target in dict.fromkeys(targets):
+                by_target.setdefault((target, -1), []).append(rid)
+        return {k: tuple(v) for k, v in by_target.items()}
 
     def _checkpoint(self, updated: set[str], source: str, results: list[TaskResult],
                     step: int) -> None:
@@ -519,6 +572,7 @@ class DurableRun(Run):
         task = result.task
         task_id = self.ids[(task.name, task.push)]
         attempts = tuple(self.attempts.pop(task_id, ()))
+        started = self.task_times.pop(task_id, None)
         outputs = self.codec.serde.dumps(dict(result.writes)) if result.writes else None
         return ExecutionRecord(
             id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
@@ -527,8 +581,14 @@ class DurableRun(Run):
             namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
             inputs=self.codec.serde.dumps(task.arg) if task.push >= 0 else None,
             outputs=outputs, error=error, attempts=attempts,
-            checkpoint_seq=self.parent_seq, created_at=now, started_at=None, ended_at=now,
+            parents=self.parents.get((task.name, task.push), ()),
+            checkpoint_seq=self._checkpoint_seq(), created_at=started or now,
+            started_at=started, ended_at=now,
         )
+
+    def _checkpoint_seq(self) -> int | None:
+        """The checkpoint the step's executions read (``exit`` writes none per step)."""
+        return None if self.durability == "exit" else self.parent_seq
 
     def _record_partial(self, outcome: StepOutcome) -> None:
         """Persist what a failed or interrupted step completed, so it is not run again."""
@@ -552,9 +612,9 @@ class DurableRun(Run):
                 executions.append(self._marker(task_id, "INTERRUPTED", None, now))
         for task_id, values in self.loaded_resume.items():
             writes.append(self.codec.special_write(self.thread_id, seq, task_id, RESUME, values))
-        if outcome.error is not None:
-            failed = getattr(outcome.error, "_threadloom_task", None)
-            if failed is not None:
+        if outcome.error is not None and outcome.error_task is not None:
+            failed = self.ids[(outcome.error_task.name, outcome.error_task.push)]
+            if failed:
                 writes.append(self.codec.special_write(
                     self.thread_id, seq, failed, ERROR, _error_text(outcome.error)
                 ))
@@ -577,8 +637,10 @@ class DurableRun(Run):
         return ExecutionRecord(
             id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
             graph=self.p.graph_name, node=name, step=self.ctx.step, status=status,  # type: ignore[arg-type]
+            parents=self.parents.get((name, push), ()),
             namespace=self.p.namespace, attempt=max(1, len(attempts)), error=error,
-            attempts=attempts, checkpoint_seq=self.parent_seq, created_at=now, ended_at=now,
+            attempts=attempts, checkpoint_seq=self._checkpoint_seq(), created_at=now,
+            started_at=self.task_times.pop(task_id, None), ended_at=now,
         )
 
     def pause_before(self, tasks: list[PlannedTask]) -> None:
@@ -637,6 +699,9 @@ class DurableRun(Run):
     # -- end ------------------------------------------------------------------------------
 
     def complete(self) -> Any:
+        if self.noop:
+            self._release()
+            return super().complete()
         record = self.run_record
         if record is not None and record.status == "succeeded" and self.lease is None:
             return self.codec.serde.loads(record.output) if record.output is not None else None

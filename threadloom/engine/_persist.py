@@ -332,6 +332,9 @@ class _Handle:
         return self.submitted - self.written
 
 
+_WRITER_IDLE_SECONDS = 2.0
+
+
 class Writer:
     """The single background writer of ``async`` durability.
 
@@ -383,9 +386,10 @@ class Writer:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
+                if not self._queue and not self._closed:
+                    self._cond.wait(_WRITER_IDLE_SECONDS)
                 if not self._queue:
+                    self._thread = None  # idle or closed: end; submit() starts a new one
                     return
                 batch = list(self._queue)
                 self._queue.clear()
@@ -462,10 +466,15 @@ class Heartbeat:
     def remove(self, run: Any) -> None:
         with self._cond:
             self._runs.pop(id(run), None)
+            if not self._runs:
+                self._cond.notify_all()  # let the thread end; add() starts a new one
 
     def _loop(self) -> None:
         while True:
             with self._cond:
+                if not self._runs:
+                    self._thread = None
+                    return
                 self._cond.wait(self._ttl / 3)
                 runs = list(self._runs.values())
             for run in runs:

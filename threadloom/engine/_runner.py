@@ -21,7 +21,13 @@ from threadloom.engine._algo import (
     route,
 )
 from threadloom.engine._spec import BranchSpec
-from threadloom.errors import GraphInterrupt, InvalidUpdateError, NodeTimeoutError, ParentCommand
+from threadloom.errors import (
+    GraphInterrupt,
+    InvalidUpdateError,
+    NodeTimeoutError,
+    ParentCommand,
+    RunTimeoutError,
+)
 from threadloom.types import RetryPolicy, Send
 
 if TYPE_CHECKING:
@@ -34,11 +40,12 @@ class StepOutcome:
     """The results of a step's tasks in planned order, with the first error raised (if any)
     and the interrupts raised (a ``GraphInterrupt`` per interrupted task)."""
 
-    __slots__ = ("results", "error", "interrupts")
+    __slots__ = ("results", "error", "error_task", "interrupts")
 
     def __init__(self) -> None:
         self.results: list[TaskResult] = []
         self.error: BaseException | None = None
+        self.error_task: PlannedTask | None = None
         self.interrupts: list[BaseException] = []
 
 
@@ -113,6 +120,12 @@ def _open_scope(ctx: RunContext, task: PlannedTask) -> tuple[str, _context.TaskS
     return task_id, scope, _context.task_scope(scope)
 
 
+def _settle_tasks(scope: _context.TaskScope) -> None:
+    calls = scope.extras.get("tasks")
+    if calls is not None:
+        calls.settle()
+
+
 def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
                  started: float, exc: Exception) -> float | None:
     """Record a failed attempt; the seconds to wait before the next one, or ``None`` when the
@@ -164,6 +177,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
         raise
     finally:
         _context.reset_scope(token)
+        _settle_tasks(scope)
     ctx.on_task_done(result, task_id, attempt)
     return result
 
@@ -182,23 +196,38 @@ def _call_with_timeout(ctx: RunContext, call: Callable[[Any, Any], Any], inp: An
 def run_step(ctx: RunContext, tasks: Sequence[PlannedTask], values: dict[str, Any]) -> StepOutcome:
     """Run a step's sync tasks: the first inline, the rest on the pool; wait for all."""
     outcome = StepOutcome()
-    if len(tasks) == 1:
-        _collect(outcome, lambda: _execute(ctx, tasks[0], values))
+    deadline = ctx.deadline
+    if len(tasks) == 1 and deadline is None:
+        _collect(outcome, tasks[0], lambda: _execute(ctx, tasks[0], values))
         return outcome
     pool = ctx.pool()
+    # with a run deadline every task runs on the pool, so a hanging node cannot outlive it
+    inline = deadline is None
     futures = [
         pool.submit(contextvars.copy_context().run, _execute, ctx, task, values)
-        for task in tasks[1:]
+        for task in (tasks[1:] if inline else tasks)
     ]
-    _collect(outcome, lambda: _execute(ctx, tasks[0], values))
-    deadline = ctx.deadline
-    for future in futures:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _collect(outcome, lambda f=future, t=timeout: f.result(t))  # type: ignore[misc]
+    if inline:
+        _collect(outcome, tasks[0], lambda: _execute(ctx, tasks[0], values))
+    for task, future in zip(tasks[1:] if inline else tasks, futures, strict=True):
+        _collect(outcome, task, lambda f=future: _wait(ctx, f))  # type: ignore[misc]
     return outcome
 
 
-def _collect(outcome: StepOutcome, get: Callable[[], TaskResult]) -> None:
+def _wait(ctx: RunContext, future: concurrent.futures.Future[TaskResult]) -> TaskResult:
+    deadline = ctx.deadline
+    if deadline is None:
+        return future.result()
+    try:
+        return future.result(max(0.0, deadline - time.monotonic()))
+    except concurrent.futures.TimeoutError:
+        raise RunTimeoutError(
+            f"run {ctx.run_id!r} exceeded its timeout while a node was running (the node's "
+            "thread finishes on its own; its result is discarded)"
+        ) from None
+
+
+def _collect(outcome: StepOutcome, task: PlannedTask, get: Callable[[], TaskResult]) -> None:
     try:
         outcome.results.append(get())
     except GraphInterrupt as exc:
@@ -206,6 +235,7 @@ def _collect(outcome: StepOutcome, get: Callable[[], TaskResult]) -> None:
     except BaseException as exc:
         if outcome.error is None:
             outcome.error = exc
+            outcome.error_task = task
 
 
 async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
@@ -243,6 +273,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         raise
     finally:
         _context.reset_scope(token)
+        _settle_tasks(scope)
     ctx.on_task_done(result, task_id, attempt)
     return result
 
@@ -267,14 +298,19 @@ async def arun_step(
         coros = [_aexecute(ctx, task, values) for task in tasks]
     gathered = asyncio.gather(*coros, return_exceptions=True)
     if ctx.deadline is not None:
-        results = await asyncio.wait_for(gathered, max(0.0, ctx.deadline - time.monotonic()))
+        try:
+            results = await asyncio.wait_for(gathered,
+                                             max(0.0, ctx.deadline - time.monotonic()))
+        except TimeoutError:
+            raise RunTimeoutError(f"run {ctx.run_id!r} exceeded its timeout") from None
     else:
         results = await gathered
-    for item in results:
+    for task, item in zip(tasks, results, strict=True):
         if isinstance(item, TaskResult):
             outcome.results.append(item)
         elif isinstance(item, GraphInterrupt):
             outcome.interrupts.append(item)
         elif outcome.error is None:
             outcome.error = item
+            outcome.error_task = task
     return outcome

@@ -71,6 +71,13 @@ class TaskCalls:
         self.recorder = recorder or TaskRecorder()
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.futures: list[concurrent.futures.Future[Any]] = []
+
+    def settle(self) -> None:
+        """Wait for every call started by the execution, whatever became of the node: a
+        task must not outlive its node (its result is recorded under the node's lease)."""
+        if self.futures:
+            concurrent.futures.wait(self.futures)
 
     def start(self, fn: TaskRunnable, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> TaskFuture[Any]:
@@ -79,6 +86,8 @@ class TaskCalls:
             self.counts[fn.name] = index + 1
         hit, value = self.recorder.recorded(fn.name, index)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self.lock:
+            self.futures.append(future)
         if hit:
             future.set_result(value)
             return TaskFuture(future)

@@ -337,7 +337,7 @@ def _execution_info(record: ExecutionRecord, codec: Codec) -> ExecutionInfo:
         node=record.node, step=record.step, status=record.status, attempt=record.attempt,
         inputs=loads(record.inputs) if record.inputs is not None else None,
         outputs=loads(record.outputs) if record.outputs is not None else None,
-        error=record.error, attempts=record.attempts,
+        error=record.error, attempts=record.attempts, parents=tuple(record.parents),
         checkpoint_id=(format_checkpoint_id(record.checkpoint_seq)
                        if record.checkpoint_seq is not None else None),
         created_at=record.created_at, started_at=record.started_at,
