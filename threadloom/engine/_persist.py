@@ -20,7 +20,6 @@ from threadloom.checkpoint.base import (
     Store,
     WriteRecord,
 )
-from threadloom.checkpoint.delta import resolve_chain
 from threadloom.checkpoint.serde import Serializer
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
@@ -99,14 +98,11 @@ class Loaded:
 class Codec:
     """Turns engine state into store records and back, for one graph and serializer."""
 
-    __slots__ = ("spec", "serde", "_append_channels", "_memo")
+    __slots__ = ("spec", "serde", "_memo")
 
     def __init__(self, spec: GraphSpec, serde: Serializer) -> None:
         self.spec = spec
         self.serde = serde
-        self._append_channels = frozenset(
-            name for name, ch in spec.channels.items() if ch.reducer is not None
-        )
         # encodings of small engine values that repeat step after step (which nodes ran,
         # which are next), so a loop does not serialize the same bytes thousands of times
         self._memo: dict[tuple[str, tuple[str, ...]], bytes] = {}
@@ -127,8 +123,9 @@ class Codec:
         chains: dict[str, Chain], seq: int,
     ) -> list[BlobRecord]:
         """Blobs for the channels written since the last checkpoint (updating ``chains``): a
-        delta of appended items where a list only grew, otherwise the full value. A full
-        snapshot is taken again once the deltas add up to the last snapshot's size."""
+        delta of appended items where a list only grew (with a reducer, or a plain key a node
+        rewrote as ``old + [new]``), otherwise the full value. A full snapshot is taken again
+        once the deltas add up to the last snapshot's size."""
         dumps = self.serde.dumps
         blobs: list[BlobRecord] = []
         for name in updated:
@@ -152,7 +149,7 @@ class Codec:
                 continue
             data = dumps(value)
             blobs.append(BlobRecord(name, seq, None, data))
-            items = list(value) if type(value) is list and name in self._append_channels else None
+            items = list(value) if type(value) is list else None
             chains[name] = Chain(seq, seq, len(data), 0, items)
         return blobs
 
@@ -160,27 +157,72 @@ class Codec:
         self, store: Store, record: CheckpointRecord
     ) -> tuple[dict[str, Any], dict[str, Chain]]:
         """The channel values stored at a checkpoint, and their chains."""
-        if not record.channels:
-            return {}, {}
-        wants = {name: (base, ver) for name, (ver, base) in record.channels.items()}
-        blobs = store.get_blobs(record.thread_id, record.checkpoint_ns, wants)
-        by_channel: dict[str, list[BlobRecord]] = {}
-        for blob in blobs:
-            by_channel.setdefault(blob.channel, []).append(blob)
-        values: dict[str, Any] = {}
-        chains: dict[str, Chain] = {}
+        return self.decode_many(store, [record])[record.seq]
+
+    def decode_many(
+        self, store: Store, records: Sequence[CheckpointRecord]
+    ) -> dict[int, tuple[dict[str, Any], dict[str, Chain]]]:
+        """Channel values (and chains) of several checkpoints of one thread, from one blob
+        query: each stored version is decoded once, and a delta extends the value of the
+        version it follows (so a history of N appends costs O(N) decoding, not O(N^2))."""
+        out: dict[int, tuple[dict[str, Any], dict[str, Chain]]] = {}
+        if not records:
+            return out
+        wants: dict[str, tuple[int, int]] = {}
+        for record in records:
+            for name, (ver, base) in record.channels.items():
+                low, high = wants.get(name, (base, ver))
+                wants[name] = (min(low, base), max(high, ver))
+        first = records[0]
+        blobs = store.get_blobs(first.thread_id, first.checkpoint_ns, wants) if wants else []
+        by_key = {(b.channel, b.version): b for b in blobs}
+        cache: dict[tuple[str, int], tuple[Any, int, int]] = {}  # value, base size, deltas
+        for record in records:
+            values: dict[str, Any] = {}
+            chains: dict[str, Chain] = {}
+            for name, (ver, base) in record.channels.items():
+                value, base_size, delta_bytes = self._value_at(name, ver, by_key, cache,
+                                                               len(records) > 1)
+                values[name] = value
+                items = list(value) if type(value) is list else None
+                chains[name] = Chain(ver, base, base_size, delta_bytes, items)
+            out[record.seq] = (values, chains)
+        return out
+
+    def _value_at(self, channel: str, version: int, by_key: dict[tuple[str, int], BlobRecord],
+                  cache: dict[tuple[str, int], tuple[Any, int, int]],
+                  keep_all: bool) -> tuple[Any, int, int]:
+        """The decoded value of ``channel`` at ``version``, following its delta chain back
+        to the nearest decoded or full version (iteratively: chains can be long). With
+        ``keep_all`` every version on the way is cached too (a history asks for them)."""
+        pending: list[BlobRecord] = []
+        key: tuple[str, int] | None = (channel, version)
+        while key is not None and key not in cache:
+            blob = by_key.get(key)
+            if blob is None:
+                raise LookupError(f"missing blob {key} (chain for version {version})")
+            pending.append(blob)
+            key = None if blob.prev is None else (channel, blob.prev)
         loads = self.serde.loads
-        for name, (ver, base) in record.channels.items():
-            chain = resolve_chain(by_channel.get(name, ()), ver)
-            value = loads(chain[0].data)
-            delta_bytes = 0
-            for delta in chain[1:]:
-                value = value + loads(delta.data)
-                delta_bytes += len(delta.data)
-            values[name] = value
-            items = list(value) if type(value) is list and name in self._append_channels else None
-            chains[name] = Chain(ver, base, len(chain[0].data), delta_bytes, items)
-        return values, chains
+        if key is None:
+            full = pending.pop()
+            current = (loads(full.data), len(full.data), 0)
+            cache[(channel, full.version)] = current
+        else:
+            current = cache[key]
+        if not pending:
+            return current
+        value, base_size, delta_bytes = current
+        grown = list(value)
+        for blob in reversed(pending):
+            grown.extend(loads(blob.data))
+            delta_bytes += len(blob.data)
+            if keep_all:
+                cache[(channel, blob.version)] = (grown, base_size, delta_bytes)
+                grown = list(grown)
+        current = (grown, base_size, delta_bytes)
+        cache[(channel, version)] = current
+        return current
 
     # -- frontier and metadata ------------------------------------------------------------
 

@@ -162,8 +162,9 @@ class ThreadsMixin:
         records = store.list_checkpoints(thread_id, "", before=before_seq, run_id=run_id,
                                          source=source, limit=None if filter else limit)
         count = 0
+        decoded = codec.decode_many(store, records)
         for record in records:
-            values, chains = codec.decode_channels(store, record)
+            values, chains = decoded[record.seq]
             loaded = Loaded(record, values, codec.decode_frontier(record.frontier), chains,
                             codec.decode_metadata(record.metadata, record))
             if any(loaded.metadata.get(k) != v for k, v in filter.items()):
