@@ -98,6 +98,14 @@ SQL_CHECK = (
     "SELECT (SELECT lease_token FROM threads WHERE thread_id = ?1 AND lease_owner IS NOT NULL),"
     " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
 )
+# A leased writer's thread row exists (the lease made it): one statement both touches it and
+# reads the lease token and the head for the checks (one round through SQLite, not two).
+SQL_CHECK_AND_TOUCH = (
+    "UPDATE threads SET updated_at = ?3, namespace = CASE namespace_set WHEN 1 THEN namespace"
+    " ELSE ?4 END, namespace_set = 1 WHERE thread_id = ?1"
+    " RETURNING lease_owner, lease_token,"
+    " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
+)  # (not CASE in RETURNING: SQLite 3.40 evaluates it wrongly on this WITHOUT ROWID table)
 SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?)"
 SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -246,8 +254,18 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
         cp = c.checkpoint
         ns = cp.checkpoint_ns if cp is not None else ""
         token = c.lease_token
-        if token is not None or c.expected_head is not ANY_HEAD:
+        touched = False
+        if token is not None:
+            row = execute(SQL_CHECK_AND_TOUCH, (thread_id, ns, now, c.namespace)).fetchone()
+            if row is None:
+                current = head = None
+            else:
+                owner, lease_token, head = row
+                current = lease_token if owner is not None else None
+                touched = True
+        elif c.expected_head is not ANY_HEAD:
             current, head = execute(SQL_CHECK, (thread_id, ns)).fetchone()
+        if token is not None or c.expected_head is not ANY_HEAD:
             if token is not None and token != current:
                 raise LeaseLostError(f"lease token {token} is not current on thread {thread_id!r}")
             if c.expected_head is not ANY_HEAD and c.expected_head != head:
@@ -350,7 +368,8 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                     for e in c.executions
                 ],
             )
-        execute(SQL_TOUCH_THREAD, (thread_id, c.namespace, now, now))
+        if not touched:
+            execute(SQL_TOUCH_THREAD, (thread_id, c.namespace, now, now))
 
 
 def raise_run_conflict(conn: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:

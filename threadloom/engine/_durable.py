@@ -135,7 +135,8 @@ class DurableRun(Run):
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
         "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
         "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_results",
-        "prev_mark", "replay_until", "parallel", "noop", "parents",
+        "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
+        "finalized", "final_output",
         "_loaded_task_results",
     )
 
@@ -168,6 +169,9 @@ class DurableRun(Run):
         self.prev_mark = 0
         self.replay_until: int | None = None
         self.noop = False
+        self.run_written = False
+        self.finalized = False
+        self.final_output: Any = None
         self.parents: dict[tuple[str, int], tuple[str, ...]] = {}
         self.pending_execs: dict[str, ExecutionRecord] = {}
         self.started_at = time.time()
@@ -307,6 +311,8 @@ class DurableRun(Run):
         if existing is not None:
             self.run_record = existing
             self.input_value = None
+            if existing.status in ("running", "pending"):
+                self._recount(existing)  # it died mid-run: its counters were not written
         else:
             self.run_record = self._new_record(None, resumed_from)
         if command is not None:
@@ -325,7 +331,17 @@ class DurableRun(Run):
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
                                  runs=[self._snapshot(self.run_record)],
                                  writes=resume_writes))
+            self.run_written = True
         return True
+
+    def _recount(self, run: RunRecord) -> None:
+        """Steps and node executions of a run, counted from what the store holds."""
+        run.steps = len(self.store.list_checkpoints(self.thread_id, "", run_id=run.run_id))
+        nodes = self.spec.nodes
+        run.executions = sum(
+            1 for e in self.store.list_executions(run_id=run.run_id)
+            if e.status == "SUCCEEDED" and e.node in nodes
+        )
 
     def _check_not_overtaken(self, existing: RunRecord, loaded: Loaded) -> None:
         """A run can be resumed only while the thread has not moved on past it.
@@ -492,10 +508,14 @@ class DurableRun(Run):
         next_parents = self._parents_of_next(results)
         step = self.ctx.step
         updated = self.merge(results)
-        self._checkpoint(updated, "loop", results, step)
-        self.parents = next_parents
         if self.interrupt_after and _hits(self.interrupt_after, results):
             self.paused = True
+        # the run ends with this step: its final record rides in the step's own commit
+        final = not self.frontier and not self.paused and self.ctx.step <= self.stop
+        if final and self.durability != "exit":
+            self._finalize(Run.complete(self))
+        self._checkpoint(updated, "loop", results, step)
+        self.parents = next_parents
 
     def _parents_of_next(self, results: list[TaskResult]
                          ) -> dict[tuple[str, int], tuple[str, ...]]:
@@ -531,6 +551,10 @@ class DurableRun(Run):
         run.steps += 1
         run.executions += len(executions)
         run.updated_at = now
+        # the run record is written when the run starts and when it ends, not every step;
+        # a resumed run recounts its steps and executions from the store (_recount)
+        runs = [self._snapshot(run)] if (not self.run_written or self.finalized) else []
+        self.run_written = True
         if self.durability == "exit":
             self.dirty |= updated
             self.last_results = results
@@ -542,7 +566,7 @@ class DurableRun(Run):
         self._advance_head()
         fault("before_step_commit")
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
-                             executions=executions, runs=[self._snapshot(run)]))
+                             executions=executions, runs=runs))
         fault("after_step_commit")
         self._bound_lag()
 
@@ -698,14 +722,9 @@ class DurableRun(Run):
 
     # -- end ------------------------------------------------------------------------------
 
-    def complete(self) -> Any:
-        if self.noop:
-            self._release()
-            return super().complete()
+    def _finalize(self, out: Any) -> None:
+        """Mark the run record finished with ``out`` (written by the caller's commit)."""
         record = self.run_record
-        if record is not None and record.status == "succeeded" and self.lease is None:
-            return self.codec.serde.loads(record.output) if record.output is not None else None
-        out = super().complete()
         assert record is not None
         now = time.time()
         if self.paused:
@@ -715,6 +734,27 @@ class DurableRun(Run):
             record.output = self.codec.serde.dumps(out) if out is not None else None
             record.ended_at = now
         record.updated_at = now
+        self.finalized = True
+        self.final_output = out
+
+    def complete(self) -> Any:
+        if self.noop:
+            self._release()
+            return super().complete()
+        record = self.run_record
+        if record is not None and record.status == "succeeded" and self.lease is None:
+            return self.codec.serde.loads(record.output) if record.output is not None else None
+        if self.finalized and self.durability != "exit":
+            # the last step's commit carried the final record: wait for it, and let go
+            try:
+                if self.handle is not None:
+                    self.p.writer().flush(self.handle)
+            finally:
+                self._release()
+            return self.final_output
+        out = super().complete()
+        assert record is not None
+        self._finalize(out)
         self._finish(record)
         return out
 

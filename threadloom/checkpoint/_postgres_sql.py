@@ -1,0 +1,832 @@
+"""The Postgres store's schema, its prebuilt SQL, parameter rows and row conversions.
+
+Private to :mod:`threadloom.checkpoint.postgres`, which owns the pool, retries and error
+translation. Nothing here touches a connection (or imports psycopg): :class:`Statements`
+holds every SQL string of one schema, built once per store (the commit statement once per
+shape), so the hot paths never format SQL per call and psycopg can prepare each statement
+once per connection; the functions turn records into parameters and rows back into records,
+and parse the store's URL options.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from json.encoder import encode_basestring as quote
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from threadloom.checkpoint.base import (
+    ANY_HEAD,
+    Attempt,
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+)
+from threadloom.errors import (
+    CheckpointConflictError,
+    InvalidConfigError,
+    LeaseLostError,
+    RunConflictError,
+    StoreError,
+    ThreadloomError,
+)
+
+# -- schema -------------------------------------------------------------------------------
+#
+# ``{s}`` is the quoted schema. Text columns that are sorted or compared use the "C"
+# collation: byte order, the order the reference store gives (Python's code point order),
+# whatever the database's default collation is, and cheaper comparisons in every index.
+# Channel versions, ``next``, parents and attempts are compact JSON text that only this
+# module reads (cheaper than JSONB on the hot path); run and thread metadata are JSONB, so
+# operators can query them.
+
+_TEXT = 'TEXT COLLATE "C"'
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the initial schema.
+    (
+        f"""CREATE TABLE {{s}}.threads (
+            thread_id {_TEXT} PRIMARY KEY, namespace {_TEXT} NOT NULL,
+            namespace_set BOOLEAN NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, metadata JSONB NOT NULL DEFAULT '{{{{}}}}',
+            lease_owner {_TEXT}, lease_token BIGINT NOT NULL DEFAULT 0,
+            lease_expires_at DOUBLE PRECISION
+        ) WITH (fillfactor = 70)""",
+        # Not on updated_at: every commit touches it, and an update that changes no indexed
+        # column is a HOT update (no index writes, dead versions pruned within the page).
+        "CREATE INDEX threads_namespace ON {s}.threads (namespace)",
+        f"""CREATE TABLE {{s}}.checkpoints (
+            thread_id {_TEXT} NOT NULL, checkpoint_ns {_TEXT} NOT NULL, seq BIGINT NOT NULL,
+            parent_seq BIGINT, run_id {_TEXT}, step BIGINT NOT NULL, source {_TEXT} NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, channels TEXT NOT NULL, next TEXT NOT NULL,
+            metadata BYTEA NOT NULL, frontier BYTEA NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, seq)
+        )""",
+        f"""CREATE TABLE {{s}}.blobs (
+            thread_id {_TEXT} NOT NULL, checkpoint_ns {_TEXT} NOT NULL,
+            channel {_TEXT} NOT NULL, version BIGINT NOT NULL, prev BIGINT,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+        )""",
+        f"""CREATE TABLE {{s}}.writes (
+            thread_id {_TEXT} NOT NULL, checkpoint_ns {_TEXT} NOT NULL, seq BIGINT NOT NULL,
+            task_id {_TEXT} NOT NULL, channel {_TEXT} NOT NULL, idx BIGINT NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, seq, task_id, channel, idx)
+        )""",
+        f"""CREATE TABLE {{s}}.runs (
+            run_id {_TEXT} PRIMARY KEY, thread_id {_TEXT} NOT NULL, graph {_TEXT} NOT NULL,
+            status {_TEXT} NOT NULL, namespace {_TEXT} NOT NULL, input BYTEA, output BYTEA,
+            error TEXT, durability TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION,
+            ended_at DOUBLE PRECISION, steps BIGINT NOT NULL, executions BIGINT NOT NULL,
+            resumed_from TEXT, metadata JSONB NOT NULL
+        ) WITH (fillfactor = 80)""",
+        "CREATE INDEX runs_thread ON {s}.runs (thread_id, created_at)",
+        "CREATE INDEX runs_status ON {s}.runs (status, created_at)",
+        "CREATE INDEX runs_namespace_created ON {s}.runs (namespace, created_at)",
+        "CREATE INDEX runs_graph ON {s}.runs (graph, created_at)",
+        f"""CREATE TABLE {{s}}.executions (
+            id {_TEXT} PRIMARY KEY, run_id {_TEXT} NOT NULL, thread_id {_TEXT} NOT NULL,
+            graph {_TEXT} NOT NULL, node {_TEXT} NOT NULL, step BIGINT NOT NULL,
+            status {_TEXT} NOT NULL, namespace {_TEXT} NOT NULL, attempt BIGINT NOT NULL,
+            inputs BYTEA, outputs BYTEA, error TEXT, parents TEXT NOT NULL,
+            attempts TEXT NOT NULL, checkpoint_seq BIGINT,
+            created_at DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION,
+            ended_at DOUBLE PRECISION
+        ) WITH (fillfactor = 80)""",
+        "CREATE INDEX executions_run ON {s}.executions (run_id)",
+        "CREATE INDEX executions_thread ON {s}.executions (thread_id)",
+        "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)",
+        # The head of each (thread, namespace): the highest checkpoint seq, kept in a row of
+        # its own so that a commit compares-and-sets it on the row's current version (see
+        # Statements.commit). NULL: a commit without a checkpoint claimed "no head yet".
+        """CREATE TABLE {s}.heads (
+            thread_id TEXT COLLATE "C" NOT NULL, checkpoint_ns TEXT COLLATE "C" NOT NULL,
+            seq BIGINT, PRIMARY KEY (thread_id, checkpoint_ns)
+        ) WITH (fillfactor = 70)""",
+        # Raises a failure found by a commit statement, with a SQLSTATE of threadloom's own
+        # (FAILURES) so that the store tells it from a database error.
+        """CREATE FUNCTION {s}.fail(p_failure text) RETURNS boolean LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RAISE EXCEPTION USING MESSAGE = substr(p_failure, 2),
+                ERRCODE = CASE left(p_failure, 1) WHEN 'L' THEN 'TL001' WHEN 'H' THEN 'TL002'
+                    WHEN 'R' THEN 'TL003' WHEN 'D' THEN 'TL004' ELSE 'TL005' END;
+        END
+        $fn$""",
+    ),
+)
+"""The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def quote_schema(schema: str) -> str:
+    """``schema`` as a quoted identifier.
+
+    Raises:
+        InvalidConfigError: not a plain identifier (letters, digits, ``_``, ``$``; at most
+            63 characters, not starting with a digit).
+    """
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise InvalidConfigError(
+            f"schema must be a plain identifier (letters, digits, _ and $, at most 63 "
+            f"characters), not {schema!r}"
+        )
+    return f'"{schema}"'
+
+
+def advisory_key(schema: str) -> int:
+    """The transaction-level advisory lock key that serializes ``setup()`` of a schema."""
+    h = 0x5EED  # FNV-1a over the name, folded into a signed 64-bit integer
+    for byte in ("threadloom:" + schema).encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+RUN_COLS = (
+    "run_id, thread_id, graph, status, namespace, input, output, error, durability, "
+    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata"
+)
+EXEC_COLS = (
+    "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
+    "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
+)
+CP_COLS = "seq, parent_seq, run_id, step, source, created_at, channels, next, metadata, frontier"
+THREAD_COLS = (
+    "thread_id, namespace, created_at, updated_at, metadata, lease_owner, lease_token, "
+    "lease_expires_at"
+)
+WRITE_COLS = "thread_id, checkpoint_ns, seq, task_id, channel, idx, data"
+FINISHED = ("succeeded", "failed", "cancelled")
+BLOB_UNION = 16  # channels read by one UNION ALL statement
+TABLES = ("threads", "heads", "checkpoints", "blobs", "writes", "runs", "executions")
+HEAD_ANY, HEAD_NONE, HEAD_SEQ = 0, 1, 2  # a commit's expected_head: ANY_HEAD, None, a seq
+
+
+# The SQLSTATEs ``fail()`` raises (see the migrations), and the errors they stand for.
+_FAILURES: dict[str, type[ThreadloomError]] = {
+    "TL001": LeaseLostError,
+    "TL002": CheckpointConflictError,  # the head moved
+    "TL003": RunConflictError,
+    "TL004": CheckpointConflictError,  # the seq exists
+    "TL005": StoreError,  # the checkpoint is of another thread
+}
+
+
+def failure_error(sqlstate: str | None, message: str) -> ThreadloomError | None:
+    """The error a commit's failed check stands for, if ``sqlstate`` is one of ``fail()``'s."""
+    kind = _FAILURES.get(sqlstate or "")
+    return kind(message) if kind is not None else None
+
+
+_URL_OPTIONS = {
+    "schema": "schema",
+    "pool_min": "min_size",
+    "min_size": "min_size",
+    "pool_max": "max_size",
+    "max_size": "max_size",
+    "pool_timeout": "timeout",
+    "timeout": "timeout",
+    "prepare_threshold": "prepare_threshold",
+    "max_retries": "max_retries",
+    "connect_timeout": "connect_timeout",
+}
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` without threadloom's own query options, and those options.
+
+    Raises:
+        InvalidConfigError: not a ``postgresql://`` or ``postgres://`` URL, or a bad value.
+    """
+    scheme, sep, _ = url.partition("://")
+    if scheme.lower() not in ("postgres", "postgresql") or not sep:
+        raise InvalidConfigError(f"not a Postgres URL: {url!r} (use postgresql://user@host/db)")
+    parts = urlsplit(url)
+    rest: list[tuple[str, str]] = []
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        name = _URL_OPTIONS.get(key)
+        if name is None:
+            rest.append((key, value))
+            continue
+        try:
+            if name == "schema":
+                options[name] = value
+            elif name == "prepare_threshold":
+                none = value.lower() in ("none", "null", "off", "")
+                options[name] = None if none else int(value)
+            elif name in ("min_size", "max_size", "max_retries"):
+                options[name] = int(value)
+            else:
+                options[name] = float(value)
+        except ValueError:
+            raise InvalidConfigError(f"bad {key} in the Postgres URL: {value!r}") from None
+    return urlunsplit(parts._replace(scheme=scheme.lower(), query=urlencode(rest))), options
+
+
+def check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+    """``value``, if it is a number (an integer if ``integer``) >= ``minimum``.
+
+    Raises:
+        InvalidConfigError: it is not.
+    """
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if not ok or isinstance(value, bool) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise InvalidConfigError(f"{name} must be {kind} >= {minimum:g}, not {value!r}")
+    return value
+
+
+class Statements:
+    """Every SQL statement of the store, for the tables of one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_schema(schema)
+        self.schema = s
+        self.migrations = tuple(tuple(sql.format(s=s) for sql in m) for m in MIGRATIONS)
+        self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
+        self.create_migrations = (
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        self.schema_version = f"SELECT max(version) FROM {s}.schema_migrations"
+        self.record_migration = (
+            f"INSERT INTO {s}.schema_migrations (version, applied_at) VALUES (%s, %s)"
+        )
+
+        # -- leases --------------------------------------------------------------------------
+        # One statement each. The holder re-taking an unexpired lease keeps its token; a
+        # free, released or expired lease is taken with the token bumped. A busy lease makes
+        # the WHERE false: no row comes back.
+        self.acquire = (
+            f"INSERT INTO {s}.threads AS t (thread_id, namespace, namespace_set, created_at,"
+            " updated_at, lease_owner, lease_token, lease_expires_at)"
+            " VALUES (%(thread_id)s, %(namespace)s, false, %(now)s, %(now)s, %(owner)s, 1,"
+            " %(expires)s) ON CONFLICT (thread_id) DO UPDATE SET"
+            " lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,"
+            " lease_token = CASE WHEN t.lease_owner IS NOT NULL AND t.lease_expires_at > %(now)s"
+            " THEN t.lease_token ELSE t.lease_token + 1 END"
+            " WHERE t.lease_owner IS NULL OR t.lease_expires_at <= %(now)s"
+            " OR t.lease_owner = excluded.lease_owner"
+            " RETURNING lease_token"
+        )
+        self.lease_holder = f"SELECT lease_owner FROM {s}.threads WHERE thread_id = %s"
+        self.renew = (
+            f"UPDATE {s}.threads SET lease_expires_at = %s WHERE thread_id = %s"
+            " AND lease_token = %s AND lease_owner IS NOT NULL"
+        )
+        self.release = (
+            f"UPDATE {s}.threads SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE thread_id = %s AND lease_token = %s AND lease_owner IS NOT NULL"
+        )
+
+        # -- the write path --------------------------------------------------------------------
+        # Pieces of the commit statement (see commit()); {} takes the VALUES rows.
+        self._commit_sql: dict[tuple[int, ...], bytes] = {}
+        # Creates or touches the thread row, which locks it until the transaction ends; the
+        # lease columns it returns are the row's current ones.
+        self._touch = (
+            f"INSERT INTO {s}.threads AS t"
+            " (thread_id, namespace, namespace_set, created_at, updated_at)"
+            " VALUES ($1, $2, true, $3, $3) ON CONFLICT (thread_id) DO UPDATE"
+            " SET updated_at = excluded.updated_at, namespace = CASE WHEN t.namespace_set"
+            " THEN t.namespace ELSE excluded.namespace END, namespace_set = true"
+            " RETURNING lease_owner, lease_token"
+        )
+        # The head compare-and-set, by kind (see HEAD_*), with and without a new checkpoint
+        # ($7): an UPDATE or an upsert's WHERE is evaluated on the row's current version,
+        # so a writer that lost a race finds the winner's head, not its own snapshot's.
+        key = "thread_id = $1 AND checkpoint_ns = $5"
+        self._heads: dict[tuple[int, bool], str] = {
+            (HEAD_ANY, True): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, $7)"
+            " ON CONFLICT (thread_id, checkpoint_ns)"
+            " DO UPDATE SET seq = greatest(h.seq, excluded.seq)",
+            (HEAD_NONE, True): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, $7)"
+            " ON CONFLICT (thread_id, checkpoint_ns)"
+            " DO UPDATE SET seq = excluded.seq WHERE h.seq IS NULL RETURNING 1",
+            (HEAD_NONE, False): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, NULL)"
+            " ON CONFLICT (thread_id, checkpoint_ns)"
+            " DO UPDATE SET seq = h.seq WHERE h.seq IS NULL RETURNING 1",
+            (HEAD_SEQ, True): f"UPDATE {s}.heads AS h SET seq = greatest(h.seq, $7)"
+            f" WHERE {key} AND seq = $6 RETURNING 1",
+            (HEAD_SEQ, False): f"UPDATE {s}.heads AS h SET seq = h.seq"
+            f" WHERE {key} AND seq = $6 RETURNING 1",
+        }
+        self._lease_failed = (
+            "WHEN NOT EXISTS (SELECT FROM t WHERE $4::int8 IS NULL"
+            " OR (t.lease_owner IS NOT NULL AND t.lease_token = $4::int8))"
+            f" THEN {s}.fail(format('Llease token %s is not current on thread %L',"
+            " $4::int8, $1::text))"
+        )
+        self._head_failed = (
+            f"WHEN NOT EXISTS (SELECT FROM h) THEN {s}.fail(format('Hthread %L moved on:"
+            " its latest checkpoint is %s, not %s', $1::text,"
+            f" coalesce((SELECT seq::text FROM {s}.heads WHERE {key}), 'None'),"
+            " coalesce($6::int8::text, 'None')))"
+        )
+        # A run's thread, graph, namespace and created_at are fixed by its first record; the
+        # update applies only to a run of the same thread, so the row count reveals a conflict.
+        self._put_runs = (
+            f"INSERT INTO {s}.runs AS r ({RUN_COLS}) VALUES {{}}"
+            " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
+            " input = excluded.input, output = excluded.output, error = excluded.error,"
+            " durability = excluded.durability, updated_at = excluded.updated_at,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+            " steps = excluded.steps, executions = excluded.executions,"
+            " resumed_from = excluded.resumed_from, metadata = excluded.metadata"
+            " WHERE r.thread_id = excluded.thread_id RETURNING 1"
+        )
+        # An existing seq inserts nothing: no row reveals the conflict.
+        self._insert_checkpoint = (
+            f"INSERT INTO {s}.checkpoints VALUES ($1, $5, $7, {{}}) ON CONFLICT DO NOTHING"
+            " RETURNING 1"
+        )
+        self._put_blobs = (
+            f"INSERT INTO {s}.blobs VALUES {{}}"
+            " ON CONFLICT (thread_id, checkpoint_ns, channel, version)"
+            " DO UPDATE SET prev = excluded.prev, data = excluded.data"
+        )
+        self._put_writes = (
+            f"INSERT INTO {s}.writes VALUES {{}}"
+            " ON CONFLICT (thread_id, checkpoint_ns, seq, task_id, channel, idx)"
+            " DO UPDATE SET data = excluded.data"
+        )
+        # An execution's thread and namespace are fixed by its first record.
+        self._put_executions = (
+            f"INSERT INTO {s}.executions AS e ({EXEC_COLS}) VALUES {{}}"
+            " ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, graph = excluded.graph,"
+            " node = excluded.node, step = excluded.step, status = excluded.status,"
+            " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
+            " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
+            " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+            " started_at = excluded.started_at, ended_at = excluded.ended_at"
+        )
+
+        # -- reads -----------------------------------------------------------------------------
+        self.latest = (
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
+            " ORDER BY seq DESC LIMIT 1"
+        )
+        self.checkpoint = (
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
+            " AND seq = %s"
+        )
+        self.list_checkpoints = (
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
+        )
+        # Up to BLOB_UNION channels: one index range scan per channel, UNION ALL'ed (the
+        # statement of each count built once). More: the same through LATERAL, kept a
+        # subquery by OFFSET 0 so that the channels drive the scans whatever the statistics.
+        self._blob_range = (
+            f"SELECT channel, version, prev, data FROM {s}.blobs WHERE thread_id = $1"
+            " AND checkpoint_ns = $2 AND channel = ${} AND version BETWEEN ${} AND ${}"
+        )
+        self.blobs_union: list[bytes] = [
+            " UNION ALL ".join(
+                self._blob_range.format(3 + 3 * i, 4 + 3 * i, 5 + 3 * i) for i in range(n)
+            ).encode()
+            for n in range(BLOB_UNION + 1)
+        ]
+        self.blobs_lateral = (
+            "SELECT b.channel, b.version, b.prev, b.data"
+            " FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS w(channel, lo, hi),"
+            f" LATERAL (SELECT channel, version, prev, data FROM {s}.blobs"
+            ' WHERE thread_id = %s AND checkpoint_ns = %s AND channel = w.channel COLLATE "C"'
+            " AND version BETWEEN w.lo AND w.hi OFFSET 0) AS b"
+        )
+        self.writes = (
+            f"SELECT {WRITE_COLS} FROM {s}.writes"
+            " WHERE thread_id = %s AND checkpoint_ns = %s AND seq = %s"
+            " ORDER BY task_id, channel, idx"
+        )
+        self.task_writes = (
+            f"SELECT {WRITE_COLS} FROM {s}.writes"
+            " WHERE thread_id = %s AND checkpoint_ns = %s AND seq = %s AND task_id = %s"
+            " ORDER BY channel, idx"
+        )
+        self.run = f"SELECT {RUN_COLS} FROM {s}.runs WHERE run_id = %s"
+        self.list_runs = f"SELECT {RUN_COLS} FROM {s}.runs"
+        self.list_executions = f"SELECT {EXEC_COLS} FROM {s}.executions"
+        self.thread = f"SELECT {THREAD_COLS} FROM {s}.threads WHERE thread_id = %s"
+        self.list_threads = f"SELECT {THREAD_COLS} FROM {s}.threads"
+
+        # -- deletion and retention -------------------------------------------------------------
+        # One statement: one transaction.
+        self.delete_thread = (
+            "WITH "
+            + ", ".join(
+                f"{table[0]} AS (DELETE FROM {s}.{table} WHERE thread_id = %(thread_id)s)"
+                for table in TABLES
+            )
+            + " SELECT 1"
+        )
+        self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"
+        self.kept_checkpoints = (
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = ''"
+            " ORDER BY seq DESC LIMIT %s"
+        )
+        # Deletes the checkpoints below the cutoff and the pending writes recorded against
+        # them; returns how many checkpoints went.
+        self.prune_checkpoints = (
+            f"WITH gone AS (DELETE FROM {s}.checkpoints WHERE thread_id = %(thread_id)s"
+            " AND checkpoint_ns = '' AND seq < %(cutoff)s RETURNING seq),"
+            f" w AS (DELETE FROM {s}.writes WHERE thread_id = %(thread_id)s"
+            " AND checkpoint_ns = '' AND seq IN (SELECT seq FROM gone))"
+            " SELECT count(*) FROM gone"
+        )
+        # Blobs below their channel's floor, and every blob of a channel without one.
+        self.prune_blobs = (
+            f"DELETE FROM {s}.blobs b WHERE b.thread_id = %s AND b.checkpoint_ns = ''"
+            " AND b.version < coalesce((SELECT f.floor FROM unnest(%s::text[], %s::int8[])"
+            ' AS f(channel, floor) WHERE f.channel = b.channel COLLATE "C"),'
+            " 9223372036854775807)"
+        )
+        self.delete_runs = (
+            f"WITH doomed AS (DELETE FROM {s}.runs WHERE created_at < %s"
+            " AND status = ANY(%s::text[]) AND (%s::text IS NULL OR namespace = %s)"
+            " RETURNING run_id),"
+            f" e AS (DELETE FROM {s}.executions WHERE run_id IN (SELECT run_id FROM doomed))"
+            " SELECT count(*) FROM doomed"
+        )
+
+    # -- reads with filters ------------------------------------------------------------------
+
+    def select_checkpoint(
+        self, thread_id: str, checkpoint_ns: str, seq: int | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        if seq is None:
+            return self.latest, (thread_id, checkpoint_ns)
+        return self.checkpoint, (thread_id, checkpoint_ns, seq)
+
+    def select_checkpoints(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        before: int | None,
+        run_id: str | None,
+        source: str | None,
+        limit: int | None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        clause, params = where_clause(
+            ("seq < %s", before), ("run_id = %s", run_id), ("source = %s", source)
+        )
+        sql = self.list_checkpoints + clause.replace(" WHERE ", " AND ", 1)
+        return sql + " ORDER BY seq DESC LIMIT %s", (thread_id, checkpoint_ns, *params, limit)
+
+    def select_blobs(
+        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+    ) -> tuple[str | bytes, list[Any], bool]:
+        """The query of ``get_blobs``, its parameters, and whether it is a raw (``$n``) one."""
+        if len(wants) <= BLOB_UNION:
+            params: list[Any] = [thread_id, checkpoint_ns]
+            for channel, (base, version) in wants.items():
+                params += (channel, base, version)
+            return self.blobs_union[len(wants)], params, True
+        channels = list(wants)
+        lows = [wants[ch][0] for ch in channels]
+        highs = [wants[ch][1] for ch in channels]
+        return self.blobs_lateral, [channels, lows, highs, thread_id, checkpoint_ns], False
+
+    def select_runs(
+        self,
+        thread_id: str | None,
+        status: str | None,
+        graph: str | None,
+        namespace: str | None,
+        created_after: float | None,
+        created_before: float | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[str, tuple[Any, ...]]:
+        clause, params = where_clause(
+            ("thread_id = %s", thread_id),
+            ("status = %s", status),
+            ("graph = %s", graph),
+            ("namespace = %s", namespace),
+            ("created_at >= %s", created_after),
+            ("created_at < %s", created_before),
+        )
+        order = " ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s"
+        return self.list_runs + clause + order, (*params, limit, offset)
+
+    def select_executions(
+        self,
+        run_id: str | None,
+        thread_id: str | None,
+        namespace: str | None,
+        status: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> tuple[str, tuple[Any, ...]]:
+        clause, params = where_clause(
+            ("run_id = %s", run_id),
+            ("thread_id = %s", thread_id),
+            ("namespace = %s", namespace),
+            ("status = %s", status),
+        )
+        order = " ORDER BY created_at, step, node, id LIMIT %s OFFSET %s"
+        return self.list_executions + clause + order, (*params, limit, offset)
+
+    def select_threads(
+        self, namespace: str | None, limit: int, offset: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        clause, params = where_clause(("namespace = %s", namespace))
+        order = " ORDER BY updated_at DESC, thread_id DESC LIMIT %s OFFSET %s"
+        return self.list_threads + clause + order, (*params, limit, offset)
+
+    # -- the write path --------------------------------------------------------------------
+
+    def commit(self, c: Commit, now: float) -> tuple[bytes, list[Any]]:
+        """The one statement that checks and writes commit ``c``, and its parameters.
+
+        A data-modifying ``WITH`` whose final ``CASE`` runs the checks in the documented
+        order, each step (CTE) running when the ``CASE`` first reads it: the thread row
+        upsert (which locks the row) and its lease token; the head compare-and-set on the
+        ``heads`` row; the run upserts' row count; the checkpoint insert's row. The blobs,
+        writes and executions are written after the ``CASE``. The first failed check raises
+        through ``fail()`` and the statement, like its transaction, writes nothing. No step
+        reads a table through the statement's snapshot to decide: every check is made on the
+        current version of a locked row, which is what makes them race-free. Multi-row
+        ``VALUES`` take the records; the SQL of each shape (how many of each) is built once,
+        with server-side ``$n`` placeholders, for a raw cursor: psycopg would re-parse a
+        statement this long on every call.
+
+        Raises:
+            TypeError, ValueError: run metadata is not JSON-serializable.
+        """
+        cp = c.checkpoint
+        if c.expected_head is ANY_HEAD:
+            head = HEAD_ANY
+        else:
+            head = HEAD_NONE if c.expected_head is None else HEAD_SEQ
+        params: list[Any] = [
+            c.thread_id,  # $1
+            c.namespace,  # $2
+            now,  # $3
+            c.lease_token,  # $4
+            cp.checkpoint_ns if cp is not None else "",  # $5
+            c.expected_head if head == HEAD_SEQ else None,  # $6
+            cp.seq if cp is not None else None,  # $7
+        ]
+        runs, foreign = _merge_runs(c.runs)
+        for row in run_rows(runs):
+            params += row
+        blobs: dict[tuple[str, int], BlobRecord] = {}
+        if cp is not None:
+            params += (
+                cp.parent_seq, cp.run_id, cp.step, cp.source, cp.created_at,
+                channels_json(cp.channels), names_json(cp.next), cp.metadata, cp.frontier,
+            )  # fmt: skip
+            blobs = {(b.channel, b.version): b for b in cp.blobs}  # the last one wins
+            for b in blobs.values():
+                params += (b.channel, b.version, b.prev, b.data)
+        writes = {
+            (w.thread_id, w.checkpoint_ns, w.seq, w.task_id, w.channel, w.idx): w.data
+            for w in c.writes
+        }
+        for key, data in writes.items():
+            params += key
+            params.append(data)
+        executions = _merge_executions(c.executions)
+        for row in execution_rows(executions):
+            params += row
+        mismatch = cp is not None and cp.thread_id != c.thread_id
+        if runs:
+            ids = ", ".join(repr(r.run_id) for r in runs)
+            params.append(f"Rrun {ids} of thread {c.thread_id!r} belongs to another thread")
+        if mismatch:
+            assert cp is not None
+            params.append(
+                f"Ma commit for thread {c.thread_id!r} carries a checkpoint of thread "
+                f"{cp.thread_id!r}"
+            )
+        if cp is not None:
+            params.append(f"Dcheckpoint {cp.seq} already exists on thread {c.thread_id!r}")
+        shape = (
+            head,
+            cp is not None,
+            len(runs),
+            foreign,
+            mismatch,
+            len(blobs),
+            len(writes),
+            len(executions),
+        )
+        sql = self._commit_sql.get(shape)
+        if sql is None:
+            sql = self._commit_sql[shape] = self._build_commit(*shape)
+        return sql, params
+
+    def _build_commit(
+        self,
+        head: int,
+        checkpoint: bool,
+        runs: int,
+        foreign: bool,
+        mismatch: bool,
+        blobs: int,
+        writes: int,
+        executions: int,
+    ) -> bytes:
+        s = self.schema
+        n = 7  # $1..$7: see commit()
+
+        def rows(width: int, count: int, fixed: str = "") -> str:
+            nonlocal n
+            out = []
+            for _ in range(count):
+                out.append("(" + fixed + ", ".join(f"${n + i}" for i in range(1, width + 1)) + ")")
+                n += width
+            return ", ".join(out)
+
+        def param() -> str:
+            nonlocal n
+            n += 1
+            return f"${n}"
+
+        ctes = [f"t AS ({self._touch})"]
+        checks = [self._lease_failed]
+        if head != HEAD_ANY or checkpoint:
+            ctes.append(f"h AS ({self._heads[head, checkpoint]})")
+            if head != HEAD_ANY:
+                checks.append(self._head_failed)
+        if runs:
+            ctes.append(f"r AS ({self._put_runs.format(rows(17, runs))})")
+        if checkpoint:
+            ctes.append(f"c AS ({self._insert_checkpoint.format(rows(9, 1)[1:-1])})")
+        if blobs:
+            ctes.append(f"b AS ({self._put_blobs.format(rows(4, blobs, '$1, $5, '))})")
+        if writes:
+            ctes.append(f"w AS ({self._put_writes.format(rows(7, writes))})")
+        if executions:
+            ctes.append(f"e AS ({self._put_executions.format(rows(18, executions))})")
+        if foreign:  # two records of one run in the commit name different threads
+            checks.append(f"WHEN true THEN {s}.fail({param()})")
+        elif runs:
+            checks.append(f"WHEN (SELECT count(*) FROM r) <> {runs} THEN {s}.fail({param()})")
+        if mismatch:
+            checks.append(f"WHEN true THEN {s}.fail({param()})")
+        if checkpoint:
+            checks.append(f"WHEN NOT EXISTS (SELECT FROM c) THEN {s}.fail({param()})")
+        # $5..$7 are not used by every shape, but each parameter needs a type
+        typed = "(VALUES ($5::text, $6::int8, $7::int8)) AS p"
+        return (
+            f"WITH {', '.join(ctes)} SELECT CASE {' '.join(checks)} ELSE true END FROM {typed}"
+        ).encode()
+
+
+# -- records to parameters --------------------------------------------------------------------
+
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+loads = json.JSONDecoder().decode
+
+
+def channels_json(channels: dict[str, tuple[int, int]]) -> str:
+    """``{"channel":[version,base]}``, built directly (several times faster than ``dumps``)."""
+    return (
+        "{" + ",".join([f"{quote(ch)}:[{vb[0]:d},{vb[1]:d}]" for ch, vb in channels.items()]) + "}"
+    )
+
+
+def names_json(names: Sequence[str]) -> str:
+    """A JSON list of strings, built directly."""
+    return "[" + ",".join(map(quote, names)) + "]"
+
+
+def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
+    """Parameter rows of ``runs`` (metadata as JSON text).
+
+    Raises:
+        TypeError, ValueError: some metadata is not JSON-serializable.
+    """
+    return [
+        (
+            r.run_id, r.thread_id, r.graph, r.status, r.namespace, r.input, r.output, r.error,
+            r.durability, r.created_at, r.updated_at, r.started_at, r.ended_at, r.steps,
+            r.executions, r.resumed_from, dumps(r.metadata) if r.metadata else "{}",
+        )
+        for r in runs
+    ]  # fmt: skip
+
+
+def execution_rows(executions: Iterable[ExecutionRecord]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.id, e.run_id, e.thread_id, e.graph, e.node, e.step, e.status, e.namespace,
+            e.attempt, e.inputs, e.outputs, e.error, names_json(e.parents),
+            dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
+            if e.attempts else "[]",
+            e.checkpoint_seq, e.created_at, e.started_at, e.ended_at,
+        )
+        for e in executions
+    ]  # fmt: skip
+
+
+def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
+    """One record per run id, as upserting them in order would leave it: the first record
+    fixes the identity (thread, graph, namespace, created_at), the last one the rest. Also
+    whether two records of one run name different threads (a conflict)."""
+    if len(runs) < 2:
+        return list(runs), False
+    merged: dict[str, RunRecord] = {}
+    foreign = False
+    for run in runs:
+        first = merged.get(run.run_id)
+        if first is None:
+            merged[run.run_id] = run
+            continue
+        foreign = foreign or first.thread_id != run.thread_id
+        merged[run.run_id] = RunRecord(
+            run.run_id, first.thread_id, first.graph, run.status, first.namespace, run.input,
+            run.output, run.error, run.durability, first.created_at, run.updated_at,
+            run.started_at, run.ended_at, run.steps, run.executions, run.resumed_from,
+            run.metadata,
+        )  # fmt: skip
+    return list(merged.values()), foreign
+
+
+def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+    """One record per execution id: the first fixes thread and namespace, the last the rest."""
+    if len(executions) < 2:
+        return list(executions)
+    merged: dict[str, ExecutionRecord] = {}
+    for ex in executions:
+        first = merged.get(ex.id)
+        if first is not None:
+            ex = ExecutionRecord(
+                ex.id, ex.run_id, first.thread_id, ex.graph, ex.node, ex.step, ex.status,
+                first.namespace, ex.attempt, ex.inputs, ex.outputs, ex.error, ex.parents,
+                ex.attempts, ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at,
+            )  # fmt: skip
+        merged[ex.id] = ex
+    return list(merged.values())
+
+
+def same_checkpoint(stored: CheckpointRecord | None, written: CheckpointRecord) -> bool:
+    """Whether ``stored`` is the checkpoint ``written`` recorded (not another writer's with
+    the same ``seq``): every field but the blobs is equal."""
+    return stored is not None and (
+        stored.seq, stored.parent_seq, stored.run_id, stored.step, stored.source,
+        stored.created_at, stored.channels, stored.next, bytes(stored.metadata),
+        bytes(stored.frontier),
+    ) == (
+        written.seq, written.parent_seq, written.run_id, written.step, written.source,
+        written.created_at, {ch: (int(vb[0]), int(vb[1])) for ch, vb in written.channels.items()},
+        tuple(written.next), bytes(written.metadata), bytes(written.frontier),
+    )  # fmt: skip
+
+
+def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``" WHERE a = %s AND ..."`` for the clauses whose value is not ``None``."""
+    used = [(sql, value) for sql, value in clauses if value is not None]
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
+
+
+# -- rows to records ------------------------------------------------------------------------
+
+
+def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:
+    seq, parent, run_id, step, source, created_at, channels, nxt, metadata, frontier = row
+    return CheckpointRecord(
+        thread_id, checkpoint_ns, seq, parent, run_id, step, source, created_at,
+        {ch: (vb[0], vb[1]) for ch, vb in loads(channels).items()}, tuple(loads(nxt)),
+        metadata, frontier,
+    )  # fmt: skip
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """The run of a row selected with ``RUN_COLS`` (the dataclass's field order)."""
+    return RunRecord(*row)
+
+
+def execution_record(row: Sequence[Any]) -> ExecutionRecord:
+    """The execution of a row selected with ``EXEC_COLS`` (the dataclass's field order)."""
+    ex = ExecutionRecord(*row[:12])
+    ex.parents = tuple(loads(row[12]))
+    ex.attempts = tuple(Attempt(*a) for a in loads(row[13]))
+    ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at = row[14:]
+    return ex
+
+
+def thread_record(row: Sequence[Any]) -> ThreadRecord:
+    thread_id, namespace, created_at, updated_at, metadata, owner, token, expires_at = row
+    return ThreadRecord(
+        thread_id=thread_id,
+        namespace=namespace,
+        created_at=created_at,
+        updated_at=updated_at,
+        metadata=metadata,
+        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
+    )

@@ -1,0 +1,836 @@
+"""The scale-out store: PostgreSQL through psycopg 3 and a ``psycopg_pool`` connection pool.
+
+Example:
+    >>> from threadloom.checkpoint import open_store
+    >>> store = open_store("postgresql://app@db/threadloom?schema=agents&pool_max=20")
+    >>> store.get_thread("t-1") is None
+    True
+
+Needs the ``postgres`` extra (``pip install 'threadloom[postgres]'``); this is the only module
+of threadloom that imports psycopg, and only ``open_store("postgresql://...")`` imports it.
+
+Writes and the single-writer guarantee. Each :class:`~threadloom.checkpoint.base.Commit` is
+**one SQL statement** (a data-modifying ``WITH``, see ``Statements.commit``), and a batch is
+one transaction: one commit is a single autocommit statement, one round trip with its
+``COMMIT``; several are pipelined in the implicit transaction that ends at the pipeline's
+sync, one round trip too. The statement upserts the thread row first (creating or touching
+it), which **locks the row** until the transaction ends: writers of one thread queue there,
+writers of different threads never wait for each other. The lease is a row lease with a
+fencing token (``lease_owner``, ``lease_token``, ``lease_expires_at`` on the thread row),
+compared on the row's current version. The head is kept in a ``heads`` row per thread and
+namespace, compared-and-set by an ``UPDATE ... WHERE seq = expected`` (or an upsert's
+``WHERE``), which Postgres evaluates on the row's current version even under READ COMMITTED:
+of two writers that saw the same head, the second finds the first one's, so the
+compare-and-set cannot race (no check reads a table through the statement's snapshot). Then
+come the run upserts (a run of another thread is never updated: the upsert's ``WHERE``
+refuses it, and the row count reveals it), the checkpoint insert (an existing ``seq`` inserts
+nothing), the blobs, writes and executions. The first failed check, in the documented order,
+raises through the schema's ``fail()`` function with a SQLSTATE of threadloom's own
+(``TL001``..``TL005``), which aborts the transaction and becomes ``LeaseLostError``,
+``CheckpointConflictError``, ``RunConflictError`` or ``StoreError``. Leases are taken,
+renewed and released by single conditional statements, with the semantics of the other
+backends (the token increases when the holder changes and when an expired lease is taken).
+
+Time. Lease expiry uses the clients' clocks (``time.time()``), like the other backends, not
+the server's: keep the workers' clocks in sync (NTP) to well within a lease's ttl.
+
+Failures and retries. Transient errors are retried with exponential backoff and jitter: a
+lost or refused connection (a server restart, ``AdminShutdown``, a network error), a
+serialization failure, a deadlock, a lock timeout. Reads, lease calls, deletions, pruning and
+setup are single statements or idempotent transactions and are simply run again. A commit
+whose connection was lost may or may not have been applied (its ``COMMIT`` went out with the
+statement): it is run again, and a replay of an applied commit cannot apply twice, because
+its head compare-and-set or its checkpoint insert fails; that conflict is then checked, and
+if every checkpoint of the batch is stored exactly as the batch wrote it, the first attempt
+was applied and the commit succeeds; otherwise the conflict is real and raised. (A batch
+without checkpoints is upserts only, which leave the same rows whether replayed or not; if
+its lease was taken over in between, the replay raises ``LeaseLostError`` although the first
+attempt may have landed.) A transaction is atomic, so a step is never half written. After
+``max_retries`` retries :class:`~threadloom.errors.StoreUnavailableError` is raised; any
+other psycopg error becomes :class:`~threadloom.errors.StoreError`, the original chained: no
+psycopg exception reaches the caller. After a lost connection the pool's idle connections are
+checked and the dead ones replaced, so a restart costs one retry, not one per connection.
+
+Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
+``SET``, no session advisory lock, no ``LISTEN``, no transaction open between calls.
+psycopg prepares a statement on the server after ``prepare_threshold`` executions on a
+connection (default 5: the fast setting); ``prepare_threshold=None``
+(``?prepare_threshold=none``) turns server-side prepared statements off, as a transaction
+pooler needs.
+
+Schema. Every table, and ``fail()``, live in ``schema`` (default ``public``). Numbered
+migrations are recorded in ``schema_migrations`` and applied by an explicit
+:meth:`PostgresStore.setup` (``open_store`` calls it), in one transaction under a
+transaction-level advisory lock, so several processes may run it at once; it creates the
+schema if needed. Other methods do not migrate: their first call checks once that the schema
+is current and raises :class:`~threadloom.errors.MigrationError` otherwise.
+
+The behaviour the protocol leaves open is decided as in :mod:`threadloom.checkpoint.memory`,
+the reference backend. Postgres text cannot hold NUL characters: an id or name containing
+``"\\x00"`` is refused with ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Self, TypeAlias, TypeVar
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "the Postgres store needs psycopg 3 and psycopg-pool: pip install 'threadloom[postgres]'"
+    ) from exc
+
+from threadloom.checkpoint._postgres_sql import (
+    FINISHED,
+    SCHEMA_VERSION,
+    Statements,
+    advisory_key,
+    check_number,
+    checkpoint_record,
+    execution_record,
+    failure_error,
+    run_record,
+    same_checkpoint,
+    split_url,
+    thread_record,
+)
+from threadloom.checkpoint.base import (
+    DEFAULT_NAMESPACE,
+    BlobRecord,
+    CheckpointRecord,
+    Commit,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+    WriteRecord,
+)
+from threadloom.checkpoint.delta import blob_floors
+from threadloom.errors import (
+    CheckpointConflictError,
+    InvalidConfigError,
+    LeaseLostError,
+    MigrationError,
+    StoreError,
+    StoreUnavailableError,
+    ThreadBusyError,
+    ThreadloomError,
+)
+
+__all__ = ["AsyncPostgresSaver", "PostgresSaver", "PostgresStore"]
+
+_T = TypeVar("_T")
+Connection: TypeAlias = "psycopg.Connection[Any]"
+
+# SQLSTATEs worth another attempt (besides every connection exception, class 08): the
+# transaction was rolled back by the server and may simply be run again.
+_RETRY_STATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, shutting down)
+        "53300",  # too_many_connections
+    }
+)
+
+
+def _is_transient(exc: BaseException, conn: Connection | None = None) -> bool:
+    """Whether ``exc`` is worth retrying: the connection is gone, or the server rolled the
+    transaction back for a reason that may not recur."""
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, pg_errors.PipelineAborted):
+        return False
+    if conn is not None and (conn.broken or conn.closed):
+        return True
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in _RETRY_STATES
+
+
+class PostgresStore:
+    """A :class:`~threadloom.checkpoint.base.Store` in PostgreSQL (see the module docstring).
+
+    Args:
+        dsn: a libpq connection string or ``postgresql://`` URL (without threadloom's own
+            options: use :meth:`from_url` for a URL that carries them).
+        schema: the schema holding every table; created by :meth:`setup`.
+        min_size: connections the pool keeps open.
+        max_size: connections the pool may open.
+        timeout: seconds to wait for a pooled connection before giving up with
+            ``StoreUnavailableError``.
+        prepare_threshold: executions of a statement on a connection before psycopg
+            prepares it on the server; ``None`` never prepares (transaction poolers).
+        max_retries: how many times an operation that failed transiently is tried again.
+        connect_timeout: seconds to wait for a new connection to the server.
+
+    Raises:
+        InvalidConfigError: an option is not acceptable, or ``dsn`` does not parse.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
+        max_retries: int = 8,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._sql = Statements(schema)  # validates the name
+        self.schema = schema
+        self._min_size = check_number("min_size", min_size, minimum=0, integer=True)
+        self._max_size = check_number("max_size", max_size, minimum=max(1, min_size), integer=True)
+        self._timeout = float(check_number("timeout", timeout, minimum=0.001))
+        if prepare_threshold is not None:
+            check_number("prepare_threshold", prepare_threshold, minimum=0, integer=True)
+        self._prepare_threshold = prepare_threshold
+        self._max_retries = check_number("max_retries", max_retries, minimum=0, integer=True)
+        connect_timeout = check_number("connect_timeout", connect_timeout, minimum=0.001)
+        try:
+            params = conninfo_to_dict(dsn)
+        except (psycopg.Error, TypeError) as exc:
+            raise InvalidConfigError(f"bad Postgres connection string: {exc}") from exc
+        self._dsn = dsn
+        self._label = "{}@{}/{}".format(
+            params.get("user", ""), params.get("host", "localhost"), params.get("dbname", "")
+        )
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": prepare_threshold,
+            # libpq takes whole seconds, and treats 1 as 2
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+        }
+        if "application_name" not in params:
+            self._kwargs["application_name"] = "threadloom"
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
+        self._ready = False
+        self._closed = False
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A store for ``postgresql://user:password@host:port/dbname?...`` (or ``postgres://``).
+
+        threadloom's options may be given in the query string and are removed from it before
+        the rest goes to libpq: ``schema``, ``pool_min`` (``min_size``), ``pool_max``
+        (``max_size``), ``pool_timeout`` (``timeout``), ``prepare_threshold`` (a number or
+        ``none``), ``max_retries``, ``connect_timeout``. Keyword ``options`` override them.
+
+        Raises:
+            InvalidConfigError: not a Postgres URL, or a bad option value.
+        """
+        dsn, merged = split_url(url)
+        merged.update(options)
+        return cls(dsn, **merged)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._label!r}, schema={self.schema!r})"
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._closed:
+                    raise StoreError("the store is closed")
+                if self._pool is None:
+                    created: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                        self._dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        timeout=self._timeout,
+                        kwargs=self._kwargs,
+                        name=f"threadloom:{self.schema}",
+                        open=False,
+                    )
+                    created.open(wait=False)
+                    self._pool = created
+                pool = self._pool
+        return pool
+
+    def _getconn(self) -> Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            return self._get_pool().getconn()
+        except PoolTimeout as exc:
+            raise StoreUnavailableError(
+                f"no connection to Postgres {self._label} within {self._timeout:g}s: {exc}"
+            ) from exc
+        except PoolClosed as exc:
+            raise StoreError("the store is closed") from exc
+
+    def _release(self, conn: Connection, *, discard: bool = False) -> None:
+        """Give ``conn`` back to the pool, idle, or closed (then the pool replaces it)."""
+        if not discard and not conn.closed:
+            try:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.rollback()
+            except psycopg.Error:
+                discard = True
+        if discard or conn.broken:
+            conn.close()
+        pool = self._pool
+        if pool is not None:
+            pool.putconn(conn)
+        else:  # pragma: no cover - a connection outlived its pool
+            conn.close()
+
+    def _recover(self, conn: Connection | None, attempt: int) -> None:
+        """Before another attempt: purge dead pooled connections, then back off."""
+        if conn is not None and (conn.broken or conn.closed) and self._pool is not None:
+            try:
+                self._pool.check()
+            except psycopg.Error:
+                pass  # check() replaces what it cannot use; nothing more to do here
+        delay = min(0.05 * 2 ** (attempt - 1), 2.0)
+        time.sleep(random.uniform(0.5 * delay, 1.5 * delay))
+
+    def _failure(self, exc: BaseException, transient: bool, what: str) -> StoreError:
+        if transient:
+            return StoreUnavailableError(
+                f"Postgres {self._label} unavailable ({what}, after {self._max_retries} "
+                f"retries): {exc}"
+            )
+        return StoreError(f"Postgres store failed ({what}) on {self._label}: {exc}")
+
+    def close(self) -> None:
+        """Close the pool and its connections. The store may not be used afterwards (calls
+        raise ``StoreError``)."""
+        with self._pool_lock:
+            self._closed = True
+            self._ready = False
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # -- running statements ---------------------------------------------------------------
+
+    def _run(self, fn: Callable[[Connection], _T], what: str, *, ready: bool = True) -> _T:
+        """Run ``fn`` (autocommit statements that are safe to repeat) on a pooled connection,
+        retrying transient failures and translating every error."""
+        if ready and not self._ready:
+            self._check_schema()
+        attempt = 0
+        while True:
+            conn = self._getconn()
+            try:
+                result = fn(conn)
+            except ThreadloomError:
+                self._release(conn)
+                raise
+            except psycopg.Error as exc:
+                transient = _is_transient(exc, conn)
+                self._release(conn)
+                if transient and attempt < self._max_retries:
+                    attempt += 1
+                    self._recover(conn, attempt)
+                    continue
+                raise self._failure(exc, transient, what) from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._release(conn)
+                raise StoreError(f"Postgres store failed ({what}): {exc}") from exc
+            except BaseException:
+                self._release(conn, discard=True)
+                raise
+            self._release(conn)
+            return result
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _schema_version(self, conn: Connection) -> int | None:
+        try:
+            row = conn.execute(self._sql.schema_version).fetchone()
+        except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName):
+            return None
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _check_schema(self) -> None:
+        version = self._run(self._schema_version, "schema check", ready=False)
+        if version == SCHEMA_VERSION:
+            self._ready = True
+            return
+        raise self._version_error(version)
+
+    def _version_error(self, version: int | None) -> MigrationError:
+        if version is not None and version > SCHEMA_VERSION:
+            return MigrationError(
+                f"schema {self.schema!r} of Postgres {self._label} has version {version}, "
+                f"newer than the {SCHEMA_VERSION} this threadloom knows: upgrade threadloom"
+            )
+        return MigrationError(
+            f"schema {self.schema!r} of Postgres {self._label} is at version {version or 0}, "
+            f"not {SCHEMA_VERSION}: call setup() (open_store does) to migrate it"
+        )
+
+    def setup(self) -> None:
+        """Create or migrate the schema. Idempotent, and safe to run from several processes at
+        once: the migrations run in one transaction under a transaction-level advisory lock.
+        A schema that is already current is only read (no lock, no DDL).
+
+        Raises:
+            MigrationError: the schema is newer than this code, or a migration failed
+                (nothing of it was applied).
+            StoreUnavailableError: Postgres cannot be reached.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        with self._setup_lock:
+            if self._ready:
+                return
+            version = self._run(self._schema_version, "schema check", ready=False)
+            if version is not None and version > SCHEMA_VERSION:
+                raise self._version_error(version)
+            if version != SCHEMA_VERSION:
+                self._run(self._migrate, "setup", ready=False)
+            self._ready = True
+
+    def _migrate(self, conn: Connection) -> None:
+        sql = self._sql
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(self.schema),))
+            conn.execute(sql.create_schema)
+            conn.execute(sql.create_migrations)
+            row = conn.execute(sql.schema_version).fetchone()
+            current = int(row[0]) if row is not None and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise self._version_error(current)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                try:
+                    for statement in sql.migrations[version - 1]:
+                        conn.execute(statement)
+                except psycopg.Error as exc:
+                    if _is_transient(exc, conn):
+                        raise
+                    raise MigrationError(f"migration {version} failed: {exc}") from exc
+                conn.execute(sql.record_migration, (version, time.time()))
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+        """Take the thread's lease for ``ttl`` seconds (see the protocol and
+        :meth:`MemoryStore.acquire_lease <threadloom.checkpoint.memory.MemoryStore.acquire_lease>`).
+
+        One statement; repeating it after a lost answer is harmless (the holder re-taking its
+        unexpired lease keeps the token).
+
+        Raises:
+            ThreadBusyError: another owner holds an unexpired lease.
+        """
+
+        def acquire(conn: Connection) -> Lease:
+            now = time.time()
+            expires = now + ttl
+            params = {
+                "thread_id": thread_id,
+                "namespace": DEFAULT_NAMESPACE,
+                "now": now,
+                "owner": owner,
+                "expires": expires,
+            }
+            row = conn.execute(self._sql.acquire, params).fetchone()
+            if row is not None:
+                return Lease(thread_id, owner, row[0], expires)
+            holder = conn.execute(self._sql.lease_holder, (thread_id,)).fetchone()
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is busy: its lease is held by "
+                f"{holder[0] if holder is not None else 'another owner'!r}"
+            )
+
+        return self._run(acquire, "acquire_lease")
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
+
+        Raises:
+            LeaseLostError: the token is no longer current (taken over or released).
+        """
+
+        def renew(conn: Connection) -> Lease:
+            expires = time.time() + ttl
+            cursor = conn.execute(self._sql.renew, (expires, lease.thread_id, lease.token))
+            if cursor.rowcount != 1:
+                raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
+            return Lease(lease.thread_id, lease.owner, lease.token, expires)
+
+        return self._run(renew, "renew_lease")
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
+        self._run(
+            lambda conn: conn.execute(self._sql.release, (lease.thread_id, lease.token)),
+            "release_lease",
+        )
+
+    # -- the write path -------------------------------------------------------------------
+
+    def commit(self, commits: Sequence[Commit]) -> None:
+        """Apply ``commits`` in order, in one transaction (see
+        :class:`~threadloom.checkpoint.base.Commit`, and the module docstring for how).
+
+        Raises:
+            LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
+                nothing of the batch was written.
+            StoreUnavailableError: Postgres stayed unreachable.
+            StoreError: the database failed, run metadata is not JSON-serializable, or the
+                checkpoint belongs to another thread than the commit.
+        """
+        if not commits:
+            return
+        if not self._ready:
+            self._check_schema()
+        now = time.time()
+        try:  # everything that can fail before talking to the server, done first
+            statements = [self._sql.commit(c, now) for c in commits]
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"cannot store the commit: {exc}") from exc
+        attempt = 0
+        in_doubt = False  # an earlier attempt may have been applied
+        while True:
+            try:
+                conn = self._getconn()
+            except StoreUnavailableError as exc:
+                if in_doubt:
+                    exc.args = (f"{exc} (the commit may have been applied)",)
+                raise
+            try:
+                self._execute_commit(conn, statements)
+            except psycopg.Error as exc:
+                failure = _check_failure(exc)
+                transient = failure is None and _is_transient(exc, conn)
+                lost = conn.broken or conn.closed
+                self._release(conn)
+                if failure is not None:
+                    if (
+                        in_doubt
+                        and isinstance(failure, CheckpointConflictError)
+                        and self._was_applied(commits)
+                    ):
+                        return
+                    raise failure from None
+                if transient and attempt < self._max_retries:
+                    in_doubt = in_doubt or lost
+                    attempt += 1
+                    self._recover(conn, attempt)
+                    continue
+                error = self._failure(exc, transient, "commit")
+                if in_doubt or lost:
+                    error.args = (f"{error} (the commit may have been applied)",)
+                raise error from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._release(conn)
+                raise StoreError(f"Postgres store failed (commit): {exc}") from exc
+            except BaseException:
+                self._release(conn, discard=True)
+                raise
+            self._release(conn)
+            return
+
+    def _execute_commit(self, conn: Connection, statements: list[tuple[bytes, list[Any]]]) -> None:
+        """Run the batch's statements as one transaction: a single statement alone (autocommit),
+        several in a pipeline (the implicit transaction that ends at the sync)."""
+        if len(statements) == 1:
+            psycopg.RawCursor(conn).execute(*statements[0])
+            return
+        with conn.pipeline():
+            for sql, params in statements:
+                psycopg.RawCursor(conn).execute(sql, params)
+
+    def _was_applied(self, commits: Sequence[Commit]) -> bool:
+        """After a lost connection and a replay that conflicted: whether every checkpoint of
+        the batch is stored as the batch wrote it, i.e. the first attempt was applied (a
+        transaction is all or nothing, so one would be enough; all are checked)."""
+        written = [c.checkpoint for c in commits if c.checkpoint is not None]
+        return bool(written) and all(
+            same_checkpoint(self.get_checkpoint(cp.thread_id, cp.checkpoint_ns, cp.seq), cp)
+            for cp in written
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _select(
+        self,
+        what: str,
+        sql: str | bytes,
+        params: Sequence[Any],
+        convert: Callable[[Sequence[Any]], _T],
+        *,
+        raw: bool = False,
+    ) -> list[_T]:
+        """The rows of one query (binary results), converted; ``raw``: ``$n`` placeholders."""
+
+        def query(conn: Connection) -> list[_T]:
+            cursor = psycopg.RawCursor(conn) if raw else conn.cursor()
+            return [convert(row) for row in cursor.execute(sql, params, binary=True)]
+
+        return self._run(query, what)
+
+    def get_checkpoint(
+        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+    ) -> CheckpointRecord | None:
+        """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
+        sql, params = self._sql.select_checkpoint(thread_id, checkpoint_ns, seq)
+        found = self._select(
+            "get_checkpoint", sql, params, lambda r: checkpoint_record(thread_id, checkpoint_ns, r)
+        )
+        return found[0] if found else None
+
+    def list_checkpoints(
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        *,
+        before: int | None = None,
+        run_id: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
+        or one source, at most ``limit``."""
+        sql, params = self._sql.select_checkpoints(
+            thread_id, checkpoint_ns, before, run_id, source, limit
+        )
+        return self._select(
+            "list_checkpoints",
+            sql,
+            params,
+            lambda r: checkpoint_record(thread_id, checkpoint_ns, r),
+        )
+
+    def get_blobs(
+        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+    ) -> list[BlobRecord]:
+        """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
+        with ``base <= blob.version <= version`` (in any order): one statement, with one
+        index range scan per channel."""
+        if not wants:
+            return []
+        sql, params, raw = self._sql.select_blobs(thread_id, checkpoint_ns, wants)
+        return self._select("get_blobs", sql, params, lambda r: BlobRecord(*r), raw=raw)
+
+    def get_writes(
+        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+    ) -> list[WriteRecord]:
+        """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
+        ordered by ``(task_id, channel, idx)``."""
+        params: tuple[Any, ...] = (thread_id, checkpoint_ns, seq)
+        sql = self._sql.writes
+        if task_id is not None:
+            sql, params = self._sql.task_writes, (*params, task_id)
+        return self._select("get_writes", sql, params, lambda r: WriteRecord(*r))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run recorded under ``run_id``, if any."""
+        found = self._select("get_run", self._sql.run, (run_id,), run_record)
+        return found[0] if found else None
+
+    def list_runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: str | None = None,
+        graph: str | None = None,
+        namespace: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
+        paginated. The time range is half-open: ``created_after <= created_at <
+        created_before``."""
+        sql, params = self._sql.select_runs(
+            thread_id, status, graph, namespace, created_after, created_before, limit, offset
+        )
+        return self._select("list_runs", sql, params, run_record)
+
+    def list_executions(
+        self,
+        *,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        namespace: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ExecutionRecord]:
+        """Executions matching every given filter, in execution order (by ``created_at``,
+        ``step``, ``node``, then ``id``), paginated."""
+        sql, params = self._sql.select_executions(
+            run_id, thread_id, namespace, status, limit, offset
+        )
+        return self._select("list_executions", sql, params, execution_record)
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread row (created by the first lease or commit on the thread); its ``lease``
+        is the current one, also when expired but not taken over, ``None`` once released."""
+        found = self._select("get_thread", self._sql.thread, (thread_id,), thread_record)
+        return found[0] if found else None
+
+    def list_threads(
+        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ThreadRecord]:
+        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        sql, params = self._sql.select_threads(namespace, limit, offset)
+        return self._select("list_threads", sql, params, thread_record)
+
+    # -- deletion and retention -----------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
+        runs, executions, lease), in one statement."""
+        self._run(
+            lambda conn: conn.execute(self._sql.delete_thread, {"thread_id": thread_id}),
+            "delete_thread",
+        )
+
+    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
+        the older ones, their pending writes, and the blobs no kept checkpoint needs. One
+        transaction, with the thread row locked against concurrent commits.
+
+        Returns:
+            How many checkpoints were deleted.
+        """
+        if keep < 1:
+            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        sql = self._sql
+
+        def prune(conn: Connection) -> int:
+            with conn.transaction():
+                conn.execute(sql.lock_thread, (thread_id,))
+                cursor = conn.cursor(binary=True)
+                rows = cursor.execute(sql.kept_checkpoints, (thread_id, keep + 1)).fetchall()
+                if len(rows) <= keep:
+                    return 0
+                kept = [checkpoint_record(thread_id, "", row) for row in rows[:keep]]
+                floors = blob_floors(kept)
+                params = {"thread_id": thread_id, "cutoff": kept[-1].seq}
+                row = conn.execute(sql.prune_checkpoints, params).fetchone()
+                conn.execute(sql.prune_blobs, (thread_id, list(floors), list(floors.values())))
+                return int(row[0]) if row is not None else 0
+
+        return self._run(prune, "prune_checkpoints")
+
+    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+        """Delete finished runs (succeeded, failed, cancelled) created before the cutoff,
+        with their execution records, in one statement.
+
+        Returns:
+            How many runs were deleted.
+        """
+        params = (created_before, list(FINISHED), namespace, namespace)
+
+        def delete(conn: Connection) -> int:
+            row = conn.execute(self._sql.delete_runs, params).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return self._run(delete, "delete_runs")
+
+
+def _check_failure(exc: psycopg.Error) -> ThreadloomError | None:
+    """The check failure a commit statement raised through ``fail()``, if that is what
+    ``exc`` is."""
+    return failure_error(exc.sqlstate, exc.diag.message_primary or str(exc))
+
+
+# Pools a forked child inherited: never used there (their connections are the parent's
+# sessions), and kept referenced so that nothing of them runs in the child.
+_INHERITED: list[Any] = []
+
+
+def _forget_in_child(ref: weakref.ref[PostgresStore]) -> None:
+    """After a fork, make the child open a pool of its own on first use."""
+    store = ref()
+    if store is not None and store._pool is not None:
+        _INHERITED.append(store._pool)
+        store._pool = None
+        store._pool_lock = threading.Lock()
+
+
+# -- LangGraph-shaped names -------------------------------------------------------------------
+
+
+class PostgresSaver(PostgresStore):
+    """LangGraph's name for the Postgres checkpointer.
+
+    :meth:`from_conn_string` opens a store on a URL or connection string, sets the schema up,
+    and closes the store when the block ends::
+
+        with PostgresSaver.from_conn_string("postgresql://app@db/threadloom") as saver:
+            graph = builder.compile(checkpointer=saver)
+    """
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **options: Any) -> Iterator[PostgresSaver]:
+        """A set-up saver on ``conn_string``, closed when the ``with`` block ends."""
+        saver = _open_saver(cls, conn_string, options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+class AsyncPostgresSaver(PostgresStore):
+    """LangGraph's name for the async Postgres checkpointer.
+
+    The engine calls stores synchronously from its worker threads (also for ``ainvoke``), so
+    this is the same store as :class:`PostgresSaver`; only :meth:`from_conn_string` is an
+    async context manager::
+
+        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+            graph = builder.compile(checkpointer=saver)
+    """
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls, conn_string: str, **options: Any
+    ) -> AsyncIterator[AsyncPostgresSaver]:
+        """A set-up saver on ``conn_string``, closed when the ``async with`` block ends."""
+        saver = _open_saver(cls, conn_string, options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+_S = TypeVar("_S", bound=PostgresStore)
+
+
+def _open_saver(cls: type[_S], conn_string: str, options: dict[str, Any]) -> _S:
+    if conn_string.lower().startswith(("postgres://", "postgresql://")):
+        store = cls.from_url(conn_string, **options)
+    else:
+        store = cls(conn_string, **options)
+    try:
+        store.setup()
+    except BaseException:
+        store.close()
+        raise
+    return store
