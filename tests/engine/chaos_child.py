@@ -21,7 +21,7 @@ from threadloom.checkpoint import open_store
 from threadloom.errors import ThreadloomError
 from threadloom.graph import END, START, StateGraph
 
-STEP_SECONDS = 0.02
+STEP_SECONDS = 0.05
 RUN_DEADLINE = 180.0
 
 
