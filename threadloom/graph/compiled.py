@@ -15,9 +15,10 @@ from threadloom.checkpoint.base import Store, parse_checkpoint_id
 from threadloom.checkpoint.crypto import serializer_from_env
 from threadloom.checkpoint.serde import Serializer
 from threadloom.config import resolve_durability, resolve_identity, resolve_recursion_limit
-from threadloom.engine._durable import DurableContext, DurableRun, Persistence
+from threadloom.engine._durable import DurableContext, DurableRun
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
 from threadloom.engine._persist import Codec, Writer
+from threadloom.engine._recording import Persistence
 from threadloom.errors import InvalidConfigError
 from threadloom.graph._build import build_spec
 from threadloom.graph._threads import ThreadsMixin

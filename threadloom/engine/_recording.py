@@ -1,0 +1,97 @@
+"""What a durable run uses besides its own state: the graph's persistence bundle, and the
+recorder that looks up and records the ``@task`` calls of one node execution."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from threadloom._faults import fault
+from threadloom.checkpoint.base import Attempt, Commit, ExecutionRecord, Store, WriteRecord
+from threadloom.engine._persist import TASK_PREFIX, Codec, Heartbeat, Writer, task_execution_id
+from threadloom.engine._tasks import TaskRecorder
+
+if TYPE_CHECKING:
+    from threadloom.engine._durable import DurableRun
+
+__all__ = ["DurableRecorder", "Persistence"]
+
+
+class Persistence:
+    """What a durable run needs from its graph: the store, codec, writer, and options."""
+
+    __slots__ = ("store", "codec", "writer", "graph_name", "lease_ttl", "namespace",
+                 "heartbeat")
+
+    def __init__(self, store: Store, codec: Codec, writer: Callable[[], Writer],
+                 graph_name: str, lease_ttl: float = 30.0, namespace: str = "default") -> None:
+        self.store = store
+        self.codec = codec
+        self.writer = writer
+        self.graph_name = graph_name
+        self.lease_ttl = lease_ttl
+        self.namespace = namespace
+        self.heartbeat = Heartbeat(store, lease_ttl)
+
+
+class DurableRecorder(TaskRecorder):
+    """Looks up and records the ``@task`` calls of one execution of a durable run."""
+
+    def __init__(self, run: DurableRun, task_id: str, node: str, step: int) -> None:
+        self.run = run
+        self.task_id = task_id
+        self.node = node
+        self.step = step
+
+    def recorded(self, name: str, index: int) -> tuple[bool, Any]:
+        run = self.run
+        key = (self.task_id, name, index)
+        data = run._loaded_task_results.get(key)
+        if data is None and run.replay_until is not None and run.parent_seq is not None \
+                and run.parent_seq <= run.replay_until:
+            # replaying the steps after a resumed checkpoint: results recorded against a
+            # checkpoint that was not durable yet when the process died are keyed under the
+            # same (deterministic) checkpoint number this replay recreates
+            for write in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id):
+                if write.channel.startswith(TASK_PREFIX):
+                    run._loaded_task_results[
+                        (write.task_id, write.channel[len(TASK_PREFIX):], write.idx)] = write.data
+            data = run._loaded_task_results.get(key)
+        if data is None:
+            return False, None
+        return True, run.codec.serde.loads(data)
+
+    def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
+               attempts: list[tuple[int, float, float, str]]) -> None:
+        run = self.run
+        seq = run.parent_seq if run.parent_seq is not None else -1
+        dumps = run.codec.serde.dumps
+        data = dumps(value)
+        now = time.time()
+        write = WriteRecord(run.thread_id, "", seq, self.task_id, TASK_PREFIX + name, index,
+                            data)
+        execution = ExecutionRecord(
+            id=task_execution_id(self.task_id, name, index),
+            run_id=run.ctx.run_id, thread_id=run.thread_id, graph=run.p.graph_name,
+            node=name, step=self.step, status="SUCCEEDED", namespace=run.p.namespace,
+            attempt=len(attempts) + 1, inputs=dumps(list(args)), outputs=data,
+            parents=(self.task_id,),
+            attempts=tuple(Attempt(n, s, e, err) for n, s, e, err in attempts),
+            checkpoint_seq=run.parent_seq, created_at=now, ended_at=now,
+        )
+        if run.durability == "exit":
+            with run.lock:
+                run.exit_writes.append(write)
+                run.pending_execs[execution.id] = execution
+            return
+        fault("before_task_record")
+        # recorded before the caller sees the result, in every mode but exit: a side effect
+        # that happened must not happen again on replay
+        run.store.commit([Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
+                                 executions=[execution])])
+        fault("after_task_record")
+
+    def pool(self) -> concurrent.futures.Executor | None:
+        return self.run.ctx.task_pool()
