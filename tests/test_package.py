@@ -34,7 +34,8 @@ def test_core_and_a_sqlite_run_import_no_web_or_database_driver(tmp_path):
         b.add_edge(START, "inc")
         b.add_edge("inc", END)
         with SqliteSaver.from_conn_string({str(tmp_path / "t.db")!r}) as saver:
-            assert b.compile(checkpointer=saver).invoke({{"n": 1}}, {{"thread_id": "t"}}) == {{"n": 2}}
+            out = b.compile(checkpointer=saver).invoke({{"n": 1}}, {{"thread_id": "t"}})
+            assert out == {{"n": 2}}
         heavy = {HEAVY!r}
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         """
