@@ -65,11 +65,11 @@ class ThreadsMixin:
     spec: GraphSpec
     name: str
 
-    def _durable(self) -> tuple[Store, Codec]:  # provided by CompiledGraph
-        raise NotImplementedError  # pragma: no cover - overridden
+    if TYPE_CHECKING:  # provided by CompiledGraph, which mixes this in
 
-    def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any:
-        raise NotImplementedError  # pragma: no cover - overridden
+        def _durable(self) -> tuple[Store, Codec]: ...
+
+        def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any: ...
 
     # -- addressing -----------------------------------------------------------------------
 
