@@ -142,3 +142,33 @@ def test_key_from_environment():
     assert isinstance(serializer_from_env({}), JsonPlusSerializer)
     with pytest.raises(InvalidConfigError, match="32 bytes"):
         serializer_from_env({"THREADLOOM_ENCRYPTION_KEY": base64.b64encode(b"short").decode()})
+
+
+@pytest.mark.postgres
+def test_raw_postgres_tables_hold_no_plaintext_of_the_state(postgres_url, postgres_schema):
+    import psycopg
+
+    from threadloom.checkpoint.postgres import PostgresStore
+    from threadloom.types import Command
+
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    store.setup()
+    try:
+        graph = _graph().compile(checkpointer=store, serde=EncryptedSerializer(_key()),
+                                 durability="sync")
+        config = {"thread_id": "t", "run_id": "r1"}
+        graph.invoke({"note": SECRET, "log": []}, config)
+        graph.invoke(Command(resume="ok"), config)
+        assert graph.get_state(config).values["note"] == SECRET.upper()
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (postgres_schema,))]
+        dump = b""
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{postgres_schema}"."{table}"'):
+                dump += repr(row).encode()
+    assert tables and dump
+    assert SECRET.encode() not in dump and SECRET.upper().encode() not in dump

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import uuid
 from typing import Annotated, TypedDict
 
 import pytest
@@ -16,6 +17,8 @@ from threadloom.checkpoint.sqlite import SqliteSaver
 from threadloom.errors import CheckpointConflictError, InvalidConfigError
 from threadloom.graph import END, START, StateGraph
 from threadloom.types import interrupt
+
+from .conftest import admin
 
 
 class State(TypedDict):
@@ -37,15 +40,24 @@ def _builder(pause_at: int | None = None):
     return builder
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def make_store(request, tmp_path):
+    """Makes fresh stores of one backend (Postgres: a fresh schema each, dropped after)."""
     made = []
+    schemas = []
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
 
     def make():
         if request.param == "memory":
             store = InMemorySaver()
-        else:
+        elif request.param == "sqlite":
             store = SqliteSaver(str(tmp_path / f"r{len(made)}.db"))
+        else:
+            from threadloom.checkpoint.postgres import PostgresStore
+
+            schema = f"tl_test_{uuid.uuid4().hex[:16]}"
+            schemas.append(schema)
+            store = PostgresStore(url, schema=schema)
         store.setup()
         made.append(store)
         return store
@@ -53,6 +65,8 @@ def make_store(request, tmp_path):
     yield make
     for store in made:
         store.close()
+    for schema in schemas:
+        admin(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_prune_keeps_latest_checkpoints_and_their_delta_chains(make_store):
@@ -106,7 +120,7 @@ def test_delete_thread_removes_only_that_thread(make_store):
 
 @pytest.mark.parametrize("target_kind", ["memory", "sqlite"])
 def test_export_then_import_into_another_store_round_trips(make_store, tmp_path, target_kind):
-    source = make_store()
+    source = make_store()  # every backend exports; memory and SQLite receive
     graph = _builder(pause_at=7).compile(checkpointer=source, durability="sync")
     graph.invoke({"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
     source.prune_checkpoints("t", keep=4)  # orphaned chain bases must travel too
