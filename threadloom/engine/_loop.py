@@ -68,6 +68,7 @@ class RunContext:
         "sink",
         "_pool",
         "_task_pool",
+        "cache",
     )
 
     def __init__(
@@ -80,6 +81,7 @@ class RunContext:
         pool: Callable[[], concurrent.futures.Executor],
         timeout: float | None = None,
         task_pool: Callable[[], concurrent.futures.Executor] | None = None,
+        cache: Any = None,
     ) -> None:
         self.spec = spec
         self.run_id = run_id
@@ -90,6 +92,7 @@ class RunContext:
         self.sink = sink
         self._pool = pool
         self._task_pool = task_pool
+        self.cache = cache  # node result cache (compile(cache=...)), or None
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put

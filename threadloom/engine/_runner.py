@@ -120,6 +120,13 @@ def _open_scope(ctx: RunContext, task: PlannedTask) -> tuple[str, _context.TaskS
     return task_id, scope, _context.task_scope(scope)
 
 
+def _cache_key(ctx: RunContext, node: Any, inp: Any) -> tuple[str, str | bytes] | None:
+    """The cache key of a node call, when the node has a cache policy and the graph a cache."""
+    if node.cache is None or ctx.cache is None:
+        return None
+    return (node.name, node.cache.key_func(inp))
+
+
 def _settle_tasks(scope: _context.TaskScope) -> None:
     calls = scope.extras.get("tasks")
     if calls is not None:
@@ -151,8 +158,10 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
-        attempt = 1
-        while True:
+        cache_key = _cache_key(ctx, node, inp)
+        hit, output = ctx.cache.get(cache_key) if cache_key is not None else (False, None)
+        attempt = 0 if hit else 1
+        while not hit:
             started = time.time()
             try:
                 if node.timeout is None:
@@ -170,6 +179,8 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
                     raise
                 time.sleep(delay)
                 attempt += 1
+        if cache_key is not None and not hit:
+            ctx.cache.set(cache_key, output, node.cache.ttl_seconds())  # type: ignore[union-attr]
         result = _finish(ctx, task, scope, output, values)
     except BaseException as exc:
         if isinstance(exc, Exception):
@@ -249,8 +260,10 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
-        attempt = 1
-        while True:
+        cache_key = _cache_key(ctx, node, inp)
+        hit, output = ctx.cache.get(cache_key) if cache_key is not None else (False, None)
+        attempt = 0 if hit else 1
+        while not hit:
             started = time.time()
             try:
                 output = node.call(inp, scope)
@@ -266,6 +279,8 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
                     raise
                 await asyncio.sleep(delay)
                 attempt += 1
+        if cache_key is not None and not hit:
+            ctx.cache.set(cache_key, output, node.cache.ttl_seconds())  # type: ignore[union-attr]
         result = await _afinish(ctx, task, scope, output, values)
     except BaseException as exc:
         if isinstance(exc, Exception):

@@ -237,7 +237,7 @@ class CompiledGraph(ThreadsMixin):
             ctx = RunContext(
                 self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
                 timeout=float(timeout) if timeout is not None else None,
-                task_pool=self._get_task_pool,
+                task_pool=self._get_task_pool, cache=self.cache,
             )
             return Run(ctx, limit, before, after)
         durability = resolve_durability(cfg.get("durability"), self.durability)
@@ -249,7 +249,7 @@ class CompiledGraph(ThreadsMixin):
         dctx = DurableContext(
             self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
             timeout=float(timeout) if timeout is not None else None,
-            task_pool=self._get_task_pool,
+            task_pool=self._get_task_pool, cache=self.cache,
         )
         return DurableRun(dctx, limit, self._persist(), durability, before, after, fork,
                           identity.run_id_given, cfg.get("wait") or False)

@@ -419,7 +419,8 @@ class StateGraph:
         Args:
             checkpointer: a store (``InMemorySaver()``, ``SqliteSaver``...) to persist
                 threads, runs and executions; ``None`` runs in memory only.
-            cache: a cache for nodes with a ``cache_policy``.
+            cache: a cache for nodes with a ``cache_policy`` (e.g.
+                :class:`threadloom.cache.InMemoryCache`); without one nothing is cached.
             store: accepted for compatibility; long-term memory stores are not supported.
             interrupt_before: nodes to pause before (``"*"``: all).
             interrupt_after: nodes to pause after (``"*"``: all).
