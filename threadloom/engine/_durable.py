@@ -109,8 +109,8 @@ class DurableRun(Run):
     __slots__ = (
         "p", "codec", "store", "thread_id", "durability", "lease", "run_record", "head",
         "parent_seq", "chains", "ids", "loaded_resume", "recorded", "attempts", "lock",
-        "handle", "pending_execs", "started_at", "fork_from", "resuming", "task_times",
-        "exit_writes", "input_value", "dirty", "stored_head", "_wait", "last_results",
+        "handle", "pending_execs", "fork_from", "resuming", "task_times",
+        "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
         "finalized", "final_output",
         "_loaded_task_results",
@@ -150,12 +150,10 @@ class DurableRun(Run):
         self.final_output: Any = None
         self.parents: dict[tuple[str, int], tuple[str, ...]] = {}
         self.pending_execs: dict[str, ExecutionRecord] = {}
-        self.started_at = time.time()
         self.fork_from = fork_from
         self.resuming = explicit_run_id
         self.task_times: dict[str, float] = {}
         self.exit_writes: list[WriteRecord] = []
-        self.input_value: Any = None
         self.dirty: set[str] = set()
         self.last_results: list[TaskResult] = []
         self.parallel = False
@@ -286,7 +284,6 @@ class DurableRun(Run):
         self.skip_breakpoint = True
         if existing is not None:
             self.run_record = existing
-            self.input_value = None
             if existing.status in ("running", "pending"):
                 self._recount(existing)  # it died mid-run: its counters were not written
         else:
@@ -414,7 +411,6 @@ class DurableRun(Run):
         updated = self.apply_input(writes)
         self.frontier = self.start_frontier()
         self._emit_values(updated)
-        self.input_value = input
         self.run_record = self._new_record(self.codec.serde.dumps(input), None)
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
@@ -642,9 +638,6 @@ class DurableRun(Run):
             attempts=attempts, checkpoint_seq=self._checkpoint_seq(), created_at=now,
             started_at=self.task_times.pop(task_id, None), ended_at=now,
         )
-
-    def pause_before(self, tasks: list[PlannedTask]) -> None:
-        self.paused = True
 
     # -- persistence ----------------------------------------------------------------------
 

@@ -271,14 +271,10 @@ class Run:
         if self.interrupt_before and not self.skip_breakpoint and _hits(
             self.interrupt_before, tasks
         ):
-            self.pause_before(tasks)
+            self.paused = True  # a breakpoint: stop before these tasks
             return None
         self.skip_breakpoint = False
         return tasks
-
-    def pause_before(self, tasks: list[PlannedTask]) -> None:
-        """Stop before ``tasks`` because one of them is in ``interrupt_before``."""
-        self.paused = True
 
     def finish_step(self, outcome: StepOutcome) -> None:
         """Merge a finished step; raise the first error of its tasks; pause on interrupts."""

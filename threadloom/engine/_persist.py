@@ -478,10 +478,6 @@ def _current_exception() -> BaseException:
     return exc
 
 
-def now() -> float:
-    """Seconds since the epoch (one place to read the clock)."""
-    return time.time()
-
 
 class Heartbeat:
     """Renews the thread leases of running runs every third of their time to live, so a
