@@ -10,21 +10,21 @@ and parse the store's URL options.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring as quote
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from threadloom.checkpoint._rows import dumps
+from threadloom.checkpoint._rows import run_record as _run_record
+from threadloom.checkpoint._rows import thread_record as _thread_record
 from threadloom.checkpoint.base import (
     ANY_HEAD,
-    Attempt,
     BlobRecord,
     CheckpointRecord,
     Commit,
     ExecutionRecord,
-    Lease,
     RunRecord,
     ThreadRecord,
 )
@@ -687,8 +687,6 @@ class Statements:
 
 # -- records to parameters --------------------------------------------------------------------
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-loads = json.JSONDecoder().decode
 
 
 def channels_json(channels: dict[str, tuple[int, int]]) -> str:
@@ -797,36 +795,18 @@ def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
 # -- rows to records ------------------------------------------------------------------------
 
 
-def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:
-    seq, parent, run_id, step, source, created_at, channels, nxt, metadata, frontier = row
-    return CheckpointRecord(
-        thread_id, checkpoint_ns, seq, parent, run_id, step, source, created_at,
-        {ch: (vb[0], vb[1]) for ch, vb in loads(channels).items()}, tuple(loads(nxt)),
-        metadata, frontier,
-    )  # fmt: skip
+
+
+
+
+
 
 
 def run_record(row: Sequence[Any]) -> RunRecord:
-    """The run of a row selected with ``RUN_COLS`` (the dataclass's field order)."""
-    return RunRecord(*row)
-
-
-def execution_record(row: Sequence[Any]) -> ExecutionRecord:
-    """The execution of a row selected with ``EXEC_COLS`` (the dataclass's field order)."""
-    ex = ExecutionRecord(*row[:12])
-    ex.parents = tuple(loads(row[12]))
-    ex.attempts = tuple(Attempt(*a) for a in loads(row[13]))
-    ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at = row[14:]
-    return ex
+    """A run row (``metadata`` arrives decoded from jsonb)."""
+    return _run_record(row, metadata_is_text=False)
 
 
 def thread_record(row: Sequence[Any]) -> ThreadRecord:
-    thread_id, namespace, created_at, updated_at, metadata, owner, token, expires_at = row
-    return ThreadRecord(
-        thread_id=thread_id,
-        namespace=namespace,
-        created_at=created_at,
-        updated_at=updated_at,
-        metadata=metadata,
-        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
-    )
+    """A thread row (``metadata`` arrives decoded from jsonb)."""
+    return _thread_record(row, metadata_is_text=False)

@@ -8,22 +8,17 @@ cache prepares each once per connection.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring as quote
 from typing import Any
 
+from threadloom.checkpoint._rows import checkpoint_record, dumps
 from threadloom.checkpoint.base import (
     ANY_HEAD,
-    Attempt,
-    CheckpointRecord,
     Commit,
-    ExecutionRecord,
-    Lease,
     RunRecord,
-    ThreadRecord,
 )
 from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConflictError, StoreError
 
@@ -168,8 +163,6 @@ THREAD_COLS = (
     "lease_expires_at"
 )
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-loads = json.JSONDecoder().decode
 
 
 def channels_json(channels: dict[str, tuple[int, int]]) -> str:
@@ -187,50 +180,12 @@ def names_json(names: Sequence[str]) -> str:
 # -- rows to records ------------------------------------------------------------------------
 
 
-def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:
-    seq, parent, run_id, step, source, created_at, channels, nxt, metadata, frontier = row
-    return CheckpointRecord(
-        thread_id,
-        checkpoint_ns,
-        seq,
-        parent,
-        run_id,
-        step,
-        source,
-        created_at,
-        {ch: (vb[0], vb[1]) for ch, vb in loads(channels).items()},
-        tuple(loads(nxt)),
-        metadata,
-        frontier,
-    )
 
 
-def run_record(row: Sequence[Any]) -> RunRecord:
-    """The run of a row selected with ``RUN_COLS`` (the dataclass's field order)."""
-    run = RunRecord(*row[:16])
-    run.metadata = loads(row[16])
-    return run
 
 
-def execution_record(row: Sequence[Any]) -> ExecutionRecord:
-    """The execution of a row selected with ``EXEC_COLS`` (the dataclass's field order)."""
-    ex = ExecutionRecord(*row[:12])
-    ex.parents = tuple(loads(row[12]))
-    ex.attempts = tuple(Attempt(*a) for a in loads(row[13]))
-    ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at = row[14:]
-    return ex
 
 
-def thread_record(row: Sequence[Any]) -> ThreadRecord:
-    thread_id, namespace, created_at, updated_at, metadata, owner, token, expires_at = row
-    return ThreadRecord(
-        thread_id=thread_id,
-        namespace=namespace,
-        created_at=created_at,
-        updated_at=updated_at,
-        metadata=loads(metadata),
-        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
-    )
 
 
 def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:

@@ -99,14 +99,13 @@ from threadloom.checkpoint._postgres_sql import (
     Statements,
     advisory_key,
     check_number,
-    checkpoint_record,
-    execution_record,
     failure_error,
     run_record,
     same_checkpoint,
     split_url,
     thread_record,
 )
+from threadloom.checkpoint._rows import checkpoint_record, execution_record
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
     BlobRecord,

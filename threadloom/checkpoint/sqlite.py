@@ -42,6 +42,12 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
 from threadloom.checkpoint import _sqlite_sql as _sql
+from threadloom.checkpoint._rows import (
+    checkpoint_record,
+    execution_record,
+    run_record,
+    thread_record,
+)
 from threadloom.checkpoint._sqlite_sql import (
     BLOB_CHUNK,
     BLOB_SQL,
@@ -53,10 +59,6 @@ from threadloom.checkpoint._sqlite_sql import (
     SQL_CHECKPOINT,
     SQL_LATEST,
     THREAD_COLS,
-    checkpoint_record,
-    execution_record,
-    run_record,
-    thread_record,
     where_clause,
     write_commits,
 )

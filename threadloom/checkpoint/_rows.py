@@ -1,0 +1,70 @@
+"""Rows of the SQL backends as protocol records (SQLite and Postgres share the column
+order), and the compact JSON both use for small structured columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from threadloom.checkpoint.base import (
+    Attempt,
+    CheckpointRecord,
+    ExecutionRecord,
+    Lease,
+    RunRecord,
+    ThreadRecord,
+)
+
+__all__ = [
+    "checkpoint_record",
+    "dumps",
+    "execution_record",
+    "loads",
+    "run_record",
+    "thread_record",
+]
+
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+loads = json.JSONDecoder().decode
+
+
+def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:
+    """The checkpoint of a row selected with the backend's ``CP_COLS``."""
+    seq, parent, run_id, step, source, created_at, channels, nxt, metadata, frontier = row
+    return CheckpointRecord(
+        thread_id, checkpoint_ns, seq, parent, run_id, step, source, created_at,
+        {ch: (vb[0], vb[1]) for ch, vb in loads(channels).items()}, tuple(loads(nxt)),
+        metadata, frontier,
+    )  # fmt: skip
+
+
+def run_record(row: Sequence[Any], metadata_is_text: bool = True) -> RunRecord:
+    """The run of a row selected with ``RUN_COLS`` (the dataclass's field order); metadata
+    is JSON text in SQLite, already decoded (jsonb) in Postgres."""
+    run = RunRecord(*row)
+    if metadata_is_text:
+        run.metadata = loads(row[-1])
+    return run
+
+
+def execution_record(row: Sequence[Any]) -> ExecutionRecord:
+    """The execution of a row selected with ``EXEC_COLS`` (the dataclass's field order)."""
+    ex = ExecutionRecord(*row[:12])
+    ex.parents = tuple(loads(row[12]))
+    ex.attempts = tuple(Attempt(*a) for a in loads(row[13]))
+    ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at = row[14:]
+    return ex
+
+
+def thread_record(row: Sequence[Any], metadata_is_text: bool = True) -> ThreadRecord:
+    """The thread of a row selected with ``THREAD_COLS``, its lease if one is held."""
+    thread_id, namespace, created_at, updated_at, metadata, owner, token, expires_at = row
+    return ThreadRecord(
+        thread_id=thread_id,
+        namespace=namespace,
+        created_at=created_at,
+        updated_at=updated_at,
+        metadata=loads(metadata) if metadata_is_text else metadata,
+        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
+    )
