@@ -417,6 +417,38 @@ def test_importing_without_psycopg_names_the_extra() -> None:
 # -- lost connections -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_an_unflushed_commit_commits_asynchronously(make_store: MakeStore, flush: bool) -> None:
+    """``Commit.flush=False``: the transaction commits with ``synchronous_commit = off``
+    (checked inside it, where the setting is still in force); a flushed one does not."""
+    store = make_store()
+    store.setup()
+    relaxed: list[bool] = []
+    build = store._sql.commit
+
+    def spy(c: Commit, now: float, relax: bool = False) -> Any:
+        relaxed.append(relax)
+        return build(c, now, relax)
+
+    store._sql.commit = spy  # type: ignore[method-assign]
+    first, second = step("t1", 0), step("t1", 1)
+    first.flush = second.flush = flush
+    store.commit([first, second])
+    assert relaxed == [not flush, False]  # one statement of the transaction sets it
+    conn = store._getconn()
+    try:
+        default = conn.execute("SHOW synchronous_commit").fetchone()
+        with conn.transaction():
+            psycopg.RawCursor(conn).execute(*build(step("t1", 2), time.time(), not flush))
+            inside = conn.execute("SHOW synchronous_commit").fetchone()
+        after = conn.execute("SHOW synchronous_commit").fetchone()
+    finally:
+        store._release(conn)
+    assert default is not None and inside is not None and after == default
+    assert inside[0] == ("off" if not flush else default[0])
+    assert [c.seq for c in store.list_checkpoints("t1")] == [2, 1, 0]
+
+
 def test_dead_pooled_connections_are_replaced(make_store: MakeStore, postgres_url: str) -> None:
     app = f"tl-kill-{uuid.uuid4().hex[:8]}"
     store = make_store(_with_query(postgres_url, f"application_name={app}"), min_size=3)

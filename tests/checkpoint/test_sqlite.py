@@ -24,6 +24,7 @@ from threadloom.checkpoint.memory import MemoryStore
 from threadloom.checkpoint.sqlite import AsyncSqliteSaver, SqliteSaver, SqliteStore
 from threadloom.errors import (
     InvalidConfigError,
+    LeaseLostError,
     MigrationError,
     StoreError,
     StoreUnavailableError,
@@ -117,6 +118,51 @@ def test_wal_and_synchronous_are_set(tmp_path: Path) -> None:
     assert normal._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 1
     full.close()
     normal.close()
+
+
+def _traced_commit(store: SqliteStore, conn: sqlite3.Connection, flush: bool) -> list[str]:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        store.commit([Commit("t1", flush=flush)])
+    finally:
+        conn.set_trace_callback(None)
+    return [s for s in statements if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))]
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "EXTRA"])
+def test_an_unflushed_commit_skips_the_sync_and_restores_it(
+    tmp_path: Path, synchronous: str
+) -> None:
+    store = SqliteStore(tmp_path / "f.db", synchronous=synchronous)
+    store.setup()
+    conn = store._thread_conn()
+    assert _traced_commit(store, conn, flush=False) == [
+        "PRAGMA synchronous = NORMAL",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+        f"PRAGMA synchronous = {synchronous}",
+    ]
+    assert _traced_commit(store, conn, flush=True) == ["BEGIN IMMEDIATE", "COMMIT"]
+    level = conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert level == {"FULL": 2, "EXTRA": 3}[synchronous]
+    store.close()
+
+
+def test_unflushed_commits_change_nothing_at_normal_or_below(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "n.db", synchronous="NORMAL")
+    store.setup()
+    assert _traced_commit(store, store._thread_conn(), flush=False) == ["BEGIN IMMEDIATE", "COMMIT"]
+    store.close()
+
+
+def test_a_failed_unflushed_commit_restores_the_sync_level(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.db")
+    lease = store.acquire_lease("t1", "w", 30.0)
+    with pytest.raises(LeaseLostError):
+        store.commit([Commit("t1", lease_token=lease.token + 1, flush=False)])
+    assert store._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 2
+    store.close()
 
 
 def test_bad_options_are_refused() -> None:

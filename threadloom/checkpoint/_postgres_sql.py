@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from json.encoder import encode_basestring as quote
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from threadloom.checkpoint._rows import dumps
+from threadloom.checkpoint._rows import channels_json, dumps, names_json
 from threadloom.checkpoint._rows import run_record as _run_record
 from threadloom.checkpoint._rows import thread_record as _thread_record
 from threadloom.checkpoint.base import (
@@ -546,8 +545,10 @@ class Statements:
 
     # -- the write path --------------------------------------------------------------------
 
-    def commit(self, c: Commit, now: float) -> tuple[bytes, list[Any]]:
-        """The one statement that checks and writes commit ``c``, and its parameters.
+    def commit(self, c: Commit, now: float, relaxed: bool = False) -> tuple[bytes, list[Any]]:
+        """The one statement that checks and writes commit ``c``, and its parameters;
+        ``relaxed``: its transaction commits with ``synchronous_commit = off`` (see
+        :meth:`PostgresStore.commit <threadloom.checkpoint.postgres.PostgresStore.commit>`).
 
         A data-modifying ``WITH`` whose final ``CASE`` runs the checks in the documented
         order, each step (CTE) running when the ``CASE`` first reads it: the thread row
@@ -621,6 +622,7 @@ class Statements:
             len(blobs),
             len(writes),
             len(executions),
+            relaxed,
         )
         sql = self._commit_sql.get(shape)
         if sql is None:
@@ -637,6 +639,7 @@ class Statements:
         blobs: int,
         writes: int,
         executions: int,
+        relaxed: bool,
     ) -> bytes:
         s = self.schema
         n = 7  # $1..$7: see commit()
@@ -680,25 +683,15 @@ class Statements:
             checks.append(f"WHEN NOT EXISTS (SELECT FROM c) THEN {s}.fail({param()})")
         # $5..$7 are not used by every shape, but each parameter needs a type
         typed = "(VALUES ($5::text, $6::int8, $7::int8)) AS p"
+        if relaxed:  # set for the rest of the transaction, which is what its commit reads
+            ctes.append("a AS (SELECT set_config('synchronous_commit', 'off', true))")
+            typed += ", a"
         return (
             f"WITH {', '.join(ctes)} SELECT CASE {' '.join(checks)} ELSE true END FROM {typed}"
         ).encode()
 
 
 # -- records to parameters --------------------------------------------------------------------
-
-
-
-def channels_json(channels: dict[str, tuple[int, int]]) -> str:
-    """``{"channel":[version,base]}``, built directly (several times faster than ``dumps``)."""
-    return (
-        "{" + ",".join([f"{quote(ch)}:[{vb[0]:d},{vb[1]:d}]" for ch, vb in channels.items()]) + "}"
-    )
-
-
-def names_json(names: Sequence[str]) -> str:
-    """A JSON list of strings, built directly."""
-    return "[" + ",".join(map(quote, names)) + "]"
 
 
 def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
@@ -792,14 +785,7 @@ def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
     return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
 
 
-# -- rows to records ------------------------------------------------------------------------
-
-
-
-
-
-
-
+# -- queries ------------------------------------------------------------------------------
 
 
 def run_record(row: Sequence[Any]) -> RunRecord:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring as quote
 from typing import Any
 
 from threadloom.checkpoint.base import (
@@ -17,16 +18,30 @@ from threadloom.checkpoint.base import (
 )
 
 __all__ = [
+    "channels_json",
     "checkpoint_record",
     "dumps",
     "execution_record",
     "loads",
+    "names_json",
     "run_record",
     "thread_record",
 ]
 
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 loads = json.JSONDecoder().decode
+
+
+def channels_json(channels: dict[str, tuple[int, int]]) -> str:
+    """``{"channel":[version,base]}``, built directly (several times faster than ``dumps``)."""
+    return (
+        "{" + ",".join([f"{quote(ch)}:[{vb[0]:d},{vb[1]:d}]" for ch, vb in channels.items()]) + "}"
+    )
+
+
+def names_json(names: Sequence[str]) -> str:
+    """A JSON list of strings, built directly."""
+    return "[" + ",".join(map(quote, names)) + "]"
 
 
 def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) -> CheckpointRecord:

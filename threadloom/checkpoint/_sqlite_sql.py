@@ -11,10 +11,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from json.encoder import encode_basestring as quote
 from typing import Any
 
-from threadloom.checkpoint._rows import checkpoint_record, dumps
+from threadloom.checkpoint._rows import channels_json, checkpoint_record, dumps, names_json
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     Commit,
@@ -82,6 +81,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX executions_thread ON executions (thread_id)",
         "CREATE INDEX executions_namespace_status ON executions (namespace, status)",
     ),
+    # 2: checkpoints are only ever listed by run within one thread (its primary key's
+    # prefix), so the run index only cost a page per step commit.
+    ("DROP INDEX checkpoints_run",),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -93,14 +95,21 @@ SQL_CHECK = (
     "SELECT (SELECT lease_token FROM threads WHERE thread_id = ?1 AND lease_owner IS NOT NULL),"
     " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
 )
-# A leased writer's thread row exists (the lease made it): one statement both touches it and
-# reads the lease token and the head for the checks (one round through SQLite, not two).
-SQL_CHECK_AND_TOUCH = (
-    "UPDATE threads SET updated_at = ?3, namespace = CASE namespace_set WHEN 1 THEN namespace"
-    " ELSE ?4 END, namespace_set = 1 WHERE thread_id = ?1"
-    " RETURNING lease_owner, lease_token,"
+# A leased writer's thread row exists (the lease made it): one statement reads the lease and
+# the head for the checks, and whether the row needs touching (see write_commits).
+SQL_CHECK_LEASED = (
+    "SELECT lease_owner, lease_token, namespace_set, updated_at,"
     " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
-)  # (not CASE in RETURNING: SQLite 3.40 evaluates it wrongly on this WITHOUT ROWID table)
+    " FROM threads WHERE thread_id = ?1"
+)
+SQL_TOUCH_LEASED = (
+    "UPDATE threads SET updated_at = ?2, namespace = CASE namespace_set WHEN 1 THEN namespace"
+    " ELSE ?3 END, namespace_set = 1 WHERE thread_id = ?1"
+)
+TOUCH_SECONDS = 1.0
+"""While a leased writer commits steps, its thread's ``updated_at`` is moved at most this
+often (and whenever a commit carries a run record): rewriting the row and its index entry on
+every step would cost two more pages per commit."""
 SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?)"
 SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -164,28 +173,7 @@ THREAD_COLS = (
 )
 
 
-
-def channels_json(channels: dict[str, tuple[int, int]]) -> str:
-    """``{"channel":[version,base]}``, built directly (several times faster than ``dumps``)."""
-    return (
-        "{" + ",".join([f"{quote(ch)}:[{vb[0]:d},{vb[1]:d}]" for ch, vb in channels.items()]) + "}"
-    )
-
-
-def names_json(names: Sequence[str]) -> str:
-    """A JSON list of strings, built directly."""
-    return "[" + ",".join(map(quote, names)) + "]"
-
-
-# -- rows to records ------------------------------------------------------------------------
-
-
-
-
-
-
-
-
+# -- queries ------------------------------------------------------------------------------
 
 
 def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
@@ -211,12 +199,14 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
         token = c.lease_token
         touched = False
         if token is not None:
-            row = execute(SQL_CHECK_AND_TOUCH, (thread_id, ns, now, c.namespace)).fetchone()
+            row = execute(SQL_CHECK_LEASED, (thread_id, ns)).fetchone()
             if row is None:
                 current = head = None
             else:
-                owner, lease_token, head = row
+                owner, lease_token, named, updated_at, head = row
                 current = lease_token if owner is not None else None
+                if c.runs or not named or updated_at < now - TOUCH_SECONDS:
+                    execute(SQL_TOUCH_LEASED, (thread_id, now, c.namespace))
                 touched = True
         elif c.expected_head is not ANY_HEAD:
             current, head = execute(SQL_CHECK, (thread_id, ns)).fetchone()

@@ -273,6 +273,16 @@ class Commit:
 
     Then: insert ``checkpoint`` and its blobs, upsert ``writes``, ``executions`` and ``runs``,
     and create or touch the thread row (``namespace`` is used only when creating it).
+
+    ``flush`` says how durable the transaction must be when :meth:`Store.commit` returns.
+    ``True`` (the default): it survives a crash of the process, of the database server and of
+    the machine (power loss). ``False``: it survives a crash of the process at once, but may
+    need a later flushed commit to survive the machine or the database server crashing;
+    ``async`` durability uses this for the steps of a run, and flushes at least every 0.1 s
+    and before ``invoke`` returns. A later
+    flushed commit on the same database makes every earlier one durable too. A batch is
+    flushed if any of its commits asks for it; a store that cannot tell the two apart
+    flushes every commit.
     """
 
     thread_id: str
@@ -283,6 +293,7 @@ class Commit:
     writes: list[WriteRecord] = field(default_factory=list)
     executions: list[ExecutionRecord] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
+    flush: bool = True
 
 
 @runtime_checkable

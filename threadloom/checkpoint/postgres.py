@@ -491,6 +491,13 @@ class PostgresStore:
         """Apply ``commits`` in order, in one transaction (see
         :class:`~threadloom.checkpoint.base.Commit`, and the module docstring for how).
 
+        A batch that asks for no flush commits with ``synchronous_commit = off``: the server
+        acknowledges it before its WAL reaches the disk, so it survives the client crashing,
+        and the server crashing once its WAL writer has flushed it (within a few hundred
+        milliseconds, or at the next flushed commit). If the server crashes before that, a
+        later commit that expected the lost checkpoint as its head fails with
+        ``CheckpointConflictError`` and the run resumes from the last checkpoint kept.
+
         Raises:
             LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
                 nothing of the batch was written.
@@ -503,8 +510,11 @@ class PostgresStore:
         if not self._ready:
             self._check_schema()
         now = time.time()
+        relaxed = not any(c.flush for c in commits)
         try:  # everything that can fail before talking to the server, done first
-            statements = [self._sql.commit(c, now) for c in commits]
+            statements = [
+                self._sql.commit(c, now, relaxed and i == 0) for i, c in enumerate(commits)
+            ]
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot store the commit: {exc}") from exc
         attempt = 0

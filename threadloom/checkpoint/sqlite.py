@@ -155,6 +155,10 @@ class SqliteStore:
         if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
             raise InvalidConfigError(f"busy_timeout must be seconds >= 0, not {busy_timeout!r}")
         self._synchronous = sync
+        self._synchronous_sql = f"PRAGMA synchronous = {sync}"
+        # WAL with NORMAL: a commit survives the process crashing as soon as it returns (and
+        # the machine crashing once the WAL is next synced); only worth it above NORMAL
+        self._relaxable = sync in ("FULL", "EXTRA")
         self._busy_timeout = float(busy_timeout)
         self._ready = False
         self._closed = False
@@ -231,7 +235,7 @@ class SqliteStore:
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                conn.execute(self._synchronous_sql)
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
@@ -295,33 +299,47 @@ class SqliteStore:
 
     # -- running statements ---------------------------------------------------------------
 
-    def _run(self, fn: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
-        """Run ``fn`` on a connection (in a ``BEGIN IMMEDIATE`` transaction if ``write``),
-        retrying on busy/locked errors and translating every error."""
+    def _run(
+        self, fn: Callable[[sqlite3.Connection], _T], write: bool, relaxed: bool = False
+    ) -> _T:
+        """Run ``fn`` on a connection (in a ``BEGIN IMMEDIATE`` transaction if ``write``;
+        ``relaxed``: committed without waiting for the disk, see :meth:`commit`), retrying on
+        busy/locked errors and translating every error."""
         if not self._ready:
             self.setup()
         lock = self._lock
         if lock is None:
-            return self._attempt(self._thread_conn(), fn, write)
+            return self._attempt(self._thread_conn(), fn, write, relaxed)
         with lock:
-            return self._attempt(self._shared_conn(), fn, write)
+            return self._attempt(self._shared_conn(), fn, write, relaxed)
 
     def _attempt(
-        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T], write: bool
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[[sqlite3.Connection], _T],
+        write: bool,
+        relaxed: bool = False,
     ) -> _T:
         deadline = time.monotonic() + self._busy_timeout  # SQLite's own waits count too
         delay = 0.002
+        relaxed = relaxed and self._relaxable
         while True:
             try:
                 if not write:
                     return fn(conn)
-                conn.execute("BEGIN IMMEDIATE")
+                if relaxed:
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        _rollback(conn)
+                        raise
+                finally:
+                    if relaxed:
+                        conn.execute(self._synchronous_sql)
                 return result
             except ThreadloomError:
                 raise
@@ -468,6 +486,11 @@ class SqliteStore:
         :class:`~threadloom.checkpoint.base.Commit` and
         :meth:`MemoryStore.commit <threadloom.checkpoint.memory.MemoryStore.commit>`).
 
+        A batch that asks for no flush commits with ``synchronous=NORMAL`` (the WAL is written
+        but not synced, so the commit survives the process crashing; the next synced commit
+        makes it survive power loss too) when the store's ``synchronous`` is higher; the
+        connection's own setting is restored at once.
+
         Raises:
             LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
                 nothing of the batch was written.
@@ -475,7 +498,8 @@ class SqliteStore:
                 checkpoint belongs to another thread than the commit.
         """
         if commits:
-            self._run(lambda conn: write_commits(conn, commits), True)
+            relaxed = not any(c.flush for c in commits)
+            self._run(lambda conn: write_commits(conn, commits), True, relaxed)
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -448,7 +448,7 @@ class DurableRun(Run):
         if self.durability == "async" and self.parallel and self.parent_seq is not None:
             write = self.codec.result_write(self.thread_id, self.parent_seq, task_id, result)
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
-                                 writes=[write]))
+                                 writes=[write], flush=False))
 
     def _all_results(self, outcome: StepOutcome) -> list[TaskResult]:
         """The step's results in planned order: recorded ones and the ones just run."""
@@ -537,8 +537,10 @@ class DurableRun(Run):
         expected = self.head
         self._advance_head()
         fault("before_step_commit")
+        # async: a step's commit need not be flushed (see Commit.flush), the run's last must
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
-                             executions=executions, runs=runs))
+                             executions=executions, runs=runs,
+                             flush=self.finalized or self.handle is None))
         fault("after_step_commit")
         self._bound_lag()
 

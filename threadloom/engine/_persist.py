@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from threadloom._context import interrupt_id
@@ -375,6 +375,10 @@ class _Handle:
 
 
 _WRITER_IDLE_SECONDS = 2.0
+FLUSH_SECONDS = 0.1
+"""The longest a commit of ``async`` durability waits to be flushed (made durable against the
+machine or the database server crashing, not only the process): the writer flushes the next
+transaction once this much time has passed since it last flushed one."""
 
 
 class Writer:
@@ -384,6 +388,10 @@ class Writer:
     committed is folded into the next transaction, so a fast graph pays for one commit per
     batch of steps rather than one per step. If a batch fails, its commits are retried one
     by one so that one run's failure (a lost lease, say) does not fail another's.
+
+    A transaction is flushed (:attr:`Commit.flush <threadloom.checkpoint.base.Commit.flush>`)
+    when one of its commits asks for it, or when :data:`FLUSH_SECONDS` have passed since the
+    writer last flushed one; each flush makes every earlier transaction durable too.
     """
 
     def __init__(self, store: Store) -> None:
@@ -392,6 +400,7 @@ class Writer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._flushed_at = time.monotonic()
 
     def handle(self) -> _Handle:
         """A new handle for one run."""
@@ -446,8 +455,14 @@ class Writer:
         if not live:
             return
         fault("before_writer_commit")
+        commits = [c for _, c in live]
+        now = time.monotonic()
+        if now - self._flushed_at >= FLUSH_SECONDS and not any(c.flush for c in commits):
+            commits[-1] = replace(commits[-1], flush=True)
+        if any(c.flush for c in commits):
+            self._flushed_at = now
         try:
-            self._store.commit([c for _, c in live])
+            self._store.commit(commits)
             return
         except BaseException:
             if len(live) == 1:
@@ -476,7 +491,6 @@ def _current_exception() -> BaseException:
     exc = sys.exc_info()[1]
     assert exc is not None
     return exc
-
 
 
 class Heartbeat:

@@ -88,9 +88,10 @@ class DurableRecorder(TaskRecorder):
             return
         fault("before_task_record")
         # recorded before the caller sees the result, in every mode but exit: a side effect
-        # that happened must not happen again on replay
+        # that happened must not happen again on replay (async: again after a process crash;
+        # the run's next flushed commit covers a machine crash)
         run.store.commit([Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
-                                 executions=[execution])])
+                                 executions=[execution], flush=run.durability == "sync")])
         fault("after_task_record")
 
     def pool(self) -> concurrent.futures.Executor | None:

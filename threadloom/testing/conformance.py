@@ -301,6 +301,29 @@ class StoreConformance:
         assert touched.created_at == thread.created_at
         assert touched.updated_at >= thread.updated_at
 
+    def test_unflushed_commits_are_applied_like_flushed_ones(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        first = step("t1", 0, token=lease.token, expected=None)
+        first.flush = False
+        store.commit([first])
+        second, third = step("t1", 1, token=lease.token), step("t1", 2, token=lease.token)
+        second.flush = False  # a batch is flushed if any of its commits asks for it
+        store.commit([second, third])
+        assert [c.seq for c in store.list_checkpoints("t1")] == [2, 1, 0]
+        assert [w.data for w in store.get_writes("t1", "", 1)] == [b"w1"]
+        assert [e.id for e in store.list_executions(run_id="run-1")] == ["t1:0", "t1:1", "t1:2"]
+        stale = step("t1", 3, token=lease.token + 1)
+        stale.flush = False
+        with pytest.raises(LeaseLostError):  # the checks are the same
+            store.commit([stale])
+        assert store.get_checkpoint("t1").seq == 2  # type: ignore[union-attr]
+
+    def test_a_leased_writer_keeps_its_thread_recent(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.commit([Commit("t2")])
+        store.commit([step("t1", 0, token=lease.token)])  # carries a run record: touches
+        assert [t.thread_id for t in store.list_threads()][0] == "t1"
+
     def test_first_commit_names_a_leased_thread(self, store: Store) -> None:
         lease = store.acquire_lease("t1", "worker-a", TTL)
         store.commit([step("t1", 0, token=lease.token, namespace="tenant-a")])
