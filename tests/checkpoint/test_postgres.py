@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint._postgres_sql import SCHEMA_VERSION
-from threadloom.checkpoint.base import ANY_HEAD, BlobRecord, Commit, Lease, Store, WriteRecord
+from threadloom.checkpoint.base import BlobRecord, Commit, Lease, Store, WriteRecord
 from threadloom.checkpoint.memory import MemoryStore
 from threadloom.errors import (
     CheckpointConflictError,
@@ -44,6 +44,8 @@ from threadloom.errors import (
 )
 from threadloom.testing import StoreConformance
 from threadloom.testing.conformance import checkpoint, execution, run, step
+
+from .differential import apply, operations, state
 
 MakeStore = Callable[..., PostgresStore]
 TABLES = {
@@ -759,112 +761,6 @@ def test_retention_matches_the_reference_store(make_store: MakeStore) -> None:
 
 # -- the same answers as the reference store --------------------------------------------------
 
-_THREADS = st.sampled_from(["a", "b"])
-_SEQS = st.integers(0, 4)
-
-
-@st.composite
-def _commits(draw: st.DrawFn) -> Commit:
-    tid = draw(_THREADS)
-    cp = None
-    if draw(st.booleans()):
-        seq = draw(_SEQS)
-        channel = draw(st.sampled_from(["x", "y"]))
-        prev = draw(st.one_of(st.none(), st.integers(0, seq)))
-        blob = BlobRecord(channel, seq, prev if prev != seq else None, b"d%d" % seq)
-        cp = checkpoint(
-            tid,
-            seq,
-            run_id=draw(st.sampled_from([None, "r1"])),
-            source=draw(st.sampled_from(["loop", "fork"])),
-            channels={channel: (seq, 0)},
-            blobs=[blob],
-        )
-    writes = [
-        WriteRecord(tid, "", draw(_SEQS), draw(st.sampled_from(["t1", "t2"])), "c", idx, b"w")
-        for idx in draw(st.lists(st.integers(0, 2), max_size=3))
-    ]
-    runs = [
-        run(
-            rid,
-            draw(_THREADS),
-            status=draw(st.sampled_from(["running", "succeeded"])),
-            created_at=draw(st.sampled_from([1.0, 2.0])),
-            graph=draw(st.sampled_from(["g", "h"])),
-        )
-        for rid in draw(st.lists(st.sampled_from(["r1", "r2", "r3"]), max_size=2))
-    ]
-    executions = [
-        execution(
-            eid,
-            draw(st.sampled_from(["r1", "r2"])),
-            tid,
-            status=draw(st.sampled_from(["RUNNING", "SUCCEEDED"])),
-            created_at=draw(st.sampled_from([1.0, 2.0])),
-            step=draw(_SEQS),
-        )
-        for eid in draw(st.lists(st.sampled_from(["e1", "e2", "e3"]), max_size=2))
-    ]
-    return Commit(
-        tid,
-        namespace=draw(st.sampled_from(["default", "n1"])),
-        lease_token=draw(st.sampled_from([None, None, None, 1, 2])),
-        expected_head=draw(st.sampled_from([ANY_HEAD, ANY_HEAD, ANY_HEAD, None, 0, 1, 2])),
-        checkpoint=cp,
-        writes=writes,
-        executions=executions,
-        runs=runs,
-    )
-
-
-_OPS = st.one_of(
-    st.tuples(st.just("commit"), st.lists(_commits(), min_size=1, max_size=3)),
-    st.tuples(
-        st.just("acquire"), _THREADS, st.sampled_from(["o1", "o2"]), st.sampled_from([60.0, -1.0])
-    ),
-    st.tuples(st.just("renew"), _THREADS, st.integers(1, 3)),
-    st.tuples(st.just("release"), _THREADS, st.integers(1, 3)),
-    st.tuples(st.just("delete"), _THREADS),
-    st.tuples(st.just("prune"), _THREADS, st.integers(1, 3)),
-)
-
-
-def _apply(store: Store, op: tuple[Any, ...]) -> Any:
-    try:
-        kind = op[0]
-        if kind == "commit":
-            return store.commit(op[1])
-        if kind == "acquire":
-            lease = store.acquire_lease(op[1], op[2], op[3])
-            return (lease.thread_id, lease.owner, lease.token)
-        if kind == "renew":
-            renewed = store.renew_lease(Lease(op[1], "o1", op[2], 0.0), 60.0)
-            return (renewed.thread_id, renewed.token)
-        if kind == "release":
-            return store.release_lease(Lease(op[1], "o1", op[2], 0.0))
-        if kind == "prune":
-            return store.prune_checkpoints(op[1], op[2])
-        return store.delete_thread(op[1])
-    except ThreadloomError as exc:
-        return type(exc).__name__
-
-
-def _state(store: Store) -> Any:
-    threads = {}
-    for tid in ("a", "b"):
-        thread = store.get_thread(tid)
-        lease = thread.lease if thread is not None else None
-        threads[tid] = (
-            thread.namespace if thread is not None else None,
-            (lease.owner, lease.token) if lease is not None else None,
-            store.list_checkpoints(tid),
-            sorted(store.get_blobs(tid, "", {"x": (0, 4), "y": (0, 4)}), key=repr),
-            [store.get_writes(tid, "", s) for s in range(5)],
-            store.list_runs(thread_id=tid),
-        )
-    return threads, store.list_runs(), store.list_executions(), store.list_threads()
-
-
 @pytest.fixture
 def prepared_store(make_store: MakeStore) -> PostgresStore:
     """One store for all the examples of a property test (each example truncates it)."""
@@ -879,7 +775,7 @@ def prepared_store(make_store: MakeStore) -> PostgresStore:
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(ops=st.lists(_OPS, max_size=10))
+@given(ops=st.lists(operations(max_commits=3, prune=True), max_size=10))
 def test_postgres_answers_like_the_reference_store(
     prepared_store: PostgresStore,
     postgres_url: str,
@@ -891,8 +787,8 @@ def test_postgres_answers_like_the_reference_store(
     admin(postgres_url, f"TRUNCATE {tables}")
     reference = MemoryStore()
     for op in ops:
-        assert _apply(store, op) == _apply(reference, op), op
-    got, expected = _state(store), _state(reference)
+        assert apply(store, op) == apply(reference, op), op
+    got, expected = state(store), state(reference)
     assert got[:3] == expected[:3]
     # the order of threads follows each store's own clock: compare the sets
-    assert sorted(t.thread_id for t in got[3]) == sorted(t.thread_id for t in expected[3])
+    assert sorted(t.thread_id for t in got[4]) == sorted(t.thread_id for t in expected[4])
