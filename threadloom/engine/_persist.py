@@ -459,10 +459,10 @@ class Writer:
         now = time.monotonic()
         if now - self._flushed_at >= FLUSH_SECONDS and not any(c.flush for c in commits):
             commits[-1] = replace(commits[-1], flush=True)
-        if any(c.flush for c in commits):
-            self._flushed_at = now
         try:
             self._store.commit(commits)
+            if any(c.flush for c in commits):
+                self._flushed_at = now
             return
         except BaseException:
             if len(live) == 1:
