@@ -99,12 +99,12 @@ from threadloom.checkpoint._postgres_sql import (
     Statements,
     advisory_key,
     check_number,
-    failure_error,
     run_record,
     same_checkpoint,
     split_url,
     thread_record,
 )
+from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
 from threadloom.checkpoint._rows import checkpoint_record, execution_record
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
@@ -133,34 +133,6 @@ __all__ = ["AsyncPostgresSaver", "PostgresSaver", "PostgresStore"]
 
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
-
-# SQLSTATEs worth another attempt (besides every connection exception, class 08): the
-# transaction was rolled back by the server and may simply be run again.
-_RETRY_STATES = frozenset(
-    {
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "55P03",  # lock_not_available
-        "57P01",  # admin_shutdown
-        "57P02",  # crash_shutdown
-        "57P03",  # cannot_connect_now (starting up, shutting down)
-        "53300",  # too_many_connections
-    }
-)
-
-
-def _is_transient(exc: BaseException, conn: Connection | None = None) -> bool:
-    """Whether ``exc`` is worth retrying: the connection is gone, or the server rolled the
-    transaction back for a reason that may not recur."""
-    if not isinstance(exc, psycopg.Error) or isinstance(exc, pg_errors.PipelineAborted):
-        return False
-    if conn is not None and (conn.broken or conn.closed):
-        return True
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError)
-    return state.startswith("08") or state in _RETRY_STATES
-
 
 class PostgresStore:
     """A :class:`~threadloom.checkpoint.base.Store` in PostgreSQL (see the module docstring).
@@ -202,6 +174,7 @@ class PostgresStore:
         if prepare_threshold is not None:
             check_number("prepare_threshold", prepare_threshold, minimum=0, integer=True)
         self._prepare_threshold = prepare_threshold
+        self._runner = Runner(prepare_threshold)
         self._max_retries = check_number("max_retries", max_retries, minimum=0, integer=True)
         connect_timeout = check_number("connect_timeout", connect_timeout, minimum=0.001)
         try:
@@ -287,7 +260,7 @@ class PostgresStore:
         """Give ``conn`` back to the pool, idle, or closed (then the pool replaces it)."""
         if not discard and not conn.closed:
             try:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
+                if conn.pgconn.transaction_status != TransactionStatus.IDLE:
                     conn.rollback()
             except psycopg.Error:
                 discard = True
@@ -343,7 +316,7 @@ class PostgresStore:
                 self._release(conn)
                 raise
             except psycopg.Error as exc:
-                transient = _is_transient(exc, conn)
+                transient = is_transient(exc, conn)
                 self._release(conn)
                 if transient and attempt < self._max_retries:
                     attempt += 1
@@ -423,7 +396,7 @@ class PostgresStore:
                     for statement in sql.migrations[version - 1]:
                         conn.execute(statement)
                 except psycopg.Error as exc:
-                    if _is_transient(exc, conn):
+                    if is_transient(exc, conn):
                         raise
                     raise MigrationError(f"migration {version} failed: {exc}") from exc
                 conn.execute(sql.record_migration, (version, time.time()))
@@ -529,8 +502,8 @@ class PostgresStore:
             try:
                 self._execute_commit(conn, statements)
             except psycopg.Error as exc:
-                failure = _check_failure(exc)
-                transient = failure is None and _is_transient(exc, conn)
+                failure = check_failure(exc)
+                transient = failure is None and is_transient(exc, conn)
                 lost = conn.broken or conn.closed
                 self._release(conn)
                 if failure is not None:
@@ -563,7 +536,7 @@ class PostgresStore:
         """Run the batch's statements as one transaction: a single statement alone (autocommit),
         several in a pipeline (the implicit transaction that ends at the sync)."""
         if len(statements) == 1:
-            psycopg.RawCursor(conn).execute(*statements[0])
+            self._runner.execute(conn, *statements[0])
             return
         with conn.pipeline():
             for sql, params in statements:
@@ -759,12 +732,6 @@ class PostgresStore:
             return int(row[0]) if row is not None else 0
 
         return self._run(delete, "delete_runs")
-
-
-def _check_failure(exc: psycopg.Error) -> ThreadloomError | None:
-    """The check failure a commit statement raised through ``fail()``, if that is what
-    ``exc`` is."""
-    return failure_error(exc.sqlstate, exc.diag.message_primary or str(exc))
 
 
 # Pools a forked child inherited: never used there (their connections are the parent's
