@@ -59,6 +59,7 @@ from threadloom.checkpoint._sqlite_sql import (
     SQL_CHECKPOINT,
     SQL_LATEST,
     THREAD_COLS,
+    UNFINISHED,
     where_clause,
     write_commits,
 )
@@ -655,6 +656,8 @@ class SqliteStore:
             ("namespace = ?", namespace),
             ("status = ?", status),
         )
+        if status is not None and status != "SUCCEEDED":
+            clause += f" AND {UNFINISHED}"  # lets SQLite use the partial index
         sql = (
             f"SELECT {EXEC_COLS} FROM executions{clause}"
             " ORDER BY created_at, step, node, id LIMIT ? OFFSET ?"
