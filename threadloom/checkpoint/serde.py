@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,7 +25,7 @@ __all__ = ["JsonPlusSerializer", "Serializer"]
 
 _JSON = b"j"
 _PICKLE = b"p"
-_SCALARS = (str, int, float, bool, type(None))
+_EXACT = frozenset({str, int, bool, type(None)})  # plain whatever their value
 # one encoder, made once: json.dumps() with non-default options builds a new one per call
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _DECODE = json.JSONDecoder().decode
@@ -45,15 +46,27 @@ class Serializer(Protocol):
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether JSON round-trips ``value`` exactly (loops, not ``all()``: this runs on every
+    value a step stores)."""
     kind = type(value)
-    if kind in _SCALARS:
-        return kind is not float or value == value and value not in (float("inf"), float("-inf"))
+    if kind in _EXACT:
+        return True
+    if kind is float:
+        return math.isfinite(value)
     if depth > 64:
         return False
     if kind is list:
-        return all(_is_plain(v, depth + 1) for v in value)
+        for item in value:
+            if type(item) not in _EXACT and not _is_plain(item, depth + 1):
+                return False
+        return True
     if kind is dict:
-        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            if type(item) not in _EXACT and not _is_plain(item, depth + 1):
+                return False
+        return True
     return False
 
 
