@@ -6,8 +6,9 @@ Example:
     >>> store.get_thread("t-1") is None
     True
 
-Needs the ``postgres`` extra (``pip install 'threadloom[postgres]'``); this is the only module
-of threadloom that imports psycopg, and only ``open_store("postgresql://...")`` imports it.
+Needs the ``postgres`` extra (``pip install 'threadloom[postgres]'``); this module is the only
+one of threadloom that imports psycopg (with ``_postgres_wire``, its private helper, which
+nothing else imports), and only ``open_store("postgresql://...")`` imports it.
 
 Writes and the single-writer guarantee. Each :class:`~threadloom.checkpoint.base.Commit` is
 **one SQL statement** (a data-modifying ``WITH``, see ``Statements.commit``), and a batch is
@@ -53,8 +54,10 @@ checked and the dead ones replaced, so a restart costs one retry, not one per co
 
 Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
 ``SET``, no session advisory lock, no ``LISTEN``, no transaction open between calls.
-psycopg prepares a statement on the server after ``prepare_threshold`` executions on a
-connection (default 5: the fast setting); ``prepare_threshold=None``
+A statement is prepared on the server after ``prepare_threshold`` executions on a
+connection (default 5: the fast setting), by psycopg for reads and by the store's own runner
+for the commit statement (``_postgres_wire``: the write path skips psycopg's cursor, whose
+Python cost is a fair share of a ``sync`` step); ``prepare_threshold=None``
 (``?prepare_threshold=none``) turns server-side prepared statements off, as a transaction
 pooler needs.
 
