@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from threadloom.checkpoint._rows import channels_json, dumps, names_json
+from threadloom.checkpoint._rows import UNFINISHED, channels_json, dumps, names_json, where_clause
 from threadloom.checkpoint._rows import run_record as _run_record
 from threadloom.checkpoint._rows import thread_record as _thread_record
 from threadloom.checkpoint.base import (
@@ -122,12 +122,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: executions by namespace and status only for the ones that did not succeed: nearly
     # every step records a succeeded execution, and its entry was one more index write per
-    # commit. A query for another status names the condition too (see select_executions),
-    # so that a generic plan, which cannot prove that ``status = $n`` implies it, uses it.
+    # commit (queries: see _rows.where_clause).
     (
         "DROP INDEX {s}.executions_namespace_status",
         "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)"
-        " WHERE status <> 'SUCCEEDED'",
+        f" WHERE {UNFINISHED}",
     ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
@@ -541,9 +540,8 @@ class Statements:
             ("thread_id = %s", thread_id),
             ("namespace = %s", namespace),
             ("status = %s", status),
+            status=status,
         )
-        if status is not None and status != "SUCCEEDED":
-            clause += " AND status <> 'SUCCEEDED'"  # the partial index's condition
         order = " ORDER BY created_at, step, node, id LIMIT %s OFFSET %s"
         return self.list_executions + clause + order, (*params, limit, offset)
 
@@ -786,14 +784,6 @@ def same_checkpoint(stored: CheckpointRecord | None, written: CheckpointRecord) 
         written.created_at, {ch: (int(vb[0]), int(vb[1])) for ch, vb in written.channels.items()},
         tuple(written.next), bytes(written.metadata), bytes(written.frontier),
     )  # fmt: skip
-
-
-def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """``" WHERE a = %s AND ..."`` for the clauses whose value is not ``None``."""
-    used = [(sql, value) for sql, value in clauses if value is not None]
-    if not used:
-        return "", ()
-    return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
 
 
 # -- queries ------------------------------------------------------------------------------

@@ -120,23 +120,24 @@ class Runner:
         values = tx.dump_sequence(params, [PyFormat.AUTO] * len(params))
         pgconn = conn.pgconn
         name = self._name(conn, session, (sql, tuple(tx.types or ())))
-        if name is None:
-            pgconn.send_query_params(
-                sql, values, param_formats=tx.formats, param_types=tx.types, result_format=1
-            )
-        else:
-            pgconn.send_query_prepared(name, values, param_formats=tx.formats, result_format=1)
-        try:
-            self._check(conn, conn.wait(generators.execute(pgconn)))
-        except psycopg.Error as exc:
-            if name is None or exc.sqlstate != _UNKNOWN_STATEMENT:
-                raise
-            session.names.clear()  # the server forgot them: prepare them again when due
-            session.counts.clear()
-            pgconn.send_query_params(
-                sql, values, param_formats=tx.formats, param_types=tx.types, result_format=1
-            )
-            self._check(conn, conn.wait(generators.execute(pgconn)))
+        while True:
+            if name is None:
+                pgconn.send_query_params(
+                    sql, values, param_formats=tx.formats, param_types=tx.types, result_format=1
+                )
+            else:
+                pgconn.send_query_prepared(
+                    name, values, param_formats=tx.formats, result_format=1
+                )
+            try:
+                self._check(conn, conn.wait(generators.execute(pgconn)))
+                return
+            except psycopg.Error as exc:
+                if name is None or exc.sqlstate != _UNKNOWN_STATEMENT:
+                    raise
+                session.names.clear()  # the server forgot them: prepare them again when due
+                session.counts.clear()
+                name = None
 
     def _name(
         self, conn: Connection, session: _Session, key: tuple[bytes, tuple[int, ...]]

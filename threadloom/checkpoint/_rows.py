@@ -18,6 +18,7 @@ from threadloom.checkpoint.base import (
 )
 
 __all__ = [
+    "UNFINISHED",
     "channels_json",
     "checkpoint_record",
     "dumps",
@@ -26,7 +27,28 @@ __all__ = [
     "names_json",
     "run_record",
     "thread_record",
+    "where_clause",
 ]
+
+UNFINISHED = "status <> 'SUCCEEDED'"
+"""The condition of both SQL stores' partial executions-by-status index (nearly every step
+records a succeeded execution; an entry for it would cost an index write per commit)."""
+
+
+def where_clause(
+    *clauses: tuple[str, Any], status: str | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    """``" WHERE a = ? AND ..."`` for the clauses whose value is not ``None``, and their
+    values. ``status``: an execution status filtered on; unless it is ``SUCCEEDED``, the
+    clause also states :data:`UNFINISHED`, which neither SQLite nor a generic Postgres plan
+    infers from ``status = ?``, so that they use the partial index."""
+    used = [(sql, value) for sql, value in clauses if value is not None]
+    if not used:
+        return "", ()
+    where = " WHERE " + " AND ".join(sql for sql, _ in used)
+    if status is not None and status != "SUCCEEDED":
+        where += " AND " + UNFINISHED
+    return where, tuple(v for _, v in used)
 
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 loads = json.JSONDecoder().decode

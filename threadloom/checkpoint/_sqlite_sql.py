@@ -13,7 +13,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from threadloom.checkpoint._rows import channels_json, checkpoint_record, dumps, names_json
+from threadloom.checkpoint._rows import (
+    UNFINISHED,
+    channels_json,
+    checkpoint_record,
+    dumps,
+    names_json,
+)
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     Commit,
@@ -30,14 +36,11 @@ from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConfli
 # whenever a SET lists one of its columns, even with the same value).
 
 # Executions by namespace and status, for the ones that did not succeed: nearly every step
-# records a succeeded execution, and an index entry for it would cost a page per commit.
-# A query for another status names the index's condition too (see UNFINISHED), so that
-# SQLite, which cannot tell that ``status = ?`` implies it, uses the index.
+# records a succeeded execution, and an index entry for it would cost a page per commit
+# (queries: see _rows.where_clause).
 UNFINISHED_INDEX = (
-    "CREATE INDEX executions_namespace_status ON executions (namespace, status)"
-    " WHERE status <> 'SUCCEEDED'"
+    f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {UNFINISHED}"
 )
-UNFINISHED = "status <> 'SUCCEEDED'"
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
@@ -186,13 +189,6 @@ THREAD_COLS = (
 
 
 # -- queries ------------------------------------------------------------------------------
-
-
-def where_clause(*clauses: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    used = [(sql, value) for sql, value in clauses if value is not None]
-    if not used:
-        return "", ()
-    return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
 
 
 # -- the write path ----------------------------------------------------------------------

@@ -47,6 +47,7 @@ from threadloom.checkpoint._rows import (
     execution_record,
     run_record,
     thread_record,
+    where_clause,
 )
 from threadloom.checkpoint._sqlite_sql import (
     BLOB_CHUNK,
@@ -59,8 +60,6 @@ from threadloom.checkpoint._sqlite_sql import (
     SQL_CHECKPOINT,
     SQL_LATEST,
     THREAD_COLS,
-    UNFINISHED,
-    where_clause,
     write_commits,
 )
 from threadloom.checkpoint.base import (
@@ -655,9 +654,8 @@ class SqliteStore:
             ("thread_id = ?", thread_id),
             ("namespace = ?", namespace),
             ("status = ?", status),
+            status=status,
         )
-        if status is not None and status != "SUCCEEDED":
-            clause += f" AND {UNFINISHED}"  # lets SQLite use the partial index
         sql = (
             f"SELECT {EXEC_COLS} FROM executions{clause}"
             " ORDER BY created_at, step, node, id LIMIT ? OFFSET ?"
