@@ -1,14 +1,18 @@
-"""The SQL stores' executions-by-status index holds only executions that did not succeed (a
-step commit records a succeeded one, and must not pay an index write for it), and a query
-for another status still uses it."""
+"""The SQL stores' executions indexes: the one by status holds only executions that did not
+succeed (a step commit records a succeeded one, and must not pay an index write for it), and
+a query for another status still uses it; executions are keyed by (thread, id), which serves
+thread listings, and a database from before that key is upgraded with its rows kept."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from threadloom.checkpoint import _sqlite_sql
 from threadloom.checkpoint.base import Commit
 from threadloom.checkpoint.sqlite import SqliteStore
 from threadloom.testing.conformance import execution
@@ -77,5 +81,102 @@ def test_postgres_indexes_only_unfinished_executions(
             ).fetchone()
         assert "executions_namespace_status" in plan, plan
         assert "WHERE (status <> 'SUCCEEDED'" in definition, definition
+    finally:
+        store.close()
+
+
+def _plan(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> str:
+    return " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+def test_sqlite_lists_a_threads_executions_by_key_and_a_runs_by_index(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.setup()
+    _fill(store)
+    conn = store._thread_conn()
+    by_thread = _plan(conn, "SELECT * FROM executions WHERE thread_id = ?", ("t1",))
+    by_run = _plan(conn, "SELECT * FROM executions WHERE run_id = ?", ("r1",))
+    assert "USING PRIMARY KEY (thread_id=?)" in by_thread, by_thread
+    assert "executions_run" in by_run, by_run
+    indexes = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'executions'"
+        )
+    }
+    assert indexes == {"executions_run", "executions_namespace_status"}
+    store.close()
+
+
+def test_sqlite_upgrade_keys_executions_by_thread_and_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # a database at schema version 3, with an execution
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+        )
+        for version, statements in enumerate(_sqlite_sql.MIGRATIONS[:3], start=1):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+        conn.execute(
+            f"INSERT INTO executions ({_sqlite_sql.EXEC_COLS}) VALUES"
+            " ('e1', 'r1', 't1', 'g', 'a', 0, 'FAILED', 'default', 1, NULL, x'7b7d', 'boom',"
+            " '[]', '[]', 3, 1.0, 1.0, 2.0)"
+        )
+    conn.close()
+    store = SqliteStore(path)
+    store.setup()
+    (kept,) = store.list_executions(thread_id="t1")
+    assert (kept.id, kept.run_id, kept.status, kept.outputs, kept.error, kept.checkpoint_seq) == (
+        "e1", "r1", "FAILED", b"{}", "boom", 3,
+    )  # fmt: skip
+    assert store.list_executions(run_id="r1") == [kept]
+    assert store.list_executions(namespace="default", status="FAILED") == [kept]
+    kept.status, kept.error = "SUCCEEDED", None
+    store.commit([Commit("t1", executions=[kept])])  # the same execution, not a second one
+    assert store.list_executions() == [kept]
+    store.close()
+
+
+def test_postgres_upgrade_keys_executions_by_thread_and_keeps_them(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    from threadloom.checkpoint.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    sql = store._sql
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # schema version 2
+            conn.execute(sql.create_schema)
+            conn.execute(sql.create_migrations)
+            for version, statements in enumerate(sql.migrations[:2], start=1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(sql.record_migration, (version, time.time()))
+            conn.execute(
+                f"INSERT INTO {postgres_schema}.executions VALUES ('e1', 'r1', 't1', 'g', 'a',"
+                " 0, 'FAILED', 'default', 1, NULL, '\\x7b7d', 'boom', '[]', '[]', 3, 1.0, 1.0,"
+                " 2.0)"
+            )
+        store.setup()
+        (kept,) = store.list_executions(thread_id="t1")
+        assert (kept.id, kept.run_id, kept.status, kept.outputs, kept.checkpoint_seq) == (
+            "e1", "r1", "FAILED", b"{}", 3,
+        )  # fmt: skip
+        assert store.list_executions(run_id="r1") == [kept]
+        kept.status, kept.error = "SUCCEEDED", None
+        store.commit([Commit("t1", executions=[kept])])
+        assert store.list_executions() == [kept]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            indexes = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
+                    " AND tablename = 'executions'",
+                    (postgres_schema,),
+                )
+            }
+        assert indexes == {"executions_pkey", "executions_run", "executions_namespace_status"}
     finally:
         store.close()

@@ -128,6 +128,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)"
         f" WHERE {UNFINISHED}",
     ),
+    # 3: executions keyed by (thread, id), as in the other stores (see Commit.executions);
+    # the key serves thread listings, so the thread index goes.
+    (
+        "ALTER TABLE {s}.executions DROP CONSTRAINT executions_pkey",
+        "ALTER TABLE {s}.executions ADD PRIMARY KEY (thread_id, id)",
+        "DROP INDEX {s}.executions_thread",
+    ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -371,7 +378,8 @@ class Statements:
         # An execution's thread and namespace are fixed by its first record.
         self._put_executions = (
             f"INSERT INTO {s}.executions AS e ({EXEC_COLS}) VALUES {{}}"
-            " ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, graph = excluded.graph,"
+            " ON CONFLICT (thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
+            " graph = excluded.graph,"
             " node = excluded.node, step = excluded.step, status = excluded.status,"
             " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
             " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
@@ -608,7 +616,7 @@ class Statements:
             params += key
             params.append(data)
         executions = _merge_executions(c.executions)
-        for row in execution_rows(executions):
+        for row in execution_rows(executions, c.thread_id):
             params += row
         mismatch = cp is not None and cp.thread_id != c.thread_id
         if runs:
@@ -719,10 +727,13 @@ def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
-def execution_rows(executions: Iterable[ExecutionRecord]) -> list[tuple[Any, ...]]:
+def execution_rows(
+    executions: Iterable[ExecutionRecord], thread_id: str
+) -> list[tuple[Any, ...]]:
+    """Rows of ``executions``, recorded on ``thread_id`` (their commit's thread)."""
     return [
         (
-            e.id, e.run_id, e.thread_id, e.graph, e.node, e.step, e.status, e.namespace,
+            e.id, e.run_id, thread_id, e.graph, e.node, e.step, e.status, e.namespace,
             e.attempt, e.inputs, e.outputs, e.error, names_json(e.parents),
             dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
             if e.attempts else "[]",

@@ -38,6 +38,13 @@ from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConfli
 # Executions by namespace and status, for the ones that did not succeed: nearly every step
 # records a succeeded execution, and an index entry for it would cost a page per commit
 # (queries: see _rows.where_clause).
+EXECUTION_COLUMNS = (
+    "id TEXT NOT NULL, run_id TEXT NOT NULL, thread_id TEXT NOT NULL, graph TEXT NOT NULL,"
+    " node TEXT NOT NULL, step INTEGER NOT NULL, status TEXT NOT NULL, namespace TEXT NOT NULL,"
+    " attempt INTEGER NOT NULL, inputs BLOB, outputs BLOB, error TEXT, parents TEXT NOT NULL,"
+    " attempts TEXT NOT NULL, checkpoint_seq INTEGER, created_at REAL NOT NULL,"
+    " started_at REAL, ended_at REAL"
+)
 UNFINISHED_INDEX = (
     f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {UNFINISHED}"
 )
@@ -82,14 +89,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_status ON runs (status, created_at)",
         "CREATE INDEX runs_namespace_created ON runs (namespace, created_at)",
         "CREATE INDEX runs_graph ON runs (graph, created_at)",
-        """CREATE TABLE executions (
-            id TEXT PRIMARY KEY, run_id TEXT NOT NULL, thread_id TEXT NOT NULL,
-            graph TEXT NOT NULL, node TEXT NOT NULL, step INTEGER NOT NULL,
-            status TEXT NOT NULL, namespace TEXT NOT NULL, attempt INTEGER NOT NULL,
-            inputs BLOB, outputs BLOB, error TEXT, parents TEXT NOT NULL,
-            attempts TEXT NOT NULL, checkpoint_seq INTEGER, created_at REAL NOT NULL,
-            started_at REAL, ended_at REAL
-        ) WITHOUT ROWID""",
+        f"CREATE TABLE executions ({EXECUTION_COLUMNS}, PRIMARY KEY (id)) WITHOUT ROWID",
         "CREATE INDEX executions_run ON executions (run_id)",
         "CREATE INDEX executions_thread ON executions (thread_id)",
         "CREATE INDEX executions_namespace_status ON executions (namespace, status)",
@@ -99,6 +99,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("DROP INDEX checkpoints_run",),
     # 3: UNFINISHED_INDEX (see there).
     ("DROP INDEX executions_namespace_status", UNFINISHED_INDEX),
+    # 4: executions keyed by (thread, id) instead of a hash id alone. A step commit inserted
+    # into a random leaf of one table that spans every thread, and the leaves of a big
+    # database are mostly not in the page cache; clustered by thread, a run's inserts land
+    # on its own few leaves, and the thread index is gone (the key serves it).
+    (
+        f"CREATE TABLE executions_by_thread ({EXECUTION_COLUMNS},"
+        " PRIMARY KEY (thread_id, id)) WITHOUT ROWID",
+        "INSERT INTO executions_by_thread SELECT * FROM executions",
+        "DROP TABLE executions",
+        "ALTER TABLE executions_by_thread RENAME TO executions",
+        "CREATE INDEX executions_run ON executions (run_id)",
+        UNFINISHED_INDEX,
+    ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -147,11 +160,12 @@ EXEC_COLS = (
     "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
     "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
 )
-# An execution's thread and namespace are fixed by its first record.
+# An execution is keyed by its commit's thread; its namespace is fixed by its first record.
 SQL_PUT_EXECUTION = (
     f"INSERT INTO executions ({EXEC_COLS})"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, graph = excluded.graph,"
+    " ON CONFLICT (thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
+    " graph = excluded.graph,"
     " node = excluded.node, step = excluded.step, status = excluded.status,"
     " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
     " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
@@ -299,7 +313,7 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                     (
                         e.id,
                         e.run_id,
-                        e.thread_id,
+                        thread_id,
                         e.graph,
                         e.node,
                         e.step,

@@ -273,6 +273,9 @@ class Commit:
 
     Then: insert ``checkpoint`` and its blobs, upsert ``writes``, ``executions`` and ``runs``,
     and create or touch the thread row (``namespace`` is used only when creating it).
+    ``executions`` are recorded on this commit's thread (whatever their own ``thread_id``
+    says) and keyed by that thread and their id: the engine derives an execution's id from
+    its thread, and a store keeps a thread's executions together.
 
     ``flush`` says how durable the transaction must be when :meth:`Store.commit` returns.
     ``True`` (the default): it survives a crash of the process, of the database server and of

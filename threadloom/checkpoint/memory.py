@@ -25,9 +25,11 @@ Behaviour the protocol leaves open, decided here (and matched by every backend):
 * ``expected_head`` of a commit without a checkpoint is compared in the root namespace ``""``.
 * Run metadata must be JSON-serializable; it is stored as JSON, so it reads back as decoded
   JSON (tuples become lists), exactly as in the SQL backends.
+* An execution is stored on its commit's thread, keyed by that thread and its id (its
+  record's ``thread_id`` is set to the commit's).
 * Upserts keep what identifies a record where it is first recorded: a run's ``thread_id``,
-  ``graph``, ``namespace`` and ``created_at``, an execution's ``thread_id`` and
-  ``namespace``; every other field takes the new value. (The SQL backends index these
+  ``graph``, ``namespace`` and ``created_at``, an execution's ``namespace``; every other
+  field takes the new value. (The SQL backends index these
   columns and so never rewrite them on the hot path.)
 * ``list_runs`` takes ``created_after <= created_at < created_before``; listings break ties
   on their sort key by id (``run_id`` descending for runs, ``id`` ascending for executions,
@@ -214,7 +216,7 @@ class MemoryStore:
         self._blobs: dict[tuple[str, str, str], dict[int, BlobRecord]] = {}
         self._writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]] = {}
         self._runs: dict[str, RunRecord] = {}
-        self._executions: dict[str, ExecutionRecord] = {}
+        self._executions: dict[tuple[str, str], ExecutionRecord] = {}  # by (thread, id)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -412,10 +414,11 @@ class MemoryStore:
                 (w.task_id, w.channel, w.idx)
             ] = w
         for ex in executions:
-            prior = self._executions.get(ex.id)
-            if prior is not None:  # the first record fixes these
-                ex.thread_id, ex.namespace = prior.thread_id, prior.namespace
-            self._executions[ex.id] = ex
+            ex.thread_id = c.thread_id
+            prior = self._executions.get((c.thread_id, ex.id))
+            if prior is not None:  # the first record fixes it
+                ex.namespace = prior.namespace
+            self._executions[(c.thread_id, ex.id)] = ex
         row = self._threads.get(c.thread_id)
         if row is None:
             self._threads[c.thread_id] = _Thread(c.namespace, now)

@@ -622,6 +622,17 @@ class StoreConformance:
         assert (got.thread_id, got.namespace) == ("t1", "tenant-a")  # fixed by the first record
         assert (got.run_id, got.status, got.error, got.attempts) == ("r2", "FAILED", "boom", ())
 
+    def test_executions_are_kept_by_their_commits_thread(self, store: Store) -> None:
+        store.commit([Commit("t1", executions=[execution("e1", "r1", "t9", node="a")])])
+        store.commit([Commit("t2", executions=[execution("e1", "r2", "t2", node="b")])])
+        store.commit([Commit("t1", executions=[execution("e1", "r1", "t1", node="c")])])
+        got = {(e.thread_id, e.node) for e in store.list_executions()}
+        assert got == {("t1", "c"), ("t2", "b")}
+        assert [e.node for e in store.list_executions(thread_id="t1")] == ["c"]
+        assert [e.node for e in store.list_executions(run_id="r2")] == ["b"]
+        store.delete_thread("t2")
+        assert [e.thread_id for e in store.list_executions()] == ["t1"]
+
     def test_list_executions_filters_orders_and_paginates(self, store: Store) -> None:
         exs = [
             execution("e5", "r1", "t1", created_at=3.0, step=0, node="a", status="SUCCEEDED"),
@@ -631,7 +642,9 @@ class StoreConformance:
             execution("e4", "r2", "t2", created_at=0.5, step=0, node="a", namespace="n2"),
             execution("e6", "r1", "t1", created_at=2.0, step=1, node="a", status="RUNNING"),
         ]
-        store.commit([Commit("t1", executions=exs[:4]), Commit("t2", executions=exs[4:])])
+        store.commit(
+            [Commit("t1", executions=[*exs[:4], exs[5]]), Commit("t2", executions=[exs[4]])]
+        )
 
         def ids(**kw: Any) -> list[str]:
             return [e.id for e in store.list_executions(**kw)]
