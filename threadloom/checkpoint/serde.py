@@ -28,6 +28,8 @@ _PICKLE = b"p"
 _EXACT = frozenset({str, int, bool, type(None)})  # plain whatever their value
 # one encoder, made once: json.dumps() with non-default options builds a new one per call
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+encode_json = _ENCODE
+"""Compact JSON text, as :class:`JsonPlusSerializer` writes it (after its ``j`` tag)."""
 _DECODE = json.JSONDecoder().decode
 _TRUE, _FALSE, _NULL = b"jtrue", b"jfalse", b"jnull"
 

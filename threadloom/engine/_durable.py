@@ -516,7 +516,9 @@ class DurableRun(Run):
         """Persist the state after a step (``sync``: now, in one transaction; ``async``:
         queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
         now = time.time()
-        executions = [self._execution(r, "SUCCEEDED", now, step) for r in results
+        updates = [self.codec.encode_update(r) for r in results]
+        executions = [self._execution(r, "SUCCEEDED", now, step, outputs=u)
+                      for r, u in zip(results, updates, strict=True)
                       if self.ids[(r.task.name, r.task.push)] not in self.recorded]
         run = self.run_record
         assert run is not None
@@ -533,7 +535,7 @@ class DurableRun(Run):
             self.pending_execs.update({e.id: e for e in executions})
             self._advance_head()
             return
-        record = self._record(updated, source, results, step, now)
+        record = self._record(updated, source, results, step, now, updates)
         expected = self.head
         self._advance_head()
         fault("before_step_commit")
@@ -545,7 +547,7 @@ class DurableRun(Run):
         self._bound_lag()
 
     def _record(self, updated: set[str], source: str, results: list[TaskResult], step: int,
-                now: float) -> CheckpointRecord:
+                now: float, updates: list[bytes | None]) -> CheckpointRecord:
         seq = (self.head if self.head is not None else 0) + 1
         blobs = self.codec.encode_channels(self.values, updated, self.chains, seq)
         return CheckpointRecord(
@@ -553,7 +555,7 @@ class DurableRun(Run):
             run_id=self.ctx.run_id, step=step, source=source, created_at=now,
             channels={k: (c.version, c.base) for k, c in self.chains.items()},
             next=self.frontier.names(),
-            metadata=self.codec.encode_metadata(results),
+            metadata=self.codec.encode_metadata(results, updates),
             frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
         )
 
@@ -566,19 +568,20 @@ class DurableRun(Run):
         self._plan_ids()
 
     def _execution(self, result: TaskResult, status: str, now: float, step: int,
-                   error: str | None = None) -> ExecutionRecord:
+                   outputs: bytes | None = None) -> ExecutionRecord:
+        """The record of a finished execution; ``outputs``: its encoded update
+        (:meth:`Codec.encode_update <threadloom.engine._persist.Codec.encode_update>`)."""
         task = result.task
         task_id = self.ids[(task.name, task.push)]
         attempts = tuple(self.attempts.pop(task_id, ()))
         started = self.task_times.pop(task_id, None)
-        outputs = self.codec.serde.dumps(dict(result.writes)) if result.writes else None
         return ExecutionRecord(
             id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
             graph=self.p.graph_name, node=task.name, step=step,
             status=status,  # type: ignore[arg-type]
             namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
             inputs=self.codec.serde.dumps(task.arg) if task.push >= 0 else None,
-            outputs=outputs, error=error, attempts=attempts,
+            outputs=outputs, attempts=attempts,
             parents=self.parents.get((task.name, task.push), ()),
             checkpoint_seq=self._checkpoint_seq(), created_at=started or now,
             started_at=started, ended_at=now,
@@ -599,7 +602,8 @@ class DurableRun(Run):
         for result in outcome.results:
             task_id = self.ids[(result.task.name, result.task.push)]
             writes.append(self.codec.result_write(self.thread_id, seq, task_id, result))
-            executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step))
+            executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step,
+                                              self.codec.encode_update(result)))
         for signal in outcome.interrupts:
             assert isinstance(signal, GraphInterrupt)
             for item in signal.interrupts:

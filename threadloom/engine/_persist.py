@@ -20,7 +20,7 @@ from threadloom.checkpoint.base import (
     Store,
     WriteRecord,
 )
-from threadloom.checkpoint.serde import Serializer
+from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer, encode_json
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
 from threadloom.types import Interrupt, Send
@@ -98,11 +98,14 @@ class Loaded:
 class Codec:
     """Turns engine state into store records and back, for one graph and serializer."""
 
-    __slots__ = ("spec", "serde", "_memo")
+    __slots__ = ("spec", "serde", "_memo", "_plain_json", "_names")
 
     def __init__(self, spec: GraphSpec, serde: Serializer) -> None:
         self.spec = spec
         self.serde = serde
+        # the default serializer writes compact JSON tagged "j": metadata can be spliced
+        self._plain_json = type(serde) is JsonPlusSerializer
+        self._names: dict[str, bytes] = {}  # a node's name as a JSON key, with its colon
         # encodings of small engine values that repeat step after step (which nodes ran,
         # which are next), so a loop does not serialize the same bytes thousands of times
         self._memo: dict[tuple[str, tuple[str, ...]], bytes] = {}
@@ -227,6 +230,10 @@ class Codec:
     # -- frontier and metadata ------------------------------------------------------------
 
     def encode_frontier(self, frontier: Frontier) -> bytes:
+        if not frontier.sends and not frontier.barriers:
+            data = self._memo.get(("frontier", tuple(frontier.nodes)))
+            if data is not None:
+                return data
         value = {
             "nodes": list(frontier.nodes),
             "sends": [[s.node, s.arg] for s in frontier.sends],
@@ -244,10 +251,24 @@ class Codec:
             {int(k): set(v) for k, v in raw["barriers"].items()},
         )
 
-    def encode_metadata(self, results: Sequence[TaskResult], **extra: Any) -> bytes:
+    def encode_update(self, result: TaskResult) -> bytes | None:
+        """A task's writes as one ``{channel: value}`` update, encoded (``None``: it wrote
+        nothing): an execution record's outputs, and its entry in the step's metadata."""
+        return self.serde.dumps(dict(result.writes)) if result.writes else None
+
+    def encode_metadata(self, results: Sequence[TaskResult],
+                        updates: Sequence[bytes | None] | None = None, **extra: Any) -> bytes:
         """Checkpoint metadata beyond the record's own columns (source, step, run_id): the
         writes of the step as ``{node: update}`` (a list of updates for a node that ran
-        several times through ``Send``), and anything in ``extra``."""
+        several times through ``Send``), and anything in ``extra``.
+
+        ``updates``: :meth:`encode_update` of each result, when the caller has them. With the
+        default serializer and one result per node, the metadata is spliced from them rather
+        than encoded again (the same bytes: both are compact JSON)."""
+        if updates is not None and not extra and self._plain_json:
+            spliced = self._splice(results, updates)
+            if spliced is not None:
+                return spliced
         writes: dict[str, Any] = {}
         for result in results:
             update = dict(result.writes) if result.writes else None
@@ -262,6 +283,27 @@ class Codec:
         if not extra and all(v is None for v in plain.values()):
             return self._memoized("metadata", tuple(plain), {"writes": plain})
         return self.serde.dumps({"writes": plain, **extra})
+
+    def _splice(self, results: Sequence[TaskResult], updates: Sequence[bytes | None]
+                ) -> bytes | None:
+        """``{"writes": {node: update}}`` from the encoded updates, or ``None`` when one is
+        not JSON or a node ran more than once."""
+        if len(results) > 1 and len({r.task.name for r in results}) < len(results):
+            return None
+        parts: list[bytes] = []
+        names = self._names
+        for result, update in zip(results, updates, strict=True):
+            name = result.task.name
+            key = names.get(name)
+            if key is None:
+                key = names[name] = encode_json(name).encode() + b":"
+            if update is None:
+                parts.append(key + b"null")
+            elif update[:1] == b"j":
+                parts.append(key + update[1:])
+            else:
+                return None
+        return b'j{"writes":{' + b",".join(parts) + b"}}"
 
     def decode_metadata(self, data: bytes, record: CheckpointRecord | None = None
                         ) -> dict[str, Any]:
