@@ -11,11 +11,18 @@ and parse the store's URL options.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from threadloom.checkpoint._rows import UNFINISHED, channels_json, dumps, names_json, where_clause
+from threadloom.checkpoint._rows import (
+    UNFINISHED,
+    channels_json,
+    execution_rows,
+    names_json,
+    run_rows,
+    where_clause,
+)
 from threadloom.checkpoint._rows import run_record as _run_record
 from threadloom.checkpoint._rows import thread_record as _thread_record
 from threadloom.checkpoint.base import (
@@ -375,7 +382,8 @@ class Statements:
             " ON CONFLICT (thread_id, checkpoint_ns, seq, task_id, channel, idx)"
             " DO UPDATE SET data = excluded.data"
         )
-        # An execution's thread and namespace are fixed by its first record.
+        # An execution is keyed by its commit's thread; its namespace is fixed by its first
+        # record.
         self._put_executions = (
             f"INSERT INTO {s}.executions AS e ({EXEC_COLS}) VALUES {{}}"
             " ON CONFLICT (thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
@@ -711,38 +719,6 @@ class Statements:
 # -- records to parameters --------------------------------------------------------------------
 
 
-def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
-    """Parameter rows of ``runs`` (metadata as JSON text).
-
-    Raises:
-        TypeError, ValueError: some metadata is not JSON-serializable.
-    """
-    return [
-        (
-            r.run_id, r.thread_id, r.graph, r.status, r.namespace, r.input, r.output, r.error,
-            r.durability, r.created_at, r.updated_at, r.started_at, r.ended_at, r.steps,
-            r.executions, r.resumed_from, dumps(r.metadata) if r.metadata else "{}",
-        )
-        for r in runs
-    ]  # fmt: skip
-
-
-def execution_rows(
-    executions: Iterable[ExecutionRecord], thread_id: str
-) -> list[tuple[Any, ...]]:
-    """Rows of ``executions``, recorded on ``thread_id`` (their commit's thread)."""
-    return [
-        (
-            e.id, e.run_id, thread_id, e.graph, e.node, e.step, e.status, e.namespace,
-            e.attempt, e.inputs, e.outputs, e.error, names_json(e.parents),
-            dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
-            if e.attempts else "[]",
-            e.checkpoint_seq, e.created_at, e.started_at, e.ended_at,
-        )
-        for e in executions
-    ]  # fmt: skip
-
-
 def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
     """One record per run id, as upserting them in order would leave it: the first record
     fixes the identity (thread, graph, namespace, created_at), the last one the rest. Also
@@ -767,7 +743,8 @@ def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
 
 
 def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-    """One record per execution id: the first fixes thread and namespace, the last the rest."""
+    """One record per execution id: the first fixes the namespace, the last the rest (the
+    thread is the commit's)."""
     if len(executions) < 2:
         return list(executions)
     merged: dict[str, ExecutionRecord] = {}

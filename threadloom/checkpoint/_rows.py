@@ -4,7 +4,7 @@ order), and the compact JSON both use for small structured columns."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as quote
 from typing import Any
 
@@ -23,9 +23,11 @@ __all__ = [
     "checkpoint_record",
     "dumps",
     "execution_record",
+    "execution_rows",
     "loads",
     "names_json",
     "run_record",
+    "run_rows",
     "thread_record",
     "where_clause",
 ]
@@ -105,3 +107,36 @@ def thread_record(row: Sequence[Any], metadata_is_text: bool = True) -> ThreadRe
         metadata=loads(metadata) if metadata_is_text else metadata,
         lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
     )
+
+
+def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
+    """Parameter rows of ``runs`` in ``run_record`` column order (metadata as JSON text).
+
+    Raises:
+        TypeError, ValueError: some metadata is not JSON-serializable.
+    """
+    return [
+        (
+            r.run_id, r.thread_id, r.graph, r.status, r.namespace, r.input, r.output, r.error,
+            r.durability, r.created_at, r.updated_at, r.started_at, r.ended_at, r.steps,
+            r.executions, r.resumed_from, dumps(r.metadata) if r.metadata else "{}",
+        )
+        for r in runs
+    ]  # fmt: skip
+
+
+def execution_rows(
+    executions: Iterable[ExecutionRecord], thread_id: str
+) -> list[tuple[Any, ...]]:
+    """Parameter rows of ``executions`` in ``execution_record`` column order, recorded on
+    ``thread_id`` (their commit's thread)."""
+    return [
+        (
+            e.id, e.run_id, thread_id, e.graph, e.node, e.step, e.status, e.namespace,
+            e.attempt, e.inputs, e.outputs, e.error, names_json(e.parents),
+            dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
+            if e.attempts else "[]",
+            e.checkpoint_seq, e.created_at, e.started_at, e.ended_at,
+        )
+        for e in executions
+    ]  # fmt: skip

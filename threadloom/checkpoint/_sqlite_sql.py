@@ -17,8 +17,9 @@ from threadloom.checkpoint._rows import (
     UNFINISHED,
     channels_json,
     checkpoint_record,
-    dumps,
+    execution_rows,
     names_json,
+    run_rows,
 )
 from threadloom.checkpoint.base import (
     ANY_HEAD,
@@ -35,9 +36,6 @@ from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConfli
 # and an upsert only sets the columns that may change (SQLite rewrites an index entry
 # whenever a SET lists one of its columns, even with the same value).
 
-# Executions by namespace and status, for the ones that did not succeed: nearly every step
-# records a succeeded execution, and an index entry for it would cost a page per commit
-# (queries: see _rows.where_clause).
 EXECUTION_COLUMNS = (
     "id TEXT NOT NULL, run_id TEXT NOT NULL, thread_id TEXT NOT NULL, graph TEXT NOT NULL,"
     " node TEXT NOT NULL, step INTEGER NOT NULL, status TEXT NOT NULL, namespace TEXT NOT NULL,"
@@ -45,6 +43,9 @@ EXECUTION_COLUMNS = (
     " attempts TEXT NOT NULL, checkpoint_seq INTEGER, created_at REAL NOT NULL,"
     " started_at REAL, ended_at REAL"
 )
+# Executions by namespace and status, for the ones that did not succeed: nearly every step
+# records a succeeded execution, and an index entry for it would cost a page per commit
+# (queries: see _rows.where_clause).
 UNFINISHED_INDEX = (
     f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {UNFINISHED}"
 )
@@ -241,28 +242,7 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                     f"not {c.expected_head}"
                 )
         if c.runs:
-            rows = [
-                (
-                    r.run_id,
-                    r.thread_id,
-                    r.graph,
-                    r.status,
-                    r.namespace,
-                    r.input,
-                    r.output,
-                    r.error,
-                    r.durability,
-                    r.created_at,
-                    r.updated_at,
-                    r.started_at,
-                    r.ended_at,
-                    r.steps,
-                    r.executions,
-                    r.resumed_from,
-                    dumps(r.metadata) if r.metadata else "{}",
-                )
-                for r in c.runs
-            ]
+            rows = run_rows(c.runs)
             if executemany(SQL_PUT_RUN, rows).rowcount != len(rows):
                 raise_run_conflict(conn, c.runs)
         if cp is not None:
@@ -307,34 +287,7 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                 ],
             )
         if c.executions:
-            executemany(
-                SQL_PUT_EXECUTION,
-                [
-                    (
-                        e.id,
-                        e.run_id,
-                        thread_id,
-                        e.graph,
-                        e.node,
-                        e.step,
-                        e.status,
-                        e.namespace,
-                        e.attempt,
-                        e.inputs,
-                        e.outputs,
-                        e.error,
-                        names_json(e.parents),
-                        dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
-                        if e.attempts
-                        else "[]",
-                        e.checkpoint_seq,
-                        e.created_at,
-                        e.started_at,
-                        e.ended_at,
-                    )
-                    for e in c.executions
-                ],
-            )
+            executemany(SQL_PUT_EXECUTION, execution_rows(c.executions, thread_id))
         if not touched:
             execute(SQL_TOUCH_THREAD, (thread_id, c.namespace, now, now))
 

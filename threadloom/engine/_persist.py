@@ -7,7 +7,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -110,13 +110,14 @@ class Codec:
         # which are next), so a loop does not serialize the same bytes thousands of times
         self._memo: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
-    def _memoized(self, kind: str, key: tuple[str, ...], value: Any) -> bytes:
+    def _memoized(self, kind: str, key: tuple[str, ...], value: Callable[[], Any]) -> bytes:
+        """The encoding of ``value()``, built on the first call with ``(kind, key)``."""
         memo = self._memo
         data = memo.get((kind, key))
         if data is None:
             if len(memo) > 1024:
                 memo.clear()
-            data = memo[(kind, key)] = self.serde.dumps(value)
+            data = memo[(kind, key)] = self.serde.dumps(value())
         return data
 
     # -- channel values -------------------------------------------------------------------
@@ -230,17 +231,15 @@ class Codec:
     # -- frontier and metadata ------------------------------------------------------------
 
     def encode_frontier(self, frontier: Frontier) -> bytes:
-        if not frontier.sends and not frontier.barriers:
-            data = self._memo.get(("frontier", tuple(frontier.nodes)))
-            if data is not None:
-                return data
-        value = {
-            "nodes": list(frontier.nodes),
-            "sends": [[s.node, s.arg] for s in frontier.sends],
-            "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
-        }
+        def value() -> dict[str, Any]:
+            return {
+                "nodes": list(frontier.nodes),
+                "sends": [[s.node, s.arg] for s in frontier.sends],
+                "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
+            }
+
         if frontier.sends or frontier.barriers:
-            return self.serde.dumps(value)
+            return self.serde.dumps(value())
         return self._memoized("frontier", tuple(frontier.nodes), value)
 
     def decode_frontier(self, data: bytes) -> Frontier:
@@ -281,7 +280,7 @@ class Codec:
                 writes[name] = update
         plain = {k: list(v) if isinstance(v, _Several) else v for k, v in writes.items()}
         if not extra and all(v is None for v in plain.values()):
-            return self._memoized("metadata", tuple(plain), {"writes": plain})
+            return self._memoized("metadata", tuple(plain), lambda: {"writes": plain})
         return self.serde.dumps({"writes": plain, **extra})
 
     def _splice(self, results: Sequence[TaskResult], updates: Sequence[bytes | None]
