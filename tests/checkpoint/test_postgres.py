@@ -109,11 +109,12 @@ class TestPostgresStore(StoreConformance):
 
 
 class TestPostgresStoreWithoutPreparedStatements(StoreConformance):
-    """The whole contract again as behind a transaction pooler (PgBouncer)."""
+    """The whole contract again as behind a transaction pooler (PgBouncer), and with commits
+    that never poll for their answer (the default store polls for flushed ones)."""
 
     @pytest.fixture
     def store(self, make_store: MakeStore) -> PostgresStore:
-        s = make_store(prepare_threshold=None)
+        s = make_store(prepare_threshold=None, spin_wait=0)
         s.setup()
         return s
 
@@ -242,7 +243,7 @@ def test_open_store_takes_its_options_from_the_url(postgres_url: str, postgres_s
     url = _with_query(
         postgres_url,
         f"schema={postgres_schema}&pool_min=0&pool_max=3&pool_timeout=7&prepare_threshold=none"
-        "&max_retries=2&connect_timeout=4&application_name=tl-url-test",
+        "&max_retries=2&connect_timeout=4&spin_wait=0.0005&application_name=tl-url-test",
     )
     store = open_store(url)
     try:
@@ -251,7 +252,9 @@ def test_open_store_takes_its_options_from_the_url(postgres_url: str, postgres_s
         assert (store._min_size, store._max_size, store._timeout) == (0, 3, 7.0)
         assert (store._prepare_threshold, store._max_retries) == (None, 2)
         assert store._kwargs["connect_timeout"] == 4
-        for own in ("schema", "pool_", "prepare_threshold", "max_retries", "connect_timeout"):
+        assert store._runner._spin_wait == 0.0005
+        own_options = ("schema", "pool_", "prepare_threshold", "max_retries", "connect_timeout")
+        for own in (*own_options, "spin_wait"):
             assert own not in store._dsn
         assert "application_name=tl-url-test" in store._dsn  # libpq's own options stay
         store.commit([step("t1", 0)])
@@ -285,6 +288,8 @@ def test_open_store_takes_its_options_from_the_url(postgres_url: str, postgres_s
         "postgresql://h/db?schema=",
         "postgresql://h/db?pool_min=5&pool_max=2",
         "postgresql://h/db?max_retries=-1",
+        "postgresql://h/db?spin_wait=-0.001",
+        "postgresql://h/db?spin_wait=briefly",
         "postgresql://h/db?nonsense_option=1",
     ],
 )
@@ -304,6 +309,8 @@ def test_bad_options_are_refused() -> None:
         {"prepare_threshold": -1},
         {"max_retries": 1.5},
         {"connect_timeout": "soon"},
+        {"spin_wait": -1},
+        {"spin_wait": None},
     ):
         with pytest.raises(InvalidConfigError):
             PostgresStore(dsn, **options)
@@ -451,6 +458,27 @@ def test_an_unflushed_commit_commits_asynchronously(make_store: MakeStore, flush
     assert [c.seq for c in store.list_checkpoints("t1")] == [2, 1, 0]
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_only_a_flushed_commit_polls_for_its_answer(make_store: MakeStore, flush: bool) -> None:
+    """A flushed commit's caller waits for it (``sync``), so its answer is polled for; an
+    unflushed one is a background writer's, which must leave the CPU to the run."""
+    store = make_store()
+    store.setup()
+    spins: list[bool] = []
+    execute = store._runner.execute
+
+    def spy(conn: Any, sql: bytes, params: Any, *, spin: bool = False) -> None:
+        spins.append(spin)
+        execute(conn, sql, params, spin=spin)
+
+    store._runner.execute = spy  # type: ignore[method-assign]
+    c = step("t1", 0)
+    c.flush = flush
+    store.commit([c])
+    assert spins == [flush]
+    assert store.get_checkpoint("t1") is not None
+
+
 def test_dead_pooled_connections_are_replaced(make_store: MakeStore, postgres_url: str) -> None:
     app = f"tl-kill-{uuid.uuid4().hex[:8]}"
     store = make_store(_with_query(postgres_url, f"application_name={app}"), min_size=3)
@@ -478,10 +506,10 @@ def test_a_commit_whose_answer_was_lost_is_found_applied(
     original = PostgresStore._execute_commit
 
     def commit_then_lose_the_answer(
-        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any
+        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any, flushed: bool
     ) -> None:
         sent.append(1)
-        original(self, conn, statements)  # the server commits and answers...
+        original(self, conn, statements, flushed)  # the server commits and answers...
         if len(sent) in (1, 3):
             conn.close()  # ...and the answer is lost with the connection
             raise psycopg.OperationalError("server closed the connection unexpectedly")
@@ -506,12 +534,12 @@ def test_a_commit_lost_before_it_was_applied_is_retried(
     original = PostgresStore._execute_commit
 
     def lose_the_connection_first(
-        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any
+        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any, flushed: bool
     ) -> None:
         sent.append(1)
         if len(sent) == 1:
             conn.close()  # nothing reaches the server
-        original(self, conn, statements)
+        original(self, conn, statements, flushed)
 
     monkeypatch.setattr(PostgresStore, "_execute_commit", lose_the_connection_first)
     lease = store.acquire_lease("t1", "w", 60)
@@ -531,13 +559,13 @@ def test_a_replay_that_meets_another_writer_is_a_conflict(
     original = PostgresStore._execute_commit
 
     def lose_then_let_another_writer_in(
-        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any
+        self: PostgresStore, conn: psycopg.Connection[Any], statements: Any, flushed: bool
     ) -> None:
         sent.append(1)
         if len(sent) == 1:
             conn.close()  # not applied; meanwhile another writer takes checkpoint 0
             other.commit([step("t1", 0, run_id="run-other")])
-        original(self, conn, statements)
+        original(self, conn, statements, flushed)
 
     monkeypatch.setattr(PostgresStore, "_execute_commit", lose_then_let_another_writer_in)
     with pytest.raises(CheckpointConflictError):

@@ -1,9 +1,12 @@
-"""The Postgres store's low-level statement runner: when it prepares statements, and that it
-fails like a psycopg cursor would. (The store's own tests run every commit through it.)"""
+"""The Postgres store's low-level statement runner: when it prepares statements, that it
+fails like a psycopg cursor would, and when it waits for an answer by polling. (The store's
+own tests run every commit through it.)"""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,3 +124,104 @@ def test_errors_are_the_ones_a_cursor_raises(
         runner.execute(conn, insert("missing"), (2, "c"))
     runner.execute(conn, insert(), (2, "c"))  # the connection is still good
     assert rows(conn) == [(1, "a"), (2, "c")]
+
+
+# -- waiting by polling -------------------------------------------------------------------------
+
+
+class PollCounter:
+    """Counts the runner's non-blocking polls, and remembers what the last one found."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.last: bool | None = None
+        readable = _postgres_wire._Session.readable
+
+        def counted(session: Any, fd: int) -> bool:
+            self.calls += 1
+            self.last = readable(session, fd)
+            return self.last
+
+        monkeypatch.setattr(_postgres_wire._Session, "readable", counted)
+
+
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> PollCounter:
+    return PollCounter(monkeypatch)
+
+
+@pytest.mark.parametrize(("spin_wait", "spin"), [(0.0, True), (5.0, False)])
+def test_a_statement_polls_only_if_asked_and_allowed(
+    conn: psycopg.Connection[Any], polls: PollCounter, spin_wait: float, spin: bool
+) -> None:
+    runner = Runner(prepare_threshold=0, spin_wait=spin_wait)
+    runner.execute(conn, insert(), (1, "a"), spin=spin)
+    assert polls.calls == 0
+    assert rows(conn) == [(1, "a")]
+
+
+@pytest.mark.parametrize("threshold", [None, 0])
+def test_a_polled_statement_gets_its_answer(
+    conn: psycopg.Connection[Any], polls: PollCounter, threshold: int | None
+) -> None:
+    runner = Runner(prepare_threshold=threshold, spin_wait=5.0)
+    for k in range(3):
+        runner.execute(conn, insert(), (k, "a"), spin=True)
+    assert polls.calls >= 3 and polls.last is True  # the answer ended the polling
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        runner.execute(conn, insert(), (1, "b"), spin=True)
+    runner.execute(conn, insert(), (3, "c"), spin=True)  # the connection is still good
+    assert rows(conn) == [(0, "a"), (1, "a"), (2, "a"), (3, "c")]
+    assert runner._in_flight == 0
+
+
+def test_polling_gives_up_after_spin_wait(
+    conn: psycopg.Connection[Any], polls: PollCounter
+) -> None:
+    """A slow answer is waited for by blocking once ``spin_wait`` has passed."""
+    runner = Runner(prepare_threshold=None, spin_wait=0.01)
+    runner.execute(conn, b"SELECT pg_sleep(1)", (), spin=True)
+    assert polls.calls >= 1 and polls.last is False
+
+
+def test_polling_gives_way_to_another_statement_in_flight(
+    postgres_url: str, conn: psycopg.Connection[Any], polls: PollCounter
+) -> None:
+    """While a second statement is in flight, the first stops polling and blocks."""
+    runner = Runner(prepare_threshold=None, spin_wait=60.0)
+    done = threading.Event()
+
+    def slow() -> None:
+        runner.execute(conn, b"SELECT pg_sleep(1)", (), spin=True)
+        done.set()
+
+    first = threading.Thread(target=slow)
+    first.start()
+    with psycopg.connect(postgres_url, autocommit=True) as other:
+        while not polls.calls:  # the first one is polling
+            time.sleep(0.001)
+        runner.execute(other, b"SELECT pg_sleep(0.2)", (), spin=True)
+    first.join(30)
+    assert done.is_set() and polls.last is False  # it stopped polling before its answer
+    assert runner._in_flight == 0
+
+
+def test_a_connection_lost_while_polling_raises(
+    postgres_url: str, conn: psycopg.Connection[Any], polls: PollCounter
+) -> None:
+    runner = Runner(prepare_threshold=None, spin_wait=60.0)
+    pid = conn.info.backend_pid
+
+    def kill() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    killer = threading.Timer(0.2, kill)
+    killer.start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            runner.execute(conn, b"SELECT pg_sleep(30)", (), spin=True)
+    finally:
+        killer.join()
+    assert conn.broken and polls.calls >= 1
+    assert runner._in_flight == 0

@@ -220,6 +220,7 @@ _URL_OPTIONS = {
     "prepare_threshold": "prepare_threshold",
     "max_retries": "max_retries",
     "connect_timeout": "connect_timeout",
+    "spin_wait": "spin_wait",
 }
 
 

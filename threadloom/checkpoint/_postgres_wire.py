@@ -10,6 +10,16 @@ machine, where a client that thinks longer lets the server's CPU go idle and pay
 :class:`Runner` runs a statement with only the necessary calls: dump the parameters, send
 (prepared or not), wait for the results, raise the error a cursor would.
 
+Waiting for the answer. A flushed commit's round trip is mostly the server's work and its
+WAL flush (a few hundred microseconds on a local server). A thread that blocks on the socket
+for that long lets its CPU go idle, and on a virtual machine an idle vCPU halts: waking it
+when the answer arrives costs tens to hundreds of microseconds more, each step. So a
+statement the caller waits on (``spin``) first polls its socket without blocking, for up to
+``spin_wait`` seconds, then blocks as usual. It spins only while it is the runner's only
+statement in flight: concurrent writers keep the CPUs busy anyway and need them more than a
+spinning poll does. Each poll is a system call that releases the GIL, so other Python
+threads run meanwhile. ``spin_wait=0`` turns it off.
+
 Prepared statements follow psycopg's rules: a statement is prepared on a connection after
 ``prepare_threshold`` executions there (``None``: never, for transaction poolers), keyed by
 the SQL and its parameters' types (a prepared statement's types are fixed, and psycopg picks
@@ -20,7 +30,9 @@ statement is run again unprepared: it had not started.
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -80,13 +92,24 @@ class _Session:
     """What :class:`Runner` keeps per connection (used by one thread at a time, as the
     pool lends a connection to one caller)."""
 
-    __slots__ = ("counts", "names", "serial", "transformer")
+    __slots__ = ("counts", "names", "poller", "serial", "socket", "transformer")
 
     def __init__(self, conn: Connection) -> None:
         self.transformer = Transformer(conn)
         self.serial = 0  # names are never reused on a connection
         self.counts: dict[tuple[bytes, tuple[int, ...]], int] = {}
         self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.socket = -1  # the descriptor the poller watches (a reset connection changes it)
+        self.poller = select.poll()
+
+    def readable(self, fd: int) -> bool:
+        """Whether ``fd`` has something to read, without waiting."""
+        if fd != self.socket:
+            if self.socket >= 0:
+                self.poller.unregister(self.socket)
+            self.poller.register(fd, select.POLLIN)
+            self.socket = fd
+        return bool(self.poller.poll(0))
 
 
 class Runner:
@@ -95,18 +118,25 @@ class Runner:
     Args:
         prepare_threshold: executions of a statement on a connection before it is prepared
             there; ``None`` never prepares.
+        spin_wait: seconds a statement run with ``spin`` polls for its answer before it
+            blocks (see the module docstring); 0 never spins.
     """
 
-    def __init__(self, prepare_threshold: int | None) -> None:
+    def __init__(self, prepare_threshold: int | None, spin_wait: float = 0.0) -> None:
         self._threshold = prepare_threshold
+        self._spin_wait = spin_wait
         self._sessions: weakref.WeakKeyDictionary[Connection, _Session] = (
             weakref.WeakKeyDictionary()
         )
-        self._lock = threading.Lock()  # guards adding sessions, not using them
+        self._lock = threading.Lock()  # guards adding sessions and the count below
+        self._in_flight = 0
 
-    def execute(self, conn: Connection, sql: bytes, params: Sequence[Any]) -> None:
+    def execute(
+        self, conn: Connection, sql: bytes, params: Sequence[Any], *, spin: bool = False
+    ) -> None:
         """Run ``sql`` with ``params`` on ``conn``, an idle autocommit connection that the
-        caller holds, and discard its rows.
+        caller holds, and discard its rows. ``spin``: the caller waits for nothing else, so
+        the answer may be waited for by polling (see the module docstring).
 
         Raises:
             psycopg.Error: what a cursor's ``execute`` would raise.
@@ -116,6 +146,20 @@ class Runner:
             session = _Session(conn)
             with self._lock:
                 self._sessions[conn] = session
+        if not spin or self._spin_wait <= 0:
+            self._execute(conn, session, sql, params, False)
+            return
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._execute(conn, session, sql, params, True)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _execute(
+        self, conn: Connection, session: _Session, sql: bytes, params: Sequence[Any], spin: bool
+    ) -> None:
         tx = session.transformer
         values = tx.dump_sequence(params, [PyFormat.AUTO] * len(params))
         pgconn = conn.pgconn
@@ -130,7 +174,12 @@ class Runner:
                     name, values, param_formats=tx.formats, result_format=1
                 )
             try:
-                self._check(conn, conn.wait(generators.execute(pgconn)))
+                if spin:
+                    conn.wait(generators.send(pgconn))
+                    self._spin(session, pgconn.socket)
+                    self._check(conn, conn.wait(generators.fetch_many(pgconn)))
+                else:
+                    self._check(conn, conn.wait(generators.execute(pgconn)))
                 return
             except psycopg.Error as exc:
                 if name is None or exc.sqlstate != _UNKNOWN_STATEMENT:
@@ -138,6 +187,14 @@ class Runner:
                 session.names.clear()  # the server forgot them: prepare them again when due
                 session.counts.clear()
                 name = None
+
+    def _spin(self, session: _Session, fd: int) -> None:
+        """Poll ``fd`` until it is readable, ``spin_wait`` has passed, or another statement
+        is in flight."""
+        deadline = time.perf_counter() + self._spin_wait
+        while not session.readable(fd):
+            if self._in_flight > 1 or time.perf_counter() >= deadline:
+                return
 
     def _name(
         self, conn: Connection, session: _Session, key: tuple[bytes, tuple[int, ...]]

@@ -152,6 +152,9 @@ class PostgresStore:
             prepares it on the server; ``None`` never prepares (transaction poolers).
         max_retries: how many times an operation that failed transiently is tried again.
         connect_timeout: seconds to wait for a new connection to the server.
+        spin_wait: seconds a flushed commit polls its connection for the answer before it
+            sleeps, while it is the store's only statement in flight (an idle vCPU that
+            halts is slow to wake; see ``_postgres_wire``); 0 always sleeps.
 
     Raises:
         InvalidConfigError: an option is not acceptable, or ``dsn`` does not parse.
@@ -168,6 +171,7 @@ class PostgresStore:
         prepare_threshold: int | None = 5,
         max_retries: int = 8,
         connect_timeout: float = 10.0,
+        spin_wait: float = 0.002,
     ) -> None:
         self._sql = Statements(schema)  # validates the name
         self.schema = schema
@@ -177,7 +181,8 @@ class PostgresStore:
         if prepare_threshold is not None:
             check_number("prepare_threshold", prepare_threshold, minimum=0, integer=True)
         self._prepare_threshold = prepare_threshold
-        self._runner = Runner(prepare_threshold)
+        spin_wait = check_number("spin_wait", spin_wait, minimum=0)
+        self._runner = Runner(prepare_threshold, float(spin_wait))
         self._max_retries = check_number("max_retries", max_retries, minimum=0, integer=True)
         connect_timeout = check_number("connect_timeout", connect_timeout, minimum=0.001)
         try:
@@ -212,7 +217,8 @@ class PostgresStore:
         threadloom's options may be given in the query string and are removed from it before
         the rest goes to libpq: ``schema``, ``pool_min`` (``min_size``), ``pool_max``
         (``max_size``), ``pool_timeout`` (``timeout``), ``prepare_threshold`` (a number or
-        ``none``), ``max_retries``, ``connect_timeout``. Keyword ``options`` override them.
+        ``none``), ``max_retries``, ``connect_timeout``, ``spin_wait``. Keyword ``options``
+        override them.
 
         Raises:
             InvalidConfigError: not a Postgres URL, or a bad option value.
@@ -503,7 +509,7 @@ class PostgresStore:
                     exc.args = (f"{exc} (the commit may have been applied)",)
                 raise
             try:
-                self._execute_commit(conn, statements)
+                self._execute_commit(conn, statements, not relaxed)
             except psycopg.Error as exc:
                 failure = check_failure(exc)
                 transient = failure is None and is_transient(exc, conn)
@@ -535,11 +541,15 @@ class PostgresStore:
             self._release(conn)
             return
 
-    def _execute_commit(self, conn: Connection, statements: list[tuple[bytes, list[Any]]]) -> None:
+    def _execute_commit(
+        self, conn: Connection, statements: list[tuple[bytes, list[Any]]], flushed: bool
+    ) -> None:
         """Run the batch's statements as one transaction: a single statement alone (autocommit),
-        several in a pipeline (the implicit transaction that ends at the sync)."""
+        several in a pipeline (the implicit transaction that ends at the sync). A flushed
+        one's caller waits for it (``sync`` durability), so the runner may spin for it."""
         if len(statements) == 1:
-            self._runner.execute(conn, *statements[0])
+            sql, params = statements[0]
+            self._runner.execute(conn, sql, params, spin=flushed)
             return
         with conn.pipeline():
             for sql, params in statements:
