@@ -162,7 +162,7 @@ def test_prepared_statements_follow_the_threshold(
     store = make_store(prepare_threshold=threshold, min_size=1, max_size=1)
     store.setup()
     _exercise(store)
-    with store._get_pool().connection() as conn:  # the one connection every call used
+    with store._connections.pool().connection() as conn:  # the one connection every call used
         names = [r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements")]
     assert bool(names) is prepared, names
 
@@ -255,11 +255,11 @@ def test_open_store_takes_its_options_from_the_url(postgres_url: str, postgres_s
         assert store._runner._spin_wait == 0.0005
         own_options = ("schema", "pool_", "prepare_threshold", "max_retries", "connect_timeout")
         for own in (*own_options, "spin_wait"):
-            assert own not in store._dsn
-        assert "application_name=tl-url-test" in store._dsn  # libpq's own options stay
+            assert own not in store._connections._dsn
+        assert "application_name=tl-url-test" in store._connections._dsn  # libpq's own options stay
         store.commit([step("t1", 0)])
         assert _tables(postgres_url, postgres_schema) == TABLES  # setup ran, in the schema
-        with store._get_pool().connection() as conn:
+        with store._connections.pool().connection() as conn:
             row = conn.execute("SHOW application_name").fetchone()
         assert row is not None and row[0] == "tl-url-test"
     finally:
@@ -444,7 +444,7 @@ def test_an_unflushed_commit_commits_asynchronously(make_store: MakeStore, flush
     first.flush = second.flush = flush
     store.commit([first, second])
     assert relaxed == [not flush, False]  # one statement of the transaction sets it
-    conn = store._getconn()
+    conn = store._connections.get()
     try:
         default = conn.execute("SHOW synchronous_commit").fetchone()
         with conn.transaction():
@@ -452,7 +452,7 @@ def test_an_unflushed_commit_commits_asynchronously(make_store: MakeStore, flush
             inside = conn.execute("SHOW synchronous_commit").fetchone()
         after = conn.execute("SHOW synchronous_commit").fetchone()
     finally:
-        store._release(conn)
+        store._connections.put(conn)
     assert default is not None and inside is not None and after == default
     assert inside[0] == ("off" if not flush else default[0])
     assert [c.seq for c in store.list_checkpoints("t1")] == [2, 1, 0]
@@ -484,7 +484,7 @@ def test_dead_pooled_connections_are_replaced(make_store: MakeStore, postgres_ur
     store = make_store(_with_query(postgres_url, f"application_name={app}"), min_size=3)
     store.setup()
     store.commit([step("t1", 0)])
-    store._get_pool().wait(timeout=10)
+    store._connections.pool().wait(timeout=10)
     killed = _query(
         postgres_url,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
@@ -575,7 +575,8 @@ def test_a_replay_that_meets_another_writer_is_a_conflict(
 
 
 def _commit_in_child(store: PostgresStore) -> None:
-    inherited = store._pool is not None  # the parent's pool, whose sessions are the parent's
+    # the parent's pool, whose sessions are the parent's
+    inherited = store._connections._pool is not None
     store.commit([step("child", 0, run_id="run-child")])
     store.close()
     sys.exit(3 if inherited else 0)

@@ -7,8 +7,9 @@ Example:
     True
 
 Needs the ``postgres`` extra (``pip install 'threadloom[postgres]'``); this module is the only
-one of threadloom that imports psycopg (with ``_postgres_wire``, its private helper, which
-nothing else imports), and only ``open_store("postgresql://...")`` imports it.
+one of threadloom that imports psycopg (with its private helpers ``_postgres_pool``, the
+connections, and ``_postgres_wire``, the write path's statement runner, which nothing else
+imports), and only ``open_store("postgresql://...")`` imports it.
 
 Writes and the single-writer guarantee. Each :class:`~threadloom.checkpoint.base.Commit` is
 **one SQL statement** (a data-modifying ``WITH``, see ``Statements.commit``), and a batch is
@@ -76,11 +77,8 @@ the reference backend. Postgres text cannot hold NUL characters: an id or name c
 from __future__ import annotations
 
 import math
-import os
-import random
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self, TypeAlias, TypeVar
@@ -89,13 +87,13 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.pq import TransactionStatus
-    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+    from psycopg_pool import ConnectionPool as _ConnectionPool  # noqa: F401 (_postgres_pool's)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "the Postgres store needs psycopg 3 and psycopg-pool: pip install 'threadloom[postgres]'"
     ) from exc
 
+from threadloom.checkpoint._postgres_pool import Connections
 from threadloom.checkpoint._postgres_sql import (
     FINISHED,
     SCHEMA_VERSION,
@@ -189,7 +187,6 @@ class PostgresStore:
             params = conninfo_to_dict(dsn)
         except (psycopg.Error, TypeError) as exc:
             raise InvalidConfigError(f"bad Postgres connection string: {exc}") from exc
-        self._dsn = dsn
         self._label = "{}@{}/{}".format(
             params.get("user", ""), params.get("host", "localhost"), params.get("dbname", "")
         )
@@ -201,14 +198,17 @@ class PostgresStore:
         }
         if "application_name" not in params:
             self._kwargs["application_name"] = "threadloom"
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._pool_lock = threading.Lock()
+        self._connections = Connections(
+            dsn,
+            label=self._label,
+            name=f"threadloom:{schema}",
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout,
+            kwargs=self._kwargs,
+        )
         self._setup_lock = threading.Lock()
         self._ready = False
-        self._closed = False
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -230,67 +230,6 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._label!r}, schema={self.schema!r})"
 
-    # -- connections ----------------------------------------------------------------------
-
-    def _get_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                if self._closed:
-                    raise StoreError("the store is closed")
-                if self._pool is None:
-                    created: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-                        self._dsn,
-                        min_size=self._min_size,
-                        max_size=self._max_size,
-                        timeout=self._timeout,
-                        kwargs=self._kwargs,
-                        name=f"threadloom:{self.schema}",
-                        open=False,
-                    )
-                    created.open(wait=False)
-                    self._pool = created
-                pool = self._pool
-        return pool
-
-    def _getconn(self) -> Connection:
-        if self._closed:
-            raise StoreError("the store is closed")
-        try:
-            return self._get_pool().getconn()
-        except PoolTimeout as exc:
-            raise StoreUnavailableError(
-                f"no connection to Postgres {self._label} within {self._timeout:g}s: {exc}"
-            ) from exc
-        except PoolClosed as exc:
-            raise StoreError("the store is closed") from exc
-
-    def _release(self, conn: Connection, *, discard: bool = False) -> None:
-        """Give ``conn`` back to the pool, idle, or closed (then the pool replaces it)."""
-        if not discard and not conn.closed:
-            try:
-                if conn.pgconn.transaction_status != TransactionStatus.IDLE:
-                    conn.rollback()
-            except psycopg.Error:
-                discard = True
-        if discard or conn.broken:
-            conn.close()
-        pool = self._pool
-        if pool is not None:
-            pool.putconn(conn)
-        else:  # pragma: no cover - a connection outlived its pool
-            conn.close()
-
-    def _recover(self, conn: Connection | None, attempt: int) -> None:
-        """Before another attempt: purge dead pooled connections, then back off."""
-        if conn is not None and (conn.broken or conn.closed) and self._pool is not None:
-            try:
-                self._pool.check()
-            except psycopg.Error:
-                pass  # check() replaces what it cannot use; nothing more to do here
-        delay = min(0.05 * 2 ** (attempt - 1), 2.0)
-        time.sleep(random.uniform(0.5 * delay, 1.5 * delay))
-
     def _failure(self, exc: BaseException, transient: bool, what: str) -> StoreError:
         if transient:
             return StoreUnavailableError(
@@ -302,12 +241,8 @@ class PostgresStore:
     def close(self) -> None:
         """Close the pool and its connections. The store may not be used afterwards (calls
         raise ``StoreError``)."""
-        with self._pool_lock:
-            self._closed = True
-            self._ready = False
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._ready = False
+        self._connections.close()
 
     # -- running statements ---------------------------------------------------------------
 
@@ -318,27 +253,27 @@ class PostgresStore:
             self._check_schema()
         attempt = 0
         while True:
-            conn = self._getconn()
+            conn = self._connections.get()
             try:
                 result = fn(conn)
             except ThreadloomError:
-                self._release(conn)
+                self._connections.put(conn)
                 raise
             except psycopg.Error as exc:
                 transient = is_transient(exc, conn)
-                self._release(conn)
+                self._connections.put(conn)
                 if transient and attempt < self._max_retries:
                     attempt += 1
-                    self._recover(conn, attempt)
+                    self._connections.recover(conn, attempt)
                     continue
                 raise self._failure(exc, transient, what) from exc
             except (TypeError, ValueError, OverflowError) as exc:
-                self._release(conn)
+                self._connections.put(conn)
                 raise StoreError(f"Postgres store failed ({what}): {exc}") from exc
             except BaseException:
-                self._release(conn, discard=True)
+                self._connections.put(conn, discard=True)
                 raise
-            self._release(conn)
+            self._connections.put(conn)
             return result
 
     # -- schema ---------------------------------------------------------------------------
@@ -378,7 +313,7 @@ class PostgresStore:
                 (nothing of it was applied).
             StoreUnavailableError: Postgres cannot be reached.
         """
-        if self._closed:
+        if self._connections.closed:
             raise StoreError("the store is closed")
         with self._setup_lock:
             if self._ready:
@@ -503,7 +438,7 @@ class PostgresStore:
         in_doubt = False  # an earlier attempt may have been applied
         while True:
             try:
-                conn = self._getconn()
+                conn = self._connections.get()
             except StoreUnavailableError as exc:
                 if in_doubt:
                     exc.args = (f"{exc} (the commit may have been applied)",)
@@ -514,7 +449,7 @@ class PostgresStore:
                 failure = check_failure(exc)
                 transient = failure is None and is_transient(exc, conn)
                 lost = conn.broken or conn.closed
-                self._release(conn)
+                self._connections.put(conn)
                 if failure is not None:
                     if (
                         in_doubt
@@ -526,19 +461,19 @@ class PostgresStore:
                 if transient and attempt < self._max_retries:
                     in_doubt = in_doubt or lost
                     attempt += 1
-                    self._recover(conn, attempt)
+                    self._connections.recover(conn, attempt)
                     continue
                 error = self._failure(exc, transient, "commit")
                 if in_doubt or lost:
                     error.args = (f"{error} (the commit may have been applied)",)
                 raise error from exc
             except (TypeError, ValueError, OverflowError) as exc:
-                self._release(conn)
+                self._connections.put(conn)
                 raise StoreError(f"Postgres store failed (commit): {exc}") from exc
             except BaseException:
-                self._release(conn, discard=True)
+                self._connections.put(conn, discard=True)
                 raise
-            self._release(conn)
+            self._connections.put(conn)
             return
 
     def _execute_commit(
@@ -745,20 +680,6 @@ class PostgresStore:
             return int(row[0]) if row is not None else 0
 
         return self._run(delete, "delete_runs")
-
-
-# Pools a forked child inherited: never used there (their connections are the parent's
-# sessions), and kept referenced so that nothing of them runs in the child.
-_INHERITED: list[Any] = []
-
-
-def _forget_in_child(ref: weakref.ref[PostgresStore]) -> None:
-    """After a fork, make the child open a pool of its own on first use."""
-    store = ref()
-    if store is not None and store._pool is not None:
-        _INHERITED.append(store._pool)
-        store._pool = None
-        store._pool_lock = threading.Lock()
 
 
 # -- LangGraph-shaped names -------------------------------------------------------------------
