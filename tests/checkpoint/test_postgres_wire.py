@@ -126,6 +126,60 @@ def test_errors_are_the_ones_a_cursor_raises(
     assert rows(conn) == [(1, "a"), (2, "c")]
 
 
+# -- batches in one pipeline ------------------------------------------------------------------
+
+
+def test_a_batch_is_applied_whole(conn: psycopg.Connection[Any]) -> None:
+    runner = Runner(prepare_threshold=1)
+    for round_ in range(3):  # 1st use unprepared, 2nd prepared in the pipeline, then prepared
+        runner.execute_batch(
+            conn, [(insert(), (2 * round_, "a")), (insert(), (2 * round_ + 1, "b"))]
+        )
+    assert rows(conn) == [(k, "ab"[k % 2]) for k in range(6)]
+    assert len(prepared(conn)) == 1  # one statement, with the same parameter types
+    assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+
+
+@pytest.mark.parametrize("threshold", [None, 0])
+def test_a_failed_batch_applies_nothing(
+    conn: psycopg.Connection[Any], threshold: int | None
+) -> None:
+    runner = Runner(prepare_threshold=threshold)
+    runner.execute(conn, insert(), (1, "a"))
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        runner.execute_batch(
+            conn, [(insert(), (2, "b")), (insert(), (1, "dup")), (insert(), (3, "c"))]
+        )
+    assert caught.value.diag.constraint_name == "kv_pkey"
+    assert rows(conn) == [(1, "a")]  # the first statement was rolled back with the rest
+    assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    runner.execute_batch(conn, [(insert(), (2, "b")), (insert(), (3, "c"))])  # still good
+    assert rows(conn) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_a_statement_prepared_in_a_failed_batch_is_not_taken_as_prepared(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Its prepare came after the failure, so the server skipped it."""
+    conn.execute("CREATE TABLE kv2 (k BIGINT PRIMARY KEY, v TEXT)")
+    runner = Runner(prepare_threshold=0)
+    runner.execute(conn, insert(), (1, "a"))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        runner.execute_batch(conn, [(insert(), (1, "dup")), (insert("kv2"), (1, "x"))])
+    assert len(prepared(conn)) == 1
+    runner.execute_batch(conn, [(insert("kv2"), (2, "y")), (insert(), (2, "b"))])
+    assert len(prepared(conn)) == 2
+    assert conn.execute("SELECT k, v FROM kv2").fetchall() == [(2, "y")]
+
+
+def test_a_batch_the_server_forgot_is_run_again(conn: psycopg.Connection[Any]) -> None:
+    runner = Runner(prepare_threshold=0)
+    runner.execute_batch(conn, [(insert(), (1, "a")), (insert(), (2, "b"))])
+    conn.execute("DEALLOCATE ALL")
+    runner.execute_batch(conn, [(insert(), (3, "c")), (insert(), (4, "d"))])  # once
+    assert rows(conn) == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+
+
 # -- waiting by polling -------------------------------------------------------------------------
 
 
@@ -225,3 +279,30 @@ def test_a_connection_lost_while_polling_raises(
         killer.join()
     assert conn.broken and polls.calls >= 1
     assert runner._in_flight == 0
+
+
+def test_a_polled_batch_gets_its_answer(conn: psycopg.Connection[Any], polls: PollCounter) -> None:
+    runner = Runner(prepare_threshold=0, spin_wait=5.0)
+    runner.execute_batch(conn, [(insert(), (1, "a")), (insert(), (2, "b"))], spin=True)
+    assert polls.calls >= 1 and polls.last is True
+    assert rows(conn) == [(1, "a"), (2, "b")]
+
+
+def test_a_connection_lost_in_a_batch_raises_and_is_closed(
+    postgres_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    runner = Runner(prepare_threshold=None)
+    pid = conn.info.backend_pid
+
+    def kill() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    killer = threading.Timer(0.2, kill)
+    killer.start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            runner.execute_batch(conn, [(insert(), (1, "a")), (b"SELECT pg_sleep(30)", ())])
+    finally:
+        killer.join()
+    assert conn.closed

@@ -481,14 +481,12 @@ class PostgresStore:
     ) -> None:
         """Run the batch's statements as one transaction: a single statement alone (autocommit),
         several in a pipeline (the implicit transaction that ends at the sync). A flushed
-        one's caller waits for it (``sync`` durability), so the runner may spin for it."""
+        batch's caller waits for it (``sync`` durability), so the runner may spin for it."""
         if len(statements) == 1:
             sql, params = statements[0]
             self._runner.execute(conn, sql, params, spin=flushed)
-            return
-        with conn.pipeline():
-            for sql, params in statements:
-                psycopg.RawCursor(conn).execute(sql, params)
+        else:
+            self._runner.execute_batch(conn, statements, spin=flushed)
 
     def _was_applied(self, commits: Sequence[Commit]) -> bool:
         """After a lost connection and a replay that conflicted: whether every checkpoint of
