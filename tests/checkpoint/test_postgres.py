@@ -311,6 +311,9 @@ def test_bad_options_are_refused() -> None:
         {"connect_timeout": "soon"},
         {"spin_wait": -1},
         {"spin_wait": None},
+        {"spin_wait": 1.5},
+        {"spin_wait": float("nan")},
+        {"spin_wait": float("inf")},
     ):
         with pytest.raises(InvalidConfigError):
             PostgresStore(dsn, **options)

@@ -172,12 +172,66 @@ def test_a_statement_prepared_in_a_failed_batch_is_not_taken_as_prepared(
     assert conn.execute("SELECT k, v FROM kv2").fetchall() == [(2, "y")]
 
 
+def test_a_statement_twice_in_a_batch_is_prepared_once(conn: psycopg.Connection[Any]) -> None:
+    runner = Runner(prepare_threshold=0)
+    runner.execute_batch(conn, [(insert(), (k, "a")) for k in range(3)])
+    assert len(prepared(conn)) == 1
+    assert len(rows(conn)) == 3
+
+
 def test_a_batch_the_server_forgot_is_run_again(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE kv2 (k BIGINT PRIMARY KEY, v TEXT)")
     runner = Runner(prepare_threshold=0)
     runner.execute_batch(conn, [(insert(), (1, "a")), (insert(), (2, "b"))])
-    conn.execute("DEALLOCATE ALL")
-    runner.execute_batch(conn, [(insert(), (3, "c")), (insert(), (4, "d"))])  # once
-    assert rows(conn) == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    assert len(prepared(conn)) == 1
+    conn.execute("DEALLOCATE ALL")  # what a pooler's reset does
+    # kv2's statement is prepared in the batch before kv's old name fails: it is kept
+    runner.execute_batch(conn, [(insert("kv2"), (1, "x")), (insert(), (3, "c"))])
+    assert rows(conn) == [(1, "a"), (2, "b"), (3, "c")]  # applied once
+    assert conn.execute("SELECT k, v FROM kv2").fetchall() == [(1, "x")]
+    assert len(prepared(conn)) == 1  # the retry prepared nothing more
+    runner.execute_batch(conn, [(insert("kv2"), (2, "y")), (insert(), (4, "d"))])
+    assert len(prepared(conn)) == 2  # kv2's was reused, kv's prepared again
+
+
+def test_a_batch_interrupted_while_collecting_closes_the_connection(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results left uncollected keep the connection in pipeline mode: it must not go back
+    to a pool like that."""
+    fetch_many = psycopg.generators.fetch_many
+    calls = 0
+
+    def interrupted(pgconn: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("interrupted")
+        return fetch_many(pgconn)
+
+    monkeypatch.setattr(psycopg.generators, "fetch_many", interrupted)
+    runner = Runner(prepare_threshold=None)
+    with pytest.raises(RuntimeError):
+        runner.execute_batch(conn, [(insert(), (1, "a")), (insert(), (2, "b"))])
+    assert conn.closed and calls == 2
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_starts_with_no_statement_in_flight() -> None:
+    import multiprocessing
+
+    runner = Runner(prepare_threshold=None, spin_wait=1.0)
+    with runner._lock:  # as if another thread were counting a statement at the fork
+        runner._in_flight = 1
+        child = multiprocessing.get_context("fork").Process(target=_check_runner, args=(runner,))
+        child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+
+def _check_runner(runner: Runner) -> None:
+    free = runner._lock.acquire(timeout=5)
+    os._exit(0 if free and runner._in_flight == 0 else 3)
 
 
 # -- waiting by polling -------------------------------------------------------------------------
@@ -267,17 +321,19 @@ def test_a_connection_lost_while_polling_raises(
     pid = conn.info.backend_pid
 
     def kill() -> None:
+        while not polls.calls:  # the statement was sent and is being polled for
+            time.sleep(0.001)
         with psycopg.connect(postgres_url, autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
-    killer = threading.Timer(0.2, kill)
+    killer = threading.Thread(target=kill)
     killer.start()
     try:
         with pytest.raises(psycopg.OperationalError):
             runner.execute(conn, b"SELECT pg_sleep(30)", (), spin=True)
     finally:
         killer.join()
-    assert conn.broken and polls.calls >= 1
+    assert conn.broken
     assert runner._in_flight == 0
 
 

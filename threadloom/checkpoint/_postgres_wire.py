@@ -17,11 +17,13 @@ Waiting for the answer. A flushed commit's round trip is mostly the server's wor
 WAL flush (a few hundred microseconds on a local server). A thread that blocks on the socket
 for that long lets its CPU go idle, and on a virtual machine an idle vCPU halts: waking it
 when the answer arrives costs tens to hundreds of microseconds more, each step. So a
-statement the caller waits on (``spin``) first polls its socket without blocking, for up to
-``spin_wait`` seconds, then blocks as usual. It spins only while it is the runner's only
-statement in flight: concurrent writers keep the CPUs busy anyway and need them more than a
-spinning poll does. Each poll is a system call that releases the GIL, so other Python
-threads run meanwhile. ``spin_wait=0`` turns it off.
+statement run with ``spin`` first polls its socket without blocking, for up to ``spin_wait``
+seconds, then blocks as usual. It polls only while no other statement of the runner is
+polling: concurrent writers keep the CPUs busy anyway and need them more than a spinning
+poll does. Each poll is a system call that releases the GIL, but the poller takes it back
+at once, so another Python thread that wants the GIL meanwhile may wait for it up to the
+interpreter's switch interval (5 ms), or to the end of the polling if that comes first.
+``spin_wait=0`` turns it off.
 
 Prepared statements follow psycopg's rules: a statement is prepared on a connection after
 ``prepare_threshold`` executions there (``None``: never, for transaction poolers), keyed by
@@ -33,6 +35,7 @@ statement is run again unprepared: it had not started.
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -139,7 +142,10 @@ class Runner:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()  # guards adding sessions and the count below
-        self._in_flight = 0
+        self._in_flight = 0  # statements polling or about to
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
 
     def execute(
         self, conn: Connection, sql: bytes, params: Sequence[Any], *, spin: bool = False
@@ -162,7 +168,7 @@ class Runner:
         applied or none is. Rows are discarded; ``spin`` as for :meth:`execute`.
 
         Raises:
-            psycopg.Error: the first statement's error (the rest were not applied).
+            psycopg.Error: the first error (and nothing of the batch was applied).
         """
         self._run(conn, statements, spin)
 
@@ -239,8 +245,9 @@ class Runner:
         collected before the pipeline ends, and the first error is raised."""
         pgconn = conn.pgconn
         tx = session.transformer
+        prepare = True
         while True:
-            preparing: list[tuple[tuple[bytes, tuple[int, ...]], bytes, int]] = []
+            queued: dict[tuple[bytes, tuple[int, ...]], tuple[bytes, int]] = {}
             used_names = False
             queries = 0
             pgconn.enter_pipeline_mode()
@@ -250,11 +257,13 @@ class Runner:
                     key = (sql, tuple(tx.types or ()))
                     name = session.names.get(key)
                     used_names = used_names or name is not None
-                    if name is None:
+                    if name is None and key in queued:
+                        name = queued[key][0]  # prepared earlier in this batch
+                    elif name is None and prepare:
                         name = self._due(session, key)
                         if name is not None:
                             pgconn.send_prepare(name, sql, param_types=key[1])
-                            preparing.append((key, name, queries))
+                            queued[key] = (name, queries)
                             queries += 1
                     if name is None:
                         pgconn.send_query_params(
@@ -274,23 +283,27 @@ class Runner:
                 conn.wait(generators.fetch_many(pgconn))  # the sync's own result
             finally:
                 _leave_pipeline(conn)
-            for key, name, index in preparing:
-                if all(r.status in _OK for r in results[index]):
-                    session.names[key] = name
             error = next(
                 (r for rs in results for r in rs if r.status not in _OK and r.status != _ABORTED),
                 None,
             )
-            if error is None:
+            exc = None
+            if error is not None:
+                exc = pg_errors.error_from_result(error, encoding=conn.info.encoding)
+                if used_names and exc.sqlstate == _UNKNOWN_STATEMENT:
+                    session.forget()  # the server lost the older ones, not this batch's
+            for key, (name, index) in queued.items():
+                if all(r.status in _OK for r in results[index]):
+                    session.names[key] = name  # prepared, whatever became of the batch
+            if exc is None:
                 return
-            exc = pg_errors.error_from_result(error, encoding=conn.info.encoding)
             if not used_names or exc.sqlstate != _UNKNOWN_STATEMENT:
                 raise exc
-            session.forget()  # nothing was applied: run the batch again, unprepared
+            prepare = False  # nothing was applied: run the batch again, preparing nothing
 
     def _spin(self, session: _Session, fd: int) -> None:
-        """Poll ``fd`` until it is readable, ``spin_wait`` has passed, or another statement
-        is in flight."""
+        """Poll ``fd`` until it is readable, ``spin_wait`` has passed, or another polling
+        statement is in flight."""
         deadline = time.perf_counter() + self._spin_wait
         while not session.readable(fd):
             if self._in_flight > 1 or time.perf_counter() >= deadline:
@@ -316,6 +329,15 @@ class Runner:
         for result in results:
             if result.status not in _OK:
                 raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
+
+
+def _reset_in_child(ref: weakref.ref[Runner]) -> None:
+    """After a fork: the parent's threads and their statements are not the child's (and one
+    of them may have held the lock)."""
+    runner = ref()
+    if runner is not None:
+        runner._lock = threading.Lock()
+        runner._in_flight = 0
 
 
 def _leave_pipeline(conn: Connection) -> None:

@@ -150,9 +150,9 @@ class PostgresStore:
             prepares it on the server; ``None`` never prepares (transaction poolers).
         max_retries: how many times an operation that failed transiently is tried again.
         connect_timeout: seconds to wait for a new connection to the server.
-        spin_wait: seconds a flushed commit polls its connection for the answer before it
-            sleeps, while it is the store's only statement in flight (an idle vCPU that
-            halts is slow to wake; see ``_postgres_wire``); 0 always sleeps.
+        spin_wait: seconds (at most 1) a flushed commit polls its connection for the answer
+            before it sleeps, while no other commit of the store is polling (an idle vCPU
+            that halts is slow to wake; see ``_postgres_wire``); 0 always sleeps.
 
     Raises:
         InvalidConfigError: an option is not acceptable, or ``dsn`` does not parse.
@@ -180,6 +180,8 @@ class PostgresStore:
             check_number("prepare_threshold", prepare_threshold, minimum=0, integer=True)
         self._prepare_threshold = prepare_threshold
         spin_wait = check_number("spin_wait", spin_wait, minimum=0)
+        if not spin_wait <= 1:  # NaN too: a poll that never gives up would hold a core
+            raise InvalidConfigError(f"spin_wait must be at most 1 (second), not {spin_wait!r}")
         self._runner = Runner(prepare_threshold, float(spin_wait))
         self._max_retries = check_number("max_retries", max_retries, minimum=0, integer=True)
         connect_timeout = check_number("connect_timeout", connect_timeout, minimum=0.001)
@@ -480,8 +482,10 @@ class PostgresStore:
         self, conn: Connection, statements: list[tuple[bytes, list[Any]]], flushed: bool
     ) -> None:
         """Run the batch's statements as one transaction: a single statement alone (autocommit),
-        several in a pipeline (the implicit transaction that ends at the sync). A flushed
-        batch's caller waits for it (``sync`` durability), so the runner may spin for it."""
+        several in a pipeline (the implicit transaction that ends at the sync). The runner
+        may poll for a flushed batch's answer: in ``sync`` durability the run waits for
+        every commit; in ``async`` only a run's last commit and the writer's flush every
+        ``FLUSH_SECONDS`` are flushed, too rare to take the CPU from the run."""
         if len(statements) == 1:
             sql, params = statements[0]
             self._runner.execute(conn, sql, params, spin=flushed)
