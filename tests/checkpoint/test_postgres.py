@@ -249,9 +249,10 @@ def test_open_store_takes_its_options_from_the_url(postgres_url: str, postgres_s
     try:
         assert isinstance(store, PostgresStore)
         assert store.schema == postgres_schema
-        assert (store._min_size, store._max_size, store._timeout) == (0, 3, 7.0)
+        pool = store._connections
+        assert (pool._min_size, pool._max_size, pool._timeout) == (0, 3, 7.0)
         assert (store._prepare_threshold, store._max_retries) == (None, 2)
-        assert store._kwargs["connect_timeout"] == 4
+        assert pool._kwargs["connect_timeout"] == 4
         assert store._runner._spin_wait == 0.0005
         own_options = ("schema", "pool_", "prepare_threshold", "max_retries", "connect_timeout")
         for own in (*own_options, "spin_wait"):

@@ -212,21 +212,10 @@ class Runner:
                 self._check(conn, conn.wait(generators.execute(pgconn)))
                 session.names[key] = name
         while True:
-            if name is None:
-                pgconn.send_query_params(
-                    sql, values, param_formats=tx.formats, param_types=tx.types, result_format=1
-                )
-            else:
-                pgconn.send_query_prepared(
-                    name, values, param_formats=tx.formats, result_format=1
-                )
+            _send(pgconn, tx, sql, name, values)
             try:
-                if spin:
-                    conn.wait(generators.send(pgconn))
-                    self._spin(session, pgconn.socket)
-                    self._check(conn, conn.wait(generators.fetch_many(pgconn)))
-                else:
-                    self._check(conn, conn.wait(generators.execute(pgconn)))
+                self._flush(conn, session, spin)
+                self._check(conn, conn.wait(generators.fetch_many(pgconn)))
                 return
             except psycopg.Error as exc:
                 if name is None or exc.sqlstate != _UNKNOWN_STATEMENT:
@@ -265,20 +254,10 @@ class Runner:
                             pgconn.send_prepare(name, sql, param_types=key[1])
                             queued[key] = (name, queries)
                             queries += 1
-                    if name is None:
-                        pgconn.send_query_params(
-                            sql, values, param_formats=tx.formats, param_types=tx.types,
-                            result_format=1,
-                        )  # fmt: skip
-                    else:
-                        pgconn.send_query_prepared(
-                            name, values, param_formats=tx.formats, result_format=1
-                        )
+                    _send(pgconn, tx, sql, name, values)
                     queries += 1
                 pgconn.pipeline_sync()
-                conn.wait(generators.send(pgconn))
-                if spin:
-                    self._spin(session, pgconn.socket)
+                self._flush(conn, session, spin)
                 results = [conn.wait(generators.fetch_many(pgconn)) for _ in range(queries)]
                 conn.wait(generators.fetch_many(pgconn))  # the sync's own result
             finally:
@@ -300,6 +279,12 @@ class Runner:
             if not used_names or exc.sqlstate != _UNKNOWN_STATEMENT:
                 raise exc
             prepare = False  # nothing was applied: run the batch again, preparing nothing
+
+    def _flush(self, conn: Connection, session: _Session, spin: bool) -> None:
+        """Send what is queued on ``conn``; with ``spin``, then poll for the answer."""
+        conn.wait(generators.send(conn.pgconn))
+        if spin:
+            self._spin(session, conn.pgconn.socket)
 
     def _spin(self, session: _Session, fd: int) -> None:
         """Poll ``fd`` until it is readable, ``spin_wait`` has passed, or another polling
@@ -329,6 +314,19 @@ class Runner:
         for result in results:
             if result.status not in _OK:
                 raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
+
+
+def _send(
+    pgconn: pq.abc.PGconn, tx: psycopg.abc.Transformer, sql: bytes, name: bytes | None, values: Any
+) -> None:
+    """Queue one statement whose parameters ``tx`` just dumped: prepared under ``name``, or
+    with its text when ``name`` is ``None``."""
+    if name is None:
+        pgconn.send_query_params(
+            sql, values, param_formats=tx.formats, param_types=tx.types, result_format=1
+        )
+    else:
+        pgconn.send_query_prepared(name, values, param_formats=tx.formats, result_format=1)
 
 
 def _reset_in_child(ref: weakref.ref[Runner]) -> None:

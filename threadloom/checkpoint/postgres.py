@@ -173,9 +173,9 @@ class PostgresStore:
     ) -> None:
         self._sql = Statements(schema)  # validates the name
         self.schema = schema
-        self._min_size = check_number("min_size", min_size, minimum=0, integer=True)
-        self._max_size = check_number("max_size", max_size, minimum=max(1, min_size), integer=True)
-        self._timeout = float(check_number("timeout", timeout, minimum=0.001))
+        check_number("min_size", min_size, minimum=0, integer=True)
+        check_number("max_size", max_size, minimum=max(1, min_size), integer=True)
+        check_number("timeout", timeout, minimum=0.001)
         if prepare_threshold is not None:
             check_number("prepare_threshold", prepare_threshold, minimum=0, integer=True)
         self._prepare_threshold = prepare_threshold
@@ -192,22 +192,22 @@ class PostgresStore:
         self._label = "{}@{}/{}".format(
             params.get("user", ""), params.get("host", "localhost"), params.get("dbname", "")
         )
-        self._kwargs: dict[str, Any] = {
+        kwargs: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": prepare_threshold,
             # libpq takes whole seconds, and treats 1 as 2
             "connect_timeout": max(2, math.ceil(connect_timeout)),
         }
         if "application_name" not in params:
-            self._kwargs["application_name"] = "threadloom"
+            kwargs["application_name"] = "threadloom"
         self._connections = Connections(
             dsn,
             label=self._label,
             name=f"threadloom:{schema}",
-            min_size=self._min_size,
-            max_size=self._max_size,
-            timeout=self._timeout,
-            kwargs=self._kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=float(timeout),
+            kwargs=kwargs,
         )
         self._setup_lock = threading.Lock()
         self._ready = False
