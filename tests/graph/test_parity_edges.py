@@ -28,8 +28,7 @@ def branching(
 ) -> StateGraph:
     """START -> "start", then a conditional edge from "start" to some of ``nodes``.
 
-    With a path map, ``nodes`` lists exactly its destinations: threadloom rejects nodes that
-    no edge can reach.
+    With a path map, ``nodes`` lists exactly its destinations.
     """
     builder = StateGraph(State)
     builder.add_node("start", log("start"))

@@ -5,6 +5,7 @@ empty. :class:`Run` holds the logic shared by the sync and async drivers
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from threadloom.errors import (
     RunCancelled,
     RunTimeoutError,
 )
-from threadloom.types import Interrupt
+from threadloom.types import Command, Interrupt
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -347,9 +348,29 @@ def _input_writes(spec: GraphSpec, input: Any) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in input.items() if k in keys]
     from threadloom.engine._algo import extract_update
 
+    if not isinstance(input, Command) and not _is_state_object(input):
+        raise InvalidUpdateError(
+            f"the graph's input must be a dict of its input keys {list(spec.input_keys)} or "
+            f"an instance of its input schema: expected dict, got {_short(input)} "
+            f"({type(input).__name__})"
+        )
     writes, _ = extract_update(spec.channels, input, START)
     keys = spec.input_keys
     return [(k, v) for k, v in writes if k in keys]
+
+
+def _is_state_object(obj: Any) -> bool:
+    """Whether ``obj`` is a dataclass or Pydantic instance (an input given as the schema)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return True
+    return hasattr(obj, "model_fields_set") and isinstance(
+        getattr(type(obj), "model_fields", None), dict
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _top_level(exc: BaseException) -> BaseException:

@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING, Any, cast
 from threadloom.checkpoint.base import Store, parse_checkpoint_id
 from threadloom.checkpoint.crypto import serializer_from_env
 from threadloom.checkpoint.serde import Serializer
-from threadloom.config import resolve_durability, resolve_identity, resolve_recursion_limit
+from threadloom.config import (
+    check_config,
+    resolve_durability,
+    resolve_identity,
+    resolve_recursion_limit,
+)
 from threadloom.engine._durable import DurableContext, DurableRun
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
 from threadloom.engine._persist import Codec, Writer
 from threadloom.engine._recording import Persistence
-from threadloom.errors import InvalidConfigError
+from threadloom.errors import GraphValidationError, InvalidConfigError
 from threadloom.graph._build import build_spec
 from threadloom.graph._threads import ThreadsMixin
 from threadloom.types import Durability, RunnableConfig, StreamMode
@@ -160,8 +165,9 @@ class CompiledGraph(ThreadsMixin):
         )
 
     def _merge_config(self, config: RunnableConfig | None) -> dict[str, Any]:
+        config = cast("RunnableConfig", check_config(config))
         if not self.config:
-            return dict(config or {})
+            return dict(config)
         merged: dict[str, Any] = {**self.config, **(config or {})}
         configurable = {
             **(self.config.get("configurable") or {}),
@@ -231,8 +237,8 @@ class CompiledGraph(ThreadsMixin):
         cfg["run_id"] = identity.run_id
         cfg["recursion_limit"] = limit
         timeout = cfg.get("timeout")
-        before = frozenset(_names(cfg.get("interrupt_before"), self.interrupt_before))
-        after = frozenset(_names(cfg.get("interrupt_after"), self.interrupt_after))
+        before = frozenset(self._interrupt_names(cfg, "interrupt_before"))
+        after = frozenset(self._interrupt_names(cfg, "interrupt_after"))
         if store is None:
             ctx = RunContext(
                 self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
@@ -253,6 +259,21 @@ class CompiledGraph(ThreadsMixin):
         )
         return DurableRun(dctx, limit, self._persist(), durability, before, after, fork,
                           identity.run_id_given, cfg.get("wait") or False)
+
+    def _interrupt_names(self, cfg: dict[str, Any], key: str) -> tuple[str, ...]:
+        """The breakpoints of a run: the per-invoke ones (checked as ``compile`` checks
+        them), else the compiled ones."""
+        value = cfg.get(key)
+        if value is None:
+            return cast("tuple[str, ...]", getattr(self, key))
+        names = (value,) if isinstance(value, str) else tuple(value)
+        for name in names:
+            if name != "*" and name not in self.spec.nodes:
+                raise GraphValidationError(
+                    f"{key} names unknown node {name!r}; the graph's nodes are "
+                    f"{sorted(self.spec.nodes)}"
+                )
+        return names
 
     def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any:
         if self.has_async_nodes:
@@ -478,18 +499,10 @@ def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in _OPTIONS if k in kwargs}
 
 
-def _names(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
 def _batch_configs(
     inputs: Sequence[Any], config: RunnableConfig | Sequence[RunnableConfig] | None
 ) -> list[RunnableConfig | None]:
-    if isinstance(config, Sequence) and not isinstance(config, dict):
+    if isinstance(config, Sequence) and not isinstance(config, dict | str):
         configs: list[RunnableConfig | None] = list(config)
         if len(configs) != len(inputs):
             raise ValueError(f"batch got {len(inputs)} inputs but {len(configs)} configs")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
 from threadloom.errors import GraphValidationError
 from threadloom.graph._schema import callable_info, channels_of, is_schema
@@ -312,9 +313,14 @@ class StateGraph:
 
     # -- compile --------------------------------------------------------------------------
 
-    def validate(self, interrupt: Sequence[str] = ()) -> StateGraph:
-        """Check the graph: known nodes on every edge, an entry point, every node reachable
-        from START, interrupt names that exist.
+    def validate(self, interrupt: Sequence[str] = (), *, strict: bool = False) -> StateGraph:
+        """Check the graph as LangGraph does: known nodes on every edge, an entry point,
+        interrupt names that exist. A node that nothing leads to is allowed (it never runs).
+
+        Args:
+            interrupt: node names given to ``interrupt_before`` / ``interrupt_after``.
+            strict: also require every node to be reachable from START (see
+                :meth:`compile`).
 
         Raises:
             GraphValidationError: with a message naming the problem.
@@ -353,7 +359,8 @@ class StateGraph:
         for name in interrupt:
             if name != "*" and name not in known:
                 raise GraphValidationError(f"interrupt names unknown node {name!r}")
-        self._check_reachable()
+        if strict:
+            self._check_reachable()
         return self
 
     def _check_reachable(self) -> None:
@@ -413,6 +420,7 @@ class StateGraph:
         name: str | None = None,
         serde: Any = None,
         lease_ttl: float = 30.0,
+        strict: bool = False,
     ) -> CompiledGraph:
         """Validate the graph and freeze it into a runnable :class:`CompiledGraph`.
 
@@ -432,15 +440,25 @@ class StateGraph:
                 ``THREADLOOM_ENCRYPTION_KEY`` is set (:mod:`threadloom.checkpoint.crypto`).
             lease_ttl: seconds a run's lease on its thread lasts without a heartbeat; a
                 crashed run's thread can be taken over after this.
+            strict: also reject nodes that cannot be reached from START through edges,
+                conditional edges with known destinations, or declared ``Command``
+                destinations (``destinations=`` or a ``-> Command[Literal[...]]`` hint).
+                Off by default, as in LangGraph, which compiles such nodes and never runs
+                them. A router whose destinations are unknowable (no path map, or a node
+                whose code builds a ``Command`` without declaring them) may reach any node,
+                so then nothing is reported.
 
         Raises:
             GraphValidationError: see :meth:`validate`.
+            InvalidConfigError: ``durability`` is not ``"sync"``, ``"async"`` or ``"exit"``.
         """
         from threadloom.graph.compiled import CompiledGraph
 
         before = _interrupt_list(interrupt_before)
         after = _interrupt_list(interrupt_after)
-        self.validate(interrupt=(*before, *after))
+        if durability is not None:
+            resolve_durability(durability, "async")
+        self.validate(interrupt=(*before, *after), strict=strict)
         graph = CompiledGraph(
             self,
             checkpointer=checkpointer,
