@@ -7,7 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,7 +187,7 @@ class Run:
 
     __slots__ = ("ctx", "spec", "values", "frontier", "limit", "stop", "has_output",
                  "interrupts", "paused", "interrupt_before", "interrupt_after",
-                 "skip_breakpoint", "cancelled", "_output_keys")
+                 "skip_breakpoint", "cancelled", "_output_keys", "gate", "agate")
 
     def __init__(self, ctx: RunContext, limit: int,
                  interrupt_before: frozenset[str] = frozenset(),
@@ -206,6 +206,10 @@ class Run:
         self.skip_breakpoint = False
         self.cancelled: str | None = None
         self._output_keys = frozenset(ctx.spec.output_keys)
+        # set by stream()/astream(): wait before each step until the consumer has taken
+        # every chunk so far and asks for more, so that a stream never runs ahead of it
+        self.gate: Callable[[], None] | None = None
+        self.agate: Callable[[], Awaitable[None]] | None = None
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop the run before its next step (a running step finishes first)."""
@@ -380,11 +384,20 @@ def _top_level(exc: BaseException) -> BaseException:
     return exc
 
 
+def _gate_passed(run: Run) -> None:
+    """After waiting for the stream's consumer: stop if it went away meanwhile."""
+    if run.cancelled is not None:
+        raise RunCancelled(run.cancelled)
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if run.gate is not None:
+                    run.gate()
+                    _gate_passed(run)
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
@@ -399,6 +412,9 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if run.agate is not None:
+                    await run.agate()
+                    _gate_passed(run)
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)

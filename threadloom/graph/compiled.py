@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import os
-import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -352,20 +353,21 @@ class CompiledGraph(ThreadsMixin):
         events stamped with ``run_id`` and ``thread_id``.
         """
         modes, single = _normalize_modes(stream_mode)
-        chunks: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        sink = Sink(frozenset(modes), lambda mode, chunk: chunks.put((mode, chunk)))
-        run = self._prepare(config, sink, _options(kwargs))
+        handoff = _Handoff()
+        run = self._prepare(config, Sink(frozenset(modes), handoff.put), _options(kwargs))
+        run.gate = handoff.wait_for_demand
 
         def produce() -> None:
             try:
                 if self.has_async_nodes:
+                    run.agate = lambda: asyncio.to_thread(handoff.wait_for_demand)
                     asyncio.run(run_async(run, input))
                 else:
                     run_sync(run, input)
             except BaseException as exc:  # handed to the consumer
-                chunks.put((_FAILED, exc))
+                handoff.put(_FAILED, exc)
             else:
-                chunks.put((_DONE, None))
+                handoff.put(_DONE, None)
 
         worker = threading.Thread(
             target=contextvars.copy_context().run, args=(produce,), daemon=True,
@@ -375,7 +377,7 @@ class CompiledGraph(ThreadsMixin):
         finished = False
         try:
             while True:
-                mode, chunk = chunks.get()
+                mode, chunk = handoff.get()
                 if mode is _DONE:
                     finished = True
                     break
@@ -384,9 +386,12 @@ class CompiledGraph(ThreadsMixin):
                     raise chunk
                 yield chunk if single else (mode, chunk)
         finally:
-            if not finished:  # the consumer stopped early: stop the run at the next step
+            if not finished:
+                # the consumer stopped early: no further step starts; a step in flight
+                # finishes, then the run ends as cancelled
                 run.cancel("the stream was closed by its consumer")
-        worker.join()
+                handoff.close()
+            worker.join()
 
     async def astream(
         self,
@@ -400,36 +405,46 @@ class CompiledGraph(ThreadsMixin):
         modes, single = _normalize_modes(stream_mode)
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
-        chunks: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+        handoff = _AsyncHandoff()
 
-        def put(mode: str, chunk: Any) -> None:
+        def put(mode: Any, chunk: Any) -> None:
             if threading.get_ident() == loop_thread:
-                chunks.put_nowait((mode, chunk))
+                handoff.put(mode, chunk)
             else:
-                loop.call_soon_threadsafe(chunks.put_nowait, (mode, chunk))
+                loop.call_soon_threadsafe(handoff.put, mode, chunk)
 
         run = self._prepare(config, Sink(frozenset(modes), put), _options(kwargs))
+        run.agate = handoff.wait_for_demand
         task = asyncio.ensure_future(run_async(run, input))
 
         def done(t: asyncio.Future[Any]) -> None:
             if t.cancelled():
-                chunks.put_nowait((_FAILED, asyncio.CancelledError()))
+                handoff.put(_FAILED, asyncio.CancelledError())
             elif t.exception() is not None:
-                chunks.put_nowait((_FAILED, t.exception()))
+                handoff.put(_FAILED, t.exception())
             else:
-                chunks.put_nowait((_DONE, None))
+                handoff.put(_DONE, None)
 
         task.add_done_callback(done)
         try:
             while True:
-                mode, chunk = await chunks.get()
+                mode, chunk = await handoff.get()
                 if mode is _DONE:
                     break
                 if mode is _FAILED:
                     raise chunk
                 yield chunk if single else (mode, chunk)
-        finally:
+        except GeneratorExit:
+            # the consumer stopped early: no further step starts; a step in flight
+            # finishes, then the run ends as cancelled
             if not task.done():
+                run.cancel("the stream was closed by its consumer")
+                handoff.close()
+                with contextlib.suppress(BaseException):
+                    await task
+            raise
+        finally:
+            if not task.done():  # the consumer failed or was cancelled: stop at once
                 task.cancel()
 
     def batch(
@@ -509,6 +524,76 @@ def _batch_configs(
         return configs
     single = cast("RunnableConfig | None", config)
     return [single] * len(inputs)
+
+
+class _Handoff:
+    """Chunks passed from the thread running a stream to its consumer, one step at a time:
+    the run waits before each step (:meth:`wait_for_demand`) until the consumer has taken
+    every chunk and asks for another, as a lazy generator would."""
+
+    __slots__ = ("_cond", "_items", "_hungry", "_closed")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._hungry = False  # the consumer waits for a chunk and none is left
+        self._closed = False
+
+    def put(self, mode: Any, chunk: Any) -> None:
+        with self._cond:
+            self._items.append((mode, chunk))
+            self._hungry = False
+            self._cond.notify_all()
+
+    def get(self) -> tuple[Any, Any]:
+        with self._cond:
+            while not self._items:
+                self._hungry = True
+                self._cond.notify_all()
+                self._cond.wait()
+            return self._items.popleft()
+
+    def wait_for_demand(self) -> None:
+        with self._cond:
+            while not (self._hungry or self._closed):
+                self._cond.wait()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _AsyncHandoff:
+    """:class:`_Handoff` for a run on the consumer's own event loop."""
+
+    __slots__ = ("_items", "_arrived", "_hungry", "_closed")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._hungry = asyncio.Event()  # set only while no chunk is left
+        self._closed = False
+
+    def put(self, mode: Any, chunk: Any) -> None:
+        self._items.append((mode, chunk))
+        self._hungry.clear()
+        self._arrived.set()
+
+    async def get(self) -> tuple[Any, Any]:
+        while not self._items:
+            self._arrived.clear()
+            self._hungry.set()
+            await self._arrived.wait()
+        return self._items.popleft()
+
+    async def wait_for_demand(self) -> None:
+        while not self._closed and not self._hungry.is_set():
+            await self._hungry.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._hungry.set()
 
 
 def _run_coroutine_sync(coro: Any) -> Any:
