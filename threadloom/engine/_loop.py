@@ -151,14 +151,20 @@ class RunContext:
     ) -> None:
         """Called in the task's thread when an attempt raised."""
 
+    def on_task_output(self, task: PlannedTask, writes: list[tuple[str, Any]]) -> None:
+        """Called in the task's thread when the node returned, before its conditional edges
+        run: its ``updates`` chunk goes out now, even if a path function then fails (as in
+        LangGraph)."""
+        sink = self.sink
+        if sink is not None and sink.updates:
+            sink.put("updates", {task.name: dict(writes) if writes else None})
+
     def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
         """Called in the task's thread when the task finished successfully."""
         sink = self.sink
         if sink is None:
             return
         update = dict(result.writes) if result.writes else None
-        if sink.updates:
-            sink.put("updates", {result.task.name: update})
         if sink.debug:
             self._debug(
                 "task_result",

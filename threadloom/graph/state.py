@@ -278,10 +278,19 @@ class StateGraph:
         each name to itself).
 
         Raises:
-            GraphValidationError: the graph is already compiled.
+            GraphValidationError: the graph is already compiled, or ``source`` already has a
+                conditional edge whose path function has the same name (as in LangGraph,
+                where lambdas and other unnamed callables all share one name).
         """
         if self.compiled:
             raise GraphValidationError("the graph is already compiled; build a new StateGraph")
+        name = _branch_name(path)
+        if any(b.source == source and _branch_name(b.path) == name for b in self._def.branches):
+            raise GraphValidationError(
+                f"node {source!r} already has a conditional edge whose path function is named "
+                f"{name!r}: give each path function of a node its own name (or route with "
+                "one function)"
+            )
         if then is not None:
             raise GraphValidationError("add_conditional_edges(then=...) is not supported")
         mapping: dict[Hashable, str] | None
@@ -511,6 +520,15 @@ def _first_param_schema(action: Callable[..., Any]) -> Any:
         return None
     hint = hints.get(params[0].name)
     return hint if is_schema(hint) else None
+
+
+def _branch_name(path: Callable[..., Any]) -> str:
+    """A conditional edge's name: its path function's, or ``"condition"`` when it has none
+    (a lambda, a partial, a callable object)."""
+    name = getattr(path, "__name__", None)
+    if (inspect.isfunction(path) or inspect.ismethod(path)) and name and name != "<lambda>":
+        return str(name)
+    return "condition"
 
 
 def _literal_names(hint: Any) -> tuple[str, ...] | None:
