@@ -36,6 +36,7 @@ class _NodeDef:
     destinations: tuple[str, ...] | None
     metadata: dict[str, Any]
     defer: bool
+    labels: dict[str, str] = field(default_factory=dict)  # destination -> edge label
 
 
 @dataclass(slots=True)
@@ -152,7 +153,9 @@ class StateGraph:
                 its first parameter, else the state schema).
             retry_policy: one policy, or several tried in order.
             cache_policy: cache the node's result by its input (needs ``compile(cache=...)``).
-            destinations: the nodes a ``Command`` returned by this node may go to.
+            destinations: the nodes a ``Command`` returned by this node may go to (a dict
+                maps each to the label of its edge in drawings). Not needed to run: it
+                draws the node's edges and informs ``compile(strict=True)``.
             timeout: seconds after which the node execution fails with ``NodeTimeoutError``.
 
         Returns:
@@ -193,6 +196,7 @@ class StateGraph:
         self._def.nodes[name] = _NodeDef(
             name, action, input_schema, retry, timeout, cache_policy, dests,
             dict(metadata or {}), defer,
+            labels=dict(destinations) if isinstance(destinations, dict) else {},
         )
         return self
 
