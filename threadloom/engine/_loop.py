@@ -152,9 +152,9 @@ class RunContext:
         """Called in the task's thread when an attempt raised."""
 
     def on_task_output(self, task: PlannedTask, writes: list[tuple[str, Any]]) -> None:
-        """Called in the task's thread when the node returned, before its conditional edges
-        run: its ``updates`` chunk goes out now, even if a path function then fails (as in
-        LangGraph)."""
+        """Called in the task's thread, when the run streams, as soon as the node returned
+        and before its conditional edges run: its ``updates`` chunk goes out now, even if a
+        path function then fails (as in LangGraph)."""
         sink = self.sink
         if sink is not None and sink.updates:
             sink.put("updates", {task.name: dict(writes) if writes else None})
