@@ -153,6 +153,25 @@ def test_empty_graph_has_no_entry_point() -> None:
         StateGraph(State).compile()
 
 
+def test_declared_destination_naming_an_unknown_node_is_rejected() -> None:
+    builder = with_nodes("b")
+    builder.add_node("a", lambda state: Command(goto="b"), destinations=("b", "nowhere"))
+    builder.add_edge(START, "a")
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        builder.compile()
+
+
+def test_command_return_hint_naming_an_unknown_node_is_rejected() -> None:
+    def a(state: State) -> Command[Literal["nowhere"]]:
+        return Command(goto="nowhere")
+
+    builder = with_nodes()
+    builder.add_node("a", a)
+    builder.add_edge(START, "a")
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        builder.compile()
+
+
 def test_interrupt_before_an_unknown_node_is_rejected() -> None:
     builder = with_nodes("a")
     builder.add_edge(START, "a")

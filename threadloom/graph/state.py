@@ -362,6 +362,13 @@ class StateGraph:
                         f"conditional edge from {branch.source!r} leads to unknown node "
                         f"{target!r}"
                     )
+        for node in d.nodes.values():
+            for target in node.destinations or ():
+                if target != END and target not in known:
+                    raise GraphValidationError(
+                        f"node {node.name!r} declares the destination {target!r}, which is "
+                        "not a node"
+                    )
         if not any(s == START for s, _ in d.edges) and not any(
             b.source == START for b in d.branches
         ):
