@@ -125,6 +125,22 @@ def test_no_node_starts_after_the_consumer_breaks(
     assert ran["threadloom"] == ran["langgraph"] == ["a"]
 
 
+def test_a_stopped_astream_leaves_the_thread_where_it_stopped() -> None:
+    async def stop_after_first(graph: Any, config: Any) -> None:
+        async for _ in graph.astream({"log": []}, config):
+            break
+
+    seen, ran = {}, {}
+    for lib in LIBS:
+        ran[lib] = []
+        graph = chain(lib, aprinting, ran[lib], checkpointer=True)
+        config = {"configurable": {"thread_id": "t"}}
+        asyncio.run(stop_after_first(graph, config))
+        seen[lib] = (graph.get_state(config).next, graph.get_state(config).values)
+    assert seen["threadloom"] == seen["langgraph"] == (("b",), {"log": ["a"]})
+    assert ran["threadloom"] == ran["langgraph"] == ["a"]
+
+
 def test_a_stopped_stream_leaves_the_thread_free_to_continue(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
