@@ -86,6 +86,8 @@ def _finish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope, outpu
             values: dict[str, Any]) -> TaskResult:
     """Turn a node's output into a TaskResult, evaluating its conditional edges."""
     writes, goto = _node_writes(ctx, task, output)
+    if ctx.sink is not None:
+        ctx.on_task_output(task, writes)
     if task.node.branches:
         for branch, state in _branch_inputs(ctx, task, writes, values):
             result = branch.path(state, scope.config)
@@ -103,6 +105,8 @@ async def _afinish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope
                    values: dict[str, Any]) -> TaskResult:
     """Like :func:`_finish`, awaiting async path functions."""
     writes, goto = _node_writes(ctx, task, output)
+    if ctx.sink is not None:
+        ctx.on_task_output(task, writes)
     if task.node.branches:
         for branch, state in _branch_inputs(ctx, task, writes, values):
             result = branch.path(state, scope.config)

@@ -109,7 +109,12 @@ class ThreadsMixin:
         if record is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
         spec = self.spec
-        values = {k: loaded.values[k] for k in spec.channels if k in loaded.values}
+        # a reducer channel no node wrote shows its empty value, as in invoke's output
+        stored = loaded.values
+        values = {
+            k: stored[k] if k in stored else ch.initial()  # type: ignore[misc]
+            for k, ch in spec.channels.items() if k in stored or ch.initial is not None
+        }
         pending = loaded.pending_interrupts()
         tasks: list[StateTask] = []
         for task in plan_tasks(spec, loaded.frontier):
