@@ -194,4 +194,6 @@ def _node_spec(
         subgraph=subgraph,
         destinations=node.destinations or (),
         metadata=node.metadata,
+        circuit=node.circuit,
+        defer=node.defer,
     )
