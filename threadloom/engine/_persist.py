@@ -232,13 +232,16 @@ class Codec:
 
     def encode_frontier(self, frontier: Frontier) -> bytes:
         def value() -> dict[str, Any]:
-            return {
+            out = {
                 "nodes": list(frontier.nodes),
                 "sends": [[s.node, s.arg] for s in frontier.sends],
                 "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
             }
+            if frontier.deferred:
+                out["deferred"] = list(frontier.deferred)
+            return out
 
-        if frontier.sends or frontier.barriers:
+        if frontier.sends or frontier.barriers or frontier.deferred:
             return self.serde.dumps(value())
         return self._memoized("frontier", tuple(frontier.nodes), value)
 
@@ -248,6 +251,7 @@ class Codec:
             list(raw["nodes"]),
             [Send(node, arg) for node, arg in raw["sends"]],
             {int(k): set(v) for k, v in raw["barriers"].items()},
+            list(raw.get("deferred", ())),
         )
 
     def encode_update(self, result: TaskResult) -> bytes | None:
