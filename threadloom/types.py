@@ -229,6 +229,9 @@ class StateTask:
     error: str | None = None
     interrupts: tuple[Interrupt, ...] = ()
     result: Any = None
+    state: StateSnapshot | None = None
+    """For a subgraph node, with ``get_state(..., subgraphs=True)``: the subgraph's own
+    state (its latest checkpoint in this execution's namespace), if it has one."""
 
 
 class StateSnapshot(NamedTuple):

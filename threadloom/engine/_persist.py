@@ -321,14 +321,16 @@ class Codec:
 
     # -- loading --------------------------------------------------------------------------
 
-    def load(self, store: Store, thread_id: str, seq: int | None = None) -> Loaded:
+    def load(self, store: Store, thread_id: str, seq: int | None = None,
+             checkpoint_ns: str = "") -> Loaded:
         """A thread's state at checkpoint ``seq`` (latest when ``None``), with the pending
-        writes of the step that follows it.
+        writes of the step that follows it; ``checkpoint_ns`` names a subgraph's checkpoints
+        (see :mod:`threadloom.engine._nested`).
 
         Raises:
             LookupError: there is no checkpoint ``seq`` on the thread.
         """
-        record = store.get_checkpoint(thread_id, "", seq)
+        record = store.get_checkpoint(thread_id, checkpoint_ns, seq)
         if record is None:
             if seq is not None:
                 raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
