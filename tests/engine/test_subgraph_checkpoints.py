@@ -294,3 +294,38 @@ def test_parallel_subgraph_executions_pause_and_resume_separately(compile_graph,
         checkpointer=langgraph_memory.InMemorySaver()), {"configurable": {"thread_id": "t"}})
     ours = scenario(THREADLOOM, compile_graph, thread)
     assert ours == theirs
+
+
+def test_a_task_called_in_a_subgraph_node_is_not_run_again_on_resume(compile_graph, thread):
+    import langgraph.func
+
+    import threadloom.func
+
+    def scenario(lib: SimpleNamespace, task: Any, graph_of: Any, config: dict[str, Any]) -> Any:
+        calls: Counter[str] = Counter()
+
+        @task
+        def charge(amount: int) -> str:
+            calls["charge"] += 1
+            return f"charged {amount}"
+
+        def pay(state: State) -> dict[str, Any]:
+            calls["pay"] += 1
+            receipt = charge(5).result()
+            return {"log": [receipt, lib.types.interrupt("ok?")]}
+
+        sub = lib.graph.StateGraph(State)
+        sub.add_node("s1", node(lib, calls, "s1"))
+        sub.add_node("pay", pay)
+        sub.add_edge(lib.graph.START, "s1")
+        sub.add_edge("s1", "pay")
+        top = lib.graph.StateGraph(State)
+        top.add_node("sub", sub.compile())
+        top.add_edge(lib.graph.START, "sub")
+        return converse(graph_of(top), lib, calls, ["yes"], config)
+
+    theirs = scenario(LANGGRAPH, langgraph.func.task, lambda b: b.compile(
+        checkpointer=langgraph_memory.InMemorySaver()), {"configurable": {"thread_id": "t"}})
+    ours = scenario(THREADLOOM, threadloom.func.task, compile_graph, thread)
+    assert ours == theirs
+    assert ours[-1][1] == {"s1": 1, "pay": 2, "charge": 1}

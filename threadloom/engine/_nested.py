@@ -25,6 +25,7 @@ and ``Command(resume={id: value})`` address it like any interrupt of the parent.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -37,12 +38,14 @@ from threadloom.engine._loop import Run, RunContext, _input_writes
 from threadloom.engine._persist import (
     INTERRUPT,
     RESUME,
+    TASK_PREFIX,
     Chain,
     Codec,
     Loaded,
     StepIds,
 )
 from threadloom.engine._runner import StepOutcome
+from threadloom.engine._tasks import TaskCalls, TaskRecorder
 from threadloom.errors import GraphInterrupt
 from threadloom.types import Interrupt
 
@@ -50,8 +53,8 @@ if TYPE_CHECKING:
     from threadloom._context import TaskScope
     from threadloom.engine._durable import DurableRun
 
-__all__ = ["NestedContext", "NestedRun", "nested_interrupt", "subgraph_namespace",
-           "thread_key"]
+__all__ = ["NestedContext", "NestedRecorder", "NestedRun", "nested_interrupt",
+           "subgraph_namespace", "thread_key"]
 
 STARTED = "threadloom.subgraph_head"
 """Key in the parent node's task scope: the subgraph has run in this execution (a retry
@@ -95,13 +98,47 @@ class NestedContext(RunContext):
         values = self.run.resume.get(task_id)
         return list(values) if values else None
 
+    def task_calls(self, scope: Any) -> TaskCalls:
+        return TaskCalls(NestedRecorder(self.run, scope.task_id))
+
+
+class NestedRecorder(TaskRecorder):
+    """Looks up and records the ``@task`` calls of one execution inside a subgraph, as
+    pending writes in the subgraph's namespace (so a replayed node gets them back)."""
+
+    def __init__(self, run: NestedRun, task_id: str) -> None:
+        self.run = run
+        self.task_id = task_id
+
+    def recorded(self, name: str, index: int) -> tuple[bool, Any]:
+        data = self.run.task_results.get((self.task_id, name, index))
+        if data is None:
+            return False, None
+        return True, self.run.codec.serde.loads(data)
+
+    def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
+               attempts: list[tuple[int, float, float, str]]) -> None:
+        run = self.run
+        seq = run.head if run.head is not None else -1
+        write = WriteRecord(run.thread_id, run.ns, seq, self.task_id, TASK_PREFIX + name,
+                            index, run.codec.serde.dumps(value))
+        if run.root.durability == "exit":
+            with run.root.lock:
+                run.task_writes.append(write)
+        else:  # recorded before the caller sees the result, as a node's task calls are
+            run.store.commit([Commit(run.thread_id, run.root.p.namespace, run.token,
+                                     writes=[write], flush=run.root.durability == "sync")])
+
+    def pool(self) -> concurrent.futures.Executor | None:
+        return self.run.ctx.task_pool()
+
 
 class NestedRun(Run):
     """A subgraph run that checkpoints into the parent's thread (see the module docstring)."""
 
     __slots__ = ("root", "parent", "parent_task", "extras", "codec", "store", "thread_id", "ns",
                  "head", "chains", "ids", "recorded", "resume", "parent_resume", "token",
-                 "dirty", "stored_head")
+                 "dirty", "stored_head", "task_results", "task_writes")
     root: DurableRun
 
     def __init__(self, ctx: NestedContext, limit: int, parent: DurableRun | NestedRun,
@@ -129,6 +166,8 @@ class NestedRun(Run):
         self.parent_resume = list(scope.resume)
         self.token = root._token()
         self.dirty: set[str] = set()
+        self.task_results: dict[tuple[str, str, int], bytes] = {}
+        self.task_writes: list[WriteRecord] = []  # exit: written if the subgraph pauses
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -159,6 +198,7 @@ class NestedRun(Run):
             self.has_output = True
         self._plan_ids()
         self.recorded = dict(loaded.results)
+        self.task_results = dict(loaded.task_results)
         self.skip_breakpoint = True
         resume = {k: list(v) for k, v in loaded.resume.items() if k != PARENT_RESUME}
         used = loaded.resume.get(PARENT_RESUME, [0])[0]
@@ -191,6 +231,8 @@ class NestedRun(Run):
         results = self._all_results(outcome)
         self.recorded = {}
         self.resume = {}
+        self.task_results = {}
+        self.task_writes = []
         step = self.ctx.step
         updated = self.merge(results)
         if self.interrupt_after and any(r.task.name in self.interrupt_after
@@ -267,7 +309,8 @@ class NestedRun(Run):
             self._commit(record)
         seq = self.head if self.head is not None else -1
         codec = self.codec
-        writes: list[WriteRecord] = []
+        writes: list[WriteRecord] = list(self.task_writes)
+        self.task_writes = []
 
         def special(task_id: str, channel: str, value: Any) -> WriteRecord:
             w = codec.special_write(self.thread_id, seq, task_id, channel, value)
