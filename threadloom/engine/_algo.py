@@ -10,7 +10,7 @@ and :func:`advance` computes the next frontier.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,19 +340,17 @@ def _consume_barriers(spec: GraphSpec, barriers: dict[int, set[str]], target: st
             del barriers[index]
 
 
-def settle_deferred(spec: GraphSpec, triggered: Iterable[str], sends: list[Send],
+def settle_deferred(spec: GraphSpec, triggered: Collection[str], sends: list[Send],
                     barriers: dict[int, set[str]], waiting: Sequence[str] = ()) -> Frontier:
     """The next frontier from the nodes a step (or the input) triggered: ``defer=True``
     nodes join the waiting ones, and run once no other node is due (``Send`` packets do not
     count), as in LangGraph."""
     nodes = spec.nodes
-    due: list[str] = []
-    deferred: dict[str, None] = dict.fromkeys(waiting)
-    for name in triggered:
-        if nodes[name].defer:
-            deferred[name] = None
-        else:
-            due.append(name)
+    due = [name for name in triggered if not nodes[name].defer]
+    if not waiting and len(due) == len(triggered):  # no deferred node involved
+        return Frontier(sorted(due), sends, barriers)
+    deferred = dict.fromkeys(waiting)
+    deferred.update((name, None) for name in triggered if nodes[name].defer)
     if not due and deferred:
         return Frontier(sorted(deferred), sends, barriers)
     return Frontier(sorted(due), sends, barriers, sorted(deferred))
