@@ -236,3 +236,19 @@ def test_an_interrupt_keeps_a_waiting_deferred_node_for_the_resume(backend: str,
     assert ours == theirs
     assert theirs[1] == ("b2",)  # the waiting join is not among the next nodes
     assert theirs[2] == {"log": ["a", "b1", "c", "b2", "join"]}
+
+
+def test_update_state_keeps_a_waiting_deferred_node() -> None:
+    recipe = Recipe(["a", "b", "b2", "c", "join"], {"join"},
+                    [("START", "a"), ("a", "b"), ("b", "b2"), ("a", "c"), ("c", "join")])
+
+    def run(lib: SimpleNamespace, saver: Any) -> tuple[Any, ...]:
+        graph = recipe.build(lib).compile(checkpointer=saver, interrupt_before=["b2"])
+        config = {"configurable": {"thread_id": "t"}}
+        graph.invoke({"log": []}, config)
+        graph.update_state(config, {"log": ["u"]}, as_node="b")
+        return graph.get_state(config).next, graph.invoke(None, config)
+
+    ours = run(THREADLOOM, ThreadloomSaver())
+    assert ours == run(LANGGRAPH, langgraph_memory.InMemorySaver())
+    assert ours[1] == {"log": ["a", "b", "c", "u", "b2", "join"]}

@@ -29,6 +29,7 @@ from threadloom.engine._algo import (
     fresh_values,
     plan_tasks,
     route,
+    settle_deferred,
 )
 from threadloom.engine._persist import Codec, Loaded, execution_id
 from threadloom.engine._spec import END, START
@@ -289,14 +290,17 @@ class ThreadsMixin:
                         triggered[target] = None
                     else:
                         sends.append(target)
-            return Frontier(sorted(triggered), sends, dict(loaded.frontier.barriers))
+            return settle_deferred(spec, triggered, sends, dict(loaded.frontier.barriers),
+                                   loaded.frontier.deferred)
         spec_node = spec.nodes[node]
         if spec_node.branches:
             fresh = fresh_values(spec.channels, loaded.values, writes)
             for branch in spec_node.branches:
                 view = fresh if branch.coerce is None else branch.coerce(fresh)
                 result.goto += route(branch, branch.path(view, {}), spec.nodes, node)
-        return advance(spec, Frontier(barriers=dict(loaded.frontier.barriers)), [result])
+        waiting = Frontier(barriers=dict(loaded.frontier.barriers),
+                           deferred=list(loaded.frontier.deferred))
+        return advance(spec, waiting, [result])
 
     # -- runs -----------------------------------------------------------------------------
 
