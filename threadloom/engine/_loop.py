@@ -21,6 +21,7 @@ from threadloom.engine._algo import (
     output_values,
     plan_tasks,
     route,
+    settle_deferred,
 )
 from threadloom.engine._runner import StepOutcome, arun_step, run_step
 from threadloom.engine._spec import START, GraphSpec
@@ -254,7 +255,7 @@ class Run:
                     triggered[target] = None
                 else:
                     sends.append(target)
-        return Frontier(sorted(triggered), sends, {})
+        return settle_deferred(spec, triggered, sends, {})
 
     def next_tasks(self) -> list[PlannedTask] | None:
         """The tasks of the next step, or ``None`` when the run is done or paused.

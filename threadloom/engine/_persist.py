@@ -232,13 +232,16 @@ class Codec:
 
     def encode_frontier(self, frontier: Frontier) -> bytes:
         def value() -> dict[str, Any]:
-            return {
+            out = {
                 "nodes": list(frontier.nodes),
                 "sends": [[s.node, s.arg] for s in frontier.sends],
                 "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
             }
+            if frontier.deferred:
+                out["deferred"] = list(frontier.deferred)
+            return out
 
-        if frontier.sends or frontier.barriers:
+        if frontier.sends or frontier.barriers or frontier.deferred:
             return self.serde.dumps(value())
         return self._memoized("frontier", tuple(frontier.nodes), value)
 
@@ -248,6 +251,7 @@ class Codec:
             list(raw["nodes"]),
             [Send(node, arg) for node, arg in raw["sends"]],
             {int(k): set(v) for k, v in raw["barriers"].items()},
+            list(raw.get("deferred", ())),
         )
 
     def encode_update(self, result: TaskResult) -> bytes | None:
@@ -317,14 +321,16 @@ class Codec:
 
     # -- loading --------------------------------------------------------------------------
 
-    def load(self, store: Store, thread_id: str, seq: int | None = None) -> Loaded:
+    def load(self, store: Store, thread_id: str, seq: int | None = None,
+             checkpoint_ns: str = "") -> Loaded:
         """A thread's state at checkpoint ``seq`` (latest when ``None``), with the pending
-        writes of the step that follows it.
+        writes of the step that follows it; ``checkpoint_ns`` names a subgraph's checkpoints
+        (see :mod:`threadloom.engine._nested`).
 
         Raises:
             LookupError: there is no checkpoint ``seq`` on the thread.
         """
-        record = store.get_checkpoint(thread_id, "", seq)
+        record = store.get_checkpoint(thread_id, checkpoint_ns, seq)
         if record is None:
             if seq is not None:
                 raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")

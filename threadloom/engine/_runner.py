@@ -168,11 +168,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
         while not hit:
             started = time.time()
             try:
-                if node.timeout is None:
-                    output = node.call(inp, scope)
-                else:
-                    output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout,
-                                                task.name)
+                output = _attempt(ctx, task, inp, scope)
                 break
             except ParentCommand as signal:
                 output = _parent_command(task, signal)
@@ -195,6 +191,51 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
         _settle_tasks(scope)
     ctx.on_task_done(result, task_id, attempt)
     return result
+
+
+def _attempt(ctx: RunContext, task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    """One attempt of a sync node: through its circuit breaker, within its timeout."""
+    node = task.node
+    circuit = node.circuit
+    probe = circuit.admit() if circuit is not None else False
+    try:
+        if node.timeout is None:
+            output = node.call(inp, scope)
+        else:
+            output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout, task.name)
+    except Exception:
+        if circuit is not None:
+            circuit.failed(probe)
+        raise
+    except BaseException:
+        if circuit is not None:
+            circuit.abandoned(probe)
+        raise
+    if circuit is not None:
+        circuit.succeeded(probe)
+    return output
+
+
+async def _aattempt(task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    """One attempt of an async node: through its circuit breaker, within its timeout."""
+    node = task.node
+    circuit = node.circuit
+    probe = circuit.admit() if circuit is not None else False
+    try:
+        output = node.call(inp, scope)
+        if inspect.isawaitable(output):
+            output = await _await_with_timeout(output, node.timeout, task.name)
+    except Exception:
+        if circuit is not None:
+            circuit.failed(probe)
+        raise
+    except BaseException:
+        if circuit is not None:
+            circuit.abandoned(probe)
+        raise
+    if circuit is not None:
+        circuit.succeeded(probe)
+    return output
 
 
 def _call_with_timeout(ctx: RunContext, call: Callable[[Any, Any], Any], inp: Any,
@@ -270,9 +311,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         while not hit:
             started = time.time()
             try:
-                output = node.call(inp, scope)
-                if inspect.isawaitable(output):
-                    output = await _await_with_timeout(output, node.timeout, task.name)
+                output = await _aattempt(task, inp, scope)
                 break
             except ParentCommand as signal:
                 output = _parent_command(task, signal)

@@ -74,8 +74,8 @@ def _subgraph_call(graph: Any, asynchronous: bool) -> Callable[[Any, TaskScope],
         }
 
     if asynchronous:
-        return lambda inp, scope: graph._arun_nested(inp, child_config(scope))
-    return lambda inp, scope: graph._run_nested(inp, child_config(scope))
+        return lambda inp, scope: graph._arun_nested(inp, child_config(scope), scope)
+    return lambda inp, scope: graph._run_nested(inp, child_config(scope), scope)
 
 
 def _branch_spec(
@@ -196,4 +196,6 @@ def _node_spec(
         subgraph=subgraph,
         destinations=node.destinations or (),
         metadata=node.metadata,
+        circuit=node.circuit,
+        defer=node.defer,
     )

@@ -29,6 +29,7 @@ from threadloom.engine._algo import (
     fresh_values,
     plan_tasks,
     route,
+    settle_deferred,
 )
 from threadloom.engine._persist import Codec, Loaded, execution_id
 from threadloom.engine._spec import END, START
@@ -102,9 +103,11 @@ class ThreadsMixin:
             loaded = codec.load(store, thread_id, seq)
         except LookupError as exc:
             raise InvalidConfigError(str(exc)) from None
-        return self._snapshot(thread_id, loaded, config)
+        return self._snapshot(thread_id, loaded, config,
+                              (store, codec.serde) if subgraphs else None)
 
-    def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig) -> StateSnapshot:
+    def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig,
+                  subgraphs: tuple[Store, Any] | None = None) -> StateSnapshot:
         record = loaded.record
         if record is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
@@ -126,6 +129,9 @@ class ThreadsMixin:
                 error=loaded.errors.get(task_id),
                 interrupts=(pending[task_id],) if task_id in pending else (),
                 result=dict(result[0]) if result is not None else None,
+                state=(self._subgraph_state(subgraphs, thread_id, task.node.subgraph,
+                                            task.name, task_id)
+                       if subgraphs is not None and task.node.subgraph is not None else None),
             ))
         metadata = dict(loaded.metadata)
         return StateSnapshot(
@@ -140,6 +146,32 @@ class ThreadsMixin:
             ),
             tasks=tuple(tasks),
             interrupts=tuple(pending.values()),
+        )
+
+    @staticmethod
+    def _subgraph_state(where: tuple[Store, Any], thread_id: str, subgraph: Any, node: str,
+                        task_id: str) -> StateSnapshot | None:
+        """The state of the subgraph run by execution ``task_id`` of ``node``: its latest
+        checkpoint in that execution's namespace of the parent's thread
+        (:mod:`threadloom.engine._nested`), or ``None`` when it has none."""
+        from threadloom.engine._nested import subgraph_namespace, thread_key
+
+        store, serde = where
+        ns = subgraph_namespace(node, task_id)
+        loaded = Codec(subgraph.spec, serde).load(store, thread_id, None, ns)
+        record = loaded.record
+        if record is None:
+            return None
+        snap: StateSnapshot = subgraph._snapshot(thread_key(thread_id, ns), loaded, {})
+
+        def address(seq: int) -> RunnableConfig:
+            return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
+                                     "checkpoint_id": format_checkpoint_id(seq)}}
+
+        return snap._replace(
+            config=address(record.seq),
+            parent_config=address(record.parent_seq) if record.parent_seq is not None
+            else None,
         )
 
     def get_state_history(
@@ -263,14 +295,17 @@ class ThreadsMixin:
                         triggered[target] = None
                     else:
                         sends.append(target)
-            return Frontier(sorted(triggered), sends, dict(loaded.frontier.barriers))
+            return settle_deferred(spec, triggered, sends, dict(loaded.frontier.barriers),
+                                   loaded.frontier.deferred)
         spec_node = spec.nodes[node]
         if spec_node.branches:
             fresh = fresh_values(spec.channels, loaded.values, writes)
             for branch in spec_node.branches:
                 view = fresh if branch.coerce is None else branch.coerce(fresh)
                 result.goto += route(branch, branch.path(view, {}), spec.nodes, node)
-        return advance(spec, Frontier(barriers=dict(loaded.frontier.barriers)), [result])
+        waiting = Frontier(barriers=dict(loaded.frontier.barriers),
+                           deferred=list(loaded.frontier.deferred))
+        return advance(spec, waiting, [result])
 
     # -- runs -----------------------------------------------------------------------------
 

@@ -23,6 +23,12 @@ from threadloom.config import (
 )
 from threadloom.engine._durable import DurableContext, DurableRun
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
+from threadloom.engine._nested import (
+    NestedContext,
+    NestedRun,
+    nested_interrupt,
+    subgraph_namespace,
+)
 from threadloom.engine._persist import Codec, Writer
 from threadloom.engine._recording import Persistence
 from threadloom.errors import GraphValidationError, InvalidConfigError
@@ -31,6 +37,7 @@ from threadloom.graph._threads import ThreadsMixin
 from threadloom.types import Durability, RunnableConfig, StreamMode
 
 if TYPE_CHECKING:
+    from threadloom._context import TaskScope
     from threadloom.graph._draw import DrawableGraph
     from threadloom.graph.state import StateGraph
 
@@ -281,12 +288,37 @@ class CompiledGraph(ThreadsMixin):
             return _run_coroutine_sync(run_async(self._prepare(config, None), input))
         return run_sync(self._prepare(config, None), input)
 
-    def _run_nested(self, input: Any, config: RunnableConfig) -> Any:
-        """Run as a node of a parent graph (no persistence of its own)."""
-        return run_sync(self._prepare(config, None), input, nested=True)
+    def _run_nested(self, input: Any, config: RunnableConfig, scope: TaskScope) -> Any:
+        """Run as the node ``scope`` of a parent graph: with checkpoints in the parent's
+        thread when the parent is durable (:mod:`threadloom.engine._nested`). An interrupt
+        inside pauses the parent."""
+        run = self._prepare_nested(config, scope)
+        out = run_sync(run, input, nested=True)
+        if run.interrupts:
+            raise nested_interrupt(run.interrupts, scope.task_id, len(scope.resume))
+        return out
 
-    async def _arun_nested(self, input: Any, config: RunnableConfig) -> Any:
-        return await run_async(self._prepare(config, None), input, nested=True)
+    async def _arun_nested(self, input: Any, config: RunnableConfig, scope: TaskScope) -> Any:
+        run = self._prepare_nested(config, scope)
+        out = await run_async(run, input, nested=True)
+        if run.interrupts:
+            raise nested_interrupt(run.interrupts, scope.task_id, len(scope.resume))
+        return out
+
+    def _prepare_nested(self, config: RunnableConfig, scope: TaskScope) -> Run:
+        parent = getattr(scope.services, "run", None)
+        if not isinstance(parent, DurableRun | NestedRun) or self.checkpointer is not None:
+            return self._prepare(config, None)  # checkpointer=False: none; a store: its own
+        cfg = dict(config)
+        ctx = NestedContext(
+            self.spec, str(cfg.get("run_id")), parent.thread_id, cfg, None, self._get_pool,
+            task_pool=self._get_task_pool, cache=self.cache,
+        )
+        return NestedRun(ctx, resolve_recursion_limit(cfg), parent, scope,
+                         Codec(self.spec, parent.codec.serde),
+                         subgraph_namespace(scope.name, scope.task_id,
+                                            parent.ns if isinstance(parent, NestedRun) else ""),
+                         frozenset(self.interrupt_before), frozenset(self.interrupt_after))
 
     # -- running --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from threadloom.circuit import CircuitBreaker
 from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
 from threadloom.errors import GraphValidationError
@@ -36,6 +37,7 @@ class _NodeDef:
     destinations: tuple[str, ...] | None
     metadata: dict[str, Any]
     defer: bool
+    circuit: CircuitBreaker | None = None
     labels: dict[str, str] = field(default_factory=dict)  # destination -> edge label
 
 
@@ -139,6 +141,7 @@ class StateGraph:
         cache_policy: CachePolicy | None = None,
         destinations: Sequence[str] | dict[str, str] | None = None,
         timeout: float | None = None,
+        circuit: CircuitBreaker | None = None,
         **legacy: Any,
     ) -> StateGraph:
         """Add a node: a function of the state (sync or async) or a compiled graph.
@@ -146,8 +149,9 @@ class StateGraph:
         Args:
             node: the node's name, or the function itself (its name is then inferred).
             action: the function or compiled graph, when ``node`` is a name.
-            defer: accepted for compatibility; deferred execution is not supported yet and
-                raises ``GraphValidationError`` when true.
+            defer: hold the node back, once triggered, until the run has nothing else to
+                do (no other node is due; ``Send`` tasks do not count), e.g. a join after
+                fan-out branches of uneven length. As in LangGraph.
             metadata: free-form metadata kept with the node.
             input_schema: the keys the node reads (default: inferred from the type hint of
                 its first parameter, else the state schema).
@@ -157,12 +161,15 @@ class StateGraph:
                 maps each to the label of its edge in drawings). Not needed to run: it
                 draws the node's edges and informs ``compile(strict=True)``.
             timeout: seconds after which the node execution fails with ``NodeTimeoutError``.
+            circuit: a :class:`~threadloom.circuit.CircuitBreaker` every attempt goes
+                through; while it is open the node fails at once with ``CircuitOpenError``.
 
         Returns:
             The builder, for chaining.
 
         Raises:
-            GraphValidationError: bad or duplicate name, or the graph is already compiled.
+            GraphValidationError: bad or duplicate name, or the graph is already compiled;
+                ``circuit`` is not a ``CircuitBreaker``.
         """
         if "input" in legacy:
             input_schema = legacy.pop("input")
@@ -177,8 +184,10 @@ class StateGraph:
         if action is None:
             raise GraphValidationError(f"node {name!r} needs a function or a compiled graph")
         self._check_name(name)
-        if defer:
-            raise GraphValidationError(f"node {name!r}: defer=True is not supported")
+        if circuit is not None and not isinstance(circuit, CircuitBreaker):
+            raise GraphValidationError(
+                f"node {name!r}: circuit must be a CircuitBreaker, got {circuit!r}"
+            )
         if timeout is not None and timeout <= 0:
             raise GraphValidationError(f"node {name!r}: timeout must be greater than 0")
         if input_schema is None and callable(action) and not _is_compiled(action):
@@ -195,7 +204,7 @@ class StateGraph:
         dests = tuple(destinations) if destinations is not None else _command_destinations(action)
         self._def.nodes[name] = _NodeDef(
             name, action, input_schema, retry, timeout, cache_policy, dests,
-            dict(metadata or {}), defer,
+            dict(metadata or {}), bool(defer), circuit,
             labels=dict(destinations) if isinstance(destinations, dict) else {},
         )
         return self
