@@ -32,6 +32,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import resolve_chain
+from threadloom.testing._leases import LeaseConformance
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
@@ -143,8 +144,10 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance:
-    """The store contract; subclasses provide a ``store`` fixture (fresh and set up)."""
+class StoreConformance(LeaseConformance):
+    """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
+    lease takeover and fencing-across-delete tests come from
+    :class:`~threadloom.testing._leases.LeaseConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 
