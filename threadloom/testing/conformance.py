@@ -32,7 +32,6 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import resolve_chain
-from threadloom.testing._leases import LeaseConformance
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
@@ -40,6 +39,7 @@ from threadloom.errors import (
     StoreError,
     ThreadBusyError,
 )
+from threadloom.testing._leases import LeaseConformance
 
 __all__ = ["StoreConformance", "checkpoint", "execution", "run", "snapshot", "step"]
 
