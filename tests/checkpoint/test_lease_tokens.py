@@ -92,3 +92,21 @@ def test_postgres_migration_starts_above_the_tokens_handed_out(
         assert store.acquire_lease("t2", "new", 60.0).token > 7
     finally:
         store.close()
+
+
+def test_sqlite_without_its_mark_row_still_fences(tmp_path: Path) -> None:
+    # Someone emptied lease_tokens (a hand-made cleanup): the next deletion writes the mark
+    # again, and acquisitions read a missing mark as 0.
+    store = SqliteStore(tmp_path / "t.db")
+    try:
+        store.setup()
+        zombie = store.acquire_lease("t1", "zombie", 60.0)
+        conn = sqlite3.connect(tmp_path / "t.db")
+        conn.execute("DELETE FROM lease_tokens")
+        conn.commit()
+        conn.close()
+        assert store.acquire_lease("t2", "other", 60.0).token >= 1
+        store.delete_thread("t1")
+        assert store.acquire_lease("t1", "new", 60.0).token > zombie.token
+    finally:
+        store.close()

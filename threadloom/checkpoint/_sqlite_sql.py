@@ -228,7 +228,8 @@ THREAD_COLS = (
 # row yet.
 
 SQL_LEASE_STATE = (
-    "SELECT t.lease_owner, t.lease_token, t.lease_expires_at, k.retired FROM lease_tokens k"
+    "SELECT t.lease_owner, t.lease_token, t.lease_expires_at,"
+    " coalesce((SELECT retired FROM lease_tokens), 0) FROM (SELECT 1)"
     " LEFT JOIN threads t ON t.thread_id = ?"
 )
 SQL_TAKE_LEASE = (
@@ -281,8 +282,9 @@ def takeover_lease(conn: sqlite3.Connection, held: Lease, owner: str, ttl: float
 def delete_thread(conn: sqlite3.Connection, thread_id: str) -> None:
     """The body of ``SqliteStore.delete_thread``: the thread's token is retired first."""
     conn.execute(
-        "UPDATE lease_tokens SET retired = MAX(retired,"
-        " COALESCE((SELECT lease_token FROM threads WHERE thread_id = ?), 0))",
+        "INSERT INTO lease_tokens (id, retired) SELECT 1, lease_token FROM threads"
+        " WHERE thread_id = ? ON CONFLICT (id) DO UPDATE"
+        " SET retired = max(retired, excluded.retired)",
         (thread_id,),
     )
     for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
