@@ -65,6 +65,7 @@ class ThreadsMixin:
 
     spec: GraphSpec
     name: str
+    lease_ttl: float
 
     if TYPE_CHECKING:  # provided by CompiledGraph, which mixes this in
 
@@ -339,11 +340,17 @@ class ThreadsMixin:
         """Continue run ``run_id`` from its last checkpoint (seed 000's
         ``graph.resume(run_id=...)``); ``value`` answers its pending ``interrupt()``.
 
+        Works in the very next process after a crash: a lease left by a process of this host
+        that is gone is taken over at once. A lease held by a live process, or by one on
+        another host (which this process cannot check), is waited for: up to the graph's
+        ``lease_ttl`` seconds, unless ``config`` gives ``wait`` itself.
+
         Returns:
             The run's output (the recorded one if it already succeeded).
 
         Raises:
             RunNotFoundError: no run is recorded under ``run_id``.
+            ThreadBusyError: the thread's lease was still held when the wait ran out.
         """
         store, _ = self._durable()
         record = store.get_run(run_id)
@@ -354,6 +361,7 @@ class ThreadsMixin:
         configurable = dict(merged.get("configurable") or {})
         configurable.pop("thread_id", None)
         merged["configurable"] = configurable
+        merged.setdefault("wait", self.lease_ttl)  # a lease elsewhere lapses within it
         return self._run_durable(None if value is None else Command(resume=value),
                                  merged)  # type: ignore[arg-type]
 
