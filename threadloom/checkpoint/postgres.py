@@ -50,8 +50,13 @@ its lease was taken over in between, the replay raises ``LeaseLostError`` althou
 attempt may have landed.) A transaction is atomic, so a step is never half written. After
 ``max_retries`` retries :class:`~threadloom.errors.StoreUnavailableError` is raised; any
 other psycopg error becomes :class:`~threadloom.errors.StoreError`, the original chained: no
-psycopg exception reaches the caller. After a lost connection the pool's idle connections are
-checked and the dead ones replaced, so a restart costs one retry, not one per connection.
+psycopg exception reaches the caller. A server that refuses connections for good (the
+database or role does not exist, authentication failed) raises
+:class:`~threadloom.errors.StoreAccessError` at once, on the first call, without retrying.
+After a lost connection the pool's idle connections are checked and the dead ones replaced,
+so a restart costs one retry, not one per connection. Nothing is printed: the pool's
+connection failures are logged on the ``threadloom.checkpoint.postgres`` logger (see
+``_postgres_pool``).
 
 Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
 ``SET``, no session advisory lock, no ``LISTEN``, no transaction open between calls.
@@ -71,7 +76,10 @@ is current and raises :class:`~threadloom.errors.MigrationError` otherwise.
 
 The behaviour the protocol leaves open is decided as in :mod:`threadloom.checkpoint.memory`,
 the reference backend. Postgres text cannot hold NUL characters: an id or name containing
-``"\\x00"`` is refused with ``StoreError``.
+``"\\x00"`` is refused with ``StoreError`` (at once: it is never retried), while the errors
+of runs and executions and the strings of run metadata are stored with each NUL written as
+the four characters ``\\x00`` (see ``_rows.escape_nul``), so that a failure whose message
+holds one is still recorded.
 """
 
 from __future__ import annotations
@@ -93,7 +101,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "the Postgres store needs psycopg 3 and psycopg-pool: pip install 'threadloom[postgres]'"
     ) from exc
 
-from threadloom.checkpoint._postgres_pool import Connections
+from threadloom.checkpoint._postgres_pool import POOL_PREFIX, Connections
 from threadloom.checkpoint._postgres_sql import (
     FINISHED,
     SCHEMA_VERSION,
@@ -203,7 +211,7 @@ class PostgresStore:
         self._connections = Connections(
             dsn,
             label=self._label,
-            name=f"threadloom:{schema}",
+            name=f"{POOL_PREFIX}{schema}",
             min_size=min_size,
             max_size=max_size,
             timeout=float(timeout),
@@ -313,6 +321,8 @@ class PostgresStore:
         Raises:
             MigrationError: the schema is newer than this code, or a migration failed
                 (nothing of it was applied).
+            StoreAccessError: the server refused the connection for good (unknown
+                database or role, failed authentication).
             StoreUnavailableError: Postgres cannot be reached.
         """
         if self._connections.closed:
