@@ -20,6 +20,8 @@ from threadloom.checkpoint._rows import (
     channels_json,
     execution_rows,
     names_json,
+    nul_free_execution_row,
+    nul_free_run_row,
     run_rows,
     where_clause,
 )
@@ -607,7 +609,7 @@ class Statements:
         ]
         runs, foreign = _merge_runs(c.runs)
         for row in run_rows(runs):
-            params += row
+            params += nul_free_run_row(row)
         blobs: dict[tuple[str, int], BlobRecord] = {}
         if cp is not None:
             params += (
@@ -626,7 +628,7 @@ class Statements:
             params.append(data)
         executions = _merge_executions(c.executions)
         for row in execution_rows(executions, c.thread_id):
-            params += row
+            params += nul_free_execution_row(row)
         mismatch = cp is not None and cp.thread_id != c.thread_id
         if runs:
             ids = ", ".join(repr(r.run_id) for r in runs)
