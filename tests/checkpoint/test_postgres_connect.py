@@ -81,6 +81,12 @@ def test_an_unknown_database_is_refused_at_once(postgres_url: str, connects: lis
         store.close()
 
 
+def test_an_unknown_database_is_refused_through_pgbouncer(pgbouncer_url: str) -> None:
+    with pytest.raises(StoreAccessError, match="does not exist|no such database"):
+        open_store(_replace(pgbouncer_url, dbname=f"tl_missing_{uuid.uuid4().hex[:8]}"),
+                   prepare_threshold=None)  # fmt: skip
+
+
 def test_an_unknown_role_is_refused_without_showing_the_password(
     postgres_url: str, connects: list[str]
 ) -> None:
@@ -132,6 +138,8 @@ def test_connection_failures_are_logged_on_threadloom_logger(
          'no pg_hba.conf entry for host "10.0.0.1", user "x", database "y"'),
         ('FATAL:  permission denied for database "y"', 'permission denied for database "y"'),
         ("fe_sendauth: no password supplied", "fe_sendauth: no password supplied"),
+        ("FATAL:  no such database: x", "no such database: x"),  # PgBouncer
+        ('FATAL:  "trust" authentication failed', '"trust" authentication failed'),
         ("FATAL:  the database system is starting up", None),
         ("FATAL:  the database system is shutting down", None),
         ("FATAL:  sorry, too many clients already", None),

@@ -62,6 +62,8 @@ _REFUSALS = (
     "unrecognized configuration parameter",  # options=-c... in the URL
     "invalid value for parameter",
     "no password supplied",  # the server asks for one and the URL has none
+    "no such database",  # PgBouncer's own answers
+    "no such user",
 )
 
 
