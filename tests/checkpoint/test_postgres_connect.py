@@ -1,6 +1,7 @@
-"""Connecting to Postgres: a server that refuses for good fails at once with
-``StoreAccessError``, one that cannot be reached is retried, and neither prints anything: the
-pool's complaints go to the ``threadloom.checkpoint.postgres`` logger."""
+"""Opening a Postgres store: a server that refuses for good fails at once with
+``StoreAccessError``, one that cannot be reached is retried, and neither prints anything (the
+pool's complaints go to the ``threadloom.checkpoint.postgres`` logger); a schema holding
+another application's tables is ``StoreCorruptError``."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.skip(f"the postgres extra is not installed: {exc}", allow_module_level=True)
 
 from threadloom.checkpoint import open_store
-from threadloom.errors import StoreAccessError, StoreUnavailableError
+from threadloom.errors import StoreAccessError, StoreCorruptError, StoreUnavailableError
 
 pytestmark = pytest.mark.postgres
 
@@ -181,3 +182,40 @@ def test_the_library_prints_nothing_when_logging_is_not_configured(postgres_url:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["store_access_denied", "store_unavailable"]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ("CREATE TABLE {s}.threads (id serial PRIMARY KEY, title text)", "table 'threads'"),
+        ("CREATE TABLE {s}.runs (x int); CREATE TABLE {s}.blobs (y int)", "'blobs', 'runs'"),
+        ("CREATE TABLE {s}.schema_migrations (version bigint PRIMARY KEY, dirty boolean)",
+         "schema_migrations"),
+        ("CREATE TABLE {s}.schema_migrations (version varchar PRIMARY KEY, applied_at float);"
+         " INSERT INTO {s}.schema_migrations VALUES ('20240101', 0)", "schema_migrations"),
+    ],
+    ids=["threads", "runs-and-blobs", "golang-migrate", "text-versions"],
+)  # fmt: skip
+def test_another_applications_schema_is_store_corrupt(
+    postgres_url: str, postgres_schema: str, schema: str, why: str
+) -> None:
+    def tables() -> list[tuple[Any, ...]]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+                " ORDER BY 1", (postgres_schema,)
+            ).fetchall()  # fmt: skip
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{postgres_schema}"')
+        for statement in schema.format(s=f'"{postgres_schema}"').split(";"):
+            conn.execute(statement)
+    before = tables()
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    try:
+        with pytest.raises(StoreCorruptError, match="not a threadloom schema") as info:
+            store.setup()
+        assert why in str(info.value) and postgres_schema in str(info.value)
+    finally:
+        store.close()
+    assert tables() == before  # nothing was created in it

@@ -283,7 +283,12 @@ class Statements:
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations"
             " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
         )
-        self.schema_version = f"SELECT max(version) FROM {s}.schema_migrations"
+        # applied_at is read only to fail on another application's schema_migrations
+        self.schema_version = f"SELECT max(version), max(applied_at) FROM {s}.schema_migrations"
+        self.clashing_tables = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_name = ANY(%s) ORDER BY table_name"
+        )
         self.record_migration = (
             f"INSERT INTO {s}.schema_migrations (version, applied_at) VALUES (%s, %s)"
         )
