@@ -23,6 +23,7 @@ printed unless the application configures logging.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -175,8 +176,11 @@ class Connections:
 
     def _try_connect(self) -> None:
         """Connect once; raise if the server refuses for good, note any other failure."""
+        kwargs = dict(self._kwargs)  # no longer than the pool would wait (libpq: >= 2 s)
+        kwargs["connect_timeout"] = max(2, min(kwargs.get("connect_timeout", 10),
+                                               math.ceil(self._timeout)))  # fmt: skip
         try:
-            psycopg.Connection.connect(self._dsn, **self._kwargs).close()
+            psycopg.Connection.connect(self._dsn, **kwargs).close()
         except psycopg.Error as exc:
             said = refusal(exc)
             if said is not None:
