@@ -24,6 +24,8 @@ The tree::
     ├── CheckpointConflictError         checkpoint_conflict
     └── StoreError                      store_error
         ├── StoreUnavailableError       store_unavailable
+        ├── StoreAccessError            store_access_denied
+        ├── StoreCorruptError           store_corrupt
         ├── MigrationError              migration_failed
         └── DecryptionError             decryption_failed
 
@@ -60,6 +62,8 @@ __all__ = [
     "RunConflictError",
     "RunNotFoundError",
     "RunTimeoutError",
+    "StoreAccessError",
+    "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
     "ThreadBusyError",
@@ -174,6 +178,21 @@ class StoreUnavailableError(StoreError):
     """The store could not be reached (after retrying where that is safe)."""
 
     code = "store_unavailable"
+
+
+class StoreAccessError(StoreError):
+    """The database server answered and refused for good: the database or role does not
+    exist, authentication failed, or the role may not connect. Retrying cannot help (unlike
+    :class:`StoreUnavailableError`); the configuration has to change."""
+
+    code = "store_access_denied"
+
+
+class StoreCorruptError(StoreError):
+    """The store's file or schema is not a threadloom database: not a database at all,
+    damaged, or another application's tables where threadloom's belong."""
+
+    code = "store_corrupt"
 
 
 class MigrationError(StoreError):

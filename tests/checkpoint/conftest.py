@@ -6,7 +6,9 @@
 ``THREADLOOM_REQUIRE_SERVICES=1`` (CI). ``postgres_schema`` is a fresh schema name for one
 test; the schema is dropped afterwards whether or not the test created it.
 ``pgbouncer_url`` is the same database behind a PgBouncer in transaction mode, started for
-the session when the ``pgbouncer`` program is installed (tests that use it skip otherwise).
+the session when the ``pgbouncer`` program is installed; without it (or when it does not
+start) the tests that use it skip, or fail under ``THREADLOOM_REQUIRE_SERVICES=1``, like
+every other missing service: call :func:`unavailable`, never ``pytest.skip``, for one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -33,7 +36,7 @@ def services_required() -> bool:
     return os.environ.get("THREADLOOM_REQUIRE_SERVICES") == "1"
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip the test with ``reason``, or fail it when services are required (CI)."""
     if services_required():
         pytest.fail(f"THREADLOOM_REQUIRE_SERVICES=1 but {reason}")
@@ -68,7 +71,6 @@ def postgres_url() -> str:
     url = _probe["url"]
     if url is None:
         unavailable(_probe["why"] or "no Postgres")
-    assert url is not None
     return url
 
 
@@ -87,7 +89,7 @@ def pgbouncer_url(postgres_url: str) -> Iterator[str]:
     different server sessions."""
     program = shutil.which("pgbouncer")
     if program is None:
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+        unavailable("pgbouncer is not installed (apt-get install pgbouncer)")
     target = urlsplit(postgres_url)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -125,7 +127,7 @@ def pgbouncer_url(postgres_url: str) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log = workdir / "pgbouncer.log"
                     out = log.read_text()[-2000:] if log.exists() else ""
-                    pytest.skip(f"pgbouncer did not start: {out.strip()}")
+                    unavailable(f"pgbouncer did not start: {out.strip()}")
                 time.sleep(0.1)
         yield url
     finally:

@@ -45,6 +45,7 @@ from threadloom.errors import (
 from threadloom.testing import StoreConformance
 from threadloom.testing.conformance import checkpoint, execution, run, step
 
+from .conftest import unavailable
 from .differential import apply, operations, state
 
 MakeStore = Callable[..., PostgresStore]
@@ -604,14 +605,15 @@ def test_a_forked_child_opens_its_own_connections(make_store: MakeStore) -> None
 
 
 def _restart_command() -> list[str]:
+    """The command that restarts the test cluster; skips (fails in CI) when it cannot."""
     ctl = shutil.which("pg_ctlcluster")
     if ctl is None or not os.path.isdir("/etc/postgresql"):
-        pytest.skip("pg_ctlcluster is not available: cannot restart Postgres")
+        unavailable("pg_ctlcluster is not available: cannot restart Postgres")
     if hasattr(os, "geteuid") and os.geteuid() != 0:
-        pytest.skip("restarting Postgres needs root")
+        unavailable("restarting Postgres needs root")
     versions = sorted(os.listdir("/etc/postgresql"))
     if not versions:
-        pytest.skip("no Postgres cluster under /etc/postgresql")
+        unavailable("no Postgres cluster under /etc/postgresql")
     return [ctl, "--skip-systemctl-redirect", versions[-1], "main", "restart"]
 
 
@@ -676,10 +678,10 @@ def test_a_server_restart_is_survived(make_store: MakeStore, postgres_url: str) 
     if result.returncode != 0:
         stop.set()
         thread.join(60)
-        pytest.skip(f"cannot restart Postgres: {result.stderr.strip() or result.stdout}")
+        unavailable(f"cannot restart Postgres: {result.stderr.strip() or result.stdout}")
     try:
         if started() == before:
-            pytest.skip("the restarted cluster is not the one the tests use")
+            unavailable("the restarted cluster is not the one the tests use")
         settled = len(outcomes)
         deadline = time.monotonic() + 60
         while len(outcomes) < settled + 5 and not done.is_set() and time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from threadloom.errors import (
     InvalidConfigError,
     LeaseLostError,
     MigrationError,
+    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
 )
@@ -273,14 +274,81 @@ def test_missing_directory_is_a_clear_store_error(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content", [os.urandom(8192), b"this is not a database\n" * 500], ids=["random", "text"]
+)
+def test_a_file_that_is_not_a_database_is_store_corrupt(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "garbage.db"
-    path.write_bytes(b"this is not a database" * 500)
+    path.write_bytes(content)
     store = SqliteStore(path)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreCorruptError, match="not a SQLite database") as info:
         store.setup()
+    assert str(path) in str(info.value)
     assert isinstance(info.value.__cause__, sqlite3.Error)
+    assert not isinstance(info.value, StoreUnavailableError)  # not an outage
     store.close()
+    with pytest.raises(StoreCorruptError):
+        open_store(f"sqlite:///{path}")
+    assert path.read_bytes() == content  # left as it was
+
+
+def test_a_damaged_database_is_store_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    store = SqliteStore(path)
+    store.commit([Commit("t", runs=[run("r", "t")])])
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = os.urandom(len(data) - page)  # every page but the schema's
+    path.write_bytes(bytes(data))
+    store = SqliteStore(path)
+    with pytest.raises(StoreCorruptError, match="damaged") as info:
+        store.setup()
+        store.get_run("r")
+    assert str(path) in str(info.value)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("schema", "why"),
+    [
+        ("CREATE TABLE threads (id INTEGER PRIMARY KEY, title TEXT)", "table 'threads'"),
+        ("CREATE TABLE runs (x); CREATE TABLE blobs (y)", "table 'blobs', 'runs'"),
+        ("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY)", "schema_migrations"),
+    ],
+    ids=["threads", "runs-and-blobs", "rails-migrations"],
+)
+def test_another_applications_database_is_store_corrupt(
+    tmp_path: Path, schema: str, why: str
+) -> None:
+    path = tmp_path / "foreign.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(schema)
+    before = conn.execute("SELECT name, sql FROM sqlite_master").fetchall()
+    conn.close()
+    store = SqliteStore(path)
+    with pytest.raises(StoreCorruptError, match="not a threadloom database") as info:
+        store.setup()
+    assert str(path) in str(info.value) and why in str(info.value)
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name, sql FROM sqlite_master").fetchall() == before  # untouched
+    conn.close()
+
+
+def test_a_database_with_other_tables_only_is_shared(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'ada')")
+    conn.close()
+    store = SqliteStore(path)
+    store.commit([Commit("t", runs=[run("r", "t")])])
+    assert store.get_run("r") is not None
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM users").fetchall() == [("ada",)]
+    conn.close()
 
 
 def test_a_lock_held_too_long_is_store_unavailable(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from threadloom.checkpoint._rows import (
     channels_json,
     execution_rows,
     names_json,
+    nul_free_execution_row,
+    nul_free_run_row,
     run_rows,
     where_clause,
 )
@@ -289,7 +291,12 @@ class Statements:
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations"
             " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
         )
-        self.schema_version = f"SELECT max(version) FROM {s}.schema_migrations"
+        # applied_at is read only to fail on another application's schema_migrations
+        self.schema_version = f"SELECT max(version), max(applied_at) FROM {s}.schema_migrations"
+        self.clashing_tables = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_name = ANY(%s) ORDER BY table_name"
+        )
         self.record_migration = (
             f"INSERT INTO {s}.schema_migrations (version, applied_at) VALUES (%s, %s)"
         )
@@ -626,7 +633,7 @@ class Statements:
         ]
         runs, foreign = _merge_runs(c.runs)
         for row in run_rows(runs):
-            params += row
+            params += nul_free_run_row(row)
         blobs: dict[tuple[str, int], BlobRecord] = {}
         if cp is not None:
             params += (
@@ -645,7 +652,7 @@ class Statements:
             params.append(data)
         executions = _merge_executions(c.executions)
         for row in execution_rows(executions, c.thread_id):
-            params += row
+            params += nul_free_execution_row(row)
         mismatch = cp is not None and cp.thread_id != c.thread_id
         if runs:
             ids = ", ".join(repr(r.run_id) for r in runs)

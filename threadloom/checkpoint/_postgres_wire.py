@@ -81,6 +81,8 @@ def is_transient(exc: BaseException, conn: Connection | None = None) -> bool:
     transaction back for a reason that may not recur."""
     if not isinstance(exc, psycopg.Error) or isinstance(exc, pg_errors.PipelineAborted):
         return False
+    if isinstance(exc, psycopg.DataError):  # the data cannot be sent (NUL in text, ...) or
+        return False  # stored: never worth retrying, even if the connection went with it
     if conn is not None and (conn.broken or conn.closed):
         return True
     state = exc.sqlstate

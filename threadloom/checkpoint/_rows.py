@@ -20,11 +20,15 @@ from threadloom.checkpoint.base import (
 __all__ = [
     "UNFINISHED",
     "channels_json",
+    "NUL_ESCAPE",
     "checkpoint_record",
     "dumps",
+    "escape_nul",
     "execution_record",
     "execution_rows",
     "loads",
+    "nul_free_execution_row",
+    "nul_free_run_row",
     "names_json",
     "run_record",
     "run_rows",
@@ -140,3 +144,41 @@ def execution_rows(
         )
         for e in executions
     ]  # fmt: skip
+
+
+# Postgres text and jsonb cannot hold NUL (U+0000), which SQLite and the memory store keep.
+# The text a store records about what happened (run and execution errors) and the strings
+# of run metadata are written there with each NUL as the four characters ``\x00``, as
+# ``repr`` shows it, so that a node failing with a NUL in its message is recorded as failed
+# instead of its failure record being refused. Lossy only for text that already held
+# ``\x00`` literally. Ids and names are not escaped (an escaped id could equal another one).
+NUL_ESCAPE = "\\x00"
+
+
+def escape_nul(value: Any) -> Any:
+    """``value`` with NUL in every string (and dict key) written as :data:`NUL_ESCAPE`."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_ESCAPE)
+    if isinstance(value, dict):
+        return {escape_nul(k): escape_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_nul(v) for v in value]
+    return value
+
+
+def nul_free_run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A :func:`run_rows` row whose error and metadata hold no NUL (the row itself when
+    neither does, the usual case; ``\\u0000`` is how the JSON text spells NUL)."""
+    error, metadata = row[7], row[16]
+    if (error is None or "\x00" not in error) and "\\u0000" not in metadata:
+        return row
+    return (*row[:7], escape_nul(error), *row[8:16], dumps(escape_nul(loads(metadata))))
+
+
+def nul_free_execution_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An :func:`execution_rows` row whose error holds no NUL (the attempts' errors are
+    JSON text, in which NUL is already escaped)."""
+    error = row[11]
+    if error is None or "\x00" not in error:
+        return row
+    return (*row[:11], escape_nul(error), *row[12:])

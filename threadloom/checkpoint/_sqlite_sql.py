@@ -31,7 +31,9 @@ from threadloom.checkpoint.base import (
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
+    MigrationError,
     RunConflictError,
+    StoreCorruptError,
     StoreError,
     ThreadBusyError,
 )
@@ -135,6 +137,71 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+# threadloom's tables: a database holding one of them but no threadloom schema version is
+# another application's (other tables are left alone, as a shared file may hold them)
+_TABLES = frozenset({"threads", "checkpoints", "blobs", "writes", "runs", "executions"})
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is another connection's lock (worth waiting for)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the missing migrations, in the caller's transaction.
+
+    Raises:
+        MigrationError: the schema is newer than this code, or a migration failed.
+        StoreCorruptError: the database holds another application's tables under
+            threadloom's names (or its own ``schema_migrations``).
+        sqlite3.OperationalError: busy or locked (the caller retries).
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(schema_migrations)")}
+    if columns and columns != {"version", "applied_at"}:
+        raise _foreign(path, "its schema_migrations table is another application's")
+    if not columns:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        clash = sorted(_TABLES.intersection(name for (name,) in tables))
+        if clash:
+            raise _foreign(
+                path, f"it has table {', '.join(map(repr, clash))} but no threadloom schema"
+            )
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+        )
+    current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+    if current > SCHEMA_VERSION:
+        raise MigrationError(
+            f"SQLite database {path!r} has schema version {current}, newer than the "
+            f"{SCHEMA_VERSION} this threadloom knows: upgrade threadloom"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        try:
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise
+            raise MigrationError(f"migration {version} failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise MigrationError(f"migration {version} failed: {exc}") from exc
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+            (version, time.time()),
+        )
+
+
+def _foreign(path: str, why: str) -> StoreCorruptError:
+    return StoreCorruptError(
+        f"SQLite database {path!r} is not a threadloom database: {why}; "
+        "point the store at a threadloom database, or at a new file"
+    )
 
 # -- prebuilt SQL of the hot paths ----------------------------------------------------------
 

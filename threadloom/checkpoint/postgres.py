@@ -51,8 +51,13 @@ its lease was taken over in between, the replay raises ``LeaseLostError`` althou
 attempt may have landed.) A transaction is atomic, so a step is never half written. After
 ``max_retries`` retries :class:`~threadloom.errors.StoreUnavailableError` is raised; any
 other psycopg error becomes :class:`~threadloom.errors.StoreError`, the original chained: no
-psycopg exception reaches the caller. After a lost connection the pool's idle connections are
-checked and the dead ones replaced, so a restart costs one retry, not one per connection.
+psycopg exception reaches the caller. A server that refuses connections for good (the
+database or role does not exist, authentication failed) raises
+:class:`~threadloom.errors.StoreAccessError` at once, on the first call, without retrying.
+After a lost connection the pool's idle connections are checked and the dead ones replaced,
+so a restart costs one retry, not one per connection. Nothing is printed: the pool's
+connection failures are logged on the ``threadloom.checkpoint.postgres`` logger (see
+``_postgres_pool``).
 
 Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
 ``SET``, no session advisory lock, no ``LISTEN``, no transaction open between calls.
@@ -67,12 +72,17 @@ Schema. Every table, and ``fail()``, live in ``schema`` (default ``public``). Nu
 migrations are recorded in ``schema_migrations`` and applied by an explicit
 :meth:`PostgresStore.setup` (``open_store`` calls it), in one transaction under a
 transaction-level advisory lock, so several processes may run it at once; it creates the
-schema if needed. Other methods do not migrate: their first call checks once that the schema
+schema if needed. A schema holding another application's tables under threadloom's names (or
+its own ``schema_migrations``) is refused with :class:`~threadloom.errors.StoreCorruptError`,
+nothing created in it. Other methods do not migrate: their first call checks once that the schema
 is current and raises :class:`~threadloom.errors.MigrationError` otherwise.
 
 The behaviour the protocol leaves open is decided as in :mod:`threadloom.checkpoint.memory`,
 the reference backend. Postgres text cannot hold NUL characters: an id or name containing
-``"\\x00"`` is refused with ``StoreError``.
+``"\\x00"`` is refused with ``StoreError`` (at once: it is never retried), while the errors
+of runs and executions and the strings of run metadata are stored with each NUL written as
+the four characters ``\\x00`` (see ``_rows.escape_nul``), so that a failure whose message
+holds one is still recorded.
 """
 
 from __future__ import annotations
@@ -94,10 +104,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "the Postgres store needs psycopg 3 and psycopg-pool: pip install 'threadloom[postgres]'"
     ) from exc
 
-from threadloom.checkpoint._postgres_pool import Connections
+from threadloom.checkpoint._postgres_pool import POOL_PREFIX, Connections
 from threadloom.checkpoint._postgres_sql import (
     FINISHED,
     SCHEMA_VERSION,
+    TABLES,
     Statements,
     advisory_key,
     check_number,
@@ -125,6 +136,7 @@ from threadloom.errors import (
     InvalidConfigError,
     LeaseLostError,
     MigrationError,
+    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
     ThreadBusyError,
@@ -204,7 +216,7 @@ class PostgresStore:
         self._connections = Connections(
             dsn,
             label=self._label,
-            name=f"threadloom:{schema}",
+            name=f"{POOL_PREFIX}{schema}",
             min_size=min_size,
             max_size=max_size,
             timeout=float(timeout),
@@ -286,7 +298,19 @@ class PostgresStore:
             row = conn.execute(self._sql.schema_version).fetchone()
         except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName):
             return None
-        return None if row is None or row[0] is None else int(row[0])
+        except pg_errors.UndefinedColumn as exc:
+            raise self._foreign("its schema_migrations table is another application's") from exc
+        if row is None or row[0] is None:
+            return None
+        if not isinstance(row[0], int):
+            raise self._foreign("its schema_migrations table is another application's")
+        return row[0]
+
+    def _foreign(self, why: str) -> StoreCorruptError:
+        return StoreCorruptError(
+            f"schema {self.schema!r} of Postgres {self._label} is not a threadloom schema: "
+            f"{why}; choose another schema (?schema=... in the URL)"
+        )
 
     def _check_schema(self) -> None:
         version = self._run(self._schema_version, "schema check", ready=False)
@@ -314,6 +338,10 @@ class PostgresStore:
         Raises:
             MigrationError: the schema is newer than this code, or a migration failed
                 (nothing of it was applied).
+            StoreCorruptError: the schema holds another application's tables under
+                threadloom's names (nothing is created in it).
+            StoreAccessError: the server refused the connection for good (unknown
+                database or role, failed authentication).
             StoreUnavailableError: Postgres cannot be reached.
         """
         if self._connections.closed:
@@ -334,10 +362,14 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(self.schema),))
             conn.execute(sql.create_schema)
             conn.execute(sql.create_migrations)
-            row = conn.execute(sql.schema_version).fetchone()
-            current = int(row[0]) if row is not None and row[0] is not None else 0
+            current = self._schema_version(conn) or 0
             if current > SCHEMA_VERSION:
                 raise self._version_error(current)
+            if current == 0:
+                clash = conn.execute(sql.clashing_tables, (self.schema, list(TABLES))).fetchall()
+                if clash:
+                    names = ", ".join(repr(name) for (name,) in clash)
+                    raise self._foreign(f"it has table {names} but no threadloom schema version")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 try:
                     for statement in sql.migrations[version - 1]:

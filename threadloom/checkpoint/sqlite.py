@@ -13,16 +13,19 @@ behind a lock. Every write is one ``BEGIN IMMEDIATE`` transaction: a writer take
 lock before it reads anything, so two writers never deadlock trying to upgrade. Lock waits
 use SQLite's busy timeout, and a busy or locked error that still escapes is retried with a
 small randomized backoff until ``busy_timeout`` seconds have passed since the call began;
-then :class:`~threadloom.errors.StoreUnavailableError` is raised. Any other ``sqlite3`` error
-is raised as :class:`~threadloom.errors.StoreError` (the original is chained), so no raw
-``sqlite3`` exception reaches the caller.
+then :class:`~threadloom.errors.StoreUnavailableError` is raised. A damaged file, or one that
+is no SQLite database, raises :class:`~threadloom.errors.StoreCorruptError` naming the path.
+Any other ``sqlite3`` error is raised as :class:`~threadloom.errors.StoreError` (the original
+is chained), so no raw ``sqlite3`` exception reaches the caller.
 
 Schema. Numbered migrations are recorded in ``schema_migrations`` and applied by
-:meth:`SqliteStore.setup` in one transaction (so two processes may run it at once). Every
-other method runs ``setup()`` first if this store object has not done so yet. A checkpoint
-stores its channel versions as compact JSON ``{"channel": [version, base]}``; each blob is a
-row keyed by ``(thread_id, checkpoint_ns, channel, version)``, so a channel's chain is one
-index range scan.
+:meth:`SqliteStore.setup` in one transaction (so two processes may run it at once). A database
+may hold other applications' tables beside threadloom's (as a shared file would), but one
+with a table of threadloom's name and no threadloom schema version is refused with
+``StoreCorruptError`` rather than migrated. Every other method runs ``setup()`` first if
+this store object has not done so yet. A checkpoint stores its channel versions as compact
+JSON ``{"channel": [version, base]}``; each blob is a row keyed by ``(thread_id,
+checkpoint_ns, channel, version)``, so a channel's chain is one index range scan.
 
 The behaviour the protocol leaves open is decided as in
 :mod:`threadloom.checkpoint.memory`, the reference backend.
@@ -54,12 +57,11 @@ from threadloom.checkpoint._sqlite_sql import (
     BLOB_SQL,
     CP_COLS,
     EXEC_COLS,
-    MIGRATIONS,
     RUN_COLS,
-    SCHEMA_VERSION,
     SQL_CHECKPOINT,
     SQL_LATEST,
     THREAD_COLS,
+    is_busy,
     write_commits,
 )
 from threadloom.checkpoint.base import (
@@ -75,7 +77,7 @@ from threadloom.checkpoint.base import (
 from threadloom.errors import (
     InvalidConfigError,
     LeaseLostError,
-    MigrationError,
+    StoreCorruptError,
     StoreError,
     StoreUnavailableError,
     ThreadloomError,
@@ -85,16 +87,19 @@ __all__ = ["AsyncSqliteSaver", "SqliteSaver", "SqliteStore"]
 
 _T = TypeVar("_T")
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _MEMORY = ":memory:"
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def _corrupt(path: str, exc: sqlite3.Error) -> StoreCorruptError | None:
+    """The error to raise for ``exc`` if it says the file is damaged or no database."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in _BUSY_CODES
-    message = str(exc)
-    return "locked" in message or "busy" in message
+    if code is None or code & 0xFF not in _CORRUPT_CODES:
+        return None
+    return StoreCorruptError(
+        f"SQLite file {path!r} is damaged or not a SQLite database ({exc}): "
+        "point the store at a threadloom database, or at a new file"
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -236,7 +241,7 @@ class SqliteStore:
                 conn.execute(self._synchronous_sql)
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
                 time.sleep(random.uniform(0.001, 0.01))
 
@@ -252,7 +257,7 @@ class SqliteStore:
                 cached_statements=256,
             )
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(
+            raise _corrupt(self.path, exc) or StoreUnavailableError(
                 f"cannot open SQLite database {self.path!r}: {exc} "
                 "(does its directory exist and is it writable?)"
             ) from exc
@@ -260,7 +265,7 @@ class SqliteStore:
             self._configure(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise StoreUnavailableError(
+            raise _corrupt(self.path, exc) or StoreUnavailableError(
                 f"cannot configure SQLite database {self.path!r}: {exc}"
             ) from exc
         return conn
@@ -342,8 +347,10 @@ class SqliteStore:
             except ThreadloomError:
                 raise
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
+                if not is_busy(exc):
+                    raise _corrupt(self.path, exc) or StoreError(
+                        f"SQLite error on {self.path!r}: {exc}"
+                    ) from exc
                 now = time.monotonic()
                 if now >= deadline:
                     raise StoreUnavailableError(
@@ -352,7 +359,11 @@ class SqliteStore:
                     ) from exc
                 time.sleep(min(random.uniform(0.5 * delay, 1.5 * delay), deadline - now))
                 delay = min(delay * 2, 0.05)
-            except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
+            except sqlite3.Error as exc:
+                raise _corrupt(self.path, exc) or StoreError(
+                    f"SQLite store failed on {self.path!r}: {exc}"
+                ) from exc
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise StoreError(f"SQLite store failed on {self.path!r}: {exc}") from exc
 
     def setup(self) -> None:
@@ -362,6 +373,8 @@ class SqliteStore:
         Raises:
             MigrationError: the database's schema is newer than this code, or a migration
                 failed (nothing of it was applied).
+            StoreCorruptError: the file is damaged or no SQLite database, or it holds
+                another application's tables under threadloom's names.
             StoreUnavailableError: the database cannot be opened or stayed locked.
         """
         if self._closed:
@@ -377,30 +390,7 @@ class SqliteStore:
             self._ready = True
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, applied_at REAL)"
-        )
-        current = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
-        if current > SCHEMA_VERSION:
-            raise MigrationError(
-                f"SQLite database {self.path!r} has schema version {current}, newer than the "
-                f"{SCHEMA_VERSION} this threadloom knows: upgrade threadloom"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            try:
-                for statement in MIGRATIONS[version - 1]:
-                    conn.execute(statement)
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    raise
-                raise MigrationError(f"migration {version} failed: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise MigrationError(f"migration {version} failed: {exc}") from exc
-            conn.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                (version, time.time()),
-            )
+        _sql.migrate(conn, self.path)
 
     # -- leases ---------------------------------------------------------------------------
 
