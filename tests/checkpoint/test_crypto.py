@@ -84,7 +84,7 @@ def test_memory_store_keeps_only_sealed_values():
     record = saver.get_checkpoint("t")
     blobs = saver.get_blobs("t", "", {k: (base, ver) for k, (ver, base) in
                                       record.channels.items()})
-    assert blobs and all(b.data[:1] == b"e" for b in blobs)
+    assert blobs and all(b.data[:1] == b"E" for b in blobs)  # envelope version 2
     assert all(SECRET.encode() not in b.data for b in blobs)
 
 

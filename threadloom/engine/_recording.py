@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadloom._faults import fault
-from threadloom.checkpoint.base import Attempt, Commit, ExecutionRecord, Store, WriteRecord
+from threadloom.checkpoint.base import Attempt, Commit, ExecutionRecord, Store
 from threadloom.engine._persist import TASK_PREFIX, Codec, Heartbeat, Writer, task_execution_id
 from threadloom.engine._tasks import TaskRecorder
 
@@ -26,13 +26,13 @@ class Persistence:
                  "heartbeat")
 
     def __init__(self, store: Store, codec: Codec, writer: Callable[[], Writer],
-                 graph_name: str, lease_ttl: float = 30.0, namespace: str = "default") -> None:
+                 graph_name: str, lease_ttl: float = 30.0) -> None:
         self.store = store
         self.codec = codec
         self.writer = writer
         self.graph_name = graph_name
         self.lease_ttl = lease_ttl
-        self.namespace = namespace
+        self.namespace = codec.namespace  # the codec binds values to the same namespace
         self.heartbeat = Heartbeat(store, lease_ttl)
 
 
@@ -48,35 +48,33 @@ class DurableRecorder(TaskRecorder):
     def recorded(self, name: str, index: int) -> tuple[bool, Any]:
         run = self.run
         key = (self.task_id, name, index)
-        data = run._loaded_task_results.get(key)
-        if data is None and run.replay_until is not None and run.parent_seq is not None \
+        write = run._loaded_task_results.get(key)
+        if write is None and run.replay_until is not None and run.parent_seq is not None \
                 and run.parent_seq <= run.replay_until:
             # replaying the steps after a resumed checkpoint: results recorded against a
             # checkpoint that was not durable yet when the process died are keyed under the
             # same (deterministic) checkpoint number this replay recreates
-            for write in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id):
-                if write.channel.startswith(TASK_PREFIX):
+            for stored in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id):
+                if stored.channel.startswith(TASK_PREFIX):
                     run._loaded_task_results[
-                        (write.task_id, write.channel[len(TASK_PREFIX):], write.idx)] = write.data
-            data = run._loaded_task_results.get(key)
-        if data is None:
+                        (stored.task_id, stored.channel[len(TASK_PREFIX):], stored.idx)] = stored
+            write = run._loaded_task_results.get(key)
+        if write is None:
             return False, None
-        return True, run.codec.serde.loads(data)
+        return True, run.codec.decode_write(write)
 
     def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
                attempts: list[tuple[int, float, float, str]]) -> None:
         run = self.run
         seq = run.parent_seq if run.parent_seq is not None else -1
-        dumps = run.codec.serde.dumps
-        data = dumps(value)
+        write, inputs, outputs = run.codec.task_call(run.thread_id, run.ctx.run_id, seq,
+                                                     self.task_id, name, index, list(args), value)
         now = time.time()
-        write = WriteRecord(run.thread_id, "", seq, self.task_id, TASK_PREFIX + name, index,
-                            data)
         execution = ExecutionRecord(
             id=task_execution_id(self.task_id, name, index),
             run_id=run.ctx.run_id, thread_id=run.thread_id, graph=run.p.graph_name,
             node=name, step=self.step, status="SUCCEEDED", namespace=run.p.namespace,
-            attempt=len(attempts) + 1, inputs=dumps(list(args)), outputs=data,
+            attempt=len(attempts) + 1, inputs=inputs, outputs=outputs,
             parents=(self.task_id,),
             attempts=tuple(Attempt(n, s, e, err) for n, s, e, err in attempts),
             checkpoint_seq=run.parent_seq, created_at=now, ended_at=now,
