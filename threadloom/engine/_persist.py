@@ -100,8 +100,17 @@ class Loaded:
         }
 
 
-def _unserializable(what: str, exc: Exception) -> SerializationError:
-    """The error for a value the serializer refused, naming the field it was for."""
+def _unserializable(what: str, exc: Exception, value: Any = None,
+                    dumps: Callable[[Any], bytes] | None = None) -> SerializationError:
+    """The error for a value the serializer refused, naming the field it was for (and, for a
+    dict, the first key whose value ``dumps`` refuses too)."""
+    if dumps is not None and type(value) is dict:
+        for key, item in value.items():
+            try:
+                dumps(item)
+            except Exception:
+                what = f"{what} (key {key!r})"
+                break
     if isinstance(exc, SerializationError):
         reason = str(exc)
     elif isinstance(exc, RecursionError):
@@ -154,7 +163,7 @@ class Codec:
         try:
             data: bytes = self.serde.dumps_at(value, where)  # type: ignore[attr-defined]
         except Exception as exc:
-            raise _unserializable(what.format(*args), exc) from exc
+            raise _unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
         return data
 
     def _plain(self, value: Any, what: str, *args: Any) -> bytes:
@@ -162,7 +171,7 @@ class Codec:
         try:
             return self.serde.dumps(value)
         except Exception as exc:
-            raise _unserializable(what.format(*args), exc) from exc
+            raise _unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
 
     def _open(self, data: bytes, where: bytes) -> Any:
         """Decode ``data`` stored at ``where`` (only called with a binding serializer)."""
@@ -378,10 +387,12 @@ class Codec:
                 self._execution_at(self.namespace, thread_id, run_id, ids[(task.name, task.push)],
                                    "outputs"),
                 _NODE_OUTPUT, task.name)
+        update = dict(result.writes)
         try:
-            return self.serde.dumps(dict(result.writes))
+            return self.serde.dumps(update)
         except Exception as exc:
-            raise _unserializable(_NODE_OUTPUT.format(result.task.name), exc) from exc
+            raise _unserializable(_NODE_OUTPUT.format(result.task.name), exc, update,
+                                  self.serde.dumps) from exc
 
     def encode_metadata(self, results: Sequence[TaskResult],
                         updates: Sequence[bytes | None] | None = None, *, thread_id: str,
