@@ -62,9 +62,14 @@ __all__ = [
     "ENV_KEY",
     "ENV_OLD_KEYS",
     "EncryptedSerializer",
+    "blob_location",
+    "checkpoint_location",
+    "execution_location",
     "is_encrypted",
     "location",
+    "run_location",
     "serializer_from_env",
+    "write_location",
 ]
 
 ENV_KEY = "THREADLOOM_ENCRYPTION_KEY"
@@ -79,6 +84,35 @@ def location(kind: str, *parts: str | int | None) -> bytes:
     ``"write"``, ``"checkpoint"``, ``"run"``, ``"execution"``) and the parts of the row's key,
     namespace and thread first. JSON keeps the encoding unambiguous whatever the ids hold."""
     return encode_json([kind, *parts]).encode()
+
+
+def blob_location(namespace: str, thread_id: str, checkpoint_ns: str, channel: str,
+                  version: int) -> bytes:
+    """Where a channel blob is stored."""
+    return location("blob", namespace, thread_id, checkpoint_ns, channel, version)
+
+
+def checkpoint_location(namespace: str, thread_id: str, checkpoint_ns: str, seq: int,
+                        part: str) -> bytes:
+    """Where a checkpoint's ``part`` (``"metadata"`` or ``"frontier"``) is stored."""
+    return location("checkpoint", namespace, thread_id, checkpoint_ns, seq, part)
+
+
+def write_location(namespace: str, thread_id: str, checkpoint_ns: str, seq: int, task_id: str,
+                   channel: str, idx: int) -> bytes:
+    """Where a pending write is stored."""
+    return location("write", namespace, thread_id, checkpoint_ns, seq, task_id, channel, idx)
+
+
+def run_location(namespace: str, thread_id: str, run_id: str, field: str) -> bytes:
+    """Where a run's ``field`` (``"input"`` or ``"output"``) is stored."""
+    return location("run", namespace, thread_id, run_id, field)
+
+
+def execution_location(namespace: str, thread_id: str, run_id: str, execution_id: str,
+                       field: str) -> bytes:
+    """Where an execution's ``field`` (``"inputs"`` or ``"outputs"``) is stored."""
+    return location("execution", namespace, thread_id, run_id, execution_id, field)
 
 
 def is_encrypted(data: bytes | None) -> bool:

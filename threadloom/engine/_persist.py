@@ -3,7 +3,6 @@ state back, deterministic execution ids, and the background writer of ``async`` 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -11,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from threadloom._context import interrupt_id
 from threadloom._faults import fault
+from threadloom._ids import execution_id, interrupt_id, task_execution_id
 from threadloom.checkpoint.base import (
     BlobRecord,
     CheckpointRecord,
@@ -22,7 +21,13 @@ from threadloom.checkpoint.base import (
     Store,
     WriteRecord,
 )
-from threadloom.checkpoint.crypto import location
+from threadloom.checkpoint.crypto import (
+    blob_location,
+    checkpoint_location,
+    execution_location,
+    run_location,
+    write_location,
+)
 from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer, encode_json
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
@@ -36,6 +41,7 @@ __all__ = [
     "Writer",
     "execution_id",
     "interrupt_id",
+    "task_execution_id",
 ]
 
 _SNAPSHOT_MIN_BYTES = 1024
@@ -46,13 +52,6 @@ ERROR = "__error__"
 INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
 TASK_PREFIX = "__task__:"
-
-
-def execution_id(thread_id: str, seq: int, name: str, push: int) -> str:
-    """The id of the execution of ``name`` in the step that starts at checkpoint ``seq``:
-    the same on every replay of that step, unique across threads (128-bit hash, hex)."""
-    key = f"{thread_id}\x00{seq}\x00{name}\x00{push}".encode()
-    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-exec").hexdigest()
 
 
 @dataclass(slots=True)
@@ -180,21 +179,17 @@ class Codec:
     # -- where values live (the associated data of a binding serializer) ---------------
 
     def _blob_at(self, thread_id: str, ns: str, channel: str, version: int) -> bytes:
-        return location("blob", self.namespace, thread_id, ns, channel, version)
+        return blob_location(self.namespace, thread_id, ns, channel, version)
 
     def _checkpoint_at(self, thread_id: str, ns: str, seq: int, part: str) -> bytes:
-        return location("checkpoint", self.namespace, thread_id, ns, seq, part)
+        return checkpoint_location(self.namespace, thread_id, ns, seq, part)
 
     def _write_at(self, w: WriteRecord) -> bytes:
-        return location("write", self.namespace, w.thread_id, w.checkpoint_ns, w.seq, w.task_id,
-                        w.channel, w.idx)
+        return write_location(self.namespace, w.thread_id, w.checkpoint_ns, w.seq, w.task_id,
+                              w.channel, w.idx)
 
-    def _run_at(self, namespace: str, thread_id: str, run_id: str, field: str) -> bytes:
-        return location("run", namespace, thread_id, run_id, field)
-
-    def _execution_at(self, namespace: str, thread_id: str, run_id: str, execution_id: str,
-                      field: str) -> bytes:
-        return location("execution", namespace, thread_id, run_id, execution_id, field)
+    _run_at = staticmethod(run_location)
+    _execution_at = staticmethod(execution_location)
 
     # -- channel values -------------------------------------------------------------------
 
@@ -617,12 +612,6 @@ class Codec:
 
 class _Several(list[Any]):
     """Updates of one node that ran several times in a step (through ``Send``)."""
-
-
-def task_execution_id(parent: str, name: str, index: int) -> str:
-    """The id of call ``index`` of ``@task`` ``name`` inside execution ``parent``."""
-    key = f"{parent}\x00{name}\x00{index}".encode()
-    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-task").hexdigest()
 
 
 class StepIds(dict[tuple[str, int], str]):
