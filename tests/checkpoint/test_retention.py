@@ -271,3 +271,42 @@ def test_an_encrypted_thread_imported_under_a_new_id_is_sealed_for_its_new_rows(
     # under its own id an encrypted export needs no key: the values stay where they were
     third = make_store()
     assert import_thread(third, data) == "t"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_send_tasks_of_an_imported_encrypted_thread_keep_their_recorded_calls(make_store,
+                                                                              durability):
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+    from threadloom.func import task
+    from threadloom.types import Command, Send
+
+    charged: list[int] = []
+
+    @task
+    def charge(amount: int) -> int:
+        charged.append(amount)
+        return amount * 10
+
+    def pay(arg):
+        receipt = charge(arg["n"]).result()
+        if arg["n"] == 2:
+            interrupt("large amount?")
+        return {"log": [receipt]}
+
+    builder = StateGraph(State)
+    builder.add_node("pay", pay)
+    builder.add_conditional_edges(START, lambda s: [Send("pay", {"n": i}) for i in (1, 2, 3)],
+                                  ["pay"])
+    builder.add_edge("pay", END)
+    serde = EncryptedSerializer(os.urandom(32))
+    source = make_store()
+    builder.compile(checkpointer=source, serde=serde, durability=durability).invoke(
+        {"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    assert sorted(charged) == [1, 2, 3]
+    target = make_store()
+    import_thread(target, export_thread(source, "t"), thread_id="t2", serde=serde)
+    moved = builder.compile(checkpointer=target, serde=serde, durability=durability)
+    assert sorted(moved.invoke(Command(resume="yes"), {"thread_id": "t2"})["log"]) == [10, 20, 30]
+    assert sorted(charged) == [1, 2, 3]
+    assert sorted((e.node, e.status) for e in moved.list_executions("r1")) == [
+        ("charge", "SUCCEEDED")] * 3 + [("pay", "SUCCEEDED")] * 3
