@@ -25,11 +25,12 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from threadloom.errors import DecryptionError, SerializationError, StoreError
 
-__all__ = ["BoundSerializer", "JsonPlusSerializer", "Serializer"]
+__all__ = ["BoundSerializer", "JsonPlusSerializer", "Serializer", "unserializable"]
 
 _JSON = b"j"
 _PICKLE = b"p"
@@ -73,6 +74,26 @@ class BoundSerializer(Serializer, Protocol):
     def loads_at(self, data: bytes, where: bytes) -> Any:
         """Decode bytes that :meth:`dumps_at` made for the location ``where``."""
         ...
+
+
+def unserializable(what: str, exc: Exception, value: Any = None,
+                   dumps: Callable[[Any], bytes] | None = None) -> SerializationError:
+    """The error for a value a serializer refused with ``exc``, naming the field ``what`` it
+    was for (and, for a dict, the first key whose value ``dumps`` refuses too)."""
+    if dumps is not None and type(value) is dict:
+        for key, item in value.items():
+            try:
+                dumps(item)
+            except Exception:
+                what = f"{what} (key {key!r})"
+                break
+    if isinstance(exc, SerializationError):
+        reason = str(exc)
+    elif isinstance(exc, RecursionError):
+        reason = "it is nested too deeply"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return SerializationError(f"cannot store {what}: {reason}")
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:

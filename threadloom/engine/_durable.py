@@ -715,9 +715,10 @@ class DurableRun(Run):
         if self.paused:
             record.status = "interrupted"
         else:
-            record.status = "succeeded"
+            # encoded first: an output that cannot be stored leaves the record as it was
             record.output = self.codec.encode_run(record, "output", out) if out is not None \
                 else None
+            record.status = "succeeded"
             record.ended_at = now
         record.updated_at = now
         self.finalized = True

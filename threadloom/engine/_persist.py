@@ -28,10 +28,14 @@ from threadloom.checkpoint.crypto import (
     run_location,
     write_location,
 )
-from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer, encode_json
+from threadloom.checkpoint.serde import (
+    JsonPlusSerializer,
+    Serializer,
+    encode_json,
+    unserializable,
+)
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
-from threadloom.errors import SerializationError
 from threadloom.types import Interrupt, Send
 
 __all__ = [
@@ -99,28 +103,6 @@ class Loaded:
         }
 
 
-def _unserializable(what: str, exc: Exception, value: Any = None,
-                    dumps: Callable[[Any], bytes] | None = None) -> SerializationError:
-    """The error for a value the serializer refused, naming the field it was for (and, for a
-    dict, the first key whose value ``dumps`` refuses too)."""
-    if dumps is not None and type(value) is dict:
-        for key, item in value.items():
-            try:
-                dumps(item)
-            except Exception:
-                what = f"{what} (key {key!r})"
-                break
-    if isinstance(exc, SerializationError):
-        reason = str(exc)
-    elif isinstance(exc, RecursionError):
-        reason = "it is nested too deeply"
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    error = SerializationError(f"cannot store {what}: {reason}")
-    error.__cause__ = exc
-    return error
-
-
 class Codec:
     """Turns engine state into store records and back, for one graph and serializer.
 
@@ -162,7 +144,7 @@ class Codec:
         try:
             data: bytes = self.serde.dumps_at(value, where)  # type: ignore[attr-defined]
         except Exception as exc:
-            raise _unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
+            raise unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
         return data
 
     def _plain(self, value: Any, what: str, *args: Any) -> bytes:
@@ -170,7 +152,7 @@ class Codec:
         try:
             return self.serde.dumps(value)
         except Exception as exc:
-            raise _unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
+            raise unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
 
     def _open(self, data: bytes, where: bytes) -> Any:
         """Decode ``data`` stored at ``where`` (only called with a binding serializer)."""
@@ -187,9 +169,6 @@ class Codec:
     def _write_at(self, w: WriteRecord) -> bytes:
         return write_location(self.namespace, w.thread_id, w.checkpoint_ns, w.seq, w.task_id,
                               w.channel, w.idx)
-
-    _run_at = staticmethod(run_location)
-    _execution_at = staticmethod(execution_location)
 
     # -- channel values -------------------------------------------------------------------
 
@@ -229,7 +208,7 @@ class Codec:
                     try:
                         data = dumps(delta)
                     except Exception as exc:
-                        raise _unserializable(f"state key {name!r}", exc) from exc
+                        raise unserializable(f"state key {name!r}", exc) from exc
                 blobs.append(BlobRecord(name, seq, chain.version, data))
                 chain.version = seq
                 chain.delta_bytes += len(data)
@@ -242,7 +221,7 @@ class Codec:
                 try:
                     data = dumps(value)
                 except Exception as exc:
-                    raise _unserializable(f"state key {name!r}", exc) from exc
+                    raise unserializable(f"state key {name!r}", exc) from exc
             blobs.append(BlobRecord(name, seq, None, data))
             items = list(value) if type(value) is list else None
             chains[name] = Chain(seq, seq, len(data), 0, items)
@@ -379,14 +358,14 @@ class Codec:
             task = result.task
             return self._sealed(
                 dict(result.writes),
-                self._execution_at(self.namespace, thread_id, run_id, ids[(task.name, task.push)],
+                execution_location(self.namespace, thread_id, run_id, ids[(task.name, task.push)],
                                    "outputs"),
                 _NODE_OUTPUT, task.name)
         update = dict(result.writes)
         try:
             return self.serde.dumps(update)
         except Exception as exc:
-            raise _unserializable(_NODE_OUTPUT.format(result.task.name), exc, update,
+            raise unserializable(_NODE_OUTPUT.format(result.task.name), exc, update,
                                   self.serde.dumps) from exc
 
     def encode_metadata(self, results: Sequence[TaskResult],
@@ -555,9 +534,9 @@ class Codec:
         eid = task_execution_id(parent, name, index)
         return (
             write,
-            self._sealed(args, self._execution_at(self.namespace, thread_id, run_id, eid,
+            self._sealed(args, execution_location(self.namespace, thread_id, run_id, eid,
                                                   "inputs"), arguments, name),
-            self._sealed(value, self._execution_at(self.namespace, thread_id, run_id, eid,
+            self._sealed(value, execution_location(self.namespace, thread_id, run_id, eid,
                                                    "outputs"), result, name),
         )
 
@@ -570,7 +549,7 @@ class Codec:
             SerializationError: the value cannot be stored (the message names the field).
         """
         if self.bind:
-            return self._sealed(value, self._run_at(record.namespace, record.thread_id,
+            return self._sealed(value, run_location(record.namespace, record.thread_id,
                                                     record.run_id, field), "the run's {}", field)
         return self._plain(value, "the run's {}", field)
 
@@ -581,7 +560,7 @@ class Codec:
         if data is None:
             return None
         if self.bind:
-            return self._open(data, self._run_at(record.namespace, record.thread_id,
+            return self._open(data, run_location(record.namespace, record.thread_id,
                                                  record.run_id, field))
         return self.serde.loads(data)
 
@@ -594,7 +573,7 @@ class Codec:
             SerializationError: the value cannot be stored (the message names the node).
         """
         if self.bind:
-            return self._sealed(value, self._execution_at(self.namespace, thread_id, run_id,
+            return self._sealed(value, execution_location(self.namespace, thread_id, run_id,
                                                           execution_id, field),
                                 "the {} of node {!r}", field, node)
         return self._plain(value, "the {} of node {!r}", field, node)
@@ -605,7 +584,7 @@ class Codec:
         if data is None:
             return None
         if self.bind:
-            return self._open(data, self._execution_at(record.namespace, record.thread_id,
+            return self._open(data, execution_location(record.namespace, record.thread_id,
                                                        record.run_id, record.id, field))
         return self.serde.loads(data)
 
