@@ -36,8 +36,10 @@ Reading an encrypted store with no key configured raises :class:`DecryptionError
 **Key rotation.** Pass the new key first and the old ones after it
 (``EncryptedSerializer(new, old)``, or ``THREADLOOM_ENCRYPTION_OLD_KEYS`` as a
 comma-separated list): new writes use the new key, values written under an old key still
-read. Once every thread written under the old key has been re-written (export and import it
-with :mod:`threadloom.checkpoint.retention`, or let retention prune it), drop the old key.
+read. Once every thread written under the old key has been re-written (export it and import
+it under a new thread id with ``serde=EncryptedSerializer(new, old)``, which seals every value
+again with the new key, see :mod:`threadloom.checkpoint.retention`; or let retention prune
+it), drop the old key.
 
 Reading a value sealed under a key you do not have, or one that was altered, raises
 :class:`~threadloom.errors.DecryptionError`; it never returns garbage.
