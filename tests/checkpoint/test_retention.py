@@ -310,3 +310,19 @@ def test_send_tasks_of_an_imported_encrypted_thread_keep_their_recorded_calls(ma
     assert sorted(charged) == [1, 2, 3]
     assert sorted((e.node, e.status) for e in moved.list_executions("r1")) == [
         ("charge", "SUCCEEDED")] * 3 + [("pay", "SUCCEEDED")] * 3
+
+
+def test_an_import_under_a_new_id_reseals_with_the_current_key(make_store):
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+
+    old, new = os.urandom(32), os.urandom(32)
+    source = make_store()
+    _builder().compile(checkpointer=source, serde=EncryptedSerializer(old)).invoke(
+        {"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    target = make_store()
+    import_thread(target, export_thread(source, "t"), thread_id="t2",
+                  serde=EncryptedSerializer(new, old))
+    only_new = _builder().compile(checkpointer=target, serde=EncryptedSerializer(new))
+    assert only_new.get_state({"thread_id": "t2"}).values["n"] == 12
+    assert only_new.get_run("r1").output["n"] == 12
+    assert all(e.outputs is not None for e in only_new.list_executions("r1"))
