@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -329,11 +330,13 @@ class _Ids:
         self.names = sorted(names)
         top = max((cp["seq"] for cp in checkpoints), default=-1)
         self.seqs = range(top, -2, -1)  # newest first; -1: the first step of a thread
-        sends = max((len(cp["next"]) for cp in checkpoints), default=0)
-        pushed = sum(1 for e in executions if e["inputs"] is not None)
-        self.pushes = range(-1, sends + pushed)
-        self._calls = len(executions)
+        # a step's Send packets: the most a stored checkpoint lists, or a step's records show
+        per_step = Counter((e["run_id"], e["step"]) for e in executions if e["inputs"] is not None)
+        sends = max([len(cp["next"]) for cp in checkpoints] + list(per_step.values()) + [0])
+        self.pushes = range(-1, sends)
+        self._children = Counter(p for e in executions for p in e["parents"])
         self._tables: dict[tuple[int, str], dict[str, int]] = {}
+        self._all: dict[str, tuple[int, str, int]] | None = None  # built on the first need
 
     def _push_of(self, old: str, seq: int, name: str) -> int | None:
         table = self._tables.get((seq, name))
@@ -347,15 +350,20 @@ class _Ids:
         new = self.known.get(old)
         if new is not None:
             return new
-        names = [name] if name is not None else self.names
-        tries = ([seq] if seq is not None else []) + [s for s in self.seqs if s != seq]
-        for s in tries:
-            for n in names:
-                push = self._push_of(old, s, n)
+        if seq is not None:
+            for n in [name] if name is not None else self.names:
+                push = self._push_of(old, seq, n)
                 if push is not None:
-                    new = self.known[old] = execution_id(self.target, s, n, push)
+                    new = self.known[old] = execution_id(self.target, seq, n, push)
                     return new
-        return old
+        if self._all is None:  # every id the old thread could have had, at once
+            self._all = {execution_id(self.source, s, n, p): (s, n, p)
+                         for s in self.seqs for n in self.names for p in self.pushes}
+        found = self._all.get(old)
+        if found is None:
+            return old
+        new = self.known[old] = execution_id(self.target, *found)
+        return new
 
     def task(self, old_parent: str, name: str, index: int) -> str:
         """The new id of ``@task`` call ``index`` of ``name`` inside ``old_parent`` (whose
@@ -379,7 +387,7 @@ class _Ids:
                 return new
         if len(parents) == 1:  # perhaps a @task call of its parent execution
             self.node(parents[0], seq)
-            for index in range(self._calls + 1):
+            for index in range(2 * self._children[parents[0]] + 1):
                 if task_execution_id(parents[0], name, index) == old:
                     return self.task(parents[0], name, index)
         return self.node(old, seq, name)
