@@ -8,6 +8,7 @@ import textwrap
 
 import threadloom
 import threadloom.checkpoint
+import threadloom.circuit
 import threadloom.errors
 import threadloom.func
 import threadloom.graph
@@ -47,9 +48,10 @@ def test_core_and_a_sqlite_run_import_no_web_or_database_driver(tmp_path):
 
 def test_public_names_are_pinned():
     assert sorted(threadloom.__all__) == sorted([
-        "END", "START", "Command", "CompiledGraph", "Interrupt", "RetryPolicy", "Send",
-        "StateGraph", "ThreadloomError", "__version__", "interrupt",
+        "END", "START", "CircuitBreaker", "Command", "CompiledGraph", "Interrupt",
+        "RetryPolicy", "Send", "StateGraph", "ThreadloomError", "__version__", "interrupt",
     ])
+    assert sorted(threadloom.circuit.__all__) == ["CircuitBreaker", "CircuitState"]
     assert sorted(threadloom.graph.__all__) == sorted(
         ["END", "START", "CompiledGraph", "CompiledStateGraph", "StateGraph"]
     )
@@ -60,8 +62,8 @@ def test_public_names_are_pinned():
             "ExecutionRecord", "Lease"} <= set(threadloom.checkpoint.__all__)
     assert {"Send", "Command", "interrupt", "RetryPolicy", "StateSnapshot", "Durability",
             "RunInfo", "ExecutionInfo"} <= set(threadloom.types.__all__)
-    for module in (threadloom, threadloom.graph, threadloom.func, threadloom.checkpoint,
-                   threadloom.types, threadloom.errors):
+    for module in (threadloom, threadloom.circuit, threadloom.graph, threadloom.func,
+                   threadloom.checkpoint, threadloom.types, threadloom.errors):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

@@ -5,6 +5,7 @@ checkpointer from :mod:`threadloom.checkpoint`), and run it with ``invoke``/``st
 Importing threadloom never imports a web framework or a database driver.
 """
 
+from threadloom.circuit import CircuitBreaker
 from threadloom.errors import ThreadloomError
 from threadloom.graph import END, START, CompiledGraph, StateGraph
 from threadloom.types import Command, Interrupt, RetryPolicy, Send, interrupt
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "START",
+    "CircuitBreaker",
     "Command",
     "CompiledGraph",
     "Interrupt",

@@ -15,6 +15,7 @@ from threadloom.types import Durability, RunnableConfig, StreamWriter
 __all__ = [
     "DEFAULT_RECURSION_LIMIT",
     "Identity",
+    "check_config",
     "get_config",
     "get_stream_writer",
     "resolve_identity",
@@ -75,6 +76,22 @@ def _validate_thread_id(thread_id: Any) -> str:
     return thread_id
 
 
+def check_config(config: Any) -> Mapping[str, Any]:
+    """``config`` itself when it is a mapping (``None``: an empty one).
+
+    Raises:
+        InvalidConfigError: anything else, e.g. a thread id passed where the config goes.
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise InvalidConfigError(
+            f"the config must be a mapping such as {{'configurable': {{'thread_id': 't1'}}}}, "
+            f"got {type(config).__name__} {config!r:.80}"
+        )
+    return config
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who a run is: its run id (given or generated) and thread id (if any)."""
@@ -94,7 +111,7 @@ def resolve_identity(config: Mapping[str, Any] | None) -> Identity:
     Raises:
         InvalidConfigError: an id is malformed, or the two thread ids disagree.
     """
-    config = config or {}
+    config = check_config(config)
     raw_run = config.get("run_id")
     run_id = validate_run_id(raw_run) if raw_run is not None else str(uuid.uuid4())
     top = config.get("thread_id")

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeAlias, TypedDict, TypeVar
 
 from threadloom import _context
+from threadloom.errors import CircuitOpenError
 
 __all__ = [
     "CachePolicy",
@@ -133,7 +134,10 @@ def interrupt(value: Any) -> Any:
 def default_retry_on(exc: Exception) -> bool:
     """Retry on errors that are usually transient: connection problems and timeouts, and
     anything that is not a programming error (``ValueError``, ``TypeError``, lookup errors
-    and the like are never retried)."""
+    and the like are never retried), nor an open circuit breaker's ``CircuitOpenError``
+    (name it in ``retry_on`` to retry it)."""
+    if isinstance(exc, CircuitOpenError):
+        return False
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -225,6 +229,9 @@ class StateTask:
     error: str | None = None
     interrupts: tuple[Interrupt, ...] = ()
     result: Any = None
+    state: StateSnapshot | None = None
+    """For a subgraph node, with ``get_state(..., subgraphs=True)``: the subgraph's own
+    state (its latest checkpoint in this execution's namespace), if it has one."""
 
 
 class StateSnapshot(NamedTuple):

@@ -1,9 +1,17 @@
 """The differential model both SQL stores are checked against: random commits and lease
 operations applied to a store and to the reference ``MemoryStore`` must get the same answers
-and leave the same state."""
+and leave the same state.
+
+Fencing tokens are compared by what they are, not by value: the protocol promises only that
+a thread's tokens increase and are never reissued, and the backends number them their own
+way (a Postgres sequence is shared by every thread). So an operation's token ``1`` stands for
+the thread's current lease token on the store it is applied to, any other number for a token
+that is not current; an acquisition answers whether it kept the token or took a higher one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -90,20 +98,45 @@ def operations(max_commits: int, prune: bool = False) -> st.SearchStrategy[tuple
     return st.one_of(*ops)
 
 
+def _current(store: Store, thread_id: str) -> int | None:
+    thread = store.get_thread(thread_id)
+    return thread.lease.token if thread is not None and thread.lease is not None else None
+
+
+def _token(store: Store, thread_id: str, k: int | None) -> int | None:
+    """The token the model's ``k`` stands for on ``store`` (see the module docstring)."""
+    if k is None:
+        return None
+    current = _current(store, thread_id)
+    if k == 1 and current is not None:
+        return current
+    return (current or 0) + 1000 + k  # never the current one
+
+
 def apply(store: Store, op: tuple[Any, ...]) -> Any:
     """Run ``op`` on ``store``: its answer, or the name of the threadloom error it raised."""
     try:
         kind = op[0]
         if kind == "commit":
-            return store.commit(op[1])
+            return store.commit(
+                [replace(c, lease_token=_token(store, c.thread_id, c.lease_token)) for c in op[1]]
+            )
         if kind == "acquire":
+            before = _current(store, op[1])
             lease = store.acquire_lease(op[1], op[2], op[3])
-            return (lease.thread_id, lease.owner, lease.token)
+            kept = "kept" if lease.token == before else "higher"
+            if before is not None and lease.token < before:
+                kept = "lower"
+            return (lease.thread_id, lease.owner, kept)
         if kind == "renew":
-            renewed = store.renew_lease(Lease(op[1], "o1", op[2], 0.0), 60.0)
-            return (renewed.thread_id, renewed.token)
+            token = _token(store, op[1], op[2])
+            assert token is not None
+            renewed = store.renew_lease(Lease(op[1], "o1", token, 0.0), 60.0)
+            return (renewed.thread_id, renewed.token == token)
         if kind == "release":
-            return store.release_lease(Lease(op[1], "o1", op[2], 0.0))
+            token = _token(store, op[1], op[2])
+            assert token is not None
+            return store.release_lease(Lease(op[1], "o1", token, 0.0))
         if kind == "prune":
             return store.prune_checkpoints(op[1], op[2])
         return store.delete_thread(op[1])
@@ -120,7 +153,7 @@ def state(store: Store) -> tuple[Any, ...]:
         lease = thread.lease if thread is not None else None
         threads[tid] = (
             thread.namespace if thread is not None else None,
-            (lease.owner, lease.token) if lease is not None else None,
+            lease.owner if lease is not None else None,
             store.list_checkpoints(tid),
             sorted(store.get_blobs(tid, "", {"x": (0, 4), "y": (0, 4)}), key=repr),
             [store.get_writes(tid, "", s) for s in range(5)],

@@ -382,3 +382,46 @@ def test_an_encrypted_store_opened_without_a_key_says_so(backend):
     for call in (lambda g: g.get_state({"thread_id": "a"}), lambda g: g.get_run("ra")):
         with pytest.raises(DecryptionError, match="encrypted.*no encryption key"):
             _read(backend, JsonPlusSerializer(), call)
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_subgraph_checkpoints_are_sealed_and_resume_inside_the_subgraph(tmp_path, durability):
+    from collections import Counter
+
+    from threadloom.func import task
+    from threadloom.types import Command
+
+    calls: Counter[str] = Counter()
+
+    @task
+    def lookup(note: str) -> str:
+        calls["lookup"] += 1
+        return f"{note}:{SECRET}"
+
+    def s1(state):
+        calls["s1"] += 1
+        return {"log": [lookup(state["note"]).result()]}
+
+    def s2(state):
+        calls["s2"] += 1
+        return {"log": [interrupt({"please review": state["note"]})]}
+
+    sub = StateGraph(State)
+    sub.add_node("s1", s1)
+    sub.add_node("s2", s2)
+    sub.add_edge(START, "s1")
+    sub.add_edge("s1", "s2")
+    builder = StateGraph(State)
+    builder.add_node("sub", sub.compile())
+    builder.add_edge(START, "sub")
+    path = tmp_path / "sub.db"
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        graph = builder.compile(checkpointer=saver, serde=EncryptedSerializer(_key()),
+                                durability=durability)
+        config = {"thread_id": "t"}
+        out = graph.invoke({"note": "n", "log": []}, config)
+        assert out["__interrupt__"][0].value == {"please review": "n"}
+        _assert_no_plaintext(_raw_files(path))
+        final = graph.invoke(Command(resume="ok"), config)
+        assert final["log"] == [f"n:{SECRET}", "ok"]
+        assert calls == {"lookup": 1, "s1": 1, "s2": 2}

@@ -4,9 +4,10 @@ Usage::
 
     python crash_child.py DB LOG --graph linear|fanout --durability sync|async|exit
         --run-id R --thread-id T --how start|resume|continue|reinvoke|reinvoke-run-id
-        [--slow-commits SECONDS] [--report REPORT.json]
+        [--lease-ttl SECONDS] [--schema S] [--slow-commits SECONDS] [--report REPORT.json]
 
-It builds a graph on the SQLite file ``DB`` and runs it once. Every node and every ``@task``
+It builds a graph on the SQLite file ``DB`` (or, when ``DB`` is a ``postgresql://`` URL, on
+that database's schema ``S``) and runs it once. Every node and every ``@task``
 appends one line to ``LOG`` (opened, written, flushed and fsynced per line, so a line written
 before a SIGKILL is on disk): ``node:<name>:<counter>`` (the counter is how many nodes the
 state's trail held when the node started) and ``task:<name>:<arg>``. A node or task that
@@ -29,11 +30,16 @@ Where it dies (besides the engine's own ``THREADLOOM_FAULTS`` points):
 The kill happens once only: it first creates the file ``CRASH_MARKER``, and does not kill
 when that file exists, so a resumed process never kills itself again.
 
-``--how`` says how the run is started or continued: ``start`` (``invoke(input)`` with the
-run id and thread id), ``resume`` (``graph.resume(run_id, config={"wait": True})``),
-``continue`` (``invoke(None, {"thread_id": T}, wait=True)``), ``reinvoke`` (seed 004: the
-same input again on the thread, no run id, ``wait=True``), ``reinvoke-run-id`` (the same
-input again with the same run id). ``--report`` writes, as JSON, what the store holds before
+``CRASH_HANG=node:<name>``: the node blocks forever when it starts (after its line and
+``hang:<name>``), holding the run's lease, until the test kills the process.
+
+``--how`` says how the run is started or continued, none of them waiting for a busy lease
+beyond what ``resume`` does by itself: ``start`` (``invoke(input)`` with the run id and
+thread id), ``resume`` (``graph.resume(run_id=R)``, as in seed 000), ``continue``
+(``invoke(None, {"thread_id": T})``), ``reinvoke`` (seed 004: the same input again on the
+thread, no run id), ``reinvoke-run-id`` (the same input again with the same run id).
+``--lease-ttl`` is the graph's ``lease_ttl``.
+``--report`` writes, as JSON, what the store holds before
 the run (``before``) and after it (``after``): state values, next nodes, recorded results of
 the pending tasks, the run record and the run's executions.
 
@@ -55,6 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from threadloom.checkpoint import open_store
 from threadloom.checkpoint.sqlite import SqliteSaver
 from threadloom.func import task
 from threadloom.graph import END, START, StateGraph
@@ -77,6 +84,7 @@ class Child:
         self.run_id = run_id
         self.thread_id = thread_id
         self.kill = os.environ.get("CRASH_KILL", "")
+        self.hang = os.environ.get("CRASH_HANG", "")
         marker = os.environ.get("CRASH_MARKER")
         self.marker = Path(marker) if marker else None
         self.lock = threading.Lock()
@@ -154,6 +162,9 @@ def build(child: Child, shape: str) -> StateGraph:
     def node(name: str, calls_tasks: bool = False, sibling: str | None = None) -> Any:
         def run(state: State) -> dict[str, list[str]]:
             child.write(f"node:{name}:{len(state['trail'])}")
+            if child.hang == f"node:{name}":
+                child.write(f"hang:{name}")
+                threading.Event().wait()  # until the test kills this process
             child.maybe_kill(f"node:{name}")
             fetched: list[str] = []
             if calls_tasks:
@@ -237,14 +248,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--thread-id", required=True)
     parser.add_argument("--how", default="start")
     parser.add_argument("--lease-ttl", type=float, default=1.0)
+    parser.add_argument("--schema")
     parser.add_argument("--slow-commits", type=float, default=0.0)
     parser.add_argument("--report")
     args = parser.parse_args(argv)
 
     child = Child(Path(args.log), args.durability, args.run_id, args.thread_id)
-    saver_cls = SlowSaver if args.slow_commits else SqliteSaver
-    SlowSaver.delay = args.slow_commits
-    saver = saver_cls(args.db)
+    saver: Any
+    if args.db.startswith("postgresql://"):
+        saver = open_store(args.db, schema=args.schema)
+    else:
+        saver_cls = SlowSaver if args.slow_commits else SqliteSaver
+        SlowSaver.delay = args.slow_commits
+        saver = saver_cls(args.db)
     graph = build(child, args.graph).compile(
         checkpointer=saver, durability=args.durability, lease_ttl=args.lease_ttl,
     )
@@ -257,13 +273,13 @@ def main(argv: list[str]) -> int:
     if args.how == "start":
         result = graph.invoke(INPUT, {**thread, "run_id": args.run_id})
     elif args.how == "resume":
-        result = graph.resume(run_id=args.run_id, config={"wait": True})
+        result = graph.resume(run_id=args.run_id)
     elif args.how == "continue":
-        result = graph.invoke(None, thread, wait=True)
+        result = graph.invoke(None, thread)
     elif args.how == "reinvoke":
-        result = graph.invoke(INPUT, thread, wait=True)
+        result = graph.invoke(INPUT, thread)
     elif args.how == "reinvoke-run-id":
-        result = graph.invoke(INPUT, {**thread, "run_id": args.run_id}, wait=True)
+        result = graph.invoke(INPUT, {**thread, "run_id": args.run_id})
     else:
         raise SystemExit(f"unknown --how {args.how!r}")
 

@@ -6,8 +6,11 @@ file whose node ``n3`` calls the task ``fetch`` twice in parallel (``"a"``, ``"b
 ``fanout`` variant where ``n3`` and ``n3x`` run in one superstep. Every node and task call
 appends a line to a per-process log, fsynced, so a line written before the SIGKILL survives it.
 The worker dies inside a node, inside a task, or at one of the engine's named fault points
-(``THREADLOOM_FAULTS``). The graph is compiled with a 1 s lease, so the recovering process
-(``wait=True``) takes the thread over once the dead worker's lease lapses.
+(``THREADLOOM_FAULTS``). Its lease would last two minutes, but the recovering process starts
+at once and never waits for it (design §4, recovery right after a crash): the worker was on
+this host and its process is gone, so the lease is taken over at once. ``invoke`` does not
+wait for a busy lease at all, and ``resume`` waits at most the recovering graph's
+``lease_ttl`` (2 s): without the takeover every recovery here fails.
 
 What each mode promises after a crash (design §4), and what is asserted:
 
@@ -31,6 +34,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +46,10 @@ import pytest
 pytestmark = pytest.mark.crash
 
 CHILD = Path(__file__).with_name("crash_child.py")
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"  # as conftest.py
 ROOT = Path(__file__).resolve().parents[2]
-LEASE_TTL = 1.0
+CRASHED_LEASE_TTL = 120.0  # the killed worker's lease: never lapses during a test
+RECOVERY_LEASE_TTL = 2.0  # the recovering process's: bounds how long resume() waits
 RUN_ID = "run-crashed"
 PREVIOUS_RUN_ID = "run-previous"
 THREAD_ID = "thread-crash"
@@ -104,38 +111,59 @@ def _ran(log: Path) -> tuple[list[str], list[str]]:
     return nodes, tasks
 
 
-def _child(tmp_path: Path, log: str, durability: str, graph: str, how: str, run_id: str,
-           env: dict[str, str], *, report: Path | None = None, slow: float = 0.0
-           ) -> subprocess.CompletedProcess[str]:
+Database = tuple[str, str] | None
+"""Where the worker keeps its store: ``None`` for a SQLite file in ``tmp_path``, or a
+Postgres URL and schema."""
+
+
+def _command(tmp_path: Path, log: str, durability: str, graph: str, how: str, run_id: str,
+             env: dict[str, str], *, report: Path | None = None, slow: float = 0.0,
+             lease_ttl: float = RECOVERY_LEASE_TTL, db: Database = None
+             ) -> tuple[list[str], dict[str, str]]:
     environ = {k: v for k, v in os.environ.items()
-               if k not in ("THREADLOOM_FAULTS", "CRASH_KILL", "CRASH_MARKER")}
+               if k not in ("THREADLOOM_FAULTS", "CRASH_KILL", "CRASH_MARKER", "CRASH_HANG",
+                            "THREADLOOM_HOST_ID")}
     environ.update(env)
     environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     cmd = [
-        sys.executable, str(CHILD), str(tmp_path / "threadloom.sqlite"), str(tmp_path / log),
-        "--graph", graph, "--durability", durability, "--run-id", run_id,
-        "--thread-id", THREAD_ID, "--how", how, "--lease-ttl", str(LEASE_TTL),
+        sys.executable, str(CHILD), str(tmp_path / "threadloom.sqlite") if db is None else db[0],
+        str(tmp_path / log), "--graph", graph, "--durability", durability, "--run-id", run_id,
+        "--thread-id", THREAD_ID, "--how", how, "--lease-ttl", str(lease_ttl),
         "--slow-commits", str(slow),
     ]
+    if db is not None:
+        cmd += ["--schema", db[1]]
     if report is not None:
         cmd += ["--report", str(report)]
+    return cmd, environ
+
+
+def _child(tmp_path: Path, log: str, durability: str, graph: str, how: str, run_id: str,
+           env: dict[str, str], *, report: Path | None = None, slow: float = 0.0,
+           lease_ttl: float = RECOVERY_LEASE_TTL, db: Database = None
+           ) -> subprocess.CompletedProcess[str]:
+    cmd, environ = _command(tmp_path, log, durability, graph, how, run_id, env, report=report,
+                            slow=slow, lease_ttl=lease_ttl, db=db)
     return subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=tmp_path,
                           timeout=60)
 
 
 def crash_and_recover(tmp_path: Path, durability: str, *, kill: str | None = None,
                       faults: str | None = None, how: str = "resume", graph: str = "linear",
-                      previous: bool = False, slow: float = 0.0) -> Outcome:
+                      previous: bool = False, slow: float = 0.0, db: Database = None
+                      ) -> Outcome:
     """Run the graph in a worker that is SIGKILLed at ``kill`` (see ``crash_child.py``) or at
-    the fault point ``faults``, then continue the run (``how``) in a fresh process.
+    the fault point ``faults``, then continue the run (``how``) at once in a fresh process.
 
     With ``previous``, one run of the graph completes on the thread first. ``slow`` makes the
-    killed worker's background-writer commits that many seconds slower.
+    killed worker's background-writer commits that many seconds slower. ``db``: the store
+    (default: a SQLite file).
     """
     if previous:
-        done = _child(tmp_path, "previous.log", durability, graph, "start", PREVIOUS_RUN_ID, {})
+        done = _child(tmp_path, "previous.log", durability, graph, "start", PREVIOUS_RUN_ID, {},
+                      db=db)
         assert done.returncode == 0, done.stderr
     env = {"CRASH_MARKER": str(tmp_path / "killed.marker")}
     if kill is not None:
@@ -144,15 +172,20 @@ def crash_and_recover(tmp_path: Path, durability: str, *, kill: str | None = Non
     if faults is not None:
         crash_env["THREADLOOM_FAULTS"] = faults
     first = _child(tmp_path, "killed.log", durability, graph, "start", RUN_ID, crash_env,
-                   slow=slow)
+                   slow=slow, lease_ttl=CRASHED_LEASE_TTL, db=db)
     assert first.returncode == -signal.SIGKILL, (
         f"the worker was not killed (exit code {first.returncode}):\n{first.stderr}"
     )
     # The recovering process keeps CRASH_KILL: the marker file is what stops it killing itself.
     report = tmp_path / "report.json"
     second = _child(tmp_path, "recovered.log", durability, graph, how, RUN_ID, env,
-                    report=report)
+                    report=report, db=db)
     assert second.returncode == 0, second.stderr
+    return _outcome(tmp_path, graph, previous, report)
+
+
+def _outcome(tmp_path: Path, graph: str, previous: bool, report: Path) -> Outcome:
+    """What the killed and the recovering process ran and reported, checked."""
     data = json.loads(report.read_text())
     killed_nodes, killed_tasks = _ran(tmp_path / "killed.log")
     nodes, tasks = _ran(tmp_path / "recovered.log")
@@ -368,3 +401,97 @@ def test_exit_restarts_from_the_previous_runs_end(tmp_path: Path, kill: str, how
     assert out.rerun_nodes == set(out.killed_nodes)
     assert out.nodes == out.all_nodes
     assert sorted(out.tasks) == ["a", "b"]
+
+
+# -- recovery in the very next process (design §4), on every store that outlives a process ----
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> Database:
+    """The worker's store: a SQLite file, or a fresh Postgres schema (set up, dropped after)."""
+    if request.param == "sqlite":
+        return None
+    store = request.getfixturevalue("postgres_database")()
+    url = os.environ.get("THREADLOOM_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    return url, str(store.schema)
+
+
+@pytest.mark.parametrize(("durability", "how"), [
+    ("sync", "resume"), ("sync", "continue"), ("async", "resume"), ("async", "continue"),
+    ("exit", "reinvoke-run-id"),
+])
+def test_the_next_process_recovers_at_once(tmp_path: Path, database: Database,
+                                           durability: str, how: str) -> None:
+    # fetch("b") dies once fetch("a") is recorded, so under async the run record and the
+    # earlier steps are in the store too; under exit nothing of the run is, and the same
+    # input with the same run id starts it again. In every case the dead worker's lease has
+    # two minutes left and the next process does not wait for it.
+    out = crash_and_recover(tmp_path, durability, kill="task:fetch:b", how=how, db=database)
+    assert sorted(out.killed_tasks) == ["a", "b"]
+    if durability == "exit":
+        assert out.nodes == out.all_nodes
+    else:
+        assert out.nodes == ["n3", "n4", "n5"]
+        assert out.tasks == ["b"]
+
+
+def _wait_for_line(log: Path, line: str, proc: subprocess.Popen[str]) -> None:
+    """Block until ``line`` is in ``log`` (the worker got there) or the worker exited."""
+    tick = threading.Event()
+    deadline = time.monotonic() + 30
+    while line not in (log.read_text().splitlines() if log.exists() else []):
+        assert proc.poll() is None, f"the worker exited early:\n{proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"the worker never wrote {line!r}"
+        tick.wait(0.01)
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_a_live_workers_lease_is_not_taken(tmp_path: Path, database: Database,
+                                           durability: str) -> None:
+    # The worker blocks inside n3, alive and heartbeating: another process on this host must
+    # not take its lease, with or without waiting. Once it is killed, the next one recovers.
+    cmd, environ = _command(tmp_path, "killed.log", durability, "linear", "start", RUN_ID,
+                            {"CRASH_HANG": "node:n3"}, lease_ttl=CRASHED_LEASE_TTL, db=database)
+    with subprocess.Popen(cmd, env=environ, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as worker:
+        try:
+            _wait_for_line(tmp_path / "killed.log", "hang:n3", worker)
+            busy = _child(tmp_path, "busy.log", durability, "linear", "continue", RUN_ID, {},
+                          db=database)
+            assert busy.returncode != 0
+            assert "ThreadBusyError" in busy.stderr
+            assert f"process {worker.pid} on this host" in busy.stderr
+            assert not (tmp_path / "busy.log").exists()  # no node ran
+            waited = _child(tmp_path, "busy.log", durability, "linear", "resume", RUN_ID, {},
+                            db=database)
+            assert waited.returncode != 0 and "ThreadBusyError" in waited.stderr
+            assert f"Waited {RECOVERY_LEASE_TTL:g}s" in waited.stderr
+        finally:
+            worker.kill()
+            worker.wait()
+    report = tmp_path / "report.json"
+    second = _child(tmp_path, "recovered.log", durability, "linear", "resume", RUN_ID, {},
+                    report=report, db=database)
+    assert second.returncode == 0, second.stderr
+    out = _outcome(tmp_path, "linear", False, report)
+    assert out.nodes == ["n3", "n4", "n5"]
+
+
+def test_a_worker_on_another_host_is_waited_for(tmp_path: Path, database: Database) -> None:
+    # The killed worker says it ran on host-b: nobody here can tell whether it lives, so its
+    # lease (15 s) must lapse. invoke says so at once; resume waits for it (its own lease_ttl,
+    # 30 s, bounds the wait) and then continues the run.
+    env = {"CRASH_MARKER": str(tmp_path / "killed.marker"), "CRASH_KILL": "node:n3"}
+    first = _child(tmp_path, "killed.log", "sync", "linear", "start", RUN_ID,
+                   {**env, "THREADLOOM_HOST_ID": "host-b"}, lease_ttl=15.0, db=database)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    busy = _child(tmp_path, "busy.log", "sync", "linear", "continue", RUN_ID, env, db=database)
+    assert busy.returncode != 0
+    assert "ThreadBusyError" in busy.stderr and "on host 'host-b'" in busy.stderr
+    assert "lapses at " in busy.stderr and "wait=True" in busy.stderr
+    report = tmp_path / "report.json"
+    second = _child(tmp_path, "recovered.log", "sync", "linear", "resume", RUN_ID, env,
+                    report=report, lease_ttl=30.0, db=database)
+    assert second.returncode == 0, second.stderr
+    out = _outcome(tmp_path, "linear", False, report)
+    assert out.nodes == ["n3", "n4", "n5"]

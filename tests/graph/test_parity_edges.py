@@ -28,8 +28,7 @@ def branching(
 ) -> StateGraph:
     """START -> "start", then a conditional edge from "start" to some of ``nodes``.
 
-    With a path map, ``nodes`` lists exactly its destinations: threadloom rejects nodes that
-    no edge can reach.
+    With a path map, ``nodes`` lists exactly its destinations.
     """
     builder = StateGraph(State)
     builder.add_node("start", log("start"))
@@ -131,6 +130,41 @@ def test_join_edge_waits_for_all_sources_across_steps_of_different_lengths() -> 
     builder.add_edge(["a3", "b"], "j")
     builder.add_edge("j", END)
     assert builder.compile().invoke({}) == {"log": ["a", "b", "a2", "a3", "j"]}
+
+
+def test_join_edge_into_end_does_not_disturb_other_joins() -> None:
+    builder = StateGraph(State)
+    for name in "abcde":
+        builder.add_node(name, log(name))
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    builder.add_edge(["a", "b"], END)
+    builder.add_edge("a", "c")
+    builder.add_edge("b", "d")
+    builder.add_edge(["c", "d"], "e")
+    assert builder.compile().invoke({"log": []}) == {"log": ["a", "b", "c", "d", "e"]}
+
+
+def test_two_conditional_edges_of_a_node_need_differently_named_paths() -> None:
+    def route(state: State) -> str:
+        return END
+
+    def other(state: State) -> str:
+        return END
+
+    builder = StateGraph(State)
+    builder.add_node("a", log("a"))
+    builder.add_node("b", log("b"))
+    builder.add_edge(START, "a")
+    builder.add_conditional_edges("a", route)
+    builder.add_conditional_edges("b", route)  # another node may reuse the name
+    builder.add_conditional_edges("a", other)
+    with pytest.raises(ValueError, match="route"):
+        builder.add_conditional_edges("a", route)
+    builder.add_conditional_edges("a", lambda state: END)
+    with pytest.raises(ValueError):  # unnamed paths (lambdas) share one name
+        builder.add_conditional_edges("a", lambda state: END)
+    assert builder.compile().invoke({"log": []}) == {"log": ["a"]}
 
 
 def test_separate_edges_into_one_node_trigger_it_once_per_arrival() -> None:

@@ -5,11 +5,13 @@ running the same graph under LangGraph. LangGraph raises a plain ``ValueError`` 
 invalid graph; threadloom raises ``GraphValidationError``, which is a ``ValueError``, so
 LangGraph code that catches ``ValueError`` keeps working.
 
-Where threadloom deliberately goes further: it rejects nodes that no edge can reach from
-START (LangGraph compiles them and never runs them). A node reached only through
-``Command.goto`` counts as reachable when its source declares it, by a
-``-> Command[Literal[...]]`` return annotation or ``add_node(..., destinations=...)``; a
-conditional edge without a path map can go anywhere, so then nothing is reported.
+Reachability: as LangGraph, ``compile()`` accepts nodes that nothing leads to (they never
+run). ``compile(strict=True)`` (threadloom only) rejects nodes that no edge can reach from
+START. There a node reached only through ``Command.goto`` counts as reachable when its source
+declares it, by a ``-> Command[Literal[...]]`` return annotation or
+``add_node(..., destinations=...)``; a conditional edge without a path map, or a node whose
+code builds a ``Command`` without declaring where it goes, can go anywhere, so then nothing is
+reported.
 """
 
 import asyncio
@@ -151,6 +153,25 @@ def test_empty_graph_has_no_entry_point() -> None:
         StateGraph(State).compile()
 
 
+def test_declared_destination_naming_an_unknown_node_is_rejected() -> None:
+    builder = with_nodes("b")
+    builder.add_node("a", lambda state: Command(goto="b"), destinations=("b", "nowhere"))
+    builder.add_edge(START, "a")
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        builder.compile()
+
+
+def test_command_return_hint_naming_an_unknown_node_is_rejected() -> None:
+    def a(state: State) -> Command[Literal["nowhere"]]:
+        return Command(goto="nowhere")
+
+    builder = with_nodes()
+    builder.add_node("a", a)
+    builder.add_edge(START, "a")
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        builder.compile()
+
+
 def test_interrupt_before_an_unknown_node_is_rejected() -> None:
     builder = with_nodes("a")
     builder.add_edge(START, "a")
@@ -158,69 +179,106 @@ def test_interrupt_before_an_unknown_node_is_rejected() -> None:
         builder.compile(interrupt_before=["nowhere"])
 
 
-# --- reachability (threadloom only) -----------------------------------------------------
+# --- reachability ------------------------------------------------------------------------
+
+
+def test_node_without_incoming_edges_compiles_and_never_runs() -> None:
+    builder = with_nodes("a", "orphan")
+    builder.add_edge(START, "a")
+    assert builder.compile().invoke({}) == {"log": ["a"]}
+
+
+def test_node_reachable_only_from_an_unreachable_node_compiles() -> None:
+    builder = with_nodes("a", "orphan", "after_orphan")
+    builder.add_edge(START, "a")
+    builder.add_edge("orphan", "after_orphan")
+    builder.add_edge("orphan", "a")
+    assert builder.compile().invoke({}) == {"log": ["a"]}
+
+
+def test_command_target_not_declared_by_its_source_compiles() -> None:
+    def route(state: State) -> Any:
+        return make_command()
+
+    def make_command() -> Command[Any]:  # the node's own code never names Command
+        return Command(update={"log": ["a"]}, goto="b")
+
+    builder = with_nodes("b")
+    builder.add_node("a", route)
+    builder.add_edge(START, "a")
+    assert builder.compile().invoke({}) == {"log": ["a", "b"]}
 
 
 @pytest.mark.threadloom_only
-def test_node_without_incoming_edges_is_unreachable() -> None:
-    # LangGraph compiles this and silently never runs "orphan".
+def test_strict_compile_rejects_a_node_without_incoming_edges() -> None:
     builder = with_nodes("a", "orphan")
     builder.add_edge(START, "a")
     with pytest.raises(GraphValidationError, match="orphan"):
-        builder.compile()
+        builder.compile(strict=True)
 
 
 @pytest.mark.threadloom_only
-def test_node_reachable_only_from_an_unreachable_node_is_unreachable() -> None:
+def test_strict_compile_rejects_a_node_reachable_only_from_an_unreachable_node() -> None:
     builder = with_nodes("a", "orphan", "after_orphan")
     builder.add_edge(START, "a")
     builder.add_edge("orphan", "after_orphan")
     builder.add_edge("orphan", "a")
     with pytest.raises(GraphValidationError, match="orphan"):
-        builder.compile()
+        builder.compile(strict=True)
 
 
 @pytest.mark.threadloom_only
-def test_command_target_not_declared_by_its_source_still_compiles() -> None:
-    # threadloom decision: a node whose code names Command may route anywhere, so the
-    # reachability check stands down (as LangGraph, which never checks) rather than reject
-    # common LangGraph programs that use Command(goto=...) without annotations.
+def test_strict_compile_stands_down_for_a_node_that_names_command() -> None:
+    # a node whose code names Command may route anywhere, so nothing can be called unreachable
     builder = with_nodes("b")
     builder.add_node("a", lambda state: Command(goto="b"))
     builder.add_edge(START, "a")
-    assert builder.compile().invoke({}) == {"log": ["b"]}
+    assert builder.compile(strict=True).invoke({}) == {"log": ["b"]}
 
 
-def test_node_that_cannot_route_leaves_an_unreachable_node_an_error() -> None:
+@pytest.mark.threadloom_only
+def test_strict_compile_rejects_what_a_plain_node_cannot_reach() -> None:
     builder = with_nodes("b")
     builder.add_node("a", lambda state: {"log": ["a"]})
     builder.add_edge(START, "a")
     with pytest.raises(GraphValidationError, match="b"):
-        builder.compile()
+        builder.compile(strict=True)
 
 
-def test_command_targets_declared_by_return_annotation_are_reachable() -> None:
+@pytest.mark.threadloom_only
+def test_strict_compile_counts_command_targets_declared_by_return_annotation() -> None:
     def a(state: State) -> Command[Literal["b", "c"]]:
         return Command(update={"log": ["a"]}, goto="b")
 
     builder = with_nodes("b", "c")
     builder.add_node("a", a)
     builder.add_edge(START, "a")
-    assert builder.compile().invoke({}) == {"log": ["a", "b"]}
+    assert builder.compile(strict=True).invoke({}) == {"log": ["a", "b"]}
 
 
-def test_command_targets_declared_by_destinations_are_reachable() -> None:
+@pytest.mark.threadloom_only
+def test_strict_compile_counts_command_targets_declared_by_destinations() -> None:
     builder = with_nodes("b", "c")
     builder.add_node("a", lambda state: Command(goto="c"), destinations=("b", "c"))
     builder.add_edge(START, "a")
-    assert builder.compile().invoke({}) == {"log": ["c"]}
+    assert builder.compile(strict=True).invoke({}) == {"log": ["c"]}
 
 
-def test_conditional_edge_without_a_path_map_makes_every_node_reachable() -> None:
+@pytest.mark.threadloom_only
+def test_strict_compile_counts_every_node_after_a_conditional_edge_without_a_map() -> None:
     builder = with_nodes("a", "b", "c")
     builder.add_edge(START, "a")
     builder.add_conditional_edges("a", lambda state: "b")
-    assert builder.compile().invoke({}) == {"log": ["a", "b"]}
+    assert builder.compile(strict=True).invoke({}) == {"log": ["a", "b"]}
+
+
+@pytest.mark.threadloom_only
+def test_strict_compile_still_checks_what_compile_checks() -> None:
+    builder = with_nodes("a")
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "nowhere")
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        builder.compile(strict=True)
 
 
 # --- errors at run time -----------------------------------------------------------------

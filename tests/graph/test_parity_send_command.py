@@ -6,8 +6,9 @@ nodes triggered by edges are applied first, in node-name order, then those of ``
 tasks, in the order the sends were made (senders in node-name order, each sender's sends in
 its own order) -- whatever the destination node's name.
 
-Nodes that are only reached through ``Command.goto`` are declared on their source node
-(``-> Command[Literal[...]]`` or ``destinations=``), as threadloom's reachability check needs.
+Some nodes that are only reached through ``Command.goto`` are declared on their source node
+(``-> Command[Literal[...]]`` or ``destinations=``); neither threadloom nor LangGraph needs
+it, but ``compile(strict=True)`` and the drawing use it.
 """
 
 import asyncio

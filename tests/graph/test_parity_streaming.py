@@ -156,6 +156,31 @@ def test_updates_and_values_of_a_command_node() -> None:
 # --- custom -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_nodes_update_is_streamed_before_its_conditional_edge_fails(use_async: bool) -> None:
+    def broken_route(state: State) -> str:
+        raise LookupError("no route")
+
+    builder = StateGraph(State)
+    builder.add_node("a", log("a"))
+    builder.add_node("b", log("b"))
+    builder.add_edge(START, "a")
+    builder.add_conditional_edges("a", broken_route, ["b"])
+    graph = builder.compile()
+    chunks: list[Any] = []
+
+    async def consume() -> None:
+        async for chunk in graph.astream({"log": [], "x": 0}):
+            chunks.append(chunk)
+
+    with pytest.raises(LookupError):
+        if use_async:
+            asyncio.run(consume())
+        else:
+            chunks.extend(graph.stream({"log": [], "x": 0}))
+    assert chunks == [{"a": {"log": ["a"]}}]
+
+
 def custom_writers() -> StateGraph:
     def via_get_stream_writer(state: State) -> dict[str, Any]:
         write = get_stream_writer()

@@ -142,6 +142,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE {s}.executions ADD PRIMARY KEY (thread_id, id)",
         "DROP INDEX {s}.executions_thread",
     ),
+    # 4: fencing tokens from one sequence for the whole schema, so a thread that is deleted
+    # and created again never reissues a token a holder of its earlier incarnation may still
+    # carry. It starts above every token an existing store handed out.
+    (
+        "CREATE SEQUENCE {s}.lease_tokens AS BIGINT",
+        "SELECT setval('{s}.lease_tokens', coalesce(max(lease_token), 0) + 1, false)"
+        " FROM {s}.threads",
+    ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -288,16 +296,19 @@ class Statements:
 
         # -- leases --------------------------------------------------------------------------
         # One statement each. The holder re-taking an unexpired lease keeps its token; a
-        # free, released or expired lease is taken with the token bumped. A busy lease makes
-        # the WHERE false: no row comes back.
+        # free, released or expired lease is taken with a new token from the schema's
+        # sequence (migration 4), drawn under the row's lock, so a thread's tokens increase.
+        # A busy lease makes the WHERE false: no row comes back (and no token is drawn: the
+        # SET list is computed only for a row that passed the WHERE).
+        token = f"nextval('{s}.lease_tokens')"
         self.acquire = (
             f"INSERT INTO {s}.threads AS t (thread_id, namespace, namespace_set, created_at,"
             " updated_at, lease_owner, lease_token, lease_expires_at)"
-            " VALUES (%(thread_id)s, %(namespace)s, false, %(now)s, %(now)s, %(owner)s, 1,"
-            " %(expires)s) ON CONFLICT (thread_id) DO UPDATE SET"
+            " VALUES (%(thread_id)s, %(namespace)s, false, %(now)s, %(now)s, %(owner)s,"
+            f" {token}, %(expires)s) ON CONFLICT (thread_id) DO UPDATE SET"
             " lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,"
             " lease_token = CASE WHEN t.lease_owner IS NOT NULL AND t.lease_expires_at > %(now)s"
-            " THEN t.lease_token ELSE t.lease_token + 1 END"
+            f" THEN t.lease_token ELSE {token} END"
             " WHERE t.lease_owner IS NULL OR t.lease_expires_at <= %(now)s"
             " OR t.lease_owner = excluded.lease_owner"
             " RETURNING lease_token"
@@ -310,6 +321,14 @@ class Statements:
         self.release = (
             f"UPDATE {s}.threads SET lease_owner = NULL, lease_expires_at = NULL"
             " WHERE thread_id = %s AND lease_token = %s AND lease_owner IS NOT NULL"
+        )
+        # The new owner repeating it (after a lost answer) keeps the token it got.
+        self.takeover = (
+            f"UPDATE {s}.threads SET lease_token = CASE WHEN lease_owner = %(owner)s"
+            f" THEN lease_token ELSE {token} END, lease_owner = %(owner)s,"
+            " lease_expires_at = %(expires)s WHERE thread_id = %(thread_id)s"
+            " AND lease_owner IS NOT NULL"
+            " AND (lease_token = %(token)s OR lease_owner = %(owner)s) RETURNING lease_token"
         )
 
         # -- the write path --------------------------------------------------------------------

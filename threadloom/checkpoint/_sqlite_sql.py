@@ -23,10 +23,18 @@ from threadloom.checkpoint._rows import (
 )
 from threadloom.checkpoint.base import (
     ANY_HEAD,
+    DEFAULT_NAMESPACE,
     Commit,
+    Lease,
     RunRecord,
 )
-from threadloom.errors import CheckpointConflictError, LeaseLostError, RunConflictError, StoreError
+from threadloom.errors import (
+    CheckpointConflictError,
+    LeaseLostError,
+    RunConflictError,
+    StoreError,
+    ThreadBusyError,
+)
 
 # -- schema -------------------------------------------------------------------------------
 #
@@ -112,6 +120,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE executions_by_thread RENAME TO executions",
         "CREATE INDEX executions_run ON executions (run_id)",
         UNFINISHED_INDEX,
+    ),
+    # 5: fencing tokens that survive deleting a thread. ``retired`` is the highest token of
+    # every deleted thread (delete_thread raises it), and a lease is granted above both it
+    # and the thread's own last token, so a thread created again never reissues a token a
+    # holder of its earlier incarnation may still carry. Existing stores start the mark at
+    # their highest token.
+    (
+        "CREATE TABLE lease_tokens (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " retired INTEGER NOT NULL)",
+        "INSERT INTO lease_tokens SELECT 1, COALESCE(MAX(lease_token), 0) FROM threads",
     ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
@@ -201,6 +219,76 @@ THREAD_COLS = (
     "thread_id, namespace, created_at, updated_at, metadata, lease_owner, lease_token, "
     "lease_expires_at"
 )
+
+
+# -- leases -------------------------------------------------------------------------------
+#
+# Each runs inside the caller's BEGIN IMMEDIATE transaction. One statement reads the thread's
+# lease and the retired-token mark (migration 5); the thread's columns are NULL when it has no
+# row yet.
+
+SQL_LEASE_STATE = (
+    "SELECT t.lease_owner, t.lease_token, t.lease_expires_at,"
+    " coalesce((SELECT retired FROM lease_tokens), 0) FROM (SELECT 1)"
+    " LEFT JOIN threads t ON t.thread_id = ?"
+)
+SQL_TAKE_LEASE = (
+    "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_expires_at = ? WHERE thread_id = ?"
+)
+
+
+def acquire_lease(conn: sqlite3.Connection, thread_id: str, owner: str, ttl: float) -> Lease:
+    """The body of ``SqliteStore.acquire_lease``."""
+    now = time.time()
+    expires = now + ttl
+    holder, token, held_until, retired = conn.execute(SQL_LEASE_STATE, (thread_id,)).fetchone()
+    if token is None:
+        token = retired + 1
+        conn.execute(
+            "INSERT INTO threads (thread_id, namespace, namespace_set, created_at,"
+            " updated_at, lease_owner, lease_token, lease_expires_at)"
+            " VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+            (thread_id, DEFAULT_NAMESPACE, now, now, owner, token, expires),
+        )
+        return Lease(thread_id, owner, token, expires)
+    if holder is not None and held_until > now:
+        if holder != owner:
+            raise ThreadBusyError(
+                f"thread {thread_id!r} is busy: its lease is held by {holder!r}"
+            )
+    else:
+        token = max(token, retired) + 1
+    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, thread_id))
+    return Lease(thread_id, owner, token, expires)
+
+
+def takeover_lease(conn: sqlite3.Connection, held: Lease, owner: str, ttl: float) -> Lease:
+    """The body of ``SqliteStore.takeover_lease``."""
+    holder, token, _, retired = conn.execute(SQL_LEASE_STATE, (held.thread_id,)).fetchone()
+    expires = time.time() + ttl
+    if holder is not None and holder == owner:  # a repeated call
+        conn.execute(SQL_TAKE_LEASE, (owner, token, expires, held.thread_id))
+        return Lease(held.thread_id, owner, token, expires)
+    if holder is None or token != held.token:
+        raise LeaseLostError(
+            f"lease token {held.token} is no longer current on thread {held.thread_id!r}:"
+            " it was released or taken over meanwhile"
+        )
+    token = max(token, retired) + 1
+    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, held.thread_id))
+    return Lease(held.thread_id, owner, token, expires)
+
+
+def delete_thread(conn: sqlite3.Connection, thread_id: str) -> None:
+    """The body of ``SqliteStore.delete_thread``: the thread's token is retired first."""
+    conn.execute(
+        "INSERT INTO lease_tokens (id, retired) SELECT 1, lease_token FROM threads"
+        " WHERE thread_id = ? ON CONFLICT (id) DO UPDATE"
+        " SET retired = max(retired, excluded.retired)",
+        (thread_id,),
+    )
+    for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
+        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
 
 
 # -- queries ------------------------------------------------------------------------------

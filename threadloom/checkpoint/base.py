@@ -83,7 +83,13 @@ class Lease:
     """A writer's exclusive right to commit to a thread until ``expires_at``.
 
     ``token`` is a fencing token: it strictly increases every time the lease changes hands,
-    and a commit carrying an older token is refused with ``LeaseLostError``.
+    also across the thread being deleted and created again (a store never hands out a token
+    that an earlier holder of any thread of the same id may still carry), and a commit
+    carrying any other token than the current one is refused with ``LeaseLostError``.
+
+    ``owner`` is an opaque string to the store. The engine writes who holds the lease into it
+    (host, process id and process start time, see :mod:`threadloom.engine._owner`) so that a
+    process on the same host can tell a dead holder from a live one.
     """
 
     thread_id: str
@@ -340,6 +346,27 @@ class Store(Protocol):
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
+        ...
+
+    def takeover_lease(self, held: Lease, owner: str, ttl: float) -> Lease:
+        """Take the thread's lease from the holder ``held`` (as read from
+        :meth:`get_thread`), expired or not, with a new, higher token, for ``ttl`` seconds.
+
+        For a caller that knows the holder is dead (its process is gone) and must not wait
+        for the lease to lapse. It is a compare-and-set on ``held.token``: of two callers that
+        read the same holder, one wins and the other gets ``LeaseLostError``; the dead
+        holder's token can no longer commit, renew or release. ``owner`` repeating the call
+        once it holds the lease extends it and keeps its token.
+
+        Example:
+            >>> thread = store.get_thread("t-1")
+            >>> if thread is not None and thread.lease is not None and holder_is_dead(thread):
+            ...     lease = store.takeover_lease(thread.lease, "me", 30.0)
+
+        Raises:
+            LeaseLostError: ``held.token`` is no longer the thread's current token (the lease
+                was released, taken over or re-granted since it was read).
+        """
         ...
 
     # -- the write path -------------------------------------------------------------------

@@ -18,6 +18,9 @@ Behaviour the protocol leaves open, decided here (and matched by every backend):
 
 * A released lease leaves no current token: a commit or renewal carrying the released token
   raises ``LeaseLostError``; the next acquisition gets a higher token.
+* Fencing tokens come from one counter for the whole store, so a thread that is deleted and
+  created again never hands out a token its earlier incarnation did (the SQL backends keep
+  the same promise their own way: a retired-token mark, a sequence).
 * A thread row created by :meth:`MemoryStore.acquire_lease` has no namespace yet (it reads as
   ``"default"``); the first commit on the thread sets it from ``Commit.namespace``.
 * Inserting a checkpoint whose ``seq`` already exists on the thread raises
@@ -74,7 +77,8 @@ _K = TypeVar("_K", bound=tuple[Any, ...])
 
 
 class _Thread:
-    """A thread row. ``token`` survives a release, so the next holder gets a higher one."""
+    """A thread row. ``token`` survives a release; the next holder gets a higher one from the
+    store's token counter."""
 
     __slots__ = (
         "created_at",
@@ -217,6 +221,7 @@ class MemoryStore:
         self._writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]] = {}
         self._runs: dict[str, RunRecord] = {}
         self._executions: dict[tuple[str, str], ExecutionRecord] = {}  # by (thread, id)
+        self._last_token = 0  # the fencing-token counter, store-wide (see the module doc)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -266,10 +271,14 @@ class MemoryStore:
                         f"thread {thread_id!r} is busy: its lease is held by {row.owner!r}"
                     )
             else:
-                row.token += 1
+                row.token = self._next_token()
             row.owner = owner
             row.expires_at = now + ttl
             return Lease(thread_id, owner, row.token, row.expires_at)
+
+    def _next_token(self) -> int:
+        self._last_token += 1
+        return self._last_token
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
@@ -293,6 +302,29 @@ class MemoryStore:
             if row is not None and row.current_token() == lease.token:
                 row.owner = None
                 row.expires_at = 0.0
+
+    def takeover_lease(self, held: Lease, owner: str, ttl: float) -> Lease:
+        """Take the lease from the holder ``held``, expired or not, with a new token (see the
+        protocol).
+
+        Raises:
+            LeaseLostError: ``held.token`` is no longer current.
+        """
+        with self._lock:
+            self._check_open()
+            row = self._threads.get(held.thread_id)
+            if row is not None and row.owner == owner:  # a repeated call
+                row.expires_at = time.time() + ttl
+                return Lease(held.thread_id, owner, row.token, row.expires_at)
+            if row is None or row.current_token() != held.token:
+                raise LeaseLostError(
+                    f"lease token {held.token} is no longer current on thread "
+                    f"{held.thread_id!r}: it was released or taken over meanwhile"
+                )
+            row.token = self._next_token()
+            row.owner = owner
+            row.expires_at = time.time() + ttl
+            return Lease(held.thread_id, owner, row.token, row.expires_at)
 
     # -- the write path -------------------------------------------------------------------
 

@@ -30,8 +30,9 @@ nothing), the blobs, writes and executions. The first failed check, in the docum
 raises through the schema's ``fail()`` function with a SQLSTATE of threadloom's own
 (``TL001``..``TL005``), which aborts the transaction and becomes ``LeaseLostError``,
 ``CheckpointConflictError``, ``RunConflictError`` or ``StoreError``. Leases are taken,
-renewed and released by single conditional statements, with the semantics of the other
-backends (the token increases when the holder changes and when an expired lease is taken).
+renewed, released and taken over by single conditional statements, with the semantics of the
+other backends (the token, drawn from one sequence per schema, increases when the holder
+changes and when an expired lease is taken).
 
 Time. Lease expiry uses the clients' clocks (``time.time()``), like the other backends, not
 the server's: keep the workers' clocks in sync (NTP) to well within a lease's ttl.
@@ -403,6 +404,28 @@ class PostgresStore:
             lambda conn: conn.execute(self._sql.release, (lease.thread_id, lease.token)),
             "release_lease",
         )
+
+    def takeover_lease(self, held: Lease, owner: str, ttl: float) -> Lease:
+        """Take the lease from the holder ``held``, expired or not, with a new token (see the
+        protocol). One conditional statement; repeating it after a lost answer is harmless.
+
+        Raises:
+            LeaseLostError: ``held.token`` is no longer current.
+        """
+
+        def takeover(conn: Connection) -> Lease:
+            expires = time.time() + ttl
+            params = {"owner": owner, "expires": expires, "thread_id": held.thread_id,
+                      "token": held.token}
+            row = conn.execute(self._sql.takeover, params).fetchone()
+            if row is None:
+                raise LeaseLostError(
+                    f"lease token {held.token} is no longer current on thread "
+                    f"{held.thread_id!r}: it was released or taken over meanwhile"
+                )
+            return Lease(held.thread_id, owner, row[0], expires)
+
+        return self._run(takeover, "takeover_lease")
 
     # -- the write path -------------------------------------------------------------------
 

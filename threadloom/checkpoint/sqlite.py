@@ -63,7 +63,6 @@ from threadloom.checkpoint._sqlite_sql import (
     write_commits,
 )
 from threadloom.checkpoint.base import (
-    DEFAULT_NAMESPACE,
     BlobRecord,
     CheckpointRecord,
     Commit,
@@ -79,7 +78,6 @@ from threadloom.errors import (
     MigrationError,
     StoreError,
     StoreUnavailableError,
-    ThreadBusyError,
     ThreadloomError,
 )
 
@@ -413,39 +411,7 @@ class SqliteStore:
         Raises:
             ThreadBusyError: another owner holds an unexpired lease.
         """
-
-        def acquire(conn: sqlite3.Connection) -> Lease:
-            now = time.time()
-            expires = now + ttl
-            row = conn.execute(
-                "SELECT lease_owner, lease_token, lease_expires_at FROM threads"
-                " WHERE thread_id = ?",
-                (thread_id,),
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO threads (thread_id, namespace, namespace_set, created_at,"
-                    " updated_at, lease_owner, lease_token, lease_expires_at)"
-                    " VALUES (?, ?, 0, ?, ?, ?, 1, ?)",
-                    (thread_id, DEFAULT_NAMESPACE, now, now, owner, expires),
-                )
-                return Lease(thread_id, owner, 1, expires)
-            holder, token, held_until = row
-            if holder is not None and held_until > now:
-                if holder != owner:
-                    raise ThreadBusyError(
-                        f"thread {thread_id!r} is busy: its lease is held by {holder!r}"
-                    )
-            else:
-                token += 1
-            conn.execute(
-                "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_expires_at = ?"
-                " WHERE thread_id = ?",
-                (owner, token, expires, thread_id),
-            )
-            return Lease(thread_id, owner, token, expires)
-
-        return self._run(acquire, True)
+        return self._run(lambda conn: _sql.acquire_lease(conn, thread_id, owner, ttl), True)
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
@@ -478,6 +444,15 @@ class SqliteStore:
             )
 
         self._run(release, False)  # one statement: atomic on its own
+
+    def takeover_lease(self, held: Lease, owner: str, ttl: float) -> Lease:
+        """Take the lease from the holder ``held``, expired or not, with a new token (see the
+        protocol).
+
+        Raises:
+            LeaseLostError: ``held.token`` is no longer current.
+        """
+        return self._run(lambda conn: _sql.takeover_lease(conn, held, owner, ttl), True)
 
     # -- the write path -------------------------------------------------------------------
 
@@ -702,11 +677,7 @@ class SqliteStore:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
         runs, executions, lease), in one transaction."""
 
-        def delete(conn: sqlite3.Connection) -> None:
-            for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
-                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-
-        self._run(delete, True)
+        self._run(lambda conn: _sql.delete_thread(conn, thread_id), True)
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""

@@ -10,7 +10,7 @@ and :func:`advance` computes the next frontier.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "output_values",
     "plan_tasks",
     "route",
+    "settle_deferred",
 ]
 
 Write = tuple[str, Any]
@@ -44,11 +45,14 @@ class Frontier:
         nodes: nodes triggered by edges, in the order they run and apply (by name).
         sends: ``Send`` packets, in the order they were sent.
         barriers: join barrier index -> sources seen so far (kept across steps).
+        deferred: ``defer=True`` nodes that were triggered and wait until no other node is
+            due (they are not part of :meth:`names`, as LangGraph's ``next`` leaves them out).
     """
 
     nodes: list[str] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
     barriers: dict[int, set[str]] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.nodes or self.sends)
@@ -287,28 +291,69 @@ def apply_writes(
 
 def advance(spec: GraphSpec, frontier: Frontier, results: Sequence[TaskResult]) -> Frontier:
     """The frontier after a step: nodes triggered by static edges, completed join barriers
-    and routed destinations; ``Send`` packets in order. Barrier progress carries over."""
+    and routed destinations; ``Send`` packets in order. Barrier progress carries over, and
+    so do deferred nodes (see :func:`settle_deferred`)."""
     nodes = spec.nodes
     triggered: dict[str, None] = {}
     sends: list[Send] = []
     barriers = frontier.barriers
+    if barriers:
+        for result in results:
+            if nodes[result.task.name].defer:
+                _consume_barriers(spec, barriers, result.task.name)
+    hits: list[tuple[int, str]] = []
     for result in results:
         node = nodes[result.task.name]
         for name in node.static_next:
             triggered[name] = None
         for index in node.barriers:
-            seen = barriers.setdefault(index, set())
-            seen.add(node.name)
-            barrier = spec.barriers[index]
-            if seen >= barrier.sources:
-                del barriers[index]
-                triggered[barrier.target] = None
+            hits.append((index, node.name))
         for goto in result.goto:
             if isinstance(goto, Send):
                 sends.append(goto)
             else:
                 triggered[goto] = None
-    return Frontier(sorted(triggered), sends, barriers)
+    # a step's hits on a barrier count as one set (a source that ran several times in the
+    # step, through Send, does not start the barrier's next round), as LangGraph's do
+    if not hits:
+        return settle_deferred(spec, triggered, sends, barriers, frontier.deferred)
+    completed: dict[int, None] = {}
+    for index, source in hits:
+        seen = barriers.setdefault(index, set())
+        seen.add(source)
+        if seen >= spec.barriers[index].sources:
+            completed[index] = None
+    for index in completed:
+        target = spec.barriers[index].target
+        if not nodes[target].defer:
+            del barriers[index]
+        # a deferred target's barrier stays complete (further hits change nothing) until
+        # the target runs, as LangGraph's barrier channels do
+        triggered[target] = None
+    return settle_deferred(spec, triggered, sends, barriers, frontier.deferred)
+
+
+def _consume_barriers(spec: GraphSpec, barriers: dict[int, set[str]], target: str) -> None:
+    """A deferred node ran: the complete join barriers that were waiting for it reset."""
+    for index, barrier in enumerate(spec.barriers):
+        if barrier.target == target and barriers.get(index, set()) >= barrier.sources:
+            del barriers[index]
+
+
+def settle_deferred(spec: GraphSpec, triggered: Collection[str], sends: list[Send],
+                    barriers: dict[int, set[str]], waiting: Sequence[str] = ()) -> Frontier:
+    """The next frontier from the nodes a step (or the input) triggered: ``defer=True``
+    nodes join the waiting ones, and run once no other node is due (``Send`` packets do not
+    count), as in LangGraph."""
+    nodes = spec.nodes
+    due = [name for name in triggered if not nodes[name].defer]
+    if not waiting and len(due) == len(triggered):  # no deferred node involved
+        return Frontier(sorted(due), sends, barriers)
+    deferred = dict.fromkeys(waiting)
+    deferred.update((name, None) for name in triggered if nodes[name].defer)
+    if not due and deferred:
+        return Frontier(sorted(deferred), sends, barriers)
+    return Frontier(sorted(due), sends, barriers, sorted(deferred))
 
 
 def output_values(spec: GraphSpec, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,8 @@
 from __future__ import annotations
 
 import copy
-import os
-import socket
 import threading
 import time
-import uuid
 from typing import Any
 
 from threadloom._faults import fault
@@ -34,6 +31,7 @@ from threadloom.checkpoint.base import (
 )
 from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
 from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
+from threadloom.engine._owner import acquire as acquire_lease
 from threadloom.engine._persist import (
     ERROR,
     INTERRUPT,
@@ -51,7 +49,6 @@ from threadloom.errors import (
     InvalidConfigError,
     RunCancelled,
     RunConflictError,
-    ThreadBusyError,
     ThreadloomError,
 )
 from threadloom.types import Command, Durability, Interrupt
@@ -60,10 +57,6 @@ __all__ = ["DurableContext", "DurableRun"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
 ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
-
-
-def _owner(run_id: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{run_id}"
 
 
 def _error_text(exc: BaseException) -> str:
@@ -208,23 +201,11 @@ class DurableRun(Run):
             )
 
     def _acquire_lease(self) -> None:
-        owner = _owner(self.ctx.run_id)
-        deadline = None
-        if self._wait:
-            deadline = time.monotonic() + (
-                float(self._wait) if not isinstance(self._wait, bool) else 3600.0
-            )
-        delay = 0.01
-        while True:
-            try:
-                self.lease = self.store.acquire_lease(self.thread_id, owner, self.p.lease_ttl)
-                self.p.heartbeat.add(self)
-                return
-            except ThreadBusyError:
-                if deadline is None or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        """Take the thread's lease (at once from a dead holder on this host; see
+        :func:`threadloom.engine._owner.acquire`) and start heartbeating it."""
+        self.lease = acquire_lease(self.store, self.thread_id, self.ctx.run_id,
+                                   self.p.lease_ttl, self._wait)
+        self.p.heartbeat.add(self)
 
     def _retry_candidate(self, input: Any) -> RunRecord | None:
         """The thread's latest run, if it failed (in a node, not in the engine) or died, and

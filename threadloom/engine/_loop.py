@@ -5,8 +5,9 @@ empty. :class:`Run` holds the logic shared by the sync and async drivers
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from threadloom.engine._algo import (
     output_values,
     plan_tasks,
     route,
+    settle_deferred,
 )
 from threadloom.engine._runner import StepOutcome, arun_step, run_step
 from threadloom.engine._spec import START, GraphSpec
@@ -32,7 +34,7 @@ from threadloom.errors import (
     RunCancelled,
     RunTimeoutError,
 )
-from threadloom.types import Interrupt
+from threadloom.types import Command, Interrupt
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -150,14 +152,20 @@ class RunContext:
     ) -> None:
         """Called in the task's thread when an attempt raised."""
 
+    def on_task_output(self, task: PlannedTask, writes: list[tuple[str, Any]]) -> None:
+        """Called in the task's thread, when the run streams, as soon as the node returned
+        and before its conditional edges run: its ``updates`` chunk goes out now, even if a
+        path function then fails (as in LangGraph)."""
+        sink = self.sink
+        if sink is not None and sink.updates:
+            sink.put("updates", {task.name: dict(writes) if writes else None})
+
     def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
         """Called in the task's thread when the task finished successfully."""
         sink = self.sink
         if sink is None:
             return
         update = dict(result.writes) if result.writes else None
-        if sink.updates:
-            sink.put("updates", {result.task.name: update})
         if sink.debug:
             self._debug(
                 "task_result",
@@ -186,7 +194,7 @@ class Run:
 
     __slots__ = ("ctx", "spec", "values", "frontier", "limit", "stop", "has_output",
                  "interrupts", "paused", "interrupt_before", "interrupt_after",
-                 "skip_breakpoint", "cancelled", "_output_keys")
+                 "skip_breakpoint", "cancelled", "_output_keys", "gate", "agate")
 
     def __init__(self, ctx: RunContext, limit: int,
                  interrupt_before: frozenset[str] = frozenset(),
@@ -205,6 +213,10 @@ class Run:
         self.skip_breakpoint = False
         self.cancelled: str | None = None
         self._output_keys = frozenset(ctx.spec.output_keys)
+        # set by stream()/astream(): wait before each step until the consumer has taken
+        # every chunk so far and asks for more, so that a stream never runs ahead of it
+        self.gate: Callable[[], None] | None = None
+        self.agate: Callable[[], Awaitable[None]] | None = None
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop the run before its next step (a running step finishes first)."""
@@ -243,7 +255,7 @@ class Run:
                     triggered[target] = None
                 else:
                     sends.append(target)
-        return Frontier(sorted(triggered), sends, {})
+        return settle_deferred(spec, triggered, sends, {})
 
     def next_tasks(self) -> list[PlannedTask] | None:
         """The tasks of the next step, or ``None`` when the run is done or paused.
@@ -347,9 +359,29 @@ def _input_writes(spec: GraphSpec, input: Any) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in input.items() if k in keys]
     from threadloom.engine._algo import extract_update
 
+    if not isinstance(input, Command) and not _is_state_object(input):
+        raise InvalidUpdateError(
+            f"the graph's input must be a dict of its input keys {list(spec.input_keys)} or "
+            f"an instance of its input schema: expected dict, got {_short(input)} "
+            f"({type(input).__name__})"
+        )
     writes, _ = extract_update(spec.channels, input, START)
     keys = spec.input_keys
     return [(k, v) for k, v in writes if k in keys]
+
+
+def _is_state_object(obj: Any) -> bool:
+    """Whether ``obj`` is a dataclass or Pydantic instance (an input given as the schema)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return True
+    return hasattr(obj, "model_fields_set") and isinstance(
+        getattr(type(obj), "model_fields", None), dict
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _top_level(exc: BaseException) -> BaseException:
@@ -359,11 +391,20 @@ def _top_level(exc: BaseException) -> BaseException:
     return exc
 
 
+def _gate_passed(run: Run) -> None:
+    """After waiting for the stream's consumer: stop if it went away meanwhile."""
+    if run.cancelled is not None:
+        raise RunCancelled(run.cancelled)
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if run.gate is not None:
+                    run.gate()
+                    _gate_passed(run)
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
@@ -378,6 +419,9 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if run.agate is not None:
+                    await run.agate()
+                    _gate_passed(run)
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)

@@ -174,7 +174,7 @@ class Codec:
 
     def encode_channels(
         self, values: Mapping[str, Any], updated: Sequence[str] | set[str],
-        chains: dict[str, Chain], seq: int, thread_id: str,
+        chains: dict[str, Chain], seq: int, thread_id: str, checkpoint_ns: str = "",
     ) -> list[BlobRecord]:
         """Blobs for the channels written since the last checkpoint (updating ``chains``): a
         delta of appended items where a list only grew (with a reducer, or a plain key a node
@@ -202,7 +202,7 @@ class Codec:
             ):
                 delta = value[len(chain.items):]
                 if bind:
-                    data = self._sealed(delta, self._blob_at(thread_id, "", name, seq),
+                    data = self._sealed(delta, self._blob_at(thread_id, checkpoint_ns, name, seq),
                                         "state key {!r}", name)
                 else:
                     try:
@@ -215,7 +215,7 @@ class Codec:
                 chain.items = list(value)
                 continue
             if bind:
-                data = self._sealed(value, self._blob_at(thread_id, "", name, seq),
+                data = self._sealed(value, self._blob_at(thread_id, checkpoint_ns, name, seq),
                                     "state key {!r}", name)
             else:
                 try:
@@ -309,23 +309,29 @@ class Codec:
 
     # -- frontier and metadata ------------------------------------------------------------
 
-    def encode_frontier(self, frontier: Frontier, *, thread_id: str, seq: int) -> bytes:
-        """The frontier stored with checkpoint ``seq`` of ``thread_id``.
+    def encode_frontier(self, frontier: Frontier, *, thread_id: str, seq: int,
+                        checkpoint_ns: str = "") -> bytes:
+        """The frontier stored with checkpoint ``seq`` of ``thread_id`` (in ``checkpoint_ns``,
+        a subgraph's checkpoints).
 
         Raises:
             SerializationError: a ``Send`` argument cannot be stored.
         """
         def value() -> dict[str, Any]:
-            return {
+            out = {
                 "nodes": list(frontier.nodes),
                 "sends": [[s.node, s.arg] for s in frontier.sends],
                 "barriers": {str(k): sorted(v) for k, v in frontier.barriers.items()},
             }
+            if frontier.deferred:
+                out["deferred"] = list(frontier.deferred)
+            return out
 
         if self.bind:
-            return self._sealed(value(), self._checkpoint_at(thread_id, "", seq, "frontier"),
+            return self._sealed(value(), self._checkpoint_at(thread_id, checkpoint_ns, seq,
+                                                             "frontier"),
                                 "the arguments of the next step's Send packets")
-        if frontier.sends or frontier.barriers:
+        if frontier.sends or frontier.barriers or frontier.deferred:
             return self._plain(value(), "the arguments of the next step's Send packets")
         return self._memoized("frontier", tuple(frontier.nodes), value)
 
@@ -341,6 +347,7 @@ class Codec:
             list(raw["nodes"]),
             [Send(node, arg) for node, arg in raw["sends"]],
             {int(k): set(v) for k, v in raw["barriers"].items()},
+            list(raw.get("deferred", ())),
         )
 
     def encode_update(self, result: TaskResult, thread_id: str, run_id: str,
@@ -390,6 +397,15 @@ class Codec:
         if not extra and all(v is None for v in plain.values()):
             return self._memoized("metadata", tuple(plain), lambda: {"writes": plain})
         return self._plain({"writes": plain, **extra}, "the checkpoint metadata")
+
+    def encode_subgraph_metadata(self, metadata: dict[str, Any], *, thread_id: str, seq: int,
+                                 checkpoint_ns: str) -> bytes:
+        """``metadata`` as stored with checkpoint ``seq`` of a subgraph's ``checkpoint_ns``."""
+        if self.bind:
+            return self._sealed(metadata, self._checkpoint_at(thread_id, checkpoint_ns, seq,
+                                                              "metadata"),
+                                "the checkpoint metadata")
+        return self._plain(metadata, "the checkpoint metadata")
 
     @staticmethod
     def _writes_by_node(results: Sequence[TaskResult]) -> dict[str, Any]:
@@ -446,14 +462,16 @@ class Codec:
 
     # -- loading --------------------------------------------------------------------------
 
-    def load(self, store: Store, thread_id: str, seq: int | None = None) -> Loaded:
+    def load(self, store: Store, thread_id: str, seq: int | None = None,
+             checkpoint_ns: str = "") -> Loaded:
         """A thread's state at checkpoint ``seq`` (latest when ``None``), with the pending
-        writes of the step that follows it.
+        writes of the step that follows it; ``checkpoint_ns`` names a subgraph's checkpoints
+        (see :mod:`threadloom.engine._nested`).
 
         Raises:
             LookupError: there is no checkpoint ``seq`` on the thread.
         """
-        record = store.get_checkpoint(thread_id, "", seq)
+        record = store.get_checkpoint(thread_id, checkpoint_ns, seq)
         if record is None:
             if seq is not None:
                 raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
@@ -497,8 +515,8 @@ class Codec:
         return self.serde.loads(write.data)
 
     def _write(self, thread_id: str, seq: int, task_id: str, channel: str, idx: int,
-               value: Any, what: str, arg: str) -> WriteRecord:
-        write = WriteRecord(thread_id, "", seq, task_id, channel, idx, b"")
+               value: Any, what: str, arg: str, checkpoint_ns: str = "") -> WriteRecord:
+        write = WriteRecord(thread_id, checkpoint_ns, seq, task_id, channel, idx, b"")
         if self.bind:
             write.data = self._sealed(value, self._write_at(write), what, arg)
         else:
@@ -506,17 +524,26 @@ class Codec:
         return write
 
     def result_write(
-        self, thread_id: str, seq: int, task_id: str, result: TaskResult
+        self, thread_id: str, seq: int, task_id: str, result: TaskResult,
+        checkpoint_ns: str = "",
     ) -> WriteRecord:
         goto = [[g.node, g.arg] if isinstance(g, Send) else g for g in result.goto]
         return self._write(thread_id, seq, task_id, RESULT, 0,
                            [[list(w) for w in result.writes], goto], _NODE_OUTPUT,
-                           result.task.name)
+                           result.task.name, checkpoint_ns)
 
     def special_write(self, thread_id: str, seq: int, task_id: str, channel: str,
-                      value: Any, idx: int = 0) -> WriteRecord:
+                      value: Any, idx: int = 0, checkpoint_ns: str = "") -> WriteRecord:
         return self._write(thread_id, seq, task_id, channel, idx, value,
-                           "the {} value of execution " + task_id, channel.strip("_"))
+                           "the {} value of execution " + task_id, channel.strip("_"),
+                           checkpoint_ns)
+
+    def task_write(self, thread_id: str, seq: int, parent: str, name: str, index: int,
+                   value: Any, checkpoint_ns: str = "") -> WriteRecord:
+        """The pending write that records ``@task`` call ``index`` of ``name`` inside
+        execution ``parent``."""
+        return self._write(thread_id, seq, parent, TASK_PREFIX + name, index, value,
+                           "the result of task {!r}", name, checkpoint_ns)
 
     def task_call(self, thread_id: str, run_id: str, seq: int, parent: str, name: str,
                   index: int, args: Any, value: Any) -> tuple[WriteRecord, bytes, bytes]:
@@ -526,9 +553,8 @@ class Codec:
         Raises:
             SerializationError: the arguments or the result cannot be stored.
         """
-        result, arguments = "the result of task {!r}", "the arguments of task {!r}"
-        write = self._write(thread_id, seq, parent, TASK_PREFIX + name, index, value, result,
-                            name)
+        arguments = "the arguments of task {!r}"
+        write = self.task_write(thread_id, seq, parent, name, index, value)
         if not self.bind:
             return write, self._plain(args, arguments, name), write.data
         eid = task_execution_id(parent, name, index)
@@ -537,7 +563,7 @@ class Codec:
             self._sealed(args, execution_location(self.namespace, thread_id, run_id, eid,
                                                   "inputs"), arguments, name),
             self._sealed(value, execution_location(self.namespace, thread_id, run_id, eid,
-                                                   "outputs"), result, name),
+                                                   "outputs"), "the result of task {!r}", name),
         )
 
     # -- run and execution records --------------------------------------------------------

@@ -86,6 +86,8 @@ def _finish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope, outpu
             values: dict[str, Any]) -> TaskResult:
     """Turn a node's output into a TaskResult, evaluating its conditional edges."""
     writes, goto = _node_writes(ctx, task, output)
+    if ctx.sink is not None:
+        ctx.on_task_output(task, writes)
     if task.node.branches:
         for branch, state in _branch_inputs(ctx, task, writes, values):
             result = branch.path(state, scope.config)
@@ -103,6 +105,8 @@ async def _afinish(ctx: RunContext, task: PlannedTask, scope: _context.TaskScope
                    values: dict[str, Any]) -> TaskResult:
     """Like :func:`_finish`, awaiting async path functions."""
     writes, goto = _node_writes(ctx, task, output)
+    if ctx.sink is not None:
+        ctx.on_task_output(task, writes)
     if task.node.branches:
         for branch, state in _branch_inputs(ctx, task, writes, values):
             result = branch.path(state, scope.config)
@@ -164,11 +168,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
         while not hit:
             started = time.time()
             try:
-                if node.timeout is None:
-                    output = node.call(inp, scope)
-                else:
-                    output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout,
-                                                task.name)
+                output = _attempt(ctx, task, inp, scope)
                 break
             except ParentCommand as signal:
                 output = _parent_command(task, signal)
@@ -191,6 +191,51 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
         _settle_tasks(scope)
     ctx.on_task_done(result, task_id, attempt)
     return result
+
+
+def _attempt(ctx: RunContext, task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    """One attempt of a sync node: through its circuit breaker, within its timeout."""
+    node = task.node
+    circuit = node.circuit
+    probe = circuit.admit() if circuit is not None else False
+    try:
+        if node.timeout is None:
+            output = node.call(inp, scope)
+        else:
+            output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout, task.name)
+    except Exception:
+        if circuit is not None:
+            circuit.failed(probe)
+        raise
+    except BaseException:
+        if circuit is not None:
+            circuit.abandoned(probe)
+        raise
+    if circuit is not None:
+        circuit.succeeded(probe)
+    return output
+
+
+async def _aattempt(task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    """One attempt of an async node: through its circuit breaker, within its timeout."""
+    node = task.node
+    circuit = node.circuit
+    probe = circuit.admit() if circuit is not None else False
+    try:
+        output = node.call(inp, scope)
+        if inspect.isawaitable(output):
+            output = await _await_with_timeout(output, node.timeout, task.name)
+    except Exception:
+        if circuit is not None:
+            circuit.failed(probe)
+        raise
+    except BaseException:
+        if circuit is not None:
+            circuit.abandoned(probe)
+        raise
+    if circuit is not None:
+        circuit.succeeded(probe)
+    return output
 
 
 def _call_with_timeout(ctx: RunContext, call: Callable[[Any, Any], Any], inp: Any,
@@ -266,9 +311,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         while not hit:
             started = time.time()
             try:
-                output = node.call(inp, scope)
-                if inspect.isawaitable(output):
-                    output = await _await_with_timeout(output, node.timeout, task.name)
+                output = await _aattempt(task, inp, scope)
                 break
             except ParentCommand as signal:
                 output = _parent_command(task, signal)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from threadloom.circuit import CircuitBreaker
 from threadloom.types import CachePolicy, RetryPolicy
 
 __all__ = ["END", "MISSING", "START", "BarrierSpec", "BranchSpec", "ChannelSpec", "GraphSpec",
@@ -92,6 +93,8 @@ class NodeSpec:
         retry, timeout, cache: failure and caching policies.
         subgraph: the node is a compiled graph.
         destinations: where a ``Command`` returned by the node may go (for drawing).
+        circuit: the circuit breaker every attempt goes through, if any.
+        defer: the node waits until the run has nothing else to do (``add_node(defer=)``).
     """
 
     name: str
@@ -108,6 +111,8 @@ class NodeSpec:
     subgraph: Any = None
     destinations: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    circuit: CircuitBreaker | None = None
+    defer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

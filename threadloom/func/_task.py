@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from threadloom import _context
+from threadloom.circuit import CircuitBreaker
 from threadloom.engine._tasks import TaskCalls, TaskFuture
+from threadloom.errors import InvalidConfigError
 from threadloom.types import RetryPolicy
 
 __all__ = ["TaskFunction", "task"]
@@ -25,10 +27,14 @@ class TaskFunction(Generic[P, T]):
     starts it in the background and returns a :class:`TaskFuture`."""
 
     def __init__(self, fn: Callable[P, T], name: str | None = None,
-                 retry_policy: RetryPolicy | None = None) -> None:
+                 retry_policy: RetryPolicy | None = None,
+                 circuit: CircuitBreaker | None = None) -> None:
+        if circuit is not None and not isinstance(circuit, CircuitBreaker):
+            raise InvalidConfigError(f"@task circuit must be a CircuitBreaker, got {circuit!r}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", "task"))
         self.retry_policy = retry_policy
+        self.circuit = circuit
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
@@ -47,9 +53,7 @@ class TaskFunction(Generic[P, T]):
         while True:
             started = time.time()
             try:
-                if self.is_async:
-                    return asyncio.run(self.fn(*args, **kwargs))  # type: ignore[arg-type]
-                return self.fn(*args, **kwargs)
+                return self._attempt(args, kwargs)
             except Exception as exc:
                 on_attempt_failed(attempt, started, exc)
                 policy = self.retry_policy
@@ -58,6 +62,28 @@ class TaskFunction(Generic[P, T]):
                 time.sleep(policy.interval(attempt))
                 attempt += 1
 
+    def _attempt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One call of the function, through the task's circuit breaker."""
+        circuit = self.circuit
+        probe = circuit.admit() if circuit is not None else False
+        result: Any
+        try:
+            if self.is_async:
+                result = asyncio.run(self.fn(*args, **kwargs))  # type: ignore[arg-type]
+            else:
+                result = self.fn(*args, **kwargs)
+        except Exception:
+            if circuit is not None:
+                circuit.failed(probe)
+            raise
+        except BaseException:
+            if circuit is not None:
+                circuit.abandoned(probe)
+            raise
+        if circuit is not None:
+            circuit.succeeded(probe)
+        return result
+
 
 @overload
 def task(fn: Callable[P, T], /) -> TaskFunction[P, T]: ...
@@ -65,13 +91,15 @@ def task(fn: Callable[P, T], /) -> TaskFunction[P, T]: ...
 
 @overload
 def task(
-    *, name: str | None = None, retry_policy: RetryPolicy | None = None, **kwargs: Any
+    *, name: str | None = None, retry_policy: RetryPolicy | None = None,
+    circuit: CircuitBreaker | None = None, **kwargs: Any
 ) -> Callable[[Callable[P, T]], TaskFunction[P, T]]: ...
 
 
 def task(
     fn: Callable[P, T] | None = None, /, *, name: str | None = None,
-    retry_policy: RetryPolicy | None = None, **kwargs: Any,
+    retry_policy: RetryPolicy | None = None, circuit: CircuitBreaker | None = None,
+    **kwargs: Any,
 ) -> TaskFunction[P, T] | Callable[[Callable[P, T]], TaskFunction[P, T]]:
     """Make a function a task: calling it inside a node or an ``@entrypoint`` runs it in
     parallel and returns a future; with a checkpointer its result is recorded as soon as it
@@ -90,8 +118,11 @@ def task(
     Args:
         name: the task's name (default: the function's).
         retry_policy: retry a failing call; attempts are recorded on its execution record.
+        circuit: a :class:`~threadloom.circuit.CircuitBreaker` every call goes through (a
+            recorded result returned on replay does not); while it is open the call fails
+            at once with ``CircuitOpenError``.
     """
     retry = retry_policy or kwargs.pop("retry", None)
     if fn is not None:
-        return TaskFunction(fn, name, retry)
-    return lambda f: TaskFunction(f, name, retry)
+        return TaskFunction(fn, name, retry, circuit)
+    return lambda f: TaskFunction(f, name, retry, circuit)

@@ -74,8 +74,8 @@ def _subgraph_call(graph: Any, asynchronous: bool) -> Callable[[Any, TaskScope],
         }
 
     if asynchronous:
-        return lambda inp, scope: graph._arun_nested(inp, child_config(scope))
-    return lambda inp, scope: graph._run_nested(inp, child_config(scope))
+        return lambda inp, scope: graph._arun_nested(inp, child_config(scope), scope)
+    return lambda inp, scope: graph._run_nested(inp, child_config(scope), scope)
 
 
 def _branch_spec(
@@ -119,9 +119,11 @@ def build_spec(builder: StateGraph, name: str) -> GraphSpec:
     for start, end in d.edges:
         if end != END:
             static.setdefault(start, []).append(end)
-    barriers = tuple(BarrierSpec(frozenset(starts), end) for starts, end in d.joins)
+    # a join into END waits for nothing that could run after it: it needs no barrier
+    joins = [(starts, end) for starts, end in d.joins if end != END]
+    barriers = tuple(BarrierSpec(frozenset(starts), end) for starts, end in joins)
     feeds: dict[str, list[int]] = {}
-    for index, (starts, _) in enumerate(d.joins):
+    for index, (starts, _) in enumerate(joins):
         for start in dict.fromkeys(starts):
             feeds.setdefault(start, []).append(index)
     branches: dict[str, list[BranchSpec]] = {}
@@ -147,7 +149,7 @@ def build_spec(builder: StateGraph, name: str) -> GraphSpec:
         nodes=nodes,
         start_next=tuple(dict.fromkeys(static.get(START, ()))),
         start_branches=tuple(branches.get(START, ())),
-        barriers=tuple(b for b in barriers if b.target != END),
+        barriers=barriers,
         coerce_state=state_coerce,
         input_channel=builder.input_channel,
         output_channel=builder.output_channel,
@@ -194,4 +196,6 @@ def _node_spec(
         subgraph=subgraph,
         destinations=node.destinations or (),
         metadata=node.metadata,
+        circuit=node.circuit,
+        defer=node.defer,
     )

@@ -102,40 +102,55 @@ def _layers(nodes: list[str], edges: list[Edge]) -> list[list[str]]:
 
 
 def drawable(builder: StateGraph) -> DrawableGraph:
-    """The drawable form of a builder's definition."""
+    """The drawable form of a builder's definition: the edges of the nodes that can be
+    reached from START (as LangGraph draws them; a node that nothing leads to is drawn
+    alone), and an edge to END from each reached node that has no way out."""
     d = builder._def
     graph = DrawableGraph(nodes=[START, *d.nodes, END])
-    ends: set[str] = set()
-    has_out: set[str] = set()
-    for source, target in d.edges:
-        graph.edges.append(Edge(source, target))
-        has_out.add(source)
-    for sources, target in d.joins:
-        for source in sources:
-            graph.edges.append(Edge(source, target))
-            has_out.add(source)
+    edges: list[Edge] = [Edge(source, target) for source, target in d.edges]
     for branch in d.branches:
-        has_out.add(branch.source)
         if branch.path_map is not None:
             for key, target in branch.path_map.items():
                 label = None if key == target else str(key)
-                graph.edges.append(Edge(branch.source, target, True, label))
-        elif branch.targets is not None:
-            for target in branch.targets:
-                graph.edges.append(Edge(branch.source, target, True))
+                edges.append(Edge(branch.source, target, True, label))
         else:
-            for target in [*d.nodes, END]:
-                if target != branch.source:
-                    graph.edges.append(Edge(branch.source, target, True))
+            targets = branch.targets
+            if targets is None:  # could go anywhere
+                targets = tuple(n for n in [*d.nodes, END] if n != branch.source)
+            edges.extend(Edge(branch.source, target, True) for target in targets)
     for node in d.nodes.values():
-        if node.destinations:
-            has_out.add(node.name)
-            for target in node.destinations:
-                graph.edges.append(Edge(node.name, target, True))
+        for target in node.destinations or ():
+            edges.append(Edge(node.name, target, True, node.labels.get(target)))
+    reached = _reached(edges, d.joins)
+    for sources, target in d.joins:
+        if target in reached or target == END and all(s in reached for s in sources):
+            edges.extend(Edge(source, target) for source in sources)
+    graph.edges = [e for e in edges if e.source in reached]
+    has_out = {e.source for e in graph.edges}
     for name in d.nodes:
-        if name not in has_out:
-            ends.add(name)
-    for name in d.nodes:
-        if name in ends:
+        if name in reached and name not in has_out:
             graph.edges.append(Edge(name, END))
     return graph
+
+
+def _reached(edges: list[Edge], joins: list[tuple[tuple[str, ...], str]]) -> set[str]:
+    """The nodes reachable from START along ``edges`` and completed ``joins``."""
+    out: dict[str, list[str]] = {}
+    for edge in edges:
+        out.setdefault(edge.source, []).append(edge.target)
+    reached = {START}
+    stack = [START]
+    pending = list(joins)
+    while stack:
+        while stack:
+            for target in out.get(stack.pop(), ()):
+                if target not in reached:
+                    reached.add(target)
+                    stack.append(target)
+        for join in list(pending):
+            if all(source in reached for source in join[0]):
+                pending.remove(join)
+                if join[1] not in reached:
+                    reached.add(join[1])
+                    stack.append(join[1])
+    return reached

@@ -29,6 +29,7 @@ from threadloom.engine._algo import (
     fresh_values,
     plan_tasks,
     route,
+    settle_deferred,
 )
 from threadloom.engine._persist import Codec, Loaded, execution_id
 from threadloom.engine._spec import END, START
@@ -64,6 +65,7 @@ class ThreadsMixin:
 
     spec: GraphSpec
     name: str
+    lease_ttl: float
 
     if TYPE_CHECKING:  # provided by CompiledGraph, which mixes this in
 
@@ -102,14 +104,21 @@ class ThreadsMixin:
             loaded = codec.load(store, thread_id, seq)
         except LookupError as exc:
             raise InvalidConfigError(str(exc)) from None
-        return self._snapshot(thread_id, loaded, config)
+        return self._snapshot(thread_id, loaded, config,
+                              (store, codec.serde) if subgraphs else None)
 
-    def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig) -> StateSnapshot:
+    def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig,
+                  subgraphs: tuple[Store, Any] | None = None) -> StateSnapshot:
         record = loaded.record
         if record is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
         spec = self.spec
-        values = {k: loaded.values[k] for k in spec.channels if k in loaded.values}
+        # a reducer channel no node wrote shows its empty value, as in invoke's output
+        stored = loaded.values
+        values = {
+            k: stored[k] if k in stored else ch.initial()  # type: ignore[misc]
+            for k, ch in spec.channels.items() if k in stored or ch.initial is not None
+        }
         pending = loaded.pending_interrupts()
         tasks: list[StateTask] = []
         for task in plan_tasks(spec, loaded.frontier):
@@ -121,6 +130,9 @@ class ThreadsMixin:
                 error=loaded.errors.get(task_id),
                 interrupts=(pending[task_id],) if task_id in pending else (),
                 result=dict(result[0]) if result is not None else None,
+                state=(self._subgraph_state(subgraphs, thread_id, task.node.subgraph,
+                                            task.name, task_id)
+                       if subgraphs is not None and task.node.subgraph is not None else None),
             ))
         metadata = dict(loaded.metadata)
         return StateSnapshot(
@@ -135,6 +147,32 @@ class ThreadsMixin:
             ),
             tasks=tuple(tasks),
             interrupts=tuple(pending.values()),
+        )
+
+    @staticmethod
+    def _subgraph_state(where: tuple[Store, Any], thread_id: str, subgraph: Any, node: str,
+                        task_id: str) -> StateSnapshot | None:
+        """The state of the subgraph run by execution ``task_id`` of ``node``: its latest
+        checkpoint in that execution's namespace of the parent's thread
+        (:mod:`threadloom.engine._nested`), or ``None`` when it has none."""
+        from threadloom.engine._nested import subgraph_namespace, thread_key
+
+        store, serde = where
+        ns = subgraph_namespace(node, task_id)
+        loaded = Codec(subgraph.spec, serde).load(store, thread_id, None, ns)
+        record = loaded.record
+        if record is None:
+            return None
+        snap: StateSnapshot = subgraph._snapshot(thread_key(thread_id, ns), loaded, {})
+
+        def address(seq: int) -> RunnableConfig:
+            return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
+                                     "checkpoint_id": format_checkpoint_id(seq)}}
+
+        return snap._replace(
+            config=address(record.seq),
+            parent_config=address(record.parent_seq) if record.parent_seq is not None
+            else None,
         )
 
     def get_state_history(
@@ -259,14 +297,17 @@ class ThreadsMixin:
                         triggered[target] = None
                     else:
                         sends.append(target)
-            return Frontier(sorted(triggered), sends, dict(loaded.frontier.barriers))
+            return settle_deferred(spec, triggered, sends, dict(loaded.frontier.barriers),
+                                   loaded.frontier.deferred)
         spec_node = spec.nodes[node]
         if spec_node.branches:
             fresh = fresh_values(spec.channels, loaded.values, writes)
             for branch in spec_node.branches:
                 view = fresh if branch.coerce is None else branch.coerce(fresh)
                 result.goto += route(branch, branch.path(view, {}), spec.nodes, node)
-        return advance(spec, Frontier(barriers=dict(loaded.frontier.barriers)), [result])
+        waiting = Frontier(barriers=dict(loaded.frontier.barriers),
+                           deferred=list(loaded.frontier.deferred))
+        return advance(spec, waiting, [result])
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -300,11 +341,17 @@ class ThreadsMixin:
         """Continue run ``run_id`` from its last checkpoint (seed 000's
         ``graph.resume(run_id=...)``); ``value`` answers its pending ``interrupt()``.
 
+        Works in the very next process after a crash: a lease left by a process of this host
+        that is gone is taken over at once. A lease held by a live process, or by one on
+        another host (which this process cannot check), is waited for: up to the graph's
+        ``lease_ttl`` seconds, unless ``config`` gives ``wait`` itself.
+
         Returns:
             The run's output (the recorded one if it already succeeded).
 
         Raises:
             RunNotFoundError: no run is recorded under ``run_id``.
+            ThreadBusyError: the thread's lease was still held when the wait ran out.
         """
         store, _ = self._durable()
         record = store.get_run(run_id)
@@ -315,6 +362,7 @@ class ThreadsMixin:
         configurable = dict(merged.get("configurable") or {})
         configurable.pop("thread_id", None)
         merged["configurable"] = configurable
+        merged.setdefault("wait", self.lease_ttl)  # a lease elsewhere lapses within it
         return self._run_durable(None if value is None else Command(resume=value),
                                  merged)  # type: ignore[arg-type]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import os
-import queue
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -14,17 +15,29 @@ from typing import TYPE_CHECKING, Any, cast
 from threadloom.checkpoint.base import Store, parse_checkpoint_id
 from threadloom.checkpoint.crypto import serializer_from_env
 from threadloom.checkpoint.serde import Serializer
-from threadloom.config import resolve_durability, resolve_identity, resolve_recursion_limit
+from threadloom.config import (
+    check_config,
+    resolve_durability,
+    resolve_identity,
+    resolve_recursion_limit,
+)
 from threadloom.engine._durable import DurableContext, DurableRun
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
+from threadloom.engine._nested import (
+    NestedContext,
+    NestedRun,
+    nested_interrupt,
+    subgraph_namespace,
+)
 from threadloom.engine._persist import Codec, Writer
 from threadloom.engine._recording import Persistence
-from threadloom.errors import InvalidConfigError
+from threadloom.errors import GraphValidationError, InvalidConfigError
 from threadloom.graph._build import build_spec
 from threadloom.graph._threads import ThreadsMixin
 from threadloom.types import Durability, RunnableConfig, StreamMode
 
 if TYPE_CHECKING:
+    from threadloom._context import TaskScope
     from threadloom.graph._draw import DrawableGraph
     from threadloom.graph.state import StateGraph
 
@@ -160,8 +173,9 @@ class CompiledGraph(ThreadsMixin):
         )
 
     def _merge_config(self, config: RunnableConfig | None) -> dict[str, Any]:
+        config = cast("RunnableConfig", check_config(config))
         if not self.config:
-            return dict(config or {})
+            return dict(config)
         merged: dict[str, Any] = {**self.config, **(config or {})}
         configurable = {
             **(self.config.get("configurable") or {}),
@@ -231,8 +245,8 @@ class CompiledGraph(ThreadsMixin):
         cfg["run_id"] = identity.run_id
         cfg["recursion_limit"] = limit
         timeout = cfg.get("timeout")
-        before = frozenset(_names(cfg.get("interrupt_before"), self.interrupt_before))
-        after = frozenset(_names(cfg.get("interrupt_after"), self.interrupt_after))
+        before = frozenset(self._interrupt_names(cfg, "interrupt_before"))
+        after = frozenset(self._interrupt_names(cfg, "interrupt_after"))
         if store is None:
             ctx = RunContext(
                 self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
@@ -254,17 +268,57 @@ class CompiledGraph(ThreadsMixin):
         return DurableRun(dctx, limit, self._persist(), durability, before, after, fork,
                           identity.run_id_given, cfg.get("wait") or False)
 
+    def _interrupt_names(self, cfg: dict[str, Any], key: str) -> tuple[str, ...]:
+        """The breakpoints of a run: the per-invoke ones (checked as ``compile`` checks
+        them), else the compiled ones."""
+        value = cfg.get(key)
+        if value is None:
+            return cast("tuple[str, ...]", getattr(self, key))
+        names = (value,) if isinstance(value, str) else tuple(value)
+        for name in names:
+            if name != "*" and name not in self.spec.nodes:
+                raise GraphValidationError(
+                    f"{key} names unknown node {name!r}; the graph's nodes are "
+                    f"{sorted(self.spec.nodes)}"
+                )
+        return names
+
     def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any:
         if self.has_async_nodes:
             return _run_coroutine_sync(run_async(self._prepare(config, None), input))
         return run_sync(self._prepare(config, None), input)
 
-    def _run_nested(self, input: Any, config: RunnableConfig) -> Any:
-        """Run as a node of a parent graph (no persistence of its own)."""
-        return run_sync(self._prepare(config, None), input, nested=True)
+    def _run_nested(self, input: Any, config: RunnableConfig, scope: TaskScope) -> Any:
+        """Run as the node ``scope`` of a parent graph: with checkpoints in the parent's
+        thread when the parent is durable (:mod:`threadloom.engine._nested`). An interrupt
+        inside pauses the parent."""
+        run = self._prepare_nested(config, scope)
+        out = run_sync(run, input, nested=True)
+        if run.interrupts:
+            raise nested_interrupt(run.interrupts, scope.task_id, len(scope.resume))
+        return out
 
-    async def _arun_nested(self, input: Any, config: RunnableConfig) -> Any:
-        return await run_async(self._prepare(config, None), input, nested=True)
+    async def _arun_nested(self, input: Any, config: RunnableConfig, scope: TaskScope) -> Any:
+        run = self._prepare_nested(config, scope)
+        out = await run_async(run, input, nested=True)
+        if run.interrupts:
+            raise nested_interrupt(run.interrupts, scope.task_id, len(scope.resume))
+        return out
+
+    def _prepare_nested(self, config: RunnableConfig, scope: TaskScope) -> Run:
+        parent = getattr(scope.services, "run", None)
+        if not isinstance(parent, DurableRun | NestedRun) or self.checkpointer is not None:
+            return self._prepare(config, None)  # checkpointer=False: none; a store: its own
+        cfg = dict(config)
+        ctx = NestedContext(
+            self.spec, str(cfg.get("run_id")), parent.thread_id, cfg, None, self._get_pool,
+            task_pool=self._get_task_pool, cache=self.cache,
+        )
+        return NestedRun(ctx, resolve_recursion_limit(cfg), parent, scope,
+                         Codec(self.spec, parent.codec.serde, parent.codec.namespace),
+                         subgraph_namespace(scope.name, scope.task_id,
+                                            parent.ns if isinstance(parent, NestedRun) else ""),
+                         frozenset(self.interrupt_before), frozenset(self.interrupt_after))
 
     # -- running --------------------------------------------------------------------------
 
@@ -331,20 +385,21 @@ class CompiledGraph(ThreadsMixin):
         events stamped with ``run_id`` and ``thread_id``.
         """
         modes, single = _normalize_modes(stream_mode)
-        chunks: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        sink = Sink(frozenset(modes), lambda mode, chunk: chunks.put((mode, chunk)))
-        run = self._prepare(config, sink, _options(kwargs))
+        handoff = _Handoff()
+        run = self._prepare(config, Sink(frozenset(modes), handoff.put), _options(kwargs))
+        run.gate = handoff.wait_for_demand
 
         def produce() -> None:
             try:
                 if self.has_async_nodes:
+                    run.agate = lambda: asyncio.to_thread(handoff.wait_for_demand)
                     asyncio.run(run_async(run, input))
                 else:
                     run_sync(run, input)
             except BaseException as exc:  # handed to the consumer
-                chunks.put((_FAILED, exc))
+                handoff.put(_FAILED, exc)
             else:
-                chunks.put((_DONE, None))
+                handoff.put(_DONE, None)
 
         worker = threading.Thread(
             target=contextvars.copy_context().run, args=(produce,), daemon=True,
@@ -354,7 +409,7 @@ class CompiledGraph(ThreadsMixin):
         finished = False
         try:
             while True:
-                mode, chunk = chunks.get()
+                mode, chunk = handoff.get()
                 if mode is _DONE:
                     finished = True
                     break
@@ -363,9 +418,12 @@ class CompiledGraph(ThreadsMixin):
                     raise chunk
                 yield chunk if single else (mode, chunk)
         finally:
-            if not finished:  # the consumer stopped early: stop the run at the next step
+            if not finished:
+                # the consumer stopped early: no further step starts; a step in flight
+                # finishes, then the run ends as cancelled
                 run.cancel("the stream was closed by its consumer")
-        worker.join()
+                handoff.close()
+            worker.join()
 
     async def astream(
         self,
@@ -379,36 +437,46 @@ class CompiledGraph(ThreadsMixin):
         modes, single = _normalize_modes(stream_mode)
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
-        chunks: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+        handoff = _AsyncHandoff()
 
-        def put(mode: str, chunk: Any) -> None:
+        def put(mode: Any, chunk: Any) -> None:
             if threading.get_ident() == loop_thread:
-                chunks.put_nowait((mode, chunk))
+                handoff.put(mode, chunk)
             else:
-                loop.call_soon_threadsafe(chunks.put_nowait, (mode, chunk))
+                loop.call_soon_threadsafe(handoff.put, mode, chunk)
 
         run = self._prepare(config, Sink(frozenset(modes), put), _options(kwargs))
+        run.agate = handoff.wait_for_demand
         task = asyncio.ensure_future(run_async(run, input))
 
         def done(t: asyncio.Future[Any]) -> None:
             if t.cancelled():
-                chunks.put_nowait((_FAILED, asyncio.CancelledError()))
+                handoff.put(_FAILED, asyncio.CancelledError())
             elif t.exception() is not None:
-                chunks.put_nowait((_FAILED, t.exception()))
+                handoff.put(_FAILED, t.exception())
             else:
-                chunks.put_nowait((_DONE, None))
+                handoff.put(_DONE, None)
 
         task.add_done_callback(done)
         try:
             while True:
-                mode, chunk = await chunks.get()
+                mode, chunk = await handoff.get()
                 if mode is _DONE:
                     break
                 if mode is _FAILED:
                     raise chunk
                 yield chunk if single else (mode, chunk)
-        finally:
+        except GeneratorExit:
+            # the consumer stopped early: no further step starts; a step in flight
+            # finishes, then the run ends as cancelled
             if not task.done():
+                run.cancel("the stream was closed by its consumer")
+                handoff.close()
+                with contextlib.suppress(BaseException):
+                    await task
+            raise
+        finally:
+            if not task.done():  # the consumer failed or was cancelled: stop at once
                 task.cancel()
 
     def batch(
@@ -478,24 +546,86 @@ def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in _OPTIONS if k in kwargs}
 
 
-def _names(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
 def _batch_configs(
     inputs: Sequence[Any], config: RunnableConfig | Sequence[RunnableConfig] | None
 ) -> list[RunnableConfig | None]:
-    if isinstance(config, Sequence) and not isinstance(config, dict):
+    if isinstance(config, Sequence) and not isinstance(config, dict | str):
         configs: list[RunnableConfig | None] = list(config)
         if len(configs) != len(inputs):
             raise ValueError(f"batch got {len(inputs)} inputs but {len(configs)} configs")
         return configs
     single = cast("RunnableConfig | None", config)
     return [single] * len(inputs)
+
+
+class _Handoff:
+    """Chunks passed from the thread running a stream to its consumer, one step at a time:
+    the run waits before each step (:meth:`wait_for_demand`) until the consumer has taken
+    every chunk and asks for another, as a lazy generator would."""
+
+    __slots__ = ("_cond", "_items", "_hungry", "_closed")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._hungry = False  # the consumer waits for a chunk and none is left
+        self._closed = False
+
+    def put(self, mode: Any, chunk: Any) -> None:
+        with self._cond:
+            self._items.append((mode, chunk))
+            self._hungry = False
+            self._cond.notify_all()
+
+    def get(self) -> tuple[Any, Any]:
+        with self._cond:
+            while not self._items:
+                self._hungry = True
+                self._cond.notify_all()
+                self._cond.wait()
+            return self._items.popleft()
+
+    def wait_for_demand(self) -> None:
+        with self._cond:
+            while not (self._hungry or self._closed):
+                self._cond.wait()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _AsyncHandoff:
+    """:class:`_Handoff` for a run on the consumer's own event loop."""
+
+    __slots__ = ("_items", "_arrived", "_hungry", "_closed")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._hungry = asyncio.Event()  # set only while no chunk is left
+        self._closed = False
+
+    def put(self, mode: Any, chunk: Any) -> None:
+        self._items.append((mode, chunk))
+        self._hungry.clear()
+        self._arrived.set()
+
+    async def get(self) -> tuple[Any, Any]:
+        while not self._items:
+            self._arrived.clear()
+            self._hungry.set()
+            await self._arrived.wait()
+        return self._items.popleft()
+
+    async def wait_for_demand(self) -> None:
+        while not self._closed and not self._hungry.is_set():
+            await self._hungry.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._hungry.set()
 
 
 def _run_coroutine_sync(coro: Any) -> Any:

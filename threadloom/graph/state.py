@@ -9,6 +9,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from threadloom.circuit import CircuitBreaker
+from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
 from threadloom.errors import GraphValidationError
 from threadloom.graph._schema import callable_info, channels_of, is_schema
@@ -35,6 +37,8 @@ class _NodeDef:
     destinations: tuple[str, ...] | None
     metadata: dict[str, Any]
     defer: bool
+    circuit: CircuitBreaker | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # destination -> edge label
 
 
 @dataclass(slots=True)
@@ -137,6 +141,7 @@ class StateGraph:
         cache_policy: CachePolicy | None = None,
         destinations: Sequence[str] | dict[str, str] | None = None,
         timeout: float | None = None,
+        circuit: CircuitBreaker | None = None,
         **legacy: Any,
     ) -> StateGraph:
         """Add a node: a function of the state (sync or async) or a compiled graph.
@@ -144,21 +149,27 @@ class StateGraph:
         Args:
             node: the node's name, or the function itself (its name is then inferred).
             action: the function or compiled graph, when ``node`` is a name.
-            defer: accepted for compatibility; deferred execution is not supported yet and
-                raises ``GraphValidationError`` when true.
+            defer: hold the node back, once triggered, until the run has nothing else to
+                do (no other node is due; ``Send`` tasks do not count), e.g. a join after
+                fan-out branches of uneven length. As in LangGraph.
             metadata: free-form metadata kept with the node.
             input_schema: the keys the node reads (default: inferred from the type hint of
                 its first parameter, else the state schema).
             retry_policy: one policy, or several tried in order.
             cache_policy: cache the node's result by its input (needs ``compile(cache=...)``).
-            destinations: the nodes a ``Command`` returned by this node may go to.
+            destinations: the nodes a ``Command`` returned by this node may go to (a dict
+                maps each to the label of its edge in drawings). Not needed to run: it
+                draws the node's edges and informs ``compile(strict=True)``.
             timeout: seconds after which the node execution fails with ``NodeTimeoutError``.
+            circuit: a :class:`~threadloom.circuit.CircuitBreaker` every attempt goes
+                through; while it is open the node fails at once with ``CircuitOpenError``.
 
         Returns:
             The builder, for chaining.
 
         Raises:
-            GraphValidationError: bad or duplicate name, or the graph is already compiled.
+            GraphValidationError: bad or duplicate name, or the graph is already compiled;
+                ``circuit`` is not a ``CircuitBreaker``.
         """
         if "input" in legacy:
             input_schema = legacy.pop("input")
@@ -173,8 +184,10 @@ class StateGraph:
         if action is None:
             raise GraphValidationError(f"node {name!r} needs a function or a compiled graph")
         self._check_name(name)
-        if defer:
-            raise GraphValidationError(f"node {name!r}: defer=True is not supported")
+        if circuit is not None and not isinstance(circuit, CircuitBreaker):
+            raise GraphValidationError(
+                f"node {name!r}: circuit must be a CircuitBreaker, got {circuit!r}"
+            )
         if timeout is not None and timeout <= 0:
             raise GraphValidationError(f"node {name!r}: timeout must be greater than 0")
         if input_schema is None and callable(action) and not _is_compiled(action):
@@ -191,7 +204,8 @@ class StateGraph:
         dests = tuple(destinations) if destinations is not None else _command_destinations(action)
         self._def.nodes[name] = _NodeDef(
             name, action, input_schema, retry, timeout, cache_policy, dests,
-            dict(metadata or {}), defer,
+            dict(metadata or {}), bool(defer), circuit,
+            labels=dict(destinations) if isinstance(destinations, dict) else {},
         )
         return self
 
@@ -277,10 +291,19 @@ class StateGraph:
         each name to itself).
 
         Raises:
-            GraphValidationError: the graph is already compiled.
+            GraphValidationError: the graph is already compiled, or ``source`` already has a
+                conditional edge whose path function has the same name (as in LangGraph,
+                where lambdas and other unnamed callables all share one name).
         """
         if self.compiled:
             raise GraphValidationError("the graph is already compiled; build a new StateGraph")
+        name = _branch_name(path)
+        if any(b.source == source and _branch_name(b.path) == name for b in self._def.branches):
+            raise GraphValidationError(
+                f"node {source!r} already has a conditional edge whose path function is named "
+                f"{name!r}: give each path function of a node its own name (or route with "
+                "one function)"
+            )
         if then is not None:
             raise GraphValidationError("add_conditional_edges(then=...) is not supported")
         mapping: dict[Hashable, str] | None
@@ -312,9 +335,14 @@ class StateGraph:
 
     # -- compile --------------------------------------------------------------------------
 
-    def validate(self, interrupt: Sequence[str] = ()) -> StateGraph:
-        """Check the graph: known nodes on every edge, an entry point, every node reachable
-        from START, interrupt names that exist.
+    def validate(self, interrupt: Sequence[str] = (), *, strict: bool = False) -> StateGraph:
+        """Check the graph as LangGraph does: known nodes on every edge, an entry point,
+        interrupt names that exist. A node that nothing leads to is allowed (it never runs).
+
+        Args:
+            interrupt: node names given to ``interrupt_before`` / ``interrupt_after``.
+            strict: also require every node to be reachable from START (see
+                :meth:`compile`).
 
         Raises:
             GraphValidationError: with a message naming the problem.
@@ -343,6 +371,13 @@ class StateGraph:
                         f"conditional edge from {branch.source!r} leads to unknown node "
                         f"{target!r}"
                     )
+        for node in d.nodes.values():
+            for target in node.destinations or ():
+                if target != END and target not in known:
+                    raise GraphValidationError(
+                        f"node {node.name!r} declares the destination {target!r}, which is "
+                        "not a node"
+                    )
         if not any(s == START for s, _ in d.edges) and not any(
             b.source == START for b in d.branches
         ):
@@ -353,7 +388,8 @@ class StateGraph:
         for name in interrupt:
             if name != "*" and name not in known:
                 raise GraphValidationError(f"interrupt names unknown node {name!r}")
-        self._check_reachable()
+        if strict:
+            self._check_reachable()
         return self
 
     def _check_reachable(self) -> None:
@@ -413,6 +449,7 @@ class StateGraph:
         name: str | None = None,
         serde: Any = None,
         lease_ttl: float = 30.0,
+        strict: bool = False,
     ) -> CompiledGraph:
         """Validate the graph and freeze it into a runnable :class:`CompiledGraph`.
 
@@ -432,15 +469,25 @@ class StateGraph:
                 ``THREADLOOM_ENCRYPTION_KEY`` is set (:mod:`threadloom.checkpoint.crypto`).
             lease_ttl: seconds a run's lease on its thread lasts without a heartbeat; a
                 crashed run's thread can be taken over after this.
+            strict: also reject nodes that cannot be reached from START through edges,
+                conditional edges with known destinations, or declared ``Command``
+                destinations (``destinations=`` or a ``-> Command[Literal[...]]`` hint).
+                Off by default, as in LangGraph, which compiles such nodes and never runs
+                them. A router whose destinations are unknowable (no path map, or a node
+                whose code builds a ``Command`` without declaring them) may reach any node,
+                so then nothing is reported.
 
         Raises:
             GraphValidationError: see :meth:`validate`.
+            InvalidConfigError: ``durability`` is not ``"sync"``, ``"async"`` or ``"exit"``.
         """
         from threadloom.graph.compiled import CompiledGraph
 
         before = _interrupt_list(interrupt_before)
         after = _interrupt_list(interrupt_after)
-        self.validate(interrupt=(*before, *after))
+        if durability is not None:
+            resolve_durability(durability, "async")
+        self.validate(interrupt=(*before, *after), strict=strict)
         graph = CompiledGraph(
             self,
             checkpointer=checkpointer,
@@ -493,6 +540,15 @@ def _first_param_schema(action: Callable[..., Any]) -> Any:
         return None
     hint = hints.get(params[0].name)
     return hint if is_schema(hint) else None
+
+
+def _branch_name(path: Callable[..., Any]) -> str:
+    """A conditional edge's name: its path function's, or ``"condition"`` when it has none
+    (a lambda, a partial, a callable object)."""
+    name = getattr(path, "__name__", None)
+    if (inspect.isfunction(path) or inspect.ismethod(path)) and name and name != "<lambda>":
+        return str(name)
+    return "condition"
 
 
 def _literal_names(hint: Any) -> tuple[str, ...] | None:

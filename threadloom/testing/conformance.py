@@ -39,6 +39,7 @@ from threadloom.errors import (
     StoreError,
     ThreadBusyError,
 )
+from threadloom.testing._leases import LeaseConformance
 
 __all__ = ["StoreConformance", "checkpoint", "execution", "run", "snapshot", "step"]
 
@@ -143,8 +144,10 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance:
-    """The store contract; subclasses provide a ``store`` fixture (fresh and set up)."""
+class StoreConformance(LeaseConformance):
+    """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
+    lease takeover and fencing-across-delete tests come from
+    :class:`~threadloom.testing._leases.LeaseConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""The lease contract beyond acquire / renew / release: taking a dead holder's lease over at
+once (:meth:`~threadloom.checkpoint.base.Store.takeover_lease`), and fencing tokens that a
+thread deleted and created again never reissues. Mixed into
+:class:`~threadloom.testing.conformance.StoreConformance`, which runs it on every backend.
+
+Requires ``pytest``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from threadloom.checkpoint.base import CheckpointRecord, Commit, Lease, Store
+from threadloom.errors import LeaseLostError, ThreadBusyError
+
+__all__ = ["LeaseConformance"]
+
+TTL = 60.0
+
+
+def _commit(thread_id: str, seq: int, token: int | None) -> Commit:
+    """A commit of checkpoint ``seq`` on the thread, fenced by ``token``."""
+    checkpoint = CheckpointRecord(
+        thread_id=thread_id, checkpoint_ns="", seq=seq,
+        parent_seq=seq - 1 if seq else None, run_id="run-1", step=seq, source="loop",
+        created_at=1_700_000_000.0 + seq, channels={}, next=(), metadata=b"{}",
+        frontier=b"",
+    )
+    return Commit(thread_id, lease_token=token, checkpoint=checkpoint)
+
+
+class LeaseConformance:
+    """Takeover and fencing across delete (subclasses provide a ``store`` fixture)."""
+
+    # -- takeover of a dead holder's lease ------------------------------------------------
+
+    def test_takeover_takes_an_unexpired_lease_with_a_new_token(self, store: Store) -> None:
+        dead = store.acquire_lease("t1", "worker-dead", TTL)
+        store.commit([_commit("t1", 0, dead.token)])
+        new = store.takeover_lease(dead, "worker-b", TTL)
+        assert (new.thread_id, new.owner) == ("t1", "worker-b")
+        assert new.token > dead.token
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+        # The old holder is fenced out everywhere.
+        with pytest.raises(LeaseLostError):
+            store.commit([_commit("t1", 1, dead.token)])
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(dead, TTL)
+        store.release_lease(dead)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+        with pytest.raises(ThreadBusyError):
+            store.acquire_lease("t1", "worker-dead", TTL)
+        store.commit([_commit("t1", 1, new.token)])
+        assert [c.seq for c in store.list_checkpoints("t1")] == [1, 0]
+
+    def test_takeover_is_a_compare_and_set_on_the_token(self, store: Store) -> None:
+        dead = store.acquire_lease("t1", "worker-dead", TTL)
+        first = store.takeover_lease(dead, "worker-b", TTL)
+        with pytest.raises(LeaseLostError):
+            store.takeover_lease(dead, "worker-c", TTL)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == first
+
+    def test_repeated_takeover_by_the_new_owner_keeps_its_token(self, store: Store) -> None:
+        dead = store.acquire_lease("t1", "worker-dead", TTL)
+        first = store.takeover_lease(dead, "worker-b", 5.0)
+        again = store.takeover_lease(dead, "worker-b", TTL)
+        assert again.token == first.token
+        assert again.expires_at > first.expires_at
+
+    def test_takeover_of_a_released_or_unknown_lease_is_refused(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        with pytest.raises(LeaseLostError):
+            store.takeover_lease(lease, "worker-b", TTL)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease is None
+        with pytest.raises(LeaseLostError):
+            store.takeover_lease(Lease("unknown", "worker-a", 1, 0.0), "worker-b", TTL)
+        assert store.get_thread("unknown") is None
+
+    def test_takeover_after_a_regrant_is_refused(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", -1.0)
+        store.acquire_lease("t1", "worker-b", TTL)  # took the expired lease normally
+        with pytest.raises(LeaseLostError):
+            store.takeover_lease(old, "worker-c", TTL)
+
+    def test_concurrent_takeovers_have_one_winner(self, store: Store) -> None:
+        dead = store.acquire_lease("t1", "worker-dead", TTL)
+        barrier = threading.Barrier(6)
+        won: list[Lease] = []
+        lost: list[BaseException] = []
+
+        def recover(n: int) -> None:
+            barrier.wait()
+            try:
+                won.append(store.takeover_lease(dead, f"recoverer-{n}", TTL))
+            except LeaseLostError as exc:
+                lost.append(exc)
+
+        threads = [threading.Thread(target=recover, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1 and len(lost) == 5
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == won[0]
+
+    # -- fencing tokens across delete and re-create ---------------------------------------
+
+    def test_a_recreated_thread_refuses_the_old_threads_token(self, store: Store) -> None:
+        zombie = store.acquire_lease("t1", "worker-zombie", TTL)
+        store.commit([_commit("t1", 0, zombie.token)])
+        store.delete_thread("t1")
+        new = store.acquire_lease("t1", "worker-new", TTL)
+        assert new.token > zombie.token
+        with pytest.raises(LeaseLostError):
+            store.commit([_commit("t1", 0, zombie.token)])
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(zombie, TTL)
+        store.release_lease(zombie)
+        assert store.list_checkpoints("t1") == []
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+        store.commit([_commit("t1", 0, new.token)])
+
+    def test_tokens_keep_increasing_over_many_recreations(self, store: Store) -> None:
+        seen: list[int] = []
+        for round_ in range(4):
+            lease = store.acquire_lease("t1", f"worker-{round_}", TTL)
+            store.release_lease(lease)
+            again = store.acquire_lease("t1", f"worker-{round_}", TTL)
+            seen += [lease.token, again.token]
+            store.delete_thread("t1")
+        assert seen == sorted(seen) and len(set(seen)) == len(seen)
+
+    def test_a_thread_recreated_by_a_commit_still_fences_the_old_token(
+        self, store: Store
+    ) -> None:
+        zombie = store.acquire_lease("t1", "worker-zombie", TTL)
+        store.delete_thread("t1")
+        store.commit([_commit("t1", 0, None)])  # created again without a lease
+        with pytest.raises(LeaseLostError):
+            store.commit([_commit("t1", 1, zombie.token)])
+        new = store.acquire_lease("t1", "worker-new", TTL)
+        assert new.token > zombie.token
+        with pytest.raises(LeaseLostError):
+            store.commit([_commit("t1", 1, zombie.token)])
+
+    def test_a_recreated_thread_outranks_other_deleted_threads(self, store: Store) -> None:
+        # Tokens are not per thread id only: whatever thread a zombie held, the recreated
+        # thread's token is above it.
+        busy = [store.acquire_lease("t2", f"worker-{n}", -1.0) for n in range(5)]
+        store.delete_thread("t2")
+        store.commit([_commit("t2", 0, None)])
+        new = store.acquire_lease("t2", "worker-new", TTL)
+        assert new.token > max(lease.token for lease in busy)
