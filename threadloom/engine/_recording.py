@@ -1,22 +1,70 @@
-"""What a durable run uses besides its own state: the graph's persistence bundle, and the
-recorder that looks up and records the ``@task`` calls of one node execution."""
+"""What a durable run uses besides its own state: the graph's persistence bundle (with the
+heartbeat that keeps its leases), and the recorder that looks up and records the ``@task``
+calls of one node execution."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadloom._faults import fault
 from threadloom.checkpoint.base import Attempt, Commit, ExecutionRecord, Store
-from threadloom.engine._persist import TASK_PREFIX, Codec, Heartbeat, Writer, task_execution_id
+from threadloom.engine._persist import TASK_PREFIX, Codec, Writer, task_execution_id
 from threadloom.engine._tasks import TaskRecorder
 
 if TYPE_CHECKING:
     from threadloom.engine._durable import DurableRun
 
-__all__ = ["DurableRecorder", "Persistence"]
+__all__ = ["DurableRecorder", "Heartbeat", "Persistence"]
+
+
+class Heartbeat:
+    """Renews the thread leases of running runs every third of their time to live, so a
+    node that runs longer than the lease (a slow model call, say) keeps its thread. One
+    daemon thread per store, started on first use."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._runs: dict[int, Any] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: Any) -> None:
+        """Keep ``run.lease`` alive until :meth:`remove`."""
+        with self._cond:
+            self._runs[id(run)] = run
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="threadloom-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, run: Any) -> None:
+        with self._cond:
+            self._runs.pop(id(run), None)
+            if not self._runs:
+                self._cond.notify_all()  # let the thread end; add() starts a new one
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._runs:
+                    self._thread = None
+                    return
+                self._cond.wait(self._ttl / 3)
+                runs = list(self._runs.values())
+            for run in runs:
+                lease = run.lease
+                if lease is None or lease.expires_at - time.time() > self._ttl * 2 / 3:
+                    continue
+                try:
+                    run.lease = self._store.renew_lease(lease, self._ttl)
+                except Exception:  # lost or unreachable: the run's next commit will say so
+                    pass
 
 
 class Persistence:
