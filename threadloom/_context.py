@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from threadloom._ids import interrupt_id
 from threadloom.errors import GraphInterrupt
 
 __all__ = ["TaskScope", "current_task", "current_task_or_none", "interrupt_id", "task_scope"]
-
-_IDS = uuid.UUID("5b0c3f7e-8a41-4e0f-9d8e-7c1a2f3b4d5e")
-
-
-def interrupt_id(task_id: str, index: int) -> str:
-    """The id of the ``index``-th ``interrupt()`` call of an execution (stable on replay)."""
-    return uuid.uuid5(_IDS, f"{task_id}\x00{index}").hex
 
 
 def _discard(_chunk: Any) -> None:

@@ -22,6 +22,7 @@ The tree::
     ├── ThreadBusyError                 thread_busy
     ├── LeaseLostError                  lease_lost
     ├── CheckpointConflictError         checkpoint_conflict
+    ├── SerializationError              serialization_failed
     └── StoreError                      store_error
         ├── StoreUnavailableError       store_unavailable
         ├── StoreAccessError            store_access_denied
@@ -62,6 +63,7 @@ __all__ = [
     "RunConflictError",
     "RunNotFoundError",
     "RunTimeoutError",
+    "SerializationError",
     "StoreAccessError",
     "StoreCorruptError",
     "StoreError",
@@ -166,6 +168,14 @@ class CheckpointConflictError(ThreadloomError):
     """The thread's latest checkpoint is not the one this writer continued from."""
 
     code = "checkpoint_conflict"
+
+
+class SerializationError(ThreadloomError):
+    """A value cannot be stored: the serializer cannot encode it (a socket, a lambda, a
+    structure nested too deeply). The message names the field: a state key, a node's output,
+    the run's input."""
+
+    code = "serialization_failed"
 
 
 class StoreError(ThreadloomError):

@@ -162,3 +162,167 @@ def test_bad_exports_are_rejected(make_store):
         import_thread(store, {"format": "something-else"})
     with pytest.raises(InvalidConfigError):
         export_thread(store, "nope")
+
+
+# -- importing under a new thread id ---------------------------------------------------------
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.charged = 0
+
+
+def _paying(calls: Calls):
+    """``pay`` charges through a recorded ``@task``, then asks for confirmation."""
+    from threadloom.func import task
+
+    @task
+    def charge(amount: int) -> str:
+        calls.charged += 1
+        return f"receipt-{amount}"
+
+    def pay(state):
+        receipt = charge(state["n"]).result()
+        answer = interrupt({"confirm": receipt})
+        return {"n": state["n"] + 1, "log": [f"{receipt}:{answer}"]}
+
+    builder = StateGraph(State)
+    builder.add_node("pay", pay)
+    builder.add_edge(START, "pay")
+    builder.add_edge("pay", END)
+    return builder
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+@pytest.mark.parametrize("into", ["same", "other"])
+def test_a_thread_imported_under_a_new_id_resumes_as_the_original_would(make_store, durability,
+                                                                        into):
+    from threadloom.types import Command
+
+    calls = Calls()
+    source = make_store()
+    graph = _paying(calls).compile(checkpointer=source, durability=durability)
+    out = graph.invoke({"n": 5, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    assert out["__interrupt__"][0].value == {"confirm": "receipt-5"}
+    assert calls.charged == 1
+    data = json.loads(json.dumps(export_thread(source, "t")))
+
+    if into == "same":  # the original is gone, its copy lives on under another id
+        source.delete_thread("t")
+        target = source
+    else:
+        target = make_store()
+    assert import_thread(target, data, thread_id="t2") == "t2"
+    moved = _paying(calls).compile(checkpointer=target, durability=durability)
+    snap = moved.get_state({"thread_id": "t2"})
+    assert [i.value for i in snap.interrupts] == [{"confirm": "receipt-5"}]
+    assert [t.interrupts for t in snap.tasks] == [snap.interrupts]
+    final = moved.invoke(Command(resume="yes"), {"thread_id": "t2"})
+    assert final["log"] == ["receipt-5:yes"]
+    assert calls.charged == 1  # the recorded charge was not made again
+    # the paused execution's record was the one completed: ids were derived for the new id
+    executions = moved.list_executions("r1")
+    assert sorted((e.node, e.status) for e in executions) == [
+        ("charge", "SUCCEEDED"), ("pay", "SUCCEEDED")]
+    assert all(e.thread_id == "t2" for e in executions)
+    (charge,) = [e for e in executions if e.node == "charge"]
+    (pay,) = [e for e in executions if e.node == "pay"]
+    assert charge.parents == (pay.id,)
+
+
+def test_an_interrupt_of_an_imported_thread_is_answered_by_its_id(make_store):
+    from threadloom.types import Command
+
+    calls = Calls()
+    source = make_store()
+    graph = _paying(calls).compile(checkpointer=source, durability="sync")
+    graph.invoke({"n": 1, "log": []}, {"thread_id": "t"})
+    target = make_store()
+    import_thread(target, export_thread(source, "t"), thread_id="copy")
+    moved = _paying(calls).compile(checkpointer=target, durability="sync")
+    (pending,) = moved.get_state({"thread_id": "copy"}).interrupts
+    final = moved.invoke(Command(resume={pending.id: "by id"}), {"thread_id": "copy"})
+    assert final["log"] == ["receipt-1:by id"]
+    assert calls.charged == 1
+
+
+def test_an_encrypted_thread_imported_under_a_new_id_is_sealed_for_its_new_rows(make_store):
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+    from threadloom.errors import DecryptionError
+    from threadloom.types import Command
+
+    serde = EncryptedSerializer(os.urandom(32))
+    calls = Calls()
+    source = make_store()
+    graph = _paying(calls).compile(checkpointer=source, serde=serde, durability="sync")
+    graph.invoke({"n": 3, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    data = export_thread(source, "t")
+    target = make_store()
+    with pytest.raises(DecryptionError, match="serde=EncryptedSerializer"):
+        import_thread(target, data, thread_id="t2")
+    assert target.get_thread("t2") is None  # nothing was written
+    import_thread(target, data, thread_id="t2", serde=serde)
+    assert "receipt-3" not in json.dumps(export_thread(target, "t2"))
+    moved = _paying(calls).compile(checkpointer=target, serde=serde, durability="sync")
+    assert moved.get_state({"thread_id": "t2"}).interrupts[0].value == {"confirm": "receipt-3"}
+    assert moved.invoke(Command(resume="ok"), {"thread_id": "t2"})["log"] == ["receipt-3:ok"]
+    assert moved.get_run("r1").input == {"n": 3, "log": []}
+    assert calls.charged == 1
+    # under its own id an encrypted export needs no key: the values stay where they were
+    third = make_store()
+    assert import_thread(third, data) == "t"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_send_tasks_of_an_imported_encrypted_thread_keep_their_recorded_calls(make_store,
+                                                                              durability):
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+    from threadloom.func import task
+    from threadloom.types import Command, Send
+
+    charged: list[int] = []
+
+    @task
+    def charge(amount: int) -> int:
+        charged.append(amount)
+        return amount * 10
+
+    def pay(arg):
+        receipt = charge(arg["n"]).result()
+        if arg["n"] == 2:
+            interrupt("large amount?")
+        return {"log": [receipt]}
+
+    builder = StateGraph(State)
+    builder.add_node("pay", pay)
+    builder.add_conditional_edges(START, lambda s: [Send("pay", {"n": i}) for i in (1, 2, 3)],
+                                  ["pay"])
+    builder.add_edge("pay", END)
+    serde = EncryptedSerializer(os.urandom(32))
+    source = make_store()
+    builder.compile(checkpointer=source, serde=serde, durability=durability).invoke(
+        {"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    assert sorted(charged) == [1, 2, 3]
+    target = make_store()
+    import_thread(target, export_thread(source, "t"), thread_id="t2", serde=serde)
+    moved = builder.compile(checkpointer=target, serde=serde, durability=durability)
+    assert sorted(moved.invoke(Command(resume="yes"), {"thread_id": "t2"})["log"]) == [10, 20, 30]
+    assert sorted(charged) == [1, 2, 3]
+    assert sorted((e.node, e.status) for e in moved.list_executions("r1")) == [
+        ("charge", "SUCCEEDED")] * 3 + [("pay", "SUCCEEDED")] * 3
+
+
+def test_an_import_under_a_new_id_reseals_with_the_current_key(make_store):
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+
+    old, new = os.urandom(32), os.urandom(32)
+    source = make_store()
+    _builder().compile(checkpointer=source, serde=EncryptedSerializer(old)).invoke(
+        {"n": 0, "log": []}, {"thread_id": "t", "run_id": "r1"})
+    target = make_store()
+    import_thread(target, export_thread(source, "t"), thread_id="t2",
+                  serde=EncryptedSerializer(new, old))
+    only_new = _builder().compile(checkpointer=target, serde=EncryptedSerializer(new))
+    assert only_new.get_state({"thread_id": "t2"}).values["n"] == 12
+    assert only_new.get_run("r1").output["n"] == 12
+    assert all(e.outputs is not None for e in only_new.list_executions("r1"))

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from threadloom.checkpoint.crypto import EncryptedSerializer
+from threadloom.checkpoint.crypto import EncryptedSerializer, location
 from threadloom.checkpoint.serde import JsonPlusSerializer
 from threadloom.engine._algo import PlannedTask, TaskResult
-from threadloom.engine._persist import Codec
+from threadloom.engine._persist import Codec, StepIds
 
 NODE: Any = None  # the codec reads only a task's name
+IDS = StepIds("t", 0)  # execution ids of the step
 
 
 def result(name: str, *writes: tuple[str, Any], push: int = -1) -> TaskResult:
@@ -37,8 +38,9 @@ ENCODED_WHOLE = [
 @pytest.mark.parametrize("results", SPLICED + ENCODED_WHOLE)
 def test_metadata_from_updates_is_what_encoding_gives(results: list[TaskResult]) -> None:
     codec = Codec(NODE, JsonPlusSerializer())
-    updates = [codec.encode_update(r) for r in results]
-    assert codec.encode_metadata(results, updates) == codec.encode_metadata(results)
+    updates = [codec.encode_update(r, "t", "r", IDS) for r in results]
+    assert codec.encode_metadata(results, updates, thread_id="t", seq=1) == \
+        codec.encode_metadata(results, thread_id="t", seq=1)
     spliced = codec._splice(results, updates)
     assert (spliced is not None) == (results in SPLICED)
 
@@ -47,7 +49,8 @@ def test_metadata_splices_from_the_updates_it_is_given() -> None:
     codec = Codec(NODE, JsonPlusSerializer())
     results = [result("a", ("x", 1)), result("b")]
     assert (
-        codec.encode_metadata(results, [b'j{"x":7}', None]) == b'j{"writes":{"a":{"x":7},"b":null}}'
+        codec.encode_metadata(results, [b'j{"x":7}', None], thread_id="t", seq=1)
+        == b'j{"writes":{"a":{"x":7},"b":null}}'
     )
 
 
@@ -55,5 +58,7 @@ def test_another_serializer_encodes_metadata_whole() -> None:
     serde = EncryptedSerializer(b"k" * 32)
     codec = Codec(NODE, serde)
     results = [result("a", ("x", 1))]
-    metadata = codec.encode_metadata(results, [codec.encode_update(results[0])])
-    assert serde.loads(metadata) == {"writes": {"a": {"x": 1}}}
+    metadata = codec.encode_metadata(results, [codec.encode_update(results[0], "t", "r", IDS)],
+                                     thread_id="t", seq=1)
+    where = location("checkpoint", "default", "t", "", 1, "metadata")
+    assert serde.loads_at(metadata, where) == {"writes": {"a": {"x": 1}}}

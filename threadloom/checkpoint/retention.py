@@ -6,21 +6,37 @@ backend-agnostic pieces: an export of a thread's whole history (checkpoints with
 pending writes, runs, executions) as JSON, and its import into any other store.
 
 Values are exported as the store holds them (base64 of the serialized, possibly encrypted,
-bytes), so an export is an exact backup: importing it needs the same serializer and keys to
-read the values, and never decrypts anything on the way.
+bytes), so an export is an exact backup: importing it under its own thread id needs the same
+serializer and keys to read the values afterwards, and never decrypts anything on the way.
+
+**Importing under a new thread id** makes a copy that behaves exactly as the original would:
+the engine derives execution ids, ``@task`` call ids and interrupt ids from the thread id (so
+that a replayed step finds what it recorded), and the import derives them again for the new
+id, in the execution records, their parents, the pending writes and the pending interrupts.
+A recorded ``@task`` is not run again on resume, and ``Command(resume=...)`` answers the
+interrupt the original was waiting on. Encrypted values are bound to where they are stored
+(:mod:`threadloom.checkpoint.crypto`), so they are decrypted and sealed again for their new
+rows: pass the graph's serializer (``serde=EncryptedSerializer(key)``; by default the one
+``THREADLOOM_ENCRYPTION_KEY`` configures). Run ids are kept: import into a store that does not
+hold the runs (another store, or after deleting the original thread).
 
 Example:
     >>> data = export_thread(sqlite_store, "customer-88291")
     >>> json.dump(data, open("customer-88291.json", "w"))
     >>> import_thread(postgres_store, json.load(open("customer-88291.json")))
+    >>> import_thread(other_store, data, thread_id="customer-88291-copy",
+    ...               serde=EncryptedSerializer(key))
 """
 
 from __future__ import annotations
 
 import base64
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from threadloom._ids import execution_id, interrupt_id, task_execution_id
 from threadloom.checkpoint.base import (
     Attempt,
     BlobRecord,
@@ -31,7 +47,17 @@ from threadloom.checkpoint.base import (
     Store,
     WriteRecord,
 )
-from threadloom.errors import InvalidConfigError
+from threadloom.checkpoint.crypto import (
+    blob_location,
+    checkpoint_location,
+    execution_location,
+    is_encrypted,
+    run_location,
+    serializer_from_env,
+    write_location,
+)
+from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer
+from threadloom.errors import DecryptionError, InvalidConfigError
 
 __all__ = ["FORMAT", "delete_runs_before", "export_thread", "import_thread"]
 
@@ -125,23 +151,39 @@ def export_thread(store: Store, thread_id: str) -> dict[str, Any]:
     }
 
 
-def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None = None) -> str:
+def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None = None,
+                  serde: Serializer | None = None) -> str:
     """Write an exported thread into ``store`` in one transaction, optionally under a new
-    thread id. Nothing is written if the store already holds any of its checkpoints.
+    thread id (see the module docstring). Nothing is written if the store already holds any
+    of its checkpoints, or if anything fails.
+
+    Args:
+        store: where to write it.
+        data: what :func:`export_thread` returned (possibly through JSON).
+        thread_id: the id to import it under (default: its own).
+        serde: the serializer of the graphs that use the thread; needed only under a new
+            ``thread_id``, to read and rewrite values bound to the old id (default:
+            :func:`~threadloom.checkpoint.crypto.serializer_from_env`).
 
     Returns:
         The thread id it was imported as.
 
     Raises:
         InvalidConfigError: ``data`` is not an export this version understands.
+        DecryptionError: it is encrypted, imported under a new ``thread_id``, and ``serde``
+            has no key for it.
         CheckpointConflictError, RunConflictError: the store already has some of it.
     """
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InvalidConfigError(f"not a threadloom thread export (format {FORMAT!r})")
-    tid = thread_id or data["thread"]["thread_id"]
+    source = data["thread"]["thread_id"]
+    tid = thread_id or source
     namespace = data["thread"].get("namespace", "default")
+    move = _Move(data, source, tid, namespace, serde) if tid != source else None
     commits = []
     for cp in data["checkpoints"]:
+        if move is not None:
+            cp = move.checkpoint(cp)
         record = CheckpointRecord(
             thread_id=tid,
             checkpoint_ns="",
@@ -169,6 +211,9 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
         commits.append(Commit(tid, namespace, checkpoint=record, writes=writes))
     runs = [_run_record(r, tid) for r in data["runs"]]
     executions = [_execution_record(e, tid) for e in data["executions"]]
+    if move is not None:
+        runs = [move.run(r) for r in runs]
+        executions = [move.execution(e) for e in executions]
     commits.append(Commit(tid, namespace, runs=runs, executions=executions))
     store.commit(commits)
     return tid
@@ -260,3 +305,207 @@ def _execution_record(d: dict[str, Any], thread_id: str) -> ExecutionRecord:
         started_at=d["started_at"],
         ended_at=d["ended_at"],
     )
+
+
+# the engine's special write channels (threadloom.engine._persist) that import must rewrite
+_INTERRUPT = "__interrupt__"
+_TASK_PREFIX = "__task__:"
+
+
+class _Ids:
+    """Execution ids of an exported thread, derived again for a new thread id.
+
+    An id is found by deriving candidates from the old thread id: node executions from the
+    checkpoint a step started at (known for pending writes and most execution records; every
+    checkpoint number is tried for the others), the node names the export mentions, and Send
+    indexes up to the most a step could have had; ``@task`` calls from their parent and call
+    index. An id derived some other way is kept as it is."""
+
+    def __init__(self, source: str, target: str, checkpoints: list[dict[str, Any]],
+                 executions: list[dict[str, Any]]) -> None:
+        self.source = source
+        self.target = target
+        self.known: dict[str, str] = {}
+        names = {n for cp in checkpoints for n in cp["next"]} | {e["node"] for e in executions}
+        self.names = sorted(names)
+        top = max((cp["seq"] for cp in checkpoints), default=-1)
+        self.seqs = range(top, -2, -1)  # newest first; -1: the first step of a thread
+        # a step's Send packets: the most a stored checkpoint lists, or a step's records show
+        per_step = Counter((e["run_id"], e["step"]) for e in executions if e["inputs"] is not None)
+        sends = max([len(cp["next"]) for cp in checkpoints] + list(per_step.values()) + [0])
+        self.pushes = range(-1, sends)
+        self._children = Counter(p for e in executions for p in e["parents"])
+        self._tables: dict[tuple[int, str], dict[str, int]] = {}
+        self._all: dict[str, tuple[int, str, int]] | None = None  # built on the first need
+
+    def _push_of(self, old: str, seq: int, name: str) -> int | None:
+        table = self._tables.get((seq, name))
+        if table is None:
+            table = self._tables[(seq, name)] = {
+                execution_id(self.source, seq, name, push): push for push in self.pushes}
+        return table.get(old)
+
+    def node(self, old: str, seq: int | None = None, name: str | None = None) -> str:
+        """The new id of node execution ``old`` (``seq``, ``name``: where to look first)."""
+        new = self.known.get(old)
+        if new is not None:
+            return new
+        if seq is not None:
+            for n in [name] if name is not None else self.names:
+                push = self._push_of(old, seq, n)
+                if push is not None:
+                    new = self.known[old] = execution_id(self.target, seq, n, push)
+                    return new
+        if self._all is None:  # every id the old thread could have had, at once
+            self._all = {execution_id(self.source, s, n, p): (s, n, p)
+                         for s in self.seqs for n in self.names for p in self.pushes}
+        found = self._all.get(old)
+        if found is None:
+            return old
+        new = self.known[old] = execution_id(self.target, *found)
+        return new
+
+    def task(self, old_parent: str, name: str, index: int) -> str:
+        """The new id of ``@task`` call ``index`` of ``name`` inside ``old_parent`` (whose
+        new id must be known)."""
+        old = task_execution_id(old_parent, name, index)
+        new = self.known.get(old)
+        if new is None:
+            new = self.known[old] = task_execution_id(self.known.get(old_parent, old_parent),
+                                                      name, index)
+        return new
+
+    def execution(self, old: str, name: str, seq: int | None, parents: tuple[str, ...]) -> str:
+        """The new id of the execution record ``old`` of node or task ``name``."""
+        new = self.known.get(old)
+        if new is not None:
+            return new
+        if seq is not None:
+            push = self._push_of(old, seq, name)
+            if push is not None:
+                new = self.known[old] = execution_id(self.target, seq, name, push)
+                return new
+        if len(parents) == 1:  # perhaps a @task call of its parent execution
+            self.node(parents[0], seq)
+            for index in range(2 * self._children[parents[0]] + 1):
+                if task_execution_id(parents[0], name, index) == old:
+                    return self.task(parents[0], name, index)
+        return self.node(old, seq, name)
+
+
+class _Move:
+    """Rewrites an export for a new thread id (see the module docstring): the ids derived
+    from the old id, and the values bound to their old rows."""
+
+    def __init__(self, data: dict[str, Any], source: str, target: str, namespace: str,
+                 serde: Serializer | None) -> None:
+        self.source = source
+        self.target = target
+        self.namespace = namespace
+        self.serde = serde if serde is not None else serializer_from_env()
+        self.bind = getattr(self.serde, "binds_location", False) is True
+        self.keyless = isinstance(self.serde, JsonPlusSerializer)
+        self.ids = _Ids(source, target, data["checkpoints"], data["executions"])
+
+    def _check(self, data: bytes) -> None:
+        if self.keyless and is_encrypted(data):
+            raise DecryptionError(
+                "this export holds encrypted values, bound to the rows of thread "
+                f"{self.source!r}; importing it as {self.target!r} seals them again for their "
+                "new rows, which needs the key: pass serde=EncryptedSerializer(key) (or set "
+                "THREADLOOM_ENCRYPTION_KEY)"
+            )
+
+    def _load(self, data: bytes, where: bytes) -> Any:
+        if self.bind:
+            return self.serde.loads_at(data, where)  # type: ignore[attr-defined]
+        self._check(data)
+        return self.serde.loads(data)
+
+    def _dump(self, value: Any, where: bytes) -> bytes:
+        if self.bind:
+            data: bytes = self.serde.dumps_at(value, where)  # type: ignore[attr-defined]
+            return data
+        return self.serde.dumps(value)
+
+    def _recode(self, data: bytes | None, where: Callable[[str], bytes]) -> bytes | None:
+        """``data`` sealed again for the new thread (``where(thread_id)``: its location)."""
+        if not data:
+            return data
+        if not self.bind:
+            self._check(data)
+            return data
+        return self._dump(self._load(data, where(self.source)), where(self.target))
+
+    def _text(self, text: str | None, where: Callable[[str], bytes]) -> str | None:
+        return _b64(self._recode(_raw(text), where))
+
+    @staticmethod
+    def _where(kind: Callable[..., bytes], namespace: str, *rest: Any
+               ) -> Callable[[str], bytes]:
+        """``kind(namespace, thread_id, *rest)``: a value's location on either thread."""
+        return lambda thread_id: kind(namespace, thread_id, *rest)
+
+    def checkpoint(self, cp: dict[str, Any]) -> dict[str, Any]:
+        """An exported checkpoint (with its blobs and writes) for the new thread."""
+        ns, seq, where = self.namespace, cp["seq"], self._where
+        return {
+            **cp,
+            "metadata": self._text(cp["metadata"],
+                                   where(checkpoint_location, ns, "", seq, "metadata")),
+            "frontier": self._text(cp["frontier"],
+                                   where(checkpoint_location, ns, "", seq, "frontier")),
+            "blobs": [
+                {**b, "data": self._text(b["data"], where(blob_location, ns, "", b["channel"],
+                                                          b["version"]))}
+                for b in cp["blobs"]
+            ],
+            "writes": [self._write(seq, w) for w in cp["writes"]],
+        }
+
+    def _write(self, seq: int, w: dict[str, Any]) -> dict[str, Any]:
+        old, channel, idx = w["task_id"], w["channel"], w["idx"]
+        new = self.ids.node(old, seq)
+        if channel.startswith(_TASK_PREFIX):
+            self.ids.task(old, channel[len(_TASK_PREFIX):], idx)
+        old_at = write_location(self.namespace, self.source, "", seq, old, channel, idx)
+        new_at = write_location(self.namespace, self.target, "", seq, new, channel, idx)
+        data = _raw(w["data"]) or b""
+        if channel == _INTERRUPT:
+            value, iid, index = self._load(data, old_at)
+            if iid == interrupt_id(old, index):
+                iid = interrupt_id(new, index)
+            data = self._dump([value, iid, index], new_at)
+        elif data:
+            if self.bind:
+                data = self._dump(self._load(data, old_at), new_at)
+            else:
+                self._check(data)
+        return {**w, "task_id": new, "data": _b64(data)}
+
+    def run(self, r: RunRecord) -> RunRecord:
+        """A run record (already under the new thread id) with its values sealed again."""
+        r.input = self._recode(r.input, self._where(run_location, r.namespace, r.run_id,
+                                                    "input"))
+        r.output = self._recode(r.output, self._where(run_location, r.namespace, r.run_id,
+                                                      "output"))
+        return r
+
+    def execution(self, e: ExecutionRecord) -> ExecutionRecord:
+        """An execution record (already under the new thread id) with its new id, parents'
+        ids and values."""
+        old = e.id
+        new = self.ids.execution(old, e.node, e.checkpoint_seq, tuple(e.parents))
+        for field in ("inputs", "outputs"):
+            data = getattr(e, field)
+            if data and self.bind:
+                value = self._load(data, execution_location(e.namespace, self.source, e.run_id,
+                                                            old, field))
+                data = self._dump(value, execution_location(e.namespace, self.target, e.run_id,
+                                                            new, field))
+            elif data:
+                self._check(data)
+            setattr(e, field, data)
+        e.id = new
+        e.parents = tuple(self.ids.node(p) for p in e.parents)
+        return e

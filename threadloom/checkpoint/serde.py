@@ -6,6 +6,14 @@ and falls back to pickle for anything else (tuples, dataclasses, Pydantic models
 datetimes...), so every value round-trips exactly. Pass ``allow_pickle=False`` to refuse
 non-JSON values instead.
 
+A value that cannot be serialized (a socket, a lambda, a structure nested too deeply) raises
+:class:`~threadloom.errors.SerializationError`; the engine adds which field it was (a state
+key, a node's output, the run's input).
+
+A serializer may also bind each value to where it is stored (see
+:class:`BoundSerializer`): the engine asks once, through ``binds_location``, and then passes
+every value's location; a plain serializer never pays for it.
+
 Example:
     >>> serde = JsonPlusSerializer()
     >>> serde.loads(serde.dumps({"step": 3}))
@@ -17,14 +25,18 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from threadloom.errors import StoreError
+from threadloom.errors import DecryptionError, SerializationError, StoreError
 
-__all__ = ["JsonPlusSerializer", "Serializer"]
+__all__ = ["BoundSerializer", "JsonPlusSerializer", "Serializer", "unserializable"]
 
 _JSON = b"j"
 _PICKLE = b"p"
+ENCRYPTED_TAGS = (b"e", b"E")
+"""First bytes of values sealed by :class:`~threadloom.checkpoint.crypto.EncryptedSerializer`
+(envelope versions 1 and 2)."""
 _EXACT = frozenset({str, int, bool, type(None)})  # plain whatever their value
 # one encoder, made once: json.dumps() with non-default options builds a new one per call
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -45,6 +57,43 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any:
         """Decode bytes made by :meth:`dumps`."""
         ...
+
+
+@runtime_checkable
+class BoundSerializer(Serializer, Protocol):
+    """A serializer that binds each value to its location (``binds_location = True``), as
+    :class:`~threadloom.checkpoint.crypto.EncryptedSerializer` does: a value stored at one
+    location does not load at another."""
+
+    binds_location: bool
+
+    def dumps_at(self, value: Any, where: bytes) -> bytes:
+        """Encode ``value`` for the location ``where``."""
+        ...
+
+    def loads_at(self, data: bytes, where: bytes) -> Any:
+        """Decode bytes that :meth:`dumps_at` made for the location ``where``."""
+        ...
+
+
+def unserializable(what: str, exc: Exception, value: Any = None,
+                   dumps: Callable[[Any], bytes] | None = None) -> SerializationError:
+    """The error for a value a serializer refused with ``exc``, naming the field ``what`` it
+    was for (and, for a dict, the first key whose value ``dumps`` refuses too)."""
+    if dumps is not None and type(value) is dict:
+        for key, item in value.items():
+            try:
+                dumps(item)
+            except Exception:
+                what = f"{what} (key {key!r})"
+                break
+    if isinstance(exc, SerializationError):
+        reason = str(exc)
+    elif isinstance(exc, RecursionError):
+        reason = "it is nested too deeply"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return SerializationError(f"cannot store {what}: {reason}")
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
@@ -91,10 +140,19 @@ class JsonPlusSerializer:
         if _is_plain(value):
             return _JSON + _ENCODE(value).encode()
         if not self.allow_pickle:
-            raise StoreError(
+            raise SerializationError(
                 f"cannot store a {type(value).__name__} as JSON and pickling is disabled"
             )
-        return _PICKLE + pickle.dumps(value, protocol=5)
+        try:
+            return _PICKLE + pickle.dumps(value, protocol=5)
+        except RecursionError:
+            raise SerializationError(
+                f"cannot serialize a {type(value).__name__}: it is nested too deeply"
+            ) from None
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize a {type(value).__name__}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         tag, body = data[:1], data[1:]
@@ -104,4 +162,10 @@ class JsonPlusSerializer:
             if not self.allow_pickle:
                 raise StoreError("refusing to unpickle a stored value: pickling is disabled")
             return pickle.loads(body)
+        if tag in ENCRYPTED_TAGS:
+            raise DecryptionError(
+                "this store holds encrypted values and no encryption key is configured: set "
+                "THREADLOOM_ENCRYPTION_KEY, or compile the graph with "
+                "serde=EncryptedSerializer(key) (threadloom.checkpoint.crypto)"
+            )
         raise StoreError(f"unknown serialization tag {tag!r}")

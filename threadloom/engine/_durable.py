@@ -152,7 +152,7 @@ class DurableRun(Run):
         self.parallel = False
         self.stored_head: int | None = None
         self._wait = wait
-        self._loaded_task_results: dict[tuple[str, str, int], bytes] = {}
+        self._loaded_task_results: dict[tuple[str, str, int], WriteRecord] = {}
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -194,7 +194,7 @@ class DurableRun(Run):
             )
         if input is None or isinstance(input, Command) or existing.input is None:
             return
-        if self.codec.serde.loads(existing.input) != input:
+        if self.codec.decode_run(existing, "input") != input:
             raise RunConflictError(
                 f"run {existing.run_id!r} was started with different input; resume it with "
                 "input None, or use a new run id"
@@ -217,7 +217,7 @@ class DurableRun(Run):
         if ERROR_CODE_KEY in runs[0].metadata:
             return None  # a recursion limit or a bad update fails the same way again
         try:
-            same = self.codec.serde.loads(runs[0].input) == input
+            same = self.codec.decode_run(runs[0], "input") == input
         except Exception:
             return None
         if not same or runs[0].graph != self.p.graph_name:
@@ -392,7 +392,8 @@ class DurableRun(Run):
         updated = self.apply_input(writes)
         self.frontier = self.start_frontier()
         self._emit_values(updated)
-        self.run_record = self._new_record(self.codec.serde.dumps(input), None)
+        self.run_record = self._new_record(None, None)
+        self.run_record.input = self.codec.encode_run(self.run_record, "input", input)
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
         self._checkpoint(updated, "input", [], self.ctx.step)
@@ -497,7 +498,8 @@ class DurableRun(Run):
         """Persist the state after a step (``sync``: now, in one transaction; ``async``:
         queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
         now = time.time()
-        updates = [self.codec.encode_update(r) for r in results]
+        updates = [self.codec.encode_update(r, self.thread_id, self.ctx.run_id, self.ids)
+                   for r in results]
         executions = [self._execution(r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
                       if self.ids[(r.task.name, r.task.push)] not in self.recorded]
@@ -530,14 +532,16 @@ class DurableRun(Run):
     def _record(self, updated: set[str], source: str, results: list[TaskResult], step: int,
                 now: float, updates: list[bytes | None]) -> CheckpointRecord:
         seq = (self.head if self.head is not None else 0) + 1
-        blobs = self.codec.encode_channels(self.values, updated, self.chains, seq)
+        blobs = self.codec.encode_channels(self.values, updated, self.chains, seq, self.thread_id)
         return CheckpointRecord(
             thread_id=self.thread_id, checkpoint_ns="", seq=seq, parent_seq=self.parent_seq,
             run_id=self.ctx.run_id, step=step, source=source, created_at=now,
             channels={k: (c.version, c.base) for k, c in self.chains.items()},
             next=self.frontier.names(),
-            metadata=self.codec.encode_metadata(results, updates),
-            frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
+            metadata=self.codec.encode_metadata(results, updates, thread_id=self.thread_id,
+                                                seq=seq),
+            frontier=self.codec.encode_frontier(self.frontier, thread_id=self.thread_id, seq=seq),
+            blobs=blobs,
         )
 
     def _advance_head(self) -> None:
@@ -561,7 +565,8 @@ class DurableRun(Run):
             graph=self.p.graph_name, node=task.name, step=step,
             status=status,  # type: ignore[arg-type]
             namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
-            inputs=self.codec.serde.dumps(task.arg) if task.push >= 0 else None,
+            inputs=self.codec.encode_execution(task.arg, self.thread_id, self.ctx.run_id, task_id,
+                                               "inputs", task.name) if task.push >= 0 else None,
             outputs=outputs, attempts=attempts,
             parents=self.parents.get((task.name, task.push), ()),
             checkpoint_seq=self._checkpoint_seq(), created_at=started or now,
@@ -584,7 +589,8 @@ class DurableRun(Run):
             task_id = self.ids[(result.task.name, result.task.push)]
             writes.append(self.codec.result_write(self.thread_id, seq, task_id, result))
             executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step,
-                                              self.codec.encode_update(result)))
+                                              self.codec.encode_update(result, self.thread_id,
+                                                                       self.ctx.run_id, self.ids)))
         for signal in outcome.interrupts:
             assert isinstance(signal, GraphInterrupt)
             for item in signal.interrupts:
@@ -664,15 +670,19 @@ class DurableRun(Run):
             now = time.time()
             seq = self.parent_seq
             assert seq is not None
-            blobs = self.codec.encode_channels(self.values, self.dirty, self.chains, seq)
+            blobs = self.codec.encode_channels(self.values, self.dirty, self.chains, seq,
+                                               self.thread_id)
             commit.checkpoint = CheckpointRecord(
                 thread_id=self.thread_id, checkpoint_ns="", seq=seq,
                 parent_seq=self.stored_head, run_id=self.ctx.run_id, step=self.ctx.step - 1,
                 source="exit", created_at=now,
                 channels={k: (c.version, c.base) for k, c in self.chains.items()},
                 next=self.frontier.names(),
-                metadata=self.codec.encode_metadata(self.last_results),
-                frontier=self.codec.encode_frontier(self.frontier), blobs=blobs,
+                metadata=self.codec.encode_metadata(self.last_results, thread_id=self.thread_id,
+                                                    seq=seq),
+                frontier=self.codec.encode_frontier(self.frontier, thread_id=self.thread_id,
+                                                    seq=seq),
+                blobs=blobs,
             )
         return commit
 
@@ -686,8 +696,10 @@ class DurableRun(Run):
         if self.paused:
             record.status = "interrupted"
         else:
+            # encoded first: an output that cannot be stored leaves the record as it was
+            record.output = self.codec.encode_run(record, "output", out) if out is not None \
+                else None
             record.status = "succeeded"
-            record.output = self.codec.serde.dumps(out) if out is not None else None
             record.ended_at = now
         record.updated_at = now
         self.finalized = True
@@ -699,7 +711,7 @@ class DurableRun(Run):
             return super().complete()
         record = self.run_record
         if record is not None and record.status == "succeeded" and self.lease is None:
-            return self.codec.serde.loads(record.output) if record.output is not None else None
+            return self.codec.decode_run(record, "output")
         if self.finalized and self.durability != "exit":
             # the last step's commit carried the final record: wait for it, and let go
             try:

@@ -26,7 +26,6 @@ and ``Command(resume={id: value})`` address it like any interrupt of the parent.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,6 @@ from threadloom.engine._loop import Run, RunContext, _input_writes
 from threadloom.engine._persist import (
     INTERRUPT,
     RESUME,
-    TASK_PREFIX,
     Chain,
     Codec,
     Loaded,
@@ -111,17 +109,16 @@ class NestedRecorder(TaskRecorder):
         self.task_id = task_id
 
     def recorded(self, name: str, index: int) -> tuple[bool, Any]:
-        data = self.run.task_results.get((self.task_id, name, index))
-        if data is None:
+        write = self.run.task_results.get((self.task_id, name, index))
+        if write is None:
             return False, None
-        return True, self.run.codec.serde.loads(data)
+        return True, self.run.codec.decode_write(write)
 
     def record(self, name: str, index: int, args: tuple[Any, ...], value: Any,
                attempts: list[tuple[int, float, float, str]]) -> None:
         run = self.run
         seq = run.head if run.head is not None else -1
-        write = WriteRecord(run.thread_id, run.ns, seq, self.task_id, TASK_PREFIX + name,
-                            index, run.codec.serde.dumps(value))
+        write = run.codec.task_write(run.thread_id, seq, self.task_id, name, index, value, run.ns)
         if run.root.durability == "exit":
             with run.root.lock:
                 run.task_writes.append(write)
@@ -166,7 +163,7 @@ class NestedRun(Run):
         self.parent_resume = list(scope.resume)
         self.token = root._token()
         self.dirty: set[str] = set()
-        self.task_results: dict[tuple[str, str, int], bytes] = {}
+        self.task_results: dict[tuple[str, str, int], WriteRecord] = {}
         self.task_writes: list[WriteRecord] = []  # exit: written if the subgraph pauses
 
     # -- begin ----------------------------------------------------------------------------
@@ -270,7 +267,8 @@ class NestedRun(Run):
     def _record(self, seq: int, parent_seq: int | None, source: str,
                 step: int) -> CheckpointRecord:
         codec = self.codec
-        blobs = codec.encode_channels(self.values, self.dirty, self.chains, seq)
+        blobs = codec.encode_channels(self.values, self.dirty, self.chains, seq, self.thread_id,
+                                      self.ns)
         self.dirty = set()
         parents: dict[str, int | None] = {"": self.root.parent_seq}
         if isinstance(self.parent, NestedRun):
@@ -280,8 +278,12 @@ class NestedRun(Run):
             thread_id=self.thread_id, checkpoint_ns=self.ns, seq=seq, parent_seq=parent_seq,
             run_id=self.root.ctx.run_id, step=step, source=source, created_at=time.time(),
             channels={k: (c.version, c.base) for k, c in self.chains.items()},
-            next=self.frontier.names(), metadata=codec.serde.dumps(meta),
-            frontier=codec.encode_frontier(self.frontier), blobs=blobs,
+            next=self.frontier.names(),
+            metadata=codec.encode_subgraph_metadata(meta, thread_id=self.thread_id, seq=seq,
+                                                    checkpoint_ns=self.ns),
+            frontier=codec.encode_frontier(self.frontier, thread_id=self.thread_id, seq=seq,
+                                           checkpoint_ns=self.ns),
+            blobs=blobs,
         )
 
     def _commit(self, record: CheckpointRecord | None,
@@ -313,13 +315,12 @@ class NestedRun(Run):
         self.task_writes = []
 
         def special(task_id: str, channel: str, value: Any) -> WriteRecord:
-            w = codec.special_write(self.thread_id, seq, task_id, channel, value)
-            return dataclasses.replace(w, checkpoint_ns=self.ns)
+            return codec.special_write(self.thread_id, seq, task_id, channel, value,
+                                       checkpoint_ns=self.ns)
 
         for result in outcome.results:
             task_id = self.ids[(result.task.name, result.task.push)]
-            w = codec.result_write(self.thread_id, seq, task_id, result)
-            writes.append(dataclasses.replace(w, checkpoint_ns=self.ns))
+            writes.append(codec.result_write(self.thread_id, seq, task_id, result, self.ns))
         for signal in outcome.interrupts:
             assert isinstance(signal, GraphInterrupt)
             for item in signal.interrupts:

@@ -3,7 +3,6 @@ state back, deterministic execution ids, and the background writer of ``async`` 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -11,16 +10,30 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from threadloom._context import interrupt_id
 from threadloom._faults import fault
+from threadloom._ids import execution_id, interrupt_id, task_execution_id
 from threadloom.checkpoint.base import (
     BlobRecord,
     CheckpointRecord,
     Commit,
+    ExecutionRecord,
+    RunRecord,
     Store,
     WriteRecord,
 )
-from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer, encode_json
+from threadloom.checkpoint.crypto import (
+    blob_location,
+    checkpoint_location,
+    execution_location,
+    run_location,
+    write_location,
+)
+from threadloom.checkpoint.serde import (
+    JsonPlusSerializer,
+    Serializer,
+    encode_json,
+    unserializable,
+)
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
 from threadloom.types import Interrupt, Send
@@ -32,22 +45,17 @@ __all__ = [
     "Writer",
     "execution_id",
     "interrupt_id",
+    "task_execution_id",
 ]
 
 _SNAPSHOT_MIN_BYTES = 1024
+_NODE_OUTPUT = "the output of node {!r}"
 
 RESULT = "__result__"
 ERROR = "__error__"
 INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
 TASK_PREFIX = "__task__:"
-
-
-def execution_id(thread_id: str, seq: int, name: str, push: int) -> str:
-    """The id of the execution of ``name`` in the step that starts at checkpoint ``seq``:
-    the same on every replay of that step, unique across threads (128-bit hash, hex)."""
-    key = f"{thread_id}\x00{seq}\x00{name}\x00{push}".encode()
-    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-exec").hexdigest()
 
 
 @dataclass(slots=True)
@@ -75,7 +83,7 @@ class Loaded:
     interrupts: dict[str, tuple[Interrupt, int]] = field(default_factory=dict)
     resume: dict[str, list[Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    task_results: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
+    task_results: dict[tuple[str, str, int], WriteRecord] = field(default_factory=dict)
 
     @property
     def seq(self) -> int | None:
@@ -96,13 +104,22 @@ class Loaded:
 
 
 class Codec:
-    """Turns engine state into store records and back, for one graph and serializer."""
+    """Turns engine state into store records and back, for one graph and serializer.
 
-    __slots__ = ("spec", "serde", "_memo", "_plain_json", "_names")
+    With a serializer that binds values to their location (``binds_location``, as
+    :class:`~threadloom.checkpoint.crypto.EncryptedSerializer` does), every value is encoded
+    and decoded with its :func:`~threadloom.checkpoint.crypto.location`; the codec asks once,
+    here, so a plain serializer pays nothing for it. Values a serializer refuses raise
+    :class:`~threadloom.errors.SerializationError` naming the field.
+    """
 
-    def __init__(self, spec: GraphSpec, serde: Serializer) -> None:
+    __slots__ = ("spec", "serde", "namespace", "bind", "_memo", "_plain_json", "_names")
+
+    def __init__(self, spec: GraphSpec, serde: Serializer, namespace: str = "default") -> None:
         self.spec = spec
         self.serde = serde
+        self.namespace = namespace
+        self.bind = getattr(serde, "binds_location", False) is True
         # the default serializer writes compact JSON tagged "j": metadata can be spliced
         self._plain_json = type(serde) is JsonPlusSerializer
         self._names: dict[str, bytes] = {}  # a node's name as a JSON key, with its colon
@@ -111,7 +128,8 @@ class Codec:
         self._memo: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     def _memoized(self, kind: str, key: tuple[str, ...], value: Callable[[], Any]) -> bytes:
-        """The encoding of ``value()``, built on the first call with ``(kind, key)``."""
+        """The encoding of ``value()``, built on the first call with ``(kind, key)`` (never
+        with a binding serializer: each location seals its own bytes)."""
         memo = self._memo
         data = memo.get((kind, key))
         if data is None:
@@ -120,17 +138,54 @@ class Codec:
             data = memo[(kind, key)] = self.serde.dumps(value())
         return data
 
+    def _sealed(self, value: Any, where: bytes, what: str, *args: Any) -> bytes:
+        """``value`` encoded by the binding serializer for ``where``; ``what.format(*args)``
+        names the field if it cannot be (formatted only then)."""
+        try:
+            data: bytes = self.serde.dumps_at(value, where)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
+        return data
+
+    def _plain(self, value: Any, what: str, *args: Any) -> bytes:
+        """``value`` encoded by the serializer (``what``: as for :meth:`_sealed`)."""
+        try:
+            return self.serde.dumps(value)
+        except Exception as exc:
+            raise unserializable(what.format(*args), exc, value, self.serde.dumps) from exc
+
+    def _open(self, data: bytes, where: bytes) -> Any:
+        """Decode ``data`` stored at ``where`` (only called with a binding serializer)."""
+        return self.serde.loads_at(data, where)  # type: ignore[attr-defined]
+
+    # -- where values live (the associated data of a binding serializer) ---------------
+
+    def _blob_at(self, thread_id: str, ns: str, channel: str, version: int) -> bytes:
+        return blob_location(self.namespace, thread_id, ns, channel, version)
+
+    def _checkpoint_at(self, thread_id: str, ns: str, seq: int, part: str) -> bytes:
+        return checkpoint_location(self.namespace, thread_id, ns, seq, part)
+
+    def _write_at(self, w: WriteRecord) -> bytes:
+        return write_location(self.namespace, w.thread_id, w.checkpoint_ns, w.seq, w.task_id,
+                              w.channel, w.idx)
+
     # -- channel values -------------------------------------------------------------------
 
     def encode_channels(
         self, values: Mapping[str, Any], updated: Sequence[str] | set[str],
-        chains: dict[str, Chain], seq: int,
+        chains: dict[str, Chain], seq: int, thread_id: str, checkpoint_ns: str = "",
     ) -> list[BlobRecord]:
         """Blobs for the channels written since the last checkpoint (updating ``chains``): a
         delta of appended items where a list only grew (with a reducer, or a plain key a node
         rewrote as ``old + [new]``), otherwise the full value. A full snapshot is taken again
-        once the deltas add up to the last snapshot's size."""
+        once the deltas add up to the last snapshot's size.
+
+        Raises:
+            SerializationError: a value cannot be stored (the message names the state key).
+        """
         dumps = self.serde.dumps
+        bind = self.bind
         blobs: list[BlobRecord] = []
         for name in updated:
             if name not in values:
@@ -145,13 +200,28 @@ class Codec:
                 and chain.delta_bytes < max(chain.base_size, _SNAPSHOT_MIN_BYTES)
                 and value[: len(chain.items)] == chain.items
             ):
-                data = dumps(value[len(chain.items):])
+                delta = value[len(chain.items):]
+                if bind:
+                    data = self._sealed(delta, self._blob_at(thread_id, checkpoint_ns, name, seq),
+                                        "state key {!r}", name)
+                else:
+                    try:
+                        data = dumps(delta)
+                    except Exception as exc:
+                        raise unserializable(f"state key {name!r}", exc) from exc
                 blobs.append(BlobRecord(name, seq, chain.version, data))
                 chain.version = seq
                 chain.delta_bytes += len(data)
                 chain.items = list(value)
                 continue
-            data = dumps(value)
+            if bind:
+                data = self._sealed(value, self._blob_at(thread_id, checkpoint_ns, name, seq),
+                                    "state key {!r}", name)
+            else:
+                try:
+                    data = dumps(value)
+                except Exception as exc:
+                    raise unserializable(f"state key {name!r}", exc) from exc
             blobs.append(BlobRecord(name, seq, None, data))
             items = list(value) if type(value) is list else None
             chains[name] = Chain(seq, seq, len(data), 0, items)
@@ -181,21 +251,30 @@ class Codec:
         blobs = store.get_blobs(first.thread_id, first.checkpoint_ns, wants) if wants else []
         by_key = {(b.channel, b.version): b for b in blobs}
         cache: dict[tuple[str, int], tuple[Any, int, int]] = {}  # value, base size, deltas
+        loads = self._blob_loader(first) if self.bind else self.serde.loads
         for record in records:
             values: dict[str, Any] = {}
             chains: dict[str, Chain] = {}
             for name, (ver, base) in record.channels.items():
                 value, base_size, delta_bytes = self._value_at(name, ver, by_key, cache,
-                                                               len(records) > 1)
+                                                               len(records) > 1, loads)
                 values[name] = value
                 items = list(value) if type(value) is list else None
                 chains[name] = Chain(ver, base, base_size, delta_bytes, items)
             out[record.seq] = (values, chains)
         return out
 
+    def _blob_loader(self, record: CheckpointRecord) -> Callable[[BlobRecord], Any]:
+        thread_id, ns = record.thread_id, record.checkpoint_ns
+
+        def loads(blob: BlobRecord) -> Any:
+            return self._open(blob.data, self._blob_at(thread_id, ns, blob.channel, blob.version))
+
+        return loads
+
     def _value_at(self, channel: str, version: int, by_key: dict[tuple[str, int], BlobRecord],
                   cache: dict[tuple[str, int], tuple[Any, int, int]],
-                  keep_all: bool) -> tuple[Any, int, int]:
+                  keep_all: bool, loads: Callable[[Any], Any]) -> tuple[Any, int, int]:
         """The decoded value of ``channel`` at ``version``, following its delta chain back
         to the nearest decoded or full version (iteratively: chains can be long). With
         ``keep_all`` every version on the way is cached too (a history asks for them)."""
@@ -207,10 +286,10 @@ class Codec:
                 raise LookupError(f"missing blob {key} (chain for version {version})")
             pending.append(blob)
             key = None if blob.prev is None else (channel, blob.prev)
-        loads = self.serde.loads
+        bind = self.bind
         if key is None:
             full = pending.pop()
-            current = (loads(full.data), len(full.data), 0)
+            current = (loads(full if bind else full.data), len(full.data), 0)
             cache[(channel, full.version)] = current
         else:
             current = cache[key]
@@ -219,7 +298,7 @@ class Codec:
         value, base_size, delta_bytes = current
         grown = list(value)
         for blob in reversed(pending):
-            grown.extend(loads(blob.data))
+            grown.extend(loads(blob if bind else blob.data))
             delta_bytes += len(blob.data)
             if keep_all:
                 cache[(channel, blob.version)] = (grown, base_size, delta_bytes)
@@ -230,7 +309,14 @@ class Codec:
 
     # -- frontier and metadata ------------------------------------------------------------
 
-    def encode_frontier(self, frontier: Frontier) -> bytes:
+    def encode_frontier(self, frontier: Frontier, *, thread_id: str, seq: int,
+                        checkpoint_ns: str = "") -> bytes:
+        """The frontier stored with checkpoint ``seq`` of ``thread_id`` (in ``checkpoint_ns``,
+        a subgraph's checkpoints).
+
+        Raises:
+            SerializationError: a ``Send`` argument cannot be stored.
+        """
         def value() -> dict[str, Any]:
             out = {
                 "nodes": list(frontier.nodes),
@@ -241,12 +327,22 @@ class Codec:
                 out["deferred"] = list(frontier.deferred)
             return out
 
+        if self.bind:
+            return self._sealed(value(), self._checkpoint_at(thread_id, checkpoint_ns, seq,
+                                                             "frontier"),
+                                "the arguments of the next step's Send packets")
         if frontier.sends or frontier.barriers or frontier.deferred:
-            return self.serde.dumps(value())
+            return self._plain(value(), "the arguments of the next step's Send packets")
         return self._memoized("frontier", tuple(frontier.nodes), value)
 
-    def decode_frontier(self, data: bytes) -> Frontier:
-        raw = self.serde.loads(data)
+    def decode_frontier(self, record: CheckpointRecord) -> Frontier:
+        """The frontier stored with ``record``."""
+        data = record.frontier
+        if self.bind:
+            raw = self._open(data, self._checkpoint_at(record.thread_id, record.checkpoint_ns,
+                                                       record.seq, "frontier"))
+        else:
+            raw = self.serde.loads(data)
         return Frontier(
             list(raw["nodes"]),
             [Send(node, arg) for node, arg in raw["sends"]],
@@ -254,13 +350,34 @@ class Codec:
             list(raw.get("deferred", ())),
         )
 
-    def encode_update(self, result: TaskResult) -> bytes | None:
+    def encode_update(self, result: TaskResult, thread_id: str, run_id: str,
+                      ids: Mapping[tuple[str, int], str]) -> bytes | None:
         """A task's writes as one ``{channel: value}`` update, encoded (``None``: it wrote
-        nothing): an execution record's outputs, and its entry in the step's metadata."""
-        return self.serde.dumps(dict(result.writes)) if result.writes else None
+        nothing): an execution record's outputs (of run ``run_id``; ``ids``: the step's
+        execution ids), and its entry in the step's metadata.
+
+        Raises:
+            SerializationError: the update cannot be stored (the message names the node).
+        """
+        if not result.writes:
+            return None
+        if self.bind:
+            task = result.task
+            return self._sealed(
+                dict(result.writes),
+                execution_location(self.namespace, thread_id, run_id, ids[(task.name, task.push)],
+                                   "outputs"),
+                _NODE_OUTPUT, task.name)
+        update = dict(result.writes)
+        try:
+            return self.serde.dumps(update)
+        except Exception as exc:
+            raise unserializable(_NODE_OUTPUT.format(result.task.name), exc, update,
+                                  self.serde.dumps) from exc
 
     def encode_metadata(self, results: Sequence[TaskResult],
-                        updates: Sequence[bytes | None] | None = None, **extra: Any) -> bytes:
+                        updates: Sequence[bytes | None] | None = None, *, thread_id: str,
+                        seq: int, **extra: Any) -> bytes:
         """Checkpoint metadata beyond the record's own columns (source, step, run_id): the
         writes of the step as ``{node: update}`` (a list of updates for a node that ran
         several times through ``Send``), and anything in ``extra``.
@@ -268,10 +385,31 @@ class Codec:
         ``updates``: :meth:`encode_update` of each result, when the caller has them. With the
         default serializer and one result per node, the metadata is spliced from them rather
         than encoded again (the same bytes: both are compact JSON)."""
+        if self.bind:
+            return self._sealed({"writes": self._writes_by_node(results), **extra},
+                                self._checkpoint_at(thread_id, "", seq, "metadata"),
+                                "the checkpoint metadata")
         if updates is not None and not extra and self._plain_json:
             spliced = self._splice(results, updates)
             if spliced is not None:
                 return spliced
+        plain = self._writes_by_node(results)
+        if not extra and all(v is None for v in plain.values()):
+            return self._memoized("metadata", tuple(plain), lambda: {"writes": plain})
+        return self._plain({"writes": plain, **extra}, "the checkpoint metadata")
+
+    def encode_subgraph_metadata(self, metadata: dict[str, Any], *, thread_id: str, seq: int,
+                                 checkpoint_ns: str) -> bytes:
+        """``metadata`` as stored with checkpoint ``seq`` of a subgraph's ``checkpoint_ns``."""
+        if self.bind:
+            return self._sealed(metadata, self._checkpoint_at(thread_id, checkpoint_ns, seq,
+                                                              "metadata"),
+                                "the checkpoint metadata")
+        return self._plain(metadata, "the checkpoint metadata")
+
+    @staticmethod
+    def _writes_by_node(results: Sequence[TaskResult]) -> dict[str, Any]:
+        """``{node: update}`` (a list of updates for a node that ran several times)."""
         writes: dict[str, Any] = {}
         for result in results:
             update = dict(result.writes) if result.writes else None
@@ -282,10 +420,7 @@ class Codec:
                     else _Several([previous, update])
             else:
                 writes[name] = update
-        plain = {k: list(v) if isinstance(v, _Several) else v for k, v in writes.items()}
-        if not extra and all(v is None for v in plain.values()):
-            return self._memoized("metadata", tuple(plain), lambda: {"writes": plain})
-        return self.serde.dumps({"writes": plain, **extra})
+        return {k: list(v) if isinstance(v, _Several) else v for k, v in writes.items()}
 
     def _splice(self, results: Sequence[TaskResult], updates: Sequence[bytes | None]
                 ) -> bytes | None:
@@ -312,7 +447,13 @@ class Codec:
                         ) -> dict[str, Any]:
         """The metadata dict users see: source, step and run_id from the record, plus what
         :meth:`encode_metadata` stored."""
-        out = self.serde.loads(data) if data else {}
+        if not data:
+            out = {}
+        elif self.bind and record is not None:
+            out = self._open(data, self._checkpoint_at(record.thread_id, record.checkpoint_ns,
+                                                       record.seq, "metadata"))
+        else:
+            out = self.serde.loads(data)
         stored = dict(out) if isinstance(out, dict) else {}
         if record is None:
             return stored
@@ -336,57 +477,146 @@ class Codec:
                 raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
             return Loaded(None, {}, Frontier(), {})
         values, chains = self.decode_channels(store, record)
-        loaded = Loaded(record, values, self.decode_frontier(record.frontier), chains,
+        loaded = Loaded(record, values, self.decode_frontier(record), chains,
                         self.decode_metadata(record.metadata, record))
         self._load_writes(store, loaded)
         return loaded
 
     def _load_writes(self, store: Store, loaded: Loaded) -> None:
         assert loaded.record is not None
-        loads = self.serde.loads
+        loads = self.decode_write
         record = loaded.record
         for write in store.get_writes(record.thread_id, record.checkpoint_ns, record.seq):
             channel = write.channel
             if channel == RESULT:
-                writes, goto = loads(write.data)
+                writes, goto = loads(write)
                 loaded.results[write.task_id] = (
                     [tuple(w) for w in writes],
                     [Send(g[0], g[1]) if isinstance(g, list) else g for g in goto],
                 )
             elif channel == INTERRUPT:
-                value, iid, index = loads(write.data)
+                value, iid, index = loads(write)
                 loaded.interrupts[write.task_id] = (Interrupt(value, iid), index)
             elif channel == RESUME:
-                loaded.resume[write.task_id] = list(loads(write.data))
+                loaded.resume[write.task_id] = list(loads(write))
             elif channel == ERROR:
-                loaded.errors[write.task_id] = str(loads(write.data))
+                loaded.errors[write.task_id] = str(loads(write))
             elif channel.startswith(TASK_PREFIX):
                 loaded.task_results[(write.task_id, channel[len(TASK_PREFIX):], write.idx)] = (
-                    write.data
+                    write
                 )
 
     # -- pending writes -------------------------------------------------------------------
 
+    def decode_write(self, write: WriteRecord) -> Any:
+        """The value of a pending write."""
+        if self.bind:
+            return self._open(write.data, self._write_at(write))
+        return self.serde.loads(write.data)
+
+    def _write(self, thread_id: str, seq: int, task_id: str, channel: str, idx: int,
+               value: Any, what: str, arg: str, checkpoint_ns: str = "") -> WriteRecord:
+        write = WriteRecord(thread_id, checkpoint_ns, seq, task_id, channel, idx, b"")
+        if self.bind:
+            write.data = self._sealed(value, self._write_at(write), what, arg)
+        else:
+            write.data = self._plain(value, what, arg)
+        return write
+
     def result_write(
-        self, thread_id: str, seq: int, task_id: str, result: TaskResult
+        self, thread_id: str, seq: int, task_id: str, result: TaskResult,
+        checkpoint_ns: str = "",
     ) -> WriteRecord:
         goto = [[g.node, g.arg] if isinstance(g, Send) else g for g in result.goto]
-        data = self.serde.dumps([[list(w) for w in result.writes], goto])
-        return WriteRecord(thread_id, "", seq, task_id, RESULT, 0, data)
+        return self._write(thread_id, seq, task_id, RESULT, 0,
+                           [[list(w) for w in result.writes], goto], _NODE_OUTPUT,
+                           result.task.name, checkpoint_ns)
 
     def special_write(self, thread_id: str, seq: int, task_id: str, channel: str,
-                      value: Any, idx: int = 0) -> WriteRecord:
-        return WriteRecord(thread_id, "", seq, task_id, channel, idx, self.serde.dumps(value))
+                      value: Any, idx: int = 0, checkpoint_ns: str = "") -> WriteRecord:
+        return self._write(thread_id, seq, task_id, channel, idx, value,
+                           "the {} value of execution " + task_id, channel.strip("_"),
+                           checkpoint_ns)
+
+    def task_write(self, thread_id: str, seq: int, parent: str, name: str, index: int,
+                   value: Any, checkpoint_ns: str = "") -> WriteRecord:
+        """The pending write that records ``@task`` call ``index`` of ``name`` inside
+        execution ``parent``."""
+        return self._write(thread_id, seq, parent, TASK_PREFIX + name, index, value,
+                           "the result of task {!r}", name, checkpoint_ns)
+
+    def task_call(self, thread_id: str, run_id: str, seq: int, parent: str, name: str,
+                  index: int, args: Any, value: Any) -> tuple[WriteRecord, bytes, bytes]:
+        """A recorded ``@task`` call ``index`` of ``name`` inside execution ``parent``: its
+        pending write, and its execution record's encoded inputs and outputs.
+
+        Raises:
+            SerializationError: the arguments or the result cannot be stored.
+        """
+        arguments = "the arguments of task {!r}"
+        write = self.task_write(thread_id, seq, parent, name, index, value)
+        if not self.bind:
+            return write, self._plain(args, arguments, name), write.data
+        eid = task_execution_id(parent, name, index)
+        return (
+            write,
+            self._sealed(args, execution_location(self.namespace, thread_id, run_id, eid,
+                                                  "inputs"), arguments, name),
+            self._sealed(value, execution_location(self.namespace, thread_id, run_id, eid,
+                                                   "outputs"), "the result of task {!r}", name),
+        )
+
+    # -- run and execution records --------------------------------------------------------
+
+    def encode_run(self, record: RunRecord, field: str, value: Any) -> bytes:
+        """``value`` encoded as the run record's ``field`` (``"input"`` or ``"output"``).
+
+        Raises:
+            SerializationError: the value cannot be stored (the message names the field).
+        """
+        if self.bind:
+            return self._sealed(value, run_location(record.namespace, record.thread_id,
+                                                    record.run_id, field), "the run's {}", field)
+        return self._plain(value, "the run's {}", field)
+
+    def decode_run(self, record: RunRecord, field: str) -> Any:
+        """The run record's ``field`` (``"input"`` or ``"output"``), decoded (``None`` if
+        unset)."""
+        data: bytes | None = getattr(record, field)
+        if data is None:
+            return None
+        if self.bind:
+            return self._open(data, run_location(record.namespace, record.thread_id,
+                                                 record.run_id, field))
+        return self.serde.loads(data)
+
+    def encode_execution(self, value: Any, thread_id: str, run_id: str, execution_id: str,
+                         field: str, node: str) -> bytes:
+        """``value`` encoded as ``field`` (``"inputs"`` or ``"outputs"``) of the record of
+        execution ``execution_id`` (of ``node``) of run ``run_id``.
+
+        Raises:
+            SerializationError: the value cannot be stored (the message names the node).
+        """
+        if self.bind:
+            return self._sealed(value, execution_location(self.namespace, thread_id, run_id,
+                                                          execution_id, field),
+                                "the {} of node {!r}", field, node)
+        return self._plain(value, "the {} of node {!r}", field, node)
+
+    def decode_execution(self, record: ExecutionRecord, field: str) -> Any:
+        """The execution record's ``field`` (``"inputs"`` or ``"outputs"``), decoded."""
+        data: bytes | None = getattr(record, field)
+        if data is None:
+            return None
+        if self.bind:
+            return self._open(data, execution_location(record.namespace, record.thread_id,
+                                                       record.run_id, record.id, field))
+        return self.serde.loads(data)
 
 
 class _Several(list[Any]):
     """Updates of one node that ran several times in a step (through ``Send``)."""
-
-
-def task_execution_id(parent: str, name: str, index: int) -> str:
-    """The id of call ``index`` of ``@task`` ``name`` inside execution ``parent``."""
-    key = f"{parent}\x00{name}\x00{index}".encode()
-    return hashlib.blake2b(key, digest_size=16, person=b"threadloom-task").hexdigest()
 
 
 class StepIds(dict[tuple[str, int], str]):
@@ -538,49 +768,3 @@ def _current_exception() -> BaseException:
     exc = sys.exc_info()[1]
     assert exc is not None
     return exc
-
-
-class Heartbeat:
-    """Renews the thread leases of running runs every third of their time to live, so a
-    node that runs longer than the lease (a slow model call, say) keeps its thread. One
-    daemon thread per store, started on first use."""
-
-    def __init__(self, store: Store, ttl: float) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._runs: dict[int, Any] = {}
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, run: Any) -> None:
-        """Keep ``run.lease`` alive until :meth:`remove`."""
-        with self._cond:
-            self._runs[id(run)] = run
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="threadloom-heartbeat", daemon=True
-                )
-                self._thread.start()
-
-    def remove(self, run: Any) -> None:
-        with self._cond:
-            self._runs.pop(id(run), None)
-            if not self._runs:
-                self._cond.notify_all()  # let the thread end; add() starts a new one
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._runs:
-                    self._thread = None
-                    return
-                self._cond.wait(self._ttl / 3)
-                runs = list(self._runs.values())
-            for run in runs:
-                lease = run.lease
-                if lease is None or lease.expires_at - time.time() > self._ttl * 2 / 3:
-                    continue
-                try:
-                    run.lease = self._store.renew_lease(lease, self._ttl)
-                except Exception:  # lost or unreachable: the run's next commit will say so
-                    pass

@@ -203,7 +203,7 @@ class ThreadsMixin:
         decoded = codec.decode_many(store, records)
         for record in records:
             values, chains = decoded[record.seq]
-            loaded = Loaded(record, values, codec.decode_frontier(record.frontier), chains,
+            loaded = Loaded(record, values, codec.decode_frontier(record), chains,
                             codec.decode_metadata(record.metadata, record))
             if any(loaded.metadata.get(k) != v for k, v in filter.items()):
                 continue
@@ -249,15 +249,16 @@ class ThreadsMixin:
             frontier = self._frontier_after(node, loaded, state, writes, result)
             new_seq = (head_seq or 0) + 1
             chains = dict(loaded.chains)
-            blobs = codec.encode_channels(state, updated, chains, new_seq)
+            blobs = codec.encode_channels(state, updated, chains, new_seq, thread_id)
             step = loaded.step + 1
             record = CheckpointRecord(
                 thread_id=thread_id, checkpoint_ns="", seq=new_seq, parent_seq=loaded.seq,
                 run_id=None, step=step, source="update", created_at=time.time(),
                 channels={k: (c.version, c.base) for k, c in chains.items()},
                 next=frontier.names(),
-                metadata=codec.encode_metadata([result]),
-                frontier=codec.encode_frontier(frontier), blobs=blobs,
+                metadata=codec.encode_metadata([result], thread_id=thread_id, seq=new_seq),
+                frontier=codec.encode_frontier(frontier, thread_id=thread_id, seq=new_seq),
+                blobs=blobs,
             )
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
                                  checkpoint=record)])
@@ -367,11 +368,10 @@ class ThreadsMixin:
 
 
 def _run_info(record: RunRecord, codec: Codec) -> RunInfo:
-    loads = codec.serde.loads
     return RunInfo(
         run_id=record.run_id, thread_id=record.thread_id, graph=record.graph,
-        status=record.status, input=loads(record.input) if record.input is not None else None,
-        output=loads(record.output) if record.output is not None else None,
+        status=record.status, input=codec.decode_run(record, "input"),
+        output=codec.decode_run(record, "output"),
         error=record.error, durability=record.durability, created_at=record.created_at,
         updated_at=record.updated_at, started_at=record.started_at, ended_at=record.ended_at,
         steps=record.steps, executions=record.executions, resumed_from=record.resumed_from,
@@ -380,12 +380,11 @@ def _run_info(record: RunRecord, codec: Codec) -> RunInfo:
 
 
 def _execution_info(record: ExecutionRecord, codec: Codec) -> ExecutionInfo:
-    loads = codec.serde.loads
     return ExecutionInfo(
         id=record.id, run_id=record.run_id, thread_id=record.thread_id, graph=record.graph,
         node=record.node, step=record.step, status=record.status, attempt=record.attempt,
-        inputs=loads(record.inputs) if record.inputs is not None else None,
-        outputs=loads(record.outputs) if record.outputs is not None else None,
+        inputs=codec.decode_execution(record, "inputs"),
+        outputs=codec.decode_execution(record, "outputs"),
         error=record.error, attempts=record.attempts, parents=tuple(record.parents),
         checkpoint_id=(format_checkpoint_id(record.checkpoint_seq)
                        if record.checkpoint_seq is not None else None),

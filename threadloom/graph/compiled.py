@@ -315,7 +315,7 @@ class CompiledGraph(ThreadsMixin):
             task_pool=self._get_task_pool, cache=self.cache,
         )
         return NestedRun(ctx, resolve_recursion_limit(cfg), parent, scope,
-                         Codec(self.spec, parent.codec.serde),
+                         Codec(self.spec, parent.codec.serde, parent.codec.namespace),
                          subgraph_namespace(scope.name, scope.task_id,
                                             parent.ns if isinstance(parent, NestedRun) else ""),
                          frozenset(self.interrupt_before), frozenset(self.interrupt_after))
