@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from threadloom.errors import CircuitOpenError, InvalidConfigError
@@ -143,6 +144,22 @@ class CircuitBreaker:
             s.probing = False
 
     # -- used by the engine around each call (an attempt of a node or a task) ------------
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the body as one call through the breaker: admitted (or refused with
+        ``CircuitOpenError``), then counted as a success, a failure (an ``Exception``) or
+        neither (an interrupt or a cancellation)."""
+        probe = self.admit()
+        try:
+            yield
+        except Exception:
+            self.failed(probe)
+            raise
+        except BaseException:
+            self.abandoned(probe)
+            raise
+        self.succeeded(probe)
 
     def admit(self) -> bool:
         """Let a call through, or refuse it. Returns whether the call is the probe.

@@ -196,45 +196,33 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
 def _attempt(ctx: RunContext, task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
     """One attempt of a sync node: through its circuit breaker, within its timeout."""
     node = task.node
-    circuit = node.circuit
-    probe = circuit.admit() if circuit is not None else False
-    try:
-        if node.timeout is None:
-            output = node.call(inp, scope)
-        else:
-            output = _call_with_timeout(ctx, node.call, inp, scope, node.timeout, task.name)
-    except Exception:
-        if circuit is not None:
-            circuit.failed(probe)
-        raise
-    except BaseException:
-        if circuit is not None:
-            circuit.abandoned(probe)
-        raise
-    if circuit is not None:
-        circuit.succeeded(probe)
-    return output
+    if node.circuit is None:
+        return _call(ctx, task, inp, scope)
+    with node.circuit.guard():
+        return _call(ctx, task, inp, scope)
+
+
+def _call(ctx: RunContext, task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    node = task.node
+    if node.timeout is None:
+        return node.call(inp, scope)
+    return _call_with_timeout(ctx, node.call, inp, scope, node.timeout, task.name)
 
 
 async def _aattempt(task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
     """One attempt of an async node: through its circuit breaker, within its timeout."""
     node = task.node
-    circuit = node.circuit
-    probe = circuit.admit() if circuit is not None else False
-    try:
-        output = node.call(inp, scope)
-        if inspect.isawaitable(output):
-            output = await _await_with_timeout(output, node.timeout, task.name)
-    except Exception:
-        if circuit is not None:
-            circuit.failed(probe)
-        raise
-    except BaseException:
-        if circuit is not None:
-            circuit.abandoned(probe)
-        raise
-    if circuit is not None:
-        circuit.succeeded(probe)
+    if node.circuit is None:
+        return await _acall(task, inp, scope)
+    with node.circuit.guard():
+        return await _acall(task, inp, scope)
+
+
+async def _acall(task: PlannedTask, inp: Any, scope: _context.TaskScope) -> Any:
+    node = task.node
+    output = node.call(inp, scope)
+    if inspect.isawaitable(output):
+        output = await _await_with_timeout(output, node.timeout, task.name)
     return output
 
 

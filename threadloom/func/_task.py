@@ -64,25 +64,15 @@ class TaskFunction(Generic[P, T]):
 
     def _attempt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One call of the function, through the task's circuit breaker."""
-        circuit = self.circuit
-        probe = circuit.admit() if circuit is not None else False
-        result: Any
-        try:
-            if self.is_async:
-                result = asyncio.run(self.fn(*args, **kwargs))  # type: ignore[arg-type]
-            else:
-                result = self.fn(*args, **kwargs)
-        except Exception:
-            if circuit is not None:
-                circuit.failed(probe)
-            raise
-        except BaseException:
-            if circuit is not None:
-                circuit.abandoned(probe)
-            raise
-        if circuit is not None:
-            circuit.succeeded(probe)
-        return result
+        if self.circuit is None:
+            return self._call(args, kwargs)
+        with self.circuit.guard():
+            return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.is_async:
+            return asyncio.run(self.fn(*args, **kwargs))  # type: ignore[arg-type]
+        return self.fn(*args, **kwargs)
 
 
 @overload
