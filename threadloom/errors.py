@@ -22,10 +22,11 @@ The tree::
     ├── ThreadBusyError                 thread_busy
     ├── LeaseLostError                  lease_lost
     ├── CheckpointConflictError         checkpoint_conflict
-    └── StoreError                      store_error
-        ├── StoreUnavailableError       store_unavailable
-        ├── MigrationError              migration_failed
-        └── DecryptionError             decryption_failed
+    ├── StoreError                      store_error
+    │   ├── StoreUnavailableError       store_unavailable
+    │   ├── MigrationError              migration_failed
+    │   └── DecryptionError             decryption_failed
+    └── CheckpointNotFoundError         checkpoint_not_found (also KeyError)
 
     BaseException
     ├── GraphInterrupt                  the run paused (interrupt() or a breakpoint)
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointConflictError",
+    "CheckpointNotFoundError",
     "CircuitOpenError",
     "DecryptionError",
     "EmptyInputError",
@@ -186,6 +188,16 @@ class DecryptionError(StoreError):
     """A stored value could not be decrypted: wrong key, or the data was altered."""
 
     code = "decryption_failed"
+
+
+class CheckpointNotFoundError(ThreadloomError, KeyError):
+    """A ``checkpoint_id`` is well formed but names no checkpoint of the thread (a malformed
+    one is an :class:`InvalidConfigError`). A ``KeyError`` too, as a missing key."""
+
+    code = "checkpoint_not_found"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "checkpoint not found"
 
 
 class GraphInterrupt(BaseException):  # noqa: N818 - a signal, not an error

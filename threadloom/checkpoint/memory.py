@@ -60,6 +60,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
@@ -624,8 +625,7 @@ class MemoryStore:
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
-        if keep < 1:
-            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        check_keep(keep)
         with self._lock:
             self._check_open()
             checkpoints = self._checkpoints.get((thread_id, ""), {})

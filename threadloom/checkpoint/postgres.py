@@ -119,6 +119,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
     InvalidConfigError,
@@ -648,8 +649,7 @@ class PostgresStore:
         Returns:
             How many checkpoints were deleted.
         """
-        if keep < 1:
-            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        check_keep(keep)
         sql = self._sql
 
         def prune(conn: Connection) -> int:

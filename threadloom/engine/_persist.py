@@ -19,10 +19,12 @@ from threadloom.checkpoint.base import (
     Commit,
     Store,
     WriteRecord,
+    format_checkpoint_id,
 )
 from threadloom.checkpoint.serde import JsonPlusSerializer, Serializer, encode_json
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
+from threadloom.errors import CheckpointNotFoundError
 from threadloom.types import Interrupt, Send
 
 __all__ = [
@@ -322,12 +324,14 @@ class Codec:
         writes of the step that follows it.
 
         Raises:
-            LookupError: there is no checkpoint ``seq`` on the thread.
+            CheckpointNotFoundError: there is no checkpoint ``seq`` on the thread.
         """
         record = store.get_checkpoint(thread_id, "", seq)
         if record is None:
             if seq is not None:
-                raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
+                raise CheckpointNotFoundError(
+                    f"thread {thread_id!r} has no checkpoint {format_checkpoint_id(seq)!r}"
+                )
             return Loaded(None, {}, Frontier(), {})
         values, chains = self.decode_channels(store, record)
         loaded = Loaded(record, values, self.decode_frontier(record.frontier), chains,
