@@ -608,6 +608,10 @@ class Statements:
         runs, foreign = _merge_runs(c.runs)
         for row in run_rows(runs):
             params += row
+        progress = c.progress
+        if progress is not None:
+            params += (progress.steps, progress.executions, progress.updated_at,
+                       progress.run_id)
         blobs: dict[tuple[str, int], BlobRecord] = {}
         if cp is not None:
             params += (
@@ -643,6 +647,7 @@ class Statements:
             head,
             cp is not None,
             len(runs),
+            progress is not None,
             foreign,
             mismatch,
             len(blobs),
@@ -660,6 +665,7 @@ class Statements:
         head: int,
         checkpoint: bool,
         runs: int,
+        progress: bool,
         foreign: bool,
         mismatch: bool,
         blobs: int,
@@ -691,6 +697,11 @@ class Statements:
                 checks.append(self._head_failed)
         if runs:
             ctes.append(f"r AS ({self._put_runs.format(rows(17, runs))})")
+        if progress:  # counters only: no indexed column changes (a HOT update)
+            ctes.append(
+                f"u AS (UPDATE {s}.runs SET steps = {param()}, executions = {param()},"
+                f" updated_at = {param()} WHERE run_id = {param()} AND thread_id = $1)"
+            )
         if checkpoint:
             ctes.append(f"c AS ({self._insert_checkpoint.format(rows(9, 1)[1:-1])})")
         if blobs:

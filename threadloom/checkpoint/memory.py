@@ -401,6 +401,14 @@ class MemoryStore:
             if old is not None:  # the first record fixes these (and the thread, checked)
                 run.graph, run.namespace, run.created_at = old.graph, old.namespace, old.created_at
             self._runs[run.run_id] = run
+        progress = c.progress
+        if progress is not None:
+            old = self._runs.get(progress.run_id)
+            if old is not None and old.thread_id == c.thread_id:
+                self._runs[progress.run_id] = replace(
+                    old, steps=progress.steps, executions=progress.executions,
+                    updated_at=progress.updated_at,
+                )
         if cp is not None:
             key = (cp.thread_id, cp.checkpoint_ns)
             self._checkpoints.setdefault(key, {})[cp.seq] = cp

@@ -6,10 +6,16 @@
   this is a new run, a resume of an unfinished one, or a fork, and records the run;
 * ``next_tasks`` skips tasks whose results the interrupted or failed step already recorded;
 * ``finish_step`` persists each step per the durability mode: ``sync`` commits the step's
-  writes, checkpoint, execution records and run record in one transaction before the next
-  step; ``async`` queues the same commit to the background writer; ``exit`` keeps it all in
-  memory until the run ends;
+  writes, checkpoint, execution records and the run's counters in one transaction before the
+  next step; ``async`` queues the same commit to the background writer; ``exit`` keeps it all
+  in memory until the run ends;
 * ``abort`` / ``complete`` record how the run ended and release the lease.
+
+The commit that schedules a step (the one whose checkpoint lists its tasks as ``next``) also
+records those tasks' executions: ``RUNNING`` when the step follows at once, ``PENDING`` when
+the run pauses before it. So a node's record exists while it runs, at no extra transaction.
+A run that takes a thread over from a run still recorded as ``running`` (whose process died,
+or lost its lease) records that run as failed in its own first commit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from threadloom.checkpoint.base import (
     Commit,
     ExecutionRecord,
     Lease,
+    RunProgress,
     RunRecord,
     WriteRecord,
 )
@@ -112,7 +119,7 @@ class DurableRun(Run):
         "handle", "pending_execs", "fork_from", "resuming", "task_times",
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
-        "finalized", "final_output",
+        "finalized", "final_output", "scheduled", "_latest_run",
         "_loaded_task_results",
     )
 
@@ -160,6 +167,9 @@ class DurableRun(Run):
         self.stored_head: int | None = None
         self._wait = wait
         self._loaded_task_results: dict[tuple[str, str, int], bytes] = {}
+        # the RUNNING / PENDING records written for the step about to run, by execution id
+        self.scheduled: dict[str, ExecutionRecord] = {}
+        self._latest_run: list[RunRecord] | None = None  # the thread's latest run, read once
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -230,7 +240,7 @@ class DurableRun(Run):
         """The thread's latest run, if it failed (in a node, not in the engine) or died, and
         had exactly this input: calling again with the same input after a failure resumes it
         instead of starting over."""
-        runs = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        runs = self._thread_latest_run()
         if not runs or runs[0].status not in ("failed", "running") or runs[0].input is None:
             return None
         if ERROR_CODE_KEY in runs[0].metadata:
@@ -263,7 +273,7 @@ class DurableRun(Run):
             )
         resumed_from = None
         if existing is None and not self.resuming:
-            latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
+            latest = self._thread_latest_run()
             if latest and latest[0].status in (*_UNFINISHED, "interrupted"):
                 existing = latest[0]
                 if existing.graph != self.p.graph_name:
@@ -301,9 +311,12 @@ class DurableRun(Run):
         if self.durability == "exit":
             self.exit_writes.extend(resume_writes)
         else:
+            now = time.time()
+            superseded, stopped = self._superseded(now)
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
-                                 runs=[self._snapshot(self.run_record)],
-                                 writes=resume_writes))
+                                 runs=[self._snapshot(self.run_record), *superseded],
+                                 writes=resume_writes,
+                                 executions=[*stopped, *self._schedule(now, self.ctx.step)]))
             self.run_written = True
         return True
 
@@ -414,7 +427,7 @@ class DurableRun(Run):
         self.run_record = self._new_record(self.codec.serde.dumps(input), None)
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
-        self._checkpoint(updated, "input", [], self.ctx.step)
+        self._checkpoint(updated, "input", [], [], self.ctx.step, {})
         self.ctx.step += 1
         return True
 
@@ -427,6 +440,95 @@ class DurableRun(Run):
             resumed_from=resumed_from,
             metadata=dict(self.ctx.node_config.get("metadata") or {}),
         )
+
+    def _thread_latest_run(self) -> list[RunRecord]:
+        """The thread's latest run (none or one), read at most once per run."""
+        if self._latest_run is None:
+            self._latest_run = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        return self._latest_run
+
+    def _superseded(self, now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
+        """The thread's latest run, if it is another run still recorded as ``running``,
+        marked failed, with its unfinished executions: this run holds the thread's lease, so
+        that run's process died or lost the lease, and can never commit again (its own
+        attempt to record the failure is fenced off). Written with this run's first commit.
+        """
+        latest = self._thread_latest_run()
+        if not latest or latest[0].status != "running" or latest[0].run_id == self.ctx.run_id:
+            return [], []
+        dead = copy.copy(latest[0])
+        error = (
+            f"LeaseLostError: run {dead.run_id!r} no longer held the lease of thread "
+            f"{self.thread_id!r} (its process died or stalled); run {self.ctx.run_id!r} took "
+            "the thread over"
+        )
+        dead.status = "failed"
+        dead.error = error
+        dead.metadata = {**dead.metadata, ERROR_CODE_KEY: "lease_lost"}
+        dead.updated_at = dead.ended_at = now
+        stopped = []
+        for ex in self.store.list_executions(run_id=dead.run_id, thread_id=self.thread_id):
+            if ex.status in ("RUNNING", "PENDING"):
+                ex.status = "FAILED" if ex.status == "RUNNING" else "CANCELLED"
+                ex.error = error
+                ex.ended_at = now
+                stopped.append(ex)
+        return [dead], stopped
+
+    def _schedule(self, now: float, step: int, parents: dict[tuple[str, int], tuple[str, ...]]
+                  | None = None, breakpoints: bool = False) -> list[ExecutionRecord]:
+        """The records of the executions due in ``step`` (the frontier, less the ones whose
+        results are recorded): ``RUNNING`` when the step follows this commit at once,
+        ``PENDING`` when the run stops before it (a pause, a breakpoint when ``breakpoints``,
+        the recursion limit). ``exit`` writes none."""
+        frontier = self.frontier
+        self.scheduled = {}
+        if self.durability == "exit" or not frontier or self.finalized:
+            return []
+        before = self.interrupt_before
+        pending = self.paused or step > self.stop or (
+            breakpoints and bool(before) and _hits_names(before, frontier.names())
+        )
+        status = "PENDING" if pending else "RUNNING"
+        started = None if pending else now
+        ids = self.ids
+        recorded = self.recorded
+        seq = self.parent_seq
+        parents = parents or {}
+        dumps = self.codec.serde.dumps
+        base = self.p
+        keys: list[tuple[str, int, Any]] = [(name, -1, None) for name in frontier.nodes]
+        keys += [(send.node, i, send) for i, send in enumerate(frontier.sends)]
+        for name, push, send in keys:
+            task_id = ids[(name, push)]
+            if task_id in recorded:
+                continue
+            self.scheduled[task_id] = ExecutionRecord(
+                id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
+                graph=base.graph_name, node=name, step=step,
+                status=status,  # type: ignore[arg-type]
+                namespace=base.namespace, attempt=0 if pending else 1,
+                inputs=dumps(send.arg) if send is not None else None,
+                parents=parents.get((name, push), ()), checkpoint_seq=seq, created_at=now,
+                started_at=started,
+            )
+        return list(self.scheduled.values())
+
+    def _unfinished(self, exc: BaseException, now: float) -> list[ExecutionRecord]:
+        """The scheduled executions the run ends without finishing: ``FAILED`` if they
+        started, ``CANCELLED`` if they never did (or the run was cancelled)."""
+        cancelled = isinstance(exc, RunCancelled)
+        out = []
+        for task_id, ex in self.scheduled.items():
+            started = self.task_times.pop(task_id, None)
+            ex = copy.copy(ex)
+            ex.status = "FAILED" if started is not None and not cancelled else "CANCELLED"
+            ex.error = _error_text(exc)
+            ex.started_at = started
+            ex.ended_at = now
+            out.append(ex)
+        self.scheduled = {}
+        return out
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -475,6 +577,7 @@ class DurableRun(Run):
                 self.interrupts.extend(signal.interrupts)  # type: ignore[attr-defined]
             return
         results = self._all_results(outcome)
+        updates = self._encode_updates(results)
         self.recorded = {}
         self.loaded_resume = {}
         next_parents = self._parents_of_next(results)
@@ -486,8 +589,29 @@ class DurableRun(Run):
         final = not self.frontier and not self.paused and self.ctx.step <= self.stop
         if final and self.durability != "exit":
             self._finalize(Run.complete(self))
-        self._checkpoint(updated, "loop", results, step)
+        self._checkpoint(updated, "loop", results, updates, step, next_parents)
         self.parents = next_parents
+
+    def _encode_updates(self, results: list[TaskResult]) -> list[bytes | None]:
+        """The step's updates, encoded before they are merged: an output that cannot be
+        encoded fails its task like an exception would (the others' results are recorded),
+        and the state stays the last good one, which ``abort`` records in every mode."""
+        encode = self.codec.encode_update
+        try:
+            return [encode(r) for r in results]
+        except Exception:
+            pass
+        partial = StepOutcome()
+        for result in results:
+            try:
+                encode(result)
+            except Exception as exc:
+                partial.fail(result.task, exc)
+            else:
+                partial.results.append(result)
+        self._record_partial(partial)
+        assert partial.error is not None
+        raise partial.error
 
     def _parents_of_next(self, results: list[TaskResult]
                          ) -> dict[tuple[str, int], tuple[str, ...]]:
@@ -512,11 +636,12 @@ class DurableRun(Run):
         return {k: tuple(v) for k, v in by_target.items()}
 
     def _checkpoint(self, updated: set[str], source: str, results: list[TaskResult],
-                    step: int) -> None:
+                    updates: list[bytes | None], step: int,
+                    next_parents: dict[tuple[str, int], tuple[str, ...]]) -> None:
         """Persist the state after a step (``sync``: now, in one transaction; ``async``:
-        queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
+        queued; ``exit``: only remembered, see :meth:`_exit_commit`), with the records of the
+        executions it schedules."""
         now = time.time()
-        updates = [self.codec.encode_update(r) for r in results]
         executions = [self._execution(r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
                       if self.ids[(r.task.name, r.task.push)] not in self.recorded]
@@ -525,24 +650,35 @@ class DurableRun(Run):
         run.steps += 1
         run.executions += len(executions)
         run.updated_at = now
-        # the run record is written when the run starts and when it ends, not every step;
-        # a resumed run recounts its steps and executions from the store (_recount)
-        runs = [self._snapshot(run)] if (not self.run_written or self.finalized) else []
-        self.run_written = True
         if self.durability == "exit":
+            self.run_written = True
             self.dirty |= updated
             self.last_results = results
             self.pending_execs.update({e.id: e for e in executions})
             self._advance_head()
             return
+        # the whole run record is written when the run starts and when it ends; every step
+        # in between sets its counters (a snapshot: an async commit is written later)
+        progress = None
+        if not self.run_written:
+            superseded, stopped = self._superseded(now)
+            runs = [self._snapshot(run), *superseded]
+            executions += stopped
+        elif self.finalized:
+            runs = [self._snapshot(run)]
+        else:
+            runs = []
+            progress = RunProgress(run.run_id, run.steps, run.executions, now)
+        self.run_written = True
         record = self._record(updated, source, results, step, now, updates)
         expected = self.head
         self._advance_head()
+        executions += self._schedule(now, step + 1, next_parents, breakpoints=True)
         fault("before_step_commit")
         # async: a step's commit need not be flushed (see Commit.flush), the run's last must
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
                              executions=executions, runs=runs,
-                             flush=self.finalized or self.handle is None))
+                             flush=self.finalized or self.handle is None, progress=progress))
         fault("after_step_commit")
         self._bound_lag()
 
@@ -620,8 +756,11 @@ class DurableRun(Run):
                 writes.append(self.codec.special_write(
                     self.thread_id, seq, failed, ERROR, _error_text(outcome.error)
                 ))
-                executions.append(self._marker(failed, "FAILED", _error_text(outcome.error),
-                                               now))
+        for task, exc in outcome.failed:
+            executions.append(self._marker(self.ids[(task.name, task.push)], "FAILED",
+                                           _error_text(exc), now))
+        for ex in executions:
+            self.scheduled.pop(ex.id, None)
         run = self.run_record
         assert run is not None
         run.executions += len(outcome.results)
@@ -676,8 +815,10 @@ class DurableRun(Run):
         """``exit`` durability: everything the run did, as one commit. The checkpoint takes
         the sequence number the last step's tasks were planned against, so writes recorded
         for an interrupted or failed step attach to it."""
+        superseded, stopped = self._superseded(run.updated_at)
         commit = Commit(self.thread_id, self.p.namespace, self._token(), self.stored_head,
-                        runs=[run], executions=list(self.pending_execs.values()),
+                        runs=[run, *superseded],
+                        executions=[*self.pending_execs.values(), *stopped],
                         writes=list(self.exit_writes))
         if self.parent_seq != self.stored_head:
             now = time.time()
@@ -746,22 +887,27 @@ class DurableRun(Run):
         record.updated_at = now
         record.ended_at = now
         try:
-            self._finish(record)
+            self._finish(record, self._unfinished(exc, now))
         except Exception as store_exc:  # keep the run's own error as the one raised
             exc.add_note(f"threadloom could not record the failure: {store_exc}")
 
-    def _finish(self, run: RunRecord) -> None:
+    def _finish(self, run: RunRecord, executions: list[ExecutionRecord] | None = None) -> None:
         try:
             if self.durability == "exit":
                 self.store.commit([self._exit_commit(run)])
-            elif self.handle is not None:
+                return
+            commit = Commit(self.thread_id, self.p.namespace, self._token(), runs=[run],
+                            executions=executions or [])
+            if not self.run_written:  # the run ended before its first commit
+                superseded, stopped = self._superseded(run.updated_at)
+                commit.runs += superseded
+                commit.executions += stopped
+            if self.handle is not None:
                 writer = self.p.writer()
-                writer.submit(self.handle, Commit(self.thread_id, self.p.namespace,
-                                                  self._token(), runs=[run]))
+                writer.submit(self.handle, commit)
                 writer.flush(self.handle)
             else:
-                self.store.commit([Commit(self.thread_id, self.p.namespace, self._token(),
-                                          runs=[run])])
+                self.store.commit([commit])
         finally:
             self._release()
 
@@ -773,6 +919,10 @@ class DurableRun(Run):
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses
                 pass
+
+
+def _hits_names(names: frozenset[str], due: tuple[str, ...]) -> bool:
+    return bool(due) if "*" in names else not names.isdisjoint(due)
 
 
 def _task_of(item: Interrupt, ids: Any, index: int) -> str:
