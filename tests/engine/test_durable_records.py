@@ -287,11 +287,13 @@ def test_every_node_that_raised_in_a_step_is_recorded_failed(compile_graph, thre
 # -- a run whose process died or lost its lease ----------------------------------------------
 
 
-def test_a_run_left_running_is_recorded_failed_by_the_run_that_takes_the_thread_over(
-    compile_graph, store, thread
+@pytest.mark.parametrize("taker", ["invoke", "update_state"])
+def test_a_run_left_running_is_recorded_failed_by_whoever_takes_the_thread_over(
+    compile_graph, store, thread, taker
 ):
     """A process holding the thread died mid-run: its run is ``running``, its node's record
-    ``RUNNING``, its lease lapsed. The next run (other input, so not a retry) takes over."""
+    ``RUNNING``, its lease lapsed. The next run (other input, so not a retry), or an
+    ``update_state``, takes the thread's lease and records it."""
     tid = thread["thread_id"]
     lease = store.acquire_lease(tid, "dead-process", 0.05)
     now = time.time()
@@ -304,15 +306,23 @@ def test_a_run_left_running_is_recorded_failed_by_the_run_that_takes_the_thread_
     threading.Event().wait(0.1)  # the lease lapses (its owner is gone)
 
     graph = compile_graph(pipeline())
-    graph.invoke({"x": 1, "log": []}, {**thread, "run_id": "next"})
+    if taker == "invoke":
+        graph.invoke({"x": 1, "log": []}, {**thread, "run_id": "next"})
+        by = "run 'next' took the thread over"
+    else:
+        graph.update_state(thread, {"x": 1}, as_node="a")
+        by = "update_state took the thread over"
 
     dead = graph.get_run("dead")
     assert dead.status == "failed"
-    assert "'next' took the thread over" in dead.error and "LeaseLostError" in dead.error
+    assert by in dead.error and "LeaseLostError" in dead.error
     assert dead.ended_at is not None
-    assert [(e.node, e.status) for e in graph.list_executions("dead")] == [("a", "FAILED")]
-    assert graph.get_run("next").status == "succeeded"
-    assert [r.run_id for r in graph.list_runs(thread_id=tid)] == ["next", "dead"]
+    executions = graph.list_executions("dead")
+    assert [(e.node, e.status) for e in executions] == [("a", "FAILED")]
+    assert by in executions[0].error
+    if taker == "invoke":
+        assert graph.get_run("next").status == "succeeded"
+        assert [r.run_id for r in graph.list_runs(thread_id=tid)] == ["next", "dead"]
 
 
 # -- a node output that cannot be serialized ------------------------------------------------

@@ -37,6 +37,7 @@ from threadloom.checkpoint.base import (
     Lease,
     RunProgress,
     RunRecord,
+    Store,
     WriteRecord,
 )
 from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
@@ -63,7 +64,7 @@ from threadloom.errors import (
 )
 from threadloom.types import Command, Durability, Interrupt
 
-__all__ = ["DurableContext", "DurableRun"]
+__all__ = ["DurableContext", "DurableRun", "superseded_run"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
 ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
@@ -448,32 +449,9 @@ class DurableRun(Run):
         return self._latest_run
 
     def _superseded(self, now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
-        """The thread's latest run, if it is another run still recorded as ``running``,
-        marked failed, with its unfinished executions: this run holds the thread's lease, so
-        that run's process died or lost the lease, and can never commit again (its own
-        attempt to record the failure is fenced off). Written with this run's first commit.
-        """
-        latest = self._thread_latest_run()
-        if not latest or latest[0].status != "running" or latest[0].run_id == self.ctx.run_id:
-            return [], []
-        dead = copy.copy(latest[0])
-        error = (
-            f"LeaseLostError: run {dead.run_id!r} no longer held the lease of thread "
-            f"{self.thread_id!r} (its process died or stalled); run {self.ctx.run_id!r} took "
-            "the thread over"
-        )
-        dead.status = "failed"
-        dead.error = error
-        dead.metadata = {**dead.metadata, ERROR_CODE_KEY: "lease_lost"}
-        dead.updated_at = dead.ended_at = now
-        stopped = []
-        for ex in self.store.list_executions(run_id=dead.run_id, thread_id=self.thread_id):
-            if ex.status in ("RUNNING", "PENDING"):
-                ex.status = "FAILED" if ex.status == "RUNNING" else "CANCELLED"
-                ex.error = error
-                ex.ended_at = now
-                stopped.append(ex)
-        return [dead], stopped
+        """See :func:`superseded_run`; written with this run's first commit."""
+        return superseded_run(self.store, self.thread_id, self._thread_latest_run(),
+                              f"run {self.ctx.run_id!r}", now)
 
     def _schedule(self, now: float, step: int, parents: dict[tuple[str, int], tuple[str, ...]]
                   | None = None, breakpoints: bool = False) -> list[ExecutionRecord]:
@@ -919,6 +897,36 @@ class DurableRun(Run):
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses
                 pass
+
+
+def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], taker: str,
+                   now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
+    """The thread's latest run, if it is still recorded as ``running`` and is not the
+    ``taker``'s own, marked failed, with its unfinished executions (``RUNNING`` ones
+    ``FAILED``, ``PENDING`` ones ``CANCELLED``).
+
+    Call it holding the thread's lease: then that run's process died or lost the lease and
+    can never commit again, not even its own failure (it is fenced off), so the taker records
+    it, in the taker's commit.
+    """
+    if not latest or latest[0].status != "running" or taker == f"run {latest[0].run_id!r}":
+        return [], []
+    dead = copy.copy(latest[0])
+    error = (
+        f"LeaseLostError: run {dead.run_id!r} no longer held the lease of thread "
+        f"{thread_id!r} (its process died or stalled); {taker} took the thread over"
+    )
+    dead.status = "failed"
+    dead.error = error
+    dead.updated_at = dead.ended_at = now
+    stopped = []
+    for ex in store.list_executions(run_id=dead.run_id, thread_id=thread_id):
+        if ex.status in ("RUNNING", "PENDING"):
+            ex.status = "FAILED" if ex.status == "RUNNING" else "CANCELLED"
+            ex.error = error
+            ex.ended_at = now
+            stopped.append(ex)
+    return [dead], stopped
 
 
 def _hits_names(names: frozenset[str], due: tuple[str, ...]) -> bool:

@@ -31,6 +31,7 @@ from threadloom.engine._algo import (
     plan_tasks,
     route,
 )
+from threadloom.engine._durable import superseded_run
 from threadloom.engine._persist import Codec, Loaded, execution_id
 from threadloom.engine._spec import END, START
 from threadloom.errors import InvalidConfigError, InvalidUpdateError, RunNotFoundError
@@ -251,8 +252,12 @@ class ThreadsMixin:
                 metadata=codec.encode_metadata([result]),
                 frontier=codec.encode_frontier(frontier), blobs=blobs,
             )
+            # a run left 'running' by a process that died or lost the lease is over
+            dead, stopped = superseded_run(store, thread_id,
+                                           store.list_runs(thread_id=thread_id, limit=1),
+                                           "update_state", record.created_at)
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
-                                 checkpoint=record)])
+                                 checkpoint=record, runs=dead, executions=stopped)])
         finally:
             store.release_lease(lease)
         return _thread_config(thread_id, new_seq)
