@@ -168,8 +168,8 @@ class DurableRun(Run):
         self.stored_head: int | None = None
         self._wait = wait
         self._loaded_task_results: dict[tuple[str, str, int], bytes] = {}
-        # the RUNNING / PENDING records written for the step about to run, by execution id
-        self.scheduled: dict[str, ExecutionRecord] = {}
+        # the RUNNING / PENDING records written for the step about to run
+        self.scheduled: list[ExecutionRecord] = []
         self._latest_run: list[RunRecord] | None = None  # the thread's latest run, read once
 
     # -- begin ----------------------------------------------------------------------------
@@ -450,8 +450,8 @@ class DurableRun(Run):
 
     def _superseded(self, now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
         """See :func:`superseded_run`; written with this run's first commit."""
-        return superseded_run(self.store, self.thread_id, self._thread_latest_run(),
-                              f"run {self.ctx.run_id!r}", now)
+        return superseded_run(self.store, self.thread_id, self._thread_latest_run(), now,
+                              self.ctx.run_id)
 
     def _schedule(self, now: float, step: int, parents: dict[tuple[str, int], tuple[str, ...]]
                   | None = None, breakpoints: bool = False) -> list[ExecutionRecord]:
@@ -460,9 +460,9 @@ class DurableRun(Run):
         ``PENDING`` when the run stops before it (a pause, a breakpoint when ``breakpoints``,
         the recursion limit). ``exit`` writes none."""
         frontier = self.frontier
-        self.scheduled = {}
         if self.durability == "exit" or not frontier or self.finalized:
-            return []
+            self.scheduled = []
+            return self.scheduled
         before = self.interrupt_before
         pending = self.paused or step > self.stop or (
             breakpoints and bool(before) and _hits_names(before, frontier.names())
@@ -473,39 +473,46 @@ class DurableRun(Run):
         recorded = self.recorded
         seq = self.parent_seq
         parents = parents or {}
-        dumps = self.codec.serde.dumps
-        base = self.p
-        keys: list[tuple[str, int, Any]] = [(name, -1, None) for name in frontier.nodes]
-        keys += [(send.node, i, send) for i, send in enumerate(frontier.sends)]
-        for name, push, send in keys:
-            task_id = ids[(name, push)]
-            if task_id in recorded:
-                continue
-            self.scheduled[task_id] = ExecutionRecord(
-                id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
-                graph=base.graph_name, node=name, step=step,
-                status=status,  # type: ignore[arg-type]
-                namespace=base.namespace, attempt=0 if pending else 1,
-                inputs=dumps(send.arg) if send is not None else None,
-                parents=parents.get((name, push), ()), checkpoint_seq=seq, created_at=now,
-                started_at=started,
-            )
-        return list(self.scheduled.values())
+        run_id, thread_id = self.ctx.run_id, self.thread_id
+        graph, namespace = self.p.graph_name, self.p.namespace
+        attempt = 0 if pending else 1
+        out = []
+        for name in frontier.nodes:
+            key = (name, -1)
+            task_id = ids[key]
+            if task_id not in recorded:
+                out.append(ExecutionRecord(
+                    task_id, run_id, thread_id, graph, name, step, status,  # type: ignore[arg-type]
+                    namespace, attempt, parents=parents.get(key, ()), checkpoint_seq=seq,
+                    created_at=now, started_at=started,
+                ))
+        for push, send in enumerate(frontier.sends):
+            key = (send.node, push)
+            task_id = ids[key]
+            if task_id not in recorded:
+                out.append(ExecutionRecord(
+                    task_id, run_id, thread_id, graph, send.node, step,
+                    status, namespace, attempt,  # type: ignore[arg-type]
+                    inputs=self.codec.serde.dumps(send.arg), parents=parents.get(key, ()),
+                    checkpoint_seq=seq, created_at=now, started_at=started,
+                ))
+        self.scheduled = out
+        return out
 
     def _unfinished(self, exc: BaseException, now: float) -> list[ExecutionRecord]:
         """The scheduled executions the run ends without finishing: ``FAILED`` if they
         started, ``CANCELLED`` if they never did (or the run was cancelled)."""
         cancelled = isinstance(exc, RunCancelled)
         out = []
-        for task_id, ex in self.scheduled.items():
-            started = self.task_times.pop(task_id, None)
+        for ex in self.scheduled:
+            started = self.task_times.pop(ex.id, None)
             ex = copy.copy(ex)
             ex.status = "FAILED" if started is not None and not cancelled else "CANCELLED"
             ex.error = _error_text(exc)
             ex.started_at = started
             ex.ended_at = now
             out.append(ex)
-        self.scheduled = {}
+        self.scheduled = []
         return out
 
     # -- steps ----------------------------------------------------------------------------
@@ -737,8 +744,8 @@ class DurableRun(Run):
         for task, exc in outcome.failed:
             executions.append(self._marker(self.ids[(task.name, task.push)], "FAILED",
                                            _error_text(exc), now))
-        for ex in executions:
-            self.scheduled.pop(ex.id, None)
+        done = {ex.id for ex in executions}
+        self.scheduled = [ex for ex in self.scheduled if ex.id not in done]
         run = self.run_record
         assert run is not None
         run.executions += len(outcome.results)
@@ -899,22 +906,23 @@ class DurableRun(Run):
                 pass
 
 
-def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], taker: str,
-                   now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
-    """The thread's latest run, if it is still recorded as ``running`` and is not the
-    ``taker``'s own, marked failed, with its unfinished executions (``RUNNING`` ones
-    ``FAILED``, ``PENDING`` ones ``CANCELLED``).
+def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], now: float,
+                   taker: str | None = None) -> tuple[list[RunRecord], list[ExecutionRecord]]:
+    """The thread's latest run, if it is still recorded as ``running`` and is not run
+    ``taker`` itself (``None``: ``update_state``), marked failed, with its unfinished
+    executions (``RUNNING`` ones ``FAILED``, ``PENDING`` ones ``CANCELLED``).
 
     Call it holding the thread's lease: then that run's process died or lost the lease and
     can never commit again, not even its own failure (it is fenced off), so the taker records
     it, in the taker's commit.
     """
-    if not latest or latest[0].status != "running" or taker == f"run {latest[0].run_id!r}":
+    if not latest or latest[0].status != "running" or latest[0].run_id == taker:
         return [], []
     dead = copy.copy(latest[0])
+    by = f"run {taker!r}" if taker is not None else "update_state"
     error = (
         f"LeaseLostError: run {dead.run_id!r} no longer held the lease of thread "
-        f"{thread_id!r} (its process died or stalled); {taker} took the thread over"
+        f"{thread_id!r} (its process died or stalled); {by} took the thread over"
     )
     dead.status = "failed"
     dead.error = error

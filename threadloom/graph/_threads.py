@@ -255,7 +255,7 @@ class ThreadsMixin:
             # a run left 'running' by a process that died or lost the lease is over
             dead, stopped = superseded_run(store, thread_id,
                                            store.list_runs(thread_id=thread_id, limit=1),
-                                           "update_state", record.created_at)
+                                           record.created_at)
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
                                  checkpoint=record, runs=dead, executions=stopped)])
         finally:
