@@ -13,6 +13,7 @@ Every test runs on each backend x durability mode (see ``conftest.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import threading
 import time
@@ -146,8 +147,8 @@ async def test_an_async_node_has_a_running_execution_record_while_it_runs(
 
     async def gate(state: State) -> dict[str, Any]:
         inside.set()
-        while not release.is_set():  # the test thread reads the store meanwhile
-            await __import__("asyncio").sleep(0.005)
+        # the watcher thread reads the store meanwhile, then releases the gate
+        assert await asyncio.to_thread(release.wait, 10)
         return {"log": ["gate"]}
 
     builder = StateGraph(State)
