@@ -37,34 +37,39 @@ from threadloom.checkpoint.base import (
     Lease,
     RunProgress,
     RunRecord,
-    Store,
     WriteRecord,
 )
 from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
 from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
 from threadloom.engine._persist import (
-    ERROR,
-    INTERRUPT,
     RESUME,
     Chain,
     Loaded,
     StepIds,
 )
-from threadloom.engine._recording import DurableRecorder, Persistence
+from threadloom.engine._recording import (
+    DurableRecorder,
+    Persistence,
+    error_text,
+    finished_execution,
+    record_partial,
+    scheduled_executions,
+    superseded_run,
+    unfinished_executions,
+)
 from threadloom.engine._runner import StepOutcome
 from threadloom.engine._tasks import TaskCalls
 from threadloom.errors import (
     EmptyInputError,
-    GraphInterrupt,
     InvalidConfigError,
     RunCancelled,
     RunConflictError,
     ThreadBusyError,
     ThreadloomError,
 )
-from threadloom.types import Command, Durability, Interrupt
+from threadloom.types import Command, Durability
 
-__all__ = ["DurableContext", "DurableRun", "superseded_run"]
+__all__ = ["DurableContext", "DurableRun"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
 ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
@@ -72,10 +77,6 @@ ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engi
 
 def _owner(run_id: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{run_id}"
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class DurableContext(RunContext):
@@ -100,7 +101,7 @@ class DurableContext(RunContext):
                           started: float, exc: BaseException) -> None:
         with self.run.lock:
             self.run.attempts.setdefault(task_id, []).append(
-                Attempt(attempt, started, time.time(), _error_text(exc))
+                Attempt(attempt, started, time.time(), error_text(exc))
             )
 
     def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
@@ -314,10 +315,10 @@ class DurableRun(Run):
         else:
             now = time.time()
             superseded, stopped = self._superseded(now)
+            scheduled = scheduled_executions(self, now, self.ctx.step)
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
                                  runs=[self._snapshot(self.run_record), *superseded],
-                                 writes=resume_writes,
-                                 executions=[*stopped, *self._schedule(now, self.ctx.step)]))
+                                 writes=resume_writes, executions=[*stopped, *scheduled]))
             self.run_written = True
         return True
 
@@ -453,68 +454,6 @@ class DurableRun(Run):
         return superseded_run(self.store, self.thread_id, self._thread_latest_run(), now,
                               self.ctx.run_id)
 
-    def _schedule(self, now: float, step: int, parents: dict[tuple[str, int], tuple[str, ...]]
-                  | None = None, breakpoints: bool = False) -> list[ExecutionRecord]:
-        """The records of the executions due in ``step`` (the frontier, less the ones whose
-        results are recorded): ``RUNNING`` when the step follows this commit at once,
-        ``PENDING`` when the run stops before it (a pause, a breakpoint when ``breakpoints``,
-        the recursion limit). ``exit`` writes none."""
-        frontier = self.frontier
-        if self.durability == "exit" or not frontier or self.finalized:
-            self.scheduled = []
-            return self.scheduled
-        before = self.interrupt_before
-        pending = self.paused or step > self.stop or (
-            breakpoints and bool(before) and _hits_names(before, frontier.names())
-        )
-        status = "PENDING" if pending else "RUNNING"
-        started = None if pending else now
-        ids = self.ids
-        recorded = self.recorded
-        seq = self.parent_seq
-        parents = parents or {}
-        run_id, thread_id = self.ctx.run_id, self.thread_id
-        graph, namespace = self.p.graph_name, self.p.namespace
-        attempt = 0 if pending else 1
-        out = []
-        for name in frontier.nodes:
-            key = (name, -1)
-            task_id = ids[key]
-            if task_id not in recorded:
-                out.append(ExecutionRecord(
-                    task_id, run_id, thread_id, graph, name, step, status,  # type: ignore[arg-type]
-                    namespace, attempt, parents=parents.get(key, ()), checkpoint_seq=seq,
-                    created_at=now, started_at=started,
-                ))
-        for push, send in enumerate(frontier.sends):
-            key = (send.node, push)
-            task_id = ids[key]
-            if task_id not in recorded:
-                out.append(ExecutionRecord(
-                    task_id, run_id, thread_id, graph, send.node, step,
-                    status, namespace, attempt,  # type: ignore[arg-type]
-                    inputs=self.codec.serde.dumps(send.arg), parents=parents.get(key, ()),
-                    checkpoint_seq=seq, created_at=now, started_at=started,
-                ))
-        self.scheduled = out
-        return out
-
-    def _unfinished(self, exc: BaseException, now: float) -> list[ExecutionRecord]:
-        """The scheduled executions the run ends without finishing: ``FAILED`` if they
-        started, ``CANCELLED`` if they never did (or the run was cancelled)."""
-        cancelled = isinstance(exc, RunCancelled)
-        out = []
-        for ex in self.scheduled:
-            started = self.task_times.pop(ex.id, None)
-            ex = copy.copy(ex)
-            ex.status = "FAILED" if started is not None and not cancelled else "CANCELLED"
-            ex.error = _error_text(exc)
-            ex.started_at = started
-            ex.ended_at = now
-            out.append(ex)
-        self.scheduled = []
-        return out
-
     # -- steps ----------------------------------------------------------------------------
 
     def _plan_ids(self) -> None:
@@ -554,7 +493,7 @@ class DurableRun(Run):
 
     def finish_step(self, outcome: StepOutcome) -> None:
         if outcome.error is not None or outcome.interrupts:
-            self._record_partial(outcome)
+            record_partial(self, outcome)
             if outcome.error is not None:
                 raise outcome.error
             self.paused = True
@@ -594,7 +533,7 @@ class DurableRun(Run):
                 partial.fail(result.task, exc)
             else:
                 partial.results.append(result)
-        self._record_partial(partial)
+        record_partial(self, partial)
         assert partial.error is not None
         raise partial.error
 
@@ -627,7 +566,7 @@ class DurableRun(Run):
         queued; ``exit``: only remembered, see :meth:`_exit_commit`), with the records of the
         executions it schedules."""
         now = time.time()
-        executions = [self._execution(r, "SUCCEEDED", now, step, outputs=u)
+        executions = [finished_execution(self, r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
                       if self.ids[(r.task.name, r.task.push)] not in self.recorded]
         run = self.run_record
@@ -658,7 +597,7 @@ class DurableRun(Run):
         record = self._record(updated, source, results, step, now, updates)
         expected = self.head
         self._advance_head()
-        executions += self._schedule(now, step + 1, next_parents, breakpoints=True)
+        executions += scheduled_executions(self, now, step + 1, next_parents, breakpoints=True)
         fault("before_step_commit")
         # async: a step's commit need not be flushed (see Commit.flush), the run's last must
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
@@ -688,86 +627,9 @@ class DurableRun(Run):
             self.stored_head = seq
         self._plan_ids()
 
-    def _execution(self, result: TaskResult, status: str, now: float, step: int,
-                   outputs: bytes | None = None) -> ExecutionRecord:
-        """The record of a finished execution; ``outputs``: its encoded update
-        (:meth:`Codec.encode_update <threadloom.engine._persist.Codec.encode_update>`)."""
-        task = result.task
-        task_id = self.ids[(task.name, task.push)]
-        attempts = tuple(self.attempts.pop(task_id, ()))
-        started = self.task_times.pop(task_id, None)
-        return ExecutionRecord(
-            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
-            graph=self.p.graph_name, node=task.name, step=step,
-            status=status,  # type: ignore[arg-type]
-            namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
-            inputs=self.codec.serde.dumps(task.arg) if task.push >= 0 else None,
-            outputs=outputs, attempts=attempts,
-            parents=self.parents.get((task.name, task.push), ()),
-            checkpoint_seq=self._checkpoint_seq(), created_at=started or now,
-            started_at=started, ended_at=now,
-        )
-
     def _checkpoint_seq(self) -> int | None:
         """The checkpoint the step's executions read (``exit`` writes none per step)."""
         return None if self.durability == "exit" else self.parent_seq
-
-    def _record_partial(self, outcome: StepOutcome) -> None:
-        """Persist what a failed or interrupted step completed, so it is not run again."""
-        if self.parent_seq is None:
-            return
-        now = time.time()
-        writes: list[WriteRecord] = []
-        executions: list[ExecutionRecord] = []
-        seq = self.parent_seq
-        for result in outcome.results:
-            task_id = self.ids[(result.task.name, result.task.push)]
-            writes.append(self.codec.result_write(self.thread_id, seq, task_id, result))
-            executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step,
-                                              self.codec.encode_update(result)))
-        for signal in outcome.interrupts:
-            assert isinstance(signal, GraphInterrupt)
-            for item in signal.interrupts:
-                task_id = _task_of(item, self.ids.values(), signal.index)
-                writes.append(self.codec.special_write(
-                    self.thread_id, seq, task_id, INTERRUPT, [item.value, item.id, signal.index]
-                ))
-                executions.append(self._marker(task_id, "INTERRUPTED", None, now))
-        for task_id, values in self.loaded_resume.items():
-            writes.append(self.codec.special_write(self.thread_id, seq, task_id, RESUME, values))
-        if outcome.error is not None and outcome.error_task is not None:
-            failed = self.ids[(outcome.error_task.name, outcome.error_task.push)]
-            if failed:
-                writes.append(self.codec.special_write(
-                    self.thread_id, seq, failed, ERROR, _error_text(outcome.error)
-                ))
-        for task, exc in outcome.failed:
-            executions.append(self._marker(self.ids[(task.name, task.push)], "FAILED",
-                                           _error_text(exc), now))
-        done = {ex.id for ex in executions}
-        self.scheduled = [ex for ex in self.scheduled if ex.id not in done]
-        run = self.run_record
-        assert run is not None
-        run.executions += len(outcome.results)
-        if self.durability == "exit":
-            self.exit_writes.extend(writes)
-            self.pending_execs.update({e.id: e for e in executions})
-        else:
-            self._persist(Commit(self.thread_id, self.p.namespace, self._token(), writes=writes,
-                                 executions=executions))
-
-    def _marker(self, task_id: str, status: str, error: str | None, now: float
-                ) -> ExecutionRecord:
-        name, push = next(k for k, v in self.ids.items() if v == task_id)
-        attempts = tuple(self.attempts.pop(task_id, ()))
-        return ExecutionRecord(
-            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
-            graph=self.p.graph_name, node=name, step=self.ctx.step, status=status,  # type: ignore[arg-type]
-            parents=self.parents.get((name, push), ()),
-            namespace=self.p.namespace, attempt=max(1, len(attempts)), error=error,
-            attempts=attempts, checkpoint_seq=self._checkpoint_seq(), created_at=now,
-            started_at=self.task_times.pop(task_id, None), ended_at=now,
-        )
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -866,13 +728,13 @@ class DurableRun(Run):
             return
         now = time.time()
         record.status = "cancelled" if isinstance(exc, RunCancelled) else "failed"
-        record.error = _error_text(exc)
+        record.error = error_text(exc)
         if isinstance(exc, ThreadloomError):  # the engine's own, deterministic failures
             record.metadata[ERROR_CODE_KEY] = exc.code
         record.updated_at = now
         record.ended_at = now
         try:
-            self._finish(record, self._unfinished(exc, now))
+            self._finish(record, unfinished_executions(self, exc, now))
         except Exception as store_exc:  # keep the run's own error as the one raised
             exc.add_note(f"threadloom could not record the failure: {store_exc}")
 
@@ -904,47 +766,3 @@ class DurableRun(Run):
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses
                 pass
-
-
-def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], now: float,
-                   taker: str | None = None) -> tuple[list[RunRecord], list[ExecutionRecord]]:
-    """The thread's latest run, if it is still recorded as ``running`` and is not run
-    ``taker`` itself (``None``: ``update_state``), marked failed, with its unfinished
-    executions (``RUNNING`` ones ``FAILED``, ``PENDING`` ones ``CANCELLED``).
-
-    Call it holding the thread's lease: then that run's process died or lost the lease and
-    can never commit again, not even its own failure (it is fenced off), so the taker records
-    it, in the taker's commit.
-    """
-    if not latest or latest[0].status != "running" or latest[0].run_id == taker:
-        return [], []
-    dead = copy.copy(latest[0])
-    by = f"run {taker!r}" if taker is not None else "update_state"
-    error = (
-        f"LeaseLostError: run {dead.run_id!r} no longer held the lease of thread "
-        f"{thread_id!r} (its process died or stalled); {by} took the thread over"
-    )
-    dead.status = "failed"
-    dead.error = error
-    dead.updated_at = dead.ended_at = now
-    stopped = []
-    for ex in store.list_executions(run_id=dead.run_id, thread_id=thread_id):
-        if ex.status in ("RUNNING", "PENDING"):
-            ex.status = "FAILED" if ex.status == "RUNNING" else "CANCELLED"
-            ex.error = error
-            ex.ended_at = now
-            stopped.append(ex)
-    return [dead], stopped
-
-
-def _hits_names(names: frozenset[str], due: tuple[str, ...]) -> bool:
-    return bool(due) if "*" in names else not names.isdisjoint(due)
-
-
-def _task_of(item: Interrupt, ids: Any, index: int) -> str:
-    from threadloom._context import interrupt_id
-
-    for task_id in ids:
-        if interrupt_id(task_id, index) == item.id:
-            return str(task_id)
-    raise LookupError(f"interrupt {item.id} belongs to no task of this step")

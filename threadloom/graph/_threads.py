@@ -31,8 +31,8 @@ from threadloom.engine._algo import (
     plan_tasks,
     route,
 )
-from threadloom.engine._durable import superseded_run
 from threadloom.engine._persist import Codec, Loaded, execution_id
+from threadloom.engine._recording import superseded_run
 from threadloom.engine._spec import END, START
 from threadloom.errors import InvalidConfigError, InvalidUpdateError, RunNotFoundError
 from threadloom.types import (
