@@ -23,12 +23,13 @@ The tree::
     ├── LeaseLostError                  lease_lost
     ├── CheckpointConflictError         checkpoint_conflict
     ├── SerializationError              serialization_failed
-    └── StoreError                      store_error
-        ├── StoreUnavailableError       store_unavailable
-        ├── StoreAccessError            store_access_denied
-        ├── StoreCorruptError           store_corrupt
-        ├── MigrationError              migration_failed
-        └── DecryptionError             decryption_failed
+    ├── StoreError                      store_error
+    │   ├── StoreUnavailableError       store_unavailable
+    │   ├── StoreAccessError            store_access_denied
+    │   ├── StoreCorruptError           store_corrupt
+    │   ├── MigrationError              migration_failed
+    │   └── DecryptionError             decryption_failed
+    └── CheckpointNotFoundError         checkpoint_not_found (also KeyError)
 
     BaseException
     ├── GraphInterrupt                  the run paused (interrupt() or a breakpoint)
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointConflictError",
+    "CheckpointNotFoundError",
     "CircuitOpenError",
     "DecryptionError",
     "EmptyInputError",
@@ -215,6 +217,16 @@ class DecryptionError(StoreError):
     """A stored value could not be decrypted: wrong key, or the data was altered."""
 
     code = "decryption_failed"
+
+
+class CheckpointNotFoundError(ThreadloomError, KeyError):
+    """A ``checkpoint_id`` is well formed but names no checkpoint of the thread (a malformed
+    one is an :class:`InvalidConfigError`). A ``KeyError`` too, as a missing key."""
+
+    code = "checkpoint_not_found"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "checkpoint not found"
 
 
 class GraphInterrupt(BaseException):  # noqa: N818 - a signal, not an error

@@ -258,10 +258,18 @@ def test_a_writer_whose_lease_was_taken_over_cannot_commit(
     assert "gate<first>" not in state["log"]
     history = list(graph.get_state_history(thread))
     assert all("gate<first>" not in h.values["log"] for h in history)
-    assert graph.list_executions("r1") == []
     assert graph.get_run("r2").status == "succeeded"
+    # the run that took the thread over recorded the fenced one as failed (exit: it never
+    # wrote anything), and its execution that was running as failed too
     run1 = graph.get_run("r1")
-    assert run1 is None or run1.status != "succeeded"
+    executions = graph.list_executions("r1")
+    if durability == "exit":
+        assert run1 is None and executions == []
+    else:
+        assert run1.status == "failed"
+        assert "LeaseLostError" in run1.error and "'r2' took the thread over" in run1.error
+        assert [(e.node, e.status) for e in executions] == [("gate", "FAILED")]
+        assert "'r2' took the thread over" in executions[0].error
 
 
 @pytest.mark.parametrize("durability", ["sync"])

@@ -518,12 +518,20 @@ def test_execution_records_carry_start_and_end_times(compile_graph, calls, threa
 def test_execution_checkpoint_ids_name_checkpoints_that_exist(
     compile_graph, calls, thread, durability
 ):
+    """Each node execution names the checkpoint it read, whose ``next`` lists it (``exit``
+    writes no checkpoint per step: there, and only there, the id is ``None``)."""
     graph = compile_graph(pipeline(calls))
     graph.invoke({"x": 0, "log": []}, config(thread, "r"))
 
-    for execution in graph.list_executions("r"):
-        if execution.checkpoint_id is not None:
-            graph.get_state({**thread, "checkpoint_id": execution.checkpoint_id})
+    executions = graph.list_executions("r")
+    assert [e.node for e in executions] == ["a", "b", "c"]
+    for execution in executions:
+        if durability == "exit":
+            assert execution.checkpoint_id is None
+            continue
+        assert execution.checkpoint_id is not None
+        snapshot = graph.get_state({**thread, "checkpoint_id": execution.checkpoint_id})
+        assert snapshot.next == (execution.node,)
 
 
 def test_invoke_none_does_not_continue_another_graphs_unfinished_run(

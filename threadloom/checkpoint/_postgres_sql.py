@@ -634,6 +634,10 @@ class Statements:
         runs, foreign = _merge_runs(c.runs)
         for row in run_rows(runs):
             params += nul_free_run_row(row)
+        progress = c.progress
+        if progress is not None:
+            params += (progress.steps, progress.executions, progress.updated_at,
+                       progress.run_id)
         blobs: dict[tuple[str, int], BlobRecord] = {}
         if cp is not None:
             params += (
@@ -669,6 +673,7 @@ class Statements:
             head,
             cp is not None,
             len(runs),
+            progress is not None,
             foreign,
             mismatch,
             len(blobs),
@@ -686,6 +691,7 @@ class Statements:
         head: int,
         checkpoint: bool,
         runs: int,
+        progress: bool,
         foreign: bool,
         mismatch: bool,
         blobs: int,
@@ -717,6 +723,11 @@ class Statements:
                 checks.append(self._head_failed)
         if runs:
             ctes.append(f"r AS ({self._put_runs.format(rows(17, runs))})")
+        if progress:  # counters only: no indexed column changes (a HOT update)
+            ctes.append(
+                f"u AS (UPDATE {s}.runs SET steps = {param()}, executions = {param()},"
+                f" updated_at = {param()} WHERE run_id = {param()} AND thread_id = $1)"
+            )
         if checkpoint:
             ctes.append(f"c AS ({self._insert_checkpoint.format(rows(9, 1)[1:-1])})")
         if blobs:

@@ -242,6 +242,10 @@ SQL_PUT_RUN = (
     " resumed_from = excluded.resumed_from, metadata = excluded.metadata"
     " WHERE runs.thread_id = excluded.thread_id"
 )
+# A step's commit sets the counters only: no indexed column changes, so no index is touched.
+SQL_RUN_PROGRESS = (
+    "UPDATE runs SET steps = ?, executions = ?, updated_at = ? WHERE run_id = ? AND thread_id = ?"
+)
 EXEC_COLS = (
     "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
     "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
@@ -400,6 +404,10 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
             rows = run_rows(c.runs)
             if executemany(SQL_PUT_RUN, rows).rowcount != len(rows):
                 raise_run_conflict(conn, c.runs)
+        progress = c.progress
+        if progress is not None:
+            execute(SQL_RUN_PROGRESS, (progress.steps, progress.executions,
+                                       progress.updated_at, progress.run_id, thread_id))
         if cp is not None:
             if cp.thread_id != thread_id:
                 raise StoreError(

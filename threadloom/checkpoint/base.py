@@ -41,6 +41,7 @@ __all__ = [
     "ExecutionRecord",
     "ExecutionStatus",
     "Lease",
+    "RunProgress",
     "RunRecord",
     "RunStatus",
     "Store",
@@ -241,6 +242,18 @@ class RunRecord:
 
 
 @dataclass(slots=True)
+class RunProgress:
+    """A running run's counters as of a step's commit: what :attr:`Commit.progress` sets on
+    the run's record, so that the record matches the checkpoints committed with it without
+    rewriting the whole record every step."""
+
+    run_id: str
+    steps: int
+    executions: int
+    updated_at: float
+
+
+@dataclass(slots=True)
 class ThreadRecord:
     """A thread: its identity, tenant namespace, metadata and current lease (if any)."""
 
@@ -278,7 +291,10 @@ class Commit:
        ``RunConflictError``.
 
     Then: insert ``checkpoint`` and its blobs, upsert ``writes``, ``executions`` and ``runs``,
-    and create or touch the thread row (``namespace`` is used only when creating it).
+    set ``progress`` (the counters and ``updated_at`` of a run already recorded on this
+    thread; nothing if it is not) and create or touch the thread row (``namespace`` is used
+    only when creating it). A commit carries ``progress`` or a record of the same run in
+    ``runs``, never both.
     ``executions`` are recorded on this commit's thread (whatever their own ``thread_id``
     says) and keyed by that thread and their id: the engine derives an execution's id from
     its thread, and a store keeps a thread's executions together.
@@ -303,6 +319,7 @@ class Commit:
     executions: list[ExecutionRecord] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
     flush: bool = True
+    progress: RunProgress | None = None
 
 
 @runtime_checkable

@@ -63,6 +63,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
     LeaseLostError,
@@ -432,6 +433,14 @@ class MemoryStore:
             if old is not None:  # the first record fixes these (and the thread, checked)
                 run.graph, run.namespace, run.created_at = old.graph, old.namespace, old.created_at
             self._runs[run.run_id] = run
+        progress = c.progress
+        if progress is not None:
+            old = self._runs.get(progress.run_id)
+            if old is not None and old.thread_id == c.thread_id:
+                self._runs[progress.run_id] = replace(
+                    old, steps=progress.steps, executions=progress.executions,
+                    updated_at=progress.updated_at,
+                )
         if cp is not None:
             key = (cp.thread_id, cp.checkpoint_ns)
             self._checkpoints.setdefault(key, {})[cp.seq] = cp
@@ -656,8 +665,7 @@ class MemoryStore:
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
-        if keep < 1:
-            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        check_keep(keep)
         with self._lock:
             self._check_open()
             checkpoints = self._checkpoints.get((thread_id, ""), {})

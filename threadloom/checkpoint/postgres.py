@@ -131,6 +131,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
     InvalidConfigError,
@@ -703,8 +704,7 @@ class PostgresStore:
         Returns:
             How many checkpoints were deleted.
         """
-        if keep < 1:
-            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        check_keep(keep)
         sql = self._sql
 
         def prune(conn: Connection) -> int:

@@ -65,6 +65,20 @@ FORMAT = "threadloom.thread/1"
 _PAGE = 500
 
 
+def check_keep(keep: Any) -> None:
+    """What every store's ``prune_checkpoints`` checks first: ``keep`` is an int >= 1 (a
+    thread keeps at least its latest checkpoint, which is its state).
+
+    Raises:
+        InvalidConfigError: it is not.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise InvalidConfigError(
+            f"prune_checkpoints(keep={keep!r}): keep must be an int >= 1 (a thread keeps at "
+            "least its latest checkpoint; delete_thread removes it all)"
+        )
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 

@@ -74,6 +74,7 @@ from threadloom.checkpoint.base import (
     ThreadRecord,
     WriteRecord,
 )
+from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     InvalidConfigError,
     LeaseLostError,
@@ -671,8 +672,7 @@ class SqliteStore:
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
-        if keep < 1:
-            raise ValueError("prune_checkpoints keeps at least one checkpoint")
+        check_keep(keep)
         return self._run(lambda conn: _sql.prune_checkpoints(conn, thread_id, keep), True)
 
     def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:

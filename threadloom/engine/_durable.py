@@ -6,10 +6,16 @@
   this is a new run, a resume of an unfinished one, or a fork, and records the run;
 * ``next_tasks`` skips tasks whose results the interrupted or failed step already recorded;
 * ``finish_step`` persists each step per the durability mode: ``sync`` commits the step's
-  writes, checkpoint, execution records and run record in one transaction before the next
-  step; ``async`` queues the same commit to the background writer; ``exit`` keeps it all in
-  memory until the run ends;
+  writes, checkpoint, execution records and the run's counters in one transaction before the
+  next step; ``async`` queues the same commit to the background writer; ``exit`` keeps it all
+  in memory until the run ends;
 * ``abort`` / ``complete`` record how the run ended and release the lease.
+
+The commit that schedules a step (the one whose checkpoint lists its tasks as ``next``) also
+records those tasks' executions: ``RUNNING`` when the step follows at once, ``PENDING`` when
+the run pauses before it. So a node's record exists while it runs, at no extra transaction.
+A run that takes a thread over from a run still recorded as ``running`` (whose process died,
+or lost its lease) records that run as failed in its own first commit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from threadloom.checkpoint.base import (
     Commit,
     ExecutionRecord,
     Lease,
+    RunProgress,
     RunRecord,
     WriteRecord,
 )
@@ -33,34 +40,36 @@ from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
 from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
 from threadloom.engine._owner import acquire as acquire_lease
 from threadloom.engine._persist import (
-    ERROR,
-    INTERRUPT,
     RESUME,
     Chain,
     Loaded,
     StepIds,
 )
-from threadloom.engine._recording import DurableRecorder, Persistence
+from threadloom.engine._recording import (
+    DurableRecorder,
+    Persistence,
+    error_text,
+    finished_execution,
+    record_partial,
+    scheduled_executions,
+    superseded_run,
+    unfinished_executions,
+)
 from threadloom.engine._runner import StepOutcome
 from threadloom.engine._tasks import TaskCalls
 from threadloom.errors import (
     EmptyInputError,
-    GraphInterrupt,
     InvalidConfigError,
     RunCancelled,
     RunConflictError,
     ThreadloomError,
 )
-from threadloom.types import Command, Durability, Interrupt
+from threadloom.types import Command, Durability
 
 __all__ = ["DurableContext", "DurableRun"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
 ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class DurableContext(RunContext):
@@ -85,7 +94,7 @@ class DurableContext(RunContext):
                           started: float, exc: BaseException) -> None:
         with self.run.lock:
             self.run.attempts.setdefault(task_id, []).append(
-                Attempt(attempt, started, time.time(), _error_text(exc))
+                Attempt(attempt, started, time.time(), error_text(exc))
             )
 
     def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
@@ -105,7 +114,7 @@ class DurableRun(Run):
         "handle", "pending_execs", "fork_from", "resuming", "task_times",
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
-        "finalized", "final_output",
+        "finalized", "final_output", "scheduled", "_latest_run",
         "_loaded_task_results",
     )
 
@@ -153,6 +162,9 @@ class DurableRun(Run):
         self.stored_head: int | None = None
         self._wait = wait
         self._loaded_task_results: dict[tuple[str, str, int], WriteRecord] = {}
+        # the RUNNING / PENDING records written for the step about to run
+        self.scheduled: list[ExecutionRecord] = []
+        self._latest_run: list[RunRecord] | None = None  # the thread's latest run, read once
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -211,7 +223,7 @@ class DurableRun(Run):
         """The thread's latest run, if it failed (in a node, not in the engine) or died, and
         had exactly this input: calling again with the same input after a failure resumes it
         instead of starting over."""
-        runs = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        runs = self._thread_latest_run()
         if not runs or runs[0].status not in ("failed", "running") or runs[0].input is None:
             return None
         if ERROR_CODE_KEY in runs[0].metadata:
@@ -244,7 +256,7 @@ class DurableRun(Run):
             )
         resumed_from = None
         if existing is None and not self.resuming:
-            latest = self.store.list_runs(thread_id=self.thread_id, limit=1)
+            latest = self._thread_latest_run()
             if latest and latest[0].status in (*_UNFINISHED, "interrupted"):
                 existing = latest[0]
                 if existing.graph != self.p.graph_name:
@@ -282,9 +294,12 @@ class DurableRun(Run):
         if self.durability == "exit":
             self.exit_writes.extend(resume_writes)
         else:
+            now = time.time()
+            superseded, stopped = self._superseded(now)
+            scheduled = scheduled_executions(self, now, self.ctx.step)
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
-                                 runs=[self._snapshot(self.run_record)],
-                                 writes=resume_writes))
+                                 runs=[self._snapshot(self.run_record), *superseded],
+                                 writes=resume_writes, executions=[*stopped, *scheduled]))
             self.run_written = True
         return True
 
@@ -396,7 +411,7 @@ class DurableRun(Run):
         self.run_record.input = self.codec.encode_run(self.run_record, "input", input)
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
-        self._checkpoint(updated, "input", [], self.ctx.step)
+        self._checkpoint(updated, "input", [], [], self.ctx.step, {})
         self.ctx.step += 1
         return True
 
@@ -409,6 +424,17 @@ class DurableRun(Run):
             resumed_from=resumed_from,
             metadata=dict(self.ctx.node_config.get("metadata") or {}),
         )
+
+    def _thread_latest_run(self) -> list[RunRecord]:
+        """The thread's latest run (none or one), read at most once per run."""
+        if self._latest_run is None:
+            self._latest_run = self.store.list_runs(thread_id=self.thread_id, limit=1)
+        return self._latest_run
+
+    def _superseded(self, now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
+        """See :func:`superseded_run`; written with this run's first commit."""
+        return superseded_run(self.store, self.thread_id, self._thread_latest_run(), now,
+                              self.ctx.run_id)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -449,7 +475,7 @@ class DurableRun(Run):
 
     def finish_step(self, outcome: StepOutcome) -> None:
         if outcome.error is not None or outcome.interrupts:
-            self._record_partial(outcome)
+            record_partial(self, outcome)
             if outcome.error is not None:
                 raise outcome.error
             self.paused = True
@@ -457,6 +483,7 @@ class DurableRun(Run):
                 self.interrupts.extend(signal.interrupts)  # type: ignore[attr-defined]
             return
         results = self._all_results(outcome)
+        updates = self._encode_updates(results)
         self.recorded = {}
         self.loaded_resume = {}
         next_parents = self._parents_of_next(results)
@@ -468,8 +495,33 @@ class DurableRun(Run):
         final = not self.frontier and not self.paused and self.ctx.step <= self.stop
         if final and self.durability != "exit":
             self._finalize(Run.complete(self))
-        self._checkpoint(updated, "loop", results, step)
+        self._checkpoint(updated, "loop", results, updates, step, next_parents)
         self.parents = next_parents
+
+    def _encode_updates(self, results: list[TaskResult]) -> list[bytes | None]:
+        """The step's updates, encoded before they are merged: an output that cannot be
+        encoded fails its task like an exception would (the others' results are recorded),
+        and the state stays the last good one, which ``abort`` records in every mode."""
+        codec, thread_id, run_id, ids = self.codec, self.thread_id, self.ctx.run_id, self.ids
+
+        def encode(result: TaskResult) -> bytes | None:
+            return codec.encode_update(result, thread_id, run_id, ids)
+
+        try:
+            return [encode(r) for r in results]
+        except Exception:
+            pass
+        partial = StepOutcome()
+        for result in results:
+            try:
+                encode(result)
+            except Exception as exc:
+                partial.fail(result.task, exc)
+            else:
+                partial.results.append(result)
+        record_partial(self, partial)
+        assert partial.error is not None
+        raise partial.error
 
     def _parents_of_next(self, results: list[TaskResult]
                          ) -> dict[tuple[str, int], tuple[str, ...]]:
@@ -494,13 +546,13 @@ class DurableRun(Run):
         return {k: tuple(v) for k, v in by_target.items()}
 
     def _checkpoint(self, updated: set[str], source: str, results: list[TaskResult],
-                    step: int) -> None:
+                    updates: list[bytes | None], step: int,
+                    next_parents: dict[tuple[str, int], tuple[str, ...]]) -> None:
         """Persist the state after a step (``sync``: now, in one transaction; ``async``:
-        queued; ``exit``: only remembered, see :meth:`_exit_commit`)."""
+        queued; ``exit``: only remembered, see :meth:`_exit_commit`), with the records of the
+        executions it schedules."""
         now = time.time()
-        updates = [self.codec.encode_update(r, self.thread_id, self.ctx.run_id, self.ids)
-                   for r in results]
-        executions = [self._execution(r, "SUCCEEDED", now, step, outputs=u)
+        executions = [finished_execution(self, r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
                       if self.ids[(r.task.name, r.task.push)] not in self.recorded]
         run = self.run_record
@@ -508,24 +560,35 @@ class DurableRun(Run):
         run.steps += 1
         run.executions += len(executions)
         run.updated_at = now
-        # the run record is written when the run starts and when it ends, not every step;
-        # a resumed run recounts its steps and executions from the store (_recount)
-        runs = [self._snapshot(run)] if (not self.run_written or self.finalized) else []
-        self.run_written = True
         if self.durability == "exit":
+            self.run_written = True
             self.dirty |= updated
             self.last_results = results
             self.pending_execs.update({e.id: e for e in executions})
             self._advance_head()
             return
+        # the whole run record is written when the run starts and when it ends; every step
+        # in between sets its counters (a snapshot: an async commit is written later)
+        progress = None
+        if not self.run_written:
+            superseded, stopped = self._superseded(now)
+            runs = [self._snapshot(run), *superseded]
+            executions += stopped
+        elif self.finalized:
+            runs = [self._snapshot(run)]
+        else:
+            runs = []
+            progress = RunProgress(run.run_id, run.steps, run.executions, now)
+        self.run_written = True
         record = self._record(updated, source, results, step, now, updates)
         expected = self.head
         self._advance_head()
+        executions += scheduled_executions(self, now, step + 1, next_parents, breakpoints=True)
         fault("before_step_commit")
         # async: a step's commit need not be flushed (see Commit.flush), the run's last must
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
                              executions=executions, runs=runs,
-                             flush=self.finalized or self.handle is None))
+                             flush=self.finalized or self.handle is None, progress=progress))
         fault("after_step_commit")
         self._bound_lag()
 
@@ -552,85 +615,9 @@ class DurableRun(Run):
             self.stored_head = seq
         self._plan_ids()
 
-    def _execution(self, result: TaskResult, status: str, now: float, step: int,
-                   outputs: bytes | None = None) -> ExecutionRecord:
-        """The record of a finished execution; ``outputs``: its encoded update
-        (:meth:`Codec.encode_update <threadloom.engine._persist.Codec.encode_update>`)."""
-        task = result.task
-        task_id = self.ids[(task.name, task.push)]
-        attempts = tuple(self.attempts.pop(task_id, ()))
-        started = self.task_times.pop(task_id, None)
-        return ExecutionRecord(
-            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
-            graph=self.p.graph_name, node=task.name, step=step,
-            status=status,  # type: ignore[arg-type]
-            namespace=self.p.namespace, attempt=len(attempts) + (status == "SUCCEEDED"),
-            inputs=self.codec.encode_execution(task.arg, self.thread_id, self.ctx.run_id, task_id,
-                                               "inputs", task.name) if task.push >= 0 else None,
-            outputs=outputs, attempts=attempts,
-            parents=self.parents.get((task.name, task.push), ()),
-            checkpoint_seq=self._checkpoint_seq(), created_at=started or now,
-            started_at=started, ended_at=now,
-        )
-
     def _checkpoint_seq(self) -> int | None:
         """The checkpoint the step's executions read (``exit`` writes none per step)."""
         return None if self.durability == "exit" else self.parent_seq
-
-    def _record_partial(self, outcome: StepOutcome) -> None:
-        """Persist what a failed or interrupted step completed, so it is not run again."""
-        if self.parent_seq is None:
-            return
-        now = time.time()
-        writes: list[WriteRecord] = []
-        executions: list[ExecutionRecord] = []
-        seq = self.parent_seq
-        for result in outcome.results:
-            task_id = self.ids[(result.task.name, result.task.push)]
-            writes.append(self.codec.result_write(self.thread_id, seq, task_id, result))
-            executions.append(self._execution(result, "SUCCEEDED", now, self.ctx.step,
-                                              self.codec.encode_update(result, self.thread_id,
-                                                                       self.ctx.run_id, self.ids)))
-        for signal in outcome.interrupts:
-            assert isinstance(signal, GraphInterrupt)
-            for item in signal.interrupts:
-                task_id = _task_of(item, self.ids.values(), signal.index)
-                writes.append(self.codec.special_write(
-                    self.thread_id, seq, task_id, INTERRUPT, [item.value, item.id, signal.index]
-                ))
-                executions.append(self._marker(task_id, "INTERRUPTED", None, now))
-        for task_id, values in self.loaded_resume.items():
-            writes.append(self.codec.special_write(self.thread_id, seq, task_id, RESUME, values))
-        if outcome.error is not None and outcome.error_task is not None:
-            failed = self.ids[(outcome.error_task.name, outcome.error_task.push)]
-            if failed:
-                writes.append(self.codec.special_write(
-                    self.thread_id, seq, failed, ERROR, _error_text(outcome.error)
-                ))
-                executions.append(self._marker(failed, "FAILED", _error_text(outcome.error),
-                                               now))
-        run = self.run_record
-        assert run is not None
-        run.executions += len(outcome.results)
-        if self.durability == "exit":
-            self.exit_writes.extend(writes)
-            self.pending_execs.update({e.id: e for e in executions})
-        else:
-            self._persist(Commit(self.thread_id, self.p.namespace, self._token(), writes=writes,
-                                 executions=executions))
-
-    def _marker(self, task_id: str, status: str, error: str | None, now: float
-                ) -> ExecutionRecord:
-        name, push = next(k for k, v in self.ids.items() if v == task_id)
-        attempts = tuple(self.attempts.pop(task_id, ()))
-        return ExecutionRecord(
-            id=task_id, run_id=self.ctx.run_id, thread_id=self.thread_id,
-            graph=self.p.graph_name, node=name, step=self.ctx.step, status=status,  # type: ignore[arg-type]
-            parents=self.parents.get((name, push), ()),
-            namespace=self.p.namespace, attempt=max(1, len(attempts)), error=error,
-            attempts=attempts, checkpoint_seq=self._checkpoint_seq(), created_at=now,
-            started_at=self.task_times.pop(task_id, None), ended_at=now,
-        )
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -663,8 +650,10 @@ class DurableRun(Run):
         """``exit`` durability: everything the run did, as one commit. The checkpoint takes
         the sequence number the last step's tasks were planned against, so writes recorded
         for an interrupted or failed step attach to it."""
+        superseded, stopped = self._superseded(run.updated_at)
         commit = Commit(self.thread_id, self.p.namespace, self._token(), self.stored_head,
-                        runs=[run], executions=list(self.pending_execs.values()),
+                        runs=[run, *superseded],
+                        executions=[*self.pending_execs.values(), *stopped],
                         writes=list(self.exit_writes))
         if self.parent_seq != self.stored_head:
             now = time.time()
@@ -733,28 +722,33 @@ class DurableRun(Run):
             return
         now = time.time()
         record.status = "cancelled" if isinstance(exc, RunCancelled) else "failed"
-        record.error = _error_text(exc)
+        record.error = error_text(exc)
         if isinstance(exc, ThreadloomError):  # the engine's own, deterministic failures
             record.metadata[ERROR_CODE_KEY] = exc.code
         record.updated_at = now
         record.ended_at = now
         try:
-            self._finish(record)
+            self._finish(record, unfinished_executions(self, exc, now))
         except Exception as store_exc:  # keep the run's own error as the one raised
             exc.add_note(f"threadloom could not record the failure: {store_exc}")
 
-    def _finish(self, run: RunRecord) -> None:
+    def _finish(self, run: RunRecord, executions: list[ExecutionRecord] | None = None) -> None:
         try:
             if self.durability == "exit":
                 self.store.commit([self._exit_commit(run)])
-            elif self.handle is not None:
+                return
+            commit = Commit(self.thread_id, self.p.namespace, self._token(), runs=[run],
+                            executions=executions or [])
+            if not self.run_written:  # the run ended before its first commit
+                superseded, stopped = self._superseded(run.updated_at)
+                commit.runs += superseded
+                commit.executions += stopped
+            if self.handle is not None:
                 writer = self.p.writer()
-                writer.submit(self.handle, Commit(self.thread_id, self.p.namespace,
-                                                  self._token(), runs=[run]))
+                writer.submit(self.handle, commit)
                 writer.flush(self.handle)
             else:
-                self.store.commit([Commit(self.thread_id, self.p.namespace, self._token(),
-                                          runs=[run])])
+                self.store.commit([commit])
         finally:
             self._release()
 
@@ -766,12 +760,3 @@ class DurableRun(Run):
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses
                 pass
-
-
-def _task_of(item: Interrupt, ids: Any, index: int) -> str:
-    from threadloom._context import interrupt_id
-
-    for task_id in ids:
-        if interrupt_id(task_id, index) == item.id:
-            return str(task_id)
-    raise LookupError(f"interrupt {item.id} belongs to no task of this step")

@@ -20,6 +20,7 @@ from threadloom.checkpoint.base import (
     RunRecord,
     Store,
     WriteRecord,
+    format_checkpoint_id,
 )
 from threadloom.checkpoint.crypto import (
     blob_location,
@@ -36,6 +37,7 @@ from threadloom.checkpoint.serde import (
 )
 from threadloom.engine._algo import Frontier, TaskResult
 from threadloom.engine._spec import GraphSpec
+from threadloom.errors import CheckpointNotFoundError
 from threadloom.types import Interrupt, Send
 
 __all__ = [
@@ -469,12 +471,14 @@ class Codec:
         (see :mod:`threadloom.engine._nested`).
 
         Raises:
-            LookupError: there is no checkpoint ``seq`` on the thread.
+            CheckpointNotFoundError: there is no checkpoint ``seq`` on the thread.
         """
         record = store.get_checkpoint(thread_id, checkpoint_ns, seq)
         if record is None:
             if seq is not None:
-                raise LookupError(f"thread {thread_id!r} has no checkpoint {seq}")
+                raise CheckpointNotFoundError(
+                    f"thread {thread_id!r} has no checkpoint {format_checkpoint_id(seq)!r}"
+                )
             return Loaded(None, {}, Frontier(), {})
         values, chains = self.decode_channels(store, record)
         loaded = Loaded(record, values, self.decode_frontier(record), chains,

@@ -37,16 +37,25 @@ __all__ = ["StepOutcome", "run_step", "arun_step"]
 
 
 class StepOutcome:
-    """The results of a step's tasks in planned order, with the first error raised (if any)
-    and the interrupts raised (a ``GraphInterrupt`` per interrupted task)."""
+    """The results of a step's tasks in planned order, with the first error raised (if any),
+    every task that raised with its error, and the interrupts raised (a ``GraphInterrupt``
+    per interrupted task)."""
 
-    __slots__ = ("results", "error", "error_task", "interrupts")
+    __slots__ = ("results", "error", "error_task", "failed", "interrupts")
 
     def __init__(self) -> None:
         self.results: list[TaskResult] = []
         self.error: BaseException | None = None
         self.error_task: PlannedTask | None = None
+        self.failed: list[tuple[PlannedTask, BaseException]] = []
         self.interrupts: list[BaseException] = []
+
+    def fail(self, task: PlannedTask, exc: BaseException) -> None:
+        """Record that ``task`` raised ``exc`` (the first one raised is the step's error)."""
+        if self.error is None:
+            self.error = exc
+            self.error_task = task
+        self.failed.append((task, exc))
 
 
 def _retry_policy(policies: Sequence[RetryPolicy], exc: BaseException) -> RetryPolicy | None:
@@ -277,9 +286,7 @@ def _collect(outcome: StepOutcome, task: PlannedTask, get: Callable[[], TaskResu
     except GraphInterrupt as exc:
         outcome.interrupts.append(exc)
     except BaseException as exc:
-        if outcome.error is None:
-            outcome.error = exc
-            outcome.error_task = task
+        outcome.fail(task, exc)
 
 
 async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
@@ -356,7 +363,6 @@ async def arun_step(
             outcome.results.append(item)
         elif isinstance(item, GraphInterrupt):
             outcome.interrupts.append(item)
-        elif outcome.error is None:
-            outcome.error = item
-            outcome.error_task = task
+        else:
+            outcome.fail(task, item)
     return outcome

@@ -4,6 +4,7 @@ Mixed into :class:`~threadloom.graph.compiled.CompiledGraph`."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from threadloom.engine._algo import (
     settle_deferred,
 )
 from threadloom.engine._persist import Codec, Loaded, execution_id
+from threadloom.engine._recording import superseded_run
 from threadloom.engine._spec import END, START
 from threadloom.errors import InvalidConfigError, InvalidUpdateError, RunNotFoundError
 from threadloom.types import (
@@ -51,6 +53,41 @@ __all__ = ["ThreadsMixin"]
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def checkpoint_seq(raw: Any) -> int | None:
+    """The checkpoint number a config's ``checkpoint_id`` names (``None`` when it names none).
+
+    Raises:
+        InvalidConfigError: it is not an id threadloom makes (16 lowercase hex digits of a
+            number below 2**63).
+    """
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw) != 16 or raw.strip(_HEX) or raw[0] > "7":
+        raise InvalidConfigError(
+            f"not a checkpoint id: {raw!r} (threadloom's are 16 lowercase hex digits, as in "
+            "a StateSnapshot's config)"
+        )
+    return parse_checkpoint_id(raw)
+
+
+_HEX = "0123456789abcdef"
+_log = logging.getLogger("threadloom.graph")
+
+
+def _warn_unknown_keys(values: Any, spec: GraphSpec, thread_id: str) -> None:
+    """``update_state`` drops keys the state has no channel for, as LangGraph does; it says
+    so in the log, since a misspelt key otherwise vanishes without a trace."""
+    update = values.update if isinstance(values, Command) else values
+    if not isinstance(update, dict):
+        return
+    unknown = [k for k in update if k not in spec.channels]
+    if unknown:
+        _log.warning(
+            "update_state on thread %r ignored keys the state does not have: %s",
+            thread_id, ", ".join(repr(k) for k in unknown),
+        )
 
 
 def _thread_config(thread_id: str, seq: int) -> RunnableConfig:
@@ -84,11 +121,7 @@ class ThreadsMixin:
             )
         cfg: dict[str, Any] = dict(config or {})
         raw = (cfg.get("configurable") or {}).get("checkpoint_id") or cfg.get("checkpoint_id")
-        try:
-            seq = parse_checkpoint_id(str(raw)) if raw is not None else None
-        except (ValueError, TypeError):
-            raise InvalidConfigError(f"not a checkpoint id of this thread: {raw!r}") from None
-        return identity.thread_id, seq
+        return identity.thread_id, checkpoint_seq(raw)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -96,14 +129,12 @@ class ThreadsMixin:
         """The thread's state at its latest checkpoint (or at ``checkpoint_id``).
 
         Raises:
-            InvalidConfigError: no ``thread_id``; or an unknown ``checkpoint_id``.
+            InvalidConfigError: no ``thread_id``, or a malformed ``checkpoint_id``.
+            CheckpointNotFoundError: ``checkpoint_id`` names no checkpoint of the thread.
         """
         store, codec = self._durable()
         thread_id, seq = self._address(config)
-        try:
-            loaded = codec.load(store, thread_id, seq)
-        except LookupError as exc:
-            raise InvalidConfigError(str(exc)) from None
+        loaded = codec.load(store, thread_id, seq)
         return self._snapshot(thread_id, loaded, config,
                               (store, codec.serde) if subgraphs else None)
 
@@ -239,6 +270,7 @@ class ThreadsMixin:
             state = {**{k: ch.initial() for k, ch in spec.channels.items()
                         if ch.initial is not None}, **loaded.values}
             writes, goto = extract_update(spec.channels, values, node)
+            _warn_unknown_keys(values, spec, thread_id)
             if node == START:
                 task = PlannedTask(START, None)  # type: ignore[arg-type]
             else:
@@ -260,8 +292,12 @@ class ThreadsMixin:
                 frontier=codec.encode_frontier(frontier, thread_id=thread_id, seq=new_seq),
                 blobs=blobs,
             )
+            # a run left 'running' by a process that died or lost the lease is over
+            dead, stopped = superseded_run(store, thread_id,
+                                           store.list_runs(thread_id=thread_id, limit=1),
+                                           record.created_at)
             store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
-                                 checkpoint=record)])
+                                 checkpoint=record, runs=dead, executions=stopped)])
         finally:
             store.release_lease(lease)
         return _thread_config(thread_id, new_seq)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from threadloom.checkpoint.base import Store, parse_checkpoint_id
+from threadloom.checkpoint.base import Store
 from threadloom.checkpoint.crypto import serializer_from_env
 from threadloom.checkpoint.serde import Serializer
 from threadloom.config import (
@@ -33,7 +33,7 @@ from threadloom.engine._persist import Codec, Writer
 from threadloom.engine._recording import Persistence
 from threadloom.errors import GraphValidationError, InvalidConfigError
 from threadloom.graph._build import build_spec
-from threadloom.graph._threads import ThreadsMixin
+from threadloom.graph._threads import ThreadsMixin, checkpoint_seq
 from threadloom.types import Durability, RunnableConfig, StreamMode
 
 if TYPE_CHECKING:
@@ -256,10 +256,7 @@ class CompiledGraph(ThreadsMixin):
             return Run(ctx, limit, before, after)
         durability = resolve_durability(cfg.get("durability"), self.durability)
         raw_checkpoint = configurable.get("checkpoint_id") or cfg.get("checkpoint_id")
-        try:
-            fork = parse_checkpoint_id(raw_checkpoint) if raw_checkpoint else None
-        except ValueError:
-            raise InvalidConfigError(f"unknown checkpoint_id {raw_checkpoint!r}") from None
+        fork = checkpoint_seq(raw_checkpoint)
         dctx = DurableContext(
             self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
             timeout=float(timeout) if timeout is not None else None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from threadloom.checkpoint.base import (
     Commit,
     ExecutionRecord,
     Lease,
+    RunProgress,
     RunRecord,
     Store,
     WriteRecord,
@@ -562,6 +564,25 @@ class StoreConformance(LeaseConformance):
         )  # fmt: skip
         store.commit([Commit("t1", runs=[done])])
         assert store.get_run("r1") == done
+
+    def test_run_progress_sets_only_the_counters_of_the_commits_thread(
+        self, store: Store
+    ) -> None:
+        rec = run("r1", "t1", input=b"in", metadata={"k": 1})
+        store.commit([Commit("t1", runs=[rec])])
+        store.commit([step("t1", 0, run_id="other"), Commit(
+            "t1", checkpoint=checkpoint("t1", 1, run_id="r1"),
+            progress=RunProgress("r1", 2, 3, 1_700_000_002.0),
+        )])
+        got = store.get_run("r1")
+        assert got is not None
+        assert (got.steps, got.executions, got.updated_at) == (2, 3, 1_700_000_002.0)
+        assert got == replace(rec, steps=2, executions=3, updated_at=1_700_000_002.0)
+        # another thread's commit, or a run not recorded, changes nothing
+        store.commit([Commit("t2", progress=RunProgress("r1", 9, 9, 9.0))])
+        store.commit([Commit("t1", progress=RunProgress("nobody", 9, 9, 9.0))])
+        assert store.get_run("r1") == got
+        assert store.get_run("nobody") is None
 
     def test_run_identity_is_fixed_by_its_first_record(self, store: Store) -> None:
         store.commit([Commit("t1", runs=[run("r1", "t1", graph="g1", namespace="n1")])])
