@@ -295,3 +295,15 @@ def test_resume_waits_at_most_lease_ttl(store: Any, thread: dict[str, Any]) -> N
         graph.resume(run_id=run_id)
     assert "Waited 0.2s" in str(info.value)
     assert store.get_thread(thread["thread_id"]).lease == held
+
+
+def test_update_state_takes_a_dead_holders_lease_at_once(store: Any,
+                                                         thread: dict[str, Any]) -> None:
+    graph, run_id = _failed_run(store, thread)
+    pid, stamp = _reaped_pid()
+    dead = _hold(store, thread, _owner_of(pid, run_id, stamp=stamp))
+    # Without the takeover this raises ThreadBusyError (the lease has an hour left).
+    graph.update_state(thread, {"trail": ["edited"]}, as_node="a")
+    assert graph.get_state(thread).values == {"trail": ["a", "edited"]}
+    with pytest.raises(LeaseLostError):  # the dead holder's token is fenced out
+        store.renew_lease(dead, FAR)

@@ -32,6 +32,7 @@ from threadloom.engine._algo import (
     route,
     settle_deferred,
 )
+from threadloom.engine._owner import acquire as acquire_lease
 from threadloom.engine._persist import Codec, Loaded, execution_id
 from threadloom.engine._recording import superseded_run
 from threadloom.engine._spec import END, START
@@ -260,7 +261,8 @@ class ThreadsMixin:
         """
         store, codec = self._durable()
         thread_id, seq = self._address(config)
-        lease = store.acquire_lease(thread_id, f"update_state:{time.time()}", 30.0)
+        # like a run: a dead local holder is taken over at once, a live one is ThreadBusyError
+        lease = acquire_lease(store, thread_id, "update_state", 30.0, wait=False)
         try:
             loaded = codec.load(store, thread_id, seq)
             head = store.get_checkpoint(thread_id, "")
