@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 
-__all__ = ["execution_id", "interrupt_id", "task_execution_id"]
+__all__ = ["execution_id", "interrupt_id", "interrupt_task", "task_execution_id"]
 
 _IDS = uuid.UUID("5b0c3f7e-8a41-4e0f-9d8e-7c1a2f3b4d5e")
 
@@ -31,3 +32,15 @@ def task_execution_id(parent: str, name: str, index: int) -> str:
 def interrupt_id(task_id: str, index: int) -> str:
     """The id of the ``index``-th ``interrupt()`` call of an execution (stable on replay)."""
     return uuid.uuid5(_IDS, f"{task_id}\x00{index}").hex
+
+
+def interrupt_task(interrupt: str, task_ids: Iterable[str], index: int) -> str:
+    """Which of ``task_ids`` raised interrupt ``interrupt`` as its ``index``-th call.
+
+    Raises:
+        LookupError: none of them did.
+    """
+    for task_id in task_ids:
+        if interrupt_id(task_id, index) == interrupt:
+            return task_id
+    raise LookupError(f"interrupt {interrupt} belongs to no task of this step")

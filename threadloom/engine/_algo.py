@@ -359,3 +359,23 @@ def settle_deferred(spec: GraphSpec, triggered: Collection[str], sends: list[Sen
 def output_values(spec: GraphSpec, values: Mapping[str, Any]) -> dict[str, Any]:
     """The run's output: the output keys that hold a value, in schema order."""
     return {k: values[k] for k in spec.output_keys if k in values}
+
+
+def with_recorded(spec: GraphSpec, frontier: Frontier, ids: Mapping[tuple[str, int], str],
+                  recorded: Mapping[str, tuple[list[Any], list[Any]]],
+                  results: list[TaskResult]) -> list[TaskResult]:
+    """A step's results in planned order: ``results`` (the tasks just run) and, for the
+    tasks whose writes were ``recorded`` before a replay (by execution id, see ``ids``),
+    those writes."""
+    if not recorded:
+        return results
+    by_id = {ids[(r.task.name, r.task.push)]: r for r in results}
+    out: list[TaskResult] = []
+    for task in plan_tasks(spec, frontier):
+        task_id = ids[(task.name, task.push)]
+        if task_id in by_id:
+            out.append(by_id[task_id])
+        elif task_id in recorded:
+            writes, goto = recorded[task_id]
+            out.append(TaskResult(task, list(writes), list(goto)))
+    return out

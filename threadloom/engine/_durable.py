@@ -36,7 +36,7 @@ from threadloom.checkpoint.base import (
     RunRecord,
     WriteRecord,
 )
-from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
+from threadloom.engine._algo import PlannedTask, TaskResult, with_recorded
 from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
 from threadloom.engine._owner import acquire as acquire_lease
 from threadloom.engine._persist import (
@@ -458,21 +458,6 @@ class DurableRun(Run):
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
                                  writes=[write], flush=False))
 
-    def _all_results(self, outcome: StepOutcome) -> list[TaskResult]:
-        """The step's results in planned order: recorded ones and the ones just run."""
-        if not self.recorded:
-            return outcome.results
-        by_id = {self.ids[(r.task.name, r.task.push)]: r for r in outcome.results}
-        out: list[TaskResult] = []
-        for task in plan_tasks(self.spec, self.frontier):
-            task_id = self.ids[(task.name, task.push)]
-            if task_id in by_id:
-                out.append(by_id[task_id])
-            elif task_id in self.recorded:
-                writes, goto = self.recorded[task_id]
-                out.append(TaskResult(task, list(writes), list(goto)))
-        return out
-
     def finish_step(self, outcome: StepOutcome) -> None:
         if outcome.error is not None or outcome.interrupts:
             record_partial(self, outcome)
@@ -482,7 +467,8 @@ class DurableRun(Run):
             for signal in outcome.interrupts:
                 self.interrupts.extend(signal.interrupts)  # type: ignore[attr-defined]
             return
-        results = self._all_results(outcome)
+        results = with_recorded(self.spec, self.frontier, self.ids, self.recorded,
+                                outcome.results)
         updates = self._encode_updates(results)
         self.recorded = {}
         self.loaded_resume = {}

@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from threadloom._context import interrupt_id
+from threadloom._ids import interrupt_task
 from threadloom.checkpoint.base import ANY_HEAD, CheckpointRecord, Commit, WriteRecord
-from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks
+from threadloom.engine._algo import PlannedTask, TaskResult, plan_tasks, with_recorded
 from threadloom.engine._loop import Run, RunContext, _input_writes
 from threadloom.engine._persist import (
     INTERRUPT,
@@ -225,7 +226,8 @@ class NestedRun(Run):
             self._record_partial(outcome)
             super().finish_step(outcome)
             return
-        results = self._all_results(outcome)
+        results = with_recorded(self.spec, self.frontier, self.ids, self.recorded,
+                                outcome.results)
         self.recorded = {}
         self.resume = {}
         self.task_results = {}
@@ -236,21 +238,6 @@ class NestedRun(Run):
                                         for r in results):
             self.paused = True
         self._checkpoint(updated, "loop", results, step)
-
-    def _all_results(self, outcome: StepOutcome) -> list[TaskResult]:
-        """The step's results in planned order: recorded ones and the ones just run."""
-        if not self.recorded:
-            return outcome.results
-        by_id = {self.ids[(r.task.name, r.task.push)]: r for r in outcome.results}
-        out: list[TaskResult] = []
-        for task in plan_tasks(self.spec, self.frontier):
-            task_id = self.ids[(task.name, task.push)]
-            if task_id in by_id:
-                out.append(by_id[task_id])
-            elif task_id in self.recorded:
-                writes, goto = self.recorded[task_id]
-                out.append(TaskResult(task, list(writes), list(goto)))
-        return out
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -324,7 +311,7 @@ class NestedRun(Run):
         for signal in outcome.interrupts:
             assert isinstance(signal, GraphInterrupt)
             for item in signal.interrupts:
-                task_id = _task_of(item, list(self.ids.values()), signal.index)
+                task_id = interrupt_task(item.id, self.ids.values(), signal.index)
                 writes.append(special(task_id, INTERRUPT, [item.value, item.id, signal.index]))
         for task_id, values in self.resume.items():
             writes.append(special(task_id, RESUME, values))
@@ -336,9 +323,3 @@ class NestedRun(Run):
             raise nested_interrupt(self.interrupts, self.parent_task, len(self.parent_resume))
         return super().complete()
 
-
-def _task_of(item: Interrupt, ids: list[str], index: int) -> str:
-    for task_id in ids:
-        if interrupt_id(task_id, index) == item.id:
-            return str(task_id)
-    raise LookupError(f"interrupt {item.id} belongs to no task of this step")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadloom._faults import fault
+from threadloom._ids import interrupt_task
 from threadloom.checkpoint.base import (
     Attempt,
     Commit,
@@ -35,7 +36,6 @@ from threadloom.engine._persist import (
 from threadloom.engine._runner import StepOutcome
 from threadloom.engine._tasks import TaskRecorder
 from threadloom.errors import GraphInterrupt, RunCancelled
-from threadloom.types import Interrupt
 
 if TYPE_CHECKING:
     from threadloom.engine._durable import DurableRun
@@ -287,7 +287,7 @@ def record_partial(run: DurableRun, outcome: StepOutcome) -> None:
     for signal in outcome.interrupts:
         assert isinstance(signal, GraphInterrupt)
         for item in signal.interrupts:
-            task_id = _task_of(item, run.ids.values(), signal.index)
+            task_id = interrupt_task(item.id, run.ids.values(), signal.index)
             writes.append(run.codec.special_write(
                 run.thread_id, seq, task_id, INTERRUPT, [item.value, item.id, signal.index]
             ))
@@ -371,11 +371,3 @@ def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], now: f
 def _hits_names(names: frozenset[str], due: tuple[str, ...]) -> bool:
     return bool(due) if "*" in names else not names.isdisjoint(due)
 
-
-def _task_of(item: Interrupt, ids: Any, index: int) -> str:
-    from threadloom._context import interrupt_id
-
-    for task_id in ids:
-        if interrupt_id(task_id, index) == item.id:
-            return str(task_id)
-    raise LookupError(f"interrupt {item.id} belongs to no task of this step")
