@@ -17,7 +17,7 @@ from threadloom.checkpoint.base import Commit
 from threadloom.checkpoint.sqlite import SqliteStore
 from threadloom.testing.conformance import execution
 
-STATUSES = ["SUCCEEDED", "FAILED", "SUCCEEDED", "INTERRUPTED"]
+STATUSES = ["SUCCEEDED", "FAILED", "SUCCEEDED", "INTERRUPTED", "RUNNING", "PENDING"]
 
 
 def _fill(store: Any) -> None:
@@ -53,8 +53,23 @@ def test_sqlite_indexes_only_unfinished_executions(tmp_path: Path) -> None:
     (definition,) = conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'executions_namespace_status'"
     ).fetchone()
-    assert definition.endswith("WHERE status <> 'SUCCEEDED'"), definition
+    assert definition.endswith("WHERE status NOT IN ('SUCCEEDED', 'RUNNING')"), definition
+    _check_step_statuses(store)
+    (count,) = conn.execute(
+        "SELECT count(*) FROM executions INDEXED BY executions_namespace_status"
+        " WHERE namespace = 'default' AND status NOT IN ('SUCCEEDED', 'RUNNING')"
+    ).fetchone()
+    assert count == 3  # FAILED, INTERRUPTED, PENDING: what an operator looks for
     store.close()
+
+
+def _check_step_statuses(store: Any) -> None:
+    """The statuses every step writes are not indexed by status, and are still found."""
+    assert [e.id for e in store.list_executions(namespace="default", status="RUNNING")] == [
+        "e4"
+    ]
+    assert [e.id for e in store.list_executions(status="PENDING")] == ["e5"]
+    assert [e.id for e in store.list_executions(run_id="r1", status="SUCCEEDED")] == ["e0", "e2"]
 
 
 def test_postgres_indexes_only_unfinished_executions(
@@ -80,7 +95,10 @@ def test_postgres_indexes_only_unfinished_executions(
                 (postgres_schema,),
             ).fetchone()
         assert "executions_namespace_status" in plan, plan
-        assert "WHERE (status <> 'SUCCEEDED'" in definition, definition
+        assert "status <> ALL (ARRAY['SUCCEEDED'::text, 'RUNNING'::text])" in definition, (
+            definition
+        )
+        _check_step_statuses(store)
     finally:
         store.close()
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from threadloom.checkpoint._rows import (
+    INDEXED,
     UNFINISHED,
     channels_json,
     execution_rows,
@@ -151,6 +152,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE SEQUENCE {s}.lease_tokens AS BIGINT",
         "SELECT setval('{s}.lease_tokens', coalesce(max(lease_token), 0) + 1, false)"
         " FROM {s}.threads",
+    ),
+    # 5: RUNNING leaves the by-status index too (see _rows.STEP_STATUSES): every step
+    # records its next executions RUNNING, and their index entries cost writes per commit.
+    (
+        "DROP INDEX {s}.executions_namespace_status",
+        "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)"
+        f" WHERE {INDEXED}",
     ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""

@@ -18,6 +18,8 @@ from threadloom.checkpoint.base import (
 )
 
 __all__ = [
+    "INDEXED",
+    "STEP_STATUSES",
     "UNFINISHED",
     "channels_json",
     "NUL_ESCAPE",
@@ -37,23 +39,33 @@ __all__ = [
 ]
 
 UNFINISHED = "status <> 'SUCCEEDED'"
-"""The condition of both SQL stores' partial executions-by-status index (nearly every step
-records a succeeded execution; an entry for it would cost an index write per commit)."""
+"""The condition of the partial executions-by-status index before migration 6 (SQLite) / 5
+(Postgres), kept for the migrations that created it."""
+
+STEP_STATUSES = ("SUCCEEDED", "RUNNING")
+"""The statuses every step writes: a node's execution is recorded ``RUNNING`` in the commit
+that schedules it and ``SUCCEEDED`` in the next. Neither is in the by-status index (an entry
+would cost index writes in every commit); the index holds what an operator looks for
+(failed, interrupted, pending, cancelled executions), and a query for a step status is
+served by the run or thread index instead."""
+
+INDEXED = "status NOT IN ('SUCCEEDED', 'RUNNING')"
+"""The condition of both SQL stores' partial executions-by-status index."""
 
 
 def where_clause(
     *clauses: tuple[str, Any], status: str | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     """``" WHERE a = ? AND ..."`` for the clauses whose value is not ``None``, and their
-    values. ``status``: an execution status filtered on; unless it is ``SUCCEEDED``, the
-    clause also states :data:`UNFINISHED`, which neither SQLite nor a generic Postgres plan
-    infers from ``status = ?``, so that they use the partial index."""
+    values. ``status``: an execution status filtered on; unless it is one of
+    :data:`STEP_STATUSES`, the clause also states :data:`INDEXED`, which neither SQLite nor a
+    generic Postgres plan infers from ``status = ?``, so that they use the partial index."""
     used = [(sql, value) for sql, value in clauses if value is not None]
     if not used:
         return "", ()
     where = " WHERE " + " AND ".join(sql for sql, _ in used)
-    if status is not None and status != "SUCCEEDED":
-        where += " AND " + UNFINISHED
+    if status is not None and status not in STEP_STATUSES:
+        where += " AND " + INDEXED
     return where, tuple(v for _, v in used)
 
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

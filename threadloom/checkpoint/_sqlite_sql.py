@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from threadloom.checkpoint._rows import (
+    INDEXED,
     UNFINISHED,
     channels_json,
     checkpoint_record,
@@ -58,6 +59,9 @@ EXECUTION_COLUMNS = (
 # (queries: see _rows.where_clause).
 UNFINISHED_INDEX = (
     f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {UNFINISHED}"
+)
+STATUS_INDEX = (
+    f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {INDEXED}"
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -133,6 +137,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " retired INTEGER NOT NULL)",
         "INSERT INTO lease_tokens SELECT 1, COALESCE(MAX(lease_token), 0) FROM threads",
     ),
+    # 6: RUNNING leaves the by-status index too (see _rows.STEP_STATUSES): every step
+    # records its next executions RUNNING, and their index entries cost a page per commit.
+    ("DROP INDEX executions_namespace_status", STATUS_INDEX),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
