@@ -104,17 +104,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "the Postgres store needs psycopg 3 and psycopg-pool: pip install 'threadloom[postgres]'"
     ) from exc
 
+from threadloom.checkpoint._postgres_options import advisory_key, check_number, split_url
 from threadloom.checkpoint._postgres_pool import POOL_PREFIX, Connections
 from threadloom.checkpoint._postgres_sql import (
     FINISHED,
     SCHEMA_VERSION,
     TABLES,
     Statements,
-    advisory_key,
-    check_number,
     run_record,
     same_checkpoint,
-    split_url,
     thread_record,
 )
 from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
