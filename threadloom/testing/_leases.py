@@ -1,4 +1,4 @@
-"""The lease contract beyond acquire / renew / release: taking a dead holder's lease over at
+"""The lease contract: acquire / renew / release, taking a dead holder's lease over at
 once (:meth:`~threadloom.checkpoint.base.Store.takeover_lease`), and fencing tokens that a
 thread deleted and created again never reissues. Mixed into
 :class:`~threadloom.testing.conformance.StoreConformance`, which runs it on every backend.
@@ -9,15 +9,16 @@ Requires ``pytest``.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from threadloom.checkpoint.base import CheckpointRecord, Commit, Lease, Store
 from threadloom.errors import LeaseLostError, ThreadBusyError
+from threadloom.testing._records import EXPIRED, TTL, snapshot, step
 
 __all__ = ["LeaseConformance"]
 
-TTL = 60.0
 
 
 def _commit(thread_id: str, seq: int, token: int | None) -> Commit:
@@ -32,7 +33,119 @@ def _commit(thread_id: str, seq: int, token: int | None) -> Commit:
 
 
 class LeaseConformance:
-    """Takeover and fencing across delete (subclasses provide a ``store`` fixture)."""
+    """Leases, takeover and fencing across delete (subclasses provide a ``store`` fixture)."""
+
+    # -- acquire, renew, release -----------------------------------------------------------
+
+    def test_acquire_creates_the_thread_and_holds_the_lease(self, store: Store) -> None:
+        before = time.time()
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        after = time.time()
+        assert (lease.thread_id, lease.owner) == ("t1", "worker-a")
+        assert lease.token >= 1
+        assert before + TTL <= lease.expires_at <= after + TTL
+        thread = store.get_thread("t1")
+        assert thread is not None
+        assert thread.lease == lease
+        assert thread.namespace == "default"
+        assert before <= thread.created_at <= after
+
+    def test_another_owner_is_refused_while_held(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        with pytest.raises(ThreadBusyError):
+            store.acquire_lease("t1", "worker-b", TTL)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == lease
+
+    def test_same_owner_reacquires_with_the_same_token(self, store: Store) -> None:
+        first = store.acquire_lease("t1", "worker-a", 5.0)
+        again = store.acquire_lease("t1", "worker-a", TTL)
+        assert again.token == first.token
+        assert again.expires_at > first.expires_at
+
+    def test_takeover_after_expiry_bumps_the_token(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        assert new.owner == "worker-b"
+        assert new.token > old.token
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+
+    def test_taking_an_expired_lease_back_bumps_the_token(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-a", TTL)
+        assert new.token > old.token
+
+    def test_expired_lease_nobody_took_may_still_commit_and_renew(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", EXPIRED)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == lease  # expired, but still current
+        store.commit([step("t1", 0, token=lease.token)])
+        renewed = store.renew_lease(lease, TTL)
+        assert renewed.token == lease.token
+        assert renewed.expires_at > lease.expires_at
+
+    def test_renew_extends_a_held_lease(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", 1.0)
+        renewed = store.renew_lease(lease, TTL)
+        assert (renewed.thread_id, renewed.owner, renewed.token) == ("t1", "worker-a", lease.token)
+        assert renewed.expires_at > lease.expires_at
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == renewed
+
+    def test_renew_after_takeover_is_refused(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        store.acquire_lease("t1", "worker-b", TTL)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(old, TTL)
+
+    def test_renew_after_release_is_refused(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(lease, TTL)
+        with pytest.raises(LeaseLostError):
+            store.renew_lease(Lease("unknown", "worker-a", 1, 0.0), TTL)
+
+    def test_release_frees_the_thread(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease is None
+        other = store.acquire_lease("t1", "worker-b", TTL)
+        assert other.token > lease.token
+
+    def test_release_with_a_stale_token_does_nothing(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        store.release_lease(old)
+        store.release_lease(Lease("unknown", "worker-a", 1, 0.0))
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == new
+        with pytest.raises(ThreadBusyError):
+            store.acquire_lease("t1", "worker-a", TTL)
+
+    def test_stale_token_commit_is_refused_and_writes_nothing(self, store: Store) -> None:
+        old = store.acquire_lease("t1", "worker-a", EXPIRED)
+        store.commit([step("t1", 0, token=old.token)])
+        new = store.acquire_lease("t1", "worker-b", TTL)
+        before = snapshot(store, "t1")
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t1", 1, token=old.token, expected=0, run_id="run-2")])
+        assert snapshot(store, "t1") == before
+        assert store.get_run("run-2") is None
+        store.commit([step("t1", 1, token=new.token, expected=0)])
+        assert store.get_checkpoint("t1") is not None
+
+    def test_released_or_unknown_token_cannot_commit(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.release_lease(lease)
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t1", 0, token=lease.token)])
+        with pytest.raises(LeaseLostError):
+            store.commit([step("t2", 0, token=1)])
+        assert store.get_checkpoint("t1") is None
+        assert store.get_thread("t2") is None
 
     # -- takeover of a dead holder's lease ------------------------------------------------
 

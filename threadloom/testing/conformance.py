@@ -21,15 +21,10 @@ from typing import Any
 import pytest
 
 from threadloom.checkpoint.base import (
-    ANY_HEAD,
     Attempt,
     BlobRecord,
-    CheckpointRecord,
     Commit,
-    ExecutionRecord,
-    Lease,
     RunProgress,
-    RunRecord,
     Store,
     WriteRecord,
 )
@@ -42,104 +37,16 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.testing._leases import LeaseConformance
+from threadloom.testing._records import (
+    TTL,
+    checkpoint,
+    execution,
+    run,
+    snapshot,
+    step,
+)
 
 __all__ = ["StoreConformance", "checkpoint", "execution", "run", "snapshot", "step"]
-
-TTL = 60.0
-EXPIRED = -1.0  # a ttl that makes the lease expire at once: expiry without sleeping
-
-
-def checkpoint(
-    thread_id: str,
-    seq: int,
-    *,
-    ns: str = "",
-    run_id: str | None = "run-1",
-    source: str = "loop",
-    channels: dict[str, tuple[int, int]] | None = None,
-    blobs: list[BlobRecord] | None = None,
-    parent_seq: int | None = -1,
-) -> CheckpointRecord:
-    """A checkpoint record with plausible fields (``parent_seq`` defaults to ``seq - 1``)."""
-    if channels is None and blobs is None:
-        channels = {"value": (seq, seq)}
-        blobs = [BlobRecord("value", seq, None, b"v%d" % seq)]
-    return CheckpointRecord(
-        thread_id=thread_id,
-        checkpoint_ns=ns,
-        seq=seq,
-        parent_seq=(seq - 1 if seq > 0 else None) if parent_seq == -1 else parent_seq,
-        run_id=run_id,
-        step=seq - 1,
-        source=source,
-        created_at=1_700_000_000.0 + seq,
-        channels=dict(channels or {}),
-        next=("node_a", "node_b"),
-        metadata=b'{"step": %d}' % seq,
-        frontier=b"\x00frontier",
-        blobs=list(blobs or []),
-    )
-
-
-def run(run_id: str, thread_id: str, **fields: Any) -> RunRecord:
-    """A run record; ``fields`` override the defaults."""
-    values: dict[str, Any] = {
-        "graph": "graph-a",
-        "status": "running",
-        "created_at": 1_700_000_000.0,
-        "updated_at": 1_700_000_000.0,
-    }
-    values.update(fields)
-    return RunRecord(run_id=run_id, thread_id=thread_id, **values)
-
-
-def execution(ex_id: str, run_id: str, thread_id: str, **fields: Any) -> ExecutionRecord:
-    """An execution record; ``fields`` override the defaults."""
-    values: dict[str, Any] = {
-        "graph": "graph-a",
-        "node": "node_a",
-        "step": 0,
-        "status": "RUNNING",
-        "created_at": 1_700_000_000.0,
-    }
-    values.update(fields)
-    return ExecutionRecord(id=ex_id, run_id=run_id, thread_id=thread_id, **values)
-
-
-def step(
-    thread_id: str,
-    seq: int,
-    *,
-    token: int | None = None,
-    expected: Any = ANY_HEAD,
-    namespace: str = "default",
-    run_id: str = "run-1",
-) -> Commit:
-    """One engine step: a checkpoint, a write, an execution and the run."""
-    return Commit(
-        thread_id=thread_id,
-        namespace=namespace,
-        lease_token=token,
-        expected_head=expected,
-        checkpoint=checkpoint(thread_id, seq, run_id=run_id),
-        writes=[WriteRecord(thread_id, "", seq, "task-1", "value", 0, b"w%d" % seq)],
-        executions=[execution(f"{thread_id}:{seq}", run_id, thread_id, step=seq)],
-        runs=[run(run_id, thread_id, steps=seq)],
-    )
-
-
-def snapshot(store: Store, thread_id: str) -> tuple[Any, ...]:
-    """Everything the store holds for a thread (to check a failed commit wrote nothing)."""
-    blobs = store.get_blobs(thread_id, "", {"value": (0, 99)})
-    return (
-        store.get_thread(thread_id),
-        store.list_checkpoints(thread_id),
-        sorted(blobs, key=lambda b: b.version),
-        [store.get_writes(thread_id, "", s) for s in range(5)],
-        store.list_runs(thread_id=thread_id),
-        store.list_executions(thread_id=thread_id),
-    )
-
 
 def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version: int) -> list[int]:
     blobs = store.get_blobs(thread_id, "", {channel: (base, version)})
@@ -176,118 +83,6 @@ class StoreConformance(LeaseConformance):
         assert store.list_threads() == []
         store.delete_thread("nope")
         store.commit([])
-
-    # -- leases ---------------------------------------------------------------------------
-
-    def test_acquire_creates_the_thread_and_holds_the_lease(self, store: Store) -> None:
-        before = time.time()
-        lease = store.acquire_lease("t1", "worker-a", TTL)
-        after = time.time()
-        assert (lease.thread_id, lease.owner) == ("t1", "worker-a")
-        assert lease.token >= 1
-        assert before + TTL <= lease.expires_at <= after + TTL
-        thread = store.get_thread("t1")
-        assert thread is not None
-        assert thread.lease == lease
-        assert thread.namespace == "default"
-        assert before <= thread.created_at <= after
-
-    def test_another_owner_is_refused_while_held(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", TTL)
-        with pytest.raises(ThreadBusyError):
-            store.acquire_lease("t1", "worker-b", TTL)
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease == lease
-
-    def test_same_owner_reacquires_with_the_same_token(self, store: Store) -> None:
-        first = store.acquire_lease("t1", "worker-a", 5.0)
-        again = store.acquire_lease("t1", "worker-a", TTL)
-        assert again.token == first.token
-        assert again.expires_at > first.expires_at
-
-    def test_takeover_after_expiry_bumps_the_token(self, store: Store) -> None:
-        old = store.acquire_lease("t1", "worker-a", EXPIRED)
-        new = store.acquire_lease("t1", "worker-b", TTL)
-        assert new.owner == "worker-b"
-        assert new.token > old.token
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease == new
-
-    def test_taking_an_expired_lease_back_bumps_the_token(self, store: Store) -> None:
-        old = store.acquire_lease("t1", "worker-a", EXPIRED)
-        new = store.acquire_lease("t1", "worker-a", TTL)
-        assert new.token > old.token
-
-    def test_expired_lease_nobody_took_may_still_commit_and_renew(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", EXPIRED)
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease == lease  # expired, but still current
-        store.commit([step("t1", 0, token=lease.token)])
-        renewed = store.renew_lease(lease, TTL)
-        assert renewed.token == lease.token
-        assert renewed.expires_at > lease.expires_at
-
-    def test_renew_extends_a_held_lease(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", 1.0)
-        renewed = store.renew_lease(lease, TTL)
-        assert (renewed.thread_id, renewed.owner, renewed.token) == ("t1", "worker-a", lease.token)
-        assert renewed.expires_at > lease.expires_at
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease == renewed
-
-    def test_renew_after_takeover_is_refused(self, store: Store) -> None:
-        old = store.acquire_lease("t1", "worker-a", EXPIRED)
-        store.acquire_lease("t1", "worker-b", TTL)
-        with pytest.raises(LeaseLostError):
-            store.renew_lease(old, TTL)
-
-    def test_renew_after_release_is_refused(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", TTL)
-        store.release_lease(lease)
-        with pytest.raises(LeaseLostError):
-            store.renew_lease(lease, TTL)
-        with pytest.raises(LeaseLostError):
-            store.renew_lease(Lease("unknown", "worker-a", 1, 0.0), TTL)
-
-    def test_release_frees_the_thread(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", TTL)
-        store.release_lease(lease)
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease is None
-        other = store.acquire_lease("t1", "worker-b", TTL)
-        assert other.token > lease.token
-
-    def test_release_with_a_stale_token_does_nothing(self, store: Store) -> None:
-        old = store.acquire_lease("t1", "worker-a", EXPIRED)
-        new = store.acquire_lease("t1", "worker-b", TTL)
-        store.release_lease(old)
-        store.release_lease(Lease("unknown", "worker-a", 1, 0.0))
-        thread = store.get_thread("t1")
-        assert thread is not None and thread.lease == new
-        with pytest.raises(ThreadBusyError):
-            store.acquire_lease("t1", "worker-a", TTL)
-
-    def test_stale_token_commit_is_refused_and_writes_nothing(self, store: Store) -> None:
-        old = store.acquire_lease("t1", "worker-a", EXPIRED)
-        store.commit([step("t1", 0, token=old.token)])
-        new = store.acquire_lease("t1", "worker-b", TTL)
-        before = snapshot(store, "t1")
-        with pytest.raises(LeaseLostError):
-            store.commit([step("t1", 1, token=old.token, expected=0, run_id="run-2")])
-        assert snapshot(store, "t1") == before
-        assert store.get_run("run-2") is None
-        store.commit([step("t1", 1, token=new.token, expected=0)])
-        assert store.get_checkpoint("t1") is not None
-
-    def test_released_or_unknown_token_cannot_commit(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", TTL)
-        store.release_lease(lease)
-        with pytest.raises(LeaseLostError):
-            store.commit([step("t1", 0, token=lease.token)])
-        with pytest.raises(LeaseLostError):
-            store.commit([step("t2", 0, token=1)])
-        assert store.get_checkpoint("t1") is None
-        assert store.get_thread("t2") is None
 
     # -- commit: checks and atomicity -----------------------------------------------------
 
