@@ -188,6 +188,16 @@ class Codec:
         """
         dumps = self.serde.dumps
         bind = self.bind
+
+        def encode(name: str, value: Any) -> bytes:
+            if bind:
+                return self._sealed(value, self._blob_at(thread_id, checkpoint_ns, name, seq),
+                                    "state key {!r}", name)
+            try:
+                return dumps(value)
+            except Exception as exc:
+                raise unserializable(f"state key {name!r}", exc) from exc
+
         blobs: list[BlobRecord] = []
         for name in updated:
             if name not in values:
@@ -203,27 +213,13 @@ class Codec:
                 and value[: len(chain.items)] == chain.items
             ):
                 delta = value[len(chain.items):]
-                if bind:
-                    data = self._sealed(delta, self._blob_at(thread_id, checkpoint_ns, name, seq),
-                                        "state key {!r}", name)
-                else:
-                    try:
-                        data = dumps(delta)
-                    except Exception as exc:
-                        raise unserializable(f"state key {name!r}", exc) from exc
+                data = encode(name, delta)
                 blobs.append(BlobRecord(name, seq, chain.version, data))
                 chain.version = seq
                 chain.delta_bytes += len(data)
                 chain.items = list(value)
                 continue
-            if bind:
-                data = self._sealed(value, self._blob_at(thread_id, checkpoint_ns, name, seq),
-                                    "state key {!r}", name)
-            else:
-                try:
-                    data = dumps(value)
-                except Exception as exc:
-                    raise unserializable(f"state key {name!r}", exc) from exc
+            data = encode(name, value)
             blobs.append(BlobRecord(name, seq, None, data))
             items = list(value) if type(value) is list else None
             chains[name] = Chain(seq, seq, len(data), 0, items)

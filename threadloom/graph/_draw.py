@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -138,6 +139,13 @@ def _reached(edges: list[Edge], joins: list[tuple[tuple[str, ...], str]]) -> set
     out: dict[str, list[str]] = {}
     for edge in edges:
         out.setdefault(edge.source, []).append(edge.target)
+    return reachable(out, joins)
+
+
+def reachable(out: Mapping[str, Iterable[str]],
+              joins: Iterable[tuple[tuple[str, ...], str]]) -> set[str]:
+    """The nodes reachable from START, following ``out`` (node -> the nodes it leads to) and
+    every join (sources -> target) whose sources are all reached."""
     reached = {START}
     stack = [START]
     pending = list(joins)

@@ -13,6 +13,7 @@ from threadloom.circuit import CircuitBreaker
 from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
 from threadloom.errors import GraphValidationError
+from threadloom.graph._draw import reachable
 from threadloom.graph._schema import callable_info, channels_of, is_schema
 from threadloom.types import CachePolicy, Command, RetryPolicy
 
@@ -413,21 +414,7 @@ class StateGraph:
                 out[node.name].update(node.destinations)
         if dynamic:
             return  # a router with unknown destinations may reach any node
-        seen = {START}
-        stack = [START]
-        pending_joins = list(d.joins)
-        while stack:
-            while stack:
-                for nxt in out.get(stack.pop(), ()):
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        stack.append(nxt)
-            for join in list(pending_joins):
-                if all(s in seen for s in join[0]):
-                    pending_joins.remove(join)
-                    if join[1] not in seen:
-                        seen.add(join[1])
-                        stack.append(join[1])
+        seen = reachable(out, d.joins)
         unreachable = [n for n in d.nodes if n not in seen]
         if unreachable:
             raise GraphValidationError(
