@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 
+import threadloom.errors
 import threadloom.graph
 import threadloom.types
 
@@ -329,3 +330,21 @@ def test_a_task_called_in_a_subgraph_node_is_not_run_again_on_resume(compile_gra
     ours = scenario(THREADLOOM, threadloom.func.task, compile_graph, thread)
     assert ours == theirs
     assert ours[-1][1] == {"s1": 1, "pay": 2, "charge": 1}
+
+
+def test_a_subgraph_config_is_refused_rather_than_read_as_the_parents(compile_graph, thread):
+    """A config with the subgraph's ``checkpoint_ns`` (from ``get_state(subgraphs=True)``)
+    would otherwise address the parent's checkpoint with the same number: reading it would
+    show the parent's state, and writing would fork the parent."""
+    graph = compile_graph(parent(THREADLOOM, Counter()))
+    graph.invoke({"log": []}, thread)
+    (task,) = graph.get_state(thread, subgraphs=True).tasks
+    assert task.state is not None
+    sub_config = task.state.config
+    before = graph.get_state(thread)
+    for call in (lambda: graph.get_state(sub_config),
+                 lambda: graph.update_state(sub_config, {"log": ["edited"]}),
+                 lambda: graph.invoke(None, sub_config)):
+        with pytest.raises(threadloom.errors.InvalidConfigError, match="subgraph"):
+            call()
+    assert graph.get_state(thread) == before  # nothing was written

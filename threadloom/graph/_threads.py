@@ -56,6 +56,27 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+def config_checkpoint(config: Any) -> int | None:
+    """The checkpoint number a config addresses: its ``checkpoint_id`` (top level or in
+    ``configurable``), in the root graph.
+
+    Raises:
+        InvalidConfigError: a malformed ``checkpoint_id``, or a ``checkpoint_ns`` naming a
+            subgraph: a subgraph's checkpoints are reached through its parent's thread
+            (``get_state(config, subgraphs=True)`` shows them), not addressed directly.
+    """
+    cfg: dict[str, Any] = dict(config or {})
+    configurable = cfg.get("configurable") or {}
+    ns = configurable.get("checkpoint_ns") or cfg.get("checkpoint_ns")
+    if ns:
+        raise InvalidConfigError(
+            f"checkpoint_ns {ns!r} names a subgraph; a subgraph's checkpoints cannot be read "
+            "or written through its own config: use the parent's config (and "
+            "get_state(config, subgraphs=True) to see the subgraph's state)"
+        )
+    return checkpoint_seq(configurable.get("checkpoint_id") or cfg.get("checkpoint_id"))
+
+
 def checkpoint_seq(raw: Any) -> int | None:
     """The checkpoint number a config's ``checkpoint_id`` names (``None`` when it names none).
 
@@ -120,9 +141,7 @@ class ThreadsMixin:
             raise InvalidConfigError(
                 "this call needs a thread_id in the config, e.g. {'thread_id': 'user-1'}"
             )
-        cfg: dict[str, Any] = dict(config or {})
-        raw = (cfg.get("configurable") or {}).get("checkpoint_id") or cfg.get("checkpoint_id")
-        return identity.thread_id, checkpoint_seq(raw)
+        return identity.thread_id, config_checkpoint(config)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -137,10 +156,10 @@ class ThreadsMixin:
         thread_id, seq = self._address(config)
         loaded = codec.load(store, thread_id, seq)
         return self._snapshot(thread_id, loaded, config,
-                              (store, codec.serde) if subgraphs else None)
+                              (store, codec) if subgraphs else None)
 
     def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig,
-                  subgraphs: tuple[Store, Any] | None = None) -> StateSnapshot:
+                  subgraphs: tuple[Store, Codec] | None = None) -> StateSnapshot:
         record = loaded.record
         if record is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
@@ -182,16 +201,17 @@ class ThreadsMixin:
         )
 
     @staticmethod
-    def _subgraph_state(where: tuple[Store, Any], thread_id: str, subgraph: Any, node: str,
+    def _subgraph_state(where: tuple[Store, Codec], thread_id: str, subgraph: Any, node: str,
                         task_id: str) -> StateSnapshot | None:
         """The state of the subgraph run by execution ``task_id`` of ``node``: its latest
         checkpoint in that execution's namespace of the parent's thread
         (:mod:`threadloom.engine._nested`), or ``None`` when it has none."""
         from threadloom.engine._nested import subgraph_namespace, thread_key
 
-        store, serde = where
+        store, codec = where
         ns = subgraph_namespace(node, task_id)
-        loaded = Codec(subgraph.spec, serde).load(store, thread_id, None, ns)
+        loaded = Codec(subgraph.spec, codec.serde, codec.namespace).load(store, thread_id, None,
+                                                                         ns)
         record = loaded.record
         if record is None:
             return None
@@ -262,7 +282,7 @@ class ThreadsMixin:
         store, codec = self._durable()
         thread_id, seq = self._address(config)
         # like a run: a dead local holder is taken over at once, a live one is ThreadBusyError
-        lease = acquire_lease(store, thread_id, "update_state", 30.0, wait=False)
+        lease = acquire_lease(store, thread_id, "update_state", self.lease_ttl, wait=False)
         try:
             loaded = codec.load(store, thread_id, seq)
             head = store.get_checkpoint(thread_id, "")

@@ -33,7 +33,7 @@ from threadloom.engine._persist import Codec, Writer
 from threadloom.engine._recording import Persistence
 from threadloom.errors import GraphValidationError, InvalidConfigError
 from threadloom.graph._build import build_spec
-from threadloom.graph._threads import ThreadsMixin, checkpoint_seq
+from threadloom.graph._threads import ThreadsMixin, config_checkpoint
 from threadloom.types import Durability, RunnableConfig, StreamMode
 
 if TYPE_CHECKING:
@@ -255,8 +255,7 @@ class CompiledGraph(ThreadsMixin):
             )
             return Run(ctx, limit, before, after)
         durability = resolve_durability(cfg.get("durability"), self.durability)
-        raw_checkpoint = configurable.get("checkpoint_id") or cfg.get("checkpoint_id")
-        fork = checkpoint_seq(raw_checkpoint)
+        fork = config_checkpoint(cfg)
         dctx = DurableContext(
             self.spec, identity.run_id, thread_id, cfg, sink, self._get_pool,
             timeout=float(timeout) if timeout is not None else None,
