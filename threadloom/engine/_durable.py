@@ -114,7 +114,7 @@ class DurableRun(Run):
         "handle", "pending_execs", "fork_from", "resuming", "task_times",
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
-        "finalized", "final_output", "replayed", "scheduled", "_latest_run",
+        "finalized", "final_output", "scheduled", "_latest_run",
         "_loaded_task_results",
     )
 
@@ -138,7 +138,6 @@ class DurableRun(Run):
         self.ids = StepIds(self.thread_id, -1)
         self.loaded_resume: dict[str, list[Any]] = {}
         self.recorded: dict[str, tuple[list[Any], list[Any]]] = {}
-        self.replayed: dict[str, tuple[list[Any], list[Any]]] = {}
         self.attempts: dict[str, list[Attempt]] = {}
         self.lock = threading.Lock()
         inline = getattr(persistence.store, "commits_in_process", False)
@@ -471,8 +470,7 @@ class DurableRun(Run):
         results = with_recorded(self.spec, self.frontier, self.ids, self.recorded,
                                 outcome.results)
         updates = self._encode_updates(results)
-        # results recorded before a replay already have their records and were counted
-        self.replayed, self.recorded = self.recorded, {}
+        self.recorded = {}
         self.loaded_resume = {}
         next_parents = self._parents_of_next(results)
         step = self.ctx.step
@@ -542,8 +540,7 @@ class DurableRun(Run):
         now = time.time()
         executions = [finished_execution(self, r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
-                      if self.ids[(r.task.name, r.task.push)] not in self.replayed]
-        self.replayed = {}
+                      if self.ids[(r.task.name, r.task.push)] not in self.recorded]
         run = self.run_record
         assert run is not None
         run.steps += 1
