@@ -403,3 +403,43 @@ def test_a_parallel_step_with_one_unserializable_output_keeps_the_others_results
     fixed.set()
     assert graph.resume("r") == {"x": 5, "log": ["good"]}
     assert calls.snapshot() == {"good": 1, "bad": 2}
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "error"])
+def test_results_recorded_before_a_replay_are_counted_and_recorded_once(
+    compile_graph, thread, stop: str
+):
+    """``x`` finishes in a step whose other node ``y`` pauses or fails: on the replay, ``x``'s
+    recorded result is reused, and neither counted again nor its record rewritten."""
+    from threadloom.types import Command, interrupt
+
+    fail = [True]
+
+    def y(state: State) -> dict[str, Any]:
+        if stop == "interrupt":
+            return {"log": [f"y:{interrupt('go?')}"]}
+        if fail[0]:
+            raise RuntimeError("y failed")
+        return {"log": ["y"]}
+
+    builder = StateGraph(State)
+    builder.add_node("x", lambda s: {"log": ["x"]})
+    builder.add_node("y", y)
+    builder.add_edge(START, "x")
+    builder.add_edge(START, "y")
+    builder.add_edge(["x", "y"], END)
+    graph = compile_graph(builder)
+    config = {**thread, "run_id": "r"}
+    if stop == "interrupt":
+        graph.invoke({"x": 0, "log": []}, config)
+        out = graph.invoke(Command(resume="ok"), config)
+    else:
+        with pytest.raises(RuntimeError):
+            graph.invoke({"x": 0, "log": []}, config)
+        fail[0] = False
+        out = graph.invoke(None, config)
+    assert sorted(out["log"]) == sorted(["x", "y:ok" if stop == "interrupt" else "y"])
+    record = graph.get_run("r")
+    succeeded = [e for e in graph.list_executions("r") if e.status == "SUCCEEDED"]
+    assert sorted(e.node for e in succeeded) == ["x", "y"]
+    assert (record.status, record.executions) == ("succeeded", len(succeeded))

@@ -114,7 +114,7 @@ class DurableRun(Run):
         "handle", "pending_execs", "fork_from", "resuming", "task_times",
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
-        "finalized", "final_output", "scheduled", "_latest_run",
+        "finalized", "final_output", "replayed", "early", "scheduled", "_latest_run",
         "_loaded_task_results",
     )
 
@@ -138,6 +138,9 @@ class DurableRun(Run):
         self.ids = StepIds(self.thread_id, -1)
         self.loaded_resume: dict[str, list[Any]] = {}
         self.recorded: dict[str, tuple[list[Any], list[Any]]] = {}
+        # results recorded before a replay, and (async) during this step, with their records
+        self.replayed: dict[str, tuple[list[Any], list[Any]]] = {}
+        self.early: set[str] = set()
         self.attempts: dict[str, list[Attempt]] = {}
         self.lock = threading.Lock()
         inline = getattr(persistence.store, "commits_in_process", False)
@@ -452,15 +455,21 @@ class DurableRun(Run):
         """A task of a parallel step succeeded: in ``async`` mode its writes are queued at
         once, so a crash before the step's checkpoint does not run it again. (A step of one
         task needs no such write: its checkpoint follows at once, and ``async`` allows the
-        last step to re-run.)"""
+        last step to re-run.) Its execution record goes with it, so a replay after a crash
+        finds it recorded and counted (:meth:`_recount`) like any recorded result."""
         if self.durability == "async" and self.parallel and self.parent_seq is not None:
             write = self.codec.result_write(self.thread_id, self.parent_seq, task_id, result)
+            outputs = self.codec.encode_update(result, self.thread_id, self.ctx.run_id, self.ids)
+            execution = finished_execution(self, result, "SUCCEEDED", time.time(),
+                                           self.ctx.step, outputs)
+            self.early.add(task_id)
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
-                                 writes=[write], flush=False))
+                                 writes=[write], executions=[execution], flush=False))
 
     def finish_step(self, outcome: StepOutcome) -> None:
         if outcome.error is not None or outcome.interrupts:
             record_partial(self, outcome)
+            self.early = set()
             if outcome.error is not None:
                 raise outcome.error
             self.paused = True
@@ -470,7 +479,8 @@ class DurableRun(Run):
         results = with_recorded(self.spec, self.frontier, self.ids, self.recorded,
                                 outcome.results)
         updates = self._encode_updates(results)
-        self.recorded = {}
+        # results recorded before a replay already have their records and were counted
+        self.replayed, self.recorded = self.recorded, {}
         self.loaded_resume = {}
         next_parents = self._parents_of_next(results)
         step = self.ctx.step
@@ -540,11 +550,14 @@ class DurableRun(Run):
         now = time.time()
         executions = [finished_execution(self, r, "SUCCEEDED", now, step, outputs=u)
                       for r, u in zip(results, updates, strict=True)
-                      if self.ids[(r.task.name, r.task.push)] not in self.recorded]
+                      if self.ids[(r.task.name, r.task.push)] not in self.replayed
+                      and self.ids[(r.task.name, r.task.push)] not in self.early]
+        early = len(self.early)  # recorded as they finished, counted with their step
+        self.replayed, self.early = {}, set()
         run = self.run_record
         assert run is not None
         run.steps += 1
-        run.executions += len(executions)
+        run.executions += len(executions) + early
         run.updated_at = now
         if self.durability == "exit":
             self.run_written = True

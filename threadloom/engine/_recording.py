@@ -280,6 +280,8 @@ def record_partial(run: DurableRun, outcome: StepOutcome) -> None:
     seq = run.parent_seq
     for result in outcome.results:
         task_id = run.ids[(result.task.name, result.task.push)]
+        if task_id in run.early:  # async: written with its record as it finished
+            continue
         writes.append(run.codec.result_write(run.thread_id, seq, task_id, result))
         outputs = run.codec.encode_update(result, run.thread_id, run.ctx.run_id, run.ids)
         executions.append(finished_execution(run, result, "SUCCEEDED", now, run.ctx.step,
@@ -303,7 +305,7 @@ def record_partial(run: DurableRun, outcome: StepOutcome) -> None:
     for task, exc in outcome.failed:
         executions.append(execution_marker(run, run.ids[(task.name, task.push)], "FAILED",
                                            error_text(exc), now))
-    done = {ex.id for ex in executions}
+    done = {ex.id for ex in executions} | run.early
     run.scheduled = [ex for ex in run.scheduled if ex.id not in done]
     record = run.run_record
     assert record is not None
