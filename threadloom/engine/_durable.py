@@ -140,7 +140,7 @@ class DurableRun(Run):
         self.recorded: dict[str, tuple[list[Any], list[Any]]] = {}
         # results recorded before a replay, and (async) during this step, with their records
         self.replayed: dict[str, tuple[list[Any], list[Any]]] = {}
-        self.early: set[str] = set()
+        self.early: dict[str, bytes | None] = {}  # task id -> its encoded update
         self.attempts: dict[str, list[Attempt]] = {}
         self.lock = threading.Lock()
         inline = getattr(persistence.store, "commits_in_process", False)
@@ -462,14 +462,14 @@ class DurableRun(Run):
             outputs = self.codec.encode_update(result, self.thread_id, self.ctx.run_id, self.ids)
             execution = finished_execution(self, result, "SUCCEEDED", time.time(),
                                            self.ctx.step, outputs)
-            self.early.add(task_id)
+            self.early[task_id] = outputs
             self._persist(Commit(self.thread_id, self.p.namespace, self._token(),
                                  writes=[write], executions=[execution], flush=False))
 
     def finish_step(self, outcome: StepOutcome) -> None:
         if outcome.error is not None or outcome.interrupts:
             record_partial(self, outcome)
-            self.early = set()
+            self.early = {}
             if outcome.error is not None:
                 raise outcome.error
             self.paused = True
@@ -500,7 +500,13 @@ class DurableRun(Run):
         and the state stays the last good one, which ``abort`` records in every mode."""
         codec, thread_id, run_id, ids = self.codec, self.thread_id, self.ctx.run_id, self.ids
 
+        early = self.early  # async: parallel tasks encoded as they finished
+
         def encode(result: TaskResult) -> bytes | None:
+            if early:
+                task_id = ids[(result.task.name, result.task.push)]
+                if task_id in early:
+                    return early[task_id]
             return codec.encode_update(result, thread_id, run_id, ids)
 
         try:
@@ -553,7 +559,7 @@ class DurableRun(Run):
                       if self.ids[(r.task.name, r.task.push)] not in self.replayed
                       and self.ids[(r.task.name, r.task.push)] not in self.early]
         early = len(self.early)  # recorded as they finished, counted with their step
-        self.replayed, self.early = {}, set()
+        self.replayed, self.early = {}, {}
         run = self.run_record
         assert run is not None
         run.steps += 1

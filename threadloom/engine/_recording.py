@@ -305,7 +305,7 @@ def record_partial(run: DurableRun, outcome: StepOutcome) -> None:
     for task, exc in outcome.failed:
         executions.append(execution_marker(run, run.ids[(task.name, task.push)], "FAILED",
                                            error_text(exc), now))
-    done = {ex.id for ex in executions} | run.early
+    done = {ex.id for ex in executions} | run.early.keys()
     run.scheduled = [ex for ex in run.scheduled if ex.id not in done]
     record = run.run_record
     assert record is not None
