@@ -566,3 +566,26 @@ def test_invoke_with_only_a_recorded_run_id_continues_that_run_on_its_thread(
     assert out == {"x": 3, "log": ["a", "b", "c"]}
     assert calls.snapshot() == {"a": 1, "b": 1, "c": 2}
     assert graph.get_run("lonely-id").thread_id == thread["thread_id"]
+
+
+def test_a_queued_runs_pending_record_is_started_with_its_input(
+    compile_graph, calls, thread, store
+):
+    """A queue writes a ``pending`` record when a run is queued; the worker's invoke starts
+    the run (it is not a resume of the thread) and keeps the record's creation time."""
+    from threadloom.checkpoint import Commit, RunRecord
+
+    graph = compile_graph(pipeline(calls))
+    queued_at = 1_000_000.0
+    store.commit([Commit(thread["thread_id"], runs=[RunRecord(
+        "queued-1", thread["thread_id"], "graph", "pending", created_at=queued_at,
+        updated_at=queued_at, metadata={"source": "queue"})])])
+
+    out = graph.invoke({"x": 0, "log": []}, config(thread, "queued-1"))
+
+    assert out == {"x": 3, "log": ["a", "b", "c"]}
+    run = graph.get_run("queued-1")
+    assert run.status == "succeeded"
+    assert run.created_at == queued_at and run.started_at is not None
+    assert run.metadata["source"] == "queue"
+    assert calls.snapshot() == {"a": 1, "b": 1, "c": 1}

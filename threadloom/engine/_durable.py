@@ -185,6 +185,8 @@ class DurableRun(Run):
         latest = loaded if self.fork_from is None else self.codec.load(store, self.thread_id)
         self.head = self.stored_head = latest.seq
         command = input if isinstance(input, Command) else None
+        if _never_started(existing) and input is not None and command is None:
+            return self._start_new(loaded, input, queued=existing)
         if existing is None and input is not None and command is None:
             existing = self._retry_candidate(input)
         if existing is not None or input is None or command is not None:
@@ -397,8 +399,9 @@ class DurableRun(Run):
             for task_id, values in self.loaded_resume.items()
         ]
 
-    def _start_new(self, loaded: Loaded, input: Any) -> bool:
-        """A new run on the thread: the input is applied on top of the thread's state."""
+    def _start_new(self, loaded: Loaded, input: Any, queued: RunRecord | None = None) -> bool:
+        """A new run on the thread: the input is applied on top of the thread's state.
+        ``queued``: the run's ``pending`` record, written when it was queued."""
         self.values = {**self.values, **loaded.values}
         self.chains = loaded.chains
         self.parent_seq = loaded.seq
@@ -412,6 +415,9 @@ class DurableRun(Run):
         self._emit_values(updated)
         self.run_record = self._new_record(None, None)
         self.run_record.input = self.codec.encode_run(self.run_record, "input", input)
+        if queued is not None:
+            self.run_record.created_at = queued.created_at
+            self.run_record.metadata = {**queued.metadata, **self.run_record.metadata}
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
         self._checkpoint(updated, "input", [], [], self.ctx.step, {})
@@ -765,3 +771,8 @@ class DurableRun(Run):
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses
                 pass
+
+
+def _never_started(run: RunRecord | None) -> bool:
+    """A run recorded ``pending`` by a queue that no process has started yet."""
+    return run is not None and run.status == "pending" and run.started_at is None

@@ -1,0 +1,321 @@
+"""The runtime's part of the store protocol: the run queue, run events, workers and API keys.
+
+A store that also implements :class:`RuntimeStore` can back ``threadloom dev``, ``serve`` and
+``worker``. Everything here lives in the same database as the checkpoints and run records, and
+every key starts with the namespace, like the rest of the store:
+
+- **The run queue.** A background run is a :class:`QueuedRun` row beside its
+  :class:`~threadloom.checkpoint.base.RunRecord` (status ``pending``); :meth:`RuntimeStore.enqueue`
+  writes both in one transaction. Workers :meth:`~RuntimeStore.claim_runs` a batch (Postgres:
+  ``FOR UPDATE SKIP LOCKED``), hold each claim by renewing it (:meth:`~RuntimeStore.renew_claims`,
+  which also reports cancellation requests), and :meth:`~RuntimeStore.finish_claim` or
+  :meth:`~RuntimeStore.release_claim` it. A claim that is not renewed lapses, and the next
+  :meth:`~RuntimeStore.claim_runs` hands the run to another worker with a new ``claim_token``
+  (the engine's thread lease, not the claim, fences the run's commits).
+  Runs of one thread are claimed one at a time, oldest first.
+- **Run events.** What a run streams (``values``, ``updates``, ``custom``, ``debug`` chunks and
+  the runtime's own ``metadata`` / ``error`` / ``end`` events), numbered per run from 1, so that an
+  SSE stream can be served, and resumed after ``Last-Event-ID``, by any API process.
+- **Signals.** :meth:`~RuntimeStore.signals` wakes waiting workers and streams at once (Postgres
+  ``LISTEN/NOTIFY``; in-process for SQLite and memory). A signal is only a hint that rows changed:
+  the rows are the truth, and a missed signal costs latency, never correctness.
+- **Workers and API keys.** Worker heartbeats (for ``/ready`` and for metrics), and API keys,
+  stored by the hash of their secret only.
+
+Example:
+    >>> store = open_store("sqlite:///app.db")
+    >>> store.enqueue(record, QueuedRun("default", "r-1", "t-1", "seed_loop", b"{}"))
+    >>> [claim] = store.claim_runs("worker-1", limit=8, ttl=5.0)
+    >>> store.finish_claim(claim)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+from threadloom.checkpoint.base import RunRecord, Store
+
+__all__ = [
+    "ApiKey",
+    "ClaimState",
+    "MultitaskStrategy",
+    "QueuedRun",
+    "RunEvent",
+    "RuntimeStore",
+    "Signals",
+    "WorkerRecord",
+]
+
+MultitaskStrategy: TypeAlias = Literal["reject", "enqueue", "interrupt", "rollback"]
+"""What to do when a run is created on a thread that has an active (pending or running) run:
+refuse it (``ThreadBusyError``), queue it behind (the default), or cancel the active run first,
+keeping (``interrupt``) or deleting (``rollback``) what it did."""
+
+CancelAction: TypeAlias = Literal["interrupt", "rollback"]
+
+
+@dataclass(slots=True)
+class QueuedRun:
+    """A background run waiting for, or held by, a worker.
+
+    Attributes:
+        namespace: the tenant; with ``run_id`` the row's key.
+        run_id: the engine's durable run id (the run record has the same id).
+        thread_id: the thread the run executes on.
+        graph: the registered graph's name.
+        payload: what the worker needs to start the run, as the API received it (JSON bytes:
+            input, command, config, stream modes, breakpoints, durability, ...). Opaque to the
+            store.
+        available_at: not claimed before this time (``after_seconds``).
+        created_at: when it was queued; runs of one thread are claimed in this order.
+        timeout: seconds the run may take once started, or ``None``.
+        status: ``queued`` (waiting), ``claimed`` (a worker holds it) or ``done``.
+        attempts: how many times it was claimed (a reclaimed run has ``attempts > 1``).
+        worker: the worker holding the claim.
+        claim_token: increases with every claim; finishing or renewing needs the current one.
+        claim_expires: when the claim lapses unless renewed.
+        cancel: a cancellation asked for while it was claimed, for the worker to act on.
+    """
+
+    namespace: str
+    run_id: str
+    thread_id: str
+    graph: str
+    payload: bytes
+    available_at: float = 0.0
+    created_at: float = 0.0
+    timeout: float | None = None
+    status: Literal["queued", "claimed", "done"] = "queued"
+    attempts: int = 0
+    worker: str | None = None
+    claim_token: int = 0
+    claim_expires: float | None = None
+    cancel: CancelAction | None = None
+
+
+@dataclass(slots=True)
+class ClaimState:
+    """What :meth:`RuntimeStore.renew_claims` learned about one claim."""
+
+    run_id: str
+    namespace: str
+    lost: bool = False  # the claim lapsed and was taken, finished or cancelled meanwhile
+    cancel: CancelAction | None = None  # a cancellation was requested
+
+
+@dataclass(slots=True)
+class RunEvent:
+    """One streamed event of a run. ``seq`` is 1, 2, ... per ``(namespace, run_id)``; the SSE
+    event id. ``data`` is the event's JSON (bytes), as the stream sends it."""
+
+    namespace: str
+    run_id: str
+    seq: int
+    event: str
+    data: bytes
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker process, as its last heartbeat described it."""
+
+    worker_id: str
+    last_seen: float
+    started_at: float
+    info: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only the hash of its secret.
+
+    ``namespace`` is ``"*"`` for a key that covers every namespace."""
+
+    key_id: str
+    namespace: str
+    role: Literal["viewer", "operator", "admin"]
+    key_hash: bytes
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    name: str | None = None
+
+
+class Signals(Protocol):
+    """Wake-ups between processes sharing a store. Topics: ``"work"`` (a run became
+    claimable), ``"cancel"`` (message ``namespace/run_id``), ``"event"`` (message
+    ``namespace/run_id/seq``), ``"done"`` (message ``namespace/run_id``: a run left the queue).
+
+    Delivery is at most once and may be late: subscribers re-read the rows.
+    """
+
+    def publish(self, topic: str, message: str) -> None:
+        """Send ``message`` to every subscriber of ``topic`` in every process."""
+        ...
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(message)`` (from a background thread) for each message on ``topic``
+        until the returned function is called."""
+        ...
+
+
+@runtime_checkable
+class RuntimeStore(Store, Protocol):
+    """A :class:`~threadloom.checkpoint.base.Store` that also keeps the runtime's rows.
+
+    Example:
+        >>> store.enqueue(record, QueuedRun("default", "r-1", "t-1", "seed_loop", b"{}"))
+        >>> claims = store.claim_runs("w-1", limit=4, ttl=5.0)
+        >>> states = store.renew_claims("w-1", claims, ttl=5.0)
+        >>> store.finish_claim(claims[0])
+    """
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def enqueue(self, record: RunRecord, run: QueuedRun,
+                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+        """Record the pending run and queue it, in one transaction, and signal ``"work"``.
+
+        ``record.status`` is ``"pending"``; ``record`` and ``run`` have the same namespace, run
+        id and thread. If the thread has active runs (a run record ``pending`` or ``running``
+        with a queue row not ``done``): ``reject`` raises; ``enqueue`` queues behind them;
+        ``interrupt`` / ``rollback`` cancel them as :meth:`request_cancel` does, then queue.
+
+        Returns:
+            The run ids of the active runs that ``interrupt`` / ``rollback`` cancelled.
+
+        Raises:
+            RunConflictError: the namespace already has a run with this id.
+            ThreadBusyError: ``reject`` and the thread is busy.
+        """
+        ...
+
+    def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
+                payload: bytes | None = None) -> QueuedRun:
+        """Queue an existing, finished run again (retry of a failed or cancelled run, or a
+        run resumed by the API): its record becomes ``pending``, and a worker continues it from
+        its last checkpoint. ``payload`` replaces the queued payload if given.
+
+        Raises:
+            RunNotFoundError: no such run in the namespace.
+            ThreadBusyError: the run is active (queued or claimed) already.
+        """
+        ...
+
+    def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
+        """The run's queue row (in any status), if it has one."""
+        ...
+
+    def claim_runs(self, worker: str, limit: int, ttl: float,
+                   graphs: Sequence[str] | None = None) -> list[QueuedRun]:
+        """Claim up to ``limit`` runs for ``ttl`` seconds: queued runs whose ``available_at``
+        has passed, and claimed runs whose claim lapsed (``attempts`` + 1), oldest first, at
+        most one per thread, and never a run of a thread that has another run claimed (and
+        unexpired) or an older run queued. Only runs of ``graphs`` if given. Each returned row
+        is a claim: it gets a new, higher ``claim_token``, which finishing, renewing and
+        releasing check. Concurrent callers never get the same run."""
+        ...
+
+    def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
+                     ttl: float) -> list[ClaimState]:
+        """Extend each claim the worker still holds to ``now + ttl``; report per claim whether
+        it was lost and whether a cancellation is requested. Also records the worker's
+        heartbeat (see :meth:`worker_heartbeat`)."""
+        ...
+
+    def finish_claim(self, claim: QueuedRun) -> bool:
+        """Mark the run ``done`` if ``claim`` is still current (the run record was already
+        committed by the engine) and signal ``"done"``; ``False`` if the claim was lost."""
+        ...
+
+    def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
+        """Hand the run back (``queued`` again, available after ``delay``) if ``claim`` is
+        still current; signal ``"work"``. For a graceful shutdown or a busy thread."""
+        ...
+
+    def request_cancel(self, namespace: str, run_id: str,
+                       action: CancelAction = "interrupt") -> Literal[
+                           "cancelled", "signalled", "finished", "unknown"]:
+        """Cancel a run.
+
+        A queued run leaves the queue at once: its record becomes ``cancelled`` (``interrupt``)
+        or is deleted with everything it wrote (``rollback``; see :meth:`rollback_run`):
+        ``"cancelled"``. A claimed run gets the request in its row for its worker to act on, and
+        a ``"cancel"`` signal: ``"signalled"``. A run not in the queue: ``"finished"``; no such
+        run: ``"unknown"``."""
+        ...
+
+    def rollback_run(self, namespace: str, run_id: str) -> None:
+        """Delete a run and everything it wrote: its record, executions, events, queue row,
+        and the checkpoints (with their writes and blobs) it created on its thread, so that the
+        thread is as it was before the run. Nothing if there is no such run."""
+        ...
+
+    def queue_depth(self, namespace: str | None = None) -> int:
+        """How many runs are queued (not claimed), in one namespace or all."""
+        ...
+
+    # -- events ---------------------------------------------------------------------------
+
+    def append_events(self, namespace: str, run_id: str,
+                      events: Sequence[tuple[str, bytes]]) -> int:
+        """Append ``(event, data)`` pairs to the run's stream, numbered after the last one, in
+        one transaction; signal ``"event"``. Returns the last ``seq``."""
+        ...
+
+    def read_events(self, namespace: str, run_id: str, after: int = 0,
+                    limit: int = 1000) -> list[RunEvent]:
+        """The run's events with ``seq > after``, in order, at most ``limit``."""
+        ...
+
+    def delete_events(self, *, finished_before: float) -> int:
+        """Drop the events of runs that left the queue before the cutoff. Returns how many
+        events were deleted."""
+        ...
+
+    # -- workers --------------------------------------------------------------------------
+
+    def worker_heartbeat(self, worker: WorkerRecord) -> None:
+        """Record (upsert) a worker's heartbeat."""
+        ...
+
+    def list_workers(self, *, seen_after: float = 0.0) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is after ``seen_after``."""
+        ...
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (it shut down)."""
+        ...
+
+    # -- API keys -------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey) -> None:
+        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+        ...
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+        ...
+
+    def list_keys(self, namespace: str | None = None) -> list[ApiKey]:
+        """Keys of one namespace (``"*"`` keys are their own namespace), or all, newest
+        first."""
+        ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key; ``False`` if there is no such key."""
+        ...
+
+    def touch_key(self, key_id: str, at: float) -> None:
+        """Record that the key was used at ``at`` (may be throttled by the caller)."""
+        ...
+
+    # -- signals --------------------------------------------------------------------------
+
+    def signals(self) -> Signals:
+        """The store's signal bus (one per store object)."""
+        ...
+
