@@ -46,7 +46,12 @@ from threadloom.errors import (
 )
 
 if TYPE_CHECKING:
-    from threadloom.checkpoint.base import BlobRecord, CheckpointRecord, ExecutionRecord, WriteRecord
+    from threadloom.checkpoint.base import (
+        BlobRecord,
+        CheckpointRecord,
+        ExecutionRecord,
+        WriteRecord,
+    )
 
 __all__ = ["MemoryQueue"]
 
