@@ -49,7 +49,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from threadloom.checkpoint._postgres_listen import PgSignals, channel_name
-from threadloom.checkpoint._postgres_options import quote_schema
+from threadloom.checkpoint._postgres_options import quote_schema, split_url
 from threadloom.checkpoint._postgres_sql import CP_COLS
 from threadloom.checkpoint._postgres_wire import check_failure
 from threadloom.checkpoint._queue_common import (
@@ -125,10 +125,20 @@ class QueueStatements:
         self.lock = "SELECT pg_advisory_xact_lock(%s)"
         self.get = f"SELECT {QUEUE_COLS} FROM {s}.run_queue WHERE namespace = %s AND run_id = %s"
         self.get_locked = self.get + " FOR UPDATE"
-        self.insert = (
-            f"INSERT INTO {s}.run_queue ({QUEUE_COLS}) VALUES ({', '.join(['%s'] * 15)})"
+        self.insert = (  # and signal "work" when it commits
+            f"WITH i AS (INSERT INTO {s}.run_queue ({QUEUE_COLS})"
+            f" VALUES ({', '.join(['%s'] * 15)}) RETURNING 1) SELECT pg_notify(%s, %s) FROM i"
         )
-        self.run_exists = f"SELECT 1 FROM {s}.runs WHERE run_id = %s"  # ns: AND namespace
+        # What enqueue decides on, in one round trip: the run's own queue row (a retry may
+        # find it), whether the run id is taken, and the thread's latest open row.
+        self.probe = (
+            f"SELECT q.thread_id, q.graph, q.payload, EXISTS (SELECT FROM {s}.runs"
+            " WHERE run_id = %(run_id)s),"  # ns: AND namespace = %(ns)s
+            f" (SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %(ns)s"
+            " AND thread_id = %(thread_id)s AND status <> 'done')"
+            f" FROM (SELECT) AS one LEFT JOIN {s}.run_queue q ON q.namespace = %(ns)s"
+            " AND q.run_id = %(run_id)s"
+        )
         self.run = f"SELECT thread_id, graph FROM {s}.runs WHERE run_id = %s AND namespace = %s"
         self.last_open = (
             f"SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %s"
@@ -311,6 +321,8 @@ class PostgresQueue:
         """Prepare the queue's statements and signals (called by the store's ``__init__``):
         ``listen_dsn`` is where the ``LISTEN`` connection goes."""
         self._q = QueueStatements(self.schema)
+        if listen_dsn.lower().startswith(("postgres://", "postgresql://")):
+            listen_dsn = split_url(listen_dsn)[0]  # without threadloom's own options
         self._bus = PgSignals(listen_dsn, self._q.channel, self._notify, connect_timeout)
 
     def _close_runtime(self) -> None:
@@ -346,12 +358,13 @@ class PostgresQueue:
             now = time.time()
             with conn.transaction():
                 conn.execute(sql.lock, (thread_key(self.schema, row.namespace, row.thread_id),))
-                mine = conn.execute(sql.get, (row.namespace, row.run_id)).fetchone()
-                if mine is not None and tries > 1 and (mine[2], mine[3], bytes(mine[4])) == (
+                probe = {"ns": row.namespace, "run_id": row.run_id, "thread_id": row.thread_id}
+                thread, graph, payload, taken, last = _one(conn, sql.probe, probe)
+                if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
                     row.thread_id, row.graph, row.payload
                 ):
                     return decided  # an earlier attempt committed after all
-                if mine is not None or conn.execute(sql.run_exists, (row.run_id,)).fetchone():
+                if thread is not None or taken:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     )
@@ -367,19 +380,17 @@ class PostgresQueue:
                     for other in active:
                         self._cancel(conn, other, action, now)
                         cancelled.append(other.run_id)
-                (last,) = _one(conn, sql.last_open, (row.namespace, row.thread_id))
                 self._write_record(conn, record, now)
                 try:
                     conn.execute(sql.insert, (
                         row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
                         row.available_at, queue_time(row.created_at, last), row.timeout,
-                        "queued", 0, None, 0, None, None, None,
+                        "queued", 0, None, 0, None, None, None, sql.channel, f"{WORK}\n",
                     ))  # fmt: skip
                 except pg_errors.UniqueViolation:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     ) from None
-                self._send(conn, WORK, "")
                 decided = cancelled
             return cancelled
 

@@ -30,7 +30,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 
-__all__ = ["QueueConformance", "pending", "queued"]
+__all__ = ["Collector", "QueueConformance", "claim_concurrently", "pending", "put", "queued"]
 
 NS = "default"
 WAIT = 20.0  # seconds to wait for a signal before failing
