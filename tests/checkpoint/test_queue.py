@@ -61,6 +61,25 @@ class TestSqliteMemoryQueue(QueueConformance):
         s.close()
 
 
+def test_sqlite_claimers_with_stores_of_their_own(tmp_path: Path) -> None:
+    """Store objects on one file (as processes would be) claim through BEGIN IMMEDIATE."""
+    made: list[SqliteStore] = []
+    lock = threading.Lock()
+
+    def make() -> SqliteStore:
+        store = SqliteStore(tmp_path / "shared.db")
+        store.setup()
+        with lock:
+            made.append(store)
+        return store
+
+    try:
+        claim_concurrently(make, workers=4, runs=60, threads=12)
+    finally:
+        for store in made:
+            store.close()
+
+
 @pytest.fixture
 def make_pg(postgres_url: str, postgres_schema: str) -> Iterator[MakeStore]:
     """``make_pg(**options)``: a set-up store on this test's schema, closed after the test."""

@@ -217,6 +217,8 @@ class QueueStatements:
         self.depth, self.depth_in = depth, depth + " AND namespace = %s"
 
         # -- rollback -----------------------------------------------------------------------
+        # ns: threads, checkpoints, writes, blobs, heads and executions are keyed by
+        # (namespace, thread_id) once namespaced: each statement below gains the namespace.
         self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"  # ns
         self.run_checkpoints = (  # ns: the thread is keyed by namespace too
             f"SELECT checkpoint_ns, seq FROM {s}.checkpoints WHERE thread_id = %s"

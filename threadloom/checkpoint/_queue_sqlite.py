@@ -519,6 +519,7 @@ def _drop_checkpoints(conn: sqlite3.Connection, thread_id: str, cp_ns: str,
                       seqs: list[int]) -> None:
     """Delete checkpoints ``seqs`` of one namespace with their writes and the blobs they
     wrote that no remaining checkpoint needs."""
+    # ns: checkpoints, writes and blobs are keyed by (namespace, thread_id) once namespaced
     marks = ", ".join("?" * len(seqs))
     key: tuple[Any, ...] = (thread_id, cp_ns, *seqs)
     where = f"thread_id = ? AND checkpoint_ns = ? AND seq IN ({marks})"
