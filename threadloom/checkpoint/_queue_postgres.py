@@ -85,6 +85,7 @@ from threadloom.errors import (
     RunConflictError,
     RunNotFoundError,
     StoreError,
+    StoreUnavailableError,
     ThreadBusyError,
 )
 
@@ -96,6 +97,7 @@ __all__ = ["PostgresQueue", "QueueStatements"]
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
 Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
+_APPEND_TRIES = 1000  # each lost race means another appender won: progress is made
 
 
 def _one(conn: Connection, sql: str, params: Any) -> Any:
@@ -612,11 +614,15 @@ class PostgresQueue:
         }  # fmt: skip
 
         def append(conn: Connection) -> int:
-            while True:  # a collision with a concurrent append: number again, after it
-                try:
+            for _ in range(_APPEND_TRIES):  # a collision with a concurrent append: number
+                try:  # again, after it
                     return int(_one(conn, sql.append, params)[0])
                 except pg_errors.UniqueViolation:
                     continue
+            raise StoreUnavailableError(
+                f"events of run {run_id!r} collided with concurrent appends"
+                f" {_APPEND_TRIES} times in a row"
+            )
 
         return self._run(append, "append_events")
 

@@ -15,6 +15,7 @@ not signal each other, and find the rows when they next look.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -59,6 +60,7 @@ __all__ = ["SqliteQueue"]
 
 _T = TypeVar("_T")
 _Sent = list[tuple[str, str]]
+_BUS_LOCK = threading.Lock()  # creates each store's bus once
 
 _Q = ", ".join(f"q.{c.strip()}" for c in QUEUE_COLS.split(","))
 SQL_GET = f"SELECT {QUEUE_COLS} FROM run_queue WHERE namespace = ? AND run_id = ?"
@@ -153,10 +155,10 @@ class SqliteQueue:
 
     def signals(self) -> Signals:
         """The store object's in-process signal bus."""
-        bus = self._bus
-        if bus is None:
-            bus = self._bus = LocalSignals("threadloom-signals:sqlite")
-        return bus
+        with _BUS_LOCK:
+            if self._bus is None:
+                self._bus = LocalSignals("threadloom-signals:sqlite")
+            return self._bus
 
     def _close_runtime(self) -> None:
         """Stop the signal thread (called by ``close``)."""
