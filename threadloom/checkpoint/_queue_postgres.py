@@ -29,6 +29,12 @@ Events. ``append_events`` is one statement that numbers the events after the run
 two appenders racing for the same numbers collide on the primary key and the loser simply runs
 again (in a new snapshot), so numbers are never reused or skipped.
 
+Claims, renewals, finishing and releasing a claim, and event appends commit with
+``synchronous_commit = off`` (like a step under ``async`` durability): a server crash may take
+the last few back (a lost claim lapses and is claimed again while the engine's thread lease
+still fences the run; a run finished again is a no-op; lost events are appended again by the
+resumed run). Enqueues, cancellations, rollbacks and keys wait for the flush.
+
 Signals ride along: each statement or transaction that changes rows calls ``pg_notify``
 itself, so the notification leaves exactly when the change commits (see
 :mod:`~threadloom.checkpoint._postgres_listen` for the receiving side and ``listen_url``).
@@ -97,6 +103,8 @@ __all__ = ["PostgresQueue", "QueueStatements"]
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
 Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
+# Joined into a statement: its transaction commits without waiting for the WAL flush.
+_RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
 _APPEND_TRIES = 1000  # each lost race means another appender won: progress is made
 
 
@@ -177,7 +185,7 @@ class QueueStatements:
             " ORDER BY q.created_at, q.run_id LIMIT %(limit)s FOR UPDATE OF q SKIP LOCKED)"
             f" UPDATE {s}.run_queue q SET status = 'claimed', attempts = q.attempts + 1,"
             " worker = %(worker)s, claim_token = q.claim_token + 1,"
-            " claim_expires = %(expires)s FROM c"
+            f" claim_expires = %(expires)s FROM c, {_RELAXED}"
             f" WHERE q.namespace = c.namespace AND q.run_id = c.run_id RETURNING {q}"
         )
         current = (
@@ -189,19 +197,19 @@ class QueueStatements:
             " ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen)"
             f" UPDATE {s}.run_queue q SET claim_expires = %(expires)s"
             " FROM unnest(%(ns)s::text[], %(ids)s::text[], %(tokens)s::int8[])"
-            " AS c(namespace, run_id, token) WHERE q.namespace = c.namespace"
+            f" AS c(namespace, run_id, token), {_RELAXED} WHERE q.namespace = c.namespace"
             " AND q.run_id = c.run_id AND q.claim_token = c.token AND q.status = 'claimed'"
             " RETURNING q.namespace, q.run_id, q.cancel"
         )
         self.finish = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'done', claim_expires = NULL,"
             f" finished_at = %(now)s WHERE {current} RETURNING 1)"
-            " SELECT pg_notify(%(channel)s, %(message)s) FROM f"
+            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
         )
         self.release = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'queued', worker = NULL,"
             f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1)"
-            " SELECT pg_notify(%(channel)s, %(message)s) FROM f"
+            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
         )
         self.signal_cancel = (
             f"UPDATE {s}.run_queue SET cancel = CASE cancel WHEN 'rollback' THEN cancel"
@@ -265,7 +273,8 @@ class QueueStatements:
             " e.event, e.data, %(now)s FROM last,"
             " unnest(%(events)s::text[], %(datas)s::bytea[]) WITH ORDINALITY AS e(event, data, n)"
             " RETURNING seq), top AS (SELECT max(seq) AS seq FROM ins)"
-            " SELECT top.seq, pg_notify(%(channel)s, %(prefix)s || top.seq::text) FROM top"
+            " SELECT top.seq, pg_notify(%(channel)s, %(prefix)s || top.seq::text)"
+            f" FROM top, {_RELAXED}"
         )
         self.last_seq = (
             f"SELECT coalesce(max(seq), 0) FROM {s}.run_events WHERE namespace = %s"

@@ -7,6 +7,13 @@ the write lock is taken before anything is read, so a claim, an enqueue with its
 check, or an event append is serialized with every other writer of the file, in any process.
 That is SQLite's equivalent of Postgres' ``FOR UPDATE SKIP LOCKED`` and advisory locks.
 
+Claims, renewals, finishing and releasing claims, and event appends commit without waiting for
+the disk (``synchronous=NORMAL`` for that transaction, like an unflushed step commit): they
+survive the process crashing, and a power loss can only take the last ones back (a claim
+lapses and is claimed again, the engine's lease still fencing the run; a run finished again
+is a no-op). Enqueues, cancellations, rollbacks and keys are flushed as the store's
+``synchronous`` says.
+
 Signals are in-process (:class:`~threadloom.checkpoint._signals.LocalSignals`, one bus per
 store object), published once the transaction has committed: processes sharing the file do
 not signal each other, and find the rows when they next look.
@@ -281,7 +288,7 @@ class SqliteQueue:
             ]
             return claims
 
-        return self._run(claim, True)
+        return self._run(claim, True, relaxed=True)
 
     def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
                      ttl: float) -> list[ClaimState]:
@@ -301,12 +308,13 @@ class SqliteQueue:
             conn.execute(SQL_BEAT, (worker, now, now))
             return states
 
-        return self._run(renew, True)
+        return self._run(renew, True, relaxed=True)
 
     def finish_claim(self, claim: QueuedRun) -> bool:
         """Mark the run ``done`` if the claim is still current; signal ``"done"``."""
         params = (time.time(), claim.namespace, claim.run_id, claim.claim_token)
-        done = self._run(lambda conn: conn.execute(SQL_FINISH, params).rowcount == 1, True)
+        done = self._run(lambda conn: conn.execute(SQL_FINISH, params).rowcount == 1, True,
+                         relaxed=True)
         if done:
             self._publish([(DONE, f"{claim.namespace}/{claim.run_id}")])
         return done
@@ -314,7 +322,8 @@ class SqliteQueue:
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (queued again after ``delay``) if the claim is still current."""
         params = (time.time() + delay, claim.namespace, claim.run_id, claim.claim_token)
-        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1, True)
+        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1,
+                             True, relaxed=True)
         if released:
             self._publish([(WORK, "")])
         return released
@@ -362,7 +371,7 @@ class SqliteQueue:
         transaction (see the protocol)."""
         rows = [(event, bytes(data)) for event, data in events]
         seq = self._run(lambda conn: _append(conn, namespace, run_id, rows, time.time()),
-                        bool(rows))
+                        bool(rows), relaxed=True)
         if rows:
             self._publish([(EVENT, f"{namespace}/{run_id}/{seq}")])
         return seq
