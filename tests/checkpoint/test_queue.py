@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from threadloom.checkpoint.memory import MemoryStore
+from threadloom.errors import ThreadBusyError
 from threadloom.checkpoint.sqlite import SqliteStore
 from threadloom.testing.queue_conformance import (
     Collector,
@@ -141,6 +142,29 @@ def test_postgres_batches_claimed_concurrently_never_overlap(make_pg: MakeStore)
         t.join(120)
     claimed = [run_id for batch in got for run_id in batch]
     assert len(claimed) == len(set(claimed)) == 60
+
+
+def test_postgres_concurrent_rejects_from_stores_of_their_own(make_pg: MakeStore) -> None:
+    """The thread's advisory lock serializes enqueues from different pools: one wins."""
+    stores = [make_pg(max_size=1) for _ in range(5)]
+    barrier = threading.Barrier(len(stores))
+    outcomes: list[str] = []
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            put(stores[i], f"r{i}", "t1", strategy="reject")
+            outcomes.append("ok")
+        except ThreadBusyError:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes) == ["busy"] * (len(stores) - 1) + ["ok"]
+    assert stores[0].queue_depth() == 1
 
 
 def test_signals_travel_between_store_objects(make_pg: MakeStore) -> None:

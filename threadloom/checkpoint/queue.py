@@ -12,7 +12,10 @@ every key starts with the namespace, like the rest of the store:
   :meth:`~RuntimeStore.release_claim` it. A claim that is not renewed lapses, and the next
   :meth:`~RuntimeStore.claim_runs` hands the run to another worker with a new ``claim_token``
   (the engine's thread lease, not the claim, fences the run's commits).
-  Runs of one thread are claimed one at a time, oldest first.
+  Runs of one thread are claimed one at a time, oldest first. Claims, renewals, finishing,
+  releasing and event appends may be committed without waiting for the disk (a machine or
+  database crash can take the last ones back, which the lapse-and-reclaim above survives);
+  enqueues, cancellations and rollbacks are durable when they return.
 - **Run events.** What a run streams (``values``, ``updates``, ``custom``, ``debug`` chunks and
   the runtime's own ``metadata`` / ``error`` / ``end`` events), numbered per run from 1, so that an
   SSE stream can be served, and resumed after ``Last-Event-ID``, by any API process.
@@ -200,6 +203,8 @@ class RuntimeStore(Store, Protocol):
         Raises:
             RunConflictError: the namespace already has a run with this id.
             ThreadBusyError: ``reject`` and the thread is busy.
+            InvalidConfigError: ``record`` and ``run`` differ, ``record`` is not pending, or
+                ``strategy`` is not a multitask strategy.
         """
         ...
 
