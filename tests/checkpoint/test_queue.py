@@ -227,7 +227,10 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
 
 
 def test_listen_url_and_close(make_pg: MakeStore, postgres_url: str) -> None:
-    store = make_pg(listen_url=postgres_url)
+    """``listen_url`` (threadloom's own options in it are dropped) carries the LISTEN; the
+    listener stops with the store."""
+    sep = "&" if "?" in postgres_url else "?"
+    store = make_pg(listen_url=f"{postgres_url}{sep}pool_max=3&prepare_threshold=none")
     heard = Collector()
     store.signals().subscribe("work", heard)
     store.signals().publish("work", "x")
