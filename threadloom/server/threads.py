@@ -1,0 +1,7 @@
+"""Routes of the threads resource (LangGraph Platform shape)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["threads"])
