@@ -88,4 +88,5 @@ BUILDERS = {"seed_loop": seed_loop, "seed_chat": seed_chat, "review": human_revi
 
 def compiled(store: Store) -> dict[str, CompiledGraph]:
     """Every test graph, compiled with ``store`` as its checkpointer, by registered name."""
-    return {name: build().compile(checkpointer=store) for name, build in BUILDERS.items()}
+    return {name: build().compile(checkpointer=store, name=name)
+            for name, build in BUILDERS.items()}
