@@ -120,7 +120,7 @@ def test_state_at_a_checkpoint_and_history(server: Server) -> None:
     client = server.sdk()
     history = client.threads.get_history(thread_id, limit=100)
     steps = [s["metadata"]["step"] for s in history]
-    assert steps == sorted(steps, reverse=True) and len(history) == 8  # input + 7 steps
+    assert steps == sorted(steps, reverse=True) and len(history) == 7  # input + 6 steps
     ids = [s["checkpoint"]["checkpoint_id"] for s in history]
     assert ids == sorted(ids, reverse=True)
     assert history[0] == client.threads.get_state(thread_id)
@@ -267,7 +267,7 @@ def test_export(server: Server) -> None:
         data = got.json()
         assert data["format"] == "threadloom.thread/1"
         assert data["thread"]["thread_id"] == thread_id
-        assert len(data["checkpoints"]) == 8
+        assert len(data["checkpoints"]) == 7
         assert [r["status"] for r in data["runs"]] == ["succeeded"]
         assert http.get(f"/threads/missing-{uuid.uuid4()}/export").status_code == 404
 
