@@ -137,3 +137,26 @@ def test_errors_of_a_real_server(server: Server) -> None:
             assert set(response.json()) == {"code", "message"}
         made = http.post("/threads", json={"thread_id": "é-" + "z" * 200})
         assert made.status_code == 200 and made.json()["thread_id"] == "é-" + "z" * 200
+
+
+def test_refused_supersteps_create_no_thread(app_client: TestClient) -> None:
+    step = {"updates": [{"values": {"messages": ["hi"]}, "as_node": "chat"}]}
+    cases = [
+        ({"thread_id": "s-1", "supersteps": [step]}, 400, "thread_has_no_graph"),
+        ({"thread_id": "s-2", "metadata": {"graph_id": "nope"}, "supersteps": [step]}, 400,
+         "thread_has_no_graph"),
+        ({"thread_id": "s-3", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": step["updates"] * 2}]}, 422, "invalid_request"),
+        ({"thread_id": "s-4", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": [{"command": {"jump": 1}, "as_node": "chat"}]}]},
+         422, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        assert_error(app_client.post("/threads", json=body), status, code)
+        assert_error(app_client.get(f"/threads/{body['thread_id']}"), 404, "not_found")
+    made = app_client.post("/threads", json={
+        "thread_id": "s-5", "metadata": {"graph_id": "seed_chat"},
+        "supersteps": [{"updates": [{"command": {"update": {"messages": ["yo"]}},
+                                     "as_node": "chat"}]}]})
+    assert made.status_code == 200, made.text
+    assert made.json()["values"] == {"messages": ["yo"]}
