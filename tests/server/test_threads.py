@@ -316,3 +316,17 @@ def test_a_thread_with_a_queued_run_is_busy(server: Server) -> None:
     queued = store.get_queued("default", run_id)
     assert queued is None or queued.status == "done"
     assert store.claim_runs("test-worker", limit=10, ttl=5.0) == []
+
+
+def test_prune(server: Server) -> None:
+    client = server.sdk()
+    kept, dropped = run_loop(server), run_loop(server)
+    missing = f"missing-{uuid.uuid4()}"
+    assert client.threads.prune([kept, missing], strategy="keep_latest") == {"pruned_count": 1}
+    history = client.threads.get_history(kept, limit=100)
+    assert len(history) == 1 and history[0]["values"] == {"step": 3, "done": True}
+    assert client.threads.get(kept)["values"] == {"step": 3, "done": True}
+    assert client.threads.prune([dropped, dropped]) == {"pruned_count": 1}
+    with pytest.raises(sdk_errors.NotFoundError):
+        client.threads.get(dropped)
+    assert client.threads.prune([]) == {"pruned_count": 0}

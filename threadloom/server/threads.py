@@ -45,6 +45,7 @@ from threadloom.server.thread_models import (
     ThreadHistoryRequest,
     ThreadModel,
     ThreadPatch,
+    ThreadPruneRequest,
     ThreadSearchRequest,
     ThreadStateModel,
     ThreadUpdateStateResponse,
@@ -151,12 +152,35 @@ def delete_thread(thread_id: ThreadId, store: Store, who: Operator) -> Response:
     """Delete the thread with its checkpoints, runs and executions; its pending and running
     runs are cancelled first. Afterwards the thread is a 404."""
     record = find_thread(store, thread_id, who.namespace)
-    for status in ACTIVE:
-        for run in store.list_runs(thread_id=record.thread_id, namespace=who.namespace,
-                                   status=status, limit=1000):
-            store.request_cancel(who.namespace, run.run_id, "interrupt")
-    store.delete_thread(record.thread_id)  # ns
+    _delete(store, record.thread_id, who.namespace)
     return Response(status_code=204)
+
+
+def _delete(store: Store, thread_id: str, namespace: str) -> None:
+    for status in ACTIVE:
+        for run in store.list_runs(thread_id=thread_id, namespace=namespace, status=status,
+                                   limit=1000):
+            store.request_cancel(namespace, run.run_id, "interrupt")
+    store.delete_thread(thread_id)  # ns
+
+
+@router.post("/threads/prune", summary="Delete threads, or all but their latest checkpoint")
+def prune_threads(body: ThreadPruneRequest, store: Store, who: Operator) -> Response:
+    """``delete``: delete each thread (as ``DELETE /threads/{id}``); ``keep_latest``: keep
+    only each thread's latest checkpoint (its state). Unknown ids are skipped.
+    Answers ``{"pruned_count"}``, the threads pruned."""
+    pruned = 0
+    for thread_id in dict.fromkeys(body.thread_ids):
+        try:
+            record = find_thread(store, thread_id, who.namespace)
+        except NotFoundError:
+            continue
+        if body.strategy == "delete":
+            _delete(store, record.thread_id, who.namespace)
+        else:
+            store.prune_checkpoints(record.thread_id, keep=1)  # ns
+        pruned += 1
+    return json_response({"pruned_count": pruned})
 
 
 @router.post("/threads/{thread_id}/copy", response_model=ThreadModel,
