@@ -309,3 +309,26 @@ def test_a_stream_with_on_disconnect_cancel_cancels_the_run_when_the_client_leav
         run_id = streamed.headers["content-location"].rsplit("/", 1)[-1]
         next(streamed.iter_lines())  # the stream is open; then the client goes away
     assert wait_status(client, thread_id, run_id, "interrupted")["status"] == "interrupted"
+
+
+def test_runs_of_another_namespace_are_404_and_a_viewer_cannot_create(server, client):
+    from threadloom.server.auth import create_key
+
+    thread_id = new_thread(client)
+    run = client.runs.create(thread_id, "seed_loop", input={"step": 0, "done": False})
+    client.runs.join(thread_id, run["run_id"])
+    _, other = create_key(server.open_store(), f"tenant-{uuid.uuid4().hex[:8]}", "admin")
+    stranger = server.sdk(other)
+    with pytest.raises(NotFoundError):
+        stranger.runs.get(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        stranger.runs.list(thread_id)
+    with pytest.raises(NotFoundError):  # not even with if_not_exists: it is not theirs
+        stranger.runs.create(thread_id, "seed_loop", input={"step": 0},
+                             if_not_exists="create")
+    _, viewer_key = create_key(server.open_store(), "default", "viewer")
+    viewer = server.sdk(viewer_key)
+    assert viewer.runs.get(thread_id, run["run_id"])["status"] == "success"
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": viewer_key}) as http:
+        refused = http.post(f"/threads/{thread_id}/runs", json={"assistant_id": "seed_loop"})
+        assert refused.status_code == 403

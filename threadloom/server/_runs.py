@@ -94,8 +94,10 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     else:
         check_thread_id(thread_id)
         thread = store.get_thread(thread_id)  # ns
-        exists = thread is not None and thread.namespace == namespace
-        if not exists and request.if_not_exists != "create":
+        elsewhere = thread is not None and thread.namespace != namespace
+        if elsewhere or (thread is None and request.if_not_exists != "create"):
+            # another namespace's thread looks exactly like no thread (until store keys
+            # carry the namespace, creating it here would reach into the other one)
             raise NotFoundError(f"no thread {thread_id!r}")
     run_id = _run_id(request.run_id)
     payload = _payload(graph, request)
