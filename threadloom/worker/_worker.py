@@ -61,8 +61,9 @@ class Worker:
         heartbeat: seconds between claim renewals and worker heartbeats.
         run_lease: seconds a claim (and a run's thread lease) lasts without a renewal: how
             soon another worker continues the runs of a worker that died.
-        poll: seconds between re-checks of the queue when no signal arrives (default:
-            ``heartbeat``).
+        poll: seconds between re-checks of the queue when no signal arrives (default: half
+            the heartbeat): how soon a delayed run starts, or a dead worker's lapsed claim is
+            taken (no signal says so).
     """
 
     def __init__(self, store: RuntimeStore, graphs: Mapping[str, CompiledGraph], *,
@@ -77,7 +78,7 @@ class Worker:
                                       f"{uuid.uuid4().hex[:6]}"
         self.heartbeat = heartbeat
         self.run_lease = run_lease
-        self.poll = heartbeat if poll is None else poll
+        self.poll = heartbeat / 2 if poll is None else poll
         self.state: State = "new"
         self._lock = threading.Lock()
         self._wake = threading.Event()  # new work, a free slot, or a state change
