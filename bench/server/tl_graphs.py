@@ -1,4 +1,5 @@
-"""The seed 000 loop for threadloom (the candidate side of server_bench.py), and a 1-node graph for the queue drain."""
+"""The seed 000 loop for threadloom (the candidate side of server_bench.py), and a 1-node
+graph for the queue drain."""
 
 from typing import TypedDict
 
