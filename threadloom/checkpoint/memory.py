@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, overload
 
+from threadloom.checkpoint._queue_memory import MemoryQueue
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
@@ -196,7 +197,7 @@ def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunReco
     )
 
 
-class MemoryStore:
+class MemoryStore(MemoryQueue):
     """The reference :class:`~threadloom.checkpoint.base.Store`, in process memory.
 
     Every method holds one re-entrant lock for its whole duration, so each call is atomic
@@ -224,6 +225,7 @@ class MemoryStore:
         self._executions: dict[tuple[str, str], ExecutionRecord] = {}  # by (thread, id)
         self._last_token = 0  # the fencing-token counter, store-wide (see the module doc)
         self._closed = False
+        self._init_runtime()  # the run queue, events, workers and keys (MemoryQueue)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threads={len(self._threads)})"
@@ -243,6 +245,7 @@ class MemoryStore:
             self._writes.clear()
             self._runs.clear()
             self._executions.clear()
+            self._close_runtime()
 
     def _check_open(self) -> None:
         if self._closed:

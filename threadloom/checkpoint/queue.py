@@ -39,6 +39,7 @@ from threadloom.checkpoint.base import RunRecord, Store
 
 __all__ = [
     "ApiKey",
+    "CancelAction",
     "ClaimState",
     "MultitaskStrategy",
     "QueuedRun",
@@ -69,7 +70,10 @@ class QueuedRun:
             input, command, config, stream modes, breakpoints, durability, ...). Opaque to the
             store.
         available_at: not claimed before this time (``after_seconds``).
-        created_at: when it was queued; runs of one thread are claimed in this order.
+        created_at: when it was queued (``0``: the store sets the time); runs of one thread
+            are claimed in this order. The store keeps it increasing within a thread (a run
+            queued on a thread is later than every run still queued or claimed there, also
+            across processes whose clocks differ).
         timeout: seconds the run may take once started, or ``None``.
         status: ``queued`` (waiting), ``claimed`` (a worker holds it) or ``done``.
         attempts: how many times it was claimed (a reclaimed run has ``attempts > 1``).
@@ -77,6 +81,7 @@ class QueuedRun:
         claim_token: increases with every claim; finishing or renewing needs the current one.
         claim_expires: when the claim lapses unless renewed.
         cancel: a cancellation asked for while it was claimed, for the worker to act on.
+        finished_at: when it became ``done`` (finished, or cancelled while queued).
     """
 
     namespace: str
@@ -93,6 +98,7 @@ class QueuedRun:
     claim_token: int = 0
     claim_expires: float | None = None
     cancel: CancelAction | None = None
+    finished_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -183,6 +189,10 @@ class RuntimeStore(Store, Protocol):
         id and thread. If the thread has active runs (a run record ``pending`` or ``running``
         with a queue row not ``done``): ``reject`` raises; ``enqueue`` queues behind them;
         ``interrupt`` / ``rollback`` cancel them as :meth:`request_cancel` does, then queue.
+        Two concurrent calls on one thread are serialized: of two ``reject`` calls on an idle
+        thread, exactly one succeeds. ``run.created_at`` / ``record.created_at`` of ``0`` are
+        set to the time of the call; ``run.status`` and its claim fields are ignored (the row
+        is ``queued``). The thread row is created if needed, as a commit would.
 
         Returns:
             The run ids of the active runs that ``interrupt`` / ``rollback`` cancelled.
@@ -196,8 +206,11 @@ class RuntimeStore(Store, Protocol):
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
                 payload: bytes | None = None) -> QueuedRun:
         """Queue an existing, finished run again (retry of a failed or cancelled run, or a
-        run resumed by the API): its record becomes ``pending``, and a worker continues it from
-        its last checkpoint. ``payload`` replaces the queued payload if given.
+        run resumed by the API): its record becomes ``pending`` (``ended_at`` cleared), and a
+        worker continues it from its last checkpoint. ``payload`` replaces the queued payload if
+        given (a run that was never queued needs one, else ``b"{}"`` is queued). The row goes
+        to the back of its thread's queue (``created_at`` is now), its cancellation request is
+        cleared, and ``attempts`` and ``claim_token`` carry on.
 
         Raises:
             RunNotFoundError: no such run in the namespace.
@@ -214,16 +227,19 @@ class RuntimeStore(Store, Protocol):
         """Claim up to ``limit`` runs for ``ttl`` seconds: queued runs whose ``available_at``
         has passed, and claimed runs whose claim lapsed (``attempts`` + 1), oldest first, at
         most one per thread, and never a run of a thread that has another run claimed (and
-        unexpired) or an older run queued. Only runs of ``graphs`` if given. Each returned row
-        is a claim: it gets a new, higher ``claim_token``, which finishing, renewing and
-        releasing check. Concurrent callers never get the same run."""
+        unexpired) or an older run queued (delayed or not). Only runs of ``graphs`` if given.
+        Each returned row is a claim: it gets a new, higher ``claim_token``, which finishing,
+        renewing and releasing check; a reclaimed row keeps its ``cancel`` request. Concurrent
+        callers never get the same run, nor two runs of one thread. Returned oldest first."""
         ...
 
     def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
                      ttl: float) -> list[ClaimState]:
         """Extend each claim the worker still holds to ``now + ttl``; report per claim whether
-        it was lost and whether a cancellation is requested. Also records the worker's
-        heartbeat (see :meth:`worker_heartbeat`)."""
+        it was lost and whether a cancellation is requested. A lapsed claim that nobody took
+        meanwhile is renewed (its token is still current). Also records the worker's
+        heartbeat (see :meth:`worker_heartbeat`: ``last_seen`` now, a new worker's
+        ``started_at`` now and ``info`` empty). Returns one state per claim, in order."""
         ...
 
     def finish_claim(self, claim: QueuedRun) -> bool:
@@ -241,17 +257,25 @@ class RuntimeStore(Store, Protocol):
                            "cancelled", "signalled", "finished", "unknown"]:
         """Cancel a run.
 
-        A queued run leaves the queue at once: its record becomes ``cancelled`` (``interrupt``)
-        or is deleted with everything it wrote (``rollback``; see :meth:`rollback_run`):
-        ``"cancelled"``. A claimed run gets the request in its row for its worker to act on, and
-        a ``"cancel"`` signal: ``"signalled"``. A run not in the queue: ``"finished"``; no such
-        run: ``"unknown"``."""
+        A queued run leaves the queue at once (signal ``"done"``): its record becomes
+        ``cancelled`` (``interrupt``; the control event ``"end"`` is appended to its events, so
+        a stream waiting for it stops) or is deleted with everything it wrote (``rollback``;
+        see :meth:`rollback_run`): ``"cancelled"``. A claimed run gets the request in its row
+        for its worker to act on (a ``rollback`` request is not weakened by a later
+        ``interrupt``), and a ``"cancel"`` signal: ``"signalled"``; the worker stops the run and
+        finishes its claim (after :meth:`rollback_run` for ``rollback``). A run whose queue row
+        is ``done``, or that has a record but no queue row: ``"finished"``; no such run:
+        ``"unknown"``."""
         ...
 
     def rollback_run(self, namespace: str, run_id: str) -> None:
         """Delete a run and everything it wrote: its record, executions, events, queue row,
-        and the checkpoints (with their writes and blobs) it created on its thread, so that the
-        thread is as it was before the run. Nothing if there is no such run."""
+        and the checkpoints it created on its thread (every ``checkpoint_ns``), with their
+        pending writes and the blobs no remaining checkpoint needs, so that the thread's latest
+        checkpoint is the one before the run. Signals ``"done"`` if it had a queue row. Nothing
+        if there is no such run. (Pending writes the run recorded against the checkpoint it
+        started from, such as a resume value, are kept: nothing tells them from earlier
+        ones.)"""
         ...
 
     def queue_depth(self, namespace: str | None = None) -> int:
@@ -263,7 +287,9 @@ class RuntimeStore(Store, Protocol):
     def append_events(self, namespace: str, run_id: str,
                       events: Sequence[tuple[str, bytes]]) -> int:
         """Append ``(event, data)`` pairs to the run's stream, numbered after the last one, in
-        one transaction; signal ``"event"``. Returns the last ``seq``."""
+        one transaction; signal ``"event"`` (with the last ``seq``). Concurrent appends to one
+        run never collide. Returns the last ``seq`` (the current last one when ``events`` is
+        empty: nothing is written then)."""
         ...
 
     def read_events(self, namespace: str, run_id: str, after: int = 0,
@@ -272,8 +298,9 @@ class RuntimeStore(Store, Protocol):
         ...
 
     def delete_events(self, *, finished_before: float) -> int:
-        """Drop the events of runs that left the queue before the cutoff. Returns how many
-        events were deleted."""
+        """Drop the events of runs that left the queue before the cutoff, and of runs without
+        a queue row whose last event is older than it. Returns how many events were
+        deleted."""
         ...
 
     # -- workers --------------------------------------------------------------------------

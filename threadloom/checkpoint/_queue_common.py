@@ -1,0 +1,168 @@
+"""What the three run-queue backends share: argument checks, row conversions, the creation
+time that keeps a thread's queue in order, and which blobs a rollback may delete.
+
+Private to the stores' queue mixins (``_queue_memory``, ``_queue_sqlite``,
+``_queue_postgres``); :mod:`threadloom.checkpoint.queue` is the contract they implement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from threadloom.checkpoint.base import CheckpointRecord, RunRecord
+from threadloom.checkpoint.queue import ApiKey, QueuedRun, RunEvent, WorkerRecord
+from threadloom.errors import InvalidConfigError
+
+__all__ = [
+    "ACTIVE_RUN_STATUSES",
+    "END_EVENT",
+    "QUEUE_COLS",
+    "KEY_COLS",
+    "api_key",
+    "check_enqueue",
+    "doomed_blobs",
+    "queue_time",
+    "queued_run",
+    "run_event",
+    "worker_record",
+]
+
+ACTIVE_RUN_STATUSES = ("pending", "running")
+"""A run is active on its thread while its record has one of these statuses and its queue row
+is not ``done`` (see ``RuntimeStore.enqueue``)."""
+
+END_EVENT = ("end", b"null")
+"""The control event that ends a finished run's stream."""
+
+QUEUE_COLS = (
+    "namespace, run_id, thread_id, graph, payload, available_at, created_at, timeout, status,"
+    " attempts, worker, claim_token, claim_expires, cancel, finished_at"
+)
+"""The queue table's columns in :class:`QueuedRun` field order."""
+
+KEY_COLS = (
+    "key_id, namespace, role, key_hash, created_at, last_used_at, revoked_at, name"
+)
+"""The key table's columns in :class:`ApiKey` field order."""
+
+EPSILON = 1e-6
+"""How much later than the thread's last queued run a new one is made, at least."""
+
+
+STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
+
+
+def check_enqueue(
+    record: RunRecord, run: QueuedRun, strategy: str, now: float
+) -> tuple[RunRecord, QueuedRun]:
+    """Copies of ``record`` and ``run`` as ``enqueue`` writes them (times set, the row
+    ``queued`` with no claim).
+
+    Raises:
+        InvalidConfigError: they do not describe the same pending run, or ``strategy`` is
+            not a multitask strategy.
+    """
+    if strategy not in STRATEGIES:
+        raise InvalidConfigError(
+            f"unknown multitask strategy {strategy!r}: use one of {', '.join(STRATEGIES)}"
+        )
+    if (record.namespace, record.run_id, record.thread_id) != (
+        run.namespace, run.run_id, run.thread_id,
+    ):  # fmt: skip
+        raise InvalidConfigError(
+            f"the queued run {run.namespace}/{run.run_id} on thread {run.thread_id!r} and its "
+            f"record {record.namespace}/{record.run_id} on thread {record.thread_id!r} differ"
+        )
+    if record.status != "pending":
+        raise InvalidConfigError(f"a queued run's record is pending, not {record.status!r}")
+    created = run.created_at or now
+    queued = QueuedRun(
+        run.namespace, run.run_id, run.thread_id, run.graph, bytes(run.payload),
+        available_at=run.available_at, created_at=created, timeout=run.timeout,
+    )  # fmt: skip
+    if not record.created_at:
+        record = replace(record, created_at=created, updated_at=record.updated_at or created)
+    return record, queued
+
+
+def queue_time(wanted: float, last: float | None) -> float:
+    """A queue row's ``created_at``: ``wanted``, or just after ``last`` (the latest one still
+    queued or claimed on the thread) when that is not earlier. This keeps a thread's runs in
+    the order they were queued whatever the callers' clocks say, which ``claim_runs`` relies
+    on (the oldest open row of a thread is its only candidate)."""
+    if last is not None and wanted <= last:
+        return last + max(EPSILON, abs(last) * 1e-15)
+    return wanted
+
+
+def queued_run(row: Sequence[Any]) -> QueuedRun:
+    """A queue row selected with :data:`QUEUE_COLS`."""
+    run = QueuedRun(*row)
+    run.payload = bytes(run.payload)
+    return run
+
+
+def run_event(row: Sequence[Any]) -> RunEvent:
+    """An event row: ``namespace, run_id, seq, event, data, created_at``."""
+    ns, run_id, seq, event, data, created_at = row
+    return RunEvent(ns, run_id, seq, event, bytes(data), created_at)
+
+
+def api_key(row: Sequence[Any]) -> ApiKey:
+    """A key row selected with :data:`KEY_COLS`."""
+    key = ApiKey(*row)
+    key.key_hash = bytes(key.key_hash)
+    return key
+
+
+def worker_record(row: Sequence[Any]) -> WorkerRecord:
+    """A worker row: ``worker_id, last_seen, started_at, info`` (JSON text or decoded)."""
+    worker_id, last_seen, started_at, info = row
+    if isinstance(info, str | bytes):
+        info = json.loads(info)
+    return WorkerRecord(worker_id, last_seen, started_at, dict(info or {}))
+
+
+def info_json(worker: WorkerRecord) -> str:
+    """A worker's ``info`` as JSON text.
+
+    Raises:
+        InvalidConfigError: it is not JSON-serializable.
+    """
+    try:
+        return json.dumps(worker.info, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfigError(f"worker info is not JSON-serializable: {exc}") from exc
+
+
+def doomed_blobs(
+    candidates: Iterable[tuple[str, int]], later: Iterable[CheckpointRecord]
+) -> list[tuple[str, int]]:
+    """Of the blobs ``(channel, version)`` written by the checkpoints a rollback deletes, the
+    ones no remaining checkpoint can need. ``later``: the remaining checkpoints of the same
+    ``checkpoint_ns`` with a higher ``seq`` than the lowest deleted one (a lower one cannot
+    reach a blob written after it). A checkpoint's chain for a channel lies within its
+    ``[base, version]``, so a blob outside every such range is unreachable."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for cp in later:
+        for channel, (version, base) in cp.channels.items():
+            ranges.setdefault(channel, []).append((base, version))
+    return [
+        (channel, version)
+        for channel, version in candidates
+        if not any(lo <= version <= hi for lo, hi in ranges.get(channel, ()))
+    ]
+
+
+def check_limit(limit: int, what: str = "limit") -> int:
+    """``limit`` if it is an int >= 0.
+
+    Raises:
+        InvalidConfigError: it is not.
+    """
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise InvalidConfigError(f"{what} must be an integer >= 0, not {limit!r}")
+    return limit

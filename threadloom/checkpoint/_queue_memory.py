@@ -1,0 +1,499 @@
+"""The run queue, run events, workers and API keys of the in-process store.
+
+:class:`MemoryQueue` is mixed into :class:`~threadloom.checkpoint.memory.MemoryStore` and
+makes it a :class:`~threadloom.checkpoint.queue.RuntimeStore`: the reference behaviour of the
+runtime's rows, as the store itself is of the rest. Every method holds the store's lock for its
+whole duration, so each is atomic, and the rows live in dicts beside the store's own. Signals
+are in-process (:class:`~threadloom.checkpoint._signals.LocalSignals`), published after the
+lock is released.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from threadloom.checkpoint._queue_common import (
+    ACTIVE_RUN_STATUSES,
+    END_EVENT,
+    check_enqueue,
+    check_limit,
+    doomed_blobs,
+    info_json,
+    queue_time,
+)
+from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, LocalSignals
+from threadloom.checkpoint.base import Commit, RunRecord
+from threadloom.checkpoint.queue import (
+    ApiKey,
+    CancelAction,
+    ClaimState,
+    MultitaskStrategy,
+    QueuedRun,
+    RunEvent,
+    Signals,
+    WorkerRecord,
+)
+from threadloom.errors import (
+    InvalidConfigError,
+    RunConflictError,
+    RunNotFoundError,
+    ThreadBusyError,
+)
+
+if TYPE_CHECKING:
+    from threadloom.checkpoint.base import BlobRecord, CheckpointRecord, ExecutionRecord, WriteRecord
+
+__all__ = ["MemoryQueue"]
+
+_Key = tuple[str, str]  # (namespace, run_id)
+_Sent = list[tuple[str, str]]  # signals to publish once the lock is released
+
+
+class MemoryQueue:
+    """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the memory store."""
+
+    if TYPE_CHECKING:  # the store's own state, used here
+        _lock: threading.RLock
+        _runs: dict[str, RunRecord]
+        _checkpoints: dict[tuple[str, str], dict[int, CheckpointRecord]]
+        _heads: dict[tuple[str, str], int]
+        _blobs: dict[tuple[str, str, str], dict[int, BlobRecord]]
+        _writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]]
+        _executions: dict[tuple[str, str], ExecutionRecord]
+
+        def _check_open(self) -> None: ...
+        def commit(self, commits: Sequence[Commit]) -> None: ...
+
+    def _init_runtime(self) -> None:
+        """Create the runtime's tables (called by the store's ``__init__``)."""
+        self._queue: dict[_Key, QueuedRun] = {}
+        self._events: dict[_Key, list[RunEvent]] = {}
+        self._workers: dict[str, WorkerRecord] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._bus = LocalSignals("threadloom-signals:memory")
+
+    def _close_runtime(self) -> None:
+        """Drop the runtime's rows and stop the signal thread (called by ``close``)."""
+        self._bus.close()
+        self._queue.clear()
+        self._events.clear()
+        self._workers.clear()
+        self._keys.clear()
+
+    def _publish(self, sent: _Sent) -> None:
+        for topic, message in sent:
+            self._bus.publish(topic, message)
+
+    def signals(self) -> Signals:
+        """The store's in-process signal bus."""
+        return self._bus
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def _run_record(self, namespace: str, run_id: str) -> RunRecord | None:
+        run = self._runs.get(run_id)  # ns: key by (namespace, run_id)
+        return run if run is not None and run.namespace == namespace else None
+
+    def _active(self, namespace: str, thread_id: str) -> list[QueuedRun]:
+        active = []
+        for row in self._queue.values():
+            if row.namespace != namespace or row.thread_id != thread_id or row.status == "done":
+                continue
+            record = self._run_record(namespace, row.run_id)
+            if record is None or record.status in ACTIVE_RUN_STATUSES:
+                active.append(row)
+        active.sort(key=lambda r: (r.created_at, r.run_id))
+        return active
+
+    def _last_open(self, namespace: str, thread_id: str) -> float | None:
+        times = [
+            r.created_at
+            for r in self._queue.values()
+            if r.namespace == namespace and r.thread_id == thread_id and r.status != "done"
+        ]
+        return max(times) if times else None
+
+    def enqueue(self, record: RunRecord, run: QueuedRun,
+                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+        """Record the pending run and queue it, atomically (see the protocol)."""
+        sent: _Sent = []
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            record, row = check_enqueue(record, run, strategy, now)
+            key = (row.namespace, row.run_id)
+            thread = (row.namespace, row.thread_id)
+            if self._runs.get(row.run_id) is not None or key in self._queue:  # ns
+                raise RunConflictError(
+                    f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
+                )
+            active = self._active(*thread)
+            if active and strategy == "reject":
+                raise ThreadBusyError(
+                    f"thread {row.thread_id!r} is busy with run {active[0].run_id!r}"
+                )
+            cancelled: list[str] = []
+            if active and strategy in ("interrupt", "rollback"):
+                action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
+                for other in active:
+                    self._cancel(other, action, now, sent)
+                    cancelled.append(other.run_id)
+            row.created_at = queue_time(row.created_at, self._last_open(*thread))
+            self.commit([Commit(row.thread_id, namespace=row.namespace, runs=[record])])
+            self._queue[key] = row
+            sent.append((WORK, ""))
+        self._publish(sent)
+        return cancelled
+
+    def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
+                payload: bytes | None = None) -> QueuedRun:
+        """Queue an existing, finished run again (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            record = self._run_record(namespace, run_id)
+            if record is None:
+                raise RunNotFoundError(f"no run {run_id!r} in namespace {namespace!r}")
+            key = (namespace, run_id)
+            old = self._queue.get(key)
+            if old is not None and old.status != "done":
+                raise ThreadBusyError(f"run {run_id!r} is {old.status} already")
+            now = time.time()
+            created = queue_time(now, self._last_open(namespace, record.thread_id))
+            if old is None:
+                old = QueuedRun(namespace, run_id, record.thread_id, record.graph, b"{}")
+            row = replace(
+                old, payload=bytes(payload) if payload is not None else old.payload,
+                available_at=available_at, created_at=created, status="queued", worker=None,
+                claim_expires=None, cancel=None, finished_at=None,
+            )  # fmt: skip
+            self._runs[run_id] = replace(record, status="pending", updated_at=now, ended_at=None)
+            self._queue[key] = row
+            result = replace(row)
+        self._bus.publish(WORK, "")
+        return result
+
+    def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
+        """The run's queue row (in any status), if it has one."""
+        with self._lock:
+            self._check_open()
+            row = self._queue.get((namespace, run_id))
+            return replace(row) if row is not None else None
+
+    def claim_runs(self, worker: str, limit: int, ttl: float,
+                   graphs: Sequence[str] | None = None) -> list[QueuedRun]:
+        """Claim up to ``limit`` runs for ``ttl`` seconds (see the protocol)."""
+        check_limit(limit)
+        wanted = set(graphs) if graphs is not None else None
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            heads: dict[tuple[str, str], QueuedRun] = {}
+            held: set[tuple[str, str]] = set()
+            for row in self._queue.values():
+                if row.status == "done":
+                    continue
+                thread = (row.namespace, row.thread_id)
+                if row.status == "claimed" and (row.claim_expires or 0.0) > now:
+                    held.add(thread)
+                head = heads.get(thread)
+                if head is None or (row.created_at, row.run_id) < (head.created_at, head.run_id):
+                    heads[thread] = row
+            ready = [
+                row
+                for thread, row in heads.items()
+                if thread not in held
+                and (wanted is None or row.graph in wanted)
+                and (
+                    (row.status == "queued" and row.available_at <= now)
+                    or (row.status == "claimed" and (row.claim_expires or 0.0) <= now)
+                )
+            ]
+            ready.sort(key=lambda r: (r.created_at, r.run_id))
+            claims = []
+            for row in ready[:limit]:
+                row.status = "claimed"
+                row.attempts += 1
+                row.worker = worker
+                row.claim_token += 1
+                row.claim_expires = now + ttl
+                claims.append(replace(row))
+            return claims
+
+    def _current(self, claim: QueuedRun) -> QueuedRun | None:
+        row = self._queue.get((claim.namespace, claim.run_id))
+        if row is None or row.status != "claimed" or row.claim_token != claim.claim_token:
+            return None
+        return row
+
+    def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
+                     ttl: float) -> list[ClaimState]:
+        """Extend the worker's claims; report lost ones and cancellation requests."""
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            states = []
+            for claim in claims:
+                row = self._current(claim)
+                if row is None:
+                    states.append(ClaimState(claim.run_id, claim.namespace, lost=True))
+                    continue
+                row.claim_expires = now + ttl
+                states.append(ClaimState(claim.run_id, claim.namespace, cancel=row.cancel))
+            self._beat(worker, now)
+            return states
+
+    def finish_claim(self, claim: QueuedRun) -> bool:
+        """Mark the run ``done`` if the claim is still current; signal ``"done"``."""
+        with self._lock:
+            self._check_open()
+            row = self._current(claim)
+            if row is None:
+                return False
+            row.status = "done"
+            row.claim_expires = None
+            row.finished_at = time.time()
+        self._bus.publish(DONE, f"{claim.namespace}/{claim.run_id}")
+        return True
+
+    def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
+        """Hand the run back (queued again after ``delay``) if the claim is still current."""
+        with self._lock:
+            self._check_open()
+            row = self._current(claim)
+            if row is None:
+                return False
+            row.status = "queued"
+            row.worker = None
+            row.claim_expires = None
+            row.available_at = time.time() + delay
+        self._bus.publish(WORK, "")
+        return True
+
+    def request_cancel(self, namespace: str, run_id: str,
+                       action: CancelAction = "interrupt") -> Literal[
+                           "cancelled", "signalled", "finished", "unknown"]:
+        """Cancel a run (see the protocol)."""
+        sent: _Sent = []
+        with self._lock:
+            self._check_open()
+            row = self._queue.get((namespace, run_id))
+            if row is None or row.status == "done":
+                known = row is not None or self._run_record(namespace, run_id) is not None
+                return "finished" if known else "unknown"
+            outcome = self._cancel(row, action, time.time(), sent)
+        self._publish(sent)
+        return outcome
+
+    def _cancel(self, row: QueuedRun, action: CancelAction, now: float,
+                sent: _Sent) -> Literal["cancelled", "signalled"]:
+        """Cancel an open queue row, under the lock."""
+        name = f"{row.namespace}/{row.run_id}"
+        if row.status == "claimed":
+            if row.cancel != "rollback":
+                row.cancel = action
+            sent.append((CANCEL, name))
+            return "signalled"
+        if action == "rollback":
+            self._rollback(row.namespace, row.run_id)
+        else:
+            row.status = "done"
+            row.finished_at = now
+            record = self._run_record(row.namespace, row.run_id)
+            if record is not None:
+                self._runs[row.run_id] = replace(  # ns
+                    record, status="cancelled", updated_at=now, ended_at=now
+                )
+            self._append(row.namespace, row.run_id, [END_EVENT], now)
+        sent.append((DONE, name))
+        return "cancelled"
+
+    def rollback_run(self, namespace: str, run_id: str) -> None:
+        """Delete a run and everything it wrote (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            had_row = (namespace, run_id) in self._queue
+            self._rollback(namespace, run_id)
+        if had_row:
+            self._bus.publish(DONE, f"{namespace}/{run_id}")
+
+    def _rollback(self, namespace: str, run_id: str) -> None:
+        record = self._run_record(namespace, run_id)
+        row = self._queue.pop((namespace, run_id), None)
+        self._events.pop((namespace, run_id), None)
+        thread_id = record.thread_id if record is not None else row.thread_id if row else None
+        if thread_id is None:
+            return
+        if record is not None:
+            del self._runs[run_id]  # ns
+        for key in [k for k, e in self._executions.items()
+                    if k[0] == thread_id and e.run_id == run_id]:  # ns: thread keys
+            del self._executions[key]
+        for (tid, cp_ns), by_seq in list(self._checkpoints.items()):
+            if tid != thread_id:  # ns: thread keys
+                continue
+            doomed = sorted(seq for seq, cp in by_seq.items() if cp.run_id == run_id)
+            if not doomed:
+                continue
+            for seq in doomed:
+                del by_seq[seq]
+                self._writes.pop((tid, cp_ns, seq), None)
+            gone = set(doomed)
+            candidates = [
+                (channel, version)
+                for (t, n, channel), versions in self._blobs.items()
+                if t == tid and n == cp_ns
+                for version in versions
+                if version in gone
+            ]
+            later = [cp for seq, cp in by_seq.items() if seq > doomed[0]]
+            for channel, version in doomed_blobs(candidates, later):
+                self._blobs[(tid, cp_ns, channel)].pop(version, None)
+            if by_seq:
+                self._heads[(tid, cp_ns)] = max(by_seq)
+            else:
+                del self._checkpoints[(tid, cp_ns)]
+                self._heads.pop((tid, cp_ns), None)
+
+    def queue_depth(self, namespace: str | None = None) -> int:
+        """How many runs are queued (not claimed), in one namespace or all."""
+        with self._lock:
+            self._check_open()
+            return sum(
+                1
+                for row in self._queue.values()
+                if row.status == "queued" and (namespace is None or row.namespace == namespace)
+            )
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _append(self, namespace: str, run_id: str, events: Sequence[tuple[str, bytes]],
+                now: float) -> int:
+        stream = self._events.setdefault((namespace, run_id), [])
+        for event, data in events:
+            stream.append(RunEvent(namespace, run_id, len(stream) + 1, event, bytes(data), now))
+        if not stream:
+            del self._events[(namespace, run_id)]
+        return len(stream)
+
+    def append_events(self, namespace: str, run_id: str,
+                      events: Sequence[tuple[str, bytes]]) -> int:
+        """Append events to the run's stream, numbered after the last one."""
+        with self._lock:
+            self._check_open()
+            seq = self._append(namespace, run_id, events, time.time())
+        if events:
+            self._bus.publish(EVENT, f"{namespace}/{run_id}/{seq}")
+        return seq
+
+    def read_events(self, namespace: str, run_id: str, after: int = 0,
+                    limit: int = 1000) -> list[RunEvent]:
+        """The run's events with ``seq > after``, in order, at most ``limit``."""
+        check_limit(limit)
+        with self._lock:
+            self._check_open()
+            stream = self._events.get((namespace, run_id), [])
+            return [replace(e) for e in stream[max(after, 0) : max(after, 0) + limit]]
+
+    def delete_events(self, *, finished_before: float) -> int:
+        """Drop the events of runs that left the queue before the cutoff (see the
+        protocol)."""
+        with self._lock:
+            self._check_open()
+            deleted = 0
+            for key, stream in list(self._events.items()):
+                row = self._queue.get(key)
+                if row is None:
+                    gone = stream[-1].created_at < finished_before
+                else:
+                    gone = row.status == "done" and (row.finished_at or 0.0) < finished_before
+                if gone:
+                    deleted += len(stream)
+                    del self._events[key]
+            return deleted
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _beat(self, worker_id: str, now: float) -> None:
+        known = self._workers.get(worker_id)
+        if known is None:
+            self._workers[worker_id] = WorkerRecord(worker_id, now, now, {})
+        else:
+            known.last_seen = now
+
+    def worker_heartbeat(self, worker: WorkerRecord) -> None:
+        """Record (upsert) a worker's heartbeat."""
+        info: dict[str, Any] = json.loads(info_json(worker))
+        with self._lock:
+            self._check_open()
+            self._workers[worker.worker_id] = WorkerRecord(
+                worker.worker_id, worker.last_seen, worker.started_at, info
+            )
+
+    def list_workers(self, *, seen_after: float = 0.0) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is after ``seen_after``, by id."""
+        with self._lock:
+            self._check_open()
+            return [
+                replace(w, info=dict(w.info))
+                for _, w in sorted(self._workers.items())
+                if w.last_seen > seen_after
+            ]
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (it shut down)."""
+        with self._lock:
+            self._check_open()
+            self._workers.pop(worker_id, None)
+
+    # -- API keys -------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey) -> None:
+        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+        with self._lock:
+            self._check_open()
+            if key.key_id in self._keys:
+                raise InvalidConfigError(f"API key {key.key_id!r} exists already")
+            self._keys[key.key_id] = replace(key, key_hash=bytes(key.key_hash))
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+        with self._lock:
+            self._check_open()
+            key = self._keys.get(key_id)
+            return replace(key) if key is not None else None
+
+    def list_keys(self, namespace: str | None = None) -> list[ApiKey]:
+        """Keys of one namespace, or all, newest first (then by id, descending)."""
+        with self._lock:
+            self._check_open()
+            keys = [
+                replace(k)
+                for k in self._keys.values()
+                if namespace is None or k.namespace == namespace
+            ]
+            keys.sort(key=lambda k: (k.created_at, k.key_id), reverse=True)
+            return keys
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key (its first revocation time is kept); ``False`` if unknown."""
+        with self._lock:
+            self._check_open()
+            key = self._keys.get(key_id)
+            if key is None:
+                return False
+            if key.revoked_at is None:
+                key.revoked_at = time.time()
+            return True
+
+    def touch_key(self, key_id: str, at: float) -> None:
+        """Record that the key was used at ``at`` (an earlier time never moves it back)."""
+        with self._lock:
+            self._check_open()
+            key = self._keys.get(key_id)
+            if key is not None and (key.last_used_at is None or at > key.last_used_at):
+                key.last_used_at = at

@@ -1,0 +1,116 @@
+"""In-process signal delivery: the :class:`~threadloom.checkpoint.queue.Signals` of the memory
+and SQLite stores, and the dispatching half of the Postgres store's (which feeds it what its
+``LISTEN`` connection receives).
+
+Subscribers are called from one daemon thread per bus, in the order the messages were
+published, never from the publisher's thread (a publisher may hold a store's lock or be inside
+a transaction). A callback that raises is logged on the ``threadloom.checkpoint.signals``
+logger and the others still run; a slow callback delays the ones after it, so callbacks should
+only wake something up (set an event, put to a queue). Publishing to a topic nobody subscribes
+to costs a dictionary lookup, and the thread starts with the first subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+__all__ = ["CANCEL", "DONE", "EVENT", "TOPICS", "WORK", "Dispatcher", "LocalSignals"]
+
+WORK = "work"
+CANCEL = "cancel"
+EVENT = "event"
+DONE = "done"
+TOPICS = (WORK, CANCEL, EVENT, DONE)
+
+log = logging.getLogger("threadloom.checkpoint.signals")
+log.addHandler(logging.NullHandler())
+
+Callback = Callable[[str], None]
+_STOP = ("", "")
+
+
+class Dispatcher:
+    """Calls the subscribers of each delivered message from a daemon thread of its own."""
+
+    def __init__(self, name: str = "threadloom-signals") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, list[Callback]] = {}
+        self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def subscribe(self, topic: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(message)`` for each message delivered on ``topic`` until the
+        returned function is called (calling it again does nothing)."""
+        with self._lock:
+            if self._closed:
+                return _nothing
+            self._subscribers[topic] = [*self._subscribers.get(topic, ()), callback]
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+
+        done = False
+
+        def unsubscribe() -> None:
+            nonlocal done
+            with self._lock:
+                if done:
+                    return
+                done = True
+                callbacks = list(self._subscribers.get(topic, ()))
+                for i, subscribed in enumerate(callbacks):
+                    if subscribed is callback:
+                        del callbacks[i]
+                        break
+                self._subscribers[topic] = callbacks
+
+        return unsubscribe
+
+    def subscribed(self, topic: str) -> bool:
+        """Whether anybody listens on ``topic``."""
+        return bool(self._subscribers.get(topic))
+
+    def deliver(self, topic: str, message: str) -> None:
+        """Queue ``message`` for the subscribers of ``topic`` (dropped if there are none)."""
+        if self._subscribers.get(topic) and not self._closed:
+            self._queue.put((topic, message))
+
+    def close(self) -> None:
+        """Stop the thread (after the messages already queued); later messages are dropped."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+            self._subscribers.clear()
+        if thread is not None:
+            self._queue.put(_STOP)
+            if thread is not threading.current_thread():
+                thread.join(5.0)
+
+    def _loop(self) -> None:
+        while True:
+            topic, message = self._queue.get()
+            if (topic, message) == _STOP and self._closed:
+                return
+            for callback in self._subscribers.get(topic, ()):
+                try:
+                    callback(message)
+                except Exception:  # a subscriber's bug must not stop the others
+                    log.exception("a %r signal subscriber failed", topic)
+
+
+def _nothing() -> None:
+    return None
+
+
+class LocalSignals(Dispatcher):
+    """Signals within one process (the memory and SQLite stores): :meth:`publish` reaches
+    the subscribers of this bus only."""
+
+    def publish(self, topic: str, message: str) -> None:
+        """Send ``message`` to every subscriber of ``topic`` (from the bus's thread)."""
+        self.deliver(topic, message)
