@@ -29,10 +29,12 @@ def iso(ts: float | None) -> str | None:
 
 
 def duration(start: float | None, end: float | None) -> str:
-    """``1.23s`` / ``2m05s`` between two timestamps, ``-`` if either is missing."""
+    """``12ms`` / ``1.23s`` / ``2m05s`` between two timestamps, ``-`` if either is missing."""
     if not start or not end:
         return "-"
     seconds = max(0.0, end - start)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s"
     minutes, rest = divmod(int(seconds), 60)

@@ -172,7 +172,7 @@ def _app(store: RuntimeStore, graphs: dict[str, CompiledGraph], *, worker_check:
 
 def _make_worker(store: RuntimeStore, graphs: dict[str, CompiledGraph],
                  concurrency: int) -> Any:
-    from threadloom.worker import Worker  # type: ignore[attr-defined]
+    from threadloom.worker import Worker
 
     return Worker(store, graphs, concurrency=concurrency, run_lease=DEFAULT_LEASE_TTL)
 

@@ -1,0 +1,187 @@
+"""``threadloom dev`` / ``serve`` / ``worker`` as real processes, and the command's errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from threadloom.checkpoint import open_store
+from threadloom.cli import main
+from threadloom.server.auth import key_id_of
+from threadloom.testing.process import process_env, start_dev, start_serve, start_worker
+
+KEY = "tl_test_key_0123456789abcdef"
+
+
+def threadloom(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    """``python -m threadloom ARGS`` as a subprocess."""
+    return subprocess.run([sys.executable, "-m", "threadloom", *args], capture_output=True,
+                          text=True, cwd=cwd, env=process_env(env), timeout=120)
+
+
+def test_dev_prints_the_urls_and_a_key_serves_and_exits_0_on_sigterm(tmp_path):
+    db = f"sqlite:///{tmp_path}/dev.db"
+    with start_dev(db, cwd=tmp_path) as dev:
+        out = dev.stdout()
+        assert f"API:       {dev.url}\n" in out
+        assert f"docs:      {dev.url}/docs\n" in out
+        assert f"dashboard: {dev.url}/dashboard\n" in out
+        assert dev.api_key and dev.api_key.startswith("tl_")
+        assert "seed_loop, chat, fetch, cloud, review (the built-in seed graphs" in out
+        assert dev.request("GET", "/ok") == (200, {"ok": True})
+        status, ready = dev.request("GET", "/ready")
+        assert status == 200 and ready["workers"] >= 1
+        assert dev.stop() == 0, dev.output()
+        assert "Traceback" not in dev.stderr()
+    assert (tmp_path / "dev.db.key").read_text().strip() == dev.api_key
+    with start_dev(db, cwd=tmp_path) as again:  # the saved key again, not a new one
+        assert again.api_key == dev.api_key
+        assert again.stop() == 0
+
+
+def test_dev_registers_THREADLOOM_API_KEY_and_runs_the_seed_loop(tmp_path):
+    db = f"sqlite:///{tmp_path}/dev.db"
+    with start_dev(db, cwd=tmp_path, env={"THREADLOOM_API_KEY": KEY}) as dev:
+        assert dev.api_key == KEY
+        assert not (tmp_path / "dev.db.key").exists()
+        status, assistants = dev.request("POST", "/assistants/search", {})
+        assert status == 200, assistants
+        assert sorted(a["graph_id"] for a in assistants) == [
+            "chat", "cloud", "fetch", "review", "seed_loop"]
+        status, out = dev.request("POST", "/threads/t-1/runs/wait", {
+            "assistant_id": "seed_loop", "input": {"step": 0}, "if_not_exists": "create"})
+        assert (status, out) == (200, {"step": 3, "done": True}), dev.output()
+        assert dev.request("POST", "/assistants/search", {},
+                           headers={"X-API-Key": "tl_wrong_key_0123456789"})[0] == 401
+        assert dev.stop() == 0
+    store = open_store(db)
+    try:
+        assert store.get_key(key_id_of(KEY)).role == "admin"
+    finally:
+        store.close()
+
+
+def test_a_key_made_by_the_cli_while_the_server_runs_works_at_once(tmp_path):
+    db = f"sqlite:///{tmp_path}/dev.db"
+    with start_dev(db, cwd=tmp_path) as dev:
+        made = threadloom("keys", "create", "--role", "viewer", "--db", db, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        viewer = made.stdout.split()[-1]
+        status, _ = dev.request("POST", "/assistants/search", {},
+                                headers={"X-API-Key": viewer})
+        assert status == 200
+        revoked = threadloom("keys", "revoke", key_id_of(viewer), "--db", db, cwd=tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+        assert dev.request("POST", "/assistants/search", {},
+                           headers={"X-API-Key": viewer})[0] == 401
+        assert dev.stop() == 0
+
+
+def test_serve_and_worker_share_a_config_file(tmp_path):
+    (tmp_path / "my_graphs.py").write_text(textwrap.dedent("""
+        from typing import TypedDict
+        from threadloom.graph import StateGraph, START, END
+
+        class S(TypedDict):
+            n: int
+
+        def make():
+            b = StateGraph(S)
+            b.add_node("double", lambda s: {"n": s["n"] * 2})
+            b.add_edge(START, "double")
+            b.add_edge("double", END)
+            return b
+    """))
+    config = tmp_path / "threadloom.toml"
+    config.write_text('db = "sqlite:///./app.db"\n[graphs]\ndoubler = "my_graphs:make"\n')
+    env = {"THREADLOOM_API_KEY": KEY}
+    with start_worker("sqlite:///./app.db", config=config, env=env, cwd=tmp_path) as worker, \
+            start_serve("sqlite:///./app.db", config=config, env=env, cwd=tmp_path) as api:
+        assert "threadloom serve: " in api.stdout()
+        assert "from SQLite" in api.stderr()  # the warning
+        status, out = api.request("POST", "/threads/w-1/runs/wait", {
+            "assistant_id": "doubler", "input": {"n": 21}, "if_not_exists": "create"})
+        assert (status, out) == (200, {"n": 42}), api.output() + worker.output()
+        assert api.stop() == 0 and worker.stop() == 0, api.output() + worker.output()
+
+
+@pytest.mark.parametrize(("files", "args", "expected"), [
+    ({}, ["dev", "--config", "missing.toml"], "missing.toml: config file not found"),
+    ({"threadloom.toml": '[graphs]\ng = "no_such_mod_q:graph"\n'}, ["dev"],
+     "graph 'g': no module named 'no_such_mod_q'"),
+    ({"threadloom.toml": '[graphs]\ng = "m:nope"\n', "m.py": "x = 1\n"}, ["serve"],
+     "graph 'g': m has no attribute 'nope'"),
+    ({"threadloom.toml": '[graphs]\ng = "m:x"\n', "m.py": "x = 1\n"}, ["worker"],
+     "graph 'g' (m:x): a int is not a graph"),
+    ({}, ["serve"], "no threadloom.toml in "),
+])
+def test_config_mistakes_exit_1_with_one_line(tmp_path, files, args, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    done = threadloom(*args, "--db", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("threadloom: error:")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr
+
+
+def test_python_m_threadloom_help_lists_every_command():
+    done = threadloom("--help")
+    assert done.returncode == 0
+    for command in ("dev", "serve", "worker", "migrate", "keys", "runs", "threads"):
+        assert f"    {command} " in done.stdout
+    assert "threadloom dev " in done.stdout  # the first step, in the epilog
+
+
+@pytest.mark.parametrize("args", [
+    ["dev"], ["serve"], ["worker"], ["migrate"], ["keys", "create"], ["keys", "ls"],
+    ["keys", "revoke"], ["runs", "ls"], ["runs", "show"], ["runs", "cancel"],
+    ["runs", "resume"], ["runs", "retry"], ["threads", "ls"], ["threads", "show"],
+    ["threads", "export"]])
+def test_every_command_has_help_with_examples(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert out.startswith(f"usage: threadloom {' '.join(args)}") and "example" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--role", "boss"], ["dev", "--port", "http"], ["bogus"],
+    ["runs", "ls", "--limit", "0"], ["runs", "show"]])
+def test_usage_errors_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert "usage: threadloom" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [[], ["keys"], ["runs"], ["threads"]])
+def test_a_command_group_alone_prints_its_help_and_exits_2(args, capsys):
+    assert main(args) == 2
+    assert "usage: threadloom" in "".join(capsys.readouterr())
+
+
+def test_a_busy_port_is_one_line_and_exit_1(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = threadloom("dev", "--port", str(port), "--db", f"sqlite:///{tmp_path}/x.db",
+                          cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"threadloom: error: cannot listen on 127.0.0.1:{port}: " in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_runs_ls_json_through_python_m(tmp_path):
+    db = f"sqlite:///{tmp_path}/x.db"
+    assert threadloom("migrate", "--db", db).returncode == 0
+    listed = threadloom("runs", "ls", "--json", "--db", db)
+    assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
