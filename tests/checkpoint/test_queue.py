@@ -21,3 +21,21 @@ class TestMemoryQueue(QueueConformance):
         s.setup()
         yield s
         s.close()
+
+
+class TestSqliteFileQueue(QueueConformance):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SqliteStore]:
+        s = SqliteStore(tmp_path / "queue.db")
+        s.setup()
+        yield s
+        s.close()
+
+
+class TestSqliteMemoryQueue(QueueConformance):
+    @pytest.fixture
+    def store(self) -> Iterator[SqliteStore]:
+        s = SqliteStore(":memory:")
+        s.setup()
+        yield s
+        s.close()

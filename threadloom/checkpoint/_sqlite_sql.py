@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from threadloom.checkpoint._queue_schema import SQLITE_MIGRATION
 from threadloom.checkpoint._rows import (
     INDEXED,
     UNFINISHED,
@@ -140,6 +141,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 6: RUNNING leaves the by-status index too (see _rows.STEP_STATUSES): every step
     # records its next executions RUNNING, and their index entries cost a page per commit.
     ("DROP INDEX executions_namespace_status", STATUS_INDEX),
+    # 7: the runtime's tables: run queue, run events, workers, API keys (_queue_schema).
+    SQLITE_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 

@@ -45,6 +45,7 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
 from threadloom.checkpoint import _sqlite_sql as _sql
+from threadloom.checkpoint._queue_sqlite import SqliteQueue
 from threadloom.checkpoint._rows import (
     checkpoint_record,
     execution_record,
@@ -126,7 +127,7 @@ class _Handle:
 _INHERITED: list[sqlite3.Connection] = []
 
 
-class SqliteStore:
+class SqliteStore(SqliteQueue):
     """A :class:`~threadloom.checkpoint.base.Store` in one SQLite database (WAL mode).
 
     Args:
@@ -291,6 +292,7 @@ class SqliteStore:
         (calls raise ``StoreError``); a connection passed in by the caller stays open."""
         self._closed = True
         self._ready = False
+        self._close_runtime()  # the signal thread (SqliteQueue)
         for handle in list(self._handles):
             try:
                 handle.finalizer()  # closes the connection, once
