@@ -44,6 +44,7 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     app.state.store = store
     app.state.graphs = dict(graphs)
     app.state.settings = settings
+    app.state.started_at = time.time()  # the registered graphs' assistants date from here
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     _health_routes(app)

@@ -21,10 +21,12 @@ from threadloom import errors as core
 
 __all__ = [
     "ApiError",
+    "ConflictError",
     "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ThreadHasNoGraphError",
     "UnauthorizedError",
     "error_response",
     "install_error_handlers",
@@ -68,6 +70,21 @@ class InvalidRequestError(ApiError):
 
     code = "invalid_request"
     status = 422
+
+
+class ConflictError(ApiError):
+    """The request conflicts with what exists (e.g. a thread id that is taken)."""
+
+    code = "conflict"
+    status = 409
+
+
+class ThreadHasNoGraphError(ApiError):
+    """The operation needs the thread's graph, and the thread has none yet (no run, and no
+    ``graph_id`` in its metadata)."""
+
+    code = "thread_has_no_graph"
+    status = 400
 
 
 class PayloadTooLargeError(ApiError):
