@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import CancelAction, QueuedRun, RuntimeStore
@@ -28,7 +28,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.types import CancelToken, Command
+from threadloom.types import CancelToken, Command, RunnableConfig, StreamMode
 from threadloom.worker._events import EventBuffer, EventPump
 
 __all__ = ["Claimed", "Outcome", "execute", "run_config"]
@@ -39,7 +39,7 @@ Outcome = Literal["finished", "released", "lost"]
 """What became of a claim: the run ended (``finish_claim``), it was handed back
 (``release_claim``), or the claim was lost (someone else holds the run now)."""
 
-_MODES = ("values", "updates", "custom", "debug")
+_MODES: tuple[StreamMode, ...] = ("values", "updates", "custom", "debug")
 
 
 @dataclass(slots=True)
@@ -76,11 +76,14 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     payload = _payload(claim)
     events = EventBuffer(store, ns, run_id, pump)
     events.add("metadata", {"run_id": run_id, "attempt": claim.attempts})
-    modes = [m for m in _MODES if m in set(payload.get("stream_mode") or ()) | {"values"}]
+    asked = set(payload.get("stream_mode") or ()) | {"values"}
+    modes: list[StreamMode] = [m for m in _MODES if m in asked]
     config = run_config(claim, payload, held.token, lease_wait, fresh=_fresh(record, payload))
     error: BaseException | None = None
     try:
-        for mode, chunk in graph.stream(_input(record, payload), config, stream_mode=modes):
+        chunks = graph.stream(_input(record, payload), cast("RunnableConfig", config),
+                              stream_mode=modes)
+        for mode, chunk in chunks:
             events.add(mode, chunk)
     except RunCancelled as exc:
         error = exc
@@ -101,7 +104,8 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
 
 
 def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: EventBuffer,
-            error: BaseException | None, payload: dict[str, Any], modes: list[str]) -> Outcome:
+            error: BaseException | None, payload: dict[str, Any],
+            modes: list[StreamMode]) -> Outcome:
     claim = held.claim
     if isinstance(error, RunCancelled):  # stopped: how, says the action (None: interrupt)
         if held.action == "lost":
@@ -114,8 +118,7 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
         if held.action == "rollback":
             events.flush()
             store.rollback_run(claim.namespace, claim.run_id)  # ns
-            store.finish_claim(claim)
-            store.signals().publish("done", f"{claim.namespace}/{claim.run_id}")
+            store.finish_claim(claim)  # gone with the run; rollback_run signalled "done"
             return "finished"
     if error is None and "values" in modes:
         _interrupt_values(graph, claim, events)
@@ -166,7 +169,8 @@ def run_config(claim: QueuedRun, payload: dict[str, Any], token: CancelToken,
                lease_wait: float, *, fresh: bool = True) -> dict[str, Any]:
     """The engine config of a claimed run (see the module docstring of
     :mod:`threadloom.checkpoint.queue` for the payload)."""
-    given = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    raw = payload.get("config")
+    given: dict[str, Any] = raw if isinstance(raw, dict) else {}
     configurable = dict(given.get("configurable") or {})
     for key in ("thread_id", "run_id", "checkpoint_id", "checkpoint_ns"):
         configurable.pop(key, None)

@@ -218,7 +218,7 @@ class Worker:
         while self.state in ("running", "draining"):
             self._beat.wait(self.heartbeat)
             self._beat.clear()
-            if self.state == "stopped":
+            if self._stopped.is_set() or self.state not in ("running", "draining"):
                 return
             try:
                 self._beat_now()
