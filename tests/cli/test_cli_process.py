@@ -185,3 +185,35 @@ def test_runs_ls_json_through_python_m(tmp_path):
     assert threadloom("migrate", "--db", db).returncode == 0
     listed = threadloom("runs", "ls", "--json", "--db", db)
     assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
+
+
+def test_the_command_and_the_registry_import_no_web_framework_until_a_server_starts():
+    script = (
+        "import sys, threadloom.cli._parser, threadloom.cli._admin, threadloom.cli._runtime, "
+        "threadloom.worker.registry, threadloom.examples.cloud\n"
+        "heavy = ('fastapi', 'uvicorn', 'starlette', 'httpx', 'psycopg', 'pydantic')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=process_env(), check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_worker_registers_itself_and_leaves_on_sigint_with_exit_0(tmp_path):
+    import signal
+
+    (tmp_path / "threadloom.toml").write_text(
+        '[graphs]\nloop = "threadloom.examples.loop:graph"\n[worker]\nconcurrency = 2\n')
+    db = f"sqlite:///{tmp_path}/w.db"
+    with start_worker(db, cwd=tmp_path, env={"THREADLOOM_HOST_ID": "machine-a"}) as worker:
+        assert "graphs loop, concurrency 2" in worker.stdout()
+        store = open_store(db)
+        try:
+            assert len(store.list_workers()) == 1
+            import os
+
+            os.kill(worker.pid, signal.SIGINT)
+            assert worker.wait() == 0, worker.output()
+            assert "stopping" in worker.stderr()
+            assert store.list_workers() == []
+        finally:
+            store.close()

@@ -137,6 +137,14 @@ class ThreadloomProcess:
                 proc.kill()
         return proc.wait()
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit by itself; the exit code.
+
+        Raises:
+            subprocess.TimeoutExpired: it still runs after ``timeout`` seconds.
+        """
+        return self._require().wait(timeout)
+
     def kill(self) -> int:
         """SIGKILL at once (a crash); the exit code."""
         proc = self._require()
