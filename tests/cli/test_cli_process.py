@@ -217,3 +217,40 @@ def test_a_worker_registers_itself_and_leaves_on_sigint_with_exit_0(tmp_path):
             assert store.list_workers() == []
         finally:
             store.close()
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh schema on the test Postgres server, as a store URL; dropped afterwards."""
+    import os
+    import uuid
+
+    url = os.environ.get("THREADLOOM_TEST_POSTGRES_URL",
+                         "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception as exc:
+        reason = f"no Postgres at {url}: {exc}"
+        if os.environ.get("THREADLOOM_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"tl_cli_{uuid.uuid4().hex[:12]}"
+    yield f"{url}?schema={schema}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_dev_on_postgres_migrates_serves_and_runs(postgres_db, tmp_path):
+    assert threadloom("migrate", "--db", postgres_db).returncode == 0
+    with start_dev(postgres_db, cwd=tmp_path) as dev:
+        assert "new for this start" in dev.stdout()  # no key file beside a Postgres database
+        status, out = dev.request("POST", "/threads/pg-1/runs/wait", {
+            "assistant_id": "seed_loop", "input": {"step": 0}, "if_not_exists": "create"})
+        assert (status, out) == (200, {"step": 3, "done": True}), dev.output()
+        assert dev.stop() == 0, dev.output()
+    listed = threadloom("runs", "ls", "--json", "--db", postgres_db)
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["succeeded"]
