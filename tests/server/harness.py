@@ -51,12 +51,15 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     _stores: list[RuntimeStore] = field(default_factory=list)
+    _clients: list[Any] = field(default_factory=list)
 
     def sdk(self, api_key: str | None = None) -> Any:
         """The official ``langgraph-sdk`` sync client, with ``api_key`` (default: admin)."""
         from langgraph_sdk import get_sync_client
 
-        return get_sync_client(url=self.url, api_key=api_key or self.api_key, timeout=30.0)
+        client = get_sync_client(url=self.url, api_key=api_key or self.api_key, timeout=30.0)
+        self._clients.append(client)  # closed at teardown
+        return client
 
     def http(self, api_key: str | None = None, **headers: str) -> httpx.Client:
         """A plain HTTP client; sends ``api_key`` unless it is ``""``."""
@@ -129,7 +132,10 @@ def start_server(db_url: str, api_key: str, workdir: Path) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    """Stop the process (SIGTERM, then SIGKILL after 10 s) and close the test's stores."""
+    """Stop the process (SIGTERM, then SIGKILL after 10 s); close the test's clients and
+    stores."""
+    for client in server._clients:
+        client.close()
     for opened in server._stores:
         opened.close()
     if server.process.poll() is None:

@@ -8,12 +8,16 @@ state with ``update_state``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
 from harness import Server
 from langgraph_sdk import errors as sdk_errors
+
+from threadloom.checkpoint.base import RunRecord
+from threadloom.checkpoint.queue import QueuedRun
 
 
 def run_loop(server: Server, thread_id: str | None = None) -> str:
@@ -120,7 +124,7 @@ def test_state_at_a_checkpoint_and_history(server: Server) -> None:
     client = server.sdk()
     history = client.threads.get_history(thread_id, limit=100)
     steps = [s["metadata"]["step"] for s in history]
-    assert steps == sorted(steps, reverse=True) and len(history) == 8  # input + 7 steps
+    assert steps == sorted(steps, reverse=True) and len(history) == 7  # input + 6 steps
     ids = [s["checkpoint"]["checkpoint_id"] for s in history]
     assert ids == sorted(ids, reverse=True)
     assert history[0] == client.threads.get_state(thread_id)
@@ -267,7 +271,7 @@ def test_export(server: Server) -> None:
         data = got.json()
         assert data["format"] == "threadloom.thread/1"
         assert data["thread"]["thread_id"] == thread_id
-        assert len(data["checkpoints"]) == 8
+        assert len(data["checkpoints"]) == 7
         assert [r["status"] for r in data["runs"]] == ["succeeded"]
         assert http.get(f"/threads/missing-{uuid.uuid4()}/export").status_code == 404
 
@@ -282,3 +286,33 @@ def test_delete_removes_the_state(server: Server) -> None:
         with pytest.raises(sdk_errors.NotFoundError):
             call()
     assert client.threads.search(ids=[thread_id]) == []
+
+
+def queue_run(server: Server, thread_id: str, graph: str = "seed_loop") -> str:
+    """A background run of ``graph`` queued on the thread (no worker runs in these tests, so
+    it stays pending)."""
+    run_id = f"run-{uuid.uuid4()}"
+    now = time.time()
+    store = server.open_store()
+    store.enqueue(RunRecord(run_id, thread_id, graph, "pending", created_at=now,
+                            updated_at=now),
+                  QueuedRun("default", run_id, thread_id, graph, b"{}", created_at=now))
+    return run_id
+
+
+def test_a_thread_with_a_queued_run_is_busy(server: Server) -> None:
+    client = server.sdk()
+    thread_id = run_loop(server)
+    run_id = queue_run(server, thread_id)
+    assert client.threads.get(thread_id)["status"] == "busy"
+    assert thread_id in [t["thread_id"] for t in client.threads.search(status="busy",
+                                                                         limit=1000)]
+    with pytest.raises(sdk_errors.ConflictError) as refused:
+        client.threads.update_state(thread_id, {"step": 1}, as_node="increment")
+    assert refused.value.response.json()["code"] == "thread_busy"
+
+    client.threads.delete(thread_id)  # cancels the queued run first
+    store = server.open_store()
+    queued = store.get_queued("default", run_id)
+    assert queued is None or queued.status == "done"
+    assert store.claim_runs("test-worker", limit=10, ttl=5.0) == []

@@ -107,7 +107,7 @@ def build_graphs(store: RuntimeStore, probe: Probe) -> dict[str, CompiledGraph]:
     return {name: b.compile(checkpointer=store, name=name) for name, b in builders.items()}
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeStore]:
     if request.param == "memory":
         s: Any = MemoryStore()

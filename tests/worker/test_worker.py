@@ -120,6 +120,7 @@ def test_cancel_with_rollback_deletes_the_run(worker, store, queue, wait_for, pr
     run_id = queue("hold", {"log": []}, thread_id="t-rb")
     assert probe.started.wait(20)
     store.request_cancel("default", run_id, "rollback")
+    until(lambda: worker._running() and worker._running()[0].token.is_set())
     probe.release.set()
     until(lambda: store.get_run(run_id) is None)
     assert store.read_events("default", run_id) == []
@@ -147,6 +148,7 @@ def test_multitask_interrupt_cancels_the_active_run(worker, store, queue, wait_f
     first = queue("hold", {"log": []}, thread_id="t-int")
     assert probe.started.wait(20)
     second = queue("chain", {"log": ["2"]}, thread_id="t-int", strategy="interrupt")
+    until(lambda: any(h.token.is_set() for h in worker._running()))
     probe.release.set()
     assert wait_for(second).status == "succeeded"
     assert wait_for(first).status == "cancelled"
@@ -158,6 +160,7 @@ def test_multitask_rollback_deletes_the_active_run(worker, store, queue, wait_fo
     first = queue("hold", {"log": ["1"]}, thread_id="t-roll")
     assert probe.started.wait(20)
     second = queue("chain", {"log": ["2"]}, thread_id="t-roll", strategy="rollback")
+    until(lambda: any(h.token.is_set() for h in worker._running()))
     probe.release.set()
     assert wait_for(second).status == "succeeded"
     assert store.get_run(first) is None

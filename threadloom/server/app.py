@@ -89,8 +89,11 @@ def _health_routes(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Answer 413 ``payload_too_large`` to a request whose body is over ``limit`` bytes,
-    by its ``Content-Length`` or, without one, as it streams in."""
+    """Answer 413 ``payload_too_large`` to a request whose body is over ``limit`` bytes: by
+    its ``Content-Length`` (the server holds a body to its declared length), or, without one
+    (chunked), by reading the body first, at most ``limit`` bytes of it, before the app runs.
+    (An exception raised while the app reads the body would reach the route as a malformed
+    body: FastAPI turns every failure of the read into a 400/422.)"""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -108,36 +111,29 @@ class BodyLimit:
                     too_big = False
                 if too_big:
                     await self._refuse(scope, receive, send)
-                    return
+                else:
+                    await self.app(scope, receive, send)
+                return
+        messages: list[Message] = []
         seen = 0
-        started = False
-
-        async def counting() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting, tracking)
-        except _TooLarge:
-            if not started:
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away: the app sees it too
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
                 await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(413, "payload_too_large",
                                   f"the request body is over the limit of {self.limit} bytes")
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
