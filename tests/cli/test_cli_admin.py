@@ -15,6 +15,7 @@ from threadloom.checkpoint.queue import QueuedRun
 from threadloom.cli import main
 from threadloom.graph import END, START, StateGraph
 from threadloom.server.auth import authenticate, key_id_of
+from threadloom.types import Command
 from threadloom.worker.registry import load_graphs
 
 
@@ -168,7 +169,7 @@ def test_runs_show_lists_the_node_executions(history, capsys):
                                        "'default'\n")
 
 
-def test_runs_cancel_retry_and_resume_go_through_the_queue(history, capsys):
+def test_runs_cancel_and_retry_go_through_the_queue(history, capsys):
     assert run_cli(capsys, "runs", "cancel", "queued-r", "--db", history)[:2] == (
         0, "Run queued-r: cancelled (it was still queued).\n")
     code, out, _ = run_cli(capsys, "runs", "cancel", "loop-r", "--db", history)
@@ -176,22 +177,42 @@ def test_runs_cancel_retry_and_resume_go_through_the_queue(history, capsys):
     code, _, err = run_cli(capsys, "runs", "retry", "loop-r", "--db", history)
     assert code == 1 and "run loop-r is succeeded; only a run that is failed or cancelled" in err
     assert run_cli(capsys, "runs", "retry", "fail-r", "--db", history)[0] == 0
-    assert run_cli(capsys, "runs", "resume", "review-r", "--value", '{"approved": true}',
-                   "--db", history)[0] == 0
-    code, _, err = run_cli(capsys, "runs", "resume", "loop-r", "--value", "{nope", "--db",
+    store = open_store(history)
+    try:
+        assert store.get_run("fail-r").status == "pending"  # ns
+        queued = store.get_queued("default", "fail-r")
+        assert queued.status == "queued" and json.loads(queued.payload)["resume"] is True
+        assert store.get_run("queued-r").status == "cancelled"  # ns
+    finally:
+        store.close()
+
+
+def test_runs_resume_answers_the_interrupt_in_a_new_run_on_the_thread(history, capsys):
+    code, out, _ = run_cli(capsys, "runs", "resume", "review-r", "--value",
+                           '{"approved": true}', "--db", history)
+    assert code == 0 and out.startswith("Run review-r continues in a new run on thread review-t")
+    new_id = out.split()[-1]
+    code, _, err = run_cli(capsys, "runs", "resume", "loop-r", "--db", history)
+    assert code == 1 and "run loop-r is succeeded; only a run that is interrupted" in err
+    code, _, err = run_cli(capsys, "runs", "resume", "review-r", "--value", "{nope", "--db",
                            history)
     assert code == 1 and err.startswith("threadloom: error: --value is not JSON")
     store = open_store(history)
     try:
-        for run_id in ("fail-r", "review-r"):
-            assert store.get_run(run_id).status == "pending"  # ns
-            assert store.get_queued("default", run_id).status == "queued"
-        assert json.loads(store.get_queued("default", "fail-r").payload)["resume"] is True
-        resumed = json.loads(store.get_queued("default", "review-r").payload)
-        assert resumed["command"] == {"resume": {"approved": True}} and resumed["resume"]
-        assert store.get_run("queued-r").status == "cancelled"  # ns
+        record = store.get_run(new_id)  # ns
+        assert (record.thread_id, record.graph, record.status) == ("review-t", "review",
+                                                                   "pending")
+        assert record.metadata["resumes"] == "review-r"
+        payload = json.loads(store.get_queued("default", new_id).payload)
+        assert payload["command"] == {"resume": {"approved": True}}
+        assert payload["input"] is None and not payload["resume"]
+        graph = load_graphs(None, store)["review"]  # what a worker then does with it
+        answer = Command(resume=payload["command"]["resume"])
+        assert graph.invoke(answer, {"thread_id": "review-t", "run_id": new_id})["published"]
     finally:
         store.close()
+    code, _, err = run_cli(capsys, "runs", "resume", "review-r", "--db", history)
+    assert code == 0  # the thread is free again: another resume is queued, not refused
 
 
 def test_threads_ls_show_and_export(history, capsys, tmp_path):

@@ -57,6 +57,16 @@ def test_dev_registers_THREADLOOM_API_KEY_and_runs_the_seed_loop(tmp_path):
         assert (status, out) == (200, {"step": 3, "done": True}), dev.output()
         assert dev.request("POST", "/assistants/search", {},
                            headers={"X-API-Key": "tl_wrong_key_0123456789"})[0] == 401
+        status, paused = dev.request("POST", "/threads/r-1/runs/wait", {
+            "assistant_id": "review", "input": {"topic": "refund"}, "if_not_exists": "create"})
+        assert status == 200 and paused["__interrupt__"][0]["value"]["question"]
+        listed = threadloom("runs", "ls", "--graph", "review", "--json", "--db", db)
+        [paused_run] = json.loads(listed.stdout)
+        resumed = threadloom("runs", "resume", paused_run["run_id"], "--value", "true",
+                             "--db", db)
+        assert resumed.returncode == 0, resumed.stderr
+        status, done = dev.request("GET", f"/threads/r-1/runs/{resumed.stdout.split()[-1]}/join")
+        assert (status, done["published"]) == (200, True), dev.output()
         assert dev.stop() == 0
     store = open_store(db)
     try:

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
-from threadloom.checkpoint.queue import ApiKey, RuntimeStore
+from threadloom.checkpoint.queue import ApiKey, QueuedRun, RuntimeStore
 from threadloom.cli._output import duration, emit_json, fields, iso, mask_url, table, when
 from threadloom.errors import InvalidConfigError, RunConflictError, RunNotFoundError
 
@@ -261,44 +263,63 @@ _BLANK_PAYLOAD: dict[str, Any] = {
 }
 
 
-def _requeue(args: argparse.Namespace, allowed: tuple[str, ...], verb: str,
-             command: dict[str, Any] | None) -> int:
-    with _opened(args) as store:
-        run = _get_run(store, args.namespace, args.run_id)
-        if run.status not in allowed:
-            raise RunConflictError(
-                f"run {run.run_id} is {run.status}; only a run that is "
-                f"{' or '.join(allowed)} can be {verb}")
-        queued = store.get_queued(args.namespace, args.run_id)
-        payload = dict(_BLANK_PAYLOAD)
-        if queued is not None:
-            try:
-                payload = {**payload, **json.loads(queued.payload)}
-            except ValueError:
-                pass
-        payload["resume"] = True
-        payload["command"] = command
-        store.requeue(args.namespace, args.run_id,
-                      payload=json.dumps(payload).encode())
-    print(f"Run {args.run_id} is queued again ({verb}); a worker continues it from its last "
-          "checkpoint.")
-    return 0
+def _payload_of(store: RuntimeStore, namespace: str, run_id: str) -> dict[str, Any]:
+    """The run's queued payload (what the API received), or a blank one."""
+    payload = dict(_BLANK_PAYLOAD)
+    queued = store.get_queued(namespace, run_id)
+    if queued is not None:
+        try:
+            given = json.loads(queued.payload)
+        except ValueError:
+            given = None
+        if isinstance(given, dict):
+            payload.update(given)
+    return payload
+
+
+def _check_status(run: RunRecord, allowed: tuple[str, ...], verb: str) -> None:
+    if run.status not in allowed:
+        raise RunConflictError(f"run {run.run_id} is {run.status}; only a run that is "
+                               f"{' or '.join(allowed)} can be {verb}")
 
 
 def runs_retry(args: argparse.Namespace) -> int:
-    """Queue a failed or cancelled run again."""
-    return _requeue(args, ("failed", "cancelled"), "retried", None)
+    """Queue a failed or cancelled run again: it continues from its last checkpoint."""
+    with _opened(args) as store:
+        run = _get_run(store, args.namespace, args.run_id)
+        _check_status(run, ("failed", "cancelled"), "retried")
+        payload = {**_payload_of(store, args.namespace, run.run_id), "resume": True}
+        store.requeue(args.namespace, run.run_id, payload=json.dumps(payload).encode())
+    print(f"Run {run.run_id} is queued again; a worker continues it from its last checkpoint.")
+    return 0
 
 
 def runs_resume(args: argparse.Namespace) -> int:
-    """Resume an interrupted run, optionally answering its interrupt."""
+    """Continue an interrupted run's thread in a new run, answering its interrupt() with
+    ``--value`` (as LangGraph's server resumes: a run with ``command={"resume": ...}``)."""
     command = None
     if args.value is not None:
         try:
             command = {"resume": json.loads(args.value)}
         except ValueError as exc:
             raise InvalidConfigError(f"--value is not JSON: {exc}") from None
-    return _requeue(args, ("interrupted",), "resumed", command)
+    with _opened(args) as store:
+        run = _get_run(store, args.namespace, args.run_id)
+        _check_status(run, ("interrupted",), "resumed")
+        payload = {**_payload_of(store, args.namespace, run.run_id), "input": None,
+                   "command": command, "resume": False, "checkpoint_id": None}
+        new_id = str(uuid.uuid4())
+        now = time.time()
+        store.enqueue(
+            RunRecord(new_id, run.thread_id, run.graph, "pending", namespace=args.namespace,
+                      created_at=now, updated_at=now,
+                      metadata={**run.metadata, "resumes": run.run_id}),
+            QueuedRun(args.namespace, new_id, run.thread_id, run.graph,
+                      json.dumps(payload).encode(), created_at=now),
+            "reject")
+    print(f"Run {run.run_id} continues in a new run on thread {run.thread_id} (a worker "
+          f"picks it up): {new_id}")
+    return 0
 
 
 # -- threads ------------------------------------------------------------------------------

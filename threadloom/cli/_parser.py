@@ -241,8 +241,10 @@ def _runs_commands(sub: Any) -> None:
                         "checkpoints (default: %(default)s)")
     _common(p, json_flag=False)
     p = _command(rsub, "resume", _lazy(_ADMIN, "runs_resume"), "continue an interrupted run",
-                 "Queue an interrupted run again; a worker continues it from its last "
-                 "checkpoint. --value answers its interrupt() (as Command(resume=VALUE)).",
+                 "Continue an interrupted run's thread in a new run (as LangGraph's server "
+                 "does: a run with command={'resume': VALUE}); --value answers its "
+                 "interrupt(). Without --value the run continues past a breakpoint "
+                 "(interrupt_before/after). Prints the new run's id last.",
                  "examples:\n  threadloom runs resume 1ef0c8f2-...            # a breakpoint\n"
                  "  threadloom runs resume 1ef0c8f2-... --value true\n"
                  "  threadloom runs resume 1ef0c8f2-... --value '{\"approved\": false}'")
