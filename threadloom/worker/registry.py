@@ -219,7 +219,7 @@ def resolve_graph(config: RuntimeConfig, name: str, store: Store, *,
     if not target or not attr:
         raise InvalidConfigError(
             f"{where}: expected \"module:attr\" or \"./file.py:attr\", got {spec!r}")
-    module = _import(target, config.base, where)
+    module = _import(target, config.base if config.path is not None else None, where)
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -308,11 +308,13 @@ def _is_file(target: str) -> bool:
     return target.endswith(".py") or "/" in target or "\\" in target
 
 
-def _import(target: str, base: Path, where: str) -> ModuleType:
+def _import(target: str, base: Path | None, where: str) -> ModuleType:
+    """Import ``target`` (a module name, or a file relative to ``base``); ``base`` also goes
+    on ``sys.path`` (``None``: the built-in graphs, nothing added)."""
     if _is_file(target):
-        return _import_file(target, base, where)
-    folder = str(base)
-    if folder not in sys.path:
+        return _import_file(target, base or Path.cwd(), where)
+    folder = str(base) if base is not None else "the installed packages"
+    if base is not None and folder not in sys.path:
         sys.path.insert(0, folder)
     try:
         return importlib.import_module(target)
@@ -320,8 +322,8 @@ def _import(target: str, base: Path, where: str) -> ModuleType:
         missing = exc.name or ""
         if missing and (target == missing or target.startswith(missing + ".")):
             raise InvalidConfigError(
-                f"{where}: no module named {missing!r} (looked in {folder} and the "
-                "installed packages)") from None
+                f"{where}: no module named {missing!r} (looked in {folder}"
+                f"{' and the installed packages' if base is not None else ''})") from None
         raise InvalidConfigError(
             f"{where}: importing {target} failed: {_failure(exc)}") from exc
     except Exception as exc:
