@@ -58,6 +58,10 @@ TABLES = {
     "runs",
     "executions",
     "schema_migrations",
+    "run_queue",  # the runtime's (_queue_schema)
+    "run_events",
+    "workers",
+    "api_keys",
 }
 
 

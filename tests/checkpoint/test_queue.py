@@ -4,14 +4,34 @@ on every backend, and what only Postgres has (signals between store objects thro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from threadloom.checkpoint.memory import MemoryStore
 from threadloom.checkpoint.sqlite import SqliteStore
-from threadloom.testing.queue_conformance import QueueConformance
+from threadloom.testing.queue_conformance import (
+    Collector,
+    QueueConformance,
+    claim_concurrently,
+    put,
+)
+
+from .conftest import admin
+
+try:
+    from threadloom.checkpoint.postgres import PostgresStore
+except ImportError:  # pragma: no cover - depends on the environment
+    if os.environ.get("THREADLOOM_REQUIRE_SERVICES") == "1":
+        raise
+    PostgresStore = None  # type: ignore[assignment,misc]
+
+NS = "default"
+MakeStore = Callable[..., Any]
 
 
 class TestMemoryQueue(QueueConformance):
@@ -39,3 +59,175 @@ class TestSqliteMemoryQueue(QueueConformance):
         s.setup()
         yield s
         s.close()
+
+
+def test_sqlite_claimers_with_stores_of_their_own(tmp_path: Path) -> None:
+    """Store objects on one file (as processes would be) claim through BEGIN IMMEDIATE."""
+    made: list[SqliteStore] = []
+    lock = threading.Lock()
+
+    def make() -> SqliteStore:
+        store = SqliteStore(tmp_path / "shared.db")
+        store.setup()
+        with lock:
+            made.append(store)
+        return store
+
+    try:
+        claim_concurrently(make, workers=4, runs=60, threads=12)
+    finally:
+        for store in made:
+            store.close()
+
+
+@pytest.fixture
+def make_pg(postgres_url: str, postgres_schema: str) -> Iterator[MakeStore]:
+    """``make_pg(**options)``: a set-up store on this test's schema, closed after the test."""
+    if PostgresStore is None:
+        pytest.skip("the postgres extra is not installed")
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def make(**options: Any) -> Any:
+        options.setdefault("schema", postgres_schema)
+        options.setdefault("max_size", 4)
+        store = PostgresStore(options.pop("dsn", postgres_url), **options)
+        with lock:
+            made.append(store)
+        store.setup()
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+class TestPostgresQueue(QueueConformance):
+    @pytest.fixture
+    def store(self, make_pg: MakeStore) -> Any:
+        return make_pg()
+
+
+class TestPostgresQueueUnprepared(QueueConformance):
+    """Without server-side prepared statements, as behind a transaction pooler."""
+
+    @pytest.fixture
+    def store(self, make_pg: MakeStore) -> Any:
+        return make_pg(prepare_threshold=None)
+
+
+def test_postgres_claimers_with_stores_of_their_own(make_pg: MakeStore) -> None:
+    """Several "processes" (store objects, each with its own pool) claim from one queue:
+    every run is claimed exactly once, never two runs of a thread at once."""
+    claim_concurrently(lambda: make_pg(max_size=2), workers=6, runs=120, threads=30)
+
+
+def test_postgres_batches_claimed_concurrently_never_overlap(make_pg: MakeStore) -> None:
+    setup = make_pg()
+    for i in range(60):
+        put(setup, f"r{i}", f"t{i}")
+    barrier = threading.Barrier(5)
+    got: list[list[str]] = []
+
+    def claim() -> None:
+        store = make_pg(max_size=1)
+        barrier.wait()
+        got.append([c.run_id for c in store.claim_runs("w", limit=20, ttl=60.0)])
+
+    threads = [threading.Thread(target=claim) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    claimed = [run_id for batch in got for run_id in batch]
+    assert len(claimed) == len(set(claimed)) == 60
+
+
+def test_signals_travel_between_store_objects(make_pg: MakeStore) -> None:
+    """Two store objects on one schema stand for two processes: what one does, the other
+    hears through LISTEN/NOTIFY."""
+    api, worker = make_pg(), make_pg()
+    got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
+    stops = [worker.signals().subscribe(topic, c) for topic, c in got.items()]
+    try:
+        put(api, "r1", "t1")
+        assert got["work"].wait_for(bool)
+        [claim] = worker.claim_runs("w1", limit=1, ttl=60.0)
+        api.request_cancel(NS, "r1")
+        assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
+        api.append_events(NS, "r1", [("values", b"1")])
+        assert got["event"].wait_for(lambda m: f"{NS}/r1/1" in m)
+        api.signals().publish("done", "custom")
+        assert got["done"].wait_for(lambda m: "custom" in m)
+        worker.finish_claim(claim)
+        assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_a_rolled_back_enqueue_sends_nothing(make_pg: MakeStore) -> None:
+    api, worker = make_pg(), make_pg()
+    heard = Collector()
+    stop = worker.signals().subscribe("work", heard)
+    try:
+        put(api, "r1", "t1", strategy="reject")
+        assert heard.wait_for(lambda m: len(m) == 1)
+        with pytest.raises(Exception, match="busy"):
+            put(api, "r2", "t1", strategy="reject")
+        api.signals().publish("work", "marker")  # after the refused one, in order
+        assert heard.wait_for(lambda m: "marker" in m)
+        assert heard.messages == ["", "marker"]
+    finally:
+        stop()
+
+
+def test_the_listener_reconnects_after_its_connection_is_killed(
+    make_pg: MakeStore, postgres_url: str
+) -> None:
+    store = make_pg()
+    heard = Collector()
+    stop = store.signals().subscribe("event", heard)
+    woken = Collector()
+    stop_work = store.signals().subscribe("work", woken)
+    try:
+        admin(postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = 'threadloom-listen'"
+                            f" AND query LIKE '%{store.schema}%'")
+        assert woken.wait_for(lambda m: "" in m)  # reconnected: a wake-up for what was missed
+        store.append_events(NS, "r1", [("values", b"1")])
+        assert heard.wait_for(lambda m: f"{NS}/r1/1" in m)
+    finally:
+        stop()
+        stop_work()
+
+
+def test_listen_url_and_close(make_pg: MakeStore, postgres_url: str) -> None:
+    store = make_pg(listen_url=postgres_url)
+    heard = Collector()
+    store.signals().subscribe("work", heard)
+    store.signals().publish("work", "x")
+    assert heard.wait_for(lambda m: "x" in m)
+    store.close()
+    names = [t.name for t in threading.enumerate()]
+    assert not any(name.startswith("threadloom-listen:") and store.schema in name
+                   for name in names)
+
+
+def test_the_queue_behind_a_transaction_pooler(
+    make_pg: MakeStore, pgbouncer_url: str, postgres_url: str
+) -> None:
+    """Everything but LISTEN works through PgBouncer in transaction mode; the signals
+    listen on the direct ``listen_url``."""
+    store = make_pg(dsn=pgbouncer_url, prepare_threshold=None, listen_url=postgres_url)
+    heard = Collector()
+    stop = store.signals().subscribe("done", heard)
+    try:
+        put(store, "r1", "t1")
+        put(store, "r2", "t1", strategy="interrupt")
+        assert store.request_cancel(NS, "r2", "rollback") == "cancelled"
+        assert heard.wait_for(lambda m: f"{NS}/r1" in m and f"{NS}/r2" in m)
+        store.append_events(NS, "r3", [("values", b"1")] * 3)
+        assert [e.seq for e in store.read_events(NS, "r3")] == [1, 2, 3]
+    finally:
+        stop()

@@ -61,6 +61,13 @@ class Server:
         self._clients.append(client)  # closed at teardown
         return client
 
+    def async_sdk(self, api_key: str | None = None) -> Any:
+        """The official ``langgraph-sdk`` async client (``get_client``); the test closes it
+        (``await client.aclose()``) in the event loop that used it."""
+        from langgraph_sdk import get_client
+
+        return get_client(url=self.url, api_key=api_key or self.api_key, timeout=30.0)
+
     def http(self, api_key: str | None = None, **headers: str) -> httpx.Client:
         """A plain HTTP client; sends ``api_key`` unless it is ``""``."""
         sent = dict(headers)

@@ -97,3 +97,14 @@ def test_get_schemas(server: Server) -> None:
         assert schemas[key]["properties"]["done"]["type"] == "boolean"
     review = server.sdk().assistants.get_schemas("review")
     assert set(review["state_schema"]["properties"]) == {"draft", "approved"}
+
+
+async def test_the_async_client_works_too(server: Server) -> None:
+    client = server.async_sdk()
+    try:
+        found = await client.assistants.search(graph_id="seed_chat")
+        assert [a["graph_id"] for a in found] == ["seed_chat"]
+        thread = await client.threads.create(metadata={"via": "async"})
+        assert (await client.threads.get(thread["thread_id"]))["metadata"] == {"via": "async"}
+    finally:
+        await client.aclose()

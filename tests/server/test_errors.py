@@ -106,8 +106,9 @@ def test_long_and_odd_ids_are_refused_or_unknown(app_client: TestClient) -> None
     assert_error(app_client.get("/threads/" + "x" * 300), 422, "invalid_request")
     assert_error(app_client.post("/threads", json={"thread_id": "x" * 256}), 422,
                  "invalid_request")
-    assert_error(app_client.post("/threads", json={"thread_id": "tab\there"}), 422,
-                 "invalid_request")
+    for bad in ("tab\there", "a/b", "../x"):
+        assert_error(app_client.post("/threads", json={"thread_id": bad}), 422,
+                     "invalid_request")
     for odd in ["x" * 255, "é-ü-中", "'; DROP TABLE x;--", "<script>"]:
         made = app_client.post("/threads", json={"thread_id": odd})
         assert made.status_code == 200, made.text
@@ -137,3 +138,26 @@ def test_errors_of_a_real_server(server: Server) -> None:
             assert set(response.json()) == {"code", "message"}
         made = http.post("/threads", json={"thread_id": "é-" + "z" * 200})
         assert made.status_code == 200 and made.json()["thread_id"] == "é-" + "z" * 200
+
+
+def test_refused_supersteps_create_no_thread(app_client: TestClient) -> None:
+    step = {"updates": [{"values": {"messages": ["hi"]}, "as_node": "chat"}]}
+    cases = [
+        ({"thread_id": "s-1", "supersteps": [step]}, 400, "thread_has_no_graph"),
+        ({"thread_id": "s-2", "metadata": {"graph_id": "nope"}, "supersteps": [step]}, 400,
+         "thread_has_no_graph"),
+        ({"thread_id": "s-3", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": step["updates"] * 2}]}, 422, "invalid_request"),
+        ({"thread_id": "s-4", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": [{"command": {"jump": 1}, "as_node": "chat"}]}]},
+         422, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        assert_error(app_client.post("/threads", json=body), status, code)
+        assert_error(app_client.get(f"/threads/{body['thread_id']}"), 404, "not_found")
+    made = app_client.post("/threads", json={
+        "thread_id": "s-5", "metadata": {"graph_id": "seed_chat"},
+        "supersteps": [{"updates": [{"command": {"update": {"messages": ["yo"]}},
+                                     "as_node": "chat"}]}]})
+    assert made.status_code == 200, made.text
+    assert made.json()["values"] == {"messages": ["yo"]}

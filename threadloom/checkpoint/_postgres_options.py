@@ -49,6 +49,7 @@ _URL_OPTIONS = {
     "max_retries": "max_retries",
     "connect_timeout": "connect_timeout",
     "spin_wait": "spin_wait",
+    "listen_url": "listen_url",
 }
 
 
@@ -70,7 +71,7 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
             rest.append((key, value))
             continue
         try:
-            if name == "schema":
+            if name in ("schema", "listen_url"):
                 options[name] = value
             elif name == "prepare_threshold":
                 none = value.lower() in ("none", "null", "off", "")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from threadloom.checkpoint._postgres_options import quote_schema
+from threadloom.checkpoint._queue_schema import POSTGRES_MIGRATION
 from threadloom.checkpoint._rows import (
     INDEXED,
     UNFINISHED,
@@ -158,6 +159,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)"
         f" WHERE {INDEXED}",
     ),
+    # 6: the runtime's tables: run queue, run events, workers, API keys (_queue_schema).
+    POSTGRES_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 

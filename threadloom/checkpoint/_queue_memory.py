@@ -46,7 +46,12 @@ from threadloom.errors import (
 )
 
 if TYPE_CHECKING:
-    from threadloom.checkpoint.base import BlobRecord, CheckpointRecord, ExecutionRecord, WriteRecord
+    from threadloom.checkpoint.base import (
+        BlobRecord,
+        CheckpointRecord,
+        ExecutionRecord,
+        WriteRecord,
+    )
 
 __all__ = ["MemoryQueue"]
 
@@ -78,12 +83,14 @@ class MemoryQueue:
         self._bus = LocalSignals("threadloom-signals:memory")
 
     def _close_runtime(self) -> None:
-        """Drop the runtime's rows and stop the signal thread (called by ``close``)."""
+        """Stop the signal thread and drop the runtime's rows (called by ``close``, without
+        the lock: a subscriber may be waiting for it)."""
         self._bus.close()
-        self._queue.clear()
-        self._events.clear()
-        self._workers.clear()
-        self._keys.clear()
+        with self._lock:
+            self._queue.clear()
+            self._events.clear()
+            self._workers.clear()
+            self._keys.clear()
 
     def _publish(self, sent: _Sent) -> None:
         for topic, message in sent:

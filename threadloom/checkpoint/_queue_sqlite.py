@@ -7,6 +7,13 @@ the write lock is taken before anything is read, so a claim, an enqueue with its
 check, or an event append is serialized with every other writer of the file, in any process.
 That is SQLite's equivalent of Postgres' ``FOR UPDATE SKIP LOCKED`` and advisory locks.
 
+Claims, renewals, finishing and releasing claims, and event appends commit without waiting for
+the disk (``synchronous=NORMAL`` for that transaction, like an unflushed step commit): they
+survive the process crashing, and a power loss can only take the last ones back (a claim
+lapses and is claimed again, the engine's lease still fencing the run; a run finished again
+is a no-op). Enqueues, cancellations, rollbacks and keys are flushed as the store's
+``synchronous`` says.
+
 Signals are in-process (:class:`~threadloom.checkpoint._signals.LocalSignals`, one bus per
 store object), published once the transaction has committed: processes sharing the file do
 not signal each other, and find the rows when they next look.
@@ -15,6 +22,7 @@ not signal each other, and find the rows when they next look.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -59,6 +67,7 @@ __all__ = ["SqliteQueue"]
 
 _T = TypeVar("_T")
 _Sent = list[tuple[str, str]]
+_BUS_LOCK = threading.Lock()  # creates each store's bus once
 
 _Q = ", ".join(f"q.{c.strip()}" for c in QUEUE_COLS.split(","))
 SQL_GET = f"SELECT {QUEUE_COLS} FROM run_queue WHERE namespace = ? AND run_id = ?"
@@ -153,10 +162,10 @@ class SqliteQueue:
 
     def signals(self) -> Signals:
         """The store object's in-process signal bus."""
-        bus = self._bus
-        if bus is None:
-            bus = self._bus = LocalSignals("threadloom-signals:sqlite")
-        return bus
+        with _BUS_LOCK:
+            if self._bus is None:
+                self._bus = LocalSignals("threadloom-signals:sqlite")
+            return self._bus
 
     def _close_runtime(self) -> None:
         """Stop the signal thread (called by ``close``)."""
@@ -279,7 +288,7 @@ class SqliteQueue:
             ]
             return claims
 
-        return self._run(claim, True)
+        return self._run(claim, True, relaxed=True)
 
     def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
                      ttl: float) -> list[ClaimState]:
@@ -299,12 +308,13 @@ class SqliteQueue:
             conn.execute(SQL_BEAT, (worker, now, now))
             return states
 
-        return self._run(renew, True)
+        return self._run(renew, True, relaxed=True)
 
     def finish_claim(self, claim: QueuedRun) -> bool:
         """Mark the run ``done`` if the claim is still current; signal ``"done"``."""
         params = (time.time(), claim.namespace, claim.run_id, claim.claim_token)
-        done = self._run(lambda conn: conn.execute(SQL_FINISH, params).rowcount == 1, True)
+        done = self._run(lambda conn: conn.execute(SQL_FINISH, params).rowcount == 1, True,
+                         relaxed=True)
         if done:
             self._publish([(DONE, f"{claim.namespace}/{claim.run_id}")])
         return done
@@ -312,7 +322,8 @@ class SqliteQueue:
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (queued again after ``delay``) if the claim is still current."""
         params = (time.time() + delay, claim.namespace, claim.run_id, claim.claim_token)
-        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1, True)
+        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1,
+                             True, relaxed=True)
         if released:
             self._publish([(WORK, "")])
         return released
@@ -360,7 +371,7 @@ class SqliteQueue:
         transaction (see the protocol)."""
         rows = [(event, bytes(data)) for event, data in events]
         seq = self._run(lambda conn: _append(conn, namespace, run_id, rows, time.time()),
-                        bool(rows))
+                        bool(rows), relaxed=True)
         if rows:
             self._publish([(EVENT, f"{namespace}/{run_id}/{seq}")])
         return seq
@@ -519,6 +530,7 @@ def _drop_checkpoints(conn: sqlite3.Connection, thread_id: str, cp_ns: str,
                       seqs: list[int]) -> None:
     """Delete checkpoints ``seqs`` of one namespace with their writes and the blobs they
     wrote that no remaining checkpoint needs."""
+    # ns: checkpoints, writes and blobs are keyed by (namespace, thread_id) once namespaced
     marks = ", ".join("?" * len(seqs))
     key: tuple[Any, ...] = (thread_id, cp_ns, *seqs)
     where = f"thread_id = ? AND checkpoint_ns = ? AND seq IN ({marks})"

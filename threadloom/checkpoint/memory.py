@@ -245,7 +245,7 @@ class MemoryStore(MemoryQueue):
             self._writes.clear()
             self._runs.clear()
             self._executions.clear()
-            self._close_runtime()
+        self._close_runtime()
 
     def _check_open(self) -> None:
         if self._closed:

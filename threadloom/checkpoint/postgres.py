@@ -60,7 +60,8 @@ connection failures are logged on the ``threadloom.checkpoint.postgres`` logger 
 ``_postgres_pool``).
 
 Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
-``SET``, no session advisory lock, no ``LISTEN``, no transaction open between calls.
+``SET``, no session advisory lock, no transaction open between calls; only the signals'
+``LISTEN`` needs a session (give ``listen_url``, see ``_postgres_listen``).
 A statement is prepared on the server after ``prepare_threshold`` executions on a
 connection (default 5: the fast setting), by psycopg for reads and by the store's own runner
 for the commit statement (``_postgres_wire``: the write path skips psycopg's cursor, whose
@@ -116,6 +117,7 @@ from threadloom.checkpoint._postgres_sql import (
     thread_record,
 )
 from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
+from threadloom.checkpoint._queue_postgres import PostgresQueue
 from threadloom.checkpoint._rows import checkpoint_record, dumps, escape_nul, execution_record
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
@@ -147,7 +149,7 @@ __all__ = ["AsyncPostgresSaver", "PostgresSaver", "PostgresStore"]
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
 
-class PostgresStore:
+class PostgresStore(PostgresQueue):
     """A :class:`~threadloom.checkpoint.base.Store` in PostgreSQL (see the module docstring).
 
     Args:
@@ -165,6 +167,8 @@ class PostgresStore:
         spin_wait: seconds (at most 1) a flushed commit polls its connection for the answer
             before it sleeps, while no other commit of the store is polling (an idle vCPU
             that halts is slow to wake; see ``_postgres_wire``); 0 always sleeps.
+        listen_url: where the signals' ``LISTEN`` connection goes (default ``dsn``): a
+            direct connection when ``dsn`` is a transaction pooler (see ``_postgres_listen``).
 
     Raises:
         InvalidConfigError: an option is not acceptable, or ``dsn`` does not parse.
@@ -182,6 +186,7 @@ class PostgresStore:
         max_retries: int = 8,
         connect_timeout: float = 10.0,
         spin_wait: float = 0.002,
+        listen_url: str | None = None,
     ) -> None:
         self._sql = Statements(schema)  # validates the name
         self.schema = schema
@@ -223,6 +228,7 @@ class PostgresStore:
         )
         self._setup_lock = threading.Lock()
         self._ready = False
+        self._init_runtime(listen_url or dsn, kwargs["connect_timeout"])  # PostgresQueue
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -231,8 +237,8 @@ class PostgresStore:
         threadloom's options may be given in the query string and are removed from it before
         the rest goes to libpq: ``schema``, ``pool_min`` (``min_size``), ``pool_max``
         (``max_size``), ``pool_timeout`` (``timeout``), ``prepare_threshold`` (a number or
-        ``none``), ``max_retries``, ``connect_timeout``, ``spin_wait``. Keyword ``options``
-        override them.
+        ``none``), ``max_retries``, ``connect_timeout``, ``spin_wait``, ``listen_url``. Keyword
+        ``options`` override them.
 
         Raises:
             InvalidConfigError: not a Postgres URL, or a bad option value.
@@ -256,6 +262,7 @@ class PostgresStore:
         """Close the pool and its connections. The store may not be used afterwards (calls
         raise ``StoreError``)."""
         self._ready = False
+        self._close_runtime()  # the LISTEN thread (PostgresQueue)
         self._connections.close()
 
     # -- running statements ---------------------------------------------------------------

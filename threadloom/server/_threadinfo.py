@@ -47,15 +47,18 @@ _BY_RUN: dict[str, ThreadStatus] = {
 
 
 def check_thread_id(thread_id: str) -> str:
-    """``thread_id`` if it is one the engine accepts (1 to 255 printable characters).
+    """``thread_id`` if the API can take it: 1 to 255 printable characters (the engine's
+    rule), without ``/`` (a path segment could not name it).
 
     Raises:
         InvalidRequestError: it is not.
     """
-    if not 1 <= len(thread_id) <= 255 or not thread_id.isprintable():
+    if not 1 <= len(thread_id) <= 255 or not thread_id.isprintable() or "/" in thread_id:
         raise InvalidRequestError(
-            "a thread id is 1 to 255 printable characters; got "
-            f"{len(thread_id)} characters{'' if thread_id.isprintable() else ', not printable'}"
+            "a thread id is 1 to 255 printable characters other than '/'; got "
+            f"{len(thread_id)} characters"
+            f"{'' if thread_id.isprintable() else ', not all printable'}"
+            f"{', with a /' if '/' in thread_id else ''}"
         )
     return thread_id
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CheckpointModel",
     "CheckpointRef",
+    "CommandBody",
     "InterruptModel",
     "StateCheckpointRequest",
     "StateUpdate",
@@ -48,11 +49,21 @@ class CheckpointRef(BaseModel):
     checkpoint_map: dict[str, Any] | None = None
 
 
+class CommandBody(BaseModel):
+    """A command applied by a superstep: a state ``update`` and where to ``goto``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    update: Any = None
+    goto: str | list[str] | None = None
+    resume: Any = None
+
+
 class SuperstepUpdate(BaseModel):
     """One ``update_state`` of a superstep."""
 
     values: Any = None
-    command: dict[str, Any] | None = None
+    command: CommandBody | None = None
     as_node: str
 
 

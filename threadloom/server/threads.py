@@ -19,12 +19,15 @@ from fastapi.responses import Response
 from threadloom.checkpoint.base import Commit
 from threadloom.checkpoint.retention import export_thread, import_thread
 from threadloom.errors import ThreadBusyError
+from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._shapes import checkpoint_json, json_response, state_json
 from threadloom.server._threadinfo import (
     ACTIVE,
     ThreadInfo,
     check_thread_id,
+    find_graph,
     find_thread,
+    thread_config,
 )
 from threadloom.server.deps import Graphs, Operator, Store, Viewer
 from threadloom.server.errors import (
@@ -76,36 +79,47 @@ def create_thread(body: ThreadCreate, store: Store, graphs: Graphs, who: Operato
     _unsupported(body.ttl, "ttl")
     ns = who.namespace
     thread_id = check_thread_id(body.thread_id) if body.thread_id else str(uuid.uuid4())
+    metadata = dict(body.metadata or {})
+    graph = _superstep_graph(graphs, metadata, body) if body.supersteps else None
     existing = store.get_thread(thread_id)  # ns
     if existing is not None:
         if existing.namespace == ns and body.if_exists == "do_nothing":
             return json_response(ThreadInfo.load(store, graphs, existing).as_json())
         raise ConflictError(f"thread {thread_id!r} already exists")
     store.commit([Commit(thread_id, namespace=ns)])
-    record = store.update_thread(thread_id, dict(body.metadata or {}), namespace=ns)
+    record = store.update_thread(thread_id, metadata, namespace=ns)
     if record is None:  # deleted between the two calls
         raise ConflictError(f"thread {thread_id!r} was deleted while it was being created")
-    info = ThreadInfo.load(store, graphs, record)
-    if body.supersteps:
-        _apply_supersteps(info, body)
-    return json_response(info.as_json())
+    if graph is not None:
+        config = thread_config(thread_id, ns)
+        for superstep in body.supersteps or ():
+            update = superstep.updates[0]
+            values: Any = update.values
+            if update.command is not None:
+                command = update.command
+                values = Command(update=command.update, resume=command.resume,
+                                 goto=command.goto or ())
+            graph.update_state(config, values, as_node=update.as_node)
+    return json_response(ThreadInfo.load(store, graphs, record).as_json())
 
 
-def _apply_supersteps(info: ThreadInfo, body: ThreadCreate) -> None:
-    if info.graph is None:
-        raise ThreadHasNoGraphError(
-            "supersteps need the thread's graph: give metadata.graph_id (or graph_id)"
-        )
+def _superstep_graph(graphs: Graphs, metadata: dict[str, Any],
+                     body: ThreadCreate) -> CompiledGraph:
+    """The graph that applies a new thread's supersteps (checked before the thread exists)."""
     for number, superstep in enumerate(body.supersteps or ()):
         if len(superstep.updates) != 1:
             raise InvalidRequestError(
                 f"supersteps[{number}]: this server applies one update per superstep"
             )
-        update = superstep.updates[0]
-        values: Any = update.values
-        if update.command is not None:
-            values = Command(**update.command)
-        info.graph.update_state(info.config(), values, as_node=update.as_node)
+    for key in ("graph_id", "assistant_id"):
+        name = metadata.get(key)
+        found = find_graph(graphs, name) if isinstance(name, str) else None
+        if found is not None:
+            return found[1]
+    raise ThreadHasNoGraphError(
+        "supersteps need the thread's graph: give graph_id (metadata.graph_id) naming a "
+        "registered graph"
+    )
 
 
 @router.get("/threads/{thread_id}", response_model=ThreadModel, summary="Get a thread")

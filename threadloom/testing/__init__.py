@@ -15,6 +15,9 @@ your backend::
             yield s
             s.close()
 
+:class:`QueueConformance` does the same for the runtime's part of the protocol
+(:class:`~threadloom.checkpoint.queue.RuntimeStore`: queue, events, signals, workers, keys).
+
 This package imports ``pytest``, which is a test dependency only (``threadloom[test]``); the
 rest of threadloom never imports it.
 """
@@ -22,5 +25,6 @@ rest of threadloom never imports it.
 from __future__ import annotations
 
 from threadloom.testing.conformance import StoreConformance
+from threadloom.testing.queue_conformance import QueueConformance
 
-__all__ = ["StoreConformance"]
+__all__ = ["QueueConformance", "StoreConformance"]

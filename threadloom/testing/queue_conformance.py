@@ -27,10 +27,11 @@ from threadloom.errors import (
     InvalidConfigError,
     RunConflictError,
     RunNotFoundError,
+    StoreError,
     ThreadBusyError,
 )
 
-__all__ = ["QueueConformance", "pending", "queued"]
+__all__ = ["Collector", "QueueConformance", "claim_concurrently", "pending", "put", "queued"]
 
 NS = "default"
 WAIT = 20.0  # seconds to wait for a signal before failing
@@ -214,6 +215,8 @@ class QueueConformance:
         assert [(s.lost, s.cancel) for s in states] == [(True, None), (False, "interrupt")]
         [worker] = [w for w in store.list_workers() if w.worker_id == "w1"]
         assert worker.last_seen >= worker.started_at > 0
+        assert store.renew_claims("w9", [], 60.0) == []  # a heartbeat alone
+        assert "w9" in [w.worker_id for w in store.list_workers()]
 
     def test_release_hands_the_run_back(self, store: RuntimeStore) -> None:
         put(store, "r1", "t1")
@@ -585,6 +588,15 @@ class QueueConformance:
         assert row is not None and row.cancel is None
         store.rollback_run("tenant-a", "r1")
         assert store.get_queued("tenant-b", "r1") is not None
+
+    def test_a_closed_store_refuses_calls(self, store: RuntimeStore) -> None:
+        store.close()
+        with pytest.raises(StoreError):
+            put(store, "r1", "t1")
+        with pytest.raises(StoreError):
+            store.claim_runs("w1", limit=1, ttl=60.0)
+        with pytest.raises(StoreError):
+            store.append_events(NS, "r1", [("values", b"1")])
 
     # -- concurrency ----------------------------------------------------------------------
 

@@ -1,0 +1,718 @@
+"""The run queue, run events, workers and API keys of the Postgres store.
+
+:class:`PostgresQueue` is mixed into :class:`~threadloom.checkpoint.postgres.PostgresStore`
+and makes it a :class:`~threadloom.checkpoint.queue.RuntimeStore`, the distributed one: any
+number of API processes and workers share a schema.
+
+Claims. One statement claims a batch: it selects the claimable rows oldest first with
+``FOR UPDATE SKIP LOCKED`` and updates them (new token, ``attempts + 1``, the worker, the
+expiry). A row is claimable if it is queued and available, or claimed and lapsed, and it is
+the oldest open (not ``done``) row of its thread with no other row of the thread held by an
+unexpired claim; so one statement never claims two runs of a thread. Two claimers never get
+the same row: the second skips a row the first has locked, and a row the first claimed and
+committed fails the second's recheck of the ``WHERE`` on the row's current version. Nor two
+runs of one thread: a thread's open rows are claimed in ``created_at`` order, which
+``enqueue`` keeps increasing within a thread (under the thread's lock, whatever the clocks),
+so the only row of a thread a claimer can take is its oldest open one, and a newer one only
+once that one is ``done`` (no snapshot that still shows it open lets a newer one through).
+
+Enqueue. One transaction takes a transaction-level advisory lock on the thread
+(``pg_advisory_xact_lock``, so it works behind a transaction pooler and needs no thread row),
+then reads the thread's active runs in a fresh snapshot, applies the multitask strategy,
+writes the run record through the store's own commit statement and inserts the queue row.
+Two concurrent enqueues on one thread are serialized: of two ``reject`` calls, one wins.
+``requeue`` takes the same lock. Cancellation and rollback lock the queue row first
+(``FOR UPDATE``), rollback then the thread row (like ``prune_checkpoints``), and fix the
+thread's ``heads`` rows after deleting the run's checkpoints.
+
+Events. ``append_events`` is one statement that numbers the events after the run's last one;
+two appenders racing for the same numbers collide on the primary key and the loser simply runs
+again (in a new snapshot), so numbers are never reused or skipped.
+
+Claims, renewals, finishing and releasing a claim, and event appends commit with
+``synchronous_commit = off`` (like a step under ``async`` durability): a server crash may take
+the last few back (a lost claim lapses and is claimed again while the engine's thread lease
+still fences the run; a run finished again is a no-op; lost events are appended again by the
+resumed run). Enqueues, cancellations, rollbacks and keys wait for the flush.
+
+Signals ride along: each statement or transaction that changes rows calls ``pg_notify``
+itself, so the notification leaves exactly when the change commits (see
+:mod:`~threadloom.checkpoint._postgres_listen` for the receiving side and ``listen_url``).
+
+In doubt. A transaction whose connection is lost at ``COMMIT`` may have been applied; the
+store retries it. An ``enqueue`` retry that finds its own row (same thread, graph and payload)
+reports success; a retried claim may have claimed rows the caller never sees (they lapse after
+``ttl`` and are claimed again); a retried event append may append its events twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from threadloom.checkpoint._postgres_listen import PgSignals, channel_name
+from threadloom.checkpoint._postgres_options import quote_schema, split_url
+from threadloom.checkpoint._postgres_sql import CP_COLS
+from threadloom.checkpoint._postgres_wire import check_failure
+from threadloom.checkpoint._queue_common import (
+    ACTIVE_RUN_STATUSES,
+    END_EVENT,
+    KEY_COLS,
+    QUEUE_COLS,
+    api_key,
+    check_enqueue,
+    check_limit,
+    doomed_blobs,
+    info_json,
+    queue_time,
+    queued_run,
+    run_event,
+    worker_record,
+)
+from threadloom.checkpoint._rows import checkpoint_record
+from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK
+from threadloom.checkpoint.base import Commit, RunRecord
+from threadloom.checkpoint.queue import (
+    ApiKey,
+    CancelAction,
+    ClaimState,
+    MultitaskStrategy,
+    QueuedRun,
+    RunEvent,
+    Signals,
+    WorkerRecord,
+)
+from threadloom.errors import (
+    InvalidConfigError,
+    RunConflictError,
+    RunNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    ThreadBusyError,
+)
+
+if TYPE_CHECKING:
+    from threadloom.checkpoint._postgres_sql import Statements
+
+__all__ = ["PostgresQueue", "QueueStatements"]
+
+_T = TypeVar("_T")
+Connection: TypeAlias = "psycopg.Connection[Any]"
+Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
+# Joined into a statement: its transaction commits without waiting for the WAL flush.
+_RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+_APPEND_TRIES = 1000  # each lost race means another appender won: progress is made
+
+
+def _one(conn: Connection, sql: str, params: Any) -> Any:
+    """The one row a statement always returns."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:  # an aggregate or RETURNING of a row that exists: never
+        raise StoreError(f"Postgres returned no row for {sql[:60]!r}")
+    return row
+
+
+def thread_key(schema: str, namespace: str, thread_id: str) -> int:
+    """The advisory lock key of a thread's queue (FNV-1a, as a signed 64-bit integer)."""
+    h = 0xCBF29CE484222325
+    for byte in f"threadloom-queue\x00{schema}\x00{namespace}\x00{thread_id}".encode():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+class QueueStatements:
+    """The queue's SQL for the tables of one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_schema(schema)
+        q = ", ".join(f"q.{c.strip()}" for c in QUEUE_COLS.split(","))
+        self.channel = channel_name(schema)
+        self.notify = "SELECT pg_notify(%s, %s)"
+        self.lock = "SELECT pg_advisory_xact_lock(%s)"
+        self.get = f"SELECT {QUEUE_COLS} FROM {s}.run_queue WHERE namespace = %s AND run_id = %s"
+        self.get_locked = self.get + " FOR UPDATE"
+        self.insert = (  # and signal "work" when it commits
+            f"WITH i AS (INSERT INTO {s}.run_queue ({QUEUE_COLS})"
+            f" VALUES ({', '.join(['%s'] * 15)}) RETURNING 1) SELECT pg_notify(%s, %s) FROM i"
+        )
+        # What enqueue decides on, in one round trip: the run's own queue row (a retry may
+        # find it), whether the run id is taken, and the thread's latest open row.
+        self.probe = (
+            f"SELECT q.thread_id, q.graph, q.payload, EXISTS (SELECT FROM {s}.runs"
+            " WHERE run_id = %(run_id)s),"  # ns: AND namespace = %(ns)s
+            f" (SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %(ns)s"
+            " AND thread_id = %(thread_id)s AND status <> 'done')"
+            f" FROM (SELECT) AS one LEFT JOIN {s}.run_queue q ON q.namespace = %(ns)s"
+            " AND q.run_id = %(run_id)s"
+        )
+        self.run = f"SELECT thread_id, graph FROM {s}.runs WHERE run_id = %s AND namespace = %s"
+        self.last_open = (
+            f"SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %s"
+            " AND thread_id = %s AND status <> 'done'"
+        )
+        statuses = ", ".join(f"'{x}'" for x in ACTIVE_RUN_STATUSES)
+        self.active = (
+            f"SELECT {q} FROM {s}.run_queue q LEFT JOIN {s}.runs r ON r.run_id = q.run_id"
+            " AND r.namespace = q.namespace WHERE q.namespace = %s AND q.thread_id = %s"
+            f" AND q.status <> 'done' AND (r.run_id IS NULL OR r.status IN ({statuses}))"
+            " ORDER BY q.created_at, q.run_id FOR UPDATE OF q"
+        )
+        self.requeue = (
+            f"INSERT INTO {s}.run_queue AS q ({QUEUE_COLS}) VALUES ({', '.join(['%s'] * 15)})"
+            " ON CONFLICT (namespace, run_id) DO UPDATE SET payload = excluded.payload,"
+            " available_at = excluded.available_at, created_at = excluded.created_at,"
+            " status = 'queued', worker = NULL, claim_expires = NULL, cancel = NULL,"
+            f" finished_at = NULL RETURNING {q}"
+        )
+        self.pending_run = (
+            f"UPDATE {s}.runs SET status = 'pending', updated_at = %s, ended_at = NULL"
+            " WHERE run_id = %s AND namespace = %s"
+        )
+        # See the module docstring.
+        self.claim = (
+            f"WITH c AS (SELECT q.namespace, q.run_id FROM {s}.run_queue q"
+            " WHERE q.status <> 'done' AND ((q.status = 'queued' AND q.available_at <= %(now)s)"
+            " OR (q.status = 'claimed' AND q.claim_expires <= %(now)s))"
+            " AND (%(graphs)s::text[] IS NULL OR q.graph = ANY(%(graphs)s::text[]))"
+            f" AND NOT EXISTS (SELECT FROM {s}.run_queue o WHERE o.namespace = q.namespace"
+            " AND o.thread_id = q.thread_id AND o.status <> 'done' AND o.run_id <> q.run_id"
+            " AND ((o.created_at, o.run_id) < (q.created_at, q.run_id)"
+            " OR (o.status = 'claimed' AND o.claim_expires > %(now)s)))"
+            " ORDER BY q.created_at, q.run_id LIMIT %(limit)s FOR UPDATE OF q SKIP LOCKED)"
+            f" UPDATE {s}.run_queue q SET status = 'claimed', attempts = q.attempts + 1,"
+            " worker = %(worker)s, claim_token = q.claim_token + 1,"
+            f" claim_expires = %(expires)s FROM c, {_RELAXED}"
+            f" WHERE q.namespace = c.namespace AND q.run_id = c.run_id RETURNING {q}"
+        )
+        current = (
+            "q.namespace = %(ns)s AND q.run_id = %(run_id)s AND q.claim_token = %(token)s"
+            " AND q.status = 'claimed'"
+        )
+        self.renew = (
+            f"WITH b AS (INSERT INTO {s}.workers VALUES (%(worker)s, %(now)s, %(now)s, '{{}}')"
+            " ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen)"
+            f" UPDATE {s}.run_queue q SET claim_expires = %(expires)s"
+            " FROM unnest(%(ns)s::text[], %(ids)s::text[], %(tokens)s::int8[])"
+            f" AS c(namespace, run_id, token), {_RELAXED} WHERE q.namespace = c.namespace"
+            " AND q.run_id = c.run_id AND q.claim_token = c.token AND q.status = 'claimed'"
+            " RETURNING q.namespace, q.run_id, q.cancel"
+        )
+        self.finish = (
+            f"WITH f AS (UPDATE {s}.run_queue q SET status = 'done', claim_expires = NULL,"
+            f" finished_at = %(now)s WHERE {current} RETURNING 1)"
+            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
+        )
+        self.release = (
+            f"WITH f AS (UPDATE {s}.run_queue q SET status = 'queued', worker = NULL,"
+            f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1)"
+            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
+        )
+        self.signal_cancel = (
+            f"UPDATE {s}.run_queue SET cancel = CASE cancel WHEN 'rollback' THEN cancel"
+            " ELSE %s END WHERE namespace = %s AND run_id = %s"
+        )
+        self.done = (
+            f"UPDATE {s}.run_queue SET status = 'done', claim_expires = NULL, finished_at = %s"
+            " WHERE namespace = %s AND run_id = %s"
+        )
+        self.cancel_run = (  # ns: the run is keyed by (namespace, run_id)
+            f"UPDATE {s}.runs SET status = 'cancelled', updated_at = %s, ended_at = %s"
+            " WHERE run_id = %s AND namespace = %s"
+        )
+        depth = f"SELECT count(*) FROM {s}.run_queue WHERE status = 'queued'"
+        self.depth, self.depth_in = depth, depth + " AND namespace = %s"
+
+        # -- rollback -----------------------------------------------------------------------
+        # ns: threads, checkpoints, writes, blobs, heads and executions are keyed by
+        # (namespace, thread_id) once namespaced: each statement below gains the namespace.
+        self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"  # ns
+        self.run_checkpoints = (  # ns: the thread is keyed by namespace too
+            f"SELECT checkpoint_ns, seq FROM {s}.checkpoints WHERE thread_id = %s"
+            " AND run_id = %s ORDER BY seq"
+        )
+        where = "thread_id = %s AND checkpoint_ns = %s AND seq = ANY(%s::int8[])"
+        self.drop_writes = f"DELETE FROM {s}.writes WHERE {where}"
+        self.drop_checkpoints = f"DELETE FROM {s}.checkpoints WHERE {where}"
+        self.candidate_blobs = (
+            f"SELECT channel, version FROM {s}.blobs WHERE thread_id = %s AND checkpoint_ns = %s"
+            " AND version = ANY(%s::int8[])"
+        )
+        self.later_checkpoints = (
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
+            " AND seq > %s"
+        )
+        self.drop_blobs = (
+            f"DELETE FROM {s}.blobs b WHERE b.thread_id = %s AND b.checkpoint_ns = %s"
+            " AND (b.channel, b.version) IN (SELECT * FROM unnest(%s::text[], %s::int8[]))"
+        )
+        self.fix_heads = (
+            f"UPDATE {s}.heads h SET seq = (SELECT max(seq) FROM {s}.checkpoints c"
+            " WHERE c.thread_id = h.thread_id AND c.checkpoint_ns = h.checkpoint_ns)"
+            " WHERE h.thread_id = %s AND h.checkpoint_ns = ANY(%s::text[])"
+        )
+        self.drop_run = (
+            f"WITH e AS (DELETE FROM {s}.executions WHERE thread_id = %(thread_id)s"
+            " AND run_id = %(run_id)s),"
+            f" r AS (DELETE FROM {s}.runs WHERE run_id = %(run_id)s AND namespace = %(ns)s),"
+            f" v AS (DELETE FROM {s}.run_events WHERE namespace = %(ns)s"
+            " AND run_id = %(run_id)s),"
+            f" q AS (DELETE FROM {s}.run_queue WHERE namespace = %(ns)s AND run_id = %(run_id)s"
+            " RETURNING 1) SELECT count(*) FROM q"
+        )
+        self.drop_events = f"DELETE FROM {s}.run_events WHERE namespace = %s AND run_id = %s"
+
+        # -- events -------------------------------------------------------------------------
+        self.append = (
+            f"WITH last AS (SELECT coalesce(max(seq), 0) AS seq FROM {s}.run_events"
+            " WHERE namespace = %(ns)s AND run_id = %(run_id)s),"
+            f" ins AS (INSERT INTO {s}.run_events SELECT %(ns)s, %(run_id)s, last.seq + e.n,"
+            " e.event, e.data, %(now)s FROM last,"
+            " unnest(%(events)s::text[], %(datas)s::bytea[]) WITH ORDINALITY AS e(event, data, n)"
+            " RETURNING seq), top AS (SELECT max(seq) AS seq FROM ins)"
+            " SELECT top.seq, pg_notify(%(channel)s, %(prefix)s || top.seq::text)"
+            f" FROM top, {_RELAXED}"
+        )
+        self.last_seq = (
+            f"SELECT coalesce(max(seq), 0) FROM {s}.run_events WHERE namespace = %s"
+            " AND run_id = %s"
+        )
+        self.put_event = f"INSERT INTO {s}.run_events VALUES (%s, %s, %s, %s, %s, %s)"
+        self.events = (
+            f"SELECT namespace, run_id, seq, event, data, created_at FROM {s}.run_events"
+            " WHERE namespace = %s AND run_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+        )
+        self.delete_finished_events = (
+            f"DELETE FROM {s}.run_events e USING {s}.run_queue q WHERE q.status = 'done'"
+            " AND q.finished_at < %s AND e.namespace = q.namespace AND e.run_id = q.run_id"
+        )
+        self.delete_loose_events = (
+            f"DELETE FROM {s}.run_events WHERE (namespace, run_id) IN (SELECT e.namespace,"
+            f" e.run_id FROM {s}.run_events e WHERE NOT EXISTS (SELECT FROM {s}.run_queue q"
+            " WHERE q.namespace = e.namespace AND q.run_id = e.run_id)"
+            " GROUP BY e.namespace, e.run_id HAVING max(e.created_at) < %s)"
+        )
+
+        # -- workers and keys ---------------------------------------------------------------
+        self.heartbeat = (
+            f"INSERT INTO {s}.workers VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (worker_id)"
+            " DO UPDATE SET last_seen = excluded.last_seen, started_at = excluded.started_at,"
+            " info = excluded.info"
+        )
+        self.workers = (
+            f"SELECT worker_id, last_seen, started_at, info FROM {s}.workers"
+            " WHERE last_seen > %s ORDER BY worker_id"
+        )
+        self.remove_worker = f"DELETE FROM {s}.workers WHERE worker_id = %s"
+        self.create_key = f"INSERT INTO {s}.api_keys ({KEY_COLS}) VALUES ({', '.join(['%s'] * 8)})"
+        self.key = f"SELECT {KEY_COLS} FROM {s}.api_keys WHERE key_id = %s"
+        self.keys = f"SELECT {KEY_COLS} FROM {s}.api_keys"
+        self.keys_in = self.keys + " WHERE namespace = %s"
+        self.revoke_key = (
+            f"UPDATE {s}.api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE key_id = %s"
+        )
+        self.touch_key = (
+            f"UPDATE {s}.api_keys SET last_used_at = %s WHERE key_id = %s"
+            " AND (last_used_at IS NULL OR last_used_at < %s)"
+        )
+
+
+class PostgresQueue:
+    """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the Postgres store."""
+
+    if TYPE_CHECKING:  # the store's own, used here
+        schema: str
+        _sql: Statements
+
+        def _run(self, fn: Callable[[Connection], _T], what: str, *,
+                 ready: bool = True) -> _T: ...
+
+    def _init_runtime(self, listen_dsn: str, connect_timeout: int) -> None:
+        """Prepare the queue's statements and signals (called by the store's ``__init__``):
+        ``listen_dsn`` is where the ``LISTEN`` connection goes."""
+        self._q = QueueStatements(self.schema)
+        if listen_dsn.lower().startswith(("postgres://", "postgresql://")):
+            listen_dsn = split_url(listen_dsn)[0]  # without threadloom's own options
+        self._bus = PgSignals(listen_dsn, self._q.channel, self._notify, connect_timeout)
+
+    def _close_runtime(self) -> None:
+        """Stop the listener (called by ``close``)."""
+        self._bus.close()
+
+    def _notify(self, channel: str, payload: str) -> None:
+        self._run(lambda conn: conn.execute(self._q.notify, (channel, payload)), "notify")
+
+    def signals(self) -> Signals:
+        """The store's signal bus: ``NOTIFY`` out, one ``LISTEN`` connection in (see
+        :mod:`~threadloom.checkpoint._postgres_listen`)."""
+        return self._bus
+
+    def _send(self, conn: Connection, topic: str, message: str) -> None:
+        """Notify ``topic`` when the current transaction commits."""
+        conn.execute(self._q.notify, (self._q.channel, f"{topic}\n{message}"))
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def enqueue(self, record: RunRecord, run: QueuedRun,
+                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+        """Record the pending run and queue it, in one transaction under the thread's
+        advisory lock (see the protocol and the module docstring)."""
+        record, row = check_enqueue(record, run, strategy, time.time())
+        sql = self._q
+        tries = 0
+        decided: list[str] = []
+
+        def enqueue(conn: Connection) -> list[str]:
+            nonlocal tries, decided
+            tries += 1
+            now = time.time()
+            with conn.transaction():
+                conn.execute(sql.lock, (thread_key(self.schema, row.namespace, row.thread_id),))
+                probe = {"ns": row.namespace, "run_id": row.run_id, "thread_id": row.thread_id}
+                thread, graph, payload, taken, last = _one(conn, sql.probe, probe)
+                if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
+                    row.thread_id, row.graph, row.payload
+                ):
+                    return decided  # an earlier attempt committed after all
+                if thread is not None or taken:
+                    raise RunConflictError(
+                        f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
+                    )
+                active = [queued_run(r) for r in conn.execute(
+                    sql.active, (row.namespace, row.thread_id))]  # fmt: skip
+                if active and strategy == "reject":
+                    raise ThreadBusyError(
+                        f"thread {row.thread_id!r} is busy with run {active[0].run_id!r}"
+                    )
+                cancelled = []
+                if active and strategy in ("interrupt", "rollback"):
+                    action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
+                    for other in active:
+                        self._cancel(conn, other, action, now)
+                        cancelled.append(other.run_id)
+                self._write_record(conn, record, now)
+                try:
+                    conn.execute(sql.insert, (
+                        row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
+                        row.available_at, queue_time(row.created_at, last), row.timeout,
+                        "queued", 0, None, 0, None, None, None, sql.channel, f"{WORK}\n",
+                    ))  # fmt: skip
+                except pg_errors.UniqueViolation:
+                    raise RunConflictError(
+                        f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
+                    ) from None
+                decided = cancelled
+            return cancelled
+
+        return self._run(enqueue, "enqueue")
+
+    def _write_record(self, conn: Connection, record: RunRecord, now: float) -> None:
+        """Write the run record with the store's own commit statement (which also creates or
+        touches the thread row)."""
+        statement, params = self._sql.commit(
+            Commit(record.thread_id, namespace=record.namespace, runs=[record]), now
+        )
+        try:
+            psycopg.RawCursor(conn).execute(statement, params)
+        except psycopg.Error as exc:
+            failure = check_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
+                payload: bytes | None = None) -> QueuedRun:
+        """Queue an existing, finished run again (see the protocol)."""
+        sql = self._q
+
+        def requeue(conn: Connection) -> QueuedRun:
+            with conn.transaction():
+                found = conn.execute(sql.run, (run_id, namespace)).fetchone()
+                if found is None:
+                    raise RunNotFoundError(f"no run {run_id!r} in namespace {namespace!r}")
+                thread_id, graph = found
+                conn.execute(sql.lock, (thread_key(self.schema, namespace, thread_id),))
+                old = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+                if old is not None and old[8] != "done":
+                    raise ThreadBusyError(f"run {run_id!r} is {old[8]} already")
+                now = time.time()
+                (last,) = _one(conn, sql.last_open, (namespace, thread_id))
+                body = bytes(payload) if payload is not None else old[4] if old else b"{}"
+                conn.execute(sql.pending_run, (now, run_id, namespace))
+                new = _one(conn, sql.requeue, (
+                    namespace, run_id, thread_id, graph, body, available_at,
+                    queue_time(now, last), None, "queued", 0, None, 0, None, None, None,
+                ))  # fmt: skip
+                self._send(conn, WORK, "")
+                return queued_run(new)
+
+        return self._run(requeue, "requeue")
+
+    def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
+        """The run's queue row (in any status), if it has one."""
+
+        def get(conn: Connection) -> QueuedRun | None:
+            row = conn.execute(self._q.get, (namespace, run_id)).fetchone()
+            return queued_run(row) if row is not None else None
+
+        return self._run(get, "get_queued")
+
+    def claim_runs(self, worker: str, limit: int, ttl: float,
+                   graphs: Sequence[str] | None = None) -> list[QueuedRun]:
+        """Claim up to ``limit`` runs for ``ttl`` seconds in one statement (``FOR UPDATE SKIP
+        LOCKED``; see the protocol and the module docstring)."""
+        check_limit(limit)
+        if limit == 0 or (graphs is not None and not graphs):
+            return []
+        names = list(graphs) if graphs is not None else None
+
+        def claim(conn: Connection) -> list[QueuedRun]:
+            now = time.time()
+            params = {"now": now, "graphs": names, "limit": limit, "worker": worker,
+                      "expires": now + ttl}
+            claims = [queued_run(r) for r in conn.execute(self._q.claim, params)]
+            claims.sort(key=lambda c: (c.created_at, c.run_id))
+            return claims
+
+        return self._run(claim, "claim_runs")
+
+    def renew_claims(self, worker: str, claims: Sequence[QueuedRun],
+                     ttl: float) -> list[ClaimState]:
+        """Extend the worker's claims and record its heartbeat, in one statement; report lost
+        claims and cancellation requests."""
+
+        def renew(conn: Connection) -> list[ClaimState]:
+            now = time.time()
+            params = {
+                "worker": worker, "now": now, "expires": now + ttl,
+                "ns": [c.namespace for c in claims], "ids": [c.run_id for c in claims],
+                "tokens": [c.claim_token for c in claims],
+            }  # fmt: skip
+            held = {(ns, rid): cancel for ns, rid, cancel in conn.execute(self._q.renew, params)}
+            return [
+                ClaimState(c.run_id, c.namespace, cancel=held[(c.namespace, c.run_id)])
+                if (c.namespace, c.run_id) in held
+                else ClaimState(c.run_id, c.namespace, lost=True)
+                for c in claims
+            ]
+
+        return self._run(renew, "renew_claims")
+
+    def _end_claim(self, sql: str, claim: QueuedRun, topic: str, what: str,
+                   **params: Any) -> bool:
+        message = f"{claim.namespace}/{claim.run_id}" if topic == DONE else ""
+        values = {
+            "ns": claim.namespace, "run_id": claim.run_id, "token": claim.claim_token,
+            "channel": self._q.channel, "message": f"{topic}\n{message}", **params,
+        }  # fmt: skip
+        return self._run(lambda conn: conn.execute(sql, values).fetchone() is not None, what)
+
+    def finish_claim(self, claim: QueuedRun) -> bool:
+        """Mark the run ``done`` if the claim is still current, and signal ``"done"``, in one
+        statement."""
+        return self._end_claim(self._q.finish, claim, DONE, "finish_claim", now=time.time())
+
+    def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
+        """Hand the run back (queued again after ``delay``) if the claim is still current,
+        and signal ``"work"``, in one statement."""
+        at = time.time() + delay
+        return self._end_claim(self._q.release, claim, WORK, "release_claim", at=at)
+
+    def request_cancel(self, namespace: str, run_id: str,
+                       action: CancelAction = "interrupt") -> Outcome:
+        """Cancel a run, in one transaction with its queue row locked (see the protocol)."""
+        sql = self._q
+
+        def cancel(conn: Connection) -> Outcome:
+            with conn.transaction():
+                row = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+                if row is None or row[8] == "done":
+                    known = row is not None or conn.execute(
+                        sql.run, (run_id, namespace)).fetchone() is not None  # fmt: skip
+                    return "finished" if known else "unknown"
+                return self._cancel(conn, queued_run(row), action, time.time())
+
+        return self._run(cancel, "request_cancel")
+
+    def _cancel(self, conn: Connection, row: QueuedRun, action: CancelAction,
+                now: float) -> Literal["cancelled", "signalled"]:
+        """Cancel an open (and locked) queue row, inside the caller's transaction."""
+        sql = self._q
+        name = f"{row.namespace}/{row.run_id}"
+        if row.status == "claimed":
+            conn.execute(sql.signal_cancel, (action, row.namespace, row.run_id))
+            self._send(conn, CANCEL, name)
+            return "signalled"
+        if action == "rollback":
+            self._rollback(conn, row.namespace, row.run_id)
+        else:
+            conn.execute(sql.done, (now, row.namespace, row.run_id))
+            conn.execute(sql.cancel_run, (now, now, row.run_id, row.namespace))
+            (last,) = _one(conn, sql.last_seq, (row.namespace, row.run_id))
+            conn.execute(sql.put_event, (row.namespace, row.run_id, last + 1, *END_EVENT, now))
+        self._send(conn, DONE, name)
+        return "cancelled"
+
+    def rollback_run(self, namespace: str, run_id: str) -> None:
+        """Delete a run and everything it wrote, in one transaction (see the protocol)."""
+
+        def rollback(conn: Connection) -> None:
+            with conn.transaction():
+                if self._rollback(conn, namespace, run_id):
+                    self._send(conn, DONE, f"{namespace}/{run_id}")
+
+        self._run(rollback, "rollback_run")
+
+    def _rollback(self, conn: Connection, namespace: str, run_id: str) -> bool:
+        """Delete a run and everything it wrote; whether it had a queue row."""
+        sql = self._q
+        found = conn.execute(sql.run, (run_id, namespace)).fetchone()
+        row = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+        thread_id = found[0] if found is not None else row[2] if row is not None else None
+        if thread_id is None:
+            conn.execute(sql.drop_events, (namespace, run_id))
+            return False
+        conn.execute(sql.lock_thread, (thread_id,))
+        doomed: dict[str, list[int]] = {}
+        for cp_ns, seq in conn.execute(sql.run_checkpoints, (thread_id, run_id)):
+            doomed.setdefault(cp_ns, []).append(seq)
+        for cp_ns, seqs in doomed.items():
+            key = (thread_id, cp_ns, seqs)
+            conn.execute(sql.drop_writes, key)
+            conn.execute(sql.drop_checkpoints, key)
+            candidates = conn.execute(sql.candidate_blobs, key).fetchall()
+            later = [
+                checkpoint_record(thread_id, cp_ns, r)
+                for r in conn.cursor(binary=True).execute(
+                    sql.later_checkpoints, (thread_id, cp_ns, min(seqs)))
+            ]  # fmt: skip
+            gone = doomed_blobs(candidates, later)
+            if gone:
+                conn.execute(sql.drop_blobs, (thread_id, cp_ns, [c for c, _ in gone],
+                                              [v for _, v in gone]))
+        if doomed:
+            conn.execute(sql.fix_heads, (thread_id, list(doomed)))
+        params = {"thread_id": thread_id, "run_id": run_id, "ns": namespace}
+        (queued,) = _one(conn, sql.drop_run, params)
+        return bool(queued)
+
+    def queue_depth(self, namespace: str | None = None) -> int:
+        """How many runs are queued (not claimed), in one namespace or all."""
+        sql, params = (self._q.depth, ()) if namespace is None else (self._q.depth_in,
+                                                                      (namespace,))
+        return int(self._run(lambda conn: _one(conn, sql, params)[0], "queue_depth"))
+
+    # -- events ---------------------------------------------------------------------------
+
+    def append_events(self, namespace: str, run_id: str,
+                      events: Sequence[tuple[str, bytes]]) -> int:
+        """Append events to the run's stream in one statement, numbered after the last one,
+        and signal ``"event"`` (see the module docstring)."""
+        sql = self._q
+        if not events:
+            return int(self._run(
+                lambda conn: _one(conn, sql.last_seq, (namespace, run_id))[0],
+                "read_events"))  # fmt: skip
+        params = {
+            "ns": namespace, "run_id": run_id, "now": time.time(),
+            "events": [e for e, _ in events], "datas": [bytes(d) for _, d in events],
+            "channel": sql.channel, "prefix": f"{EVENT}\n{namespace}/{run_id}/",
+        }  # fmt: skip
+
+        def append(conn: Connection) -> int:
+            for _ in range(_APPEND_TRIES):  # a collision with a concurrent append: number
+                try:  # again, after it
+                    return int(_one(conn, sql.append, params)[0])
+                except pg_errors.UniqueViolation:
+                    continue
+            raise StoreUnavailableError(
+                f"events of run {run_id!r} collided with concurrent appends"
+                f" {_APPEND_TRIES} times in a row"
+            )
+
+        return self._run(append, "append_events")
+
+    def read_events(self, namespace: str, run_id: str, after: int = 0,
+                    limit: int = 1000) -> list[RunEvent]:
+        """The run's events with ``seq > after``, in order, at most ``limit``."""
+        params = (namespace, run_id, after, check_limit(limit))
+        return self._run(
+            lambda conn: [run_event(r) for r in conn.execute(self._q.events, params)],
+            "read_events",
+        )
+
+    def delete_events(self, *, finished_before: float) -> int:
+        """Drop the events of runs that left the queue before the cutoff (see the
+        protocol), in one transaction."""
+
+        def delete(conn: Connection) -> int:
+            with conn.transaction():
+                count = conn.execute(self._q.delete_finished_events, (finished_before,)).rowcount
+                return count + conn.execute(
+                    self._q.delete_loose_events, (finished_before,)).rowcount  # fmt: skip
+
+        return self._run(delete, "delete_events")
+
+    # -- workers --------------------------------------------------------------------------
+
+    def worker_heartbeat(self, worker: WorkerRecord) -> None:
+        """Record (upsert) a worker's heartbeat."""
+        params = (worker.worker_id, worker.last_seen, worker.started_at, info_json(worker))
+        self._run(lambda conn: conn.execute(self._q.heartbeat, params), "worker_heartbeat")
+
+    def list_workers(self, *, seen_after: float = 0.0) -> list[WorkerRecord]:
+        """Workers whose last heartbeat is after ``seen_after``, by id."""
+        return self._run(
+            lambda conn: [worker_record(r) for r in conn.execute(self._q.workers, (seen_after,))],
+            "list_workers",
+        )
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (it shut down)."""
+        self._run(lambda conn: conn.execute(self._q.remove_worker, (worker_id,)),
+                  "remove_worker")
+
+    # -- API keys -------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey) -> None:
+        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+        params = (key.key_id, key.namespace, key.role, bytes(key.key_hash), key.created_at,
+                  key.last_used_at, key.revoked_at, key.name)
+
+        def create(conn: Connection) -> None:
+            try:
+                conn.execute(self._q.create_key, params)
+            except pg_errors.UniqueViolation:
+                raise InvalidConfigError(f"API key {key.key_id!r} exists already") from None
+
+        self._run(create, "create_key")
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+
+        def get(conn: Connection) -> ApiKey | None:
+            row = conn.execute(self._q.key, (key_id,)).fetchone()
+            return api_key(row) if row is not None else None
+
+        return self._run(get, "get_key")
+
+    def list_keys(self, namespace: str | None = None) -> list[ApiKey]:
+        """Keys of one namespace, or all, newest first (then by id, descending)."""
+        sql, params = (self._q.keys, ()) if namespace is None else (self._q.keys_in,
+                                                                    (namespace,))
+        sql += " ORDER BY created_at DESC, key_id DESC"
+        return self._run(lambda conn: [api_key(r) for r in conn.execute(sql, params)],
+                         "list_keys")
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key (its first revocation time is kept); ``False`` if unknown."""
+        params = (time.time(), key_id)
+        return self._run(lambda conn: conn.execute(self._q.revoke_key, params).rowcount == 1,
+                         "revoke_key")
+
+    def touch_key(self, key_id: str, at: float) -> None:
+        """Record that the key was used at ``at`` (an earlier time never moves it back)."""
+        self._run(lambda conn: conn.execute(self._q.touch_key, (at, key_id, at)), "touch_key")
