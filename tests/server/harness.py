@@ -101,8 +101,10 @@ def free_port() -> int:
         return port
 
 
-def start_server(db_url: str, api_key: str, workdir: Path) -> Server:
+def start_server(db_url: str, api_key: str, workdir: Path, *, factory: str = "_app:create",
+                 env: dict[str, str] | None = None) -> Server:
     """Start a server process over ``db_url`` and wait until ``GET /ok`` answers.
+    ``factory``: the app factory in this folder; ``env``: more environment variables.
 
     Raises:
         RuntimeError: it exited or did not answer within ``START_TIMEOUT`` seconds (with
@@ -116,8 +118,9 @@ def start_server(db_url: str, api_key: str, workdir: Path) -> Server:
         "THREADLOOM_API_KEY": api_key,
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                       if p),
+        **(env or {}),
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "_app:create", "--app-dir",
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--app-dir",
                str(HERE), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,

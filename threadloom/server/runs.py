@@ -12,7 +12,6 @@ role, the rest ``operator``; everything acts in the caller's namespace.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
