@@ -264,3 +264,69 @@ def test_dev_on_postgres_migrates_serves_and_runs(postgres_db, tmp_path):
         assert dev.stop() == 0, dev.output()
     listed = threadloom("runs", "ls", "--json", "--db", postgres_db)
     assert [r["status"] for r in json.loads(listed.stdout)] == ["succeeded"]
+
+
+SLOW_GRAPHS = """
+import os, time
+from typing import TypedDict
+from threadloom.graph import StateGraph, START, END
+
+class S(TypedDict, total=False):
+    seconds: float
+    done: bool
+
+def slow(state):
+    with open(os.environ["MARKS"], "a") as f:
+        f.write("slow\\n")
+    time.sleep(state["seconds"])
+    return {}
+
+def finish(state):
+    with open(os.environ["MARKS"], "a") as f:
+        f.write("finish\\n")
+    return {"done": True}
+
+builder = StateGraph(S)
+builder.add_node("slow", slow)
+builder.add_node("finish", finish)
+builder.add_edge(START, "slow")
+builder.add_edge("slow", "finish")
+builder.add_edge("finish", END)
+graph = builder.compile(durability="sync")
+"""
+
+
+@pytest.mark.parametrize("grace", ["30", "0.1"])
+def test_sigterm_during_a_run_finishes_it_or_hands_it_back_and_exits_0(tmp_path, grace):
+    import time
+
+    (tmp_path / "slow_graphs.py").write_text(SLOW_GRAPHS)
+    (tmp_path / "threadloom.toml").write_text('[graphs]\nslow = "slow_graphs:graph"\n')
+    marks = tmp_path / "marks.txt"
+    env = {"THREADLOOM_API_KEY": KEY, "MARKS": str(marks)}
+    db = f"sqlite:///{tmp_path}/dev.db"
+    with start_dev(db, cwd=tmp_path, env=env, extra=["--shutdown-timeout", grace]) as dev:
+        status, run = dev.request("POST", "/threads/s-1/runs", {
+            "assistant_id": "slow", "input": {"seconds": 1.5}, "if_not_exists": "create"})
+        assert status == 200, run
+        deadline = time.monotonic() + 30
+        while not (marks.exists() and "slow" in marks.read_text()):
+            assert time.monotonic() < deadline, dev.output()
+            time.sleep(0.02)
+        assert dev.stop() == 0, dev.output()
+    store = open_store(db)
+    try:
+        record = store.get_run(run["run_id"])  # ns
+        if grace == "30":  # finished within the grace period
+            assert record.status == "succeeded"
+        else:  # handed back after its current step: queued again, the step kept
+            assert record.status != "succeeded"
+            assert store.get_queued("default", run["run_id"]).status == "queued"
+    finally:
+        store.close()
+    if grace == "0.1":  # the next start continues it; the finished step does not run again
+        with start_dev(db, cwd=tmp_path, env=env) as dev:
+            status, out = dev.request("GET", f"/threads/s-1/runs/{run['run_id']}/join")
+            assert (status, out["done"]) == (200, True), dev.output()
+            assert dev.stop() == 0
+    assert marks.read_text().split() == ["slow", "finish"]
