@@ -330,3 +330,14 @@ def test_sigterm_during_a_run_finishes_it_or_hands_it_back_and_exits_0(tmp_path,
             assert (status, out["done"]) == (200, True), dev.output()
             assert dev.stop() == 0
     assert marks.read_text().split() == ["slow", "finish"]
+
+
+def test_the_console_script_points_at_main():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["threadloom"]
+    module, _, attr = target.partition(":")
+    assert getattr(importlib.import_module(module), attr) is main
