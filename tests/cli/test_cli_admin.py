@@ -164,6 +164,9 @@ def test_runs_show_lists_the_node_executions(history, capsys):
     assert nodes == ["increment", "check"] * 3
     shown = json.loads(run_cli(capsys, "runs", "show", "loop-r", "--json", "--db", history)[1])
     assert shown["output"] == {"step": 3, "done": True} and len(shown["executions"]) == 6
+    assert "Next:" not in out
+    code, out, _ = run_cli(capsys, "runs", "show", "review-r", "--db", history)
+    assert out.endswith("\nNext: threadloom runs resume review-r --value JSON\n")
     code, out, err = run_cli(capsys, "runs", "show", "nope", "--db", history)
     assert (code, out, err) == (1, "", "threadloom: error: no run 'nope' in namespace "
                                        "'default'\n")

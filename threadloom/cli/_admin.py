@@ -231,6 +231,11 @@ def runs_show(args: argparse.Namespace) -> int:
     table(steps, [("STEP", "step"), ("NODE", "node"), ("STATUS", "status"),
                   ("ATTEMPT", "attempt"), ("TOOK", "took"), ("ERROR", "error")],
           empty="(no node executions recorded)")
+    hints = {"interrupted": f"threadloom runs resume {run.run_id} --value JSON",
+             "failed": f"threadloom runs retry {run.run_id}",
+             "cancelled": f"threadloom runs retry {run.run_id}"}
+    if run.status in hints:
+        print(f"\nNext: {hints[run.status]}")
     return 0
 
 
