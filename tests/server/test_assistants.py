@@ -6,9 +6,15 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
+from graphs import ChatState, compiled, seed_chat
 from harness import Server
 from langgraph_sdk import errors as sdk_errors
 
+from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.graph import StateGraph
+from threadloom.server import Settings, create_app
+from threadloom.server.auth import ensure_key
 from threadloom.server.deps import assistant_id_for
 
 GRAPHS = ["review", "seed_chat", "seed_loop"]
@@ -108,3 +114,35 @@ async def test_the_async_client_works_too(server: Server) -> None:
         assert (await client.threads.get(thread["thread_id"]))["metadata"] == {"via": "async"}
     finally:
         await client.aclose()
+
+
+def test_versions(server: Server) -> None:
+    client = server.sdk()
+    assistant = client.assistants.get("seed_chat")
+    assert client.assistants.get_versions(assistant["assistant_id"]) == [assistant]
+    assert client.assistants.get_versions("seed_chat", metadata={"created_by": "x"}) == []
+    assert client.assistants.get_versions("seed_chat", offset=1) == []
+    assert client.assistants.set_latest("seed_chat", 1) == assistant
+    with pytest.raises(sdk_errors.NotFoundError):
+        client.assistants.set_latest("seed_chat", 2)
+    with pytest.raises(sdk_errors.NotFoundError):
+        client.assistants.get_versions("nope")
+
+
+def test_subgraphs(store: RuntimeStore, api_key: str) -> None:
+    inner = seed_chat().compile(name="inner")
+    outer_builder = StateGraph(ChatState)
+    outer_builder.add_node("talk", inner)
+    outer_builder.set_entry_point("talk")
+    outer = outer_builder.compile(checkpointer=store, name="outer")
+    app = create_app(store, {"outer": outer, "seed_chat": compiled(store)["seed_chat"]},
+                     Settings(worker_stale_after=None))
+    ensure_key(store, api_key)
+    with TestClient(app, headers={"X-API-Key": api_key}) as client:
+        found = client.get("/assistants/outer/subgraphs").json()
+        assert list(found) == ["talk"]
+        assert set(found["talk"]["state_schema"]["properties"]) == {"messages"}
+        assert client.get("/assistants/outer/subgraphs/talk").json() == found
+        assert client.get("/assistants/outer/subgraphs/other").json() == {}
+        assert client.get("/assistants/seed_chat/subgraphs",
+                          params={"recurse": "true"}).json() == {}

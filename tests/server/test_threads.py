@@ -220,7 +220,19 @@ def test_search_and_count(server: Server) -> None:
     by_id = client.threads.search(metadata={"tag": tag}, sort_by="thread_id",
                                   sort_order="asc")
     assert [t["thread_id"] for t in by_id] == sorted(t["thread_id"] for t in made)
-    picked = client.threads.search(ids=[made[1]["thread_id"]], select=["thread_id", "status"])
+    oldest_first = client.threads.search(metadata={"tag": tag}, sort_by="created_at",
+                                         sort_order="asc")
+    assert [t["thread_id"] for t in oldest_first] == [t["thread_id"] for t in made]
+    by_status = client.threads.search(metadata={"tag": tag}, sort_by="status")
+    assert sorted(t["thread_id"] for t in by_status) == sorted(t["thread_id"] for t in made)
+    with server.http() as http:
+        first = http.post("/threads/search", json={"metadata": {"tag": tag}, "limit": 2})
+        assert first.headers["X-Pagination-Total"] == "5"
+        assert first.headers["X-Pagination-Next"] == "2"
+        last = http.post("/threads/search", json={"metadata": {"tag": tag}, "offset": 4})
+        assert "X-Pagination-Next" not in last.headers and len(last.json()) == 1
+    picked = client.threads.search(ids=[made[1]["thread_id"], "not/an/id", made[1]["thread_id"]],
+                                   select=["thread_id", "status"])
     assert picked == [{"thread_id": made[1]["thread_id"], "status": "idle"}]
     assert client.threads.search(metadata={"tag": "nothing-" + tag}) == []
 
@@ -316,3 +328,17 @@ def test_a_thread_with_a_queued_run_is_busy(server: Server) -> None:
     queued = store.get_queued("default", run_id)
     assert queued is None or queued.status == "done"
     assert store.claim_runs("test-worker", limit=10, ttl=5.0) == []
+
+
+def test_prune(server: Server) -> None:
+    client = server.sdk()
+    kept, dropped = run_loop(server), run_loop(server)
+    missing = f"missing-{uuid.uuid4()}"
+    assert client.threads.prune([kept, missing], strategy="keep_latest") == {"pruned_count": 1}
+    history = client.threads.get_history(kept, limit=100)
+    assert len(history) == 1 and history[0]["values"] == {"step": 3, "done": True}
+    assert client.threads.get(kept)["values"] == {"step": 3, "done": True}
+    assert client.threads.prune([dropped, dropped]) == {"pruned_count": 1}
+    with pytest.raises(sdk_errors.NotFoundError):
+        client.threads.get(dropped)
+    assert client.threads.prune([]) == {"pruned_count": 0}

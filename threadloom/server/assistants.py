@@ -3,7 +3,8 @@
 Every registered graph is one assistant: its id is :func:`~threadloom.server.deps.
 assistant_id_for` of the graph's name (a UUID, as LangGraph's clients expect), and the name
 itself works wherever an assistant id does. Assistants are read-only here: search, count, get,
-the graph's drawing and its schemas. All need the ``viewer`` role.
+the graph's drawing, its schemas and subgraphs, and its one version (1). Reads need the
+``viewer`` role; ``set_latest`` (to version 1, the only one) the ``operator`` role.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._shapes import iso, json_response
 from threadloom.server._threadinfo import find_graph
-from threadloom.server.deps import Graphs, Viewer, assistant_id_for
+from threadloom.server.deps import Graphs, Operator, Viewer, assistant_id_for
 from threadloom.server.errors import InvalidRequestError, NotFoundError
 
 __all__ = ["AssistantModel", "AssistantSearchRequest", "router"]
@@ -50,6 +51,20 @@ class AssistantCountRequest(BaseModel):
     graph_id: str | None = None
     name: str | None = None
     metadata: dict[str, Any] | None = None
+
+
+class AssistantVersionsRequest(BaseModel):
+    """``POST /assistants/{assistant_id}/versions``."""
+
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class SetLatestRequest(BaseModel):
+    """``POST /assistants/{assistant_id}/latest``."""
+
+    version: int
 
 
 class AssistantModel(BaseModel):
@@ -154,6 +169,64 @@ def get_assistant(assistant_id: str, request: Request, graphs: Graphs,
     return json_response(_assistant(request, name))
 
 
+@router.post("/assistants/{assistant_id}/versions", response_model=list[AssistantModel],
+             summary="List an assistant's versions")
+def get_assistant_versions(assistant_id: str, body: AssistantVersionsRequest,
+                           request: Request, graphs: Graphs, who: Viewer) -> Response:
+    """An assistant's versions: a registered graph's assistant has one, version 1."""
+    name, _ = _find(graphs, assistant_id)
+    item = _assistant(request, name)
+    found = [] if body.metadata and any(item["metadata"].get(k) != v
+                                        for k, v in body.metadata.items()) else [item]
+    return json_response(found[body.offset:body.offset + body.limit])
+
+
+@router.post("/assistants/{assistant_id}/latest", response_model=AssistantModel,
+             summary="Set an assistant's latest version")
+def set_latest_version(assistant_id: str, body: SetLatestRequest, request: Request,
+                       graphs: Graphs, who: Operator) -> Response:
+    """Make ``version`` the assistant's current version: only version 1 exists."""
+    name, _ = _find(graphs, assistant_id)
+    if body.version != 1:
+        raise NotFoundError(f"assistant {assistant_id!r} has no version {body.version}")
+    return json_response(_assistant(request, name))
+
+
+@router.get("/assistants/{assistant_id}/subgraphs", summary="Get an assistant's subgraphs")
+def get_subgraphs(assistant_id: str, graphs: Graphs, who: Viewer,
+                  recurse: bool = False) -> Response:
+    """The schemas of the graph's subgraph nodes, by namespace (the node's name; ``a|b`` for
+    a subgraph ``b`` inside subgraph ``a`` when ``recurse``)."""
+    _, graph = _find(graphs, assistant_id)
+    return json_response(dict(_subgraphs(graph, "", recurse)))
+
+
+@router.get("/assistants/{assistant_id}/subgraphs/{namespace}",
+            summary="Get one of an assistant's subgraphs")
+def get_subgraph(assistant_id: str, namespace: str, graphs: Graphs, who: Viewer,
+                 recurse: bool = False) -> Response:
+    """The schemas of the subgraph at ``namespace`` (and of those inside it if
+    ``recurse``)."""
+    _, graph = _find(graphs, assistant_id)
+    found = {ns: schemas for ns, schemas in _subgraphs(graph, "", True)
+             if ns == namespace or recurse and ns.startswith(namespace + "|")}
+    return json_response(found)
+
+
+def _subgraphs(graph: CompiledGraph, prefix: str,
+               recurse: bool) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, node in graph.spec.nodes.items():
+        sub = node.subgraph
+        if not isinstance(sub, CompiledGraph):
+            continue
+        ns = f"{prefix}{name}"
+        found.append((ns, _schemas(sub)))
+        if recurse:
+            found += _subgraphs(sub, ns + "|", True)
+    return found
+
+
 @router.get("/assistants/{assistant_id}/graph", summary="Get an assistant's graph",
             response_model=dict[str, list[dict[str, Any]]])
 def get_assistant_graph(
@@ -207,16 +280,19 @@ def get_assistant_schemas(assistant_id: str, graphs: Graphs, who: Viewer) -> Res
     """The graph's input, output and state schemas as JSON schema (best effort: a field whose
     type has no JSON schema is shown without one)."""
     name, graph = _find(graphs, assistant_id)
+    return json_response({"graph_id": name, **_schemas(graph)})
+
+
+def _schemas(graph: CompiledGraph) -> dict[str, Any]:
     builder = graph.builder
     context = getattr(builder, "context_schema", None)
-    return json_response({
-        "graph_id": name,
+    return {
         "input_schema": json_schema(builder.input_schema),
         "output_schema": json_schema(builder.output_schema),
         "state_schema": json_schema(builder.state_schema),
         "config_schema": {},
         "context_schema": json_schema(context) if context is not None else None,
-    })
+    }
 
 
 def json_schema(schema: Any) -> dict[str, Any] | None:

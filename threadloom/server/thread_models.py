@@ -25,6 +25,7 @@ __all__ = [
     "ThreadHistoryRequest",
     "ThreadModel",
     "ThreadPatch",
+    "ThreadPruneRequest",
     "ThreadSearchRequest",
     "ThreadStateModel",
     "ThreadTaskModel",
@@ -116,6 +117,14 @@ class ThreadCountRequest(BaseModel):
     metadata: Metadata | None = None
     values: Metadata | None = None
     status: ThreadStatus | None = None
+
+
+class ThreadPruneRequest(BaseModel):
+    """``POST /threads/prune``."""
+
+    thread_ids: list[str] = Field(max_length=1000)
+    strategy: Literal["delete", "keep_latest"] = Field(
+        "delete", description="delete the threads, or keep only their latest checkpoint")
 
 
 class StateCheckpointRequest(BaseModel):

@@ -10,13 +10,14 @@ at a checkpoint, with subgraphs) and history; update its state as a node; export
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from threadloom.checkpoint.base import Commit
+from threadloom._json import to_jsonable
+from threadloom.checkpoint.base import Commit, ThreadRecord
 from threadloom.checkpoint.retention import export_thread, import_thread
 from threadloom.errors import ThreadBusyError
 from threadloom.graph.compiled import CompiledGraph
@@ -45,6 +46,7 @@ from threadloom.server.thread_models import (
     ThreadHistoryRequest,
     ThreadModel,
     ThreadPatch,
+    ThreadPruneRequest,
     ThreadSearchRequest,
     ThreadStateModel,
     ThreadUpdateStateResponse,
@@ -151,12 +153,35 @@ def delete_thread(thread_id: ThreadId, store: Store, who: Operator) -> Response:
     """Delete the thread with its checkpoints, runs and executions; its pending and running
     runs are cancelled first. Afterwards the thread is a 404."""
     record = find_thread(store, thread_id, who.namespace)
-    for status in ACTIVE:
-        for run in store.list_runs(thread_id=record.thread_id, namespace=who.namespace,
-                                   status=status, limit=1000):
-            store.request_cancel(who.namespace, run.run_id, "interrupt")
-    store.delete_thread(record.thread_id)  # ns
+    _delete(store, record.thread_id, who.namespace)
     return Response(status_code=204)
+
+
+def _delete(store: Store, thread_id: str, namespace: str) -> None:
+    for status in ACTIVE:
+        for run in store.list_runs(thread_id=thread_id, namespace=namespace, status=status,
+                                   limit=1000):
+            store.request_cancel(namespace, run.run_id, "interrupt")
+    store.delete_thread(thread_id)  # ns
+
+
+@router.post("/threads/prune", summary="Delete threads, or all but their latest checkpoint")
+def prune_threads(body: ThreadPruneRequest, store: Store, who: Operator) -> Response:
+    """``delete``: delete each thread (as ``DELETE /threads/{id}``); ``keep_latest``: keep
+    only each thread's latest checkpoint (its state). Unknown ids are skipped.
+    Answers ``{"pruned_count"}``, the threads pruned."""
+    pruned = 0
+    for thread_id in dict.fromkeys(body.thread_ids):
+        try:
+            record = find_thread(store, thread_id, who.namespace)
+        except NotFoundError:
+            continue
+        if body.strategy == "delete":
+            _delete(store, record.thread_id, who.namespace)
+        else:
+            store.prune_checkpoints(record.thread_id, keep=1)  # ns
+        pruned += 1
+    return json_response({"pruned_count": pruned})
 
 
 @router.post("/threads/{thread_id}/copy", response_model=ThreadModel,
@@ -202,30 +227,35 @@ def _contains(doc: Any, query: Any) -> bool:
     )
 
 
-def _threads(store: Store, namespace: str) -> Iterator[Any]:
-    offset = 0
-    while batch := store.list_threads(namespace=namespace, limit=_PAGE, offset=offset):
-        yield from batch
-        offset += len(batch)
+def _records(store: Store, namespace: str, ids: list[str] | None,
+             metadata: dict[str, Any] | None) -> list[ThreadRecord]:
+    """The namespace's threads (of ``ids`` if given) whose metadata contains ``metadata``,
+    most recently updated first."""
+    found: list[ThreadRecord] = []
+    if ids:
+        for thread_id in dict.fromkeys(ids):
+            if 1 <= len(thread_id) <= 255 and thread_id.isprintable():
+                record = store.get_thread(thread_id)  # ns
+                if record is not None and record.namespace == namespace:
+                    found.append(record)
+        found.sort(key=lambda r: (r.updated_at, r.thread_id), reverse=True)
+    else:
+        while batch := store.list_threads(namespace=namespace, limit=_PAGE,
+                                          offset=len(found)):
+            found += batch
+    return [r for r in found if not metadata or _contains(r.metadata, metadata)]
 
 
-def _matching(store: Store, graphs: Graphs, namespace: str, *,
-              metadata: dict[str, Any] | None, values: dict[str, Any] | None,
-              status: str | None, ids: list[str] | None = None,
-              ) -> list[tuple[ThreadInfo, StateSnapshot | None]]:
-    """The namespace's threads matching every filter, most recently updated first, with
-    their state when a filter needed it."""
-    wanted = set(ids) if ids else None
+def _with_state(store: Store, graphs: Graphs, records: list[ThreadRecord],
+                values: dict[str, Any] | None,
+                status: str | None) -> list[tuple[ThreadInfo, StateSnapshot | None]]:
+    """The threads whose state has ``values`` and whose status is ``status``, with it."""
     found: list[tuple[ThreadInfo, StateSnapshot | None]] = []
-    for record in _threads(store, namespace):
-        if wanted is not None and record.thread_id not in wanted:
-            continue
-        if metadata and not _contains(record.metadata, metadata):
-            continue
+    for record in records:
         info = ThreadInfo.load(store, graphs, record)
-        snapshot = info.snapshot() if values or status else None
+        snapshot = info.snapshot()
         if values and not (snapshot is not None and snapshot.created_at is not None
-                           and _contains(info.as_json(snapshot)["values"], values)):
+                           and _contains(to_jsonable(snapshot.values), values)):
             continue
         if status and info.status(snapshot) != status:
             continue
@@ -233,25 +263,42 @@ def _matching(store: Store, graphs: Graphs, namespace: str, *,
     return found
 
 
+_RECORD_ORDER: dict[str, Callable[[ThreadRecord], Any]] = {
+    "thread_id": lambda r: r.thread_id,
+    "created_at": lambda r: r.created_at,
+    "updated_at": lambda r: r.updated_at,
+    "state_updated_at": lambda r: r.updated_at,
+}
+
+
 @router.post("/threads/search", response_model=list[ThreadModel], summary="Search threads")
 def search_threads(body: ThreadSearchRequest, store: Store, graphs: Graphs,
                    who: Viewer) -> Response:
     """Threads of the namespace matching ``metadata`` and ``values`` (JSON containment),
     ``status`` and ``ids``; sorted by ``sort_by`` (default ``updated_at``, newest first),
-    ``limit`` from ``offset``. ``X-Pagination-Next`` gives the next offset when more match."""
+    ``limit`` from ``offset``. ``X-Pagination-Next`` gives the next offset when more match.
+    Only the threads of the page are read beyond their row, unless a filter or the sort
+    needs every thread's state or status."""
     _unsupported(body.extract, "extract")
-    found = _matching(store, graphs, who.namespace, metadata=body.metadata,
-                      values=body.values, status=body.status, ids=body.ids)
-    items = [info.as_json(snapshot) for info, snapshot in found]
-    if body.sort_by is not None:
-        key: str = body.sort_by
-        descending = (body.sort_order or "desc").lower() == "desc"
-        items.sort(key=lambda t: (t[key] is not None, t[key] or ""), reverse=descending)
-    page = items[body.offset:body.offset + body.limit]
+    records = _records(store, who.namespace, body.ids, body.metadata)
+    descending = (body.sort_order or "desc").lower() == "desc"
+    window = slice(body.offset, body.offset + body.limit)
+    if body.values or body.status or body.sort_by == "status":
+        loaded = _with_state(store, graphs, records, body.values, body.status)
+        items = [info.as_json(snapshot) for info, snapshot in loaded]
+        if body.sort_by is not None:
+            key: str = body.sort_by
+            items.sort(key=lambda t: (t[key] is not None, t[key] or ""), reverse=descending)
+        total, page = len(items), items[window]
+    else:
+        if body.sort_by is not None:
+            records.sort(key=_RECORD_ORDER[body.sort_by], reverse=descending)
+        total = len(records)
+        page = [ThreadInfo.load(store, graphs, r).as_json() for r in records[window]]
     if body.select:
         page = [{k: t[k] for k in body.select if k in t} for t in page]
-    headers = {"X-Pagination-Total": str(len(items))}
-    if len(items) > body.offset + body.limit:
+    headers = {"X-Pagination-Total": str(total)}
+    if total > body.offset + body.limit:
         headers["X-Pagination-Next"] = str(body.offset + body.limit)
     return json_response(page, headers=headers)
 
@@ -260,9 +307,11 @@ def search_threads(body: ThreadSearchRequest, store: Store, graphs: Graphs,
 def count_threads(body: ThreadCountRequest, store: Store, graphs: Graphs,
                   who: Viewer) -> Response:
     """How many threads of the namespace match the filters of a search."""
-    found = _matching(store, graphs, who.namespace, metadata=body.metadata,
-                      values=body.values, status=body.status)
-    return json_response(len(found))
+    records = _records(store, who.namespace, None, body.metadata)
+    if body.values or body.status:
+        return json_response(len(_with_state(store, graphs, records, body.values,
+                                             body.status)))
+    return json_response(len(records))
 
 
 # -- state -----------------------------------------------------------------------------------
