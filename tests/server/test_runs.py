@@ -297,3 +297,15 @@ def test_a_caller_chosen_run_id_is_the_durable_run_id(client):
                                 "input": {"step": 0, "done": False}})
         assert again.status_code == 409
     assert client.runs.join(thread_id, run_id) == {"step": 3, "done": True}
+
+
+def test_a_stream_with_on_disconnect_cancel_cancels_the_run_when_the_client_leaves(
+        server, client):
+    thread_id = new_thread(client)
+    with server.http() as http, http.stream(
+            "POST", f"/threads/{thread_id}/runs/stream",
+            json={"assistant_id": "ticker", "on_disconnect": "cancel",
+                  "input": {"ticks": [], "n": 1000, "delay": 0.05}}) as streamed:
+        run_id = streamed.headers["content-location"].rsplit("/", 1)[-1]
+        next(streamed.iter_lines())  # the stream is open; then the client goes away
+    assert wait_status(client, thread_id, run_id, "interrupted")["status"] == "interrupted"

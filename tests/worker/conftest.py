@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 
+from tests.engine.conftest import postgres_database  # noqa: F401 - a fixture used here
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.memory import MemoryStore
 from threadloom.checkpoint.queue import QueuedRun, RuntimeStore
@@ -107,14 +108,21 @@ def build_graphs(store: RuntimeStore, probe: Probe) -> dict[str, CompiledGraph]:
     return {name: b.compile(checkpointer=store, name=name) for name, b in builders.items()}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite",
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeStore]:
+    """A runtime store of each backend (Postgres: a fresh schema, skipped without a server)."""
     if request.param == "memory":
         s: Any = MemoryStore()
-    else:
+    elif request.param == "sqlite":
         from threadloom.checkpoint.sqlite import SqliteStore
 
         s = SqliteStore(tmp_path / "worker.db")
+    else:
+        s = request.getfixturevalue("postgres_database")()
+        assert isinstance(s, RuntimeStore)
+        yield s
+        return
     s.setup()
     yield s
     s.close()
