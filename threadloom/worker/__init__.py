@@ -4,6 +4,9 @@
 Postgres), executes them with the engine, streams their events into the store, renews its
 claims with heartbeats, reacts to cancellation, and hands its runs back on a graceful stop.
 ``threadloom worker`` and ``threadloom dev`` run one.
+
+:mod:`threadloom.worker.registry` reads ``threadloom.toml`` and binds its graphs to a store
+(the API and the workers share it).
 """
 
 from __future__ import annotations
