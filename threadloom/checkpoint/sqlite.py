@@ -176,6 +176,9 @@ class SqliteStore(SqliteQueue):
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
         self._lock: threading.RLock | None = None
+        # writers of this process queue here, in order, instead of in SQLite's busy handler
+        # (which sleeps up to 100 ms between tries); other processes still meet the handler
+        self._writer = threading.Lock()
         self._shared: sqlite3.Connection | None = None
         self._owns_shared = True
         if isinstance(path, sqlite3.Connection):
@@ -338,13 +341,14 @@ class SqliteStore(SqliteQueue):
                 if relaxed:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        _rollback(conn)
-                        raise
+                    with self._writer:
+                        conn.execute("BEGIN IMMEDIATE")
+                        try:
+                            result = fn(conn)
+                            conn.execute("COMMIT")
+                        except BaseException:
+                            _rollback(conn)
+                            raise
                 finally:
                     if relaxed:
                         conn.execute(self._synchronous_sql)
