@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +14,7 @@ from threadloom.errors import CircuitOpenError
 
 __all__ = [
     "CachePolicy",
+    "CancelToken",
     "Command",
     "Durability",
     "ExecutionInfo",
@@ -57,6 +59,67 @@ class RunnableConfig(TypedDict, total=False):
     interrupt_before: Sequence[str] | Literal["*"]
     interrupt_after: Sequence[str] | Literal["*"]
     timeout: float | None
+    cancel: CancelToken
+
+
+class CancelToken:
+    """A cancellation request for a run, passed as ``config["cancel"]``.
+
+    Calling :meth:`cancel` (from any thread) stops the run before its next step, as
+    ``RunCancelled`` (a step in flight finishes first), and at once wakes every node waiting on
+    a ``@task`` future (``.result()`` or ``await``), which raises ``RunCancelled`` there: a node
+    blocked on a slow task does not hold the run. The task itself keeps running in the
+    background (a thread cannot be stopped); its result is still recorded if it succeeds, so
+    resuming the run does not repeat its side effect. A durable run records the cancellation
+    (status ``cancelled``), and can be resumed later.
+
+    Example:
+        >>> token = CancelToken()
+        >>> threading.Timer(5, token.cancel).start()
+        >>> graph.invoke(inputs, {"thread_id": "t-1", "cancel": token})  # raises RunCancelled
+    """
+
+    __slots__ = ("_event", "_lock", "_callbacks", "reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.reason = "cancelled"
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Request cancellation (idempotent: the first reason is kept)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def is_set(self) -> bool:
+        """Whether cancellation was requested."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancellation is requested or ``timeout`` passes; whether it was."""
+        return self._event.wait(timeout)
+
+    def add_callback(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` once when cancellation is requested (at once if it was);
+        returns a function that removes it."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._remove(callback)
+        callback()
+        return lambda: None
+
+    def _remove(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
 
 @dataclass(frozen=True, slots=True)

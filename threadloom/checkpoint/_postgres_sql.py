@@ -392,6 +392,10 @@ class Statements:
         self.list_executions = f"SELECT {EXEC_COLS} FROM {s}.executions"
         self.thread = f"SELECT {THREAD_COLS} FROM {s}.threads WHERE thread_id = %s"
         self.list_threads = f"SELECT {THREAD_COLS} FROM {s}.threads"
+        self.update_thread = (
+            f"UPDATE {s}.threads SET metadata = %s::jsonb, updated_at = greatest(updated_at, %s)"
+            f" WHERE thread_id = %s AND namespace = %s RETURNING {THREAD_COLS}"
+        )
 
         # -- deletion and retention -------------------------------------------------------------
         # One statement: one transaction.

@@ -486,6 +486,18 @@ class Store(Protocol):
         runs, executions, lease)."""
         ...
 
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
+        """Replace the metadata (a JSON object) of the thread ``thread_id`` of ``namespace``
+        and touch its ``updated_at``; ``None`` (and nothing written) when there is no such
+        thread. Threads are created by a commit (an empty :class:`Commit` creates one).
+
+        Raises:
+            StoreError: ``metadata`` is not JSON-serializable.
+        """
+        ...
+
     # -- retention ------------------------------------------------------------------------
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:

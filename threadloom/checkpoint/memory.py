@@ -666,6 +666,20 @@ class MemoryStore(MemoryQueue):
             for ex_id in [k for k, e in self._executions.items() if e.thread_id == thread_id]:
                 del self._executions[ex_id]
 
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
+        """Replace the thread's metadata (see the protocol)."""
+        copied = _json_copy(metadata, "thread metadata")
+        with self._lock:
+            self._check_open()
+            row = self._threads.get(thread_id)
+            if row is None or (row.namespace or DEFAULT_NAMESPACE) != namespace:
+                return None
+            row.metadata = copied
+            row.updated_at = max(time.time(), row.updated_at)
+            return self._thread_record(thread_id, row)
+
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
         check_keep(keep)

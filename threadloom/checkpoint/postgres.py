@@ -118,7 +118,7 @@ from threadloom.checkpoint._postgres_sql import (
 )
 from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
 from threadloom.checkpoint._queue_postgres import PostgresQueue
-from threadloom.checkpoint._rows import checkpoint_record, execution_record
+from threadloom.checkpoint._rows import checkpoint_record, dumps, escape_nul, execution_record
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
     BlobRecord,
@@ -690,6 +690,19 @@ class PostgresStore(PostgresQueue):
         """Threads, most recently updated first (then by ``thread_id``, descending)."""
         sql, params = self._sql.select_threads(namespace, limit, offset)
         return self._select("list_threads", sql, params, thread_record)
+
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
+        """Replace the thread's metadata (see the protocol; NUL in its strings is stored
+        escaped, as in run metadata)."""
+        try:
+            text = dumps(escape_nul(metadata))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
+        found = self._select("update_thread", self._sql.update_thread,
+                             (text, time.time(), thread_id, namespace), thread_record)
+        return found[0] if found else None
 
     # -- deletion and retention -----------------------------------------------------------
 

@@ -33,6 +33,7 @@ The behaviour the protocol leaves open is decided as in
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -66,6 +67,7 @@ from threadloom.checkpoint._sqlite_sql import (
     write_commits,
 )
 from threadloom.checkpoint.base import (
+    DEFAULT_NAMESPACE,
     BlobRecord,
     CheckpointRecord,
     Commit,
@@ -174,6 +176,9 @@ class SqliteStore(SqliteQueue):
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
         self._lock: threading.RLock | None = None
+        # writers of this process queue here, in order, instead of in SQLite's busy handler
+        # (which sleeps up to 100 ms between tries); other processes still meet the handler
+        self._writer = threading.Lock()
         self._shared: sqlite3.Connection | None = None
         self._owns_shared = True
         if isinstance(path, sqlite3.Connection):
@@ -336,13 +341,14 @@ class SqliteStore(SqliteQueue):
                 if relaxed:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        _rollback(conn)
-                        raise
+                    with self._writer:
+                        conn.execute("BEGIN IMMEDIATE")
+                        try:
+                            result = fn(conn)
+                            conn.execute("COMMIT")
+                        except BaseException:
+                            _rollback(conn)
+                            raise
                 finally:
                     if relaxed:
                         conn.execute(self._synchronous_sql)
@@ -671,6 +677,29 @@ class SqliteStore(SqliteQueue):
         runs, executions, lease), in one transaction."""
 
         self._run(lambda conn: _sql.delete_thread(conn, thread_id), True)
+
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
+        """Replace the thread's metadata (see the protocol)."""
+        try:
+            text = json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
+
+        def update(conn: sqlite3.Connection) -> ThreadRecord | None:
+            key = (thread_id, namespace)
+            conn.execute(
+                "UPDATE threads SET metadata = ?, updated_at = max(updated_at, ?)"
+                " WHERE thread_id = ? AND namespace = ?",
+                (text, time.time(), *key),
+            )
+            row = conn.execute(
+                f"SELECT {THREAD_COLS} FROM threads WHERE thread_id = ? AND namespace = ?", key
+            ).fetchone()
+            return thread_record(row) if row is not None else None
+
+        return self._run(update, True)
 
     def prune_checkpoints(self, thread_id: str, keep: int) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""

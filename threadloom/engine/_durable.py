@@ -291,6 +291,8 @@ class DurableRun(Run):
         # LangGraph's bound for a continued run: up to recursion_limit + 1 more steps
         self.stop = self.ctx.step + self.limit + 1
         self.run_record.status = "running"
+        if self.run_record.started_at is None:  # a queued run, started by a command
+            self.run_record.started_at = time.time()
         self.run_record.error = None  # a resumed run is no longer failed
         self.run_record.ended_at = None
         self.run_record.metadata.pop(ERROR_CODE_KEY, None)
@@ -324,8 +326,8 @@ class DurableRun(Run):
             RunConflictError: a later run wrote the thread's latest checkpoint.
         """
         record = loaded.record
-        if record is None or record.run_id in (None, existing.run_id):
-            return
+        if record is None or record.run_id in (None, existing.run_id) or _never_started(existing):
+            return  # a queued run starts on whatever the thread holds when it is claimed
         if record.created_at > existing.created_at:
             raise RunConflictError(
                 f"run {existing.run_id!r} can no longer be resumed: thread {self.thread_id!r} "

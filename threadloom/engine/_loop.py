@@ -29,12 +29,13 @@ from threadloom.engine._tasks import TaskCalls, TaskRecorder
 from threadloom.errors import (
     EmptyInputError,
     GraphRecursionError,
+    InvalidConfigError,
     InvalidUpdateError,
     ParentCommand,
     RunCancelled,
     RunTimeoutError,
 )
-from threadloom.types import Command, Interrupt
+from threadloom.types import CancelToken, Command, Interrupt
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -71,6 +72,7 @@ class RunContext:
         "_pool",
         "_task_pool",
         "cache",
+        "cancel",
     )
 
     def __init__(
@@ -95,6 +97,7 @@ class RunContext:
         self._pool = pool
         self._task_pool = task_pool
         self.cache = cache  # node result cache (compile(cache=...)), or None
+        self.cancel = cancel_token(node_config)
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put
@@ -222,6 +225,15 @@ class Run:
         """Stop the run before its next step (a running step finishes first)."""
         self.cancelled = reason
 
+    def check_cancelled(self) -> None:
+        """Raise ``RunCancelled`` if :meth:`cancel` was called or the config's
+        ``CancelToken`` was cancelled."""
+        token = self.ctx.cancel
+        if self.cancelled is None and token is not None and token.is_set():
+            self.cancelled = token.reason
+        if self.cancelled is not None:
+            raise RunCancelled(self.cancelled)
+
     def begin(self, input: Any) -> bool:
         """Apply the input (step 0); return whether there is anything to run."""
         spec = self.spec
@@ -266,8 +278,7 @@ class Run:
         """
         if self.paused:
             return None
-        if self.cancelled is not None:
-            raise RunCancelled(self.cancelled)
+        self.check_cancelled()
         ctx = self.ctx
         if ctx.step > self.stop:
             raise GraphRecursionError(
@@ -341,6 +352,20 @@ class Run:
         return output_values(self.spec, self.values)
 
 
+def cancel_token(config: Mapping[str, Any]) -> CancelToken | None:
+    """The run's ``config["cancel"]``, if any.
+
+    Raises:
+        InvalidConfigError: it is not a :class:`~threadloom.types.CancelToken`.
+    """
+    token = config.get("cancel")
+    if token is None or isinstance(token, CancelToken):
+        return token
+    raise InvalidConfigError(
+        f"config['cancel'] must be a threadloom.types.CancelToken, got {type(token).__name__}"
+    )
+
+
 def _hits(names: frozenset[str], items: Sequence[PlannedTask] | Sequence[TaskResult]) -> bool:
     if "*" in names:
         return bool(items)
@@ -393,8 +418,7 @@ def _top_level(exc: BaseException) -> BaseException:
 
 def _gate_passed(run: Run) -> None:
     """After waiting for the stream's consumer: stop if it went away meanwhile."""
-    if run.cancelled is not None:
-        raise RunCancelled(run.cancelled)
+    run.check_cancelled()
 
 
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:

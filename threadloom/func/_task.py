@@ -44,6 +44,7 @@ class TaskFunction(Generic[P, T]):
         if calls is None:
             services = scope.services
             calls = services.task_calls(scope) if services is not None else TaskCalls(None)
+            calls.cancel = getattr(services, "cancel", None)  # the run's CancelToken
             scope.extras["tasks"] = calls
         return calls.start(self, args, kwargs)
 

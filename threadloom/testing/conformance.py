@@ -497,6 +497,29 @@ class StoreConformance(LeaseConformance):
         assert store.list_threads(namespace="n3") == []
         assert store.list_threads(offset=4) == []
 
+    def test_update_thread_replaces_metadata_of_an_existing_thread(self, store: Store) -> None:
+        assert store.update_thread("t1", {"a": 1}) is None  # no thread: nothing created
+        assert store.get_thread("t1") is None
+        store.commit([Commit("t1"), Commit("t2", namespace="n2")])
+        created = store.get_thread("t1")
+        assert created is not None and created.metadata == {}
+        meta = {"user": "ada", "tags": ["x", "y"], "nested": {"n": 1.5, "none": None}}
+        updated = store.update_thread("t1", meta)
+        assert updated is not None
+        assert updated.metadata == meta
+        assert created.updated_at <= updated.updated_at
+        assert store.get_thread("t1").metadata == meta  # type: ignore[union-attr]
+        assert store.update_thread("t1", {"b": "\u00e9"}).metadata == {  # type: ignore[union-attr]
+            "b": "\u00e9"
+        }
+        assert store.update_thread("t2", {"c": 1}) is None  # another namespace's thread
+        assert store.update_thread("t2", {"c": 1}, namespace="n2").metadata == {  # type: ignore[union-attr]
+            "c": 1
+        }
+        with pytest.raises(StoreError):
+            store.update_thread("t1", {"bad": object()})
+        assert store.get_thread("t1").metadata == {"b": "\u00e9"}  # type: ignore[union-attr]
+
     def test_delete_thread_removes_everything_of_that_thread_only(self, store: Store) -> None:
         for tid in ("t1", "t2"):
             lease = store.acquire_lease(tid, "worker", TTL)

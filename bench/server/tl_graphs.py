@@ -1,0 +1,47 @@
+"""The seed 000 loop for threadloom (the candidate side of server_bench.py), and a 1-node
+graph for the queue drain."""
+
+from typing import TypedDict
+
+from threadloom.graph import END, StateGraph
+
+
+class State(TypedDict):
+    step: int
+    done: bool
+
+
+def increment(state: State) -> dict:
+    return {"step": state["step"] + 1}
+
+
+def check(state: State) -> dict:
+    return {"done": state["step"] >= 3}
+
+
+def _route(state: State) -> str:
+    return END if state["done"] else "increment"
+
+
+builder = StateGraph(State)
+builder.add_node("increment", increment)
+builder.add_node("check", check)
+builder.set_entry_point("increment")
+builder.add_edge("increment", "check")
+builder.add_conditional_edges("check", _route, {"increment": "increment", END: END})
+seed_loop = builder.compile()
+
+
+class One(TypedDict):
+    n: int
+
+
+def bump(state: One) -> dict:
+    return {"n": state["n"] + 1}
+
+
+one = StateGraph(One)
+one.add_node("bump", bump)
+one.set_entry_point("bump")
+one.add_edge("bump", END)
+one_node = one.compile()

@@ -1,0 +1,92 @@
+"""The graphs the server tests register: seed 000's loop, seed 002's chatbot, and a graph
+that asks a human with ``interrupt()``.
+
+``builders()`` gives fresh, uncompiled builders; :func:`compiled` binds them to a store, as
+the server does with the graphs of ``threadloom.toml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from threadloom.checkpoint.base import Store
+from threadloom.graph import END, StateGraph
+from threadloom.graph.compiled import CompiledGraph
+from threadloom.types import interrupt
+
+
+class LoopState(TypedDict):
+    step: int
+    done: bool
+
+
+def increment(state: LoopState) -> dict[str, Any]:
+    return {"step": state["step"] + 1}
+
+
+def check(state: LoopState) -> dict[str, Any]:
+    return {"done": state["step"] >= 3}
+
+
+def seed_loop() -> StateGraph:
+    """Seed 000: ``increment`` / ``check`` until ``step >= 3`` (6 node executions)."""
+    builder = StateGraph(LoopState)
+    builder.add_node("increment", increment)
+    builder.add_node("check", check)
+    builder.set_entry_point("increment")
+    builder.add_edge("increment", "check")
+    builder.add_conditional_edges(
+        "check", lambda s: END if s["done"] else "increment", {"increment": "increment", END: END}
+    )
+    return builder
+
+
+class ChatState(TypedDict):
+    messages: list[str]
+
+
+def chatbot(state: ChatState) -> dict[str, Any]:
+    return {"messages": state["messages"] + [f"Bot: I received -> {state['messages'][-1]}"]}
+
+
+def seed_chat() -> StateGraph:
+    """Seed 002: a chatbot that answers the last message."""
+    builder = StateGraph(ChatState)
+    builder.add_node("chat", chatbot)
+    builder.set_entry_point("chat")
+    builder.add_edge("chat", END)
+    return builder
+
+
+class ReviewState(TypedDict):
+    draft: str
+    approved: bool
+
+
+def write(state: ReviewState) -> dict[str, Any]:
+    return {"draft": f"draft of {state['draft']}"}
+
+
+def review(state: ReviewState) -> dict[str, Any]:
+    answer = interrupt({"question": "approve?", "draft": state["draft"]})
+    return {"approved": answer == "yes"}
+
+
+def human_review() -> StateGraph:
+    """``write`` then ``review``, which waits for a human's answer with ``interrupt()``."""
+    builder = StateGraph(ReviewState)
+    builder.add_node("write", write)
+    builder.add_node("review", review)
+    builder.set_entry_point("write")
+    builder.add_edge("write", "review")
+    builder.add_edge("review", END)
+    return builder
+
+
+BUILDERS = {"seed_loop": seed_loop, "seed_chat": seed_chat, "review": human_review}
+
+
+def compiled(store: Store) -> dict[str, CompiledGraph]:
+    """Every test graph, compiled with ``store`` as its checkpointer, by registered name."""
+    return {name: build().compile(checkpointer=store, name=name)
+            for name, build in BUILDERS.items()}

@@ -1,0 +1,163 @@
+"""The error contract (runtime.md "Errors and limits"): every error on every route is JSON
+``{"code", "message"}`` with a stable code, a 4xx for anything a client got wrong, and never
+a traceback. In-process for the many small cases; the body limit and odd ids also against a
+real server process."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from harness import Server
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+    """``response`` is the error ``status`` with ``code``, in the one error shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"code", "message"}
+    assert body["code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return dict(body)
+
+
+def test_unknown_route_and_method(app_client: TestClient) -> None:
+    assert_error(app_client.get("/no/such/route"), 404, "not_found")
+    assert_error(app_client.put("/threads"), 405, "method_not_allowed")
+    assert_error(app_client.get("/threads/search"), 404, "not_found")  # a thread "search"
+    assert_error(app_client.delete("/assistants/search"), 405, "method_not_allowed")
+
+
+def test_malformed_and_invalid_bodies(app_client: TestClient) -> None:
+    for body in (b"{", b"not json", b"[1, 2"):
+        assert_error(app_client.post("/threads", content=body,
+                                     headers={"Content-Type": "application/json"}),
+                     422, "invalid_request")
+    bad = [
+        ("/threads", {"if_exists": "replace"}),
+        ("/threads", {"metadata": ["not", "an", "object"]}),
+        ("/threads", {"ttl": 60}),
+        ("/threads/search", {"limit": "many"}),
+        ("/threads/search", {"limit": 0}),
+        ("/threads/search", {"offset": -1}),
+        ("/threads/search", {"status": "sleeping"}),
+        ("/threads/search", {"select": ["password"]}),
+        ("/threads/count", {"metadata": 3}),
+        ("/assistants/search", {"sort_by": "colour"}),
+        ("/assistants/count", {"graph_id": 7}),
+    ]
+    for path, body in bad:
+        assert_error(app_client.post(path, json=body), 422, "invalid_request")
+    thread = app_client.post("/threads", json={}).json()
+    tid = thread["thread_id"]
+    assert_error(app_client.post(f"/threads/{tid}/history", json={"limit": -3}),
+                 422, "invalid_request")
+    assert_error(app_client.get(f"/threads/{tid}/history", params={"limit": "x"}),
+                 422, "invalid_request")
+    assert_error(app_client.post(f"/threads/{tid}/state/checkpoint", json={}),
+                 422, "invalid_request")
+    assert_error(app_client.patch(f"/threads/{tid}", json={"metadata": "x"}),
+                 422, "invalid_request")
+
+
+def test_a_malformed_checkpoint_id_is_a_client_error(app_client: TestClient) -> None:
+    made = app_client.post("/threads", json={"metadata": {"graph_id": "seed_chat"}}).json()
+    tid = made["thread_id"]
+    written = app_client.post(f"/threads/{tid}/state",
+                              json={"values": {"messages": ["hi"]}, "as_node": "chat"})
+    assert written.status_code == 200
+    assert_error(app_client.get(f"/threads/{tid}/state/not-a-checkpoint"), 400,
+                 "invalid_config")
+    assert_error(app_client.get(f"/threads/{tid}/state/00000000000000ff"), 404,
+                 "checkpoint_not_found")
+    assert_error(app_client.post(f"/threads/{tid}/state/checkpoint",
+                                 json={"checkpoint": {"checkpoint_ns": "sub:1"}}),
+                 422, "invalid_request")
+
+
+def test_body_over_the_limit(app_client: TestClient) -> None:
+    big = json.dumps({"metadata": {"blob": "x" * (1024 * 1024)}})
+    assert_error(app_client.post("/threads", content=big,
+                                 headers={"Content-Type": "application/json"}),
+                 413, "payload_too_large")
+
+
+ODD_IDS = ["..", "...", "%2e%2e", "a b", "é-ü-中", "x" * 255, "<script>", "'; DROP TABLE x;--",
+           "a%00b", "tab\there"]
+
+
+@pytest.mark.parametrize("path", ["/threads/{}", "/threads/{}/state", "/threads/{}/history",
+                                  "/threads/{}/export", "/assistants/{}",
+                                  "/assistants/{}/graph"])
+def test_odd_ids_are_client_errors(app_client: TestClient, path: str) -> None:
+    for odd in [*ODD_IDS, "x" * 300, "../../etc/passwd"]:
+        response = app_client.get(path.format(quote(odd, safe="")))
+        assert 400 <= response.status_code < 500, (odd, response.text)
+        assert set(response.json()) == {"code", "message"}
+        assert "Traceback" not in response.text
+
+
+def test_long_and_odd_ids_are_refused_or_unknown(app_client: TestClient) -> None:
+    assert_error(app_client.get("/threads/" + "x" * 300), 422, "invalid_request")
+    assert_error(app_client.post("/threads", json={"thread_id": "x" * 256}), 422,
+                 "invalid_request")
+    for bad in ("tab\there", "a/b", "../x"):
+        assert_error(app_client.post("/threads", json={"thread_id": bad}), 422,
+                     "invalid_request")
+    for odd in ["x" * 255, "é-ü-中", "'; DROP TABLE x;--", "<script>"]:
+        made = app_client.post("/threads", json={"thread_id": odd})
+        assert made.status_code == 200, made.text
+        assert app_client.get(f"/threads/{quote(odd, safe='')}").json()["thread_id"] == odd
+
+
+def test_errors_of_a_real_server(server: Server) -> None:
+    with server.http() as http:
+        assert_error(http.get("/no/such/route"), 404, "not_found")
+        assert_error(http.put("/threads"), 405, "method_not_allowed")
+        assert_error(http.post("/threads", content=b"{",
+                               headers={"Content-Type": "application/json"}),
+                     422, "invalid_request")
+        assert_error(http.post("/threads", content=b"x" * (1024 * 1024 + 1),
+                               headers={"Content-Type": "application/json"}),
+                     413, "payload_too_large")
+
+        def chunks() -> bytes:
+            return b'{"metadata": {"a": "' + b"y" * (1024 * 1024) + b'"}}'
+
+        streamed = http.post("/threads", content=iter([chunks()]),
+                             headers={"Content-Type": "application/json"})
+        assert_error(streamed, 413, "payload_too_large")
+        for odd in [*ODD_IDS, "x" * 300, "../x"]:
+            response = http.get(f"/threads/{quote(odd, safe='')}/state")
+            assert 400 <= response.status_code < 500, (odd, response.text)
+            assert set(response.json()) == {"code", "message"}
+        made = http.post("/threads", json={"thread_id": "é-" + "z" * 200})
+        assert made.status_code == 200 and made.json()["thread_id"] == "é-" + "z" * 200
+
+
+def test_refused_supersteps_create_no_thread(app_client: TestClient) -> None:
+    step = {"updates": [{"values": {"messages": ["hi"]}, "as_node": "chat"}]}
+    cases = [
+        ({"thread_id": "s-1", "supersteps": [step]}, 400, "thread_has_no_graph"),
+        ({"thread_id": "s-2", "metadata": {"graph_id": "nope"}, "supersteps": [step]}, 400,
+         "thread_has_no_graph"),
+        ({"thread_id": "s-3", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": step["updates"] * 2}]}, 422, "invalid_request"),
+        ({"thread_id": "s-4", "metadata": {"graph_id": "seed_chat"},
+          "supersteps": [{"updates": [{"command": {"jump": 1}, "as_node": "chat"}]}]},
+         422, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        assert_error(app_client.post("/threads", json=body), status, code)
+        assert_error(app_client.get(f"/threads/{body['thread_id']}"), 404, "not_found")
+    made = app_client.post("/threads", json={
+        "thread_id": "s-5", "metadata": {"graph_id": "seed_chat"},
+        "supersteps": [{"updates": [{"command": {"update": {"messages": ["yo"]}},
+                                     "as_node": "chat"}]}]})
+    assert made.status_code == 200, made.text
+    assert made.json()["values"] == {"messages": ["yo"]}

@@ -1,0 +1,321 @@
+"""The runs service: what the runs routes (and the CLI) do, apart from HTTP.
+
+- :func:`create_run` checks a run request, queues the run (its ``pending`` record and its
+  queue row, in one transaction, with the multitask strategy) and names the thread's graph;
+- :func:`wait_for_run` waits, without busy polling, until a run leaves the queue (the
+  ``"done"`` signal wakes it; a slow re-read covers a missed signal);
+- :func:`run_result` is what ``wait`` / ``join`` answer: the thread's values, with
+  ``__interrupt__`` when the run paused, or ``__error__`` when it failed;
+- :func:`cancel_run`, :func:`retry_run`, :func:`run_json` (the run object of LangGraph's API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from threadloom._json import to_jsonable
+from threadloom.checkpoint.base import RunRecord
+from threadloom.checkpoint.queue import CancelAction, MultitaskStrategy, QueuedRun, RuntimeStore
+from threadloom.config import validate_run_id
+from threadloom.errors import InvalidConfigError
+from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._shapes import interrupt_json, iso
+from threadloom.server._threadinfo import check_thread_id, find_graph, thread_config
+from threadloom.server.deps import assistant_id_for
+from threadloom.server.errors import InvalidRequestError, NotFoundError
+
+__all__ = [
+    "RunRequest",
+    "cancel_run",
+    "create_run",
+    "find_run",
+    "is_done",
+    "retry_run",
+    "run_json",
+    "run_result",
+    "run_status",
+    "wait_for_run",
+]
+
+STREAM_MODES = ("values", "updates", "custom", "debug")
+_HIDDEN = "threadloom."  # run metadata keys the engine keeps for itself
+_TIMEOUTS = ("run_timeout", "node_timeout")
+
+
+@dataclass(slots=True)
+class RunRequest:
+    """A run as a client asks for it (the fields of LangGraph's run-create body that the
+    runtime acts on)."""
+
+    assistant_id: str
+    input: Any = None
+    command: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    stream_mode: list[str] | None = None
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    interrupt_before: list[str] | Literal["*"] | None = None
+    interrupt_after: list[str] | Literal["*"] | None = None
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    after_seconds: float | None = None
+    checkpoint_id: str | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    timeout: float | None = None
+    run_id: str | None = None
+
+
+def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
+               thread_id: str | None, request: RunRequest) -> tuple[RunRecord, QueuedRun]:
+    """Queue a run of ``request`` on ``thread_id`` (``None``: a new thread, as for a
+    stateless run) in ``namespace``.
+
+    Raises:
+        NotFoundError: no such assistant, or no such thread and ``if_not_exists`` is not
+            ``create``.
+        InvalidRequestError: a stream mode, breakpoint, run id or option is not acceptable.
+        ThreadBusyError: ``reject`` and the thread has an active run.
+        RunConflictError: the run id is taken.
+    """
+    found = find_graph(graphs, request.assistant_id)
+    if found is None:
+        raise NotFoundError(f"no assistant {request.assistant_id!r}")
+    graph_name, graph = found
+    if thread_id is None:
+        thread_id = str(uuid.uuid4())
+    else:
+        check_thread_id(thread_id)
+        thread = store.get_thread(thread_id)  # ns
+        elsewhere = thread is not None and thread.namespace != namespace
+        if elsewhere or (thread is None and request.if_not_exists != "create"):
+            # another namespace's thread looks exactly like no thread (until store keys
+            # carry the namespace, creating it here would reach into the other one)
+            raise NotFoundError(f"no thread {thread_id!r}")
+    run_id = _run_id(request.run_id)
+    payload = _payload(graph, request)
+    now = time.time()
+    metadata = dict(request.metadata or {})
+    record = RunRecord(run_id, thread_id, graph_name, "pending", namespace=namespace,
+                       metadata=metadata)
+    available = now + request.after_seconds if request.after_seconds else 0.0
+    row = QueuedRun(namespace, run_id, thread_id, graph_name, payload, available_at=available,
+                    timeout=request.timeout)
+    store.enqueue(record, row, request.multitask_strategy)
+    _name_graph(store, thread_id, namespace, graph_name)
+    queued = store.get_queued(namespace, run_id) or row
+    stored = store.get_run(run_id) or record  # ns
+    return stored, queued
+
+
+def _run_id(given: str | None) -> str:
+    if given is None:
+        return str(uuid.uuid4())
+    try:
+        return validate_run_id(given)
+    except InvalidConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+def _payload(graph: CompiledGraph, request: RunRequest) -> bytes:
+    modes = request.stream_mode or ["values"]
+    unknown = [m for m in modes if m not in STREAM_MODES]
+    if unknown:
+        raise InvalidRequestError(
+            f"stream mode {unknown[0]!r} is not supported; use {', '.join(STREAM_MODES)}")
+    for key in ("interrupt_before", "interrupt_after"):
+        names = getattr(request, key)
+        if names is None or names == "*":
+            continue
+        missing = [n for n in names if n != "*" and n not in graph.spec.nodes]
+        if missing:
+            raise InvalidRequestError(
+                f"{key} names unknown node {missing[0]!r}; the graph's nodes are "
+                f"{sorted(graph.spec.nodes)}")
+    if request.after_seconds is not None and request.after_seconds < 0:
+        raise InvalidRequestError("after_seconds must not be negative")
+    if request.timeout is not None and request.timeout <= 0:
+        raise InvalidRequestError("timeout must be positive")
+    if request.input is not None and request.command:
+        raise InvalidRequestError("give input or command, not both")
+    config = dict(request.config or {})
+    configurable = dict(config.get("configurable") or {})
+    checkpoint_id = request.checkpoint_id or configurable.pop("checkpoint_id", None)
+    config["configurable"] = configurable
+    body = {
+        "input": request.input,
+        "command": request.command or None,
+        "config": config,
+        "context": request.context,
+        "metadata": request.metadata or {},
+        "stream_mode": list(dict.fromkeys(modes)),
+        "stream_subgraphs": request.stream_subgraphs,
+        "stream_resumable": request.stream_resumable,
+        "interrupt_before": request.interrupt_before,
+        "interrupt_after": request.interrupt_after,
+        "durability": request.durability,
+        "checkpoint_id": checkpoint_id,
+        "multitask_strategy": request.multitask_strategy,
+        "resume": False,
+    }
+    try:
+        return json.dumps(body, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the run request is not JSON: {exc}") from None
+
+
+def _name_graph(store: RuntimeStore, thread_id: str, namespace: str, graph_name: str) -> None:
+    """Record the thread's graph in its metadata (``graph_id``), as LangGraph's server does."""
+    thread = store.get_thread(thread_id)  # ns
+    if thread is None or thread.metadata.get("graph_id") == graph_name:
+        return
+    store.update_thread(thread_id, {**thread.metadata, "graph_id": graph_name},
+                        namespace=namespace)
+
+
+def find_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str) -> RunRecord:
+    """The run ``run_id`` of thread ``thread_id`` in ``namespace``.
+
+    Raises:
+        NotFoundError: there is none (also for a rolled-back run).
+    """
+    record = store.get_run(run_id)  # ns
+    if record is None or record.namespace != namespace or record.thread_id != thread_id:
+        raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
+    return record
+
+
+def is_done(store: RuntimeStore, namespace: str, run_id: str) -> bool:
+    """Whether the run left the queue (finished, cancelled, rolled back, or never queued)."""
+    row = store.get_queued(namespace, run_id)
+    if row is None:
+        return True
+    return row.status == "done"
+
+
+async def wait_for_run(store: RuntimeStore, namespace: str, run_id: str, *,
+                       poll: float = 1.0, timeout: float | None = None) -> bool:
+    """Wait until the run leaves the queue: woken by the ``"done"`` signal, with a re-read
+    every ``poll`` seconds in case a signal was missed. Returns whether it did (``False``
+    when ``timeout`` passed first)."""
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    name = f"{namespace}/{run_id}"
+
+    def on_done(message: str) -> None:
+        if message == name:
+            loop.call_soon_threadsafe(woken.set)
+
+    unsubscribe = store.signals().subscribe("done", on_done)
+    deadline = None if timeout is None else loop.time() + timeout
+    try:
+        while True:
+            if await asyncio.to_thread(is_done, store, namespace, run_id):
+                return True
+            wait = poll if deadline is None else min(poll, deadline - loop.time())
+            if wait <= 0:
+                return False
+            try:
+                await asyncio.wait_for(woken.wait(), wait)
+            except TimeoutError:
+                pass
+            woken.clear()
+    finally:
+        unsubscribe()
+
+
+def run_status(record: RunRecord) -> str:
+    """The run's status in LangGraph's words (``runtime.md``'s table)."""
+    status = record.status
+    if status == "succeeded":
+        return "success"
+    if status == "failed":
+        code = record.metadata.get("threadloom.error_code")
+        return "timeout" if code in _TIMEOUTS else "error"
+    if status == "cancelled":
+        return "interrupted"
+    return status
+
+
+def run_json(record: RunRecord, queued: QueuedRun | None) -> dict[str, Any]:
+    """The run object of LangGraph's API."""
+    kwargs: dict[str, Any] = {}
+    strategy = "enqueue"
+    if queued is not None:
+        try:
+            payload = json.loads(queued.payload or b"{}")
+        except ValueError:
+            payload = {}
+        if isinstance(payload, dict):
+            strategy = payload.pop("multitask_strategy", None) or strategy
+            payload.pop("resume", None)
+            kwargs = payload
+    return {
+        "run_id": record.run_id,
+        "thread_id": record.thread_id,
+        "assistant_id": assistant_id_for(record.graph),
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "status": run_status(record),
+        "metadata": to_jsonable({k: v for k, v in record.metadata.items()
+                                 if not k.startswith(_HIDDEN)}),
+        "kwargs": kwargs,
+        "multitask_strategy": strategy,
+    }
+
+
+def run_result(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
+               record: RunRecord) -> dict[str, Any]:
+    """What ``wait`` and ``join`` answer for a run that left the queue."""
+    if record.status == "failed":
+        error, _, message = (record.error or "Error: ").partition(": ")
+        return {"__error__": {"error": error or "Error", "message": message}}
+    found = find_graph(graphs, record.graph)
+    if found is None:
+        return {}
+    snapshot = found[1].get_state(thread_config(record.thread_id, record.namespace))
+    values = to_jsonable(snapshot.values)
+    body: dict[str, Any] = dict(values) if isinstance(values, dict) else {"value": values}
+    if record.status == "interrupted" and snapshot.interrupts:
+        body["__interrupt__"] = [interrupt_json(i) for i in snapshot.interrupts]
+    return body
+
+
+def cancel_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str,
+               action: CancelAction = "interrupt") -> str:
+    """Ask for the run to be cancelled (see ``RuntimeStore.request_cancel``).
+
+    Raises:
+        NotFoundError: no such run on the thread.
+    """
+    find_run(store, namespace, thread_id, run_id)
+    outcome = store.request_cancel(namespace, run_id, action)
+    if outcome == "unknown":
+        raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
+    return outcome
+
+
+def retry_run(store: RuntimeStore, namespace: str, run_id: str) -> QueuedRun:
+    """Queue a failed or cancelled run again: a worker continues it from its last
+    checkpoint.
+
+    Raises:
+        RunNotFoundError: no such run.
+        ThreadBusyError: the run is queued or running already.
+    """
+    row = store.get_queued(namespace, run_id)
+    payload: dict[str, Any] = {}
+    if row is not None:
+        try:
+            payload = json.loads(row.payload or b"{}")
+        except ValueError:
+            payload = {}
+    payload["resume"] = True
+    return store.requeue(namespace, run_id, payload=json.dumps(payload).encode())

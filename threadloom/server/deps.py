@@ -1,0 +1,104 @@
+"""Dependencies every router uses: the store, the graphs, and who is calling.
+
+Routes get these through FastAPI's ``Depends``, never through imports of a global: the app
+factory puts the store, the graphs and the settings on ``app.state``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.graph.compiled import CompiledGraph
+from threadloom.server.auth import Principal, Role, authenticate
+from threadloom.server.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from threadloom.server.settings import Settings
+
+__all__ = [
+    "Admin",
+    "Caller",
+    "Graphs",
+    "Operator",
+    "Store",
+    "Viewer",
+    "assistant_id_for",
+    "get_graph",
+    "require",
+]
+
+
+def _store(request: Request) -> RuntimeStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _graphs(request: Request) -> Mapping[str, CompiledGraph]:
+    return request.app.state.graphs  # type: ignore[no-any-return]
+
+
+def settings(request: Request) -> Settings:
+    """The server's settings."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+Store = Annotated[RuntimeStore, Depends(_store)]
+Graphs = Annotated[Mapping[str, CompiledGraph], Depends(_graphs)]
+
+
+def _caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header()] = None,
+    x_namespace: Annotated[str | None, Header()] = None,
+) -> Principal:
+    principal = authenticate(request.app.state.store, x_api_key, x_namespace)
+    if principal is None:
+        raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
+    if not principal.covers(principal.namespace):
+        # an all-namespace key always covers it; a one-namespace key acts in its own
+        raise NotFoundError(f"no namespace {principal.namespace!r}")
+    request.state.principal = principal
+    return principal
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that lets the request through if its key's role includes ``role``."""
+
+    def check(principal: Annotated[Principal, Depends(_caller)]) -> Principal:
+        if not principal.may(role):
+            raise ForbiddenError(f"this needs the {role} role; the key has {principal.role}")
+        return principal
+
+    return check
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def get_graph(graphs: Mapping[str, CompiledGraph], assistant_id: str) -> CompiledGraph:
+    """The registered graph an assistant id names (the graph's name works as an id).
+
+    Raises:
+        NotFoundError: no such graph.
+    """
+    graph = graphs.get(assistant_id)
+    if graph is None:
+        graph = next((g for name, g in graphs.items() if assistant_id_for(name) == assistant_id),
+                     None)
+    if graph is None:
+        raise NotFoundError(f"no assistant {assistant_id!r}")
+    return graph
+
+
+def assistant_id_for(graph_name: str) -> str:
+    """The assistant id of a registered graph: a UUID derived from its name, stable across
+    processes and restarts (LangGraph's clients expect UUID assistant ids)."""
+    return str(uuid.uuid5(_ASSISTANTS, graph_name))
+
+
+_ASSISTANTS = uuid.UUID("6f1f3c1e-7d0a-4f57-9a8e-2a1b3c4d5e6f")

@@ -1,0 +1,336 @@
+"""Routes of the runs resource (LangGraph Platform shape).
+
+Runs are queued in the store and executed by workers (:mod:`threadloom.worker`), in this
+process or another: create one in the background, create one and wait for its result, or
+create one and stream its events (SSE); on a thread or stateless (on a new thread). Then get,
+list, join (wait for), join the stream of (from any API process, resuming after
+``Last-Event-ID``), and cancel a run. The run id is the engine's durable run id; a caller may
+choose it (``run_id`` in the body, an extension of LangGraph's API). Reads need the ``viewer``
+role, the rest ``operator``; everything acts in the caller's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from threadloom._json import dumps
+from threadloom.checkpoint.base import RunRecord
+from threadloom.checkpoint.queue import QueuedRun
+from threadloom.server._runs import (
+    RunRequest,
+    cancel_run,
+    create_run,
+    find_run,
+    run_json,
+    run_result,
+    run_status,
+    wait_for_run,
+)
+from threadloom.server._shapes import json_response
+from threadloom.server._threadinfo import find_thread
+from threadloom.server.deps import Graphs, Operator, Store, Viewer, settings
+from threadloom.server.errors import InvalidRequestError
+from threadloom.server.sse import event_stream, parse_last_event_id
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["runs"])
+
+_KEEPALIVE = 5.0  # seconds between the blank lines a waiting response sends
+
+
+class RunCreate(BaseModel):
+    """The body of a run-create request (LangGraph's; fields it has that the runtime does not
+    act on, such as ``webhook`` or ``feedback_keys``, are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assistant_id: str = Field(description="A registered graph's name or assistant id.")
+    input: Any = None
+    command: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    stream_mode: str | list[str] | None = None
+    stream_subgraphs: bool | None = False
+    stream_resumable: bool | None = False
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
+    if_not_exists: Literal["create", "reject"] | None = None
+    on_disconnect: Literal["cancel", "continue"] | None = None
+    on_completion: Literal["delete", "keep"] | None = None
+    after_seconds: float | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_id: str | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    timeout: float | None = Field(None, description="Seconds the run may take (extension).")
+    run_id: str | None = Field(None, description="Choose the run id (extension).")
+
+    def request(self) -> RunRequest:
+        """The service-level request."""
+        modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode
+        checkpoint_id = self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id")
+        return RunRequest(
+            assistant_id=self.assistant_id, input=self.input, command=self.command,
+            config=self.config, context=self.context, metadata=self.metadata,
+            stream_mode=modes, stream_subgraphs=bool(self.stream_subgraphs),
+            stream_resumable=bool(self.stream_resumable),
+            interrupt_before=self.interrupt_before, interrupt_after=self.interrupt_after,
+            multitask_strategy=self.multitask_strategy or "enqueue",
+            if_not_exists=self.if_not_exists or "reject", after_seconds=self.after_seconds,
+            checkpoint_id=checkpoint_id, durability=self.durability, timeout=self.timeout,
+            run_id=self.run_id,
+        )
+
+
+def _run_path(record: RunRecord) -> str:
+    return f"/threads/{record.thread_id}/runs/{record.run_id}"
+
+
+def _created(store: Store, graphs: Graphs, namespace: str, thread_id: str | None,
+             body: RunCreate, stateless: bool = False) -> tuple[RunRecord, QueuedRun]:
+    request = body.request()
+    if stateless:
+        request.if_not_exists = "create"
+    return create_run(store, graphs, namespace, thread_id, request)
+
+
+# -- create ----------------------------------------------------------------------------------
+
+
+@router.post("/threads/{thread_id}/runs", summary="Create a run in the background")
+def create(thread_id: str, body: RunCreate, store: Store, graphs: Graphs,
+           who: Operator) -> Response:
+    record, queued = _created(store, graphs, who.namespace, thread_id, body)
+    return json_response(run_json(record, queued),
+                         headers={"Content-Location": _run_path(record)})
+
+
+@router.post("/runs", summary="Create a stateless run (on a new thread) in the background")
+def create_stateless(body: RunCreate, store: Store, graphs: Graphs, who: Operator) -> Response:
+    record, queued = _created(store, graphs, who.namespace, None, body, stateless=True)
+    return json_response(run_json(record, queued),
+                         headers={"Content-Location": _run_path(record)})
+
+
+@router.post("/runs/batch", summary="Create several stateless runs in the background")
+def create_batch(body: list[RunCreate], store: Store, graphs: Graphs,
+                 who: Operator) -> Response:
+    runs = [run_json(*_created(store, graphs, who.namespace, None, one, stateless=True))
+            for one in body]
+    return json_response(runs)
+
+
+@router.post("/threads/{thread_id}/runs/wait", summary="Create a run and wait for its result")
+async def create_and_wait(thread_id: str, body: RunCreate, request: Request, store: Store,
+                          graphs: Graphs, who: Operator) -> Response:
+    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
+                                        body)
+    return _waiting(request, store, graphs, record, body.on_disconnect == "cancel")
+
+
+@router.post("/runs/wait", summary="Create a stateless run and wait for its result")
+async def create_stateless_and_wait(body: RunCreate, request: Request, store: Store,
+                                    graphs: Graphs, who: Operator) -> Response:
+    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
+                                        True)
+    return _waiting(request, store, graphs, record, body.on_disconnect == "cancel",
+                    delete_thread=body.on_completion != "keep")
+
+
+@router.post("/threads/{thread_id}/runs/stream", summary="Create a run and stream its events")
+async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
+                            graphs: Graphs, who: Operator) -> Response:
+    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
+                                        body)
+    return _streaming(request, store, record, cancel=body.on_disconnect == "cancel")
+
+
+@router.post("/runs/stream", summary="Create a stateless run and stream its events")
+async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
+                                      graphs: Graphs, who: Operator) -> Response:
+    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
+                                        True)
+    return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
+                      delete_thread=body.on_completion != "keep")
+
+
+def _waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
+             cancel: bool, delete_thread: bool = False) -> Response:
+    """A response that waits for the run (sending a blank line every few seconds, which JSON
+    parsers ignore, so that proxies keep the connection) and then answers its result."""
+    poll = settings(request).wait_poll
+    namespace = record.namespace
+
+    async def body() -> AsyncIterator[bytes]:
+        done = False
+        try:
+            while not await wait_for_run(store, namespace, record.run_id, poll=poll,
+                                         timeout=_KEEPALIVE):
+                yield b"\n"
+            done = True
+            yield dumps(await asyncio.to_thread(_result, store, graphs, record, delete_thread))
+        finally:
+            if cancel and not done:
+                store.request_cancel(namespace, record.run_id)
+
+    path = _run_path(record)
+    return StreamingResponse(body(), media_type="application/json",
+                             headers={"Location": f"{path}/join", "Content-Location": path})
+
+
+def _result(store: Store, graphs: Graphs, record: RunRecord,
+            delete_thread: bool) -> dict[str, Any]:
+    final = store.get_run(record.run_id)  # ns
+    if final is None:  # rolled back
+        return {}
+    result = run_result(store, graphs, final)
+    if delete_thread:
+        store.delete_thread(record.thread_id)  # ns
+    return result
+
+
+def _streaming(request: Request, store: Store, record: RunRecord, *, cancel: bool,
+               after: int = 0, modes: list[str] | None = None,
+               delete_thread: bool = False) -> Response:
+    stream = event_stream(store, record.namespace, record.run_id, after=after, modes=modes,
+                          poll=settings(request).wait_poll, cancel_on_disconnect=cancel)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in stream:
+            yield chunk
+        if delete_thread:
+            await asyncio.to_thread(store.delete_thread, record.thread_id)  # ns
+
+    path = _run_path(record)
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Location": f"{path}/stream", "Content-Location": path,
+                                      "Cache-Control": "no-store"})
+
+
+# -- read ------------------------------------------------------------------------------------
+
+
+_ENGINE_STATUSES = {
+    "pending": ("pending",),
+    "running": ("running",),
+    "success": ("succeeded",),
+    "error": ("failed",),
+    "timeout": ("failed",),
+    "interrupted": ("interrupted", "cancelled"),
+}
+
+
+@router.get("/threads/{thread_id}/runs", summary="List a thread's runs, newest first")
+def list_runs(thread_id: str, store: Store, who: Viewer,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+              offset: Annotated[int, Query(ge=0)] = 0,
+              status: str | None = None) -> Response:
+    find_thread(store, thread_id, who.namespace)
+    if status is None:
+        records = store.list_runs(thread_id=thread_id, namespace=who.namespace, limit=limit,
+                                  offset=offset)
+    else:
+        engine = _ENGINE_STATUSES.get(status)
+        if engine is None:
+            raise InvalidRequestError(
+                f"unknown status {status!r}; use one of {', '.join(_ENGINE_STATUSES)}")
+        found: list[RunRecord] = []
+        for one in engine:
+            found += store.list_runs(thread_id=thread_id, namespace=who.namespace, status=one,
+                                     limit=offset + limit)
+        found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        records = [r for r in found if run_status(r) == status][offset:offset + limit]
+    return json_response([run_json(r, store.get_queued(who.namespace, r.run_id))
+                          for r in records])
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", summary="Get a run")
+def get_run(thread_id: str, run_id: str, store: Store, who: Viewer) -> Response:
+    record = find_run(store, who.namespace, thread_id, run_id)
+    return json_response(run_json(record, store.get_queued(who.namespace, run_id)))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join", summary="Wait for a run's result")
+def join(thread_id: str, run_id: str, request: Request, store: Store, graphs: Graphs,
+         who: Viewer) -> Response:
+    record = find_run(store, who.namespace, thread_id, run_id)
+    return _waiting(request, store, graphs, record, cancel=False)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream",
+            summary="Join a run's event stream (resumes after Last-Event-ID)")
+def join_stream(thread_id: str, run_id: str, request: Request, store: Store, who: Viewer,
+                stream_mode: str | None = None, cancel_on_disconnect: bool = False,
+                last_event_id: Annotated[str | None, Header()] = None) -> Response:
+    record = find_run(store, who.namespace, thread_id, run_id)
+    modes = _modes_param(stream_mode)
+    return _streaming(request, store, record, cancel=cancel_on_disconnect,
+                      after=parse_last_event_id(last_event_id), modes=modes)
+
+
+def _modes_param(value: str | None) -> list[str] | None:
+    """The ``stream_mode`` query parameter: one mode, a JSON list, or absent (all)."""
+    if not value:
+        return None
+    if value.startswith("["):
+        import json
+
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise InvalidRequestError(f"stream_mode is not a JSON list: {value!r}") from None
+        return [str(m) for m in parsed] or None
+    return [value]
+
+
+# -- cancel ----------------------------------------------------------------------------------
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
+def cancel(thread_id: str, run_id: str, request: Request, store: Store, graphs: Graphs,
+           who: Operator, wait: bool = False,
+           action: Literal["interrupt", "rollback"] = "interrupt") -> Response:
+    cancel_run(store, who.namespace, thread_id, run_id, action)
+    if not wait:
+        return Response(status_code=202)
+    record = RunRecord(run_id, thread_id, "", "pending", namespace=who.namespace)
+    return _waiting(request, store, graphs, record, cancel=False)
+
+
+class RunsCancel(BaseModel):
+    """Which runs ``POST /runs/cancel`` cancels: ``run_ids`` of ``thread_id``, or every run
+    with ``status`` (``pending``, ``running`` or ``all``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+    status: Literal["pending", "running", "all"] | None = None
+
+
+@router.post("/runs/cancel", status_code=204, summary="Cancel several runs")
+def cancel_many(body: RunsCancel, store: Store, who: Operator,
+                action: Literal["interrupt", "rollback"] = "interrupt") -> Response:
+    if body.status is not None:
+        if body.thread_id or body.run_ids:
+            raise InvalidRequestError("give status, or thread_id with run_ids, not both")
+        statuses = ("pending", "running") if body.status == "all" else (body.status,)
+        targets = [(r.thread_id, r.run_id) for s in statuses
+                   for r in store.list_runs(namespace=who.namespace, status=s, limit=10_000)]
+    else:
+        if not body.thread_id or not body.run_ids:
+            raise InvalidRequestError("give thread_id and run_ids, or status")
+        targets = [(body.thread_id, run_id) for run_id in body.run_ids]
+    for thread_id, run_id in targets:
+        cancel_run(store, who.namespace, thread_id, run_id, action)
+    return Response(status_code=204)
+
+

@@ -1,0 +1,199 @@
+"""Executing one claimed run: from its queue row and payload to the engine's stream, the run's
+events, and what becomes of the claim.
+
+A claimed run is either **fresh** (its record is ``pending`` and no process started it: it
+starts with the payload's input or command) or **continued** (it was started before: its
+worker died, it was handed back at shutdown, or it was requeued by a retry; it continues from
+its own last checkpoint, ``graph.stream(None, {"run_id": ...})``, so under ``sync`` no
+completed step runs again).
+
+Events: ``metadata`` ``{run_id, attempt}`` first, then one event per stream chunk, then
+``error`` on failure, then ``end`` once the run's record is final. A run that is handed back
+or whose claim was lost gets no ``end``: its next attempt writes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from threadloom.checkpoint.base import RunRecord
+from threadloom.checkpoint.queue import CancelAction, QueuedRun, RuntimeStore
+from threadloom.errors import (
+    LeaseLostError,
+    RunCancelled,
+    StoreUnavailableError,
+    ThreadBusyError,
+)
+from threadloom.graph.compiled import CompiledGraph
+from threadloom.types import CancelToken, Command, RunnableConfig, StreamMode
+from threadloom.worker._events import EventBuffer, EventPump
+
+__all__ = ["Claimed", "Outcome", "execute", "run_config"]
+
+log = logging.getLogger("threadloom.worker")
+
+Outcome = Literal["finished", "released", "lost"]
+"""What became of a claim: the run ended (``finish_claim``), it was handed back
+(``release_claim``), or the claim was lost (someone else holds the run now)."""
+
+_MODES: tuple[StreamMode, ...] = ("values", "updates", "custom", "debug")
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run this worker holds: its claim and the means to stop it.
+
+    ``action`` is how it is being stopped: a cancellation (``interrupt`` / ``rollback``),
+    ``handback`` (the worker shuts down) or ``lost`` (the claim lapsed and another worker may
+    have it)."""
+
+    claim: QueuedRun
+    token: CancelToken = field(default_factory=CancelToken)
+    action: CancelAction | Literal["handback", "lost"] | None = None
+
+    def stop(self, action: CancelAction | Literal["handback", "lost"], reason: str) -> None:
+        """Stop the run at its next step boundary (a cancellation beats a hand-back)."""
+        if self.action is None or self.action == "handback":
+            self.action = action
+        self.token.cancel(reason)
+
+
+def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: EventPump | None,
+            lease_wait: float) -> Outcome:
+    """Run ``held``'s claimed run to its end (or until it is stopped) and settle the claim.
+
+    ``lease_wait``: how long to wait for the thread's lease (a dead worker's lapses within
+    its run lease)."""
+    claim = held.claim
+    ns, run_id = claim.namespace, claim.run_id
+    record = store.get_run(run_id)  # ns
+    if record is None:  # rolled back meanwhile
+        store.finish_claim(claim)
+        return "finished"
+    payload = _payload(claim)
+    events = EventBuffer(store, ns, run_id, pump)
+    events.add("metadata", {"run_id": run_id, "attempt": claim.attempts})
+    asked = set(payload.get("stream_mode") or ()) | {"values"}
+    modes: list[StreamMode] = [m for m in _MODES if m in asked]
+    config = run_config(claim, payload, held.token, lease_wait, fresh=_fresh(record, payload))
+    error: BaseException | None = None
+    try:
+        chunks = graph.stream(_input(record, payload), cast("RunnableConfig", config),
+                              stream_mode=modes)
+        for mode, chunk in chunks:
+            events.add(mode, chunk)
+    except RunCancelled as exc:
+        error = exc
+    except (ThreadBusyError, StoreUnavailableError) as exc:
+        # the thread's lease is still held (a worker that lost its claim has not stopped
+        # yet), or the store is away: try again a little later
+        log.warning("run %r handed back: %s", run_id, exc)
+        events.flush()
+        store.release_claim(claim, delay=min(lease_wait, 5.0))
+        return "released"
+    except LeaseLostError:
+        events.flush()
+        return "lost"  # another worker took the thread over: the run is its now
+    except Exception as exc:
+        error = exc
+        events.add("error", {"error": type(exc).__name__, "message": str(exc)})
+    return _settle(store, graph, held, events, error, payload, modes)
+
+
+def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: EventBuffer,
+            error: BaseException | None, payload: dict[str, Any],
+            modes: list[StreamMode]) -> Outcome:
+    claim = held.claim
+    if isinstance(error, RunCancelled):  # stopped: how, says the action (None: interrupt)
+        if held.action == "lost":
+            events.flush()
+            return "lost"
+        if held.action == "handback":
+            events.flush()
+            store.release_claim(claim)
+            return "released"
+        if held.action == "rollback":
+            events.flush()
+            store.rollback_run(claim.namespace, claim.run_id)  # ns
+            store.finish_claim(claim)  # gone with the run; rollback_run signalled "done"
+            return "finished"
+    if error is None and "values" in modes:
+        _interrupt_values(graph, claim, events)
+    events.flush()
+    events.add("end", None)
+    events.flush()
+    if not store.finish_claim(claim):
+        return "lost"
+    return "finished"
+
+
+def _interrupt_values(graph: CompiledGraph, claim: QueuedRun, events: EventBuffer) -> None:
+    """A run that paused on ``interrupt()`` ends its ``values`` stream with the pending
+    interrupts, as LangGraph's server does: ``{"__interrupt__": [{value, id}, ...]}``."""
+    record = graph.checkpointer.get_run(claim.run_id)  # ns
+    if record is None or record.status != "interrupted":
+        return
+    state = graph.get_state({"thread_id": claim.thread_id})  # ns
+    if state.interrupts:
+        events.add("values", {"__interrupt__": list(state.interrupts)})
+
+
+def _payload(claim: QueuedRun) -> dict[str, Any]:
+    try:
+        payload = json.loads(claim.payload or b"{}")
+    except ValueError:
+        payload = {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _fresh(record: RunRecord, payload: dict[str, Any]) -> bool:
+    """Whether the run starts now (with its input), rather than continuing what it did."""
+    return (record.status == "pending" and record.started_at is None
+            and not payload.get("resume"))
+
+
+def _input(record: RunRecord, payload: dict[str, Any]) -> Any:
+    if not _fresh(record, payload):
+        return None
+    command = payload.get("command")
+    if isinstance(command, dict) and command:
+        return Command(update=command.get("update"), resume=command.get("resume"),
+                       goto=command.get("goto") or ())
+    return payload.get("input")
+
+
+def run_config(claim: QueuedRun, payload: dict[str, Any], token: CancelToken,
+               lease_wait: float, *, fresh: bool = True) -> dict[str, Any]:
+    """The engine config of a claimed run (see the module docstring of
+    :mod:`threadloom.checkpoint.queue` for the payload)."""
+    raw = payload.get("config")
+    given: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    configurable = dict(given.get("configurable") or {})
+    for key in ("thread_id", "run_id", "checkpoint_id", "checkpoint_ns"):
+        configurable.pop(key, None)
+    config: dict[str, Any] = {
+        "run_id": claim.run_id,
+        "thread_id": claim.thread_id,
+        "configurable": configurable,
+        "metadata": dict(payload.get("metadata") or {}),
+        "cancel": token,
+        "wait": lease_wait,
+    }
+    # namespace: config["namespace"] = claim.namespace  # ns (once stores take one)
+    for key in ("recursion_limit", "tags"):
+        if given.get(key) is not None:
+            config[key] = given[key]
+    if claim.timeout is not None:
+        config["timeout"] = claim.timeout
+    if payload.get("durability"):
+        config["durability"] = payload["durability"]
+    for key in ("interrupt_before", "interrupt_after"):
+        value = payload.get(key)
+        if value:
+            config[key] = ["*"] if value == "*" else list(value)
+    if fresh and payload.get("checkpoint_id"):
+        config["checkpoint_id"] = payload["checkpoint_id"]
+    return config
