@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from threadloom.checkpoint.memory import MemoryStore
-from threadloom.errors import ThreadBusyError
 from threadloom.checkpoint.sqlite import SqliteStore
+from threadloom.errors import ThreadBusyError
 from threadloom.testing.queue_conformance import (
     Collector,
     QueueConformance,
