@@ -135,7 +135,12 @@ class MemoryQueue:
             record, row = check_enqueue(record, run, strategy, now)
             key = (row.namespace, row.run_id)
             thread = (row.namespace, row.thread_id)
-            if self._runs.get(row.run_id) is not None or key in self._queue:  # ns
+            taken = self._runs.get(row.run_id) is not None  # ns
+            old = self._queue.get(key)
+            if old is not None and old.status == "done" and not taken:
+                del self._queue[key]  # left by a deleted run (thread deleted, retention)
+                self._events.pop(key, None)
+            elif old is not None or taken:
                 raise RunConflictError(
                     f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                 )

@@ -142,7 +142,7 @@ class QueueStatements:
         # What enqueue decides on, in one round trip: the run's own queue row (a retry may
         # find it), whether the run id is taken, and the thread's latest open row.
         self.probe = (
-            f"SELECT q.thread_id, q.graph, q.payload, EXISTS (SELECT FROM {s}.runs"
+            f"SELECT q.thread_id, q.graph, q.payload, q.status, EXISTS (SELECT FROM {s}.runs"
             " WHERE run_id = %(run_id)s),"  # ns: AND namespace = %(ns)s
             f" (SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %(ns)s"
             " AND thread_id = %(thread_id)s AND status <> 'done')"
@@ -264,6 +264,11 @@ class QueueStatements:
             " RETURNING 1) SELECT count(*) FROM q"
         )
         self.drop_events = f"DELETE FROM {s}.run_events WHERE namespace = %s AND run_id = %s"
+        self.forget = (
+            f"WITH q AS (DELETE FROM {s}.run_queue WHERE namespace = %(ns)s"
+            f" AND run_id = %(run_id)s) DELETE FROM {s}.run_events WHERE namespace = %(ns)s"
+            " AND run_id = %(run_id)s"
+        )
 
         # -- events -------------------------------------------------------------------------
         self.append = (
@@ -372,12 +377,15 @@ class PostgresQueue:
             with conn.transaction():
                 conn.execute(sql.lock, (thread_key(self.schema, row.namespace, row.thread_id),))
                 probe = {"ns": row.namespace, "run_id": row.run_id, "thread_id": row.thread_id}
-                thread, graph, payload, taken, last = _one(conn, sql.probe, probe)
+                thread, graph, payload, status, taken, last = _one(conn, sql.probe, probe)
                 if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
                     row.thread_id, row.graph, row.payload
                 ):
                     return decided  # an earlier attempt committed after all
-                if thread is not None or taken:
+                if thread is not None and status == "done" and not taken:
+                    # left by a deleted run (its thread was deleted, or retention took it)
+                    conn.execute(sql.forget, {"ns": row.namespace, "run_id": row.run_id})
+                elif thread is not None or taken:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     )

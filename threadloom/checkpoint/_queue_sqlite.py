@@ -189,9 +189,11 @@ class SqliteQueue:
         def enqueue(conn: sqlite3.Connection) -> list[str]:
             sent.clear()
             now = time.time()
-            if conn.execute(SQL_RUN_EXISTS, (row.run_id,)).fetchone() is not None or (
-                conn.execute(SQL_GET, (row.namespace, row.run_id)).fetchone() is not None
-            ):
+            taken = conn.execute(SQL_RUN_EXISTS, (row.run_id,)).fetchone() is not None
+            old = conn.execute(SQL_GET, (row.namespace, row.run_id)).fetchone()
+            if old is not None and old[8] == "done" and not taken:
+                _forget(conn, row.namespace, row.run_id)  # a deleted run's row
+            elif old is not None or taken:
                 raise RunConflictError(
                     f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                 )
@@ -479,6 +481,14 @@ def _append(conn: sqlite3.Connection, namespace: str, run_id: str,
         for i, (event, data) in enumerate(rows, 1)
     ])  # fmt: skip
     return int(last) + len(rows)
+
+
+def _forget(conn: sqlite3.Connection, namespace: str, run_id: str) -> None:
+    """Drop the queue row and events a deleted run left (its thread was deleted, or retention
+    deleted its record), so that its id can be used again."""
+    for table in ("run_queue", "run_events"):
+        conn.execute(f"DELETE FROM {table} WHERE namespace = ? AND run_id = ?",
+                     (namespace, run_id))
 
 
 def _cancel(conn: sqlite3.Connection, row: QueuedRun, action: CancelAction, now: float,

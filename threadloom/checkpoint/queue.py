@@ -201,7 +201,9 @@ class RuntimeStore(Store, Protocol):
             The run ids of the active runs that ``interrupt`` / ``rollback`` cancelled.
 
         Raises:
-            RunConflictError: the namespace already has a run with this id.
+            RunConflictError: the namespace already has a run with this id (a record, or an
+                open queue row; the ``done`` row and events of a run whose record was deleted,
+                with its thread or by retention, are dropped and the id is free).
             ThreadBusyError: ``reject`` and the thread is busy.
             InvalidConfigError: ``record`` and ``run`` differ, ``record`` is not pending, or
                 ``strategy`` is not a multitask strategy.

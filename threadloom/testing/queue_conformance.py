@@ -128,6 +128,21 @@ class QueueConformance:
             store.enqueue(pending("r1", "t1"), queued("r1", "t1"), "later")  # type: ignore
         assert store.get_run("r1") is None and store.get_queued(NS, "r1") is None
 
+    def test_a_deleted_runs_id_can_be_queued_again(self, store: RuntimeStore) -> None:
+        put(store, "r1", "t1")
+        store.append_events(NS, "r1", [("values", b"old")])
+        [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
+        store.finish_claim(claim)
+        store.delete_thread("t1")  # ns: its runs go with it
+        put(store, "r1", "t1", payload=b"{}")
+        row = store.get_queued(NS, "r1")
+        assert row is not None and row.status == "queued" and row.payload == b"{}"
+        assert store.read_events(NS, "r1") == []
+        put(store, "r2", "t2")  # an open row of a deleted run still holds its id
+        store.delete_thread("t2")
+        with pytest.raises(RunConflictError):
+            put(store, "r2", "t2")
+
     # -- claims ---------------------------------------------------------------------------
 
     def test_claim_and_finish(self, store: RuntimeStore) -> None:
