@@ -98,6 +98,18 @@ class Server:
         self.procs.append(proc)
         return proc
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the target's processes used so far (Linux /proc)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        for proc in self.procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -191,8 +203,10 @@ async def wait_workload(server: Server, clients: int, seconds: float,
     await asyncio.gather(*(loop([]) for _ in range(clients)))
     stop_at = time.perf_counter() + seconds
     started = time.perf_counter()
+    cpu0 = server.cpu_seconds()
     await asyncio.gather(*(loop(latencies) for _ in range(clients)))
     elapsed = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu0
     if not latencies:
         return {"error": errors[:3] or ["no run finished"]}
     ordered = sorted(latencies)
@@ -203,6 +217,7 @@ async def wait_workload(server: Server, clients: int, seconds: float,
         "runs_per_s": round(len(latencies) / elapsed, 2),
         "p50_ms": round(1000 * statistics.median(ordered), 2),
         "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "server_cpu_ms_per_run": round(1000 * cpu / len(latencies), 2),
         "errors": len(errors),
         **({"first_errors": errors[:3]} if errors else {}),
     }

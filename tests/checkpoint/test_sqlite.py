@@ -116,8 +116,12 @@ def test_wal_and_synchronous_are_set(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "w.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert full._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 2
+    # a FULL store's connections sit at NORMAL between writes: each write that must reach
+    # the disk raises the level for itself (see the next test)
+    assert full._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 1
     assert normal._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert _traced_commit(full, full._thread_conn(), flush=True)[0] == "PRAGMA synchronous = FULL"
+    assert _traced_commit(normal, normal._thread_conn(), flush=True)[0] == "BEGIN IMMEDIATE"
     full.close()
     normal.close()
 
@@ -133,21 +137,20 @@ def _traced_commit(store: SqliteStore, conn: sqlite3.Connection, flush: bool) ->
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "EXTRA"])
-def test_an_unflushed_commit_skips_the_sync_and_restores_it(
+def test_only_a_flushed_commit_syncs_and_the_level_is_restored(
     tmp_path: Path, synchronous: str
 ) -> None:
     store = SqliteStore(tmp_path / "f.db", synchronous=synchronous)
     store.setup()
     conn = store._thread_conn()
-    assert _traced_commit(store, conn, flush=False) == [
-        "PRAGMA synchronous = NORMAL",
+    assert _traced_commit(store, conn, flush=False) == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert _traced_commit(store, conn, flush=True) == [
+        f"PRAGMA synchronous = {synchronous}",
         "BEGIN IMMEDIATE",
         "COMMIT",
-        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA synchronous = NORMAL",
     ]
-    assert _traced_commit(store, conn, flush=True) == ["BEGIN IMMEDIATE", "COMMIT"]
-    level = conn.execute("PRAGMA synchronous").fetchone()[0]
-    assert level == {"FULL": 2, "EXTRA": 3}[synchronous]
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     store.close()
 
 
@@ -158,12 +161,12 @@ def test_unflushed_commits_change_nothing_at_normal_or_below(tmp_path: Path) -> 
     store.close()
 
 
-def test_a_failed_unflushed_commit_restores_the_sync_level(tmp_path: Path) -> None:
+def test_a_failed_flushed_commit_restores_the_sync_level(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "r.db")
     lease = store.acquire_lease("t1", "w", 30.0)
     with pytest.raises(LeaseLostError):
-        store.commit([Commit("t1", lease_token=lease.token + 1, flush=False)])
-    assert store._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 2
+        store.commit([Commit("t1", lease_token=lease.token + 1, flush=True)])
+    assert store._thread_conn().execute("PRAGMA synchronous").fetchone()[0] == 1
     store.close()
 
 

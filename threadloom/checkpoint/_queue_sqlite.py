@@ -219,7 +219,7 @@ class SqliteQueue:
             sent.append((WORK, ""))
             return cancelled
 
-        cancelled = self._run(enqueue, True)
+        cancelled = self._run(enqueue, True, relaxed=True)  # a queue row: see commit()
         self._publish(sent)
         return cancelled
 
@@ -378,6 +378,22 @@ class SqliteQueue:
             self._publish([(EVENT, f"{namespace}/{run_id}/{seq}")])
         return seq
 
+    def append_events_many(
+        self, batches: Sequence[tuple[str, str, Sequence[tuple[str, bytes]]]]
+    ) -> list[int]:
+        """:meth:`append_events` for several runs ``(namespace, run_id, events)`` in one
+        transaction (a worker's event pump writes every run's pending events at once).
+        Returns each run's last ``seq``."""
+        now = time.time()
+        rows = [(ns, run_id, [(e, bytes(d)) for e, d in events])
+                for ns, run_id, events in batches]  # fmt: skip
+        seqs = self._run(
+            lambda conn: [_append(conn, ns, run_id, evs, now) for ns, run_id, evs in rows],
+            any(evs for _, _, evs in rows), relaxed=True)
+        self._publish([(EVENT, f"{ns}/{run_id}/{seq}")
+                       for (ns, run_id, evs), seq in zip(rows, seqs, strict=True) if evs])
+        return seqs
+
     def read_events(self, namespace: str, run_id: str, after: int = 0,
                     limit: int = 1000) -> list[RunEvent]:
         """The run's events with ``seq > after``, in order, at most ``limit``."""
@@ -401,7 +417,7 @@ class SqliteQueue:
     def worker_heartbeat(self, worker: WorkerRecord) -> None:
         """Record (upsert) a worker's heartbeat."""
         params = (worker.worker_id, worker.last_seen, worker.started_at, info_json(worker))
-        self._run(lambda conn: conn.execute(SQL_HEARTBEAT, params), False)
+        self._run(lambda conn: conn.execute(SQL_HEARTBEAT, params), True, relaxed=True)
 
     def list_workers(self, *, seen_after: float = 0.0) -> list[WorkerRecord]:
         """Workers whose last heartbeat is after ``seen_after``, by id."""
@@ -467,7 +483,7 @@ class SqliteQueue:
             "UPDATE api_keys SET last_used_at = ?1 WHERE key_id = ?2"
             " AND (last_used_at IS NULL OR last_used_at < ?1)"
         )
-        self._run(lambda conn: conn.execute(sql, (at, key_id)), False)
+        self._run(lambda conn: conn.execute(sql, (at, key_id)), True, relaxed=True)
 
 
 # -- inside a transaction ----------------------------------------------------------------------

@@ -115,13 +115,26 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 class _Handle:
-    """Owns one thread's connection; when the thread ends it is collected and closes it."""
+    """Owns one connection of the store's pool; closes it when the store is collected."""
 
     __slots__ = ("__weakref__", "conn", "finalizer")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.finalizer = weakref.finalize(self, conn.close)
+
+
+class _Borrow:
+    """A thread's hold on a pooled connection: when the thread ends, its thread-local data
+    is dropped, this is collected, and the connection goes back to the pool (threads come
+    and go - a worker's runs, the engine's writers - while opening a connection costs a
+    file open and three pragmas)."""
+
+    __slots__ = ("__weakref__", "handle")
+
+    def __init__(self, handle: _Handle, free: list[_Handle]) -> None:
+        self.handle = handle
+        weakref.finalize(self, free.append, handle)
 
 
 # Connections a forked child inherited: never used and never closed there (closing a
@@ -166,11 +179,16 @@ class SqliteStore(SqliteQueue):
         # WAL with NORMAL: a commit survives the process crashing as soon as it returns (and
         # the machine crashing once the WAL is next synced); only worth it above NORMAL
         self._relaxable = sync in ("FULL", "EXTRA")
+        # connections sit at NORMAL then (most writes are relaxed; it is a per-write choice,
+        # reads do not care) and a write that must reach the disk raises it for itself
+        self._relaxed_sql = "PRAGMA synchronous = NORMAL" if self._relaxable \
+            else self._synchronous_sql
         self._busy_timeout = float(busy_timeout)
         self._ready = False
         self._closed = False
         self._setup_lock = threading.Lock()
-        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._handles: set[_Handle] = set()  # every open connection of the pool
+        self._free: list[_Handle] = []  # the ones no thread holds
         self._local = threading.local()
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
@@ -245,7 +263,7 @@ class SqliteStore(SqliteQueue):
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(self._synchronous_sql)
+                conn.execute(self._relaxed_sql)
                 return
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or time.monotonic() >= deadline:
@@ -280,11 +298,13 @@ class SqliteStore(SqliteQueue):
     def _thread_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._open()
-            handle = _Handle(conn)
-            self._handles.add(handle)
-            self._local.handle = handle
-            self._local.conn = conn
+            try:
+                handle = self._free.pop()  # atomic under the GIL
+            except IndexError:
+                handle = _Handle(self._open())
+                self._handles.add(handle)
+            self._local.borrow = _Borrow(handle, self._free)
+            self._local.conn = conn = handle.conn
         return conn
 
     def _shared_conn(self) -> sqlite3.Connection:
@@ -304,6 +324,7 @@ class SqliteStore(SqliteQueue):
             except sqlite3.Error:
                 pass
         self._handles.clear()
+        self._free.clear()
         if self._shared is not None and self._owns_shared:
             self._shared.close()
         self._shared = None
@@ -333,13 +354,13 @@ class SqliteStore(SqliteQueue):
     ) -> _T:
         deadline = time.monotonic() + self._busy_timeout  # SQLite's own waits count too
         delay = 0.002
-        relaxed = relaxed and self._relaxable
+        strict = not relaxed and self._relaxable  # the connection sits at NORMAL
         while True:
             try:
                 if not write:
                     return fn(conn)
-                if relaxed:
-                    conn.execute("PRAGMA synchronous = NORMAL")
+                if strict:
+                    conn.execute(self._synchronous_sql)
                 try:
                     with self._writer:
                         conn.execute("BEGIN IMMEDIATE")
@@ -350,8 +371,8 @@ class SqliteStore(SqliteQueue):
                             _rollback(conn)
                             raise
                 finally:
-                    if relaxed:
-                        conn.execute(self._synchronous_sql)
+                    if strict:
+                        conn.execute(self._relaxed_sql)
                 return result
             except ThreadloomError:
                 raise
@@ -410,7 +431,10 @@ class SqliteStore(SqliteQueue):
         Raises:
             ThreadBusyError: another owner holds an unexpired lease.
         """
-        return self._run(lambda conn: _sql.acquire_lease(conn, thread_id, owner, ttl), True)
+        # relaxed (see commit): in WAL, commits reach the disk in order, so a lease is durable
+        # before anything written under it that asked for a flush
+        return self._run(lambda conn: _sql.acquire_lease(conn, thread_id, owner, ttl), True,
+                         relaxed=True)
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
@@ -430,7 +454,7 @@ class SqliteStore(SqliteQueue):
                 raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
             return Lease(lease.thread_id, lease.owner, lease.token, expires)
 
-        return self._run(renew, False)  # one statement: atomic on its own
+        return self._run(renew, True, relaxed=True)
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
@@ -442,7 +466,7 @@ class SqliteStore(SqliteQueue):
                 (lease.thread_id, lease.token),
             )
 
-        self._run(release, False)  # one statement: atomic on its own
+        self._run(release, True, relaxed=True)
 
     def takeover_lease(self, held: Lease, owner: str, ttl: float) -> Lease:
         """Take the lease from the holder ``held``, expired or not, with a new token (see the
@@ -451,7 +475,8 @@ class SqliteStore(SqliteQueue):
         Raises:
             LeaseLostError: ``held.token`` is no longer current.
         """
-        return self._run(lambda conn: _sql.takeover_lease(conn, held, owner, ttl), True)
+        return self._run(lambda conn: _sql.takeover_lease(conn, held, owner, ttl), True,
+                         relaxed=True)
 
     # -- the write path -------------------------------------------------------------------
 
@@ -462,8 +487,8 @@ class SqliteStore(SqliteQueue):
 
         A batch that asks for no flush commits with ``synchronous=NORMAL`` (the WAL is written
         but not synced, so the commit survives the process crashing; the next synced commit
-        makes it survive power loss too) when the store's ``synchronous`` is higher; the
-        connection's own setting is restored at once.
+        makes it survive power loss too) when the store's ``synchronous`` is higher (the
+        connections sit at NORMAL then, and a flushed write raises the level for itself).
 
         Raises:
             LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
@@ -775,7 +800,8 @@ def _forget_in_child(ref: weakref.ref[SqliteStore]) -> None:
     for handle in list(store._handles):
         handle.finalizer.detach()
         _INHERITED.append(handle.conn)
-    store._handles = weakref.WeakSet()
+    store._handles = set()
+    store._free = []
     store._local = threading.local()
 
 

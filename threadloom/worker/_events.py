@@ -3,7 +3,8 @@
 A run's thread adds events (:meth:`EventBuffer.add`) and never waits for the store while the
 run streams: one :class:`EventPump` thread per worker writes every buffer that has something
 pending, as soon as it has (so the first event of a run is visible at once), folding whatever
-piled up during the previous write into the next one. :meth:`EventBuffer.flush` writes what is
+piled up during the previous write into the next one - for every run at once, in one
+transaction, when the store can (``append_events_many``). :meth:`EventBuffer.flush` writes what is
 pending from the caller's thread (at the end of a run, before its ``end`` event), in order with
 the pump's writes.
 """
@@ -51,16 +52,51 @@ class EventBuffer:
     def flush(self) -> None:
         """Write everything pending now (from the caller's thread)."""
         with self._write:
-            with self._lock:
-                batch, self._pending = self._pending, []
+            batch = self._take()
             if not batch:
                 return
             try:
                 self.store.append_events(self.namespace, self.run_id, batch)  # ns
             except Exception:
-                # a stream is a view of the run: losing events must not fail the run itself
-                self.failed = True
-                log.exception("could not record %d events of run %r", len(batch), self.run_id)
+                self._lost(len(batch))
+
+    def _take(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def _lost(self, count: int) -> None:
+        # a stream is a view of the run: losing events must not fail the run itself
+        self.failed = True
+        log.exception("could not record %d events of run %r", count, self.run_id)
+
+
+def _flush_all(buffers: list[EventBuffer]) -> None:
+    """Write the pending events of ``buffers`` (of one store) in one transaction if the store
+    has ``append_events_many``; else one by one. Each buffer's write lock is held throughout,
+    so a run's own :meth:`EventBuffer.flush` stays in order with it."""
+    many = getattr(buffers[0].store, "append_events_many", None) if buffers else None
+    if many is None or len(buffers) == 1:
+        for buffer in buffers:
+            buffer.flush()
+        return
+    held: list[EventBuffer] = []
+    try:
+        for buffer in buffers:
+            buffer._write.acquire()
+            held.append(buffer)
+        batches = [(b, b._take()) for b in buffers]
+        batches = [(b, events) for b, events in batches if events]
+        if not batches:
+            return
+        try:
+            many([(b.namespace, b.run_id, events) for b, events in batches])  # ns
+        except Exception:
+            for b, events in batches:
+                b._lost(len(events))
+    finally:
+        for buffer in held:
+            buffer._write.release()
 
 
 class EventPump:
@@ -96,5 +132,8 @@ class EventPump:
                 self._dirty.clear()
                 if not batch and self._closed:
                     return
+            by_store: dict[int, list[EventBuffer]] = {}
             for buffer in batch:
-                buffer.flush()
+                by_store.setdefault(id(buffer.store), []).append(buffer)
+            for buffers in by_store.values():
+                _flush_all(buffers)
