@@ -203,10 +203,10 @@ async def wait_workload(server: Server, clients: int, seconds: float,
     await asyncio.gather(*(loop([]) for _ in range(clients)))
     stop_at = time.perf_counter() + seconds
     started = time.perf_counter()
-    cpu0 = server.cpu_seconds()
+    cpu0, mine0 = server.cpu_seconds(), time.process_time()
     await asyncio.gather(*(loop(latencies) for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    cpu = server.cpu_seconds() - cpu0
+    cpu, mine = server.cpu_seconds() - cpu0, time.process_time() - mine0
     if not latencies:
         return {"error": errors[:3] or ["no run finished"]}
     ordered = sorted(latencies)
@@ -218,6 +218,7 @@ async def wait_workload(server: Server, clients: int, seconds: float,
         "p50_ms": round(1000 * statistics.median(ordered), 2),
         "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
         "server_cpu_ms_per_run": round(1000 * cpu / len(latencies), 2),
+        "client_cpu_ms_per_run": round(1000 * mine / len(latencies), 2),
         "errors": len(errors),
         **({"first_errors": errors[:3]} if errors else {}),
     }

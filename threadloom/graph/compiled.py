@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from threadloom.checkpoint.base import Store
@@ -420,6 +420,30 @@ class CompiledGraph(ThreadsMixin):
                 run.cancel("the stream was closed by its consumer")
                 handoff.close()
             worker.join()
+
+    def stream_to(
+        self,
+        put: Callable[[StreamMode, Any], None],
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: Sequence[StreamMode] = ("values",),
+        **kwargs: Any,
+    ) -> None:
+        """Run the graph in the calling thread, handing each chunk to ``put(mode, chunk)`` as
+        it is produced: :meth:`stream` without its producer thread and its hand-off per chunk
+        (a worker that records chunks, rather than pulls them, needs neither). ``put`` must
+        not block for long: the run waits for it.
+
+        Raises:
+            Exception: what :meth:`invoke` raises.
+        """
+        modes, _ = _normalize_modes(list(stream_mode))
+        run = self._prepare(config, Sink(frozenset(modes), put), _options(kwargs))
+        if self.has_async_nodes:
+            asyncio.run(run_async(run, input))
+        else:
+            run_sync(run, input)
 
     async def astream(
         self,

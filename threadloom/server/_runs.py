@@ -15,9 +15,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from threadloom._json import to_jsonable
 from threadloom.checkpoint.base import RunRecord
@@ -25,6 +25,7 @@ from threadloom.checkpoint.queue import CancelAction, MultitaskStrategy, QueuedR
 from threadloom.config import validate_run_id
 from threadloom.errors import InvalidConfigError
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._done import done_watcher
 from threadloom.server._shapes import interrupt_json, iso
 from threadloom.server._threadinfo import check_thread_id, find_graph, thread_config
 from threadloom.server.deps import assistant_id_for
@@ -32,6 +33,7 @@ from threadloom.server.errors import InvalidRequestError, NotFoundError
 
 __all__ = [
     "RunRequest",
+    "await_run",
     "cancel_run",
     "create_run",
     "find_run",
@@ -46,6 +48,7 @@ __all__ = [
 STREAM_MODES = ("values", "updates", "custom", "debug")
 _HIDDEN = "threadloom."  # run metadata keys the engine keeps for itself
 _TIMEOUTS = ("run_timeout", "node_timeout")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -201,34 +204,50 @@ def is_done(store: RuntimeStore, namespace: str, run_id: str) -> bool:
 
 
 async def wait_for_run(store: RuntimeStore, namespace: str, run_id: str, *,
-                       poll: float = 1.0, timeout: float | None = None) -> bool:
-    """Wait until the run leaves the queue: woken by the ``"done"`` signal, with a re-read
-    every ``poll`` seconds in case a signal was missed. Returns whether it did (``False``
-    when ``timeout`` passed first)."""
+                       poll: float = 1.0, timeout: float | None = None,
+                       fresh: bool = False) -> bool:
+    """Wait until the run leaves the queue (see :func:`await_run`). Returns whether it did
+    (``False`` when ``timeout`` passed first)."""
+
+    def read() -> bool | None:
+        return True if is_done(store, namespace, run_id) else None
+
+    return bool(await await_run(store, namespace, run_id, read, poll=poll, timeout=timeout,
+                                fresh=fresh))
+
+
+async def await_run(store: RuntimeStore, namespace: str, run_id: str,
+                    read: Callable[[], _T | None], *, poll: float = 1.0,
+                    timeout: float | None = None, fresh: bool = False) -> _T | None:
+    """Wait until ``read()`` (called in a worker thread, once the run may have left the
+    queue) returns something other than ``None``, and return that (``None`` when
+    ``timeout`` passed first). Woken by the ``"done"`` signal (one subscription per
+    process, :mod:`threadloom.server._done`), with a re-read every ``poll`` seconds in case
+    a signal was missed. ``fresh``: the caller just queued the run, so the first read waits
+    for its signal (or the first ``poll``)."""
     loop = asyncio.get_running_loop()
-    woken = asyncio.Event()
     name = f"{namespace}/{run_id}"
-
-    def on_done(message: str) -> None:
-        if message == name:
-            loop.call_soon_threadsafe(woken.set)
-
-    unsubscribe = store.signals().subscribe("done", on_done)
+    watcher = done_watcher(store)
+    woken = watcher.watch(name)
     deadline = None if timeout is None else loop.time() + timeout
+    look = not fresh
     try:
         while True:
-            if await asyncio.to_thread(is_done, store, namespace, run_id):
-                return True
+            if look or woken.is_set():
+                found = await asyncio.to_thread(read)
+                if found is not None:
+                    return found
+                watcher.rearm(name, woken)  # a signal of an earlier attempt, or none
+            look = True
             wait = poll if deadline is None else min(poll, deadline - loop.time())
             if wait <= 0:
-                return False
+                return None
             try:
                 await asyncio.wait_for(woken.wait(), wait)
             except TimeoutError:
                 pass
-            woken.clear()
     finally:
-        unsubscribe()
+        watcher.forget(name, woken)
 
 
 def run_status(record: RunRecord) -> str:

@@ -24,9 +24,11 @@ from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import QueuedRun
 from threadloom.server._runs import (
     RunRequest,
+    await_run,
     cancel_run,
     create_run,
     find_run,
+    is_done,
     run_json,
     run_result,
     run_status,
@@ -133,7 +135,8 @@ async def create_and_wait(thread_id: str, body: RunCreate, request: Request, sto
                           graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
                                         body)
-    return _waiting(request, store, graphs, record, body.on_disconnect == "cancel")
+    return await _fresh_waiting(request, store, graphs, record,
+                                body.on_disconnect == "cancel")
 
 
 @router.post("/runs/wait", summary="Create a stateless run and wait for its result")
@@ -141,8 +144,30 @@ async def create_stateless_and_wait(body: RunCreate, request: Request, store: St
                                     graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
                                         True)
-    return _waiting(request, store, graphs, record, body.on_disconnect == "cancel",
-                    delete_thread=body.on_completion != "keep")
+    return await _fresh_waiting(request, store, graphs, record,
+                                body.on_disconnect == "cancel",
+                                delete_thread=body.on_completion != "keep")
+
+
+async def _fresh_waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
+                         cancel: bool, delete_thread: bool = False) -> Response:
+    """:func:`_waiting` for a run just queued. Unless a disconnect must cancel it (which
+    needs the streaming response's watch of the connection), the result is first awaited
+    here, for up to the keep-alive interval: a run that ends by then (most) is answered
+    with a plain response, from one read of the store."""
+    if not cancel:
+        result = await await_run(
+            store, record.namespace, record.run_id,
+            lambda: _result(store, graphs, record, delete_thread, check_done=True),
+            poll=settings(request).wait_poll, timeout=_KEEPALIVE, fresh=True)
+        if result is not None:
+            path = _run_path(record)
+            return Response(dumps(result), media_type="application/json",
+                            headers={"Location": f"{path}/join", "Content-Location": path})
+        return _waiting(request, store, graphs, record, cancel, delete_thread=delete_thread,
+                        primed=True)
+    return _waiting(request, store, graphs, record, cancel, delete_thread=delete_thread,
+                    fresh=True)
 
 
 @router.post("/threads/{thread_id}/runs/stream", summary="Create a run and stream its events")
@@ -163,18 +188,25 @@ async def create_stateless_and_stream(body: RunCreate, request: Request, store: 
 
 
 def _waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
-             cancel: bool, delete_thread: bool = False) -> Response:
+             cancel: bool, delete_thread: bool = False, fresh: bool = False,
+             primed: bool = False) -> Response:
     """A response that waits for the run (sending a blank line every few seconds, which JSON
-    parsers ignore, so that proxies keep the connection) and then answers its result."""
+    parsers ignore, so that proxies keep the connection) and then answers its result.
+    ``fresh``: the run was just queued (see :func:`wait_for_run`); ``primed``: the caller
+    waited a keep-alive interval already, so a blank line goes out at once."""
     poll = settings(request).wait_poll
     namespace = record.namespace
 
     async def body() -> AsyncIterator[bytes]:
         done = False
+        first = fresh
         try:
-            while not await wait_for_run(store, namespace, record.run_id, poll=poll,
-                                         timeout=_KEEPALIVE):
+            if primed:
                 yield b"\n"
+            while not await wait_for_run(store, namespace, record.run_id, poll=poll,
+                                         timeout=_KEEPALIVE, fresh=first):
+                yield b"\n"
+                first = False
             done = True
             yield dumps(await asyncio.to_thread(_result, store, graphs, record, delete_thread))
         finally:
@@ -186,8 +218,11 @@ def _waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
                              headers={"Location": f"{path}/join", "Content-Location": path})
 
 
-def _result(store: Store, graphs: Graphs, record: RunRecord,
-            delete_thread: bool) -> dict[str, Any]:
+def _result(store: Store, graphs: Graphs, record: RunRecord, delete_thread: bool, *,
+            check_done: bool = False) -> dict[str, Any] | None:
+    """What a wait answers; with ``check_done``, ``None`` while the run is still queued."""
+    if check_done and not is_done(store, record.namespace, record.run_id):
+        return None
     final = store.get_run(record.run_id)  # ns
     if final is None:  # rolled back
         return {}

@@ -81,10 +81,10 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     config = run_config(claim, payload, held.token, lease_wait, fresh=_fresh(record, payload))
     error: BaseException | None = None
     try:
-        chunks = graph.stream(_input(record, payload), cast("RunnableConfig", config),
-                              stream_mode=modes)
-        for mode, chunk in chunks:
-            events.add(mode, chunk)
+        # the chunks are recorded, not pulled: the run streams into the buffer from this
+        # thread (no producer thread and hand-off per chunk, as graph.stream has)
+        graph.stream_to(events.add, _input(record, payload), cast("RunnableConfig", config),
+                        stream_mode=modes)
     except RunCancelled as exc:
         error = exc
     except (ThreadBusyError, StoreUnavailableError) as exc:
