@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +42,7 @@ from threadloom.errors import (
     InvalidConfigError,
     RunConflictError,
     RunNotFoundError,
+    StoreError,
     ThreadBusyError,
 )
 
@@ -126,9 +127,15 @@ class MemoryQueue:
         return max(times) if times else None
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+                strategy: MultitaskStrategy = "enqueue", *,
+                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
         """Record the pending run and queue it, atomically (see the protocol)."""
         sent: _Sent = []
+        if thread_metadata:
+            try:
+                thread_metadata = json.loads(json.dumps(dict(thread_metadata)))
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
         with self._lock:
             self._check_open()
             now = time.time()
@@ -157,6 +164,11 @@ class MemoryQueue:
                     cancelled.append(other.run_id)
             row.created_at = queue_time(row.created_at, self._last_open(*thread))
             self.commit([Commit(row.thread_id, namespace=row.namespace, runs=[record])])
+            if thread_metadata:
+                found = self.get_thread(row.thread_id)  # ns
+                if found is not None:
+                    self.update_thread(row.thread_id, {**found.metadata, **thread_metadata},
+                                       namespace=row.namespace)
             self._queue[key] = row
             sent.append((WORK, ""))
         self._publish(sent)

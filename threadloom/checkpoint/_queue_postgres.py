@@ -47,8 +47,9 @@ reports success; a retried claim may have claimed rows the caller never sees (th
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import psycopg
@@ -230,6 +231,10 @@ class QueueStatements:
         # ns: threads, checkpoints, writes, blobs, heads and executions are keyed by
         # (namespace, thread_id) once namespaced: each statement below gains the namespace.
         self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"  # ns
+        self.patch_thread = (  # ns: the thread is keyed by namespace too
+            f"UPDATE {s}.threads SET metadata = metadata || %s::jsonb"
+            " WHERE thread_id = %s AND namespace = %s"
+        )
         self.run_checkpoints = (  # ns: the thread is keyed by namespace too
             f"SELECT checkpoint_ns, seq FROM {s}.checkpoints WHERE thread_id = %s"
             " AND run_id = %s ORDER BY seq"
@@ -362,11 +367,16 @@ class PostgresQueue:
     # -- the queue ------------------------------------------------------------------------
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+                strategy: MultitaskStrategy = "enqueue", *,
+                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction under the thread's
         advisory lock (see the protocol and the module docstring)."""
         record, row = check_enqueue(record, run, strategy, time.time())
         sql = self._q
+        try:
+            patch = json.dumps(dict(thread_metadata)) if thread_metadata else None
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
         tries = 0
         decided: list[str] = []
 
@@ -402,6 +412,8 @@ class PostgresQueue:
                         self._cancel(conn, other, action, now)
                         cancelled.append(other.run_id)
                 self._write_record(conn, record, now)
+                if patch is not None:
+                    conn.execute(sql.patch_thread, (patch, row.thread_id, row.namespace))
                 try:
                     conn.execute(sql.insert, (
                         row.namespace, row.run_id, row.thread_id, row.graph, row.payload,

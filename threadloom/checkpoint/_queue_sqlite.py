@@ -21,10 +21,11 @@ not signal each other, and find the rows when they next look.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from threadloom.checkpoint._queue_common import (
@@ -60,6 +61,7 @@ from threadloom.errors import (
     InvalidConfigError,
     RunConflictError,
     RunNotFoundError,
+    StoreError,
     ThreadBusyError,
 )
 
@@ -72,6 +74,10 @@ _BUS_LOCK = threading.Lock()  # creates each store's bus once
 _Q = ", ".join(f"q.{c.strip()}" for c in QUEUE_COLS.split(","))
 SQL_GET = f"SELECT {QUEUE_COLS} FROM run_queue WHERE namespace = ? AND run_id = ?"
 SQL_INSERT = f"INSERT INTO run_queue ({QUEUE_COLS}) VALUES ({', '.join('?' * 15)})"
+SQL_SET_THREAD_KEY = (  # ns: the thread is keyed by namespace too
+    "UPDATE threads SET metadata = json_set(metadata, ?, json(?))"
+    " WHERE thread_id = ? AND namespace = ?"
+)
 SQL_LAST_OPEN = (
     "SELECT max(created_at) FROM run_queue WHERE namespace = ? AND thread_id = ?"
     " AND status <> 'done'"
@@ -181,10 +187,16 @@ class SqliteQueue:
     # -- the queue ------------------------------------------------------------------------
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+                strategy: MultitaskStrategy = "enqueue", *,
+                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction (see the protocol)."""
         record, row = check_enqueue(record, run, strategy, time.time())
         sent: _Sent = []
+        try:
+            patch = [("$." + json.dumps(k), json.dumps(v))
+                     for k, v in (thread_metadata or {}).items()]
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
 
         def enqueue(conn: sqlite3.Connection) -> list[str]:
             sent.clear()
@@ -212,6 +224,8 @@ class SqliteQueue:
             (last,) = conn.execute(SQL_LAST_OPEN, (row.namespace, row.thread_id)).fetchone()
             created = queue_time(row.created_at, last)
             write_commits(conn, [Commit(row.thread_id, namespace=row.namespace, runs=[record])])
+            for path, value in patch:
+                conn.execute(SQL_SET_THREAD_KEY, (path, value, row.thread_id, row.namespace))
             conn.execute(SQL_INSERT, (
                 row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
                 row.available_at, created, row.timeout, "queued", 0, None, 0, None, None, None,

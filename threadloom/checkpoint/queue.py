@@ -34,9 +34,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from threadloom.checkpoint.base import RunRecord, Store
 
@@ -185,7 +185,8 @@ class RuntimeStore(Store, Protocol):
     # -- the queue ------------------------------------------------------------------------
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue") -> list[str]:
+                strategy: MultitaskStrategy = "enqueue", *,
+                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction, and signal ``"work"``.
 
         ``record.status`` is ``"pending"``; ``record`` and ``run`` have the same namespace, run
@@ -195,7 +196,9 @@ class RuntimeStore(Store, Protocol):
         Two concurrent calls on one thread are serialized: of two ``reject`` calls on an idle
         thread, exactly one succeeds. ``run.created_at`` / ``record.created_at`` of ``0`` are
         set to the time of the call; ``run.status`` and its claim fields are ignored (the row
-        is ``queued``). The thread row is created if needed, as a commit would.
+        is ``queued``). The thread row is created if needed, as a commit would;
+        ``thread_metadata`` keys are set in its metadata in the same transaction (the API
+        names the thread's graph so, without a write of its own).
 
         Returns:
             The run ids of the active runs that ``interrupt`` / ``rollback`` cancelled.

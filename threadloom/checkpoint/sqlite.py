@@ -160,11 +160,6 @@ class SqliteStore(SqliteQueue):
         InvalidConfigError: ``synchronous`` or ``busy_timeout`` is not acceptable.
     """
 
-    commits_in_process = True
-    """A hint to the engine: an ``async`` step's commit (not flushed: no wait for the disk)
-    costs less here than handing it to a writer thread and waking it, so such commits are
-    made inline (they are no less durable: see :meth:`commit`)."""
-
     def __init__(
         self,
         path: str | os.PathLike[str] | sqlite3.Connection = _MEMORY,

@@ -601,8 +601,7 @@ class DurableRun(Run):
         # async: a step's commit need not be flushed (see Commit.flush), the run's last must
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
                              executions=executions, runs=runs,
-                             flush=self.finalized or self.durability != "async",
-                             progress=progress))
+                             flush=self.finalized or self.handle is None, progress=progress))
         fault("after_step_commit")
         self._bound_lag()
 

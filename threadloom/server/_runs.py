@@ -92,6 +92,7 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     if found is None:
         raise NotFoundError(f"no assistant {request.assistant_id!r}")
     graph_name, graph = found
+    thread = None
     if thread_id is None:
         thread_id = str(uuid.uuid4())
     else:
@@ -111,8 +112,10 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     available = now + request.after_seconds if request.after_seconds else 0.0
     row = QueuedRun(namespace, run_id, thread_id, graph_name, payload, available_at=available,
                     timeout=request.timeout)
-    store.enqueue(record, row, request.multitask_strategy)
-    _name_graph(store, thread_id, namespace, graph_name)
+    # the thread's metadata names its graph (graph_id), as LangGraph's server does
+    named = thread is not None and thread.metadata.get("graph_id") == graph_name
+    store.enqueue(record, row, request.multitask_strategy,
+                  thread_metadata=None if named else {"graph_id": graph_name})
     queued = store.get_queued(namespace, run_id) or row
     stored = store.get_run(run_id) or record  # ns
     return stored, queued
@@ -172,15 +175,6 @@ def _payload(graph: CompiledGraph, request: RunRequest) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the run request is not JSON: {exc}") from None
-
-
-def _name_graph(store: RuntimeStore, thread_id: str, namespace: str, graph_name: str) -> None:
-    """Record the thread's graph in its metadata (``graph_id``), as LangGraph's server does."""
-    thread = store.get_thread(thread_id)  # ns
-    if thread is None or thread.metadata.get("graph_id") == graph_name:
-        return
-    store.update_thread(thread_id, {**thread.metadata, "graph_id": graph_name},
-                        namespace=namespace)
 
 
 def find_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str) -> RunRecord:

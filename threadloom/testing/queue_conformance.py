@@ -119,6 +119,23 @@ class QueueConformance:
         assert store.get_queued(NS, "r2") is None
         assert store.queue_depth() == 1
 
+    def test_enqueue_sets_thread_metadata_keys(self, store: RuntimeStore) -> None:
+        store.enqueue(pending("r1", "t1"), queued("r1", "t1"), thread_metadata={"graph_id": "g"})
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.metadata == {"graph_id": "g"}
+        store.update_thread("t1", {"owner": "ann", "graph_id": "g"}, namespace=NS)
+        [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
+        store.finish_claim(claim)
+        store.enqueue(pending("r2", "t1", graph="h"), queued("r2", "t1", graph="h"),
+                      thread_metadata={"graph_id": "h", "n": [1, None]})
+        thread = store.get_thread("t1")
+        assert thread is not None
+        assert thread.metadata == {"owner": "ann", "graph_id": "h", "n": [1, None]}
+        with pytest.raises(StoreError):  # not JSON: nothing of the call is written
+            store.enqueue(pending("r3", "t2"), queued("r3", "t2"),
+                          thread_metadata={"bad": object()})
+        assert store.get_run("r3") is None and store.get_thread("t2") is None
+
     def test_enqueue_checks_its_arguments(self, store: RuntimeStore) -> None:
         with pytest.raises(InvalidConfigError):
             store.enqueue(pending("r1", "t1"), queued("r1", "t2"))
