@@ -37,6 +37,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.testing._leases import LeaseConformance
+from threadloom.testing._namespaces import NamespaceConformance
 from threadloom.testing._records import (
     TTL,
     checkpoint,
@@ -53,10 +54,11 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance(LeaseConformance):
+class StoreConformance(LeaseConformance, NamespaceConformance):
     """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
     lease takeover and fencing-across-delete tests come from
-    :class:`~threadloom.testing._leases.LeaseConformance`."""
+    :class:`~threadloom.testing._leases.LeaseConformance`, the two-namespaces tests from
+    :class:`~threadloom.testing._namespaces.NamespaceConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 
