@@ -190,3 +190,28 @@ def test_encrypted_values_are_bound_to_their_namespace(store, durability, thread
     assert copied is not None and copied.input == {"x": 1, "log": []}
     out = graph.invoke({"x": 1, "log": []}, {**thread, "namespace": B})  # and it runs on
     assert out["x"] == 3
+
+
+def test_get_state_with_subgraphs_reads_the_namespaces_subgraph_checkpoints(
+    compile_graph, thread
+):
+    class Log(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    sub = StateGraph(Log)
+    sub.add_node("s1", lambda state: {"log": ["s1"]})
+    sub.add_node("s2", lambda state: {"log": [interrupt("ok?")]})
+    sub.add_edge(START, "s1")
+    sub.add_edge("s1", "s2")
+    builder = StateGraph(Log)
+    builder.add_node("sub", sub.compile())
+    builder.add_edge(START, "sub")
+    graph = compile_graph(builder)
+    graph.invoke({"log": []}, {**thread, "namespace": A})
+    (task,) = graph.get_state({**thread, "namespace": A}, subgraphs=True).tasks
+    assert task.state is not None
+    assert task.state.values == {"log": ["s1"]}
+    assert task.state.config["configurable"]["namespace"] == A
+    assert graph.get_state(thread, subgraphs=True).tasks == ()  # nothing in "default"
+    out = graph.invoke(Command(resume="yes"), {**thread, "namespace": A})
+    assert out == {"log": ["s1", "yes"]}
