@@ -52,6 +52,7 @@ _FAILED = object()
 _NAMESPACES_KEPT = 64
 """How many namespaces' persistence bundles (codecs) a compiled graph keeps at once."""
 
+
 def _normalize_modes(stream_mode: StreamMode | Sequence[StreamMode]) -> tuple[list[str], bool]:
     single = isinstance(stream_mode, str)
     modes: list[str] = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
