@@ -396,6 +396,10 @@ class Statements:
             f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE {_THREAD_KEY} AND checkpoint_ns = %s"
         )
         self.latest = f"{self.list_checkpoints} ORDER BY seq DESC LIMIT 1"
+        self.checkpoint_namespaces = (
+            f"SELECT DISTINCT checkpoint_ns FROM {s}.checkpoints WHERE {_THREAD_KEY}"
+            " ORDER BY checkpoint_ns"
+        )
         self.checkpoint = f"{self.list_checkpoints} AND seq = %s"
         # Up to BLOB_UNION channels: one index range scan per channel, UNION ALL'ed (the
         # statement of each count built once). More: the same through LATERAL, kept a

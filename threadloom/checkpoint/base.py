@@ -446,6 +446,14 @@ class Store(Protocol):
         or one source, at most ``limit``."""
         ...
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces (``""`` for the root graph, ``"<node>:<execution id>"``
+        for a subgraph's, see :mod:`threadloom.engine._nested`) holding checkpoints of the
+        thread, sorted."""
+        ...
+
     def get_blobs(
         self,
         thread_id: str,

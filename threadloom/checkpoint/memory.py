@@ -527,6 +527,18 @@ class MemoryStore:
                 found.append(_copy_checkpoint(cp))
             return found
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+        with self._lock:
+            self._check_open()
+            return sorted(
+                key[2]
+                for key, by_seq in self._checkpoints.items()
+                if key[0] == namespace and key[1] == thread_id and by_seq
+            )
+
     def get_blobs(
         self,
         thread_id: str,

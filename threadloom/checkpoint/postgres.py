@@ -620,6 +620,15 @@ class PostgresStore:
             lambda r: checkpoint_record(thread_id, checkpoint_ns, r),
         )
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+        return self._select(
+            "list_checkpoint_namespaces", self._sql.checkpoint_namespaces,
+            (namespace, thread_id), lambda r: str(r[0]),
+        )
+
     def get_blobs(
         self,
         thread_id: str,

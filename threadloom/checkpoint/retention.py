@@ -3,7 +3,8 @@
 Deleting and pruning are store methods (:meth:`Store.delete_thread`,
 :meth:`Store.prune_checkpoints`, :meth:`Store.delete_runs`); this module adds the
 backend-agnostic pieces: an export of a thread's whole history (checkpoints with their blobs,
-pending writes, runs, executions) as JSON, and its import into any other store.
+pending writes, runs, executions; the checkpoints its subgraphs kept in their own checkpoint
+namespaces too) as JSON, and its import into any other store.
 
 Values are exported as the store holds them (base64 of the serialized, possibly encrypted,
 bytes), so an export is an exact backup: importing it under its own thread id needs the same
@@ -18,7 +19,14 @@ interrupt the original was waiting on. Encrypted values are bound to where they 
 (:mod:`threadloom.checkpoint.crypto`), so they are decrypted and sealed again for their new
 rows: pass the graph's serializer (``serde=EncryptedSerializer(key)``; by default the one
 ``THREADLOOM_ENCRYPTION_KEY`` configures). Run ids are kept: import into a store that does not
-hold the runs (another store, or after deleting the original thread).
+hold the runs (another store, or after deleting the original thread). A subgraph's checkpoint
+namespace and ids are derived from the thread's id, so its checkpoints are imported only under
+the thread's own id and namespace; a copy under a new id or in another namespace leaves them
+out (a subgraph interrupted there starts over when the copy resumes).
+
+Pruning (:meth:`Store.prune_checkpoints`) keeps to the root checkpoint namespace: a
+subgraph's checkpoints are few (one namespace per execution of the subgraph node) and are
+removed with the thread.
 
 Example:
     >>> data = export_thread(sqlite_store, "customer-88291")
@@ -97,25 +105,18 @@ def delete_runs_before(
     return store.delete_runs(created_before=cutoff, namespace=namespace)
 
 
-def export_thread(
-    store: Store, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
-) -> dict[str, Any]:
-    """A thread's full history (the thread of ``namespace``) as a JSON-serializable dict
-    (see the module docstring).
-
-    Raises:
-        InvalidConfigError: the store has no such thread.
-    """
-    ns = namespace
-    thread = store.get_thread(thread_id, namespace=ns)
-    records = list(reversed(store.list_checkpoints(thread_id, "", namespace=ns)))
-    if thread is None and not records:
-        where = f" in namespace {ns!r}" if ns != DEFAULT_NAMESPACE else ""
-        raise InvalidConfigError(f"no thread {thread_id!r}{where} to export")
+def _export_checkpoints(
+    store: Store, thread_id: str, checkpoint_ns: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The checkpoints of one checkpoint namespace of the thread, oldest first, each with the
+    blobs it introduced (the first also with any blob no kept checkpoint wrote: a pruned
+    history's chain bases) and its pending writes."""
+    cns, ns = checkpoint_ns, namespace
+    records = list(reversed(store.list_checkpoints(thread_id, cns, namespace=ns)))
     top = max((r.seq for r in records), default=0)
     channels = {c for r in records for c in r.channels}
     blobs = (
-        store.get_blobs(thread_id, "", {c: (0, top) for c in channels}, namespace=ns)
+        store.get_blobs(thread_id, cns, {c: (0, top) for c in channels}, namespace=ns)
         if channels
         else []
     )
@@ -150,10 +151,33 @@ def export_thread(
                 ],
                 "writes": [
                     {"task_id": w.task_id, "channel": w.channel, "idx": w.idx, "data": _b64(w.data)}
-                    for w in store.get_writes(thread_id, "", record.seq, namespace=ns)
+                    for w in store.get_writes(thread_id, cns, record.seq, namespace=ns)
                 ],
             }
         )
+    return checkpoints
+
+
+def export_thread(
+    store: Store, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+) -> dict[str, Any]:
+    """A thread's full history (the thread of ``namespace``) as a JSON-serializable dict
+    (see the module docstring).
+
+    Raises:
+        InvalidConfigError: the store has no such thread.
+    """
+    ns = namespace
+    thread = store.get_thread(thread_id, namespace=ns)
+    checkpoints = _export_checkpoints(store, thread_id, "", ns)
+    if thread is None and not checkpoints:
+        where = f" in namespace {ns!r}" if ns != DEFAULT_NAMESPACE else ""
+        raise InvalidConfigError(f"no thread {thread_id!r}{where} to export")
+    subgraphs = [
+        {"checkpoint_ns": cns, "checkpoints": _export_checkpoints(store, thread_id, cns, ns)}
+        for cns in store.list_checkpoint_namespaces(thread_id, namespace=ns)
+        if cns != ""
+    ]
     runs: list[RunRecord] = []
     while batch := store.list_runs(
         thread_id=thread_id, limit=_PAGE, offset=len(runs), namespace=ns
@@ -173,6 +197,7 @@ def export_thread(
             "metadata": dict(thread.metadata) if thread is not None else {},
         },
         "checkpoints": checkpoints,
+        "subgraphs": subgraphs,
         "runs": [_run_dict(r) for r in runs],
         "executions": [_execution_dict(e) for e in executions],
     }
@@ -215,31 +240,13 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
     for cp in data["checkpoints"]:
         if move is not None:
             cp = move.checkpoint(cp)
-        record = CheckpointRecord(
-            thread_id=tid,
-            checkpoint_ns="",
-            seq=cp["seq"],
-            parent_seq=cp["parent_seq"],
-            run_id=cp["run_id"],
-            step=cp["step"],
-            source=cp["source"],
-            created_at=cp["created_at"],
-            channels={k: (int(v[0]), int(v[1])) for k, v in cp["channels"].items()},
-            next=tuple(cp["next"]),
-            metadata=_raw(cp["metadata"]) or b"",
-            frontier=_raw(cp["frontier"]) or b"",
-            blobs=[
-                BlobRecord(b["channel"], b["version"], b["prev"], _raw(b["data"]) or b"")
-                for b in cp["blobs"]
-            ],
-        )
-        writes = [
-            WriteRecord(
-                tid, "", cp["seq"], w["task_id"], w["channel"], w["idx"], _raw(w["data"]) or b""
-            )
-            for w in cp["writes"]
-        ]
-        commits.append(Commit(tid, namespace, checkpoint=record, writes=writes))
+        commits.append(_checkpoint_commit(cp, tid, "", namespace))
+    if move is None:  # a subgraph's namespace and ids are derived from the thread's id
+        for sub in data.get("subgraphs", ()):
+            commits += [
+                _checkpoint_commit(cp, tid, sub["checkpoint_ns"], namespace)
+                for cp in sub["checkpoints"]
+            ]
     runs = [_run_record(r, tid) for r in data["runs"]]
     executions = [_execution_record(e, tid) for e in data["executions"]]
     if move is not None:
@@ -248,6 +255,36 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
     commits.append(Commit(tid, namespace, runs=runs, executions=executions))
     store.commit(commits)
     return tid
+
+
+def _checkpoint_commit(
+    cp: dict[str, Any], thread_id: str, checkpoint_ns: str, namespace: str
+) -> Commit:
+    """The commit writing one exported checkpoint (with its blobs and writes)."""
+    record = CheckpointRecord(
+        thread_id=thread_id,
+        checkpoint_ns=checkpoint_ns,
+        seq=cp["seq"],
+        parent_seq=cp["parent_seq"],
+        run_id=cp["run_id"],
+        step=cp["step"],
+        source=cp["source"],
+        created_at=cp["created_at"],
+        channels={k: (int(v[0]), int(v[1])) for k, v in cp["channels"].items()},
+        next=tuple(cp["next"]),
+        metadata=_raw(cp["metadata"]) or b"",
+        frontier=_raw(cp["frontier"]) or b"",
+        blobs=[
+            BlobRecord(b["channel"], b["version"], b["prev"], _raw(b["data"]) or b"")
+            for b in cp["blobs"]
+        ],
+    )
+    writes = [
+        WriteRecord(thread_id, checkpoint_ns, cp["seq"], w["task_id"], w["channel"], w["idx"],
+                    _raw(w["data"]) or b"")
+        for w in cp["writes"]
+    ]
+    return Commit(thread_id, namespace, checkpoint=record, writes=writes)
 
 
 def _run_dict(r: RunRecord) -> dict[str, Any]:

@@ -532,6 +532,21 @@ class SqliteStore:
 
         return self._run(query, False)
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+
+        def query(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE namespace = ?"
+                " AND thread_id = ? ORDER BY checkpoint_ns",
+                (namespace, thread_id),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return self._run(query, False)
+
     def get_blobs(
         self,
         thread_id: str,

@@ -77,6 +77,21 @@ class NamespaceConformance:
         assert store.get_writes("t1", "", 0) == []
         assert store.get_blobs("t1", "", {"value": (0, 9)}) == []
 
+    def test_checkpoint_namespaces_are_listed_per_thread(self, store: Store) -> None:
+        assert store.list_checkpoint_namespaces("t1") == []
+        store.commit([Commit("t1", A, checkpoint=checkpoint("t1", 0)),
+                      Commit("t1", A, checkpoint=checkpoint("t1", 0, ns="sub:e2")),
+                      Commit("t1", A, checkpoint=checkpoint("t1", 1, ns="sub:e2")),
+                      Commit("t1", A, checkpoint=checkpoint("t1", 0, ns="sub:e1")),
+                      Commit("t2", A, checkpoint=checkpoint("t2", 0, ns="other:e9")),
+                      Commit("t1", B, checkpoint=checkpoint("t1", 0, ns="b:e0"))])
+        assert store.list_checkpoint_namespaces("t1", namespace=A) == ["", "sub:e1", "sub:e2"]
+        assert store.list_checkpoint_namespaces("t1", namespace=B) == ["b:e0"]
+        assert store.list_checkpoint_namespaces("t1") == []
+        store.delete_thread("t1", namespace=A)
+        assert store.list_checkpoint_namespaces("t1", namespace=A) == []
+        assert store.list_checkpoint_namespaces("t2", namespace=A) == ["other:e9"]
+
     def test_heads_are_per_namespace(self, store: Store) -> None:
         store.commit([Commit("t1", A, checkpoint=checkpoint("t1", 0), expected_head=None)])
         store.commit([Commit("t1", B, checkpoint=checkpoint("t1", 0), expected_head=None)])
