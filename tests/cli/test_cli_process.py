@@ -316,7 +316,7 @@ def test_sigterm_during_a_run_finishes_it_or_hands_it_back_and_exits_0(tmp_path,
         assert dev.stop() == 0, dev.output()
     store = open_store(db)
     try:
-        record = store.get_run(run["run_id"])  # ns
+        record = store.get_run(run["run_id"])
         if grace == "30":  # finished within the grace period
             assert record.status == "succeeded"
         else:  # handed back after its current step: queued again, the step kept
