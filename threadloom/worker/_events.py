@@ -56,7 +56,7 @@ class EventBuffer:
             if not batch:
                 return
             try:
-                self.store.append_events(self.namespace, self.run_id, batch)  # ns
+                self.store.append_events(self.namespace, self.run_id, batch)
             except Exception:
                 self._lost(len(batch))
 
@@ -90,7 +90,7 @@ def _flush_all(buffers: list[EventBuffer]) -> None:
         if not batches:
             return
         try:
-            many([(b.namespace, b.run_id, events) for b, events in batches])  # ns
+            many([(b.namespace, b.run_id, events) for b, events in batches])
         except Exception:
             for b, events in batches:
                 b._lost(len(events))
