@@ -15,6 +15,14 @@ Workloads:
 - ``drain`` (``--drain N``, threadloom targets): N background runs of a 1-node graph queued
   with ``runs.create`` (no worker running), then workers started; runs/s from the workers'
   start until every run succeeded.
+- latencies (``--latency N`` samples, threadloom targets): the first SSE event of
+  ``runs.stream`` after the request; a cancel of a run whose node waits on a slow ``@task``,
+  until the run's record is final. ``--reclaim N`` (Postgres): SIGKILL the worker running a
+  run (sync durability, inside a 1 s node) and time until the other worker commits the
+  run's next step, at the default heartbeat (1 s) and run lease (5 s).
+
+Each wait point also reports the server's and the client's CPU time per run (``/proc``): on
+a small machine, they share the cores.
 
 Targets (each a real server process on 127.0.0.1, started and stopped here):
 
@@ -162,14 +170,24 @@ def start_threadloom(stack: ExitStack, db: str | None, workers: int) -> Server:
 
 
 def fresh_postgres_schema(base: str) -> str:
-    """A new, empty schema in the database at ``base``; the store URL that uses it."""
+    """A new, empty schema in the database at ``base``; the store URL that uses it (the
+    store's own ``schema`` option: it qualifies every table, whatever the search path)."""
     import psycopg
 
     schema = "bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+    return f"{base}{sep}schema={schema}"
+
+
+def pg_connect(db: str) -> Any:
+    """A psycopg connection to a store URL of :func:`fresh_postgres_schema`, with its schema
+    first on the search path."""
+    import psycopg
+
+    base, _, schema = db.rpartition("schema=")
+    return psycopg.connect(base.rstrip("?&"), options=f"-csearch_path={schema}")
 
 
 async def _one_wait(client: Any, latencies: list[float]) -> None:
@@ -243,25 +261,150 @@ async def drain_workload(base_db: str, count: int, workers: int) -> dict[str, An
         await asyncio.gather(*(create(i) for i in range(count)))
         log(f"queued {count} runs in {time.perf_counter() - t0:.1f} s")
         started = time.perf_counter()
-        py = str(BIN / "python")
         for i in range(workers):
-            server.spawn([py, "-m", "threadloom", "worker", "--config",
-                          str(HERE / "threadloom.toml"), "--db", db, "--concurrency", "16"],
-                         {"THREADLOOM_API_KEY": API_KEY, "THREADLOOM_HOST_ID": f"drain-{i}"},
-                         HERE)
+            spawn_worker(server, db, f"drain-{i}")
         done = await _wait_all_succeeded(db, count, timeout=600)
         elapsed = time.perf_counter() - started
         return {"runs": count, "workers": workers, "succeeded": done,
                 "seconds": round(elapsed, 2), "runs_per_s": round(done / elapsed, 1)}
 
 
+# -- latencies --------------------------------------------------------------------------------
+
+
+def _summary(samples: list[float]) -> dict[str, Any]:
+    ordered = sorted(samples)
+    return {"n": len(ordered), "median_ms": round(1000 * statistics.median(ordered), 2),
+            "max_ms": round(1000 * ordered[-1], 2)} if ordered else {"n": 0}
+
+
+async def first_event_latency(server: Server, n: int) -> dict[str, Any]:
+    """Time from sending ``runs.stream`` (new thread, seed loop) to its first SSE event."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=server.url, headers=server.headers)
+    samples: list[float] = []
+    for _ in range(n):
+        started = time.perf_counter()
+        first = None
+        async for _part in client.runs.stream(str(uuid.uuid4()), "seed_loop", input=SEED_INPUT,
+                                              if_not_exists="create", stream_mode="values"):
+            if first is None:
+                first = time.perf_counter() - started
+        if first is not None:
+            samples.append(first)
+    return _summary(samples)
+
+
+async def _status_when(client: Any, thread_id: str, run_id: str, done: Any,
+                       timeout: float = 30.0) -> str:
+    deadline = time.perf_counter() + timeout
+    while True:
+        status = str((await client.runs.get(thread_id, run_id))["status"])
+        if done(status) or time.perf_counter() > deadline:
+            return status
+        await asyncio.sleep(0.002)
+
+
+async def cancel_latency(server: Server, n: int) -> dict[str, Any]:
+    """Time from a cancel request to the run's final record, for a run whose node waits on
+    a 30 s ``@task``."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=server.url, headers=server.headers)
+    samples: list[float] = []
+    statuses: list[str] = []
+    for _ in range(n):
+        thread_id = str(uuid.uuid4())
+        run = await client.runs.create(thread_id, "tasked_wait", input={"log": []},
+                                       if_not_exists="create")
+        await _status_when(client, thread_id, run["run_id"], lambda s: s != "pending")
+        await asyncio.sleep(0.2)  # well inside the task's wait
+        started = time.perf_counter()
+        await client.runs.cancel(thread_id, run["run_id"])
+        statuses.append(await _status_when(client, thread_id, run["run_id"],
+                                           lambda s: s not in ("pending", "running")))
+        samples.append(time.perf_counter() - started)
+    return {**_summary(samples), "statuses": sorted(set(statuses))}
+
+
+async def reclaim_latency(base_db: str, n: int) -> dict[str, Any]:
+    """SIGKILL the Postgres worker running a run (sync durability, inside its 1 s node);
+    time until another worker commits the run's next step (checkpoints' ``created_at``), at
+    the runtime's default heartbeat and run lease; workers have distinct host ids."""
+    from langgraph_sdk import get_client
+
+    samples: list[float] = []
+    lease_left: list[float] = []  # of the dead worker's claim, at the kill
+    with ExitStack() as stack:
+        db = fresh_postgres_schema(base_db)
+        server = start_threadloom(stack, db, workers=0)
+        client = get_client(url=server.url, headers=server.headers)
+        workers = {}
+        for i in range(2):
+            proc = spawn_worker(server, db, f"reclaim-{i}", concurrency=4)
+            workers[proc.pid] = proc
+        await asyncio.sleep(2.0)  # both started and polling
+        for i in range(n):
+            thread_id = str(uuid.uuid4())
+            run = await client.runs.create(thread_id, "slow_steps", input={"log": []},
+                                           if_not_exists="create", durability="sync")
+            await _status_when(client, thread_id, run["run_id"], lambda s: s != "pending")
+            await asyncio.sleep(0.4)  # inside "slow" (1 s), after "first" was committed
+            with pg_connect(db) as conn:
+                holder, expires, before = conn.execute(
+                    "SELECT q.worker, q.claim_expires, (SELECT max(step) FROM checkpoints c"
+                    " WHERE c.thread_id = q.thread_id) FROM run_queue q WHERE q.run_id = %s",
+                    (run["run_id"],)).fetchone() or (None, None, None)
+            pid = int(str(holder).rsplit("-", 2)[1]) if holder else -1
+            if pid not in workers:
+                log(f"reclaim: run held by {holder!r}, not one of this bench's workers")
+                continue
+            killed = time.time()
+            os.kill(pid, signal.SIGKILL)
+            workers.pop(pid).wait()
+            committed = await _next_step_at(db, thread_id, int(before or 0), killed)
+            if committed is not None:
+                samples.append(committed - killed)
+                lease_left.append(float(expires) - killed)
+            proc = spawn_worker(server, db, f"reclaim-r{i}", concurrency=4)
+            workers[proc.pid] = proc
+            await client.runs.join(thread_id, run["run_id"])
+            await asyncio.sleep(1.0)
+    return {**_summary(samples), "rerun_node_ms": 1000.0,
+            "claim_lease_left_at_kill": _summary(lease_left)}
+
+
+async def _next_step_at(db: str, thread_id: str, step: int, after: float,
+                        timeout: float = 30.0) -> float | None:
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pg_connect(db) as conn:
+            row = conn.execute(
+                "SELECT min(created_at) FROM checkpoints WHERE thread_id = %s AND step > %s"
+                " AND created_at > %s", (thread_id, step, after)).fetchone()
+        if row and row[0] is not None:
+            return float(row[0])
+        await asyncio.sleep(0.02)
+    return None
+
+
+def spawn_worker(server: Server, db: str, host: str, concurrency: int = 16
+                 ) -> subprocess.Popen[bytes]:
+    py = str(BIN / "python")
+    return server.spawn([py, "-m", "threadloom", "worker", "--config",
+                         str(HERE / "threadloom.toml"), "--db", db, "--concurrency",
+                         str(concurrency)],
+                        {"THREADLOOM_API_KEY": API_KEY, "THREADLOOM_HOST_ID": host}, HERE)
+
+
 async def _wait_all_succeeded(db: str, count: int, timeout: float) -> int:
-    import psycopg
 
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:
-        with psycopg.connect(db) as conn:
+        with pg_connect(db) as conn:
             row = conn.execute("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetchone()
         done = int(row[0]) if row else 0
         if done >= count:
@@ -279,6 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--drain", type=int, default=0,
                         help="also queue this many runs and time 2 Postgres workers draining")
+    parser.add_argument("--latency", type=int, default=10,
+                        help="samples of the first-SSE-event and cancel latencies per "
+                             "threadloom target (0: skip)")
+    parser.add_argument("--reclaim", type=int, default=0,
+                        help="also SIGKILL a Postgres worker mid-run this many times and time "
+                             "the reclaim by the other worker")
     parser.add_argument("--postgres-url", default=os.environ.get(
         "THREADLOOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args(argv)
@@ -286,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = [int(c) for c in args.clients.split(",") if c]
     report: dict[str, Any] = {
         "benchmark": "server", "python": platform.python_version(),
-        "loadavg_1m": os.getloadavg()[0], "wait": {}, "drain": None,
+        "loadavg_1m": os.getloadavg()[0], "wait": {}, "drain": None, "latency": {},
     }
     for target in targets:
         results = []
@@ -307,11 +456,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.append(asyncio.run(
                         wait_workload(server, n, args.seconds, args.warmup)))
                     log(f"{target}: {results[-1]}")
+                if args.latency and target != "langgraph":
+                    report["latency"][target] = {
+                        "first_sse_event": asyncio.run(first_event_latency(server,
+                                                                           args.latency)),
+                        "cancel_task_wait": asyncio.run(cancel_latency(server, args.latency)),
+                    }
+                    log(f"{target} latency: {report['latency'][target]}")
             except Exception as exc:  # noqa: BLE001 - one target failing is reported
                 results.append({"error": f"{type(exc).__name__}: {exc}"})
                 log(f"{target} failed: {exc}")
         report["wait"][target] = results
     report["ratios"] = _ratios(report["wait"], counts)
+    if args.reclaim:
+        report["latency"]["reclaim_after_sigkill"] = asyncio.run(
+            reclaim_latency(args.postgres_url, args.reclaim))
+        log(f"reclaim: {report['latency']['reclaim_after_sigkill']}")
     if args.drain:
         report["drain"] = asyncio.run(drain_workload(args.postgres_url, args.drain, 2))
         log(f"drain: {report['drain']}")
