@@ -122,8 +122,7 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
             return "finished"
     if error is None and "values" in modes:
         _interrupt_values(graph, claim, events)
-    events.flush()
-    events.add("end", None)
+    events.add("end", None)  # the record is final: "end" goes with the last events
     events.flush()
     if not store.finish_claim(claim):
         return "lost"
