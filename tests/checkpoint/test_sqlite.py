@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -513,3 +514,36 @@ def test_sqlite_answers_like_the_reference_store(ops: list[tuple[Any, ...]]) -> 
     finally:
         sqlite.close()
         reference.close()
+
+
+def test_connections_outlive_their_threads_in_the_pool(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.setup()
+
+    def use() -> None:
+        store.get_thread("t1")
+
+    for _ in range(5):  # one after the other: each thread takes the one a dead one gave back
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join()
+    deadline = time.monotonic() + 10
+    while len(store._free) < len(store._handles) - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)  # a dead thread's locals are dropped as it finishes
+    assert len(store._handles) <= 3  # this thread's, and at most one more in flight
+    store.close()
+
+
+def test_event_appends_of_several_runs_go_in_one_call(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ev.db")
+    store.append_events("default", "r1", [("metadata", b"{}")])
+    seqs = store.append_events_many([
+        ("default", "r1", [("values", b"1"), ("values", b"2")]),
+        ("default", "r2", [("values", b"3")]),
+        ("other", "r1", []),
+    ])
+    assert seqs == [3, 1, 0]
+    assert [(e.seq, e.data) for e in store.read_events("default", "r1")] == [
+        (1, b"{}"), (2, b"1"), (3, b"2")]
+    assert [(e.seq, e.data) for e in store.read_events("default", "r2")] == [(1, b"3")]
+    store.close()

@@ -77,9 +77,11 @@ class RunRequest:
 
 
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
-               thread_id: str | None, request: RunRequest) -> tuple[RunRecord, QueuedRun]:
+               thread_id: str | None, request: RunRequest, *,
+               reread: bool = True) -> tuple[RunRecord, QueuedRun]:
     """Queue a run of ``request`` on ``thread_id`` (``None``: a new thread, as for a
-    stateless run) in ``namespace``.
+    stateless run) in ``namespace``. Returns the run and its queue row as stored
+    (``reread=False``: as written, for a caller that needs their ids only).
 
     Raises:
         NotFoundError: no such assistant, or no such thread and ``if_not_exists`` is not
@@ -113,6 +115,8 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     named = thread is not None and thread.metadata.get("graph_id") == graph_name
     store.enqueue(record, row, request.multitask_strategy,
                   thread_metadata=None if named else {"graph_id": graph_name})
+    if not reread:
+        return record, row
     queued = store.get_queued(namespace, run_id) or row
     stored = store.get_run(run_id, namespace=namespace) or record
     return stored, queued

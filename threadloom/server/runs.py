@@ -97,11 +97,12 @@ def _run_path(record: RunRecord) -> str:
 
 
 def _created(store: Store, graphs: Graphs, namespace: str, thread_id: str | None,
-             body: RunCreate, stateless: bool = False) -> tuple[RunRecord, QueuedRun]:
+             body: RunCreate, stateless: bool = False,
+             reread: bool = True) -> tuple[RunRecord, QueuedRun]:
     request = body.request()
     if stateless:
         request.if_not_exists = "create"
-    return create_run(store, graphs, namespace, thread_id, request)
+    return create_run(store, graphs, namespace, thread_id, request, reread=reread)
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def create_batch(body: list[RunCreate], store: Store, graphs: Graphs,
 async def create_and_wait(thread_id: str, body: RunCreate, request: Request, store: Store,
                           graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
-                                        body)
+                                        body, False, False)
     return await _fresh_waiting(request, store, graphs, record,
                                 body.on_disconnect == "cancel")
 
@@ -143,7 +144,7 @@ async def create_and_wait(thread_id: str, body: RunCreate, request: Request, sto
 async def create_stateless_and_wait(body: RunCreate, request: Request, store: Store,
                                     graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
-                                        True)
+                                        True, False)
     return await _fresh_waiting(request, store, graphs, record,
                                 body.on_disconnect == "cancel",
                                 delete_thread=body.on_completion != "keep")
@@ -174,7 +175,7 @@ async def _fresh_waiting(request: Request, store: Store, graphs: Graphs, record:
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
-                                        body)
+                                        body, False, False)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel")
 
 
@@ -182,7 +183,7 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
-                                        True)
+                                        True, False)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       delete_thread=body.on_completion != "keep")
 
