@@ -13,8 +13,8 @@ Workloads:
   6 node executions) on a new thread per run (``if_not_exists="create"``), from N concurrent
   ``langgraph-sdk`` async clients, for ``--seconds`` after a warm-up. Reports runs/s, p50, p99.
 - ``drain`` (``--drain N``, threadloom targets): N background runs of a 1-node graph queued
-  with ``runs.create`` (no worker running), then workers started; runs/s from the workers'
-  start until every run succeeded.
+  with ``runs.create_batch`` (stateless, 200 a request; no worker running), then workers
+  started; runs/s from the workers' start until every run succeeded.
 - latencies (``--latency N`` samples, threadloom targets): the first SSE event of
   ``runs.stream`` after the request; a cancel of a run whose node waits on a slow ``@task``,
   until the run's record is final. ``--reclaim N`` (Postgres): SIGKILL the worker running a
@@ -250,15 +250,17 @@ async def drain_workload(base_db: str, count: int, workers: int) -> dict[str, An
         db = fresh_postgres_schema(base_db)
         server = start_threadloom(stack, db, workers=0)
         client = get_client(url=server.url, headers=server.headers)
-        sem = asyncio.Semaphore(32)
+        sem = asyncio.Semaphore(4)
+        batch = 200
 
-        async def create(i: int) -> None:
+        async def create(first: int) -> None:  # stateless runs (each on a new thread)
             async with sem:
-                await client.runs.create(f"drain-{i}", "one_node", input={"n": i},
-                                         if_not_exists="create")
+                await client.runs.create_batch([
+                    {"assistant_id": "one_node", "input": {"n": i}}
+                    for i in range(first, min(first + batch, count))])
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(create(i) for i in range(count)))
+        await asyncio.gather(*(create(i) for i in range(0, count, batch)))
         log(f"queued {count} runs in {time.perf_counter() - t0:.1f} s")
         started = time.perf_counter()
         for i in range(workers):
