@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
@@ -46,8 +47,12 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(rest[1:])
 
 
-def open_runtime_store(url: str, *, must_exist: bool = False) -> RuntimeStore:
+def open_runtime_store(url: str, *, must_exist: bool = False,
+                       connections: int | None = None) -> RuntimeStore:
     """Open (and migrate) the store at ``url``; it must be one the runtime can run on.
+    ``connections``: the Postgres pool's size, unless the URL gives one (``pool_max``): a
+    worker's runs each hold a connection while they commit, beside its event pump, writer
+    and heartbeat.
 
     Raises:
         InvalidConfigError: ``must_exist`` and there is no SQLite file at the path, or the
@@ -58,7 +63,12 @@ def open_runtime_store(url: str, *, must_exist: bool = False) -> RuntimeStore:
         raise InvalidConfigError(
             f"no database at {path}: pass --db URL (or set {DB_ENV}), or create it with "
             "`threadloom dev` or `threadloom migrate --db URL`")
-    store = open_store(url)
+    options: dict[str, Any] = {}
+    if connections is not None and url.lower().startswith(("postgres://", "postgresql://")):
+        given = {k for k, _ in parse_qsl(urlsplit(url).query)}
+        if not given & {"pool_max", "max_size"}:
+            options["max_size"] = connections
+    store = open_store(url, **options)
     if not isinstance(store, RuntimeStore):
         store.close()
         raise InvalidConfigError(

@@ -269,7 +269,7 @@ def worker(args: argparse.Namespace) -> int:
     _setup_logging()
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    store = open_runtime_store(url, connections=max(10, concurrency + 4))
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         _register_env_key(store)
