@@ -19,6 +19,7 @@ from threadloom.errors import InvalidConfigError
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "END_EVENT",
+    "HANDED_BACK_STATUSES",
     "QUEUE_COLS",
     "KEY_COLS",
     "api_key",
@@ -33,6 +34,11 @@ __all__ = [
 ACTIVE_RUN_STATUSES = ("pending", "running")
 """A run is active on its thread while its record has one of these statuses and its queue row
 is not ``done`` (see ``RuntimeStore.enqueue``)."""
+
+HANDED_BACK_STATUSES = ("running", "cancelled")
+"""A run record in one of these statuses becomes ``pending`` again when its claim is handed
+back (``release_claim``): the engine records a run stopped for a graceful shutdown as
+``cancelled``, but the run is queued and will continue, which is what ``pending`` says."""
 
 END_EVENT = ("end", b"null")
 """The control event that ends a finished run's stream."""

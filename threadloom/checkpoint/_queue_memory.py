@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -273,16 +274,22 @@ class MemoryQueue:
         return True
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current."""
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current."""
         with self._lock:
             self._check_open()
             row = self._current(claim)
             if row is None:
                 return False
+            now = time.time()
             row.status = "queued"
             row.worker = None
             row.claim_expires = None
-            row.available_at = time.time() + delay
+            row.available_at = now + delay
+            record = self._run_record(claim.namespace, claim.run_id)
+            if record is not None and record.status in HANDED_BACK_STATUSES:
+                self._runs[claim.run_id] = replace(  # ns: key by (namespace, run_id)
+                    record, status="pending", updated_at=now, ended_at=None)
         self._bus.publish(WORK, "")
         return True
 

@@ -61,6 +61,7 @@ from threadloom.checkpoint._postgres_wire import check_failure
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
@@ -206,9 +207,13 @@ class QueueStatements:
             f" finished_at = %(now)s WHERE {current} RETURNING 1)"
             f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
         )
+        handed_back = ", ".join(f"'{x}'" for x in HANDED_BACK_STATUSES)
         self.release = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'queued', worker = NULL,"
-            f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1)"
+            f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1),"
+            f" r AS (UPDATE {s}.runs SET status = 'pending', updated_at = %(now)s,"
+            " ended_at = NULL FROM f WHERE run_id = %(run_id)s AND namespace = %(ns)s"
+            f" AND status IN ({handed_back}))"
             f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
         )
         self.signal_cancel = (
@@ -524,10 +529,11 @@ class PostgresQueue:
         return self._end_claim(self._q.finish, claim, DONE, "finish_claim", now=time.time())
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current,
-        and signal ``"work"``, in one statement."""
-        at = time.time() + delay
-        return self._end_claim(self._q.release, claim, WORK, "release_claim", at=at)
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current, and signal ``"work"``, in one statement."""
+        now = time.time()
+        return self._end_claim(self._q.release, claim, WORK, "release_claim", at=now + delay,
+                               now=now)
 
     def request_cancel(self, namespace: str, run_id: str,
                        action: CancelAction = "interrupt") -> Outcome:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
@@ -110,6 +111,10 @@ SQL_FINISH = (
 SQL_RELEASE = (
     "UPDATE run_queue SET status = 'queued', worker = NULL, claim_expires = NULL,"
     f" available_at = ? WHERE {_CURRENT}"
+)
+SQL_HANDED_BACK = (  # ns: the run is keyed by (namespace, run_id)
+    "UPDATE runs SET status = 'pending', updated_at = ?, ended_at = NULL WHERE run_id = ?"
+    f" AND namespace = ? AND status IN ({', '.join(repr(s) for s in HANDED_BACK_STATUSES)})"
 )
 SQL_SIGNAL_CANCEL = (
     "UPDATE run_queue SET cancel = CASE cancel WHEN 'rollback' THEN cancel ELSE ? END"
@@ -322,10 +327,18 @@ class SqliteQueue:
         return done
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current."""
-        params = (time.time() + delay, claim.namespace, claim.run_id, claim.claim_token)
-        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1,
-                             True, relaxed=True)
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current."""
+        now = time.time()
+        params = (now + delay, claim.namespace, claim.run_id, claim.claim_token)
+
+        def release(conn: sqlite3.Connection) -> bool:
+            if conn.execute(SQL_RELEASE, params).rowcount != 1:
+                return False
+            conn.execute(SQL_HANDED_BACK, (now, claim.run_id, claim.namespace))
+            return True
+
+        released = self._run(release, True, relaxed=True)
         if released:
             self._publish([(WORK, "")])
         return released

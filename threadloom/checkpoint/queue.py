@@ -256,7 +256,11 @@ class RuntimeStore(Store, Protocol):
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (``queued`` again, available after ``delay``) if ``claim`` is
-        still current; signal ``"work"``. For a graceful shutdown or a busy thread."""
+        still current; signal ``"work"``. For a graceful shutdown or a busy thread. In the
+        same transaction, a run record that is ``running``, or ``cancelled`` (how the engine
+        records a run stopped for the hand-back), becomes ``pending`` (``ended_at`` cleared,
+        ``started_at`` kept, so the next worker continues it from its last checkpoint): a
+        queued run shows as pending."""
         ...
 
     def request_cancel(self, namespace: str, run_id: str,

@@ -245,6 +245,25 @@ class QueueConformance:
         assert not store.release_claim(claim)  # no longer claimed
         assert store.queue_depth() == 2
 
+    def test_release_makes_a_stopped_run_pending_again(self, store: RuntimeStore) -> None:
+        for run_id, thread_id in (("r1", "t1"), ("r2", "t2"), ("r3", "t3")):
+            put(store, run_id, thread_id)
+        claims = {c.run_id: c for c in store.claim_runs("w1", limit=8, ttl=60.0)}
+        started = time.time()
+        store.commit([  # the engine's commits: stopped for the hand-back, running, failed
+            Commit(t, runs=[pending(r, t, status=s, started_at=started, ended_at=e)])
+            for r, t, s, e in (("r1", "t1", "cancelled", started + 1),
+                               ("r2", "t2", "running", None),
+                               ("r3", "t3", "failed", started + 1))
+        ])
+        for claim in claims.values():
+            assert store.release_claim(claim)
+        r1, r2, r3 = (store.get_run(r) for r in ("r1", "r2", "r3"))
+        assert r1 is not None and r1.status == "pending" and r1.ended_at is None
+        assert r1.started_at == started  # continued from its checkpoint, not started again
+        assert r2 is not None and r2.status == "pending"
+        assert r3 is not None and r3.status == "failed"  # not a hand-back: left alone
+
     def test_release_without_delay_is_claimable_again(self, store: RuntimeStore) -> None:
         put(store, "r1", "t1")
         [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
