@@ -16,26 +16,34 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import API_KEY, Server, postgres_url, start_server, stop_server
+from harness import API_KEY, Server, postgres_url, redis_env, start_server, stop_server
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
 
-@pytest.fixture(scope="module",
-                params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=[
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.slow),
+    pytest.param("sqlite+redis", marks=pytest.mark.slow),
+    pytest.param("postgres+redis", marks=pytest.mark.slow),
+])
 def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    """Two API processes on one database: the first runs a worker, the second does not."""
+    """Two API processes on one database: the first runs a worker, the second does not.
+    ``+redis``: both carry their signals over Redis (``--redis``), which is what fans a run's
+    events out to the second process."""
+    db, _, redis = request.param.partition("+")
+    env = redis_env() if redis else {}
     workdir = Path(tempfile.mkdtemp(prefix="tl-runs-"))
     schema = None
-    if request.param == "sqlite":
+    if db == "sqlite":
         db_url = f"sqlite:///{workdir / 'app.db'}"
     else:
         base = postgres_url()
         schema = f"tl_runs_{uuid.uuid4().hex[:12]}"
         db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create")
+    main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create", env=env)
     try:
         api_only = start_server(db_url, API_KEY, workdir, factory="_worker_app:create",
-                                env={"THREADLOOM_TEST_WORKER": "0"})
+                                env={**env, "THREADLOOM_TEST_WORKER": "0"})
     except BaseException:
         stop_server(main)
         raise

@@ -82,6 +82,7 @@ class MemoryQueue:
         self._workers: dict[str, WorkerRecord] = {}
         self._keys: dict[str, ApiKey] = {}
         self._bus = LocalSignals("threadloom-signals:memory")
+        self._external: Signals | None = None
 
     def _close_runtime(self) -> None:
         """Stop the signal thread and drop the runtime's rows (called by ``close``, without
@@ -94,12 +95,17 @@ class MemoryQueue:
             self._keys.clear()
 
     def _publish(self, sent: _Sent) -> None:
+        bus = self.signals()
         for topic, message in sent:
-            self._bus.publish(topic, message)
+            bus.publish(topic, message)
 
     def signals(self) -> Signals:
-        """The store's in-process signal bus."""
-        return self._bus
+        """The store's signal bus: the one :meth:`use_signals` installed, else in-process."""
+        return self._external if self._external is not None else self._bus
+
+    def use_signals(self, bus: Signals | None) -> None:
+        """Announce what this store changes on ``bus`` (``None``: the in-process bus again)."""
+        self._external = bus
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -187,7 +193,7 @@ class MemoryQueue:
             self._runs[run_id] = replace(record, status="pending", updated_at=now, ended_at=None)
             self._queue[key] = row
             result = replace(row)
-        self._bus.publish(WORK, "")
+        self.signals().publish(WORK, "")
         return result
 
     def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
@@ -270,7 +276,7 @@ class MemoryQueue:
             row.status = "done"
             row.claim_expires = None
             row.finished_at = time.time()
-        self._bus.publish(DONE, f"{claim.namespace}/{claim.run_id}")
+        self.signals().publish(DONE, f"{claim.namespace}/{claim.run_id}")
         return True
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
@@ -290,7 +296,7 @@ class MemoryQueue:
             if record is not None and record.status in HANDED_BACK_STATUSES:
                 self._runs[claim.run_id] = replace(  # ns: key by (namespace, run_id)
                     record, status="pending", updated_at=now, ended_at=None)
-        self._bus.publish(WORK, "")
+        self.signals().publish(WORK, "")
         return True
 
     def request_cancel(self, namespace: str, run_id: str,
@@ -338,7 +344,7 @@ class MemoryQueue:
             had_row = (namespace, run_id) in self._queue
             self._rollback(namespace, run_id)
         if had_row:
-            self._bus.publish(DONE, f"{namespace}/{run_id}")
+            self.signals().publish(DONE, f"{namespace}/{run_id}")
 
     def _rollback(self, namespace: str, run_id: str) -> None:
         record = self._run_record(namespace, run_id)
@@ -406,7 +412,7 @@ class MemoryQueue:
             self._check_open()
             seq = self._append(namespace, run_id, events, time.time())
         if events:
-            self._bus.publish(EVENT, f"{namespace}/{run_id}/{seq}")
+            self.signals().publish(EVENT, f"{namespace}/{run_id}/{seq}")
         return seq
 
     def read_events(self, namespace: str, run_id: str, after: int = 0,

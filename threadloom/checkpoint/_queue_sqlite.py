@@ -164,9 +164,13 @@ class SqliteQueue:
         ) -> _T: ...
 
     _bus: LocalSignals | None = None
+    _external: Signals | None = None
 
     def signals(self) -> Signals:
-        """The store object's in-process signal bus."""
+        """The store's signal bus: the one :meth:`use_signals` installed, else the store
+        object's in-process bus."""
+        if self._external is not None:
+            return self._external
         with _BUS_LOCK:
             if self._bus is None:
                 self._bus = LocalSignals("threadloom-signals:sqlite")
@@ -177,8 +181,14 @@ class SqliteQueue:
         if self._bus is not None:
             self._bus.close()
 
+    def use_signals(self, bus: Signals | None) -> None:
+        """Announce what this store commits on ``bus`` (``None``: the in-process bus again).
+        With a bus that reaches other processes (Redis), processes sharing the file wake each
+        other too."""
+        self._external = bus
+
     def _publish(self, sent: _Sent) -> None:
-        bus = self._bus
+        bus = self._external if self._external is not None else self._bus
         if bus is not None:
             for topic, message in sent:
                 bus.publish(topic, message)

@@ -20,7 +20,8 @@ every key starts with the namespace, like the rest of the store:
   the runtime's own ``metadata`` / ``error`` / ``end`` events), numbered per run from 1, so that an
   SSE stream can be served, and resumed after ``Last-Event-ID``, by any API process.
 - **Signals.** :meth:`~RuntimeStore.signals` wakes waiting workers and streams at once (Postgres
-  ``LISTEN/NOTIFY``; in-process for SQLite and memory). A signal is only a hint that rows changed:
+  ``LISTEN/NOTIFY``; in-process for SQLite and memory; or an external bus such as Redis,
+  installed with :meth:`~RuntimeStore.use_signals`). A signal is only a hint that rows changed:
   the rows are the truth, and a missed signal costs latency, never correctness.
 - **Workers and API keys.** Worker heartbeats (for ``/ready`` and for metrics), and API keys,
   stored by the hash of their secret only.
@@ -354,6 +355,18 @@ class RuntimeStore(Store, Protocol):
     # -- signals --------------------------------------------------------------------------
 
     def signals(self) -> Signals:
-        """The store's signal bus (one per store object)."""
+        """The store's signal bus (one per store object): the one :meth:`use_signals`
+        installed, else the store's built-in one."""
+        ...
+
+    def use_signals(self, bus: Signals | None) -> None:
+        """Carry the store's own announcements on ``bus`` (for example
+        :class:`~threadloom.checkpoint.redis_signals.RedisSignals` for ``--redis``) instead of
+        the built-in bus (Postgres ``NOTIFY``, in-process on SQLite and memory): each one is
+        published to ``bus`` after the change it announces has committed, and
+        :meth:`signals` returns ``bus``. ``None`` goes back to the built-in bus. Install it
+        before anything subscribes (a subscription to the previous bus hears nothing more
+        from this store); every process sharing the store should use the same bus. The store
+        does not close ``bus``."""
         ...
 

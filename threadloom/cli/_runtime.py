@@ -34,6 +34,7 @@ __all__ = ["dev", "serve", "worker"]
 log = logging.getLogger("threadloom.cli")
 
 API_KEY_ENV = "THREADLOOM_API_KEY"
+REDIS_ENV = "THREADLOOM_REDIS_URL"
 DEFAULT_CONFIG = "threadloom.toml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -56,6 +57,45 @@ def _config(args: argparse.Namespace, *, seeds_if_missing: bool) -> RuntimeConfi
                 "[graphs] table; see `threadloom serve --help`)")
         return read_config(default)
     return RuntimeConfig.seeds()
+
+
+def _redis_bus(args: argparse.Namespace) -> Any:
+    """The Redis signal bus of ``--redis`` (else ``$THREADLOOM_REDIS_URL``), connected now, or
+    ``None`` without either.
+
+    Raises:
+        StoreUnavailableError: Redis does not answer.
+        InvalidConfigError: not a Redis URL, or the redis extra is missing.
+    """
+    url = args.redis if args.redis is not None else os.environ.get(REDIS_ENV, "")
+    if not url:
+        return None
+    try:
+        from threadloom.checkpoint.redis_signals import RedisSignals
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InvalidConfigError(
+            "--redis needs the redis extra: pip install 'threadloom[redis]'") from None
+    return RedisSignals(url)
+
+
+def _open(url: str, bus: Any) -> RuntimeStore:
+    """The runtime store at ``url``, announcing over ``bus`` if there is one."""
+    try:
+        store = open_runtime_store(url)
+    except BaseException:
+        if bus is not None:
+            bus.close()
+        raise
+    if bus is not None:
+        store.use_signals(bus)
+        log.info("signals travel over Redis at %s", bus.url)
+    return store
+
+
+def _close(store: RuntimeStore, bus: Any) -> None:
+    store.close()
+    if bus is not None:
+        bus.close()
 
 
 def _setup_logging() -> None:
@@ -196,7 +236,8 @@ def dev(args: argparse.Namespace) -> int:
     _setup_logging()
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    bus = _redis_bus(args)
+    store = _open(url, bus)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         key, origin = _dev_key(store, url)
@@ -229,7 +270,7 @@ def dev(args: argparse.Namespace) -> int:
             log.info("stopping the worker (running runs finish or go back to the queue)")
             worker.stop(timeout=args.shutdown_timeout)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 
@@ -246,7 +287,8 @@ def serve(args: argparse.Namespace) -> int:
                     "machine; use postgresql:// for many machines")
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    bus = _redis_bus(args)
+    store = _open(url, bus)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         _register_env_key(store)
@@ -257,7 +299,7 @@ def serve(args: argparse.Namespace) -> int:
               f"store {mask_url(url)}", flush=True)
         _serve_until_signal(app, sock, shutdown)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 
@@ -270,7 +312,8 @@ def worker(args: argparse.Namespace) -> int:
     _setup_logging()
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    bus = _redis_bus(args)
+    store = _open(url, bus)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         _register_env_key(store)
@@ -286,7 +329,7 @@ def worker(args: argparse.Namespace) -> int:
             log.info("stopping (running runs finish or go back to the queue)")
             runner.stop(timeout=args.shutdown_timeout)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 

@@ -31,7 +31,15 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 
-__all__ = ["Collector", "QueueConformance", "claim_concurrently", "pending", "put", "queued"]
+__all__ = [
+    "Collector",
+    "QueueConformance",
+    "SignalsConformance",
+    "claim_concurrently",
+    "pending",
+    "put",
+    "queued",
+]
 
 NS = "default"
 WAIT = 20.0  # seconds to wait for a signal before failing
@@ -85,7 +93,53 @@ class Collector:
             return self._cond.wait_for(lambda: predicate(self.messages), timeout)
 
 
-class QueueConformance:
+class SignalsConformance:
+    """The store's signals (``work``, ``cancel``, ``event``, ``done``), whatever carries them;
+    subclasses provide a ``store`` fixture (with an external bus installed, or not)."""
+
+    # -- signals --------------------------------------------------------------------------
+
+    def test_signals_of_the_queue(self, store: RuntimeStore) -> None:
+        bus = store.signals()
+        got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
+        stops = [bus.subscribe(topic, c) for topic, c in got.items()]
+        try:
+            put(store, "r1", "t1")
+            assert got["work"].wait_for(bool)
+            [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
+            store.request_cancel(NS, "r1")
+            assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
+            store.append_events(NS, "r1", [("values", b"1"), ("values", b"2")])
+            assert got["event"].wait_for(lambda m: f"{NS}/r1/2" in m)
+            store.finish_claim(claim)
+            assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+        finally:
+            for stop in stops:
+                stop()
+
+    def test_a_failing_subscriber_does_not_stop_delivery(self, store: RuntimeStore) -> None:
+        bus = store.signals()
+        good, dropped = Collector(), Collector()
+
+        def bad(message: str) -> None:
+            raise RuntimeError("subscriber bug")
+
+        stops = [bus.subscribe("work", bad), bus.subscribe("work", good)]
+        stop_dropped = bus.subscribe("work", dropped)
+        try:
+            bus.publish("work", "one")
+            assert good.wait_for(lambda m: "one" in m) and dropped.wait_for(lambda m: "one" in m)
+            stop_dropped()
+            stop_dropped()  # twice is harmless
+            bus.publish("work", "two")
+            assert good.wait_for(lambda m: "two" in m)
+            assert "two" not in dropped.messages  # delivered in order: "two" went past it
+        finally:
+            for stop in stops:
+                stop()
+
+
+class QueueConformance(SignalsConformance):
     """The runtime store contract; subclasses provide a ``store`` fixture."""
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -516,46 +570,34 @@ class QueueConformance:
         assert store.read_events(NS, "done") == [] and store.read_events(NS, "loose") == []
         assert len(store.read_events(NS, "open")) == 2
 
-    # -- signals --------------------------------------------------------------------------
+    def test_an_installed_bus_carries_the_stores_announcements(
+        self, store: RuntimeStore
+    ) -> None:
+        from threadloom.checkpoint._signals import LocalSignals
 
-    def test_signals_of_the_queue(self, store: RuntimeStore) -> None:
-        bus = store.signals()
-        got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
-        stops = [bus.subscribe(topic, c) for topic, c in got.items()]
+        bus = LocalSignals("threadloom-signals:installed")
+        built_in = store.signals()
+        work, done = Collector(), Collector()
+        stops = [bus.subscribe("work", work), bus.subscribe("done", done)]
         try:
+            store.use_signals(bus)
+            assert store.signals() is bus
             put(store, "r1", "t1")
-            assert got["work"].wait_for(bool)
+            assert work.wait_for(bool)
             [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
-            store.request_cancel(NS, "r1")
-            assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
-            store.append_events(NS, "r1", [("values", b"1"), ("values", b"2")])
-            assert got["event"].wait_for(lambda m: f"{NS}/r1/2" in m)
-            store.finish_claim(claim)
-            assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+            assert store.finish_claim(claim)
+            assert done.wait_for(lambda m: f"{NS}/r1" in m)
+            store.use_signals(None)
+            assert store.signals() is built_in
+            later = Collector()
+            stops.append(store.signals().subscribe("work", later))
+            put(store, "r2", "t2")  # on the built-in bus again
+            assert later.wait_for(bool)
         finally:
+            store.use_signals(None)
             for stop in stops:
                 stop()
-
-    def test_a_failing_subscriber_does_not_stop_delivery(self, store: RuntimeStore) -> None:
-        bus = store.signals()
-        good, dropped = Collector(), Collector()
-
-        def bad(message: str) -> None:
-            raise RuntimeError("subscriber bug")
-
-        stops = [bus.subscribe("work", bad), bus.subscribe("work", good)]
-        stop_dropped = bus.subscribe("work", dropped)
-        try:
-            bus.publish("work", "one")
-            assert good.wait_for(lambda m: "one" in m) and dropped.wait_for(lambda m: "one" in m)
-            stop_dropped()
-            stop_dropped()  # twice is harmless
-            bus.publish("work", "two")
-            assert good.wait_for(lambda m: "two" in m)
-            assert "two" not in dropped.messages  # delivered in order: "two" went past it
-        finally:
-            for stop in stops:
-                stop()
+            bus.close()
 
     # -- workers and keys -----------------------------------------------------------------
 
