@@ -4,6 +4,9 @@ Each opens the store, loads the graphs, and runs until SIGTERM or SIGINT (Ctrl+C
 stops taking work, lets running runs finish for up to ``--shutdown-timeout`` seconds and hands
 the rest back to the queue (another worker, or the next start, continues them from their last
 checkpoint), stops serving, and exits 0. A second signal exits at once (code 1).
+
+With ``--redis URL`` (or ``THREADLOOM_REDIS_URL``) the store's signals travel over Redis
+(:mod:`threadloom.checkpoint.redis_signals`); a Redis that does not answer stops the start.
 """
 
 from __future__ import annotations
