@@ -21,6 +21,7 @@ from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
     HANDED_BACK_STATUSES,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -345,6 +346,24 @@ class MemoryQueue:
             self._rollback(namespace, run_id)
         if had_row:
             self.signals().publish(DONE, f"{namespace}/{run_id}")
+
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            record = self._run_record(namespace, run_id)
+            row = self._queue.get((namespace, run_id))
+            check_deletable(run_id, record.status if record else None,
+                             row.status if row else None)
+            self._queue.pop((namespace, run_id), None)
+            self._events.pop((namespace, run_id), None)
+            if record is None:
+                return False
+            del self._runs[run_id]  # ns
+            for key in [k for k, e in self._executions.items()
+                        if k[0] == record.thread_id and e.run_id == run_id]:  # ns: thread keys
+                del self._executions[key]
+            return True
 
     def _rollback(self, namespace: str, run_id: str) -> None:
         record = self._run_record(namespace, run_id)

@@ -69,6 +69,7 @@ from threadloom.checkpoint._queue_common import (
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -160,6 +161,9 @@ class QueueStatements:
             " AND q.run_id = %(run_id)s"
         )
         self.run = f"SELECT thread_id, graph FROM {s}.runs WHERE run_id = %s AND namespace = %s"
+        self.run_status = (
+            f"SELECT thread_id, status FROM {s}.runs WHERE run_id = %s AND namespace = %s"
+        )
         self.last_open = (
             f"SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %s"
             " AND thread_id = %s AND status <> 'done'"
@@ -670,6 +674,28 @@ class PostgresQueue:
         params = {"thread_id": thread_id, "run_id": run_id, "ns": namespace}
         (queued,) = _one(conn, sql.drop_run, params)
         return bool(queued)
+
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints, in one transaction under
+        its thread's advisory lock (see the protocol)."""
+        sql = self._q
+
+        def delete(conn: Connection) -> bool:
+            with conn.transaction():
+                found = conn.execute(sql.run_status, (run_id, namespace)).fetchone()
+                if found is not None:  # as requeue and enqueue do: no queue change meanwhile
+                    conn.execute(sql.lock, (thread_key(self.schema, namespace, found[0]),))
+                    found = conn.execute(sql.run_status, (run_id, namespace)).fetchone()
+                row = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+                check_deletable(run_id, found[1] if found else None, row[8] if row else None)
+                if found is None:
+                    conn.execute(sql.forget, {"ns": namespace, "run_id": run_id})
+                    return False
+                params = {"thread_id": found[0], "run_id": run_id, "ns": namespace}
+                conn.execute(sql.drop_run, params)
+                return True
+
+        return self._run(delete, "delete_run")
 
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""

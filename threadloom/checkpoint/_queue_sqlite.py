@@ -34,6 +34,7 @@ from threadloom.checkpoint._queue_common import (
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -380,6 +381,23 @@ class SqliteQueue:
         if had_row:
             self._publish([(DONE, f"{namespace}/{run_id}")])
 
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints, in one transaction (see the
+        protocol)."""
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            found = conn.execute("SELECT thread_id, status FROM runs WHERE run_id = ?"
+                                 " AND namespace = ?", (run_id, namespace)).fetchone()
+            row = conn.execute(SQL_GET, (namespace, run_id)).fetchone()
+            check_deletable(run_id, found[1] if found else None, row[8] if row else None)
+            if found is None:
+                _forget(conn, namespace, run_id)
+                return False
+            _drop_run(conn, namespace, run_id, found[0])
+            return True
+
+        return self._run(delete, True)
+
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""
         sql = "SELECT count(*) FROM run_queue WHERE status = 'queued'"
@@ -549,14 +567,19 @@ def _rollback(conn: sqlite3.Connection, namespace: str, run_id: str) -> bool:
         doomed.setdefault(cp_ns, []).append(seq)
     for cp_ns, seqs in doomed.items():
         _drop_checkpoints(conn, thread_id, cp_ns, seqs)
+    _drop_run(conn, namespace, run_id, thread_id)
+    return row is not None
+
+
+def _drop_run(conn: sqlite3.Connection, namespace: str, run_id: str, thread_id: str) -> None:
+    """Delete a run's record, executions, events and queue row (not its checkpoints)."""
     conn.execute("DELETE FROM executions WHERE thread_id = ? AND run_id = ?",
-                 (thread_id, run_id))
+                 (thread_id, run_id))  # ns: the thread is keyed by namespace too
     conn.execute("DELETE FROM runs WHERE run_id = ? AND namespace = ?", (run_id, namespace))
     conn.execute("DELETE FROM run_events WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
     conn.execute("DELETE FROM run_queue WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
-    return row is not None
 
 
 def _drop_checkpoints(conn: sqlite3.Connection, thread_id: str, cp_ns: str,

@@ -290,6 +290,19 @@ class RuntimeStore(Store, Protocol):
         ones.)"""
         ...
 
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's record, executions, events and queue row, in one
+        transaction (``DELETE /threads/{tid}/runs/{rid}``). The checkpoints it wrote stay: the
+        thread's state is kept (:meth:`rollback_run` undoes a run). ``False`` if the namespace
+        has no record of the run (its leftover events and ``done`` queue row, if any, are
+        dropped all the same).
+
+        Raises:
+            ThreadBusyError: the run is active: its record is ``pending`` or ``running``, or
+                its queue row is ``queued`` or ``claimed`` (cancel it first).
+        """
+        ...
+
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""
         ...

@@ -45,6 +45,7 @@ NS = "default"
 WAIT = 20.0  # seconds to wait for a signal before failing
 EXPIRED = -1.0  # a ttl that makes a claim lapse at once
 HOUR = 3600.0
+END = ("end", b"null")  # the control event that ends a finished run's stream
 
 
 def pending(run_id: str, thread_id: str, namespace: str = NS, **fields: Any) -> RunRecord:
@@ -458,6 +459,49 @@ class QueueConformance(SignalsConformance):
         assert store.get_run("r0") is not None
         store.rollback_run(NS, "nope")  # nothing
         put(store, "r1", "t1")  # the id is free again
+
+    def test_delete_run_keeps_the_threads_checkpoints(self, store: RuntimeStore) -> None:
+        graph = _counter_graph(store)
+        thread = {"configurable": {"thread_id": "t1"}}
+        graph.invoke({"n": 1, "log": []}, {**thread, "run_id": "first"})
+        graph.invoke({"n": 5, "log": []}, {**thread, "run_id": "second"})
+        state = graph.get_state(thread)
+        store.append_events(NS, "second", [("values", b"{}"), END])
+        assert store.list_executions(run_id="second")
+        assert store.delete_run(NS, "second")
+        assert store.get_run("second") is None
+        assert store.list_executions(run_id="second") == []
+        assert store.read_events(NS, "second") == []
+        assert graph.get_state(thread).values == state.values  # the thread's state stays
+        assert store.list_checkpoints("t1", run_id="second") != []
+        assert store.get_run("first") is not None
+        assert not store.delete_run(NS, "second")  # gone
+        assert not store.delete_run(NS, "nope")
+
+    def test_delete_run_refuses_an_active_run_and_drops_a_finished_ones_row(
+        self, store: RuntimeStore
+    ) -> None:
+        put(store, "queued", "t1")
+        put(store, "claimed", "t2")
+        [claim] = [c for c in store.claim_runs("w1", limit=8, ttl=60.0)
+                   if c.run_id == "claimed"]
+        store.commit([Commit("t3", runs=[RunRecord("lib", "t3", "g", "running")])])
+        for run_id in ("queued", "claimed", "lib"):  # pending, running, or held by a worker
+            with pytest.raises(ThreadBusyError):
+                store.delete_run(NS, run_id)
+        assert store.get_run("queued") is not None and store.get_queued(NS, "claimed")
+        done = store.get_run("claimed")
+        assert done is not None
+        done.status = "succeeded"
+        store.commit([Commit("t2", runs=[done])])
+        with pytest.raises(ThreadBusyError):  # recorded, but its worker still holds it
+            store.delete_run(NS, "claimed")
+        assert store.finish_claim(claim)
+        store.append_events(NS, "claimed", [END])
+        assert store.delete_run(NS, "claimed")
+        assert store.get_run("claimed") is None and store.get_queued(NS, "claimed") is None
+        assert store.read_events(NS, "claimed") == []
+        put(store, "claimed", "t2")  # the id is free again
 
     def test_rollback_restores_the_threads_latest_checkpoint(self, store: RuntimeStore) -> None:
         graph = _counter_graph(store)
