@@ -5,8 +5,8 @@ process or another: create one in the background, create one and wait for its re
 create one and stream its events (SSE); on a thread or stateless (on a new thread). Then get,
 list, join (wait for), join the stream of (from any API process, resuming after
 ``Last-Event-ID``), cancel, and delete a run. The run id is the engine's durable run id; a
-caller may choose it (``run_id`` in the body, an extension of LangGraph's API). Reads need the ``viewer``
-role, the rest ``operator``; everything acts in the caller's namespace.
+caller may choose it (``run_id`` in the body, an extension of LangGraph's API). Reads need the
+``viewer`` role, the rest ``operator``; everything acts in the caller's namespace.
 """
 
 from __future__ import annotations
