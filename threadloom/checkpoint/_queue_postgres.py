@@ -50,7 +50,6 @@ reports success; a retried claim may have claimed rows the caller never sees (th
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -80,7 +79,7 @@ from threadloom.checkpoint._queue_common import (
     worker_record,
 )
 from threadloom.checkpoint._rows import checkpoint_record
-from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK
+from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, AfterCommit
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
@@ -358,7 +357,7 @@ class PostgresQueue:
         ``listen_dsn`` is where the ``LISTEN`` connection goes."""
         self._q = QueueStatements(self.schema)
         self._external: Signals | None = None
-        self._outbox = threading.local()  # what a call publishes after it commits
+        self._outbox = AfterCommit()  # what a call publishes after it commits
         if listen_dsn.lower().startswith(("postgres://", "postgresql://")):
             listen_dsn = split_url(listen_dsn)[0]  # without threadloom's own options
         self._bus = PgSignals(listen_dsn, self._q.channel, self._notify, connect_timeout)
@@ -384,17 +383,12 @@ class PostgresQueue:
 
     def _send(self, conn: Connection, topic: str, message: str) -> None:
         """Signal ``topic`` when the current transaction commits: ``NOTIFY`` in it, or, with
-        an external bus, publish once the call that runs it (:meth:`_signalling`) returns."""
+        an external bus, publish once the call that runs it (:meth:`_signalling`) returns.
+        (Statements that notify in their own SQL call ``self._outbox.add`` for the bus.)"""
         if self._external is None:
             conn.execute(self._q.notify, (self._q.channel, f"{topic}\n{message}"))
         else:
-            self._after_commit(topic, message)
-
-    def _after_commit(self, topic: str, message: str) -> None:
-        """With an external bus, publish ``topic`` when the running :meth:`_signalling` call
-        has committed (statements that notify in their own SQL call this for the bus)."""
-        if self._external is not None:
-            self._outbox.sent.append((topic, message))
+            self._outbox.add(topic, message)
 
     def _signalling(self, fn: Callable[[Connection], _T], what: str) -> _T:
         """``self._run(fn, what)``, then publish what ``fn``'s last (committed) attempt sent
@@ -402,16 +396,7 @@ class PostgresQueue:
         bus = self._external
         if bus is None:
             return self._run(fn, what)
-        sent: list[tuple[str, str]] = []
-
-        def attempt(conn: Connection) -> _T:
-            sent.clear()  # a retried attempt sends again
-            self._outbox.sent = sent
-            try:
-                return fn(conn)
-            finally:
-                self._outbox.sent = []
-
+        attempt, sent = self._outbox.collect(fn)
         result = self._run(attempt, what)
         for topic, message in sent:
             bus.publish(topic, message)
@@ -439,7 +424,7 @@ class PostgresQueue:
                 if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
                     row.thread_id, row.graph, row.payload
                 ):
-                    self._after_commit(WORK, "")
+                    self._outbox.add(WORK, "")
                     return decided  # an earlier attempt committed after all
                 if thread is not None and status == "done" and not taken:
                     # left by a deleted run (its thread was deleted, or retention took it)
@@ -471,7 +456,7 @@ class PostgresQueue:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     ) from None
-                self._after_commit(WORK, "")
+                self._outbox.add(WORK, "")
                 decided = cancelled
             return cancelled
 
@@ -580,7 +565,7 @@ class PostgresQueue:
         def end(conn: Connection) -> bool:
             if conn.execute(sql, values).fetchone() is None:
                 return False
-            self._after_commit(topic, message)
+            self._outbox.add(topic, message)
             return True
 
         return self._signalling(end, what)
@@ -726,7 +711,7 @@ class PostgresQueue:
                     seq = int(_one(conn, sql.append, params)[0])
                 except pg_errors.UniqueViolation:
                     continue
-                self._after_commit(EVENT, f"{namespace}/{run_id}/{seq}")
+                self._outbox.add(EVENT, f"{namespace}/{run_id}/{seq}")
                 return seq
             raise StoreUnavailableError(
                 f"events of run {run_id!r} collided with concurrent appends"
