@@ -19,10 +19,14 @@ __all__ = [
     "get_config",
     "get_stream_writer",
     "resolve_identity",
+    "resolve_namespace",
+    "validate_namespace",
     "validate_run_id",
 ]
 
 DEFAULT_RECURSION_LIMIT = 10_000
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE_MAX = 64
 _DURABILITIES = ("sync", "async", "exit")
 
 
@@ -76,6 +80,31 @@ def _validate_thread_id(thread_id: Any) -> str:
     return thread_id
 
 
+def validate_namespace(namespace: Any) -> str:
+    """Check a namespace name: 1 to 64 printable characters, no ``/``.
+
+    A namespace is a tenant of the store: every record is keyed by it first, so two
+    namespaces may hold the same thread and run ids. ``/`` is reserved (the runtime joins a
+    namespace and a run id with it in its signal topics).
+
+    Raises:
+        InvalidConfigError: (a ``ValueError``) the name is not acceptable.
+    """
+    if not isinstance(namespace, str):
+        raise InvalidConfigError(
+            f"namespace must be a string, got {type(namespace).__name__} {namespace!r:.80}"
+        )
+    if not 1 <= len(namespace) <= _NAMESPACE_MAX:
+        raise InvalidConfigError(
+            f"namespace must be 1 to {_NAMESPACE_MAX} characters long, got {len(namespace)}"
+        )
+    if not namespace.isprintable() or "/" in namespace:
+        raise InvalidConfigError(
+            f"namespace must be printable characters other than '/': {namespace!r}"
+        )
+    return namespace
+
+
 def check_config(config: Any) -> Mapping[str, Any]:
     """``config`` itself when it is a mapping (``None``: an empty one).
 
@@ -94,11 +123,12 @@ def check_config(config: Any) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a run is: its run id (given or generated) and thread id (if any)."""
+    """Who a run is: its run id (given or generated), thread id (if any) and namespace."""
 
     run_id: str
     thread_id: str | None
     run_id_given: bool
+    namespace: str = DEFAULT_NAMESPACE
 
 
 def resolve_identity(config: Mapping[str, Any] | None) -> Identity:
@@ -106,10 +136,12 @@ def resolve_identity(config: Mapping[str, Any] | None) -> Identity:
 
     ``thread_id`` may be at the top level (as in the seeds) or under ``configurable`` (as
     in LangGraph); both are accepted, and giving both with different values is an error.
-    A missing ``run_id`` is generated as a UUID4 string.
+    ``namespace`` likewise (default ``"default"``; see :func:`validate_namespace`). A
+    missing ``run_id`` is generated as a UUID4 string.
 
     Raises:
-        InvalidConfigError: an id is malformed, or the two thread ids disagree.
+        InvalidConfigError: an id or the namespace is malformed, or the two thread ids (or
+            namespaces) disagree.
     """
     config = check_config(config)
     raw_run = config.get("run_id")
@@ -124,7 +156,31 @@ def resolve_identity(config: Mapping[str, Any] | None) -> Identity:
         )
     raw_thread = top if top is not None else nested
     thread_id = _validate_thread_id(raw_thread) if raw_thread is not None else None
-    return Identity(run_id, thread_id, raw_run is not None)
+    return Identity(run_id, thread_id, raw_run is not None, resolve_namespace(config))
+
+
+def resolve_namespace(config: Mapping[str, Any] | None) -> str:
+    """The namespace a config names (top level or under ``configurable``; ``"default"``
+    when neither does).
+
+    Raises:
+        InvalidConfigError: it is malformed, or the two places disagree.
+    """
+    config = check_config(config)
+    top = config.get("namespace")
+    configurable = config.get("configurable") or {}
+    nested = configurable.get("namespace")
+    if top is not None and nested is not None and top != nested:
+        raise InvalidConfigError(
+            f"namespace given twice with different values: {top!r} (top level) and "
+            f"{nested!r} (configurable)"
+        )
+    raw = top if top is not None else nested
+    if raw is None:
+        return DEFAULT_NAMESPACE
+    if raw == DEFAULT_NAMESPACE:
+        return DEFAULT_NAMESPACE
+    return validate_namespace(raw)
 
 
 def resolve_durability(value: Any, default: Durability) -> Durability:

@@ -48,6 +48,7 @@ class RunnableConfig(TypedDict, total=False):
 
     run_id: str
     thread_id: str
+    namespace: str
     configurable: dict[str, Any]
     recursion_limit: int
     tags: list[str]

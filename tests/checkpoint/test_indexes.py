@@ -112,9 +112,10 @@ def test_sqlite_lists_a_threads_executions_by_key_and_a_runs_by_index(tmp_path: 
     store.setup()
     _fill(store)
     conn = store._thread_conn()
-    by_thread = _plan(conn, "SELECT * FROM executions WHERE thread_id = ?", ("t1",))
-    by_run = _plan(conn, "SELECT * FROM executions WHERE run_id = ?", ("r1",))
-    assert "USING PRIMARY KEY (thread_id=?)" in by_thread, by_thread
+    key = "SELECT * FROM executions WHERE namespace = ? AND"
+    by_thread = _plan(conn, f"{key} thread_id = ?", ("default", "t1"))
+    by_run = _plan(conn, f"{key} run_id = ?", ("default", "r1"))
+    assert "USING PRIMARY KEY (namespace=? AND thread_id=?)" in by_thread, by_thread
     assert "executions_run" in by_run, by_run
     indexes = {
         r[0]

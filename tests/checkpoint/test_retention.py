@@ -326,3 +326,62 @@ def test_an_import_under_a_new_id_reseals_with_the_current_key(make_store):
     assert only_new.get_state({"thread_id": "t2"}).values["n"] == 12
     assert only_new.get_run("r1").output["n"] == 12
     assert all(e.outputs is not None for e in only_new.list_executions("r1"))
+
+
+def _with_subgraph(calls: dict[str, int]):
+    """p1 -> sub (s1 -> s2, which asks) -> p2; ``calls`` counts the node runs."""
+
+    class Log(TypedDict):
+        log: Annotated[list, operator.add]
+
+    def node(name, asks=False):
+        def run(state):
+            calls[name] = calls.get(name, 0) + 1
+            return {"log": [f"{name}:{interrupt('ok?')}" if asks else name]}
+
+        return run
+
+    sub = StateGraph(Log)
+    sub.add_node("s1", node("s1"))
+    sub.add_node("s2", node("s2", asks=True))
+    sub.add_edge(START, "s1")
+    sub.add_edge("s1", "s2")
+    top = StateGraph(Log)
+    top.add_node("p1", node("p1"))
+    top.add_node("sub", sub.compile())
+    top.add_node("p2", node("p2"))
+    top.add_edge(START, "p1")
+    top.add_edge("p1", "sub")
+    top.add_edge("sub", "p2")
+    return top
+
+
+def test_a_subgraphs_checkpoints_travel_with_its_thread(make_store):
+    from threadloom.types import Command
+
+    calls: dict[str, int] = {}
+    source = make_store()
+    graph = _with_subgraph(calls).compile(checkpointer=source, durability="sync")
+    config = {"thread_id": "t", "namespace": "tenant-a"}
+    graph.invoke({"log": []}, config)
+    subgraph_ns = [ns for ns in source.list_checkpoint_namespaces("t", namespace="tenant-a")
+                   if ns]
+    assert len(subgraph_ns) == 1
+    data = json.loads(json.dumps(export_thread(source, "t", namespace="tenant-a")))
+    assert [s["checkpoint_ns"] for s in data["subgraphs"]] == subgraph_ns
+
+    target = InMemorySaver()
+    import_thread(target, data)  # its own id and namespace: an exact copy
+    assert target.list_checkpoint_namespaces("t", namespace="tenant-a") == [""] + subgraph_ns
+    moved = _with_subgraph(calls).compile(checkpointer=target, durability="sync")
+    (task,) = moved.get_state(config, subgraphs=True).tasks
+    assert task.state is not None and task.state.values == {"log": ["p1", "s1"]}
+    before = dict(calls)
+    out = moved.invoke(Command(resume="yes"), config)
+    assert calls["s1"] == before["s1"]  # resumed inside the subgraph: s1 did not run again
+    assert out == graph.invoke(Command(resume="yes"), config)  # as the original resumes
+    assert "s2:yes" in out["log"]
+
+    copy = InMemorySaver()  # under a new id the subgraph's checkpoints are left out
+    import_thread(copy, data, thread_id="t-copy")
+    assert copy.list_checkpoint_namespaces("t-copy", namespace="tenant-a") == [""]

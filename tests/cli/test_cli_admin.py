@@ -182,10 +182,10 @@ def test_runs_cancel_and_retry_go_through_the_queue(history, capsys):
     assert run_cli(capsys, "runs", "retry", "fail-r", "--db", history)[0] == 0
     store = open_store(history)
     try:
-        assert store.get_run("fail-r").status == "pending"  # ns
+        assert store.get_run("fail-r").status == "pending"
         queued = store.get_queued("default", "fail-r")
         assert queued.status == "queued" and json.loads(queued.payload)["resume"] is True
-        assert store.get_run("queued-r").status == "cancelled"  # ns
+        assert store.get_run("queued-r").status == "cancelled"
     finally:
         store.close()
 
@@ -202,7 +202,7 @@ def test_runs_resume_answers_the_interrupt_in_a_new_run_on_the_thread(history, c
     assert code == 1 and err.startswith("threadloom: error: --value is not JSON")
     store = open_store(history)
     try:
-        record = store.get_run(new_id)  # ns
+        record = store.get_run(new_id)
         assert (record.thread_id, record.graph, record.status) == ("review-t", "review",
                                                                    "pending")
         assert record.metadata["resumes"] == "review-r"

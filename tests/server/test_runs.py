@@ -353,9 +353,12 @@ def test_runs_of_another_namespace_are_404_and_a_viewer_cannot_create(server, cl
         stranger.runs.get(thread_id, run["run_id"])
     with pytest.raises(NotFoundError):
         stranger.runs.list(thread_id)
-    with pytest.raises(NotFoundError):  # not even with if_not_exists: it is not theirs
-        stranger.runs.create(thread_id, "seed_loop", input={"step": 0},
-                             if_not_exists="create")
+    # the same thread id in their namespace is a thread of their own, not this one
+    theirs = stranger.runs.wait(thread_id, "seed_loop", input={"step": 1, "done": False},
+                                if_not_exists="create")
+    assert theirs == {"step": 3, "done": True}
+    assert [r["run_id"] for r in stranger.runs.list(thread_id)] != [run["run_id"]]
+    assert [r["run_id"] for r in client.runs.list(thread_id)] == [run["run_id"]]
     _, viewer_key = create_key(server.open_store(), "default", "viewer")
     viewer = server.sdk(viewer_key)
     assert viewer.runs.get(thread_id, run["run_id"])["status"] == "success"

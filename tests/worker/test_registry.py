@@ -94,7 +94,7 @@ def test_module_attr_and_file_attr_are_bound_to_the_store_under_their_names(proj
         assert graph.checkpointer is store
         assert graph.name == name
         assert graph.invoke({"n": 1}, {"thread_id": f"t-{name}"}) == {"n": 12}
-    runs = store.list_runs(limit=10)  # ns
+    runs = store.list_runs(limit=10)
     assert sorted(r.graph for r in runs) == ["from_file", "plain"]
 
 
@@ -245,5 +245,5 @@ def test_the_cloud_seed_retries_its_transient_failures(store, monkeypatch):
     graph = load_graphs(None, store)["cloud"]
     assert graph.invoke({"step": 0}, {"thread_id": "c", "run_id": "cloud-1"}) == {
         "step": 3, "result": "Processed step 3"}
-    retried = [e for e in store.list_executions(run_id="cloud-1") if e.node == "worker"]  # ns
+    retried = [e for e in store.list_executions(run_id="cloud-1") if e.node == "worker"]
     assert [e.attempt for e in retried] == [3, 3, 3]

@@ -30,6 +30,7 @@ from threadloom.checkpoint._rows import run_record as _run_record
 from threadloom.checkpoint._rows import thread_record as _thread_record
 from threadloom.checkpoint.base import (
     ANY_HEAD,
+    DEFAULT_NAMESPACE,
     BlobRecord,
     CheckpointRecord,
     Commit,
@@ -55,6 +56,50 @@ from threadloom.errors import (
 # operators can query them.
 
 _TEXT = 'TEXT COLLATE "C"'
+
+_DEFAULT = f"'{DEFAULT_NAMESPACE}'"
+
+
+def _rekey(table: str, key: str) -> tuple[str, ...]:
+    """Statements giving ``table`` a namespace column ("default" for the rows it has) and
+    the primary key ``(namespace, key)``."""
+    return (
+        f"ALTER TABLE {{s}}.{table} ADD COLUMN namespace {_TEXT} NOT NULL DEFAULT {_DEFAULT}",
+        f"ALTER TABLE {{s}}.{table} ALTER COLUMN namespace DROP DEFAULT",
+        f"ALTER TABLE {{s}}.{table} DROP CONSTRAINT {table}_pkey",
+        f"ALTER TABLE {{s}}.{table} ADD PRIMARY KEY (namespace, {key})",
+    )
+
+
+def _move(table: str, key: str) -> tuple[str, ...]:
+    """Statements moving every row of ``table`` (which has a namespace column) into
+    "default" and keying it by ``(namespace, key)``."""
+    return (
+        f"UPDATE {{s}}.{table} SET namespace = {_DEFAULT} WHERE namespace <> {_DEFAULT}",
+        f"ALTER TABLE {{s}}.{table} DROP CONSTRAINT {table}_pkey",
+        f"ALTER TABLE {{s}}.{table} ADD PRIMARY KEY (namespace, {key})",
+    )
+
+
+_NAMESPACE_MIGRATION: tuple[str, ...] = (
+    *_move("threads", "thread_id"),
+    "ALTER TABLE {s}.threads DROP COLUMN namespace_set",
+    "DROP INDEX {s}.threads_namespace",
+    *_rekey("heads", "thread_id, checkpoint_ns"),
+    *_rekey("checkpoints", "thread_id, checkpoint_ns, seq"),
+    *_rekey("blobs", "thread_id, checkpoint_ns, channel, version"),
+    *_rekey("writes", "thread_id, checkpoint_ns, seq, task_id, channel, idx"),
+    *_move("runs", "run_id"),
+    "DROP INDEX {s}.runs_thread",
+    "DROP INDEX {s}.runs_status",
+    "DROP INDEX {s}.runs_graph",
+    "CREATE INDEX runs_thread ON {s}.runs (namespace, thread_id, created_at)",
+    "CREATE INDEX runs_status ON {s}.runs (namespace, status, created_at)",
+    "CREATE INDEX runs_graph ON {s}.runs (namespace, graph, created_at)",
+    *_move("executions", "thread_id, id"),
+    "DROP INDEX {s}.executions_run",
+    "CREATE INDEX executions_run ON {s}.executions (namespace, run_id)",
+)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
@@ -161,6 +206,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 6: the runtime's tables: run queue, run events, workers, API keys (_queue_schema).
     POSTGRES_MIGRATION,
+    # 7: namespaces. Every key starts with the namespace, so two namespaces hold the same
+    # thread and run ids; every existing record moves into "default" (ids were unique across
+    # the schema, so nothing collides). A thread's namespace is its key now, not a column the
+    # first commit sets: namespace_set goes, and so does the namespace index (the key's
+    # prefix). The lease-token sequence stays one for the schema: never reissued per
+    # (namespace, thread) either.
+    _NAMESPACE_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -180,6 +232,8 @@ THREAD_COLS = (
     "lease_expires_at"
 )
 WRITE_COLS = "thread_id, checkpoint_ns, seq, task_id, channel, idx, data"
+# the keys of a thread's rows; the commit statement's $2 is the namespace and $1 the thread
+_THREAD_KEY = "namespace = %s AND thread_id = %s"
 FINISHED = ("succeeded", "failed", "cancelled")
 BLOB_UNION = 16  # channels read by one UNION ALL statement
 TABLES = ("threads", "heads", "checkpoints", "blobs", "writes", "runs", "executions")
@@ -232,10 +286,10 @@ class Statements:
         # SET list is computed only for a row that passed the WHERE).
         token = f"nextval('{s}.lease_tokens')"
         self.acquire = (
-            f"INSERT INTO {s}.threads AS t (thread_id, namespace, namespace_set, created_at,"
+            f"INSERT INTO {s}.threads AS t (namespace, thread_id, created_at,"
             " updated_at, lease_owner, lease_token, lease_expires_at)"
-            " VALUES (%(thread_id)s, %(namespace)s, false, %(now)s, %(now)s, %(owner)s,"
-            f" {token}, %(expires)s) ON CONFLICT (thread_id) DO UPDATE SET"
+            " VALUES (%(namespace)s, %(thread_id)s, %(now)s, %(now)s, %(owner)s,"
+            f" {token}, %(expires)s) ON CONFLICT (namespace, thread_id) DO UPDATE SET"
             " lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,"
             " lease_token = CASE WHEN t.lease_owner IS NOT NULL AND t.lease_expires_at > %(now)s"
             f" THEN t.lease_token ELSE {token} END"
@@ -243,21 +297,21 @@ class Statements:
             " OR t.lease_owner = excluded.lease_owner"
             " RETURNING lease_token"
         )
-        self.lease_holder = f"SELECT lease_owner FROM {s}.threads WHERE thread_id = %s"
+        self.lease_holder = f"SELECT lease_owner FROM {s}.threads WHERE {_THREAD_KEY}"
         self.renew = (
-            f"UPDATE {s}.threads SET lease_expires_at = %s WHERE thread_id = %s"
+            f"UPDATE {s}.threads SET lease_expires_at = %s WHERE {_THREAD_KEY}"
             " AND lease_token = %s AND lease_owner IS NOT NULL"
         )
         self.release = (
             f"UPDATE {s}.threads SET lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE thread_id = %s AND lease_token = %s AND lease_owner IS NOT NULL"
+            f" WHERE {_THREAD_KEY} AND lease_token = %s AND lease_owner IS NOT NULL"
         )
         # The new owner repeating it (after a lost answer) keeps the token it got.
         self.takeover = (
             f"UPDATE {s}.threads SET lease_token = CASE WHEN lease_owner = %(owner)s"
             f" THEN lease_token ELSE {token} END, lease_owner = %(owner)s,"
-            " lease_expires_at = %(expires)s WHERE thread_id = %(thread_id)s"
-            " AND lease_owner IS NOT NULL"
+            " lease_expires_at = %(expires)s WHERE namespace = %(namespace)s"
+            " AND thread_id = %(thread_id)s AND lease_owner IS NOT NULL"
             " AND (lease_token = %(token)s OR lease_owner = %(owner)s) RETURNING lease_token"
         )
 
@@ -267,26 +321,22 @@ class Statements:
         # Creates or touches the thread row, which locks it until the transaction ends; the
         # lease columns it returns are the row's current ones.
         self._touch = (
-            f"INSERT INTO {s}.threads AS t"
-            " (thread_id, namespace, namespace_set, created_at, updated_at)"
-            " VALUES ($1, $2, true, $3, $3) ON CONFLICT (thread_id) DO UPDATE"
-            " SET updated_at = excluded.updated_at, namespace = CASE WHEN t.namespace_set"
-            " THEN t.namespace ELSE excluded.namespace END, namespace_set = true"
-            " RETURNING lease_owner, lease_token"
+            f"INSERT INTO {s}.threads AS t (namespace, thread_id, created_at, updated_at)"
+            " VALUES ($2, $1, $3, $3) ON CONFLICT (namespace, thread_id) DO UPDATE"
+            " SET updated_at = excluded.updated_at RETURNING lease_owner, lease_token"
         )
         # The head compare-and-set, by kind (see HEAD_*), with and without a new checkpoint
         # ($7): an UPDATE or an upsert's WHERE is evaluated on the row's current version,
         # so a writer that lost a race finds the winner's head, not its own snapshot's.
-        key = "thread_id = $1 AND checkpoint_ns = $5"
+        key = "namespace = $2 AND thread_id = $1 AND checkpoint_ns = $5"
+        heads = f"INSERT INTO {s}.heads AS h (namespace, thread_id, checkpoint_ns, seq)"
+        conflict = " ON CONFLICT (namespace, thread_id, checkpoint_ns)"
         self._heads: dict[tuple[int, bool], str] = {
-            (HEAD_ANY, True): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, $7)"
-            " ON CONFLICT (thread_id, checkpoint_ns)"
+            (HEAD_ANY, True): f"{heads} VALUES ($2, $1, $5, $7){conflict}"
             " DO UPDATE SET seq = greatest(h.seq, excluded.seq)",
-            (HEAD_NONE, True): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, $7)"
-            " ON CONFLICT (thread_id, checkpoint_ns)"
+            (HEAD_NONE, True): f"{heads} VALUES ($2, $1, $5, $7){conflict}"
             " DO UPDATE SET seq = excluded.seq WHERE h.seq IS NULL RETURNING 1",
-            (HEAD_NONE, False): f"INSERT INTO {s}.heads AS h VALUES ($1, $5, NULL)"
-            " ON CONFLICT (thread_id, checkpoint_ns)"
+            (HEAD_NONE, False): f"{heads} VALUES ($2, $1, $5, NULL){conflict}"
             " DO UPDATE SET seq = h.seq WHERE h.seq IS NULL RETURNING 1",
             (HEAD_SEQ, True): f"UPDATE {s}.heads AS h SET seq = greatest(h.seq, $7)"
             f" WHERE {key} AND seq = $6 RETURNING 1",
@@ -305,11 +355,11 @@ class Statements:
             f" coalesce((SELECT seq::text FROM {s}.heads WHERE {key}), 'None'),"
             " coalesce($6::int8::text, 'None')))"
         )
-        # A run's thread, graph, namespace and created_at are fixed by its first record; the
-        # update applies only to a run of the same thread, so the row count reveals a conflict.
+        # A run's thread, graph and created_at are fixed by its first record; the update
+        # applies only to a run of the same thread, so the row count reveals a conflict.
         self._put_runs = (
             f"INSERT INTO {s}.runs AS r ({RUN_COLS}) VALUES {{}}"
-            " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
+            " ON CONFLICT (namespace, run_id) DO UPDATE SET status = excluded.status,"
             " input = excluded.input, output = excluded.output, error = excluded.error,"
             " durability = excluded.durability, updated_at = excluded.updated_at,"
             " started_at = excluded.started_at, ended_at = excluded.ended_at,"
@@ -319,24 +369,23 @@ class Statements:
         )
         # An existing seq inserts nothing: no row reveals the conflict.
         self._insert_checkpoint = (
-            f"INSERT INTO {s}.checkpoints VALUES ($1, $5, $7, {{}}) ON CONFLICT DO NOTHING"
-            " RETURNING 1"
+            f"INSERT INTO {s}.checkpoints (namespace, thread_id, checkpoint_ns, seq, {CP_COLS[5:]})"
+            " VALUES ($2, $1, $5, $7, {}) ON CONFLICT DO NOTHING RETURNING 1"
         )
         self._put_blobs = (
-            f"INSERT INTO {s}.blobs VALUES {{}}"
-            " ON CONFLICT (thread_id, checkpoint_ns, channel, version)"
+            f"INSERT INTO {s}.blobs (namespace, thread_id, checkpoint_ns, channel, version, prev,"
+            " data) VALUES {} ON CONFLICT (namespace, thread_id, checkpoint_ns, channel, version)"
             " DO UPDATE SET prev = excluded.prev, data = excluded.data"
         )
         self._put_writes = (
-            f"INSERT INTO {s}.writes VALUES {{}}"
-            " ON CONFLICT (thread_id, checkpoint_ns, seq, task_id, channel, idx)"
+            f"INSERT INTO {s}.writes (namespace, {WRITE_COLS}) VALUES {{}}"
+            " ON CONFLICT (namespace, thread_id, checkpoint_ns, seq, task_id, channel, idx)"
             " DO UPDATE SET data = excluded.data"
         )
-        # An execution is keyed by its commit's thread; its namespace is fixed by its first
-        # record.
+        # An execution is keyed by its commit's namespace and thread.
         self._put_executions = (
             f"INSERT INTO {s}.executions AS e ({EXEC_COLS}) VALUES {{}}"
-            " ON CONFLICT (thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
+            " ON CONFLICT (namespace, thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
             " graph = excluded.graph,"
             " node = excluded.node, step = excluded.step, status = excluded.status,"
             " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
@@ -346,27 +395,26 @@ class Statements:
         )
 
         # -- reads -----------------------------------------------------------------------------
-        self.latest = (
-            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
-            " ORDER BY seq DESC LIMIT 1"
-        )
-        self.checkpoint = (
-            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
-            " AND seq = %s"
-        )
         self.list_checkpoints = (
-            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE {_THREAD_KEY} AND checkpoint_ns = %s"
         )
+        self.latest = f"{self.list_checkpoints} ORDER BY seq DESC LIMIT 1"
+        self.checkpoint_namespaces = (
+            f"SELECT DISTINCT checkpoint_ns FROM {s}.checkpoints WHERE {_THREAD_KEY}"
+            " ORDER BY checkpoint_ns"
+        )
+        self.checkpoint = f"{self.list_checkpoints} AND seq = %s"
         # Up to BLOB_UNION channels: one index range scan per channel, UNION ALL'ed (the
         # statement of each count built once). More: the same through LATERAL, kept a
         # subquery by OFFSET 0 so that the channels drive the scans whatever the statistics.
         self._blob_range = (
-            f"SELECT channel, version, prev, data FROM {s}.blobs WHERE thread_id = $1"
-            " AND checkpoint_ns = $2 AND channel = ${} AND version BETWEEN ${} AND ${}"
+            f"SELECT channel, version, prev, data FROM {s}.blobs WHERE namespace = $1"
+            " AND thread_id = $2 AND checkpoint_ns = $3 AND channel = ${}"
+            " AND version BETWEEN ${} AND ${}"
         )
         self.blobs_union: list[bytes] = [
             " UNION ALL ".join(
-                self._blob_range.format(3 + 3 * i, 4 + 3 * i, 5 + 3 * i) for i in range(n)
+                self._blob_range.format(4 + 3 * i, 5 + 3 * i, 6 + 3 * i) for i in range(n)
             ).encode()
             for n in range(BLOB_UNION + 1)
         ]
@@ -374,23 +422,23 @@ class Statements:
             "SELECT b.channel, b.version, b.prev, b.data"
             " FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS w(channel, lo, hi),"
             f" LATERAL (SELECT channel, version, prev, data FROM {s}.blobs"
-            ' WHERE thread_id = %s AND checkpoint_ns = %s AND channel = w.channel COLLATE "C"'
+            f' WHERE {_THREAD_KEY} AND checkpoint_ns = %s AND channel = w.channel COLLATE "C"'
             " AND version BETWEEN w.lo AND w.hi OFFSET 0) AS b"
         )
         self.writes = (
             f"SELECT {WRITE_COLS} FROM {s}.writes"
-            " WHERE thread_id = %s AND checkpoint_ns = %s AND seq = %s"
+            f" WHERE {_THREAD_KEY} AND checkpoint_ns = %s AND seq = %s"
             " ORDER BY task_id, channel, idx"
         )
         self.task_writes = (
             f"SELECT {WRITE_COLS} FROM {s}.writes"
-            " WHERE thread_id = %s AND checkpoint_ns = %s AND seq = %s AND task_id = %s"
+            f" WHERE {_THREAD_KEY} AND checkpoint_ns = %s AND seq = %s AND task_id = %s"
             " ORDER BY channel, idx"
         )
-        self.run = f"SELECT {RUN_COLS} FROM {s}.runs WHERE run_id = %s"
+        self.run = f"SELECT {RUN_COLS} FROM {s}.runs WHERE namespace = %s AND run_id = %s"
         self.list_runs = f"SELECT {RUN_COLS} FROM {s}.runs"
         self.list_executions = f"SELECT {EXEC_COLS} FROM {s}.executions"
-        self.thread = f"SELECT {THREAD_COLS} FROM {s}.threads WHERE thread_id = %s"
+        self.thread = f"SELECT {THREAD_COLS} FROM {s}.threads WHERE {_THREAD_KEY}"
         self.list_threads = f"SELECT {THREAD_COLS} FROM {s}.threads"
         self.update_thread = (
             f"UPDATE {s}.threads SET metadata = %s::jsonb, updated_at = greatest(updated_at, %s)"
@@ -402,28 +450,31 @@ class Statements:
         self.delete_thread = (
             "WITH "
             + ", ".join(
-                f"{table[0]} AS (DELETE FROM {s}.{table} WHERE thread_id = %(thread_id)s)"
+                f"{table[0]} AS (DELETE FROM {s}.{table} WHERE namespace = %(namespace)s"
+                " AND thread_id = %(thread_id)s)"
                 for table in TABLES
             )
             + " SELECT 1"
         )
-        self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"
+        self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE {_THREAD_KEY} FOR UPDATE"
         self.kept_checkpoints = (
-            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = ''"
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE {_THREAD_KEY} AND checkpoint_ns = ''"
             " ORDER BY seq DESC LIMIT %s"
         )
         # Deletes the checkpoints below the cutoff and the pending writes recorded against
         # them; returns how many checkpoints went.
         self.prune_checkpoints = (
-            f"WITH gone AS (DELETE FROM {s}.checkpoints WHERE thread_id = %(thread_id)s"
-            " AND checkpoint_ns = '' AND seq < %(cutoff)s RETURNING seq),"
-            f" w AS (DELETE FROM {s}.writes WHERE thread_id = %(thread_id)s"
+            f"WITH gone AS (DELETE FROM {s}.checkpoints WHERE namespace = %(namespace)s"
+            " AND thread_id = %(thread_id)s AND checkpoint_ns = '' AND seq < %(cutoff)s"
+            f" RETURNING seq), w AS (DELETE FROM {s}.writes WHERE namespace = %(namespace)s"
+            " AND thread_id = %(thread_id)s"
             " AND checkpoint_ns = '' AND seq IN (SELECT seq FROM gone))"
             " SELECT count(*) FROM gone"
         )
         # Blobs below their channel's floor, and every blob of a channel without one.
         self.prune_blobs = (
-            f"DELETE FROM {s}.blobs b WHERE b.thread_id = %s AND b.checkpoint_ns = ''"
+            f"DELETE FROM {s}.blobs b WHERE b.namespace = %s AND b.thread_id = %s"
+            " AND b.checkpoint_ns = ''"
             " AND b.version < coalesce((SELECT f.floor FROM unnest(%s::text[], %s::int8[])"
             ' AS f(channel, floor) WHERE f.channel = b.channel COLLATE "C"),'
             " 9223372036854775807)"
@@ -431,22 +482,24 @@ class Statements:
         self.delete_runs = (
             f"WITH doomed AS (DELETE FROM {s}.runs WHERE created_at < %s"
             " AND status = ANY(%s::text[]) AND (%s::text IS NULL OR namespace = %s)"
-            " RETURNING run_id),"
-            f" e AS (DELETE FROM {s}.executions WHERE run_id IN (SELECT run_id FROM doomed))"
+            " RETURNING namespace, run_id),"
+            f" e AS (DELETE FROM {s}.executions WHERE (namespace, run_id) IN"
+            " (SELECT namespace, run_id FROM doomed))"
             " SELECT count(*) FROM doomed"
         )
 
     # -- reads with filters ------------------------------------------------------------------
 
     def select_checkpoint(
-        self, thread_id: str, checkpoint_ns: str, seq: int | None
+        self, namespace: str, thread_id: str, checkpoint_ns: str, seq: int | None
     ) -> tuple[str, tuple[Any, ...]]:
         if seq is None:
-            return self.latest, (thread_id, checkpoint_ns)
-        return self.checkpoint, (thread_id, checkpoint_ns, seq)
+            return self.latest, (namespace, thread_id, checkpoint_ns)
+        return self.checkpoint, (namespace, thread_id, checkpoint_ns, seq)
 
     def select_checkpoints(
         self,
+        namespace: str,
         thread_id: str,
         checkpoint_ns: str,
         before: int | None,
@@ -458,21 +511,28 @@ class Statements:
             ("seq < %s", before), ("run_id = %s", run_id), ("source = %s", source)
         )
         sql = self.list_checkpoints + clause.replace(" WHERE ", " AND ", 1)
-        return sql + " ORDER BY seq DESC LIMIT %s", (thread_id, checkpoint_ns, *params, limit)
+        return sql + " ORDER BY seq DESC LIMIT %s", (
+            namespace, thread_id, checkpoint_ns, *params, limit
+        )
 
     def select_blobs(
-        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+        self,
+        namespace: str,
+        thread_id: str,
+        checkpoint_ns: str,
+        wants: Mapping[str, tuple[int, int]],
     ) -> tuple[str | bytes, list[Any], bool]:
         """The query of ``get_blobs``, its parameters, and whether it is a raw (``$n``) one."""
         if len(wants) <= BLOB_UNION:
-            params: list[Any] = [thread_id, checkpoint_ns]
+            params: list[Any] = [namespace, thread_id, checkpoint_ns]
             for channel, (base, version) in wants.items():
                 params += (channel, base, version)
             return self.blobs_union[len(wants)], params, True
         channels = list(wants)
         lows = [wants[ch][0] for ch in channels]
         highs = [wants[ch][1] for ch in channels]
-        return self.blobs_lateral, [channels, lows, highs, thread_id, checkpoint_ns], False
+        params = [channels, lows, highs, namespace, thread_id, checkpoint_ns]
+        return self.blobs_lateral, params, False
 
     def select_runs(
         self,
@@ -486,10 +546,10 @@ class Statements:
         offset: int,
     ) -> tuple[str, tuple[Any, ...]]:
         clause, params = where_clause(
+            ("namespace = %s", namespace),
             ("thread_id = %s", thread_id),
             ("status = %s", status),
             ("graph = %s", graph),
-            ("namespace = %s", namespace),
             ("created_at >= %s", created_after),
             ("created_at < %s", created_before),
         )
@@ -506,9 +566,9 @@ class Statements:
         offset: int,
     ) -> tuple[str, tuple[Any, ...]]:
         clause, params = where_clause(
+            ("namespace = %s", namespace),
             ("run_id = %s", run_id),
             ("thread_id = %s", thread_id),
-            ("namespace = %s", namespace),
             ("status = %s", status),
             status=status,
         )
@@ -559,7 +619,7 @@ class Statements:
             cp.seq if cp is not None else None,  # $7
         ]
         runs, foreign = _merge_runs(c.runs)
-        for row in run_rows(runs):
+        for row in run_rows(runs, c.namespace):
             params += nul_free_run_row(row)
         progress = c.progress
         if progress is not None:
@@ -582,7 +642,7 @@ class Statements:
             params += key
             params.append(data)
         executions = _merge_executions(c.executions)
-        for row in execution_rows(executions, c.thread_id):
+        for row in execution_rows(executions, c.thread_id, c.namespace):
             params += nul_free_execution_row(row)
         mismatch = cp is not None and cp.thread_id != c.thread_id
         if runs:
@@ -653,14 +713,15 @@ class Statements:
         if progress:  # counters only: no indexed column changes (a HOT update)
             ctes.append(
                 f"u AS (UPDATE {s}.runs SET steps = {param()}, executions = {param()},"
-                f" updated_at = {param()} WHERE run_id = {param()} AND thread_id = $1)"
+                f" updated_at = {param()} WHERE namespace = $2 AND run_id = {param()}"
+                " AND thread_id = $1)"
             )
         if checkpoint:
             ctes.append(f"c AS ({self._insert_checkpoint.format(rows(9, 1)[1:-1])})")
         if blobs:
-            ctes.append(f"b AS ({self._put_blobs.format(rows(4, blobs, '$1, $5, '))})")
+            ctes.append(f"b AS ({self._put_blobs.format(rows(4, blobs, '$2, $1, $5, '))})")
         if writes:
-            ctes.append(f"w AS ({self._put_writes.format(rows(7, writes))})")
+            ctes.append(f"w AS ({self._put_writes.format(rows(7, writes, '$2, '))})")
         if executions:
             ctes.append(f"e AS ({self._put_executions.format(rows(18, executions))})")
         if foreign:  # two records of one run in the commit name different threads

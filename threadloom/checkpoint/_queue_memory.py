@@ -66,12 +66,12 @@ class MemoryQueue:
 
     if TYPE_CHECKING:  # the store's own state, used here
         _lock: threading.RLock
-        _runs: dict[str, RunRecord]
-        _checkpoints: dict[tuple[str, str], dict[int, CheckpointRecord]]
-        _heads: dict[tuple[str, str], int]
-        _blobs: dict[tuple[str, str, str], dict[int, BlobRecord]]
-        _writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]]
-        _executions: dict[tuple[str, str], ExecutionRecord]
+        _runs: dict[tuple[str, str], RunRecord]
+        _checkpoints: dict[tuple[str, str, str], dict[int, CheckpointRecord]]
+        _heads: dict[tuple[str, str, str], int]
+        _blobs: dict[tuple[str, str, str, str], dict[int, BlobRecord]]
+        _writes: dict[tuple[str, str, str, int], dict[tuple[str, str, int], WriteRecord]]
+        _executions: dict[tuple[str, str, str], ExecutionRecord]
 
         def _check_open(self) -> None: ...
         def commit(self, commits: Sequence[Commit]) -> None: ...
@@ -111,8 +111,7 @@ class MemoryQueue:
     # -- the queue ------------------------------------------------------------------------
 
     def _run_record(self, namespace: str, run_id: str) -> RunRecord | None:
-        run = self._runs.get(run_id)  # ns: key by (namespace, run_id)
-        return run if run is not None and run.namespace == namespace else None
+        return self._runs.get((namespace, run_id))
 
     def _active(self, namespace: str, thread_id: str) -> list[QueuedRun]:
         active = []
@@ -143,7 +142,7 @@ class MemoryQueue:
             record, row = check_enqueue(record, run, strategy, now)
             key = (row.namespace, row.run_id)
             thread = (row.namespace, row.thread_id)
-            taken = self._runs.get(row.run_id) is not None  # ns
+            taken = self._runs.get(key) is not None
             old = self._queue.get(key)
             if old is not None and old.status == "done" and not taken:
                 del self._queue[key]  # left by a deleted run (thread deleted, retention)
@@ -191,7 +190,8 @@ class MemoryQueue:
                 available_at=available_at, created_at=created, status="queued", worker=None,
                 claim_expires=None, cancel=None, finished_at=None,
             )  # fmt: skip
-            self._runs[run_id] = replace(record, status="pending", updated_at=now, ended_at=None)
+            self._runs[(namespace, run_id)] = replace(record, status="pending", updated_at=now,
+                                                      ended_at=None)
             self._queue[key] = row
             result = replace(row)
         self.signals().publish(WORK, "")
@@ -295,7 +295,7 @@ class MemoryQueue:
             row.available_at = now + delay
             record = self._run_record(claim.namespace, claim.run_id)
             if record is not None and record.status in HANDED_BACK_STATUSES:
-                self._runs[claim.run_id] = replace(  # ns: key by (namespace, run_id)
+                self._runs[(claim.namespace, claim.run_id)] = replace(
                     record, status="pending", updated_at=now, ended_at=None)
         self.signals().publish(WORK, "")
         return True
@@ -331,7 +331,7 @@ class MemoryQueue:
             row.finished_at = now
             record = self._run_record(row.namespace, row.run_id)
             if record is not None:
-                self._runs[row.run_id] = replace(  # ns
+                self._runs[(row.namespace, row.run_id)] = replace(
                     record, status="cancelled", updated_at=now, ended_at=now
                 )
             self._append(row.namespace, row.run_id, [END_EVENT], now)
@@ -359,9 +359,9 @@ class MemoryQueue:
             self._events.pop((namespace, run_id), None)
             if record is None:
                 return False
-            del self._runs[run_id]  # ns
+            del self._runs[(namespace, run_id)]
             for key in [k for k, e in self._executions.items()
-                        if k[0] == record.thread_id and e.run_id == run_id]:  # ns: thread keys
+                        if k[:2] == (namespace, record.thread_id) and e.run_id == run_id]:
                 del self._executions[key]
             return True
 
@@ -373,35 +373,35 @@ class MemoryQueue:
         if thread_id is None:
             return
         if record is not None:
-            del self._runs[run_id]  # ns
+            del self._runs[(namespace, run_id)]
         for key in [k for k, e in self._executions.items()
-                    if k[0] == thread_id and e.run_id == run_id]:  # ns: thread keys
+                    if k[:2] == (namespace, thread_id) and e.run_id == run_id]:
             del self._executions[key]
-        for (tid, cp_ns), by_seq in list(self._checkpoints.items()):
-            if tid != thread_id:  # ns: thread keys
+        for (space, tid, cp_ns), by_seq in list(self._checkpoints.items()):
+            if (space, tid) != (namespace, thread_id):
                 continue
             doomed = sorted(seq for seq, cp in by_seq.items() if cp.run_id == run_id)
             if not doomed:
                 continue
             for seq in doomed:
                 del by_seq[seq]
-                self._writes.pop((tid, cp_ns, seq), None)
+                self._writes.pop((space, tid, cp_ns, seq), None)
             gone = set(doomed)
             candidates = [
                 (channel, version)
-                for (t, n, channel), versions in self._blobs.items()
-                if t == tid and n == cp_ns
+                for (sp, t, n, channel), versions in self._blobs.items()
+                if (sp, t, n) == (space, tid, cp_ns)
                 for version in versions
                 if version in gone
             ]
             later = [cp for seq, cp in by_seq.items() if seq > doomed[0]]
             for channel, version in doomed_blobs(candidates, later):
-                self._blobs[(tid, cp_ns, channel)].pop(version, None)
+                self._blobs[(space, tid, cp_ns, channel)].pop(version, None)
             if by_seq:
-                self._heads[(tid, cp_ns)] = max(by_seq)
+                self._heads[(space, tid, cp_ns)] = max(by_seq)
             else:
-                del self._checkpoints[(tid, cp_ns)]
-                self._heads.pop((tid, cp_ns), None)
+                del self._checkpoints[(space, tid, cp_ns)]
+                self._heads.pop((space, tid, cp_ns), None)
 
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""

@@ -153,7 +153,7 @@ class QueueStatements:
         # find it), whether the run id is taken, and the thread's latest open row.
         self.probe = (
             f"SELECT q.thread_id, q.graph, q.payload, q.status, EXISTS (SELECT FROM {s}.runs"
-            " WHERE run_id = %(run_id)s),"  # ns: AND namespace = %(ns)s
+            " WHERE run_id = %(run_id)s AND namespace = %(ns)s),"
             f" (SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %(ns)s"
             " AND thread_id = %(thread_id)s AND status <> 'done')"
             f" FROM (SELECT) AS one LEFT JOIN {s}.run_queue q ON q.namespace = %(ns)s"
@@ -236,7 +236,7 @@ class QueueStatements:
             f"UPDATE {s}.run_queue SET status = 'done', claim_expires = NULL, finished_at = %s"
             " WHERE namespace = %s AND run_id = %s"
         )
-        self.cancel_run = (  # ns: the run is keyed by (namespace, run_id)
+        self.cancel_run = (
             f"UPDATE {s}.runs SET status = 'cancelled', updated_at = %s, ended_at = %s"
             " WHERE run_id = %s AND namespace = %s"
         )
@@ -244,36 +244,41 @@ class QueueStatements:
         self.depth, self.depth_in = depth, depth + " AND namespace = %s"
 
         # -- rollback -----------------------------------------------------------------------
-        # ns: threads, checkpoints, writes, blobs, heads and executions are keyed by
-        # (namespace, thread_id) once namespaced: each statement below gains the namespace.
-        self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE thread_id = %s FOR UPDATE"  # ns
-        self.run_checkpoints = (  # ns: the thread is keyed by namespace too
-            f"SELECT checkpoint_ns, seq FROM {s}.checkpoints WHERE thread_id = %s"
-            " AND run_id = %s ORDER BY seq"
+        # threads, checkpoints, writes, blobs, heads and executions are keyed by
+        # (namespace, thread_id): every statement below starts with both.
+        self.lock_thread = (
+            f"SELECT 1 FROM {s}.threads WHERE namespace = %s AND thread_id = %s FOR UPDATE"
         )
-        where = "thread_id = %s AND checkpoint_ns = %s AND seq = ANY(%s::int8[])"
+        self.run_checkpoints = (
+            f"SELECT checkpoint_ns, seq FROM {s}.checkpoints WHERE namespace = %s"
+            " AND thread_id = %s AND run_id = %s ORDER BY seq"
+        )
+        where = ("namespace = %s AND thread_id = %s AND checkpoint_ns = %s"
+                 " AND seq = ANY(%s::int8[])")
         self.drop_writes = f"DELETE FROM {s}.writes WHERE {where}"
         self.drop_checkpoints = f"DELETE FROM {s}.checkpoints WHERE {where}"
         self.candidate_blobs = (
-            f"SELECT channel, version FROM {s}.blobs WHERE thread_id = %s AND checkpoint_ns = %s"
-            " AND version = ANY(%s::int8[])"
+            f"SELECT channel, version FROM {s}.blobs WHERE namespace = %s AND thread_id = %s"
+            " AND checkpoint_ns = %s AND version = ANY(%s::int8[])"
         )
         self.later_checkpoints = (
-            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE thread_id = %s AND checkpoint_ns = %s"
-            " AND seq > %s"
+            f"SELECT {CP_COLS} FROM {s}.checkpoints WHERE namespace = %s AND thread_id = %s"
+            " AND checkpoint_ns = %s AND seq > %s"
         )
         self.drop_blobs = (
-            f"DELETE FROM {s}.blobs b WHERE b.thread_id = %s AND b.checkpoint_ns = %s"
+            f"DELETE FROM {s}.blobs b WHERE b.namespace = %s AND b.thread_id = %s"
+            " AND b.checkpoint_ns = %s"
             " AND (b.channel, b.version) IN (SELECT * FROM unnest(%s::text[], %s::int8[]))"
         )
         self.fix_heads = (
             f"UPDATE {s}.heads h SET seq = (SELECT max(seq) FROM {s}.checkpoints c"
-            " WHERE c.thread_id = h.thread_id AND c.checkpoint_ns = h.checkpoint_ns)"
-            " WHERE h.thread_id = %s AND h.checkpoint_ns = ANY(%s::text[])"
+            " WHERE c.namespace = h.namespace AND c.thread_id = h.thread_id"
+            " AND c.checkpoint_ns = h.checkpoint_ns)"
+            " WHERE h.namespace = %s AND h.thread_id = %s AND h.checkpoint_ns = ANY(%s::text[])"
         )
         self.drop_run = (
-            f"WITH e AS (DELETE FROM {s}.executions WHERE thread_id = %(thread_id)s"
-            " AND run_id = %(run_id)s),"
+            f"WITH e AS (DELETE FROM {s}.executions WHERE namespace = %(ns)s"
+            " AND thread_id = %(thread_id)s AND run_id = %(run_id)s),"
             f" r AS (DELETE FROM {s}.runs WHERE run_id = %(run_id)s AND namespace = %(ns)s),"
             f" v AS (DELETE FROM {s}.run_events WHERE namespace = %(ns)s"
             " AND run_id = %(run_id)s),"
@@ -636,26 +641,26 @@ class PostgresQueue:
         if thread_id is None:
             conn.execute(sql.drop_events, (namespace, run_id))
             return False
-        conn.execute(sql.lock_thread, (thread_id,))
+        conn.execute(sql.lock_thread, (namespace, thread_id))
         doomed: dict[str, list[int]] = {}
-        for cp_ns, seq in conn.execute(sql.run_checkpoints, (thread_id, run_id)):
+        for cp_ns, seq in conn.execute(sql.run_checkpoints, (namespace, thread_id, run_id)):
             doomed.setdefault(cp_ns, []).append(seq)
         for cp_ns, seqs in doomed.items():
-            key = (thread_id, cp_ns, seqs)
+            key = (namespace, thread_id, cp_ns, seqs)
             conn.execute(sql.drop_writes, key)
             conn.execute(sql.drop_checkpoints, key)
             candidates = conn.execute(sql.candidate_blobs, key).fetchall()
             later = [
                 checkpoint_record(thread_id, cp_ns, r)
                 for r in conn.cursor(binary=True).execute(
-                    sql.later_checkpoints, (thread_id, cp_ns, min(seqs)))
+                    sql.later_checkpoints, (namespace, thread_id, cp_ns, min(seqs)))
             ]  # fmt: skip
             gone = doomed_blobs(candidates, later)
             if gone:
-                conn.execute(sql.drop_blobs, (thread_id, cp_ns, [c for c, _ in gone],
-                                              [v for _, v in gone]))
+                conn.execute(sql.drop_blobs, (namespace, thread_id, cp_ns,
+                                              [c for c, _ in gone], [v for _, v in gone]))
         if doomed:
-            conn.execute(sql.fix_heads, (thread_id, list(doomed)))
+            conn.execute(sql.fix_heads, (namespace, thread_id, list(doomed)))
         params = {"thread_id": thread_id, "run_id": run_id, "ns": namespace}
         (queued,) = _one(conn, sql.drop_run, params)
         return bool(queued)

@@ -85,7 +85,7 @@ SQL_ACTIVE = (
     f" AND q.status <> 'done' AND (r.run_id IS NULL OR r.status IN {ACTIVE_RUN_STATUSES})"
     " ORDER BY q.created_at, q.run_id"
 )
-SQL_RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"  # ns: AND namespace = ?
+SQL_RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ? AND namespace = ?"
 SQL_RUN = "SELECT thread_id, graph FROM runs WHERE run_id = ? AND namespace = ?"
 # The claimable rows, oldest first: each is the oldest open row of its thread (so at most one
 # per thread), and no other row of its thread is held by an unexpired claim.
@@ -113,7 +113,7 @@ SQL_RELEASE = (
     "UPDATE run_queue SET status = 'queued', worker = NULL, claim_expires = NULL,"
     f" available_at = ? WHERE {_CURRENT}"
 )
-SQL_HANDED_BACK = (  # ns: the run is keyed by (namespace, run_id)
+SQL_HANDED_BACK = (
     "UPDATE runs SET status = 'pending', updated_at = ?, ended_at = NULL WHERE run_id = ?"
     f" AND namespace = ? AND status IN ({', '.join(repr(s) for s in HANDED_BACK_STATUSES)})"
 )
@@ -125,7 +125,7 @@ SQL_DONE = (
     "UPDATE run_queue SET status = 'done', claim_expires = NULL, finished_at = ?"
     " WHERE namespace = ? AND run_id = ?"
 )
-SQL_CANCEL_RUN = (  # ns: the run is keyed by (namespace, run_id)
+SQL_CANCEL_RUN = (
     "UPDATE runs SET status = 'cancelled', updated_at = ?, ended_at = ?"
     " WHERE run_id = ? AND namespace = ?"
 )
@@ -205,7 +205,7 @@ class SqliteQueue:
         def enqueue(conn: sqlite3.Connection) -> list[str]:
             sent.clear()
             now = time.time()
-            taken = conn.execute(SQL_RUN_EXISTS, (row.run_id,)).fetchone() is not None
+            taken = conn.execute(SQL_RUN_EXISTS, (row.run_id, row.namespace)).fetchone() is not None
             old = conn.execute(SQL_GET, (row.namespace, row.run_id)).fetchone()
             if old is not None and old[8] == "done" and not taken:
                 _forget(conn, row.namespace, row.run_id)  # a deleted run's row
@@ -257,7 +257,7 @@ class SqliteQueue:
             body = bytes(payload) if payload is not None else old[4] if old else b"{}"
             conn.execute(
                 "UPDATE runs SET status = 'pending', updated_at = ?, ended_at = NULL"
-                " WHERE run_id = ? AND namespace = ?",  # ns
+                " WHERE run_id = ? AND namespace = ?",
                 (now, run_id, namespace),
             )
             conn.execute(
@@ -560,21 +560,21 @@ def _rollback(conn: sqlite3.Connection, namespace: str, run_id: str) -> bool:
                      (namespace, run_id))
         return False
     doomed: dict[str, list[int]] = {}
-    for cp_ns, seq in conn.execute(  # ns: the thread is keyed by namespace too
-        "SELECT checkpoint_ns, seq FROM checkpoints WHERE thread_id = ? AND run_id = ?"
-        " ORDER BY seq", (thread_id, run_id),
+    for cp_ns, seq in conn.execute(
+        "SELECT checkpoint_ns, seq FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+        " AND run_id = ? ORDER BY seq", (namespace, thread_id, run_id),
     ):  # fmt: skip
         doomed.setdefault(cp_ns, []).append(seq)
     for cp_ns, seqs in doomed.items():
-        _drop_checkpoints(conn, thread_id, cp_ns, seqs)
+        _drop_checkpoints(conn, namespace, thread_id, cp_ns, seqs)
     _drop_run(conn, namespace, run_id, thread_id)
     return row is not None
 
 
 def _drop_run(conn: sqlite3.Connection, namespace: str, run_id: str, thread_id: str) -> None:
     """Delete a run's record, executions, events and queue row (not its checkpoints)."""
-    conn.execute("DELETE FROM executions WHERE thread_id = ? AND run_id = ?",
-                 (thread_id, run_id))  # ns: the thread is keyed by namespace too
+    conn.execute("DELETE FROM executions WHERE namespace = ? AND thread_id = ? AND run_id = ?",
+                 (namespace, thread_id, run_id))
     conn.execute("DELETE FROM runs WHERE run_id = ? AND namespace = ?", (run_id, namespace))
     conn.execute("DELETE FROM run_events WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
@@ -582,30 +582,29 @@ def _drop_run(conn: sqlite3.Connection, namespace: str, run_id: str, thread_id: 
                  (namespace, run_id))
 
 
-def _drop_checkpoints(conn: sqlite3.Connection, thread_id: str, cp_ns: str,
+def _drop_checkpoints(conn: sqlite3.Connection, namespace: str, thread_id: str, cp_ns: str,
                       seqs: list[int]) -> None:
-    """Delete checkpoints ``seqs`` of one namespace with their writes and the blobs they
-    wrote that no remaining checkpoint needs."""
-    # ns: checkpoints, writes and blobs are keyed by (namespace, thread_id) once namespaced
+    """Delete checkpoints ``seqs`` of one checkpoint namespace with their writes and the
+    blobs they wrote that no remaining checkpoint needs."""
     marks = ", ".join("?" * len(seqs))
-    key: tuple[Any, ...] = (thread_id, cp_ns, *seqs)
-    where = f"thread_id = ? AND checkpoint_ns = ? AND seq IN ({marks})"
+    key: tuple[Any, ...] = (namespace, thread_id, cp_ns, *seqs)
+    where = f"namespace = ? AND thread_id = ? AND checkpoint_ns = ? AND seq IN ({marks})"
     conn.execute(f"DELETE FROM writes WHERE {where}", key)
     conn.execute(f"DELETE FROM checkpoints WHERE {where}", key)
     candidates = conn.execute(
-        "SELECT channel, version FROM blobs WHERE thread_id = ? AND checkpoint_ns = ?"
-        f" AND version IN ({marks})", key,
+        "SELECT channel, version FROM blobs WHERE namespace = ? AND thread_id = ?"
+        f" AND checkpoint_ns = ? AND version IN ({marks})", key,
     ).fetchall()  # fmt: skip
     later = [
         checkpoint_record(thread_id, cp_ns, r)
         for r in conn.execute(
-            f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
-            " AND seq > ?", (thread_id, cp_ns, min(seqs)),
+            f"SELECT {CP_COLS} FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+            " AND checkpoint_ns = ? AND seq > ?", (namespace, thread_id, cp_ns, min(seqs)),
         )
     ]  # fmt: skip
     conn.executemany(
-        "DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ?"
-        " AND version = ?",
-        [(thread_id, cp_ns, channel, version)
+        "DELETE FROM blobs WHERE namespace = ? AND thread_id = ? AND checkpoint_ns = ?"
+        " AND channel = ? AND version = ?",
+        [(namespace, thread_id, cp_ns, channel, version)
          for channel, version in doomed_blobs(candidates, later)],
     )  # fmt: skip

@@ -121,19 +121,22 @@ def thread_record(row: Sequence[Any], metadata_is_text: bool = True) -> ThreadRe
         created_at=created_at,
         updated_at=updated_at,
         metadata=loads(metadata) if metadata_is_text else metadata,
-        lease=Lease(thread_id, owner, token, expires_at) if owner is not None else None,
+        lease=Lease(thread_id, owner, token, expires_at, namespace)
+        if owner is not None
+        else None,
     )
 
 
-def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
-    """Parameter rows of ``runs`` in ``run_record`` column order (metadata as JSON text).
+def run_rows(runs: Iterable[RunRecord], namespace: str) -> list[tuple[Any, ...]]:
+    """Parameter rows of ``runs`` in ``run_record`` column order (metadata as JSON text),
+    recorded in ``namespace`` (their commit's).
 
     Raises:
         TypeError, ValueError: some metadata is not JSON-serializable.
     """
     return [
         (
-            r.run_id, r.thread_id, r.graph, r.status, r.namespace, r.input, r.output, r.error,
+            r.run_id, r.thread_id, r.graph, r.status, namespace, r.input, r.output, r.error,
             r.durability, r.created_at, r.updated_at, r.started_at, r.ended_at, r.steps,
             r.executions, r.resumed_from, dumps(r.metadata) if r.metadata else "{}",
         )
@@ -142,13 +145,13 @@ def run_rows(runs: Iterable[RunRecord]) -> list[tuple[Any, ...]]:
 
 
 def execution_rows(
-    executions: Iterable[ExecutionRecord], thread_id: str
+    executions: Iterable[ExecutionRecord], thread_id: str, namespace: str
 ) -> list[tuple[Any, ...]]:
     """Parameter rows of ``executions`` in ``execution_record`` column order, recorded on
-    ``thread_id`` (their commit's thread)."""
+    ``thread_id`` in ``namespace`` (their commit's)."""
     return [
         (
-            e.id, e.run_id, thread_id, e.graph, e.node, e.step, e.status, e.namespace,
+            e.id, e.run_id, thread_id, e.graph, e.node, e.step, e.status, namespace,
             e.attempt, e.inputs, e.outputs, e.error, names_json(e.parents),
             dumps([(a.number, a.started_at, a.ended_at, a.error) for a in e.attempts])
             if e.attempts else "[]",

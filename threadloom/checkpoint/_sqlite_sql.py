@@ -65,6 +65,84 @@ STATUS_INDEX = (
     f"CREATE INDEX executions_namespace_status ON executions (namespace, status) WHERE {INDEXED}"
 )
 
+RUN_COLUMNS = (
+    "run_id TEXT NOT NULL, thread_id TEXT NOT NULL, graph TEXT NOT NULL,"
+    " status TEXT NOT NULL, namespace TEXT NOT NULL, input BLOB, output BLOB, error TEXT,"
+    " durability TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+    " started_at REAL, ended_at REAL, steps INTEGER NOT NULL,"
+    " executions INTEGER NOT NULL, resumed_from TEXT, metadata TEXT NOT NULL"
+)
+_RUN_NAMES = (
+    "run_id, thread_id, graph, status, namespace, input, output, error, durability, "
+    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata"
+)
+_EXEC_NAMES = (
+    "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
+    "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
+)
+_DEFAULT = f"'{DEFAULT_NAMESPACE}'"
+
+NAMESPACE_MIGRATION: tuple[str, ...] = (
+    """CREATE TABLE threads_v7 (
+        namespace TEXT NOT NULL, thread_id TEXT NOT NULL, created_at REAL NOT NULL,
+        updated_at REAL NOT NULL, metadata TEXT NOT NULL DEFAULT '{}', lease_owner TEXT,
+        lease_token INTEGER NOT NULL DEFAULT 0, lease_expires_at REAL,
+        PRIMARY KEY (namespace, thread_id)
+    ) WITHOUT ROWID""",
+    f"INSERT INTO threads_v7 SELECT {_DEFAULT}, thread_id, created_at, updated_at, metadata,"
+    " lease_owner, lease_token, lease_expires_at FROM threads",
+    "DROP TABLE threads",
+    "ALTER TABLE threads_v7 RENAME TO threads",
+    "CREATE INDEX threads_namespace_updated ON threads (namespace, updated_at)",
+    """CREATE TABLE checkpoints_v7 (
+        namespace TEXT NOT NULL, thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+        seq INTEGER NOT NULL, parent_seq INTEGER, run_id TEXT, step INTEGER NOT NULL,
+        source TEXT NOT NULL, created_at REAL NOT NULL, channels TEXT NOT NULL,
+        next TEXT NOT NULL, metadata BLOB NOT NULL, frontier BLOB NOT NULL,
+        PRIMARY KEY (namespace, thread_id, checkpoint_ns, seq)
+    ) WITHOUT ROWID""",
+    f"INSERT INTO checkpoints_v7 SELECT {_DEFAULT}, * FROM checkpoints",
+    "DROP TABLE checkpoints",
+    "ALTER TABLE checkpoints_v7 RENAME TO checkpoints",
+    """CREATE TABLE blobs_v7 (
+        namespace TEXT NOT NULL, thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+        channel TEXT NOT NULL, version INTEGER NOT NULL, prev INTEGER, data BLOB NOT NULL,
+        PRIMARY KEY (namespace, thread_id, checkpoint_ns, channel, version)
+    ) WITHOUT ROWID""",
+    f"INSERT INTO blobs_v7 SELECT {_DEFAULT}, * FROM blobs",
+    "DROP TABLE blobs",
+    "ALTER TABLE blobs_v7 RENAME TO blobs",
+    """CREATE TABLE writes_v7 (
+        namespace TEXT NOT NULL, thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+        seq INTEGER NOT NULL, task_id TEXT NOT NULL, channel TEXT NOT NULL,
+        idx INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (namespace, thread_id, checkpoint_ns, seq, task_id, channel, idx)
+    ) WITHOUT ROWID""",
+    f"INSERT INTO writes_v7 SELECT {_DEFAULT}, * FROM writes",
+    "DROP TABLE writes",
+    "ALTER TABLE writes_v7 RENAME TO writes",
+    f"CREATE TABLE runs_v7 ({RUN_COLUMNS}, PRIMARY KEY (namespace, run_id)) WITHOUT ROWID",
+    f"INSERT INTO runs_v7 ({_RUN_NAMES}) SELECT"
+    f" {_RUN_NAMES.replace('namespace', _DEFAULT)} FROM runs",
+    "DROP TABLE runs",
+    "ALTER TABLE runs_v7 RENAME TO runs",
+    "CREATE INDEX runs_thread ON runs (namespace, thread_id, created_at)",
+    "CREATE INDEX runs_status ON runs (namespace, status, created_at)",
+    "CREATE INDEX runs_namespace_created ON runs (namespace, created_at)",
+    "CREATE INDEX runs_graph ON runs (namespace, graph, created_at)",
+    f"CREATE TABLE executions_v7 ({EXECUTION_COLUMNS},"
+    " PRIMARY KEY (namespace, thread_id, id)) WITHOUT ROWID",
+    f"INSERT INTO executions_v7 ({_EXEC_NAMES}) SELECT"
+    f" {_EXEC_NAMES.replace('namespace', _DEFAULT)} FROM executions",
+    "DROP TABLE executions",
+    "ALTER TABLE executions_v7 RENAME TO executions",
+    # By run id alone: an entry carries the key too, so it is (run_id, namespace, ...), and
+    # SQLite (without statistics) uses it for "namespace = ? AND run_id = ?"; led by the
+    # namespace, it lost to a scan of the key's namespace prefix.
+    "CREATE INDEX executions_run ON executions (run_id)",
+    STATUS_INDEX,
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
     (
@@ -143,6 +221,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("DROP INDEX executions_namespace_status", STATUS_INDEX),
     # 7: the runtime's tables: run queue, run events, workers, API keys (_queue_schema).
     SQLITE_MIGRATION,
+    # 8: namespaces. Every key starts with the namespace, so two namespaces hold the same
+    # thread and run ids; every existing record moves into "default" (ids were unique across
+    # the store, so nothing collides). A thread's namespace is its key now, not a column the
+    # first commit sets: namespace_set goes.
+    NAMESPACE_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -215,37 +298,34 @@ def _foreign(path: str, why: str) -> StoreCorruptError:
 
 # -- prebuilt SQL of the hot paths ----------------------------------------------------------
 
+# ?1 is the namespace and ?2 the thread in the statements that take both.
 SQL_CHECK = (
-    "SELECT (SELECT lease_token FROM threads WHERE thread_id = ?1 AND lease_owner IS NOT NULL),"
-    " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
+    "SELECT (SELECT lease_token FROM threads WHERE namespace = ?1 AND thread_id = ?2"
+    " AND lease_owner IS NOT NULL), (SELECT MAX(seq) FROM checkpoints WHERE namespace = ?1"
+    " AND thread_id = ?2 AND checkpoint_ns = ?3)"
 )
 # A leased writer's thread row exists (the lease made it): one statement reads the lease and
 # the head for the checks, and whether the row needs touching (see write_commits).
 SQL_CHECK_LEASED = (
-    "SELECT lease_owner, lease_token, namespace_set, updated_at,"
-    " (SELECT MAX(seq) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2)"
-    " FROM threads WHERE thread_id = ?1"
+    "SELECT lease_owner, lease_token, updated_at, (SELECT MAX(seq) FROM checkpoints"
+    " WHERE namespace = ?1 AND thread_id = ?2 AND checkpoint_ns = ?3)"
+    " FROM threads WHERE namespace = ?1 AND thread_id = ?2"
 )
-SQL_TOUCH_LEASED = (
-    "UPDATE threads SET updated_at = ?2, namespace = CASE namespace_set WHEN 1 THEN namespace"
-    " ELSE ?3 END, namespace_set = 1 WHERE thread_id = ?1"
-)
+SQL_TOUCH_LEASED = "UPDATE threads SET updated_at = ?3 WHERE namespace = ?1 AND thread_id = ?2"
 TOUCH_SECONDS = 1.0
 """While a leased writer commits steps, its thread's ``updated_at`` is moved at most this
 often (and whenever a commit carries a run record): rewriting the row and its index entry on
 every step would cost two more pages per commit."""
-SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?)"
-SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?)"
-RUN_COLS = (
-    "run_id, thread_id, graph, status, namespace, input, output, error, durability, "
-    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata"
-)
-# A run's thread, graph, namespace and created_at are fixed by its first record. The update
-# only applies to a run of the same thread, so the row count reveals a conflict.
+SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)"
+SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+RUN_COLS = _RUN_NAMES
+# A run's thread, graph and created_at are fixed by its first record. The update only
+# applies to a run of the same thread, so the row count reveals a conflict.
 SQL_PUT_RUN = (
     f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, input = excluded.input,"
+    " ON CONFLICT (namespace, run_id) DO UPDATE SET status = excluded.status,"
+    " input = excluded.input,"
     " output = excluded.output, error = excluded.error, durability = excluded.durability,"
     " updated_at = excluded.updated_at, started_at = excluded.started_at,"
     " ended_at = excluded.ended_at, steps = excluded.steps, executions = excluded.executions,"
@@ -254,17 +334,15 @@ SQL_PUT_RUN = (
 )
 # A step's commit sets the counters only: no indexed column changes, so no index is touched.
 SQL_RUN_PROGRESS = (
-    "UPDATE runs SET steps = ?, executions = ?, updated_at = ? WHERE run_id = ? AND thread_id = ?"
+    "UPDATE runs SET steps = ?, executions = ?, updated_at = ?"
+    " WHERE namespace = ? AND run_id = ? AND thread_id = ?"
 )
-EXEC_COLS = (
-    "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
-    "error, parents, attempts, checkpoint_seq, created_at, started_at, ended_at"
-)
-# An execution is keyed by its commit's thread; its namespace is fixed by its first record.
+EXEC_COLS = _EXEC_NAMES
+# An execution is keyed by its commit's namespace and thread.
 SQL_PUT_EXECUTION = (
     f"INSERT INTO executions ({EXEC_COLS})"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
+    " ON CONFLICT (namespace, thread_id, id) DO UPDATE SET run_id = excluded.run_id,"
     " graph = excluded.graph,"
     " node = excluded.node, step = excluded.step, status = excluded.status,"
     " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
@@ -272,28 +350,26 @@ SQL_PUT_EXECUTION = (
     " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
     " started_at = excluded.started_at, ended_at = excluded.ended_at"
 )
-# A row created by a lease has namespace_set = 0: the first commit names its namespace.
 SQL_TOUCH_THREAD = (
-    "INSERT INTO threads (thread_id, namespace, namespace_set, created_at, updated_at)"
-    " VALUES (?, ?, 1, ?, ?) ON CONFLICT (thread_id) DO UPDATE"
-    " SET updated_at = excluded.updated_at, namespace = CASE threads.namespace_set"
-    " WHEN 1 THEN threads.namespace ELSE excluded.namespace END, namespace_set = 1"
+    "INSERT INTO threads (namespace, thread_id, created_at, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (namespace, thread_id) DO UPDATE SET updated_at = excluded.updated_at"
 )
 CP_COLS = "seq, parent_seq, run_id, step, source, created_at, channels, next, metadata, frontier"
 SQL_LATEST = (
-    f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
-    " ORDER BY seq DESC LIMIT 1"
+    f"SELECT {CP_COLS} FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+    " AND checkpoint_ns = ? ORDER BY seq DESC LIMIT 1"
 )
 SQL_CHECKPOINT = (
-    f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND seq = ?"
+    f"SELECT {CP_COLS} FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+    " AND checkpoint_ns = ? AND seq = ?"
 )
 SQL_BLOB_RANGE = (
-    "SELECT channel, version, prev, data FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2"
-    " AND channel = ?{} AND version BETWEEN ?{} AND ?{}"
+    "SELECT channel, version, prev, data FROM blobs WHERE namespace = ?1 AND thread_id = ?2"
+    " AND checkpoint_ns = ?3 AND channel = ?{} AND version BETWEEN ?{} AND ?{}"
 )
 BLOB_CHUNK = 32  # channels per UNION ALL query
 BLOB_SQL: list[str] = [
-    " UNION ALL ".join(SQL_BLOB_RANGE.format(3 + 3 * i, 4 + 3 * i, 5 + 3 * i) for i in range(n))
+    " UNION ALL ".join(SQL_BLOB_RANGE.format(4 + 3 * i, 5 + 3 * i, 6 + 3 * i) for i in range(n))
     for n in range(BLOB_CHUNK + 1)
 ]
 THREAD_COLS = (
@@ -306,32 +382,37 @@ THREAD_COLS = (
 #
 # Each runs inside the caller's BEGIN IMMEDIATE transaction. One statement reads the thread's
 # lease and the retired-token mark (migration 5); the thread's columns are NULL when it has no
-# row yet.
+# row yet. The mark is one for the whole store (every namespace), so a token is never
+# reissued for a (namespace, thread) either.
 
 SQL_LEASE_STATE = (
     "SELECT t.lease_owner, t.lease_token, t.lease_expires_at,"
     " coalesce((SELECT retired FROM lease_tokens), 0) FROM (SELECT 1)"
-    " LEFT JOIN threads t ON t.thread_id = ?"
+    " LEFT JOIN threads t ON t.namespace = ? AND t.thread_id = ?"
 )
 SQL_TAKE_LEASE = (
-    "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_expires_at = ? WHERE thread_id = ?"
+    "UPDATE threads SET lease_owner = ?, lease_token = ?, lease_expires_at = ?"
+    " WHERE namespace = ? AND thread_id = ?"
 )
 
 
-def acquire_lease(conn: sqlite3.Connection, thread_id: str, owner: str, ttl: float) -> Lease:
+def acquire_lease(
+    conn: sqlite3.Connection, namespace: str, thread_id: str, owner: str, ttl: float
+) -> Lease:
     """The body of ``SqliteStore.acquire_lease``."""
     now = time.time()
     expires = now + ttl
-    holder, token, held_until, retired = conn.execute(SQL_LEASE_STATE, (thread_id,)).fetchone()
+    holder, token, held_until, retired = conn.execute(
+        SQL_LEASE_STATE, (namespace, thread_id)
+    ).fetchone()
     if token is None:
         token = retired + 1
         conn.execute(
-            "INSERT INTO threads (thread_id, namespace, namespace_set, created_at,"
-            " updated_at, lease_owner, lease_token, lease_expires_at)"
-            " VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
-            (thread_id, DEFAULT_NAMESPACE, now, now, owner, token, expires),
+            "INSERT INTO threads (namespace, thread_id, created_at, updated_at, lease_owner,"
+            " lease_token, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (namespace, thread_id, now, now, owner, token, expires),
         )
-        return Lease(thread_id, owner, token, expires)
+        return Lease(thread_id, owner, token, expires, namespace)
     if holder is not None and held_until > now:
         if holder != owner:
             raise ThreadBusyError(
@@ -339,40 +420,39 @@ def acquire_lease(conn: sqlite3.Connection, thread_id: str, owner: str, ttl: flo
             )
     else:
         token = max(token, retired) + 1
-    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, thread_id))
-    return Lease(thread_id, owner, token, expires)
+    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, namespace, thread_id))
+    return Lease(thread_id, owner, token, expires, namespace)
 
 
 def takeover_lease(conn: sqlite3.Connection, held: Lease, owner: str, ttl: float) -> Lease:
     """The body of ``SqliteStore.takeover_lease``."""
-    holder, token, _, retired = conn.execute(SQL_LEASE_STATE, (held.thread_id,)).fetchone()
+    ns, thread_id = held.namespace, held.thread_id
+    holder, token, _, retired = conn.execute(SQL_LEASE_STATE, (ns, thread_id)).fetchone()
     expires = time.time() + ttl
     if holder is not None and holder == owner:  # a repeated call
-        conn.execute(SQL_TAKE_LEASE, (owner, token, expires, held.thread_id))
-        return Lease(held.thread_id, owner, token, expires)
+        conn.execute(SQL_TAKE_LEASE, (owner, token, expires, ns, thread_id))
+        return Lease(thread_id, owner, token, expires, ns)
     if holder is None or token != held.token:
         raise LeaseLostError(
-            f"lease token {held.token} is no longer current on thread {held.thread_id!r}:"
+            f"lease token {held.token} is no longer current on thread {thread_id!r}:"
             " it was released or taken over meanwhile"
         )
     token = max(token, retired) + 1
-    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, held.thread_id))
-    return Lease(held.thread_id, owner, token, expires)
+    conn.execute(SQL_TAKE_LEASE, (owner, token, expires, ns, thread_id))
+    return Lease(thread_id, owner, token, expires, ns)
 
 
-def delete_thread(conn: sqlite3.Connection, thread_id: str) -> None:
+def delete_thread(conn: sqlite3.Connection, namespace: str, thread_id: str) -> None:
     """The body of ``SqliteStore.delete_thread``: the thread's token is retired first."""
+    key = (namespace, thread_id)
     conn.execute(
         "INSERT INTO lease_tokens (id, retired) SELECT 1, lease_token FROM threads"
-        " WHERE thread_id = ? ON CONFLICT (id) DO UPDATE"
+        " WHERE namespace = ? AND thread_id = ? ON CONFLICT (id) DO UPDATE"
         " SET retired = max(retired, excluded.retired)",
-        (thread_id,),
+        key,
     )
     for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
-        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-
-
-# -- queries ------------------------------------------------------------------------------
+        conn.execute(f"DELETE FROM {table} WHERE namespace = ? AND thread_id = ?", key)
 
 
 # -- the write path ----------------------------------------------------------------------
@@ -386,22 +466,23 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
     now = time.time()
     for c in commits:
         thread_id = c.thread_id
+        space = c.namespace
         cp = c.checkpoint
         ns = cp.checkpoint_ns if cp is not None else ""
         token = c.lease_token
         touched = False
         if token is not None:
-            row = execute(SQL_CHECK_LEASED, (thread_id, ns)).fetchone()
+            row = execute(SQL_CHECK_LEASED, (space, thread_id, ns)).fetchone()
             if row is None:
                 current = head = None
             else:
-                owner, lease_token, named, updated_at, head = row
+                owner, lease_token, updated_at, head = row
                 current = lease_token if owner is not None else None
-                if c.runs or not named or updated_at < now - TOUCH_SECONDS:
-                    execute(SQL_TOUCH_LEASED, (thread_id, now, c.namespace))
+                if c.runs or updated_at < now - TOUCH_SECONDS:
+                    execute(SQL_TOUCH_LEASED, (space, thread_id, now))
                 touched = True
         elif c.expected_head is not ANY_HEAD:
-            current, head = execute(SQL_CHECK, (thread_id, ns)).fetchone()
+            current, head = execute(SQL_CHECK, (space, thread_id, ns)).fetchone()
         if token is not None or c.expected_head is not ANY_HEAD:
             if token is not None and token != current:
                 raise LeaseLostError(f"lease token {token} is not current on thread {thread_id!r}")
@@ -411,13 +492,13 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                     f"not {c.expected_head}"
                 )
         if c.runs:
-            rows = run_rows(c.runs)
+            rows = run_rows(c.runs, space)
             if executemany(SQL_PUT_RUN, rows).rowcount != len(rows):
-                raise_run_conflict(conn, c.runs)
+                raise_run_conflict(conn, space, c.runs)
         progress = c.progress
         if progress is not None:
             execute(SQL_RUN_PROGRESS, (progress.steps, progress.executions,
-                                       progress.updated_at, progress.run_id, thread_id))
+                                       progress.updated_at, space, progress.run_id, thread_id))
         if cp is not None:
             if cp.thread_id != thread_id:
                 raise StoreError(
@@ -428,6 +509,7 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
                 execute(
                     SQL_INSERT_CHECKPOINT,
                     (
+                        space,
                         thread_id,
                         ns,
                         cp.seq,
@@ -449,25 +531,34 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
             if cp.blobs:
                 executemany(
                     SQL_PUT_BLOB,
-                    [(thread_id, ns, b.channel, b.version, b.prev, b.data) for b in cp.blobs],
+                    [
+                        (space, thread_id, ns, b.channel, b.version, b.prev, b.data)
+                        for b in cp.blobs
+                    ],
                 )
         if c.writes:
             executemany(
                 SQL_PUT_WRITE,
                 [
-                    (w.thread_id, w.checkpoint_ns, w.seq, w.task_id, w.channel, w.idx, w.data)
+                    (space, w.thread_id, w.checkpoint_ns, w.seq, w.task_id, w.channel, w.idx,
+                     w.data)
                     for w in c.writes
                 ],
             )
         if c.executions:
-            executemany(SQL_PUT_EXECUTION, execution_rows(c.executions, thread_id))
+            executemany(SQL_PUT_EXECUTION, execution_rows(c.executions, thread_id, space))
         if not touched:
-            execute(SQL_TOUCH_THREAD, (thread_id, c.namespace, now, now))
+            execute(SQL_TOUCH_THREAD, (space, thread_id, now, now))
 
 
-def raise_run_conflict(conn: sqlite3.Connection, runs: Sequence[RunRecord]) -> None:
+def raise_run_conflict(
+    conn: sqlite3.Connection, namespace: str, runs: Sequence[RunRecord]
+) -> None:
     for run in runs:
-        row = conn.execute("SELECT thread_id FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT thread_id FROM runs WHERE namespace = ? AND run_id = ?",
+            (namespace, run.run_id),
+        ).fetchone()
         if row is not None and row[0] != run.thread_id:
             raise RunConflictError(
                 f"run {run.run_id!r} belongs to thread {row[0]!r}, not {run.thread_id!r}"
@@ -475,62 +566,60 @@ def raise_run_conflict(conn: sqlite3.Connection, runs: Sequence[RunRecord]) -> N
     raise RunConflictError("a run of the commit belongs to another thread")
 
 
-def prune_checkpoints(conn: sqlite3.Connection, thread_id: str, keep: int) -> int:
+def prune_checkpoints(conn: sqlite3.Connection, namespace: str, thread_id: str, keep: int) -> int:
     """Retention: the body of ``SqliteStore.prune_checkpoints`` (inside its transaction)."""
     from threadloom.checkpoint.delta import blob_floors
 
+    thread = (namespace, thread_id)
     rows = conn.execute(
-        f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
-        "ORDER BY seq DESC",
-        (thread_id,),
+        f"SELECT {CP_COLS} FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+        " AND checkpoint_ns = '' ORDER BY seq DESC",
+        thread,
     ).fetchall()
     if len(rows) <= keep:
         return 0
     kept = [checkpoint_record(thread_id, "", row) for row in rows[:keep]]
     cutoff = kept[-1].seq
     floors = blob_floors(kept)
-    key = (thread_id, cutoff)
-    conn.execute(
-        "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND seq < ?", key
-    )
-    conn.execute("DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND seq < ?", key)
-    channels = [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT channel FROM blobs WHERE thread_id = ? AND checkpoint_ns = ''",
-            (thread_id,),
-        )
-    ]
+    key = (*thread, cutoff)
+    root = "namespace = ? AND thread_id = ? AND checkpoint_ns = ''"
+    conn.execute(f"DELETE FROM checkpoints WHERE {root} AND seq < ?", key)
+    conn.execute(f"DELETE FROM writes WHERE {root} AND seq < ?", key)
+    distinct = f"SELECT DISTINCT channel FROM blobs WHERE {root}"
+    channels = [r[0] for r in conn.execute(distinct, thread)]
     for channel in channels:
         floor = floors.get(channel)
         if floor is None:
-            conn.execute(
-                "DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' AND channel = ?",
-                (thread_id, channel),
-            )
+            conn.execute(f"DELETE FROM blobs WHERE {root} AND channel = ?", (*thread, channel))
         else:
             conn.execute(
-                "DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = '' "
-                "AND channel = ? AND version < ?",
-                (thread_id, channel, floor),
+                f"DELETE FROM blobs WHERE {root} AND channel = ? AND version < ?",
+                (*thread, channel, floor),
             )
     return len(rows) - keep
 
 
 def delete_runs(conn: sqlite3.Connection, created_before: float, namespace: str | None) -> int:
-    """Retention: the body of ``SqliteStore.delete_runs`` (inside its transaction)."""
+    """Retention: the body of ``SqliteStore.delete_runs`` (inside its transaction);
+    ``namespace=None``: in every namespace."""
     sql = (
-        "SELECT run_id FROM runs WHERE created_at < ? "
+        "SELECT namespace, run_id FROM runs WHERE created_at < ? "
         "AND status IN ('succeeded', 'failed', 'cancelled')"
     )
     params: list[Any] = [created_before]
     if namespace is not None:
         sql += " AND namespace = ?"
         params.append(namespace)
-    run_ids = [r[0] for r in conn.execute(sql, params)]
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f"DELETE FROM executions WHERE run_id IN ({marks})", chunk)
-        conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
-    return len(run_ids)
+    by_namespace: dict[str, list[str]] = {}
+    for space, run_id in conn.execute(sql, params).fetchall():
+        by_namespace.setdefault(space, []).append(run_id)
+    for space, run_ids in by_namespace.items():
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for table in ("executions", "runs"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE namespace = ? AND run_id IN ({marks})",
+                    (space, *chunk),
+                )
+    return sum(len(run_ids) for run_ids in by_namespace.values())

@@ -19,6 +19,14 @@ the version (the ``seq`` of the checkpoint that last wrote it) and the base vers
 channel, read the blobs with ``base <= version <= ver`` and follow ``prev`` from ``ver`` back to
 the full blob (see :func:`threadloom.checkpoint.delta.resolve_chain`).
 
+Namespaces. Every record lives in a namespace (a tenant): every key starts with it, so two
+namespaces may hold the same thread ids and run ids with different data, and nothing done in
+one (a lease, a commit, a deletion) touches the other. Every method takes ``namespace``
+(keyword, ``"default"`` when not given); a :class:`Commit` writes everything it carries into
+``Commit.namespace``. The listings (``list_runs``, ``list_executions``, ``list_threads``) and
+``delete_runs`` filter by namespace too, and ``namespace=None`` there means every namespace
+(for administration and retention across tenants).
+
 Example:
     >>> from threadloom.checkpoint import open_store
     >>> store = open_store("sqlite:///app.db")
@@ -91,12 +99,16 @@ class Lease:
     ``owner`` is an opaque string to the store. The engine writes who holds the lease into it
     (host, process id and process start time, see :mod:`threadloom.engine._owner`) so that a
     process on the same host can tell a dead holder from a live one.
+
+    ``namespace`` is the namespace of the thread: a lease is keyed by ``(namespace,
+    thread_id)``, and renewing, releasing or taking it over addresses that thread.
     """
 
     thread_id: str
     owner: str
     token: int
     expires_at: float
+    namespace: str = DEFAULT_NAMESPACE
 
 
 @dataclass(slots=True)
@@ -292,9 +304,13 @@ class Commit:
 
     Then: insert ``checkpoint`` and its blobs, upsert ``writes``, ``executions`` and ``runs``,
     set ``progress`` (the counters and ``updated_at`` of a run already recorded on this
-    thread; nothing if it is not) and create or touch the thread row (``namespace`` is used
-    only when creating it). A commit carries ``progress`` or a record of the same run in
-    ``runs``, never both.
+    thread; nothing if it is not) and create or touch the thread row. A commit carries
+    ``progress`` or a record of the same run in ``runs``, never both.
+
+    ``namespace`` is the namespace of everything the commit reads and writes: the thread, its
+    lease and head, the checkpoint, blobs and writes, and the runs and executions, whose own
+    ``namespace`` field is set to it (as their ``thread_id`` is, for executions). Checks 1-3
+    look in that namespace only: a run id recorded in another namespace is another run.
     ``executions`` are recorded on this commit's thread (whatever their own ``thread_id``
     says) and keyed by that thread and their id: the engine derives an execution's id from
     its thread, and a store keeps a thread's executions together.
@@ -328,7 +344,8 @@ class Store(Protocol):
 
     Implementations must be safe to call from several threads at once. Every method either
     completes or raises a :class:`~threadloom.errors.ThreadloomError` subclass; a failed
-    :meth:`commit` has written nothing.
+    :meth:`commit` has written nothing. Every method takes keyword ``namespace`` (see the
+    module docstring): records are keyed by it first.
     """
 
     def setup(self) -> None:
@@ -341,7 +358,9 @@ class Store(Protocol):
 
     # -- leases ---------------------------------------------------------------------------
 
-    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+    def acquire_lease(
+        self, thread_id: str, owner: str, ttl: float, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Lease:
         """Take the thread's lease for ``ttl`` seconds.
 
         Succeeds if nobody holds it, it expired, or ``owner`` already holds it; the token
@@ -354,7 +373,7 @@ class Store(Protocol):
         ...
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
-        """Extend a held lease to ``now + ttl``.
+        """Extend a held lease to ``now + ttl`` (the thread is ``lease.namespace``'s).
 
         Raises:
             LeaseLostError: the token is no longer the thread's current one.
@@ -373,7 +392,8 @@ class Store(Protocol):
         for the lease to lapse. It is a compare-and-set on ``held.token``: of two callers that
         read the same holder, one wins and the other gets ``LeaseLostError``; the dead
         holder's token can no longer commit, renew or release. ``owner`` repeating the call
-        once it holds the lease extends it and keeps its token.
+        once it holds the lease extends it and keeps its token. The thread is
+        ``held.namespace``'s.
 
         Example:
             >>> thread = store.get_thread("t-1")
@@ -389,7 +409,8 @@ class Store(Protocol):
     # -- the write path -------------------------------------------------------------------
 
     def commit(self, commits: Sequence[Commit]) -> None:
-        """Apply ``commits`` in order, in one transaction (see :class:`Commit`).
+        """Apply ``commits`` in order, in one transaction (see :class:`Commit`; each commit
+        names its own namespace).
 
         Raises:
             LeaseLostError, CheckpointConflictError, RunConflictError: a check failed;
@@ -400,7 +421,12 @@ class Store(Protocol):
     # -- checkpoints ----------------------------------------------------------------------
 
     def get_checkpoint(
-        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        seq: int | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> CheckpointRecord | None:
         """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
         ...
@@ -414,20 +440,40 @@ class Store(Protocol):
         run_id: str | None = None,
         source: str | None = None,
         limit: int | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[CheckpointRecord]:
         """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
         or one source, at most ``limit``."""
         ...
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces (``""`` for the root graph, ``"<node>:<execution id>"``
+        for a subgraph's, see :mod:`threadloom.engine._nested`) holding checkpoints of the
+        thread, sorted."""
+        ...
+
     def get_blobs(
-        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        wants: Mapping[str, tuple[int, int]],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[BlobRecord]:
         """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
         with ``base <= blob.version <= version`` (in any order)."""
         ...
 
     def get_writes(
-        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        seq: int,
+        task_id: str | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[WriteRecord]:
         """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
         ordered by ``(task_id, channel, idx)``."""
@@ -435,8 +481,8 @@ class Store(Protocol):
 
     # -- runs and executions --------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run recorded under ``run_id``, if any."""
+    def get_run(self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> RunRecord | None:
+        """The run recorded under ``run_id`` in the namespace, if any."""
         ...
 
     def list_runs(
@@ -445,14 +491,14 @@ class Store(Protocol):
         thread_id: str | None = None,
         status: str | None = None,
         graph: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs matching every given filter, newest first (by ``created_at``, then
-        ``run_id``), paginated."""
+        ``run_id``), paginated. ``namespace=None``: the runs of every namespace."""
         ...
 
     def list_executions(
@@ -460,30 +506,36 @@ class Store(Protocol):
         *,
         run_id: str | None = None,
         thread_id: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         status: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ExecutionRecord]:
         """Executions matching every given filter, in execution order (by ``created_at``,
-        ``step``, then ``node``), paginated."""
+        ``step``, then ``node``), paginated. ``namespace=None``: every namespace."""
         ...
 
     # -- threads --------------------------------------------------------------------------
 
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+    def get_thread(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
         """The thread row (created by the first lease or commit on the thread)."""
         ...
 
     def list_threads(
-        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[ThreadRecord]:
-        """Threads, most recently updated first."""
+        """Threads, most recently updated first. ``namespace=None``: every namespace."""
         ...
 
-    def delete_thread(self, thread_id: str) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease)."""
+        runs, executions, lease) in the namespace; the same ids elsewhere are untouched."""
         ...
 
     def update_thread(
@@ -500,7 +552,9 @@ class Store(Protocol):
 
     # -- retention ------------------------------------------------------------------------
 
-    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+    def prune_checkpoints(
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> int:
         """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
         the older ones, their pending writes, and the blobs no kept checkpoint needs (see
         :func:`threadloom.checkpoint.delta.blob_floors`). Atomic.
@@ -510,9 +564,12 @@ class Store(Protocol):
         """
         ...
 
-    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+    def delete_runs(
+        self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> int:
         """Delete finished runs (succeeded, failed, cancelled) created before the cutoff,
         with their execution records; running and interrupted runs are kept. Atomic.
+        ``namespace=None``: in every namespace.
 
         Returns:
             How many runs were deleted.

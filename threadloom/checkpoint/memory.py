@@ -21,8 +21,12 @@ Behaviour the protocol leaves open, decided here (and matched by every backend):
 * Fencing tokens come from one counter for the whole store, so a thread that is deleted and
   created again never hands out a token its earlier incarnation did (the SQL backends keep
   the same promise their own way: a retired-token mark, a sequence).
-* A thread row created by :meth:`MemoryStore.acquire_lease` has no namespace yet (it reads as
-  ``"default"``); the first commit on the thread sets it from ``Commit.namespace``.
+* Every record is keyed by its namespace first (a lease's and a commit's namespace name the
+  thread; a commit's runs and executions are recorded in the commit's namespace, whatever
+  their own ``namespace`` field says). ``namespace=None`` on a listing or ``delete_runs``
+  means every namespace.
+* Fencing tokens come from one counter for the whole store (every namespace), which keeps
+  them never reissued per ``(namespace, thread)`` too.
 * Inserting a checkpoint whose ``seq`` already exists on the thread raises
   ``CheckpointConflictError`` (another writer got there first); nothing is written.
 * ``expected_head`` of a commit without a checkpoint is compared in the root namespace ``""``.
@@ -31,8 +35,7 @@ Behaviour the protocol leaves open, decided here (and matched by every backend):
 * An execution is stored on its commit's thread, keyed by that thread and its id (its
   record's ``thread_id`` is set to the commit's).
 * Upserts keep what identifies a record where it is first recorded: a run's ``thread_id``,
-  ``graph``, ``namespace`` and ``created_at``, an execution's ``namespace``; every other
-  field takes the new value. (The SQL backends index these
+  ``graph`` and ``created_at``; every other field takes the new value. (The SQL backends index these
   columns and so never rewrite them on the hot path.)
 * ``list_runs`` takes ``created_after <= created_at < created_before``; listings break ties
   on their sort key by id (``run_id`` descending for runs, ``id`` ascending for executions,
@@ -85,15 +88,13 @@ class _Thread:
     __slots__ = (
         "created_at",
         "metadata",
-        "namespace",
         "owner",
         "expires_at",
         "token",
         "updated_at",
     )
 
-    def __init__(self, namespace: str | None, now: float) -> None:
-        self.namespace = namespace
+    def __init__(self, now: float) -> None:
         self.created_at = now
         self.updated_at = now
         self.metadata: dict[str, Any] = {}
@@ -147,7 +148,7 @@ def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
     )
 
 
-def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
+def _copy_execution(ex: ExecutionRecord, namespace: str | None = None) -> ExecutionRecord:
     # explicit construction: dataclasses.replace() costs several times more, per step
     return ExecutionRecord(
         ex.id,
@@ -157,7 +158,7 @@ def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
         ex.node,
         ex.step,
         ex.status,
-        ex.namespace,
+        ex.namespace if namespace is None else namespace,
         ex.attempt,
         _frozen(ex.inputs),
         _frozen(ex.outputs),
@@ -171,7 +172,9 @@ def _copy_execution(ex: ExecutionRecord) -> ExecutionRecord:
     )
 
 
-def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunRecord:
+def _copy_run(
+    run: RunRecord, metadata: dict[str, Any] | None = None, namespace: str | None = None
+) -> RunRecord:
     if metadata is None:
         metadata = (
             _json_copy(run.metadata, f"metadata of run {run.run_id!r}") if run.metadata else {}
@@ -181,7 +184,7 @@ def _copy_run(run: RunRecord, metadata: dict[str, Any] | None = None) -> RunReco
         run.thread_id,
         run.graph,
         run.status,
-        run.namespace,
+        run.namespace if namespace is None else namespace,
         _frozen(run.input),
         _frozen(run.output),
         run.error,
@@ -216,13 +219,16 @@ class MemoryStore(MemoryQueue):
     def __init__(self, **options: Any) -> None:
         del options
         self._lock = threading.RLock()
-        self._threads: dict[str, _Thread] = {}
-        self._checkpoints: dict[tuple[str, str], dict[int, CheckpointRecord]] = {}
-        self._heads: dict[tuple[str, str], int] = {}
-        self._blobs: dict[tuple[str, str, str], dict[int, BlobRecord]] = {}
-        self._writes: dict[tuple[str, str, int], dict[tuple[str, str, int], WriteRecord]] = {}
-        self._runs: dict[str, RunRecord] = {}
-        self._executions: dict[tuple[str, str], ExecutionRecord] = {}  # by (thread, id)
+        # every key starts with (namespace, thread_id), or (namespace, run_id) for runs
+        self._threads: dict[tuple[str, str], _Thread] = {}
+        self._checkpoints: dict[tuple[str, str, str], dict[int, CheckpointRecord]] = {}
+        self._heads: dict[tuple[str, str, str], int] = {}
+        self._blobs: dict[tuple[str, str, str, str], dict[int, BlobRecord]] = {}
+        self._writes: dict[
+            tuple[str, str, str, int], dict[tuple[str, str, int], WriteRecord]
+        ] = {}
+        self._runs: dict[tuple[str, str], RunRecord] = {}
+        self._executions: dict[tuple[str, str, str], ExecutionRecord] = {}  # (ns, thread, id)
         self._last_token = 0  # the fencing-token counter, store-wide (see the module doc)
         self._closed = False
         self._init_runtime()  # the run queue, events, workers and keys (MemoryQueue)
@@ -253,12 +259,14 @@ class MemoryStore(MemoryQueue):
 
     # -- leases ---------------------------------------------------------------------------
 
-    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+    def acquire_lease(
+        self, thread_id: str, owner: str, ttl: float, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Lease:
         """Take the thread's lease for ``ttl`` seconds (see the protocol).
 
         The holder reacquiring an unexpired lease keeps its token (the expiry moves to
         ``now + ttl``); taking a free, released or expired lease, even by its last holder,
-        bumps the token. A thread row created here has no namespace until its first commit.
+        bumps the token.
 
         Raises:
             ThreadBusyError: another owner holds an unexpired lease.
@@ -266,9 +274,9 @@ class MemoryStore(MemoryQueue):
         with self._lock:
             self._check_open()
             now = time.time()
-            row = self._threads.get(thread_id)
+            row = self._threads.get((namespace, thread_id))
             if row is None:
-                row = self._threads[thread_id] = _Thread(None, now)
+                row = self._threads[(namespace, thread_id)] = _Thread(now)
             if row.owner is not None and row.expires_at > now:
                 if row.owner != owner:
                     raise ThreadBusyError(
@@ -278,7 +286,7 @@ class MemoryStore(MemoryQueue):
                 row.token = self._next_token()
             row.owner = owner
             row.expires_at = now + ttl
-            return Lease(thread_id, owner, row.token, row.expires_at)
+            return Lease(thread_id, owner, row.token, row.expires_at, namespace)
 
     def _next_token(self) -> int:
         self._last_token += 1
@@ -292,17 +300,17 @@ class MemoryStore(MemoryQueue):
         """
         with self._lock:
             self._check_open()
-            row = self._threads.get(lease.thread_id)
+            row = self._threads.get((lease.namespace, lease.thread_id))
             if row is None or row.current_token() != lease.token:
                 raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
             row.expires_at = time.time() + ttl
-            return Lease(lease.thread_id, lease.owner, row.token, row.expires_at)
+            return Lease(lease.thread_id, lease.owner, row.token, row.expires_at, lease.namespace)
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
         with self._lock:
             self._check_open()
-            row = self._threads.get(lease.thread_id)
+            row = self._threads.get((lease.namespace, lease.thread_id))
             if row is not None and row.current_token() == lease.token:
                 row.owner = None
                 row.expires_at = 0.0
@@ -316,10 +324,11 @@ class MemoryStore(MemoryQueue):
         """
         with self._lock:
             self._check_open()
-            row = self._threads.get(held.thread_id)
+            ns = held.namespace
+            row = self._threads.get((ns, held.thread_id))
             if row is not None and row.owner == owner:  # a repeated call
                 row.expires_at = time.time() + ttl
-                return Lease(held.thread_id, owner, row.token, row.expires_at)
+                return Lease(held.thread_id, owner, row.token, row.expires_at, ns)
             if row is None or row.current_token() != held.token:
                 raise LeaseLostError(
                     f"lease token {held.token} is no longer current on thread "
@@ -328,7 +337,7 @@ class MemoryStore(MemoryQueue):
             row.token = self._next_token()
             row.owner = owner
             row.expires_at = time.time() + ttl
-            return Lease(held.thread_id, owner, row.token, row.expires_at)
+            return Lease(held.thread_id, owner, row.token, row.expires_at, ns)
 
     # -- the write path -------------------------------------------------------------------
 
@@ -356,18 +365,19 @@ class MemoryStore(MemoryQueue):
                 self._apply(commit, checkpoint, blobs, writes, executions, runs, now)
 
     def _validate(self, commits: Sequence[Commit]) -> Sequence[Commit]:
-        heads: dict[tuple[str, str], int | None] = {}
-        run_threads: dict[str, str] = {}
-        inserted: set[tuple[tuple[str, str], int]] = set()
+        heads: dict[tuple[str, str, str], int | None] = {}
+        run_threads: dict[tuple[str, str], str] = {}
+        inserted: set[tuple[tuple[str, str, str], int]] = set()
         for c in commits:
+            space = c.namespace
             if c.lease_token is not None:
-                row = self._threads.get(c.thread_id)
+                row = self._threads.get((space, c.thread_id))
                 if row is None or row.current_token() != c.lease_token:
                     raise LeaseLostError(
                         f"lease token {c.lease_token} is not current on thread {c.thread_id!r}"
                     )
             ns = c.checkpoint.checkpoint_ns if c.checkpoint is not None else ""
-            key = (c.thread_id, ns)
+            key = (space, c.thread_id, ns)
             head = heads[key] if key in heads else self._heads.get(key)
             if c.expected_head is not ANY_HEAD and c.expected_head != head:
                 raise CheckpointConflictError(
@@ -375,15 +385,16 @@ class MemoryStore(MemoryQueue):
                     f"not {c.expected_head}"
                 )
             for run in c.runs:
-                owner = run_threads.get(run.run_id)
+                run_key = (space, run.run_id)
+                owner = run_threads.get(run_key)
                 if owner is None:
-                    existing = self._runs.get(run.run_id)
+                    existing = self._runs.get(run_key)
                     owner = existing.thread_id if existing is not None else None
                 if owner is not None and owner != run.thread_id:
                     raise RunConflictError(
                         f"run {run.run_id!r} belongs to thread {owner!r}, not {run.thread_id!r}"
                     )
-                run_threads[run.run_id] = run.thread_id
+                run_threads[run_key] = run.thread_id
             if c.checkpoint is not None:
                 seq = c.checkpoint.seq
                 if c.checkpoint.thread_id != c.thread_id:
@@ -411,14 +422,15 @@ class MemoryStore(MemoryQueue):
         # Copies are made before anything is applied, so a failing copy (bad metadata)
         # leaves the store untouched too.
         cp = c.checkpoint
+        space = c.namespace
         return (
             _copy_checkpoint(cp) if cp is not None else None,
             [BlobRecord(b.channel, b.version, b.prev, _frozen(b.data)) for b in cp.blobs]
             if cp is not None
             else [],
             [replace(w, data=_frozen(w.data)) for w in c.writes],
-            [_copy_execution(e) for e in c.executions],
-            [_copy_run(r) for r in c.runs],
+            [_copy_execution(e, space) for e in c.executions],
+            [_copy_run(r, namespace=space) for r in c.runs],
         )
 
     def _apply(
@@ -431,55 +443,56 @@ class MemoryStore(MemoryQueue):
         runs: list[RunRecord],
         now: float,
     ) -> None:
+        space = c.namespace
         for run in runs:
-            old = self._runs.get(run.run_id)
+            old = self._runs.get((space, run.run_id))
             if old is not None:  # the first record fixes these (and the thread, checked)
-                run.graph, run.namespace, run.created_at = old.graph, old.namespace, old.created_at
-            self._runs[run.run_id] = run
+                run.graph, run.created_at = old.graph, old.created_at
+            self._runs[(space, run.run_id)] = run
         progress = c.progress
         if progress is not None:
-            old = self._runs.get(progress.run_id)
+            old = self._runs.get((space, progress.run_id))
             if old is not None and old.thread_id == c.thread_id:
-                self._runs[progress.run_id] = replace(
+                self._runs[(space, progress.run_id)] = replace(
                     old, steps=progress.steps, executions=progress.executions,
                     updated_at=progress.updated_at,
                 )
         if cp is not None:
-            key = (cp.thread_id, cp.checkpoint_ns)
+            key = (space, cp.thread_id, cp.checkpoint_ns)
             self._checkpoints.setdefault(key, {})[cp.seq] = cp
             head = self._heads.get(key)
             self._heads[key] = cp.seq if head is None else max(head, cp.seq)
             for blob in blobs:
-                self._blobs.setdefault((cp.thread_id, cp.checkpoint_ns, blob.channel), {})[
+                self._blobs.setdefault((space, cp.thread_id, cp.checkpoint_ns, blob.channel), {})[
                     blob.version
                 ] = blob
         for w in writes:
-            self._writes.setdefault((w.thread_id, w.checkpoint_ns, w.seq), {})[
+            self._writes.setdefault((space, w.thread_id, w.checkpoint_ns, w.seq), {})[
                 (w.task_id, w.channel, w.idx)
             ] = w
         for ex in executions:
             ex.thread_id = c.thread_id
-            prior = self._executions.get((c.thread_id, ex.id))
-            if prior is not None:  # the first record fixes it
-                ex.namespace = prior.namespace
-            self._executions[(c.thread_id, ex.id)] = ex
-        row = self._threads.get(c.thread_id)
+            self._executions[(space, c.thread_id, ex.id)] = ex
+        row = self._threads.get((space, c.thread_id))
         if row is None:
-            self._threads[c.thread_id] = _Thread(c.namespace, now)
+            self._threads[(space, c.thread_id)] = _Thread(now)
         else:
             row.updated_at = now
-            if row.namespace is None:
-                row.namespace = c.namespace
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def get_checkpoint(
-        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        seq: int | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> CheckpointRecord | None:
         """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
         with self._lock:
             self._check_open()
-            key = (thread_id, checkpoint_ns)
+            key = (namespace, thread_id, checkpoint_ns)
             if seq is None:
                 seq = self._heads.get(key)
                 if seq is None:
@@ -496,13 +509,14 @@ class MemoryStore(MemoryQueue):
         run_id: str | None = None,
         source: str | None = None,
         limit: int | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[CheckpointRecord]:
         """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
         or one source, at most ``limit``."""
         with self._lock:
             self._check_open()
             found: list[CheckpointRecord] = []
-            by_seq = self._checkpoints.get((thread_id, checkpoint_ns), {})
+            by_seq = self._checkpoints.get((namespace, thread_id, checkpoint_ns), {})
             for seq in sorted(by_seq, reverse=True):
                 if limit is not None and len(found) >= limit:
                     break
@@ -516,8 +530,25 @@ class MemoryStore(MemoryQueue):
                 found.append(_copy_checkpoint(cp))
             return found
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+        with self._lock:
+            self._check_open()
+            return sorted(
+                key[2]
+                for key, by_seq in self._checkpoints.items()
+                if key[0] == namespace and key[1] == thread_id and by_seq
+            )
+
     def get_blobs(
-        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        wants: Mapping[str, tuple[int, int]],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[BlobRecord]:
         """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
         with ``base <= blob.version <= version`` (in any order)."""
@@ -525,7 +556,7 @@ class MemoryStore(MemoryQueue):
             self._check_open()
             found: list[BlobRecord] = []
             for channel, (base, version) in wants.items():
-                by_version = self._blobs.get((thread_id, checkpoint_ns, channel), {})
+                by_version = self._blobs.get((namespace, thread_id, checkpoint_ns, channel), {})
                 found.extend(
                     BlobRecord(b.channel, b.version, b.prev, b.data)
                     for v, b in by_version.items()
@@ -534,24 +565,30 @@ class MemoryStore(MemoryQueue):
             return found
 
     def get_writes(
-        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        seq: int,
+        task_id: str | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[WriteRecord]:
         """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
         ordered by ``(task_id, channel, idx)``."""
         with self._lock:
             self._check_open()
-            by_key = self._writes.get((thread_id, checkpoint_ns, seq), {})
+            by_key = self._writes.get((namespace, thread_id, checkpoint_ns, seq), {})
             return [
                 replace(by_key[k]) for k in sorted(by_key) if task_id is None or k[0] == task_id
             ]
 
     # -- runs and executions --------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run recorded under ``run_id``, if any."""
+    def get_run(self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> RunRecord | None:
+        """The run recorded under ``run_id`` in the namespace, if any."""
         with self._lock:
             self._check_open()
-            run = self._runs.get(run_id)
+            run = self._runs.get((namespace, run_id))
             return _copy_run(run) if run is not None else None
 
     def list_runs(
@@ -560,7 +597,7 @@ class MemoryStore(MemoryQueue):
         thread_id: str | None = None,
         status: str | None = None,
         graph: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
@@ -568,16 +605,16 @@ class MemoryStore(MemoryQueue):
     ) -> list[RunRecord]:
         """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
         paginated. The time range is half-open: ``created_after <= created_at <
-        created_before``."""
+        created_before``. ``namespace=None``: every namespace."""
         with self._lock:
             self._check_open()
             runs = [
                 r
-                for r in self._runs.values()
-                if (thread_id is None or r.thread_id == thread_id)
+                for (space, _), r in self._runs.items()
+                if (namespace is None or space == namespace)
+                and (thread_id is None or r.thread_id == thread_id)
                 and (status is None or r.status == status)
                 and (graph is None or r.graph == graph)
-                and (namespace is None or r.namespace == namespace)
                 and (created_after is None or r.created_at >= created_after)
                 and (created_before is None or r.created_at < created_before)
             ]
@@ -589,21 +626,21 @@ class MemoryStore(MemoryQueue):
         *,
         run_id: str | None = None,
         thread_id: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         status: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ExecutionRecord]:
         """Executions matching every given filter, in execution order (by ``created_at``,
-        ``step``, ``node``, then ``id``), paginated."""
+        ``step``, ``node``, then ``id``), paginated. ``namespace=None``: every namespace."""
         with self._lock:
             self._check_open()
             found = [
                 e
-                for e in self._executions.values()
-                if (run_id is None or e.run_id == run_id)
+                for (space, _, _), e in self._executions.items()
+                if (namespace is None or space == namespace)
+                and (run_id is None or e.run_id == run_id)
                 and (thread_id is None or e.thread_id == thread_id)
-                and (namespace is None or e.namespace == namespace)
                 and (status is None or e.status == status)
             ]
             found.sort(key=lambda e: (e.created_at, e.step, e.node, e.id))
@@ -612,7 +649,9 @@ class MemoryStore(MemoryQueue):
 
     # -- threads --------------------------------------------------------------------------
 
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+    def get_thread(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
         """The thread row (created by the first lease or commit on the thread).
 
         ``lease`` is the current lease, also when it has expired but nobody took it over
@@ -620,51 +659,58 @@ class MemoryStore(MemoryQueue):
         """
         with self._lock:
             self._check_open()
-            row = self._threads.get(thread_id)
-            return self._thread_record(thread_id, row) if row is not None else None
+            row = self._threads.get((namespace, thread_id))
+            return self._thread_record(namespace, thread_id, row) if row is not None else None
 
     def list_threads(
-        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[ThreadRecord]:
-        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        """Threads, most recently updated first (then by ``thread_id``, descending).
+        ``namespace=None``: every namespace."""
         with self._lock:
             self._check_open()
             rows = [
-                (tid, row)
-                for tid, row in self._threads.items()
-                if namespace is None or (row.namespace or DEFAULT_NAMESPACE) == namespace
+                (key, row)
+                for key, row in self._threads.items()
+                if namespace is None or key[0] == namespace
             ]
-            rows.sort(key=lambda item: (item[1].updated_at, item[0]), reverse=True)
-            return [self._thread_record(tid, row) for tid, row in rows[offset : offset + limit]]
+            rows.sort(key=lambda item: (item[1].updated_at, item[0][1]), reverse=True)
+            page = rows[offset : offset + limit]
+            return [self._thread_record(key[0], key[1], row) for key, row in page]
 
     @staticmethod
-    def _thread_record(thread_id: str, row: _Thread) -> ThreadRecord:
+    def _thread_record(namespace: str, thread_id: str, row: _Thread) -> ThreadRecord:
         lease = None
         if row.owner is not None:
-            lease = Lease(thread_id, row.owner, row.token, row.expires_at)
+            lease = Lease(thread_id, row.owner, row.token, row.expires_at, namespace)
         return ThreadRecord(
             thread_id=thread_id,
-            namespace=row.namespace or DEFAULT_NAMESPACE,
+            namespace=namespace,
             created_at=row.created_at,
             updated_at=row.updated_at,
             metadata=_json_copy(row.metadata, "thread metadata"),
             lease=lease,
         )
 
-    def delete_thread(self, thread_id: str) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease). Deleting an unknown thread does nothing."""
+        runs, executions, lease) in the namespace. Deleting an unknown thread does nothing."""
         with self._lock:
             self._check_open()
-            self._threads.pop(thread_id, None)
-            _drop_thread(self._checkpoints, thread_id)
-            _drop_thread(self._heads, thread_id)
-            _drop_thread(self._blobs, thread_id)
-            _drop_thread(self._writes, thread_id)
-            for run_id in [k for k, r in self._runs.items() if r.thread_id == thread_id]:
-                del self._runs[run_id]
-            for ex_id in [k for k, e in self._executions.items() if e.thread_id == thread_id]:
-                del self._executions[ex_id]
+            self._threads.pop((namespace, thread_id), None)
+            _drop_thread(self._checkpoints, namespace, thread_id)
+            _drop_thread(self._heads, namespace, thread_id)
+            _drop_thread(self._blobs, namespace, thread_id)
+            _drop_thread(self._writes, namespace, thread_id)
+            for key in [
+                k for k, r in self._runs.items() if k[0] == namespace and r.thread_id == thread_id
+            ]:
+                del self._runs[key]
+            _drop_thread(self._executions, namespace, thread_id)
 
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
@@ -673,19 +719,21 @@ class MemoryStore(MemoryQueue):
         copied = _json_copy(metadata, "thread metadata")
         with self._lock:
             self._check_open()
-            row = self._threads.get(thread_id)
-            if row is None or (row.namespace or DEFAULT_NAMESPACE) != namespace:
+            row = self._threads.get((namespace, thread_id))
+            if row is None:
                 return None
             row.metadata = copied
             row.updated_at = max(time.time(), row.updated_at)
-            return self._thread_record(thread_id, row)
+            return self._thread_record(namespace, thread_id, row)
 
-    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+    def prune_checkpoints(
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
         check_keep(keep)
         with self._lock:
             self._check_open()
-            checkpoints = self._checkpoints.get((thread_id, ""), {})
+            checkpoints = self._checkpoints.get((namespace, thread_id, ""), {})
             seqs = sorted(checkpoints, reverse=True)
             if len(seqs) <= keep:
                 return 0
@@ -693,39 +741,44 @@ class MemoryStore(MemoryQueue):
             cutoff = seqs[keep - 1]
             for seq in seqs[keep:]:
                 del checkpoints[seq]
-                self._writes.pop((thread_id, "", seq), None)
-            for (tid, ns, channel), versions in list(self._blobs.items()):
-                if tid != thread_id or ns != "":
+                self._writes.pop((namespace, thread_id, "", seq), None)
+            for key, versions in list(self._blobs.items()):
+                space, tid, ns, channel = key
+                if space != namespace or tid != thread_id or ns != "":
                     continue
                 floor = floors.get(channel)
                 for version in [v for v in versions if floor is None or v < floor]:
                     del versions[version]
                 if not versions:
-                    del self._blobs[(tid, ns, channel)]
+                    del self._blobs[key]
             assert cutoff == min(checkpoints)
             return len(seqs) - keep
 
-    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+    def delete_runs(
+        self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> int:
         """Delete finished runs created before the cutoff (see the protocol)."""
         with self._lock:
             self._check_open()
             doomed = {
-                run_id
-                for run_id, run in self._runs.items()
+                key
+                for key, run in self._runs.items()
                 if run.created_at < created_before
                 and run.status in FINISHED_RUN_STATUSES
-                and (namespace is None or run.namespace == namespace)
+                and (namespace is None or key[0] == namespace)
             }
-            for run_id in doomed:
-                del self._runs[run_id]
-            for ex_id in [k for k, e in self._executions.items() if e.run_id in doomed]:
-                del self._executions[ex_id]
+            for key in doomed:
+                del self._runs[key]
+            for ex_key in [
+                k for k, e in self._executions.items() if (k[0], e.run_id) in doomed
+            ]:
+                del self._executions[ex_key]
             return len(doomed)
 
 
-def _drop_thread(table: dict[_K, Any], thread_id: str) -> None:
-    """Remove every entry of ``table`` whose key tuple starts with ``thread_id``."""
-    for key in [k for k in table if k[0] == thread_id]:
+def _drop_thread(table: dict[_K, Any], namespace: str, thread_id: str) -> None:
+    """Remove every entry of ``table`` whose key tuple starts with the namespace and thread."""
+    for key in [k for k in table if k[0] == namespace and k[1] == thread_id]:
         del table[key]
 
 

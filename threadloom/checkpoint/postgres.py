@@ -388,7 +388,9 @@ class PostgresStore(PostgresQueue):
 
     # -- leases ---------------------------------------------------------------------------
 
-    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+    def acquire_lease(
+        self, thread_id: str, owner: str, ttl: float, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Lease:
         """Take the thread's lease for ``ttl`` seconds (see the protocol and
         :meth:`MemoryStore.acquire_lease <threadloom.checkpoint.memory.MemoryStore.acquire_lease>`).
 
@@ -404,15 +406,15 @@ class PostgresStore(PostgresQueue):
             expires = now + ttl
             params = {
                 "thread_id": thread_id,
-                "namespace": DEFAULT_NAMESPACE,
+                "namespace": namespace,
                 "now": now,
                 "owner": owner,
                 "expires": expires,
             }
             row = conn.execute(self._sql.acquire, params).fetchone()
             if row is not None:
-                return Lease(thread_id, owner, row[0], expires)
-            holder = conn.execute(self._sql.lease_holder, (thread_id,)).fetchone()
+                return Lease(thread_id, owner, row[0], expires, namespace)
+            holder = conn.execute(self._sql.lease_holder, (namespace, thread_id)).fetchone()
             raise ThreadBusyError(
                 f"thread {thread_id!r} is busy: its lease is held by "
                 f"{holder[0] if holder is not None else 'another owner'!r}"
@@ -429,17 +431,20 @@ class PostgresStore(PostgresQueue):
 
         def renew(conn: Connection) -> Lease:
             expires = time.time() + ttl
-            cursor = conn.execute(self._sql.renew, (expires, lease.thread_id, lease.token))
+            params = (expires, lease.namespace, lease.thread_id, lease.token)
+            cursor = conn.execute(self._sql.renew, params)
             if cursor.rowcount != 1:
                 raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
-            return Lease(lease.thread_id, lease.owner, lease.token, expires)
+            return Lease(lease.thread_id, lease.owner, lease.token, expires, lease.namespace)
 
         return self._run(renew, "renew_lease")
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
         self._run(
-            lambda conn: conn.execute(self._sql.release, (lease.thread_id, lease.token)),
+            lambda conn: conn.execute(
+                self._sql.release, (lease.namespace, lease.thread_id, lease.token)
+            ),
             "release_lease",
         )
 
@@ -454,14 +459,14 @@ class PostgresStore(PostgresQueue):
         def takeover(conn: Connection) -> Lease:
             expires = time.time() + ttl
             params = {"owner": owner, "expires": expires, "thread_id": held.thread_id,
-                      "token": held.token}
+                      "namespace": held.namespace, "token": held.token}
             row = conn.execute(self._sql.takeover, params).fetchone()
             if row is None:
                 raise LeaseLostError(
                     f"lease token {held.token} is no longer current on thread "
                     f"{held.thread_id!r}: it was released or taken over meanwhile"
                 )
-            return Lease(held.thread_id, owner, row[0], expires)
+            return Lease(held.thread_id, owner, row[0], expires, held.namespace)
 
         return self._run(takeover, "takeover_lease")
 
@@ -557,10 +562,12 @@ class PostgresStore(PostgresQueue):
         """After a lost connection and a replay that conflicted: whether every checkpoint of
         the batch is stored as the batch wrote it, i.e. the first attempt was applied (a
         transaction is all or nothing, so one would be enough; all are checked)."""
-        written = [c.checkpoint for c in commits if c.checkpoint is not None]
+        written = [(c.namespace, c.checkpoint) for c in commits if c.checkpoint is not None]
         return bool(written) and all(
-            same_checkpoint(self.get_checkpoint(cp.thread_id, cp.checkpoint_ns, cp.seq), cp)
-            for cp in written
+            same_checkpoint(
+                self.get_checkpoint(cp.thread_id, cp.checkpoint_ns, cp.seq, namespace=ns), cp
+            )
+            for ns, cp in written
         )
 
     # -- reads ----------------------------------------------------------------------------
@@ -583,10 +590,15 @@ class PostgresStore(PostgresQueue):
         return self._run(query, what)
 
     def get_checkpoint(
-        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        seq: int | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> CheckpointRecord | None:
         """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
-        sql, params = self._sql.select_checkpoint(thread_id, checkpoint_ns, seq)
+        sql, params = self._sql.select_checkpoint(namespace, thread_id, checkpoint_ns, seq)
         found = self._select(
             "get_checkpoint", sql, params, lambda r: checkpoint_record(thread_id, checkpoint_ns, r)
         )
@@ -601,11 +613,12 @@ class PostgresStore(PostgresQueue):
         run_id: str | None = None,
         source: str | None = None,
         limit: int | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[CheckpointRecord]:
         """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
         or one source, at most ``limit``."""
         sql, params = self._sql.select_checkpoints(
-            thread_id, checkpoint_ns, before, run_id, source, limit
+            namespace, thread_id, checkpoint_ns, before, run_id, source, limit
         )
         return self._select(
             "list_checkpoints",
@@ -614,31 +627,51 @@ class PostgresStore(PostgresQueue):
             lambda r: checkpoint_record(thread_id, checkpoint_ns, r),
         )
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+        return self._select(
+            "list_checkpoint_namespaces", self._sql.checkpoint_namespaces,
+            (namespace, thread_id), lambda r: str(r[0]),
+        )
+
     def get_blobs(
-        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        wants: Mapping[str, tuple[int, int]],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[BlobRecord]:
         """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
         with ``base <= blob.version <= version`` (in any order): one statement, with one
         index range scan per channel."""
         if not wants:
             return []
-        sql, params, raw = self._sql.select_blobs(thread_id, checkpoint_ns, wants)
+        sql, params, raw = self._sql.select_blobs(namespace, thread_id, checkpoint_ns, wants)
         return self._select("get_blobs", sql, params, lambda r: BlobRecord(*r), raw=raw)
 
     def get_writes(
-        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        seq: int,
+        task_id: str | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[WriteRecord]:
         """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
         ordered by ``(task_id, channel, idx)``."""
-        params: tuple[Any, ...] = (thread_id, checkpoint_ns, seq)
+        params: tuple[Any, ...] = (namespace, thread_id, checkpoint_ns, seq)
         sql = self._sql.writes
         if task_id is not None:
             sql, params = self._sql.task_writes, (*params, task_id)
         return self._select("get_writes", sql, params, lambda r: WriteRecord(*r))
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run recorded under ``run_id``, if any."""
-        found = self._select("get_run", self._sql.run, (run_id,), run_record)
+    def get_run(self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> RunRecord | None:
+        """The run recorded under ``run_id`` in the namespace, if any."""
+        found = self._select("get_run", self._sql.run, (namespace, run_id), run_record)
         return found[0] if found else None
 
     def list_runs(
@@ -647,7 +680,7 @@ class PostgresStore(PostgresQueue):
         thread_id: str | None = None,
         status: str | None = None,
         graph: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
@@ -655,7 +688,7 @@ class PostgresStore(PostgresQueue):
     ) -> list[RunRecord]:
         """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
         paginated. The time range is half-open: ``created_after <= created_at <
-        created_before``."""
+        created_before``. ``namespace=None``: every namespace."""
         sql, params = self._sql.select_runs(
             thread_id, status, graph, namespace, created_after, created_before, limit, offset
         )
@@ -666,28 +699,37 @@ class PostgresStore(PostgresQueue):
         *,
         run_id: str | None = None,
         thread_id: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         status: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ExecutionRecord]:
         """Executions matching every given filter, in execution order (by ``created_at``,
-        ``step``, ``node``, then ``id``), paginated."""
+        ``step``, ``node``, then ``id``), paginated. ``namespace=None``: every namespace."""
         sql, params = self._sql.select_executions(
             run_id, thread_id, namespace, status, limit, offset
         )
         return self._select("list_executions", sql, params, execution_record)
 
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+    def get_thread(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
         """The thread row (created by the first lease or commit on the thread); its ``lease``
         is the current one, also when expired but not taken over, ``None`` once released."""
-        found = self._select("get_thread", self._sql.thread, (thread_id,), thread_record)
+        found = self._select(
+            "get_thread", self._sql.thread, (namespace, thread_id), thread_record
+        )
         return found[0] if found else None
 
     def list_threads(
-        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[ThreadRecord]:
-        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        """Threads, most recently updated first (then by ``thread_id``, descending).
+        ``namespace=None``: every namespace."""
         sql, params = self._sql.select_threads(namespace, limit, offset)
         return self._select("list_threads", sql, params, thread_record)
 
@@ -706,15 +748,17 @@ class PostgresStore(PostgresQueue):
 
     # -- deletion and retention -----------------------------------------------------------
 
-    def delete_thread(self, thread_id: str) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease), in one statement."""
+        runs, executions, lease) in the namespace, in one statement."""
+        params = {"namespace": namespace, "thread_id": thread_id}
         self._run(
-            lambda conn: conn.execute(self._sql.delete_thread, {"thread_id": thread_id}),
-            "delete_thread",
+            lambda conn: conn.execute(self._sql.delete_thread, params), "delete_thread"
         )
 
-    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+    def prune_checkpoints(
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> int:
         """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
         the older ones, their pending writes, and the blobs no kept checkpoint needs. One
         transaction, with the thread row locked against concurrent commits.
@@ -727,23 +771,31 @@ class PostgresStore(PostgresQueue):
 
         def prune(conn: Connection) -> int:
             with conn.transaction():
-                conn.execute(sql.lock_thread, (thread_id,))
+                conn.execute(sql.lock_thread, (namespace, thread_id))
                 cursor = conn.cursor(binary=True)
-                rows = cursor.execute(sql.kept_checkpoints, (thread_id, keep + 1)).fetchall()
+                rows = cursor.execute(
+                    sql.kept_checkpoints, (namespace, thread_id, keep + 1)
+                ).fetchall()
                 if len(rows) <= keep:
                     return 0
                 kept = [checkpoint_record(thread_id, "", row) for row in rows[:keep]]
                 floors = blob_floors(kept)
-                params = {"thread_id": thread_id, "cutoff": kept[-1].seq}
+                params = {"namespace": namespace, "thread_id": thread_id, "cutoff": kept[-1].seq}
                 row = conn.execute(sql.prune_checkpoints, params).fetchone()
-                conn.execute(sql.prune_blobs, (thread_id, list(floors), list(floors.values())))
+                conn.execute(
+                    sql.prune_blobs,
+                    (namespace, thread_id, list(floors), list(floors.values())),
+                )
                 return int(row[0]) if row is not None else 0
 
         return self._run(prune, "prune_checkpoints")
 
-    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+    def delete_runs(
+        self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> int:
         """Delete finished runs (succeeded, failed, cancelled) created before the cutoff,
-        with their execution records, in one statement.
+        with their execution records, in one statement (``namespace=None``: in every
+        namespace).
 
         Returns:
             How many runs were deleted.

@@ -3,7 +3,8 @@
 Deleting and pruning are store methods (:meth:`Store.delete_thread`,
 :meth:`Store.prune_checkpoints`, :meth:`Store.delete_runs`); this module adds the
 backend-agnostic pieces: an export of a thread's whole history (checkpoints with their blobs,
-pending writes, runs, executions) as JSON, and its import into any other store.
+pending writes, runs, executions; the checkpoints its subgraphs kept in their own checkpoint
+namespaces too) as JSON, and its import into any other store.
 
 Values are exported as the store holds them (base64 of the serialized, possibly encrypted,
 bytes), so an export is an exact backup: importing it under its own thread id needs the same
@@ -18,7 +19,14 @@ interrupt the original was waiting on. Encrypted values are bound to where they 
 (:mod:`threadloom.checkpoint.crypto`), so they are decrypted and sealed again for their new
 rows: pass the graph's serializer (``serde=EncryptedSerializer(key)``; by default the one
 ``THREADLOOM_ENCRYPTION_KEY`` configures). Run ids are kept: import into a store that does not
-hold the runs (another store, or after deleting the original thread).
+hold the runs (another store, or after deleting the original thread). A subgraph's checkpoint
+namespace and ids are derived from the thread's id, so its checkpoints are imported only under
+the thread's own id and namespace; a copy under a new id or in another namespace leaves them
+out (a subgraph interrupted there starts over when the copy resumes).
+
+Pruning (:meth:`Store.prune_checkpoints`) keeps to the root checkpoint namespace: a
+subgraph's checkpoints are few (one namespace per execution of the subgraph node) and are
+removed with the thread.
 
 Example:
     >>> data = export_thread(sqlite_store, "customer-88291")
@@ -38,6 +46,7 @@ from typing import Any
 
 from threadloom._ids import execution_id, interrupt_id, task_execution_id
 from threadloom.checkpoint.base import (
+    DEFAULT_NAMESPACE,
     Attempt,
     BlobRecord,
     CheckpointRecord,
@@ -88,26 +97,29 @@ def _raw(text: str | None) -> bytes | None:
 
 
 def delete_runs_before(
-    store: Store, when: datetime | float, *, namespace: str | None = None
+    store: Store, when: datetime | float, *, namespace: str | None = DEFAULT_NAMESPACE
 ) -> int:
-    """Delete the finished runs created before ``when`` (a datetime or epoch seconds)."""
+    """Delete the finished runs of ``namespace`` (``None``: of every namespace) created
+    before ``when`` (a datetime or epoch seconds)."""
     cutoff = when.timestamp() if isinstance(when, datetime) else float(when)
     return store.delete_runs(created_before=cutoff, namespace=namespace)
 
 
-def export_thread(store: Store, thread_id: str) -> dict[str, Any]:
-    """A thread's full history as a JSON-serializable dict (see the module docstring).
-
-    Raises:
-        InvalidConfigError: the store has no such thread.
-    """
-    thread = store.get_thread(thread_id)
-    records = list(reversed(store.list_checkpoints(thread_id, "")))
-    if thread is None and not records:
-        raise InvalidConfigError(f"no thread {thread_id!r} to export")
+def _export_checkpoints(
+    store: Store, thread_id: str, checkpoint_ns: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The checkpoints of one checkpoint namespace of the thread, oldest first, each with the
+    blobs it introduced (the first also with any blob no kept checkpoint wrote: a pruned
+    history's chain bases) and its pending writes."""
+    cns, ns = checkpoint_ns, namespace
+    records = list(reversed(store.list_checkpoints(thread_id, cns, namespace=ns)))
     top = max((r.seq for r in records), default=0)
     channels = {c for r in records for c in r.channels}
-    blobs = store.get_blobs(thread_id, "", {c: (0, top) for c in channels}) if channels else []
+    blobs = (
+        store.get_blobs(thread_id, cns, {c: (0, top) for c in channels}, namespace=ns)
+        if channels
+        else []
+    )
     by_version: dict[int, list[BlobRecord]] = {}
     for blob in blobs:
         by_version.setdefault(blob.version, []).append(blob)
@@ -139,34 +151,60 @@ def export_thread(store: Store, thread_id: str) -> dict[str, Any]:
                 ],
                 "writes": [
                     {"task_id": w.task_id, "channel": w.channel, "idx": w.idx, "data": _b64(w.data)}
-                    for w in store.get_writes(thread_id, "", record.seq)
+                    for w in store.get_writes(thread_id, cns, record.seq, namespace=ns)
                 ],
             }
         )
+    return checkpoints
+
+
+def export_thread(
+    store: Store, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+) -> dict[str, Any]:
+    """A thread's full history (the thread of ``namespace``) as a JSON-serializable dict
+    (see the module docstring).
+
+    Raises:
+        InvalidConfigError: the store has no such thread.
+    """
+    ns = namespace
+    thread = store.get_thread(thread_id, namespace=ns)
+    checkpoints = _export_checkpoints(store, thread_id, "", ns)
+    if thread is None and not checkpoints:
+        where = f" in namespace {ns!r}" if ns != DEFAULT_NAMESPACE else ""
+        raise InvalidConfigError(f"no thread {thread_id!r}{where} to export")
+    subgraphs = [
+        {"checkpoint_ns": cns, "checkpoints": _export_checkpoints(store, thread_id, cns, ns)}
+        for cns in store.list_checkpoint_namespaces(thread_id, namespace=ns)
+        if cns != ""
+    ]
     runs: list[RunRecord] = []
-    while batch := store.list_runs(thread_id=thread_id, limit=_PAGE, offset=len(runs)):
+    while batch := store.list_runs(
+        thread_id=thread_id, limit=_PAGE, offset=len(runs), namespace=ns
+    ):
         runs += batch
     executions: list[ExecutionRecord] = []
     while batch_e := store.list_executions(
-        thread_id=thread_id, limit=_PAGE, offset=len(executions)
+        thread_id=thread_id, limit=_PAGE, offset=len(executions), namespace=ns
     ):
         executions += batch_e
     return {
         "format": FORMAT,
         "thread": {
             "thread_id": thread_id,
-            "namespace": thread.namespace if thread is not None else "default",
+            "namespace": ns,
             "created_at": thread.created_at if thread is not None else None,
             "metadata": dict(thread.metadata) if thread is not None else {},
         },
         "checkpoints": checkpoints,
+        "subgraphs": subgraphs,
         "runs": [_run_dict(r) for r in runs],
         "executions": [_execution_dict(e) for e in executions],
     }
 
 
 def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None = None,
-                  serde: Serializer | None = None) -> str:
+                  namespace: str | None = None, serde: Serializer | None = None) -> str:
     """Write an exported thread into ``store`` in one transaction, optionally under a new
     thread id (see the module docstring). Nothing is written if the store already holds any
     of its checkpoints, or if anything fails.
@@ -175,8 +213,10 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
         store: where to write it.
         data: what :func:`export_thread` returned (possibly through JSON).
         thread_id: the id to import it under (default: its own).
+        namespace: the namespace to import it into (default: the one it was exported from).
         serde: the serializer of the graphs that use the thread; needed only under a new
-            ``thread_id``, to read and rewrite values bound to the old id (default:
+            ``thread_id`` or ``namespace``, to read and rewrite values bound to the old one
+            (default:
             :func:`~threadloom.checkpoint.crypto.serializer_from_env`).
 
     Returns:
@@ -192,37 +232,21 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
         raise InvalidConfigError(f"not a threadloom thread export (format {FORMAT!r})")
     source = data["thread"]["thread_id"]
     tid = thread_id or source
-    namespace = data["thread"].get("namespace", "default")
-    move = _Move(data, source, tid, namespace, serde) if tid != source else None
+    exported = data["thread"].get("namespace", DEFAULT_NAMESPACE)
+    namespace = exported if namespace is None else namespace
+    moved = tid != source or namespace != exported
+    move = _Move(data, (exported, source), (namespace, tid), serde) if moved else None
     commits = []
     for cp in data["checkpoints"]:
         if move is not None:
             cp = move.checkpoint(cp)
-        record = CheckpointRecord(
-            thread_id=tid,
-            checkpoint_ns="",
-            seq=cp["seq"],
-            parent_seq=cp["parent_seq"],
-            run_id=cp["run_id"],
-            step=cp["step"],
-            source=cp["source"],
-            created_at=cp["created_at"],
-            channels={k: (int(v[0]), int(v[1])) for k, v in cp["channels"].items()},
-            next=tuple(cp["next"]),
-            metadata=_raw(cp["metadata"]) or b"",
-            frontier=_raw(cp["frontier"]) or b"",
-            blobs=[
-                BlobRecord(b["channel"], b["version"], b["prev"], _raw(b["data"]) or b"")
-                for b in cp["blobs"]
-            ],
-        )
-        writes = [
-            WriteRecord(
-                tid, "", cp["seq"], w["task_id"], w["channel"], w["idx"], _raw(w["data"]) or b""
-            )
-            for w in cp["writes"]
-        ]
-        commits.append(Commit(tid, namespace, checkpoint=record, writes=writes))
+        commits.append(_checkpoint_commit(cp, tid, "", namespace))
+    if move is None:  # a subgraph's namespace and ids are derived from the thread's id
+        for sub in data.get("subgraphs", ()):
+            commits += [
+                _checkpoint_commit(cp, tid, sub["checkpoint_ns"], namespace)
+                for cp in sub["checkpoints"]
+            ]
     runs = [_run_record(r, tid) for r in data["runs"]]
     executions = [_execution_record(e, tid) for e in data["executions"]]
     if move is not None:
@@ -231,6 +255,36 @@ def import_thread(store: Store, data: dict[str, Any], *, thread_id: str | None =
     commits.append(Commit(tid, namespace, runs=runs, executions=executions))
     store.commit(commits)
     return tid
+
+
+def _checkpoint_commit(
+    cp: dict[str, Any], thread_id: str, checkpoint_ns: str, namespace: str
+) -> Commit:
+    """The commit writing one exported checkpoint (with its blobs and writes)."""
+    record = CheckpointRecord(
+        thread_id=thread_id,
+        checkpoint_ns=checkpoint_ns,
+        seq=cp["seq"],
+        parent_seq=cp["parent_seq"],
+        run_id=cp["run_id"],
+        step=cp["step"],
+        source=cp["source"],
+        created_at=cp["created_at"],
+        channels={k: (int(v[0]), int(v[1])) for k, v in cp["channels"].items()},
+        next=tuple(cp["next"]),
+        metadata=_raw(cp["metadata"]) or b"",
+        frontier=_raw(cp["frontier"]) or b"",
+        blobs=[
+            BlobRecord(b["channel"], b["version"], b["prev"], _raw(b["data"]) or b"")
+            for b in cp["blobs"]
+        ],
+    )
+    writes = [
+        WriteRecord(thread_id, checkpoint_ns, cp["seq"], w["task_id"], w["channel"], w["idx"],
+                    _raw(w["data"]) or b"")
+        for w in cp["writes"]
+    ]
+    return Commit(thread_id, namespace, checkpoint=record, writes=writes)
 
 
 def _run_dict(r: RunRecord) -> dict[str, Any]:
@@ -411,11 +465,14 @@ class _Move:
     """Rewrites an export for a new thread id (see the module docstring): the ids derived
     from the old id, and the values bound to their old rows."""
 
-    def __init__(self, data: dict[str, Any], source: str, target: str, namespace: str,
-                 serde: Serializer | None) -> None:
+    def __init__(self, data: dict[str, Any], source_at: tuple[str, str],
+                 target_at: tuple[str, str], serde: Serializer | None) -> None:
+        # (namespace, thread_id) of the exported thread and of the imported one
+        self.source_at = source_at
+        self.target_at = target_at
+        source, target = source_at[1], target_at[1]
         self.source = source
         self.target = target
-        self.namespace = namespace
         self.serde = serde if serde is not None else serializer_from_env()
         self.bind = getattr(self.serde, "binds_location", False) is True
         self.keyless = isinstance(self.serde, JsonPlusSerializer)
@@ -442,35 +499,36 @@ class _Move:
             return data
         return self.serde.dumps(value)
 
-    def _recode(self, data: bytes | None, where: Callable[[str], bytes]) -> bytes | None:
-        """``data`` sealed again for the new thread (``where(thread_id)``: its location)."""
+    def _recode(self, data: bytes | None, where: Callable[[tuple[str, str]], bytes]
+                ) -> bytes | None:
+        """``data`` sealed again for the new thread (``where((namespace, thread_id))``: its
+        location)."""
         if not data:
             return data
         if not self.bind:
             self._check(data)
             return data
-        return self._dump(self._load(data, where(self.source)), where(self.target))
+        return self._dump(self._load(data, where(self.source_at)), where(self.target_at))
 
-    def _text(self, text: str | None, where: Callable[[str], bytes]) -> str | None:
+    def _text(self, text: str | None, where: Callable[[tuple[str, str]], bytes]) -> str | None:
         return _b64(self._recode(_raw(text), where))
 
     @staticmethod
-    def _where(kind: Callable[..., bytes], namespace: str, *rest: Any
-               ) -> Callable[[str], bytes]:
+    def _where(kind: Callable[..., bytes], *rest: Any) -> Callable[[tuple[str, str]], bytes]:
         """``kind(namespace, thread_id, *rest)``: a value's location on either thread."""
-        return lambda thread_id: kind(namespace, thread_id, *rest)
+        return lambda at: kind(at[0], at[1], *rest)
 
     def checkpoint(self, cp: dict[str, Any]) -> dict[str, Any]:
         """An exported checkpoint (with its blobs and writes) for the new thread."""
-        ns, seq, where = self.namespace, cp["seq"], self._where
+        seq, where = cp["seq"], self._where
         return {
             **cp,
             "metadata": self._text(cp["metadata"],
-                                   where(checkpoint_location, ns, "", seq, "metadata")),
+                                   where(checkpoint_location, "", seq, "metadata")),
             "frontier": self._text(cp["frontier"],
-                                   where(checkpoint_location, ns, "", seq, "frontier")),
+                                   where(checkpoint_location, "", seq, "frontier")),
             "blobs": [
-                {**b, "data": self._text(b["data"], where(blob_location, ns, "", b["channel"],
+                {**b, "data": self._text(b["data"], where(blob_location, "", b["channel"],
                                                           b["version"]))}
                 for b in cp["blobs"]
             ],
@@ -482,8 +540,8 @@ class _Move:
         new = self.ids.node(old, seq)
         if channel.startswith(_TASK_PREFIX):
             self.ids.task(old, channel[len(_TASK_PREFIX):], idx)
-        old_at = write_location(self.namespace, self.source, "", seq, old, channel, idx)
-        new_at = write_location(self.namespace, self.target, "", seq, new, channel, idx)
+        old_at = write_location(*self.source_at, "", seq, old, channel, idx)
+        new_at = write_location(*self.target_at, "", seq, new, channel, idx)
         data = _raw(w["data"]) or b""
         if channel == _INTERRUPT:
             value, iid, index = self._load(data, old_at)
@@ -499,10 +557,9 @@ class _Move:
 
     def run(self, r: RunRecord) -> RunRecord:
         """A run record (already under the new thread id) with its values sealed again."""
-        r.input = self._recode(r.input, self._where(run_location, r.namespace, r.run_id,
-                                                    "input"))
-        r.output = self._recode(r.output, self._where(run_location, r.namespace, r.run_id,
-                                                      "output"))
+        r.input = self._recode(r.input, self._where(run_location, r.run_id, "input"))
+        r.output = self._recode(r.output, self._where(run_location, r.run_id, "output"))
+        r.namespace = self.target_at[0]
         return r
 
     def execution(self, e: ExecutionRecord) -> ExecutionRecord:
@@ -513,13 +570,14 @@ class _Move:
         for field in ("inputs", "outputs"):
             data = getattr(e, field)
             if data and self.bind:
-                value = self._load(data, execution_location(e.namespace, self.source, e.run_id,
+                value = self._load(data, execution_location(*self.source_at, e.run_id,
                                                             old, field))
-                data = self._dump(value, execution_location(e.namespace, self.target, e.run_id,
+                data = self._dump(value, execution_location(*self.target_at, e.run_id,
                                                             new, field))
             elif data:
                 self._check(data)
             setattr(e, field, data)
         e.id = new
+        e.namespace = self.target_at[0]
         e.parents = tuple(self.ids.node(p) for p in e.parents)
         return e

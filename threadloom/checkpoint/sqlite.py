@@ -24,7 +24,7 @@ may hold other applications' tables beside threadloom's (as a shared file would)
 with a table of threadloom's name and no threadloom schema version is refused with
 ``StoreCorruptError`` rather than migrated. Every other method runs ``setup()`` first if
 this store object has not done so yet. A checkpoint stores its channel versions as compact
-JSON ``{"channel": [version, base]}``; each blob is a row keyed by ``(thread_id,
+JSON ``{"channel": [version, base]}``; each blob is a row keyed by ``(namespace, thread_id,
 checkpoint_ns, channel, version)``, so a channel's chain is one index range scan.
 
 The behaviour the protocol leaves open is decided as in
@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl
 from threadloom.checkpoint import _sqlite_sql as _sql
 from threadloom.checkpoint._queue_sqlite import SqliteQueue
 from threadloom.checkpoint._rows import (
+    STEP_STATUSES,
     checkpoint_record,
     execution_record,
     run_record,
@@ -403,14 +404,18 @@ class SqliteStore(SqliteQueue):
 
     # -- leases ---------------------------------------------------------------------------
 
-    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> Lease:
+    def acquire_lease(
+        self, thread_id: str, owner: str, ttl: float, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> Lease:
         """Take the thread's lease for ``ttl`` seconds (see the protocol and
         :meth:`MemoryStore.acquire_lease <threadloom.checkpoint.memory.MemoryStore.acquire_lease>`).
 
         Raises:
             ThreadBusyError: another owner holds an unexpired lease.
         """
-        return self._run(lambda conn: _sql.acquire_lease(conn, thread_id, owner, ttl), True)
+        return self._run(
+            lambda conn: _sql.acquire_lease(conn, namespace, thread_id, owner, ttl), True
+        )
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         """Extend a held lease to ``now + ttl`` (an expired one too, if nobody took it).
@@ -422,13 +427,13 @@ class SqliteStore(SqliteQueue):
         def renew(conn: sqlite3.Connection) -> Lease:
             expires = time.time() + ttl
             cursor = conn.execute(
-                "UPDATE threads SET lease_expires_at = ? WHERE thread_id = ?"
+                "UPDATE threads SET lease_expires_at = ? WHERE namespace = ? AND thread_id = ?"
                 " AND lease_token = ? AND lease_owner IS NOT NULL",
-                (expires, lease.thread_id, lease.token),
+                (expires, lease.namespace, lease.thread_id, lease.token),
             )
             if cursor.rowcount != 1:
                 raise LeaseLostError(f"lease on thread {lease.thread_id!r} was lost")
-            return Lease(lease.thread_id, lease.owner, lease.token, expires)
+            return Lease(lease.thread_id, lease.owner, lease.token, expires, lease.namespace)
 
         return self._run(renew, False)  # one statement: atomic on its own
 
@@ -438,8 +443,9 @@ class SqliteStore(SqliteQueue):
         def release(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE threads SET lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE thread_id = ? AND lease_token = ? AND lease_owner IS NOT NULL",
-                (lease.thread_id, lease.token),
+                " WHERE namespace = ? AND thread_id = ? AND lease_token = ?"
+                " AND lease_owner IS NOT NULL",
+                (lease.namespace, lease.thread_id, lease.token),
             )
 
         self._run(release, False)  # one statement: atomic on its own
@@ -478,15 +484,21 @@ class SqliteStore(SqliteQueue):
     # -- checkpoints ----------------------------------------------------------------------
 
     def get_checkpoint(
-        self, thread_id: str, checkpoint_ns: str = "", seq: int | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str = "",
+        seq: int | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> CheckpointRecord | None:
         """The checkpoint ``seq`` of the thread, or its latest when ``seq`` is ``None``."""
 
         def get(conn: sqlite3.Connection) -> CheckpointRecord | None:
             if seq is None:
-                row = conn.execute(SQL_LATEST, (thread_id, checkpoint_ns)).fetchone()
+                row = conn.execute(SQL_LATEST, (namespace, thread_id, checkpoint_ns)).fetchone()
             else:
-                row = conn.execute(SQL_CHECKPOINT, (thread_id, checkpoint_ns, seq)).fetchone()
+                key = (namespace, thread_id, checkpoint_ns, seq)
+                row = conn.execute(SQL_CHECKPOINT, key).fetchone()
             return checkpoint_record(thread_id, checkpoint_ns, row) if row is not None else None
 
         return self._run(get, False)
@@ -500,11 +512,15 @@ class SqliteStore(SqliteQueue):
         run_id: str | None = None,
         source: str | None = None,
         limit: int | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[CheckpointRecord]:
         """Checkpoints of a thread, newest first, optionally with ``seq < before``, of one run
         or one source, at most ``limit``."""
-        sql = f"SELECT {CP_COLS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
-        params: list[Any] = [thread_id, checkpoint_ns]
+        sql = (
+            f"SELECT {CP_COLS} FROM checkpoints WHERE namespace = ? AND thread_id = ?"
+            " AND checkpoint_ns = ?"
+        )
+        params: list[Any] = [namespace, thread_id, checkpoint_ns]
         if before is not None:
             sql += " AND seq < ?"
             params.append(before)
@@ -523,8 +539,28 @@ class SqliteStore(SqliteQueue):
 
         return self._run(query, False)
 
+    def list_checkpoint_namespaces(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[str]:
+        """The checkpoint namespaces holding checkpoints of the thread, sorted."""
+
+        def query(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE namespace = ?"
+                " AND thread_id = ? ORDER BY checkpoint_ns",
+                (namespace, thread_id),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        return self._run(query, False)
+
     def get_blobs(
-        self, thread_id: str, checkpoint_ns: str, wants: Mapping[str, tuple[int, int]]
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        wants: Mapping[str, tuple[int, int]],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[BlobRecord]:
         """For each ``channel -> (base, version)`` in ``wants``, every blob of that channel
         with ``base <= blob.version <= version`` (in any order). One index range scan per
@@ -535,7 +571,7 @@ class SqliteStore(SqliteQueue):
             found: list[BlobRecord] = []
             for start in range(0, len(items), BLOB_CHUNK):
                 chunk = items[start : start + BLOB_CHUNK]
-                params: list[Any] = [thread_id, checkpoint_ns]
+                params: list[Any] = [namespace, thread_id, checkpoint_ns]
                 for channel, (base, version) in chunk:
                     params += (channel, base, version)
                 rows = conn.execute(BLOB_SQL[len(chunk)], params).fetchall()
@@ -545,15 +581,21 @@ class SqliteStore(SqliteQueue):
         return self._run(query, False) if items else []
 
     def get_writes(
-        self, thread_id: str, checkpoint_ns: str, seq: int, task_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        seq: int,
+        task_id: str | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[WriteRecord]:
         """Pending writes recorded against checkpoint ``seq`` (of one task, if given),
         ordered by ``(task_id, channel, idx)``."""
         sql = (
             "SELECT thread_id, checkpoint_ns, seq, task_id, channel, idx, data FROM writes"
-            " WHERE thread_id = ? AND checkpoint_ns = ? AND seq = ?"
+            " WHERE namespace = ? AND thread_id = ? AND checkpoint_ns = ? AND seq = ?"
         )
-        params: tuple[Any, ...] = (thread_id, checkpoint_ns, seq)
+        params: tuple[Any, ...] = (namespace, thread_id, checkpoint_ns, seq)
         if task_id is not None:
             sql += " AND task_id = ?"
             params += (task_id,)
@@ -566,12 +608,13 @@ class SqliteStore(SqliteQueue):
 
     # -- runs and executions --------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run recorded under ``run_id``, if any."""
+    def get_run(self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> RunRecord | None:
+        """The run recorded under ``run_id`` in the namespace, if any."""
 
         def get(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(
-                f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLS} FROM runs WHERE namespace = ? AND run_id = ?",
+                (namespace, run_id),
             ).fetchone()
             return run_record(row) if row is not None else None
 
@@ -583,7 +626,7 @@ class SqliteStore(SqliteQueue):
         thread_id: str | None = None,
         status: str | None = None,
         graph: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         created_after: float | None = None,
         created_before: float | None = None,
         limit: int = 100,
@@ -591,12 +634,12 @@ class SqliteStore(SqliteQueue):
     ) -> list[RunRecord]:
         """Runs matching every given filter, newest first (by ``created_at``, then ``run_id``),
         paginated. The time range is half-open: ``created_after <= created_at <
-        created_before``."""
+        created_before``. ``namespace=None``: every namespace."""
         clause, params = where_clause(
+            ("namespace = ?", namespace),
             ("thread_id = ?", thread_id),
             ("status = ?", status),
             ("graph = ?", graph),
-            ("namespace = ?", namespace),
             ("created_at >= ?", created_after),
             ("created_at < ?", created_before),
         )
@@ -616,22 +659,28 @@ class SqliteStore(SqliteQueue):
         *,
         run_id: str | None = None,
         thread_id: str | None = None,
-        namespace: str | None = None,
+        namespace: str | None = DEFAULT_NAMESPACE,
         status: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ExecutionRecord]:
         """Executions matching every given filter, in execution order (by ``created_at``,
-        ``step``, ``node``, then ``id``), paginated."""
+        ``step``, ``node``, then ``id``), paginated. ``namespace=None``: every namespace."""
         clause, params = where_clause(
+            ("namespace = ?", namespace),
             ("run_id = ?", run_id),
             ("thread_id = ?", thread_id),
-            ("namespace = ?", namespace),
             ("status = ?", status),
             status=status,
         )
+        table = "executions"
+        if namespace is not None and status is not None and status not in STEP_STATUSES:
+            if run_id is None and thread_id is None:
+                # without statistics, SQLite prefers scanning the key's namespace prefix
+                # (the table itself) to the partial index the operator's query is made for
+                table += " INDEXED BY executions_namespace_status"
         sql = (
-            f"SELECT {EXEC_COLS} FROM executions{clause}"
+            f"SELECT {EXEC_COLS} FROM {table}{clause}"
             " ORDER BY created_at, step, node, id LIMIT ? OFFSET ?"
         )
         params += (-1 if limit is None else limit, offset)
@@ -643,22 +692,30 @@ class SqliteStore(SqliteQueue):
 
     # -- threads --------------------------------------------------------------------------
 
-    def get_thread(self, thread_id: str) -> ThreadRecord | None:
+    def get_thread(
+        self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> ThreadRecord | None:
         """The thread row (created by the first lease or commit on the thread); its ``lease``
         is the current one, also when expired but not taken over, ``None`` once released."""
 
         def get(conn: sqlite3.Connection) -> ThreadRecord | None:
             row = conn.execute(
-                f"SELECT {THREAD_COLS} FROM threads WHERE thread_id = ?", (thread_id,)
+                f"SELECT {THREAD_COLS} FROM threads WHERE namespace = ? AND thread_id = ?",
+                (namespace, thread_id),
             ).fetchone()
             return thread_record(row) if row is not None else None
 
         return self._run(get, False)
 
     def list_threads(
-        self, *, namespace: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[ThreadRecord]:
-        """Threads, most recently updated first (then by ``thread_id``, descending)."""
+        """Threads, most recently updated first (then by ``thread_id``, descending).
+        ``namespace=None``: every namespace."""
         sql = f"SELECT {THREAD_COLS} FROM threads"
         params: tuple[Any, ...] = ()
         if namespace is not None:
@@ -672,11 +729,11 @@ class SqliteStore(SqliteQueue):
 
         return self._run(query, False)
 
-    def delete_thread(self, thread_id: str) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease), in one transaction."""
+        runs, executions, lease) in the namespace, in one transaction."""
 
-        self._run(lambda conn: _sql.delete_thread(conn, thread_id), True)
+        self._run(lambda conn: _sql.delete_thread(conn, namespace, thread_id), True)
 
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
@@ -701,12 +758,18 @@ class SqliteStore(SqliteQueue):
 
         return self._run(update, True)
 
-    def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+    def prune_checkpoints(
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
         check_keep(keep)
-        return self._run(lambda conn: _sql.prune_checkpoints(conn, thread_id, keep), True)
+        return self._run(
+            lambda conn: _sql.prune_checkpoints(conn, namespace, thread_id, keep), True
+        )
 
-    def delete_runs(self, *, created_before: float, namespace: str | None = None) -> int:
+    def delete_runs(
+        self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> int:
         """Delete finished runs created before the cutoff (see the protocol)."""
         return self._run(lambda conn: _sql.delete_runs(conn, created_before, namespace), True)
 

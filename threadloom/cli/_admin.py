@@ -191,7 +191,7 @@ def runs_ls(args: argparse.Namespace) -> int:
 
 
 def _get_run(store: Store, namespace: str, run_id: str) -> RunRecord:
-    run = store.get_run(run_id)  # ns
+    run = store.get_run(run_id, namespace=namespace)
     if run is None or run.namespace != namespace:
         raise RunNotFoundError(f"no run {run_id!r} in namespace {namespace!r}")
     return run
@@ -202,7 +202,7 @@ def runs_show(args: argparse.Namespace) -> int:
     with _opened(args) as store:
         run = _get_run(store, args.namespace, args.run_id)
         queued = store.get_queued(args.namespace, args.run_id)
-        executions = store.list_executions(run_id=run.run_id, namespace=args.namespace)  # ns
+        executions = store.list_executions(run_id=run.run_id, namespace=args.namespace)
         output = _decode(run.output, run.namespace, run.thread_id, run.run_id, "output")
         given = _decode(run.input, run.namespace, run.thread_id, run.run_id, "input")
     steps: list[dict[str, Any]] = [{"id": e.id, "node": e.node, "step": e.step, "status": e.status,
@@ -358,7 +358,7 @@ def threads_ls(args: argparse.Namespace) -> int:
 
 
 def _get_thread(store: Store, namespace: str, thread_id: str) -> ThreadRecord:
-    thread = store.get_thread(thread_id)  # ns
+    thread = store.get_thread(thread_id, namespace=namespace)
     if thread is None or thread.namespace != namespace:
         raise InvalidConfigError(f"no thread {thread_id!r} in namespace {namespace!r}")
     return thread
@@ -371,7 +371,8 @@ def threads_show(args: argparse.Namespace) -> int:
         row = _thread_row(store, thread)
         runs = store.list_runs(thread_id=thread.thread_id, namespace=thread.namespace,
                                limit=args.limit)
-        latest = store.list_checkpoints(thread.thread_id, "", limit=1)  # ns
+        latest = store.list_checkpoints(thread.thread_id, "", limit=1,
+                                        namespace=thread.namespace)
     head = latest[0] if latest else None
     checkpoint: dict[str, Any] | None = None if head is None else {
         "checkpoint_id": head.checkpoint_id, "step": head.step, "next": list(head.next),
@@ -407,7 +408,7 @@ def threads_export(args: argparse.Namespace) -> int:
 
     with _opened(args) as store:
         _get_thread(store, args.namespace, args.thread_id)
-        data = export_thread(store, args.thread_id)  # ns
+        data = export_thread(store, args.thread_id, namespace=args.namespace)
     if args.out in (None, "-"):
         emit_json(data, indent=None)
     else:

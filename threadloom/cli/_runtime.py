@@ -256,7 +256,6 @@ def dev(args: argparse.Namespace) -> int:
                 f"  store:     {mask_url(url)}",
                 f"  API:       {base}",
                 f"  docs:      {base}/docs",
-                f"  dashboard: {base}/dashboard",
                 f"  API key:   {key}",
                 f"             ({origin}; send it as header X-API-Key)",
                 "",

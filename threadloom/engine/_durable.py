@@ -174,7 +174,8 @@ class DurableRun(Run):
     def begin(self, input: Any) -> bool:
         ctx = self.ctx
         store = self.store
-        existing = store.get_run(ctx.run_id) if self.resuming else None
+        existing = store.get_run(ctx.run_id, namespace=self.p.namespace) \
+            if self.resuming else None
         if existing is not None:
             self._check_same_run(existing, input)
         if existing is not None and existing.status == "succeeded":
@@ -221,7 +222,7 @@ class DurableRun(Run):
         """Take the thread's lease (at once from a dead holder on this host; see
         :func:`threadloom.engine._owner.acquire`) and start heartbeating it."""
         self.lease = acquire_lease(self.store, self.thread_id, self.ctx.run_id,
-                                   self.p.lease_ttl, self._wait)
+                                   self.p.lease_ttl, self._wait, self.p.namespace)
         self.p.heartbeat.add(self)
 
     def _retry_candidate(self, input: Any) -> RunRecord | None:
@@ -312,10 +313,12 @@ class DurableRun(Run):
 
     def _recount(self, run: RunRecord) -> None:
         """Steps and node executions of a run, counted from what the store holds."""
-        run.steps = len(self.store.list_checkpoints(self.thread_id, "", run_id=run.run_id))
+        ns = self.p.namespace
+        run.steps = len(self.store.list_checkpoints(self.thread_id, "", run_id=run.run_id,
+                                                    namespace=ns))
         nodes = self.spec.nodes
         run.executions = sum(
-            1 for e in self.store.list_executions(run_id=run.run_id)
+            1 for e in self.store.list_executions(run_id=run.run_id, namespace=ns)
             if e.status == "SUCCEEDED" and e.node in nodes
         )
 
@@ -439,13 +442,14 @@ class DurableRun(Run):
     def _thread_latest_run(self) -> list[RunRecord]:
         """The thread's latest run (none or one), read at most once per run."""
         if self._latest_run is None:
-            self._latest_run = self.store.list_runs(thread_id=self.thread_id, limit=1)
+            self._latest_run = self.store.list_runs(thread_id=self.thread_id, limit=1,
+                                                    namespace=self.p.namespace)
         return self._latest_run
 
     def _superseded(self, now: float) -> tuple[list[RunRecord], list[ExecutionRecord]]:
         """See :func:`superseded_run`; written with this run's first commit."""
         return superseded_run(self.store, self.thread_id, self._thread_latest_run(), now,
-                              self.ctx.run_id)
+                              self.ctx.run_id, self.p.namespace)
 
     # -- steps ----------------------------------------------------------------------------
 

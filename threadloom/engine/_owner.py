@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from threadloom.checkpoint.base import Lease, Store
+from threadloom.checkpoint.base import DEFAULT_NAMESPACE, Lease, Store
 from threadloom.errors import LeaseLostError, ThreadBusyError
 
 __all__ = [
@@ -170,7 +170,7 @@ def process_stamp(pid: int) -> str | None:
 
 
 def acquire(store: Store, thread_id: str, run_id: str, ttl: float,
-            wait: bool | float) -> Lease:
+            wait: bool | float, namespace: str = DEFAULT_NAMESPACE) -> Lease:
     """Take the thread's lease for a run of this process.
 
     A lease held by a process of this host that is gone (see :func:`holder_state`) is taken
@@ -190,10 +190,10 @@ def acquire(store: Store, thread_id: str, run_id: str, ttl: float,
     races = 0  # the lease changed between two of our reads: look again at once (bounded)
     while True:
         try:
-            return store.acquire_lease(thread_id, owner, ttl)
+            return store.acquire_lease(thread_id, owner, ttl, namespace=namespace)
         except ThreadBusyError as exc:
             busy = exc
-        thread = store.get_thread(thread_id)
+        thread = store.get_thread(thread_id, namespace=namespace)
         held = thread.lease if thread is not None else None
         if held is not None and holder_state(held.owner) == "gone":
             try:

@@ -246,7 +246,8 @@ class Codec:
                 low, high = wants.get(name, (base, ver))
                 wants[name] = (min(low, base), max(high, ver))
         first = records[0]
-        blobs = store.get_blobs(first.thread_id, first.checkpoint_ns, wants) if wants else []
+        blobs = store.get_blobs(first.thread_id, first.checkpoint_ns, wants,
+                                namespace=self.namespace) if wants else []
         by_key = {(b.channel, b.version): b for b in blobs}
         cache: dict[tuple[str, int], tuple[Any, int, int]] = {}  # value, base size, deltas
         loads = self._blob_loader(first) if self.bind else self.serde.loads
@@ -469,7 +470,7 @@ class Codec:
         Raises:
             CheckpointNotFoundError: there is no checkpoint ``seq`` on the thread.
         """
-        record = store.get_checkpoint(thread_id, checkpoint_ns, seq)
+        record = store.get_checkpoint(thread_id, checkpoint_ns, seq, namespace=self.namespace)
         if record is None:
             if seq is not None:
                 raise CheckpointNotFoundError(
@@ -486,7 +487,8 @@ class Codec:
         assert loaded.record is not None
         loads = self.decode_write
         record = loaded.record
-        for write in store.get_writes(record.thread_id, record.checkpoint_ns, record.seq):
+        for write in store.get_writes(record.thread_id, record.checkpoint_ns, record.seq,
+                                      namespace=self.namespace):
             channel = write.channel
             if channel == RESULT:
                 writes, goto = loads(write)

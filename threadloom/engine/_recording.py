@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from threadloom._faults import fault
 from threadloom._ids import interrupt_task
 from threadloom.checkpoint.base import (
+    DEFAULT_NAMESPACE,
     Attempt,
     Commit,
     ExecutionRecord,
@@ -107,14 +108,16 @@ class Persistence:
                  "heartbeat")
 
     def __init__(self, store: Store, codec: Codec, writer: Callable[[], Writer],
-                 graph_name: str, lease_ttl: float = 30.0) -> None:
+                 graph_name: str, lease_ttl: float = 30.0,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.store = store
         self.codec = codec
         self.writer = writer
         self.graph_name = graph_name
         self.lease_ttl = lease_ttl
-        self.namespace = codec.namespace  # the codec binds values to the same namespace
-        self.heartbeat = Heartbeat(store, lease_ttl)
+        # the namespace every record of the run is keyed by; the codec binds values to it
+        self.namespace = codec.namespace
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat(store, lease_ttl)
 
 
 class DurableRecorder(TaskRecorder):
@@ -135,7 +138,8 @@ class DurableRecorder(TaskRecorder):
             # replaying the steps after a resumed checkpoint: results recorded against a
             # checkpoint that was not durable yet when the process died are keyed under the
             # same (deterministic) checkpoint number this replay recreates
-            for stored in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id):
+            for stored in run.store.get_writes(run.thread_id, "", run.parent_seq, self.task_id,
+                                               namespace=run.p.namespace):
                 if stored.channel.startswith(TASK_PREFIX):
                     run._loaded_task_results[
                         (stored.task_id, stored.channel[len(TASK_PREFIX):], stored.idx)] = stored
@@ -340,7 +344,8 @@ def error_text(exc: BaseException) -> str:
 
 
 def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], now: float,
-                   taker: str | None = None) -> tuple[list[RunRecord], list[ExecutionRecord]]:
+                   taker: str | None = None, namespace: str = DEFAULT_NAMESPACE,
+                   ) -> tuple[list[RunRecord], list[ExecutionRecord]]:
     """The thread's latest run, if it is still recorded as ``running`` and is not run
     ``taker`` itself (``None``: ``update_state``), marked failed, with its unfinished
     executions (``RUNNING`` ones ``FAILED``, ``PENDING`` ones ``CANCELLED``).
@@ -361,7 +366,8 @@ def superseded_run(store: Store, thread_id: str, latest: list[RunRecord], now: f
     dead.error = error
     dead.updated_at = dead.ended_at = now
     stopped = []
-    for ex in store.list_executions(run_id=dead.run_id, thread_id=thread_id):
+    for ex in store.list_executions(run_id=dead.run_id, thread_id=thread_id,
+                                    namespace=namespace):
         if ex.status in ("RUNNING", "PENDING"):
             ex.status = "FAILED" if ex.status == "RUNNING" else "CANCELLED"
             ex.error = error

@@ -19,7 +19,12 @@ from threadloom.checkpoint.base import (
     format_checkpoint_id,
     parse_checkpoint_id,
 )
-from threadloom.config import resolve_identity
+from threadloom.config import (
+    DEFAULT_NAMESPACE,
+    resolve_identity,
+    resolve_namespace,
+    validate_namespace,
+)
 from threadloom.engine._algo import (
     Frontier,
     PlannedTask,
@@ -50,6 +55,11 @@ if TYPE_CHECKING:
     from threadloom.engine._spec import GraphSpec
 
 __all__ = ["ThreadsMixin"]
+
+
+def _namespace(namespace: str) -> str:
+    """``namespace``, checked (see :func:`~threadloom.config.validate_namespace`)."""
+    return namespace if namespace == DEFAULT_NAMESPACE else validate_namespace(namespace)
 
 
 def _iso(ts: float) -> str:
@@ -112,9 +122,13 @@ def _warn_unknown_keys(values: Any, spec: GraphSpec, thread_id: str) -> None:
         )
 
 
-def _thread_config(thread_id: str, seq: int) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
-                             "checkpoint_id": format_checkpoint_id(seq)}}
+def _thread_config(thread_id: str, seq: int, namespace: str = DEFAULT_NAMESPACE,
+                   checkpoint_ns: str = "") -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns,
+                                    "checkpoint_id": format_checkpoint_id(seq)}
+    if namespace != DEFAULT_NAMESPACE:  # a config without one addresses "default"
+        configurable["namespace"] = namespace
+    return {"configurable": configurable}
 
 
 class ThreadsMixin:
@@ -128,7 +142,7 @@ class ThreadsMixin:
 
     if TYPE_CHECKING:  # provided by CompiledGraph, which mixes this in
 
-        def _durable(self) -> tuple[Store, Codec]: ...
+        def _durable(self, namespace: str = DEFAULT_NAMESPACE) -> tuple[Store, Codec]: ...
 
         def _run_durable(self, input: Any, config: RunnableConfig | None) -> Any: ...
 
@@ -143,6 +157,10 @@ class ThreadsMixin:
             )
         return identity.thread_id, config_checkpoint(config)
 
+    def _durable_for(self, config: RunnableConfig | None) -> tuple[Store, Codec]:
+        """The store and the codec of the namespace ``config`` names."""
+        return self._durable(resolve_namespace(config))
+
     # -- state ----------------------------------------------------------------------------
 
     def get_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
@@ -152,14 +170,15 @@ class ThreadsMixin:
             InvalidConfigError: no ``thread_id``, or a malformed ``checkpoint_id``.
             CheckpointNotFoundError: ``checkpoint_id`` names no checkpoint of the thread.
         """
-        store, codec = self._durable()
+        store, codec = self._durable_for(config)
         thread_id, seq = self._address(config)
         loaded = codec.load(store, thread_id, seq)
         return self._snapshot(thread_id, loaded, config,
-                              (store, codec) if subgraphs else None)
+                              (store, codec) if subgraphs else None, codec.namespace)
 
     def _snapshot(self, thread_id: str, loaded: Loaded, config: RunnableConfig,
-                  subgraphs: tuple[Store, Codec] | None = None) -> StateSnapshot:
+                  subgraphs: tuple[Store, Codec] | None = None,
+                  namespace: str = DEFAULT_NAMESPACE) -> StateSnapshot:
         record = loaded.record
         if record is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
@@ -189,11 +208,11 @@ class ThreadsMixin:
         return StateSnapshot(
             values=values,
             next=record.next,
-            config=_thread_config(thread_id, record.seq),
+            config=_thread_config(thread_id, record.seq, namespace),
             metadata=metadata,
             created_at=_iso(record.created_at),
             parent_config=(
-                _thread_config(thread_id, record.parent_seq)
+                _thread_config(thread_id, record.parent_seq, namespace)
                 if record.parent_seq is not None else None
             ),
             tasks=tuple(tasks),
@@ -210,16 +229,17 @@ class ThreadsMixin:
 
         store, codec = where
         ns = subgraph_namespace(node, task_id)
-        loaded = Codec(subgraph.spec, codec.serde, codec.namespace).load(store, thread_id, None,
-                                                                         ns)
+        # the subgraph's checkpoints are in the parent's namespace, bound to it
+        namespace = codec.namespace
+        loaded = Codec(subgraph.spec, codec.serde, namespace).load(store, thread_id, None, ns)
         record = loaded.record
         if record is None:
             return None
-        snap: StateSnapshot = subgraph._snapshot(thread_key(thread_id, ns), loaded, {})
+        snap: StateSnapshot = subgraph._snapshot(thread_key(thread_id, ns), loaded, {},
+                                                 namespace=namespace)
 
         def address(seq: int) -> RunnableConfig:
-            return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
-                                     "checkpoint_id": format_checkpoint_id(seq)}}
+            return _thread_config(thread_id, seq, namespace, ns)
 
         return snap._replace(
             config=address(record.seq),
@@ -243,14 +263,15 @@ class ThreadsMixin:
             before: only checkpoints older than this config's ``checkpoint_id``.
             limit: at most this many.
         """
-        store, codec = self._durable()
+        store, codec = self._durable_for(config)
         thread_id, _ = self._address(config)
         before_seq = self._address(before)[1] if before is not None else None
         filter = dict(filter or {})
         run_id = filter.pop("run_id", None)
         source = filter.pop("source", None)
         records = store.list_checkpoints(thread_id, "", before=before_seq, run_id=run_id,
-                                         source=source, limit=None if filter else limit)
+                                         source=source, limit=None if filter else limit,
+                                         namespace=codec.namespace)
         count = 0
         decoded = codec.decode_many(store, records)
         for record in records:
@@ -260,7 +281,7 @@ class ThreadsMixin:
             if any(loaded.metadata.get(k) != v for k, v in filter.items()):
                 continue
             codec._load_writes(store, loaded)
-            yield self._snapshot(thread_id, loaded, config)
+            yield self._snapshot(thread_id, loaded, config, namespace=codec.namespace)
             count += 1
             if limit is not None and count >= limit:
                 return
@@ -279,13 +300,15 @@ class ThreadsMixin:
             InvalidUpdateError: ``as_node`` is unknown, or cannot be inferred because the
                 last step ran several nodes.
         """
-        store, codec = self._durable()
+        store, codec = self._durable_for(config)
+        ns = codec.namespace
         thread_id, seq = self._address(config)
         # like a run: a dead local holder is taken over at once, a live one is ThreadBusyError
-        lease = acquire_lease(store, thread_id, "update_state", self.lease_ttl, wait=False)
+        lease = acquire_lease(store, thread_id, "update_state", self.lease_ttl, wait=False,
+                              namespace=ns)
         try:
             loaded = codec.load(store, thread_id, seq)
-            head = store.get_checkpoint(thread_id, "")
+            head = store.get_checkpoint(thread_id, "", namespace=ns)
             head_seq = head.seq if head is not None else None
             node = self._update_source(loaded, as_node)
             spec = self.spec
@@ -315,14 +338,15 @@ class ThreadsMixin:
                 blobs=blobs,
             )
             # a run left 'running' by a process that died or lost the lease is over
-            dead, stopped = superseded_run(store, thread_id,
-                                           store.list_runs(thread_id=thread_id, limit=1),
-                                           record.created_at)
-            store.commit([Commit(thread_id, lease_token=lease.token, expected_head=head_seq,
-                                 checkpoint=record, runs=dead, executions=stopped)])
+            latest = store.list_runs(thread_id=thread_id, limit=1, namespace=ns)
+            dead, stopped = superseded_run(store, thread_id, latest, record.created_at,
+                                           namespace=ns)
+            store.commit([Commit(thread_id, ns, lease_token=lease.token,
+                                 expected_head=head_seq, checkpoint=record, runs=dead,
+                                 executions=stopped)])
         finally:
             store.release_lease(lease)
-        return _thread_config(thread_id, new_seq)
+        return _thread_config(thread_id, new_seq, ns)
 
     def _update_source(self, loaded: Loaded, as_node: str | None) -> str:
         if as_node is not None:
@@ -369,10 +393,11 @@ class ThreadsMixin:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def get_run(self, run_id: str) -> RunInfo | None:
-        """The run recorded under ``run_id`` (status, input, output, error, counts)."""
-        store, codec = self._durable()
-        record = store.get_run(run_id)
+    def get_run(self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> RunInfo | None:
+        """The run recorded under ``run_id`` in ``namespace`` (status, input, output, error,
+        counts)."""
+        store, codec = self._durable(_namespace(namespace))
+        record = store.get_run(run_id, namespace=namespace)
         return None if record is None else _run_info(record, codec)
 
     def list_runs(
@@ -382,20 +407,26 @@ class ThreadsMixin:
         *,
         limit: int = 100,
         offset: int = 0,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> list[RunInfo]:
-        """This graph's runs, newest first, optionally of one thread or status."""
-        store, codec = self._durable()
+        """This graph's runs in ``namespace``, newest first, optionally of one thread or
+        status."""
+        store, codec = self._durable(_namespace(namespace))
         records = store.list_runs(thread_id=thread_id, status=status, graph=self.name,
-                                  limit=limit, offset=offset)
+                                  limit=limit, offset=offset, namespace=namespace)
         return [_run_info(r, codec) for r in records]
 
-    def list_executions(self, run_id: str) -> list[ExecutionInfo]:
-        """Every node execution of a run, in execution order."""
-        store, codec = self._durable()
-        return [_execution_info(e, codec) for e in store.list_executions(run_id=run_id)]
+    def list_executions(
+        self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> list[ExecutionInfo]:
+        """Every node execution of a run (of ``namespace``), in execution order."""
+        store, codec = self._durable(_namespace(namespace))
+        return [_execution_info(e, codec)
+                for e in store.list_executions(run_id=run_id, namespace=namespace)]
 
     def resume(self, run_id: str, value: Any = None, *,
-               config: RunnableConfig | None = None) -> Any:
+               config: RunnableConfig | None = None,
+               namespace: str | None = None) -> Any:
         """Continue run ``run_id`` from its last checkpoint (seed 000's
         ``graph.resume(run_id=...)``); ``value`` answers its pending ``interrupt()``.
 
@@ -407,18 +438,34 @@ class ThreadsMixin:
         Returns:
             The run's output (the recorded one if it already succeeded).
 
+        ``namespace`` names the run's namespace (else ``config``'s, else ``"default"``).
+
         Raises:
-            RunNotFoundError: no run is recorded under ``run_id``.
+            RunNotFoundError: no run is recorded under ``run_id`` in the namespace.
             ThreadBusyError: the thread's lease was still held when the wait ran out.
+            InvalidConfigError: ``namespace`` and ``config``'s namespace disagree.
         """
-        store, _ = self._durable()
-        record = store.get_run(run_id)
+        given = resolve_namespace(config)
+        if namespace is None:
+            namespace = given
+        elif (config or {}).get("namespace") is not None or (
+            (config or {}).get("configurable") or {}
+        ).get("namespace") is not None:
+            if given != namespace:
+                raise InvalidConfigError(
+                    f"namespace given twice with different values: {namespace!r} and "
+                    f"{given!r} (config)"
+                )
+        store, _ = self._durable(_namespace(namespace))
+        record = store.get_run(run_id, namespace=namespace)
         if record is None:
-            raise RunNotFoundError(f"no run is recorded under run_id {run_id!r}")
+            suffix = f" in namespace {namespace!r}" if namespace != DEFAULT_NAMESPACE else ""
+            raise RunNotFoundError(f"no run is recorded under run_id {run_id!r}{suffix}")
         merged: dict[str, Any] = {**(config or {}), "run_id": run_id,
-                                  "thread_id": record.thread_id}
+                                  "thread_id": record.thread_id, "namespace": namespace}
         configurable = dict(merged.get("configurable") or {})
         configurable.pop("thread_id", None)
+        configurable.pop("namespace", None)
         merged["configurable"] = configurable
         merged.setdefault("wait", self.lease_ttl)  # a lease elsewhere lapses within it
         return self._run_durable(None if value is None else Command(resume=value),

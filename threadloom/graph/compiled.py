@@ -16,6 +16,7 @@ from threadloom.checkpoint.base import Store
 from threadloom.checkpoint.crypto import serializer_from_env
 from threadloom.checkpoint.serde import Serializer
 from threadloom.config import (
+    DEFAULT_NAMESPACE,
     check_config,
     resolve_durability,
     resolve_identity,
@@ -48,6 +49,10 @@ _DONE = object()
 _FAILED = object()
 
 
+_NAMESPACES_KEPT = 64
+"""How many namespaces' persistence bundles (codecs) a compiled graph keeps at once."""
+
+
 def _normalize_modes(stream_mode: StreamMode | Sequence[StreamMode]) -> tuple[list[str], bool]:
     single = isinstance(stream_mode, str)
     modes: list[str] = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
@@ -62,8 +67,10 @@ class CompiledGraph(ThreadsMixin):
 
     Run it with :meth:`invoke` / :meth:`ainvoke`, or watch it run with :meth:`stream` /
     :meth:`astream`. The config may carry ``run_id`` (default: a new UUID4), ``thread_id``
-    (top level or under ``configurable``), ``recursion_limit`` (default 10,000 supersteps)
-    and ``timeout`` (seconds for the whole run).
+    and ``namespace`` (top level or under ``configurable``; the namespace, default
+    ``"default"``, is the tenant of the store the thread and run belong to: run and thread
+    ids are unique within one), ``recursion_limit`` (default 10,000 supersteps) and
+    ``timeout`` (seconds for the whole run).
     """
 
     __slots__ = (
@@ -118,7 +125,7 @@ class CompiledGraph(ThreadsMixin):
         ) or any(b.is_async for b in self.spec.start_branches)
         self.serde: Serializer = serde or serializer_from_env()
         self.lease_ttl = lease_ttl
-        self._persistence: Persistence | None = None
+        self._persistence: dict[str, Persistence] = {}  # by namespace
         self._writer: Writer | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._task_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -189,12 +196,13 @@ class CompiledGraph(ThreadsMixin):
         cp = self.checkpointer
         return cp if cp is not None and not isinstance(cp, bool) else None
 
-    def _persist(self) -> Persistence:
-        """The graph's persistence (store set up once, codec, writer)."""
-        p = self._persistence
+    def _persist(self, namespace: str = DEFAULT_NAMESPACE) -> Persistence:
+        """The graph's persistence in ``namespace`` (store set up once; a codec that binds
+        values to the namespace; the writer and heartbeat shared by every namespace)."""
+        p = self._persistence.get(namespace)
         if p is None:
             with self._pool_lock:
-                p = self._persistence
+                p = self._persistence.get(namespace)
                 if p is None:
                     store = self._store()
                     if store is None:
@@ -202,10 +210,16 @@ class CompiledGraph(ThreadsMixin):
                             f"graph {self.name!r} has no checkpointer: compile it with "
                             "checkpointer=... to keep threads, runs and history"
                         )
-                    store.setup()
-                    p = Persistence(store, Codec(self.spec, self.serde), self._get_writer,
-                                    self.name, self.lease_ttl)
-                    self._persistence = p
+                    first = next(iter(self._persistence.values()), None)
+                    if first is None:
+                        store.setup()
+                    elif len(self._persistence) >= _NAMESPACES_KEPT:
+                        # a small cache: drop the oldest namespace's bundle but the first
+                        del self._persistence[list(self._persistence)[1]]
+                    p = Persistence(store, Codec(self.spec, self.serde, namespace),
+                                    self._get_writer, self.name, self.lease_ttl,
+                                    heartbeat=first.heartbeat if first is not None else None)
+                    self._persistence[namespace] = p
         return p
 
     def _get_writer(self) -> Writer:
@@ -219,8 +233,8 @@ class CompiledGraph(ThreadsMixin):
                     writer = self._writer = Writer(store)
         return writer
 
-    def _durable(self) -> tuple[Store, Codec]:
-        p = self._persist()
+    def _durable(self, namespace: str = DEFAULT_NAMESPACE) -> tuple[Store, Codec]:
+        p = self._persist(namespace)
         return p.store, p.codec
 
     def _prepare(self, config: RunnableConfig | None, sink: Sink | None,
@@ -232,15 +246,19 @@ class CompiledGraph(ThreadsMixin):
         limit = resolve_recursion_limit(cfg)
         store = self._store()
         thread_id = identity.thread_id
+        namespace = identity.namespace
         if store is not None and thread_id is None:
-            recorded = self._persist().store.get_run(identity.run_id) \
-                if identity.run_id_given else None
+            recorded = self._persist(namespace).store.get_run(
+                identity.run_id, namespace=namespace) if identity.run_id_given else None
             thread_id = recorded.thread_id if recorded is not None else identity.run_id
         configurable = dict(cfg.get("configurable") or {})
         configurable["run_id"] = identity.run_id
         if thread_id is not None:
             configurable["thread_id"] = thread_id
             cfg["thread_id"] = thread_id
+        if namespace != DEFAULT_NAMESPACE:
+            configurable["namespace"] = namespace
+            cfg["namespace"] = namespace
         cfg["configurable"] = configurable
         cfg["run_id"] = identity.run_id
         cfg["recursion_limit"] = limit
@@ -261,7 +279,7 @@ class CompiledGraph(ThreadsMixin):
             timeout=float(timeout) if timeout is not None else None,
             task_pool=self._get_task_pool, cache=self.cache,
         )
-        return DurableRun(dctx, limit, self._persist(), durability, before, after, fork,
+        return DurableRun(dctx, limit, self._persist(namespace), durability, before, after, fork,
                           identity.run_id_given, cfg.get("wait") or False)
 
     def _interrupt_names(self, cfg: dict[str, Any], key: str) -> tuple[str, ...]:

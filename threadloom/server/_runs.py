@@ -93,11 +93,8 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
         thread_id = str(uuid.uuid4())
     else:
         check_thread_id(thread_id)
-        thread = store.get_thread(thread_id)  # ns
-        elsewhere = thread is not None and thread.namespace != namespace
-        if elsewhere or (thread is None and request.if_not_exists != "create"):
-            # another namespace's thread looks exactly like no thread (until store keys
-            # carry the namespace, creating it here would reach into the other one)
+        thread = store.get_thread(thread_id, namespace=namespace)
+        if thread is None and request.if_not_exists != "create":
             raise NotFoundError(f"no thread {thread_id!r}")
     run_id = _run_id(request.run_id)
     payload = _payload(graph, request)
@@ -111,7 +108,7 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     store.enqueue(record, row, request.multitask_strategy)
     _name_graph(store, thread_id, namespace, graph_name)
     queued = store.get_queued(namespace, run_id) or row
-    stored = store.get_run(run_id) or record  # ns
+    stored = store.get_run(run_id, namespace=namespace) or record
     return stored, queued
 
 
@@ -173,7 +170,7 @@ def _payload(graph: CompiledGraph, request: RunRequest) -> bytes:
 
 def _name_graph(store: RuntimeStore, thread_id: str, namespace: str, graph_name: str) -> None:
     """Record the thread's graph in its metadata (``graph_id``), as LangGraph's server does."""
-    thread = store.get_thread(thread_id)  # ns
+    thread = store.get_thread(thread_id, namespace=namespace)
     if thread is None or thread.metadata.get("graph_id") == graph_name:
         return
     store.update_thread(thread_id, {**thread.metadata, "graph_id": graph_name},
@@ -186,7 +183,7 @@ def find_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str) -
     Raises:
         NotFoundError: there is none (also for a rolled-back run).
     """
-    record = store.get_run(run_id)  # ns
+    record = store.get_run(run_id, namespace=namespace)
     if record is None or record.namespace != namespace or record.thread_id != thread_id:
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
     return record

@@ -70,7 +70,7 @@ def find_thread(store: RuntimeStore, thread_id: str, namespace: str) -> ThreadRe
         InvalidRequestError: not a valid thread id.
         NotFoundError: no such thread in the namespace.
     """
-    record = store.get_thread(check_thread_id(thread_id))  # ns
+    record = store.get_thread(check_thread_id(thread_id), namespace=namespace)
     if record is None or record.namespace != namespace:
         raise NotFoundError(f"no thread {thread_id!r}")
     return record

@@ -188,12 +188,12 @@ def _waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
 
 def _result(store: Store, graphs: Graphs, record: RunRecord,
             delete_thread: bool) -> dict[str, Any]:
-    final = store.get_run(record.run_id)  # ns
+    final = store.get_run(record.run_id, namespace=record.namespace)
     if final is None:  # rolled back
         return {}
     result = run_result(store, graphs, final)
     if delete_thread:
-        store.delete_thread(record.thread_id)  # ns
+        store.delete_thread(record.thread_id, namespace=record.namespace)
     return result
 
 
@@ -207,7 +207,8 @@ def _streaming(request: Request, store: Store, record: RunRecord, *, cancel: boo
         async for chunk in stream:
             yield chunk
         if delete_thread:
-            await asyncio.to_thread(store.delete_thread, record.thread_id)  # ns
+            await asyncio.to_thread(store.delete_thread, record.thread_id,
+                                    namespace=record.namespace)
 
     path = _run_path(record)
     return StreamingResponse(body(), media_type="text/event-stream",

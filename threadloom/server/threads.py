@@ -83,7 +83,7 @@ def create_thread(body: ThreadCreate, store: Store, graphs: Graphs, who: Operato
     thread_id = check_thread_id(body.thread_id) if body.thread_id else str(uuid.uuid4())
     metadata = dict(body.metadata or {})
     graph = _superstep_graph(graphs, metadata, body) if body.supersteps else None
-    existing = store.get_thread(thread_id)  # ns
+    existing = store.get_thread(thread_id, namespace=ns)
     if existing is not None:
         if existing.namespace == ns and body.if_exists == "do_nothing":
             return json_response(ThreadInfo.load(store, graphs, existing).as_json())
@@ -162,7 +162,7 @@ def _delete(store: Store, thread_id: str, namespace: str) -> None:
         for run in store.list_runs(thread_id=thread_id, namespace=namespace, status=status,
                                    limit=1000):
             store.request_cancel(namespace, run.run_id, "interrupt")
-    store.delete_thread(thread_id)  # ns
+    store.delete_thread(thread_id, namespace=namespace)
 
 
 @router.post("/threads/prune", summary="Delete threads, or all but their latest checkpoint")
@@ -179,7 +179,7 @@ def prune_threads(body: ThreadPruneRequest, store: Store, who: Operator) -> Resp
         if body.strategy == "delete":
             _delete(store, record.thread_id, who.namespace)
         else:
-            store.prune_checkpoints(record.thread_id, keep=1)  # ns
+            store.prune_checkpoints(record.thread_id, keep=1, namespace=who.namespace)
         pruned += 1
     return json_response({"pruned_count": pruned})
 
@@ -190,7 +190,7 @@ def copy_thread(thread_id: ThreadId, store: Store, graphs: Graphs, who: Operator
     """A new thread (new id) with the same checkpoints and metadata; runs are not copied, so
     the copy records its graph in ``metadata.graph_id``."""
     info = _info(store, graphs, thread_id, who.namespace)
-    data = export_thread(store, info.thread_id)  # ns
+    data = export_thread(store, info.thread_id, namespace=who.namespace)
     data["runs"], data["executions"] = [], []
     new_id = import_thread(store, data, thread_id=str(uuid.uuid4()))
     metadata = dict(info.record.metadata)
@@ -207,7 +207,7 @@ def export(thread_id: ThreadId, store: Store, who: Viewer) -> Response:
     """The thread's checkpoints (with blobs and pending writes), runs and executions as
     JSON (format ``threadloom.thread/1``), values as the store holds them."""
     record = find_thread(store, thread_id, who.namespace)
-    return json_response(export_thread(store, record.thread_id))  # ns
+    return json_response(export_thread(store, record.thread_id, namespace=who.namespace))
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def _records(store: Store, namespace: str, ids: list[str] | None,
     if ids:
         for thread_id in dict.fromkeys(ids):
             if 1 <= len(thread_id) <= 255 and thread_id.isprintable():
-                record = store.get_thread(thread_id)  # ns
+                record = store.get_thread(thread_id, namespace=namespace)
                 if record is not None and record.namespace == namespace:
                     found.append(record)
         found.sort(key=lambda r: (r.updated_at, r.thread_id), reverse=True)

@@ -37,6 +37,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.testing._leases import LeaseConformance
+from threadloom.testing._namespaces import NamespaceConformance
 from threadloom.testing._records import (
     TTL,
     checkpoint,
@@ -53,10 +54,11 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance(LeaseConformance):
+class StoreConformance(LeaseConformance, NamespaceConformance):
     """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
     lease takeover and fencing-across-delete tests come from
-    :class:`~threadloom.testing._leases.LeaseConformance`."""
+    :class:`~threadloom.testing._leases.LeaseConformance`, the two-namespaces tests from
+    :class:`~threadloom.testing._namespaces.NamespaceConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 
@@ -89,15 +91,16 @@ class StoreConformance(LeaseConformance):
     def test_commit_creates_and_touches_the_thread(self, store: Store) -> None:
         before = time.time()
         store.commit([step("t1", 0, namespace="tenant-a")])
-        thread = store.get_thread("t1")
+        thread = store.get_thread("t1", namespace="tenant-a")
         assert thread is not None
         assert thread.namespace == "tenant-a"
         assert thread.lease is None
         assert before <= thread.created_at <= thread.updated_at <= time.time()
-        store.commit([step("t1", 1, namespace="tenant-b")])
-        touched = store.get_thread("t1")
+        assert store.get_thread("t1") is None  # another namespace's thread of the same id
+        store.commit([step("t1", 1, namespace="tenant-a")])
+        touched = store.get_thread("t1", namespace="tenant-a")
         assert touched is not None
-        assert touched.namespace == "tenant-a"  # used only when creating the row
+        assert touched.namespace == "tenant-a"
         assert touched.created_at == thread.created_at
         assert touched.updated_at >= thread.updated_at
 
@@ -124,11 +127,15 @@ class StoreConformance(LeaseConformance):
         store.commit([step("t1", 0, token=lease.token)])  # carries a run record: touches
         assert [t.thread_id for t in store.list_threads()][0] == "t1"
 
-    def test_first_commit_names_a_leased_thread(self, store: Store) -> None:
-        lease = store.acquire_lease("t1", "worker-a", TTL)
+    def test_a_lease_and_its_commits_name_one_namespaces_thread(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL, namespace="tenant-a")
+        assert lease.namespace == "tenant-a"
         store.commit([step("t1", 0, token=lease.token, namespace="tenant-a")])
-        thread = store.get_thread("t1")
+        thread = store.get_thread("t1", namespace="tenant-a")
         assert thread is not None and thread.namespace == "tenant-a"
+        assert thread.lease == lease
+        with pytest.raises(LeaseLostError):  # no lease on the default namespace's t1
+            store.commit([step("t1", 1, token=lease.token)])
         assert [t.thread_id for t in store.list_threads(namespace="tenant-a")] == ["t1"]
         assert store.list_threads(namespace="default") == []
 
@@ -351,14 +358,15 @@ class StoreConformance(LeaseConformance):
             "r1", "t1", namespace="tenant-a", input=b"in", durability="sync", started_at=1.5,
             resumed_from="r0", metadata={"user": {"id": 7, "tags": ["a", "b"]}},
         )  # fmt: skip
-        store.commit([Commit("t1", runs=[rec])])
-        assert store.get_run("r1") == rec
+        store.commit([Commit("t1", namespace="tenant-a", runs=[rec])])
+        assert store.get_run("r1", namespace="tenant-a") == rec
+        assert store.get_run("r1") is None
         done = run(
             "r1", "t1", status="succeeded", output=b"out", error=None, steps=4, executions=5,
             updated_at=1_700_000_009.0, ended_at=1_700_000_009.0, namespace="tenant-a",
         )  # fmt: skip
-        store.commit([Commit("t1", runs=[done])])
-        assert store.get_run("r1") == done
+        store.commit([Commit("t1", namespace="tenant-a", runs=[done])])
+        assert store.get_run("r1", namespace="tenant-a") == done
 
     def test_run_progress_sets_only_the_counters_of_the_commits_thread(
         self, store: Store
@@ -384,29 +392,32 @@ class StoreConformance(LeaseConformance):
         moved = run("r1", "t1", graph="g2", namespace="n2", created_at=5.0, status="failed")
         store.commit([Commit("t1", runs=[moved])])
         got = store.get_run("r1")
-        assert got is not None
-        assert (got.graph, got.namespace, got.created_at) == ("g1", "n1", 1_700_000_000.0)
+        assert got is not None  # recorded in its commit's namespace, whatever it says
+        assert (got.graph, got.namespace, got.created_at) == ("g1", "default", 1_700_000_000.0)
+        assert store.get_run("r1", namespace="n1") is None
         assert got.status == "failed"
 
     def test_list_runs_filters_orders_and_paginates(self, store: Store) -> None:
         runs = [
-            run("r1", "t1", created_at=10.0, graph="g1", status="succeeded", namespace="n1"),
-            run("r2", "t1", created_at=20.0, graph="g2", status="failed", namespace="n1"),
+            run("r1", "t1", created_at=10.0, graph="g1", status="succeeded"),
+            run("r2", "t1", created_at=20.0, graph="g2", status="failed"),
             run("r3", "t2", created_at=30.0, graph="g1", status="running", namespace="n2"),
             run("r4", "t2", created_at=30.0, graph="g1", status="succeeded", namespace="n2"),
-            run("r5", "t3", created_at=40.0, graph="g2", status="interrupted", namespace="n1"),
+            run("r5", "t3", created_at=40.0, graph="g2", status="interrupted"),
         ]
         for r in runs:
-            store.commit([Commit(r.thread_id, runs=[r])])
+            store.commit([Commit(r.thread_id, namespace=r.namespace, runs=[r])])
 
         def ids(**kw: Any) -> list[str]:
+            kw.setdefault("namespace", None)  # every namespace, unless the test names one
             return [r.run_id for r in store.list_runs(**kw)]
 
+        assert [r.run_id for r in store.list_runs()] == ["r5", "r2", "r1"]  # "default"
         assert ids() == ["r5", "r4", "r3", "r2", "r1"]
         assert ids(thread_id="t1") == ["r2", "r1"]
         assert ids(status="succeeded") == ["r4", "r1"]
         assert ids(graph="g1") == ["r4", "r3", "r1"]
-        assert ids(namespace="n1") == ["r5", "r2", "r1"]
+        assert ids(namespace="default") == ["r5", "r2", "r1"]
         assert ids(created_after=20.0) == ["r5", "r4", "r3", "r2"]
         assert ids(created_before=30.0) == ["r2", "r1"]
         assert ids(created_after=20.0, created_before=40.0) == ["r4", "r3", "r2"]
@@ -417,6 +428,7 @@ class StoreConformance(LeaseConformance):
         assert ids(offset=9) == []
         assert ids(thread_id="nope") == []
         assert store.list_runs(thread_id="t1") == [runs[1], runs[0]]
+        assert store.list_runs(thread_id="t2") == []  # the default namespace's t2 has none
 
     # -- executions -----------------------------------------------------------------------
 
@@ -425,20 +437,21 @@ class StoreConformance(LeaseConformance):
             "e1", "r1", "t1", status="PENDING", inputs=b"{}", parents=("e0", "e00"),
             checkpoint_seq=3, namespace="tenant-a",
         )  # fmt: skip
-        store.commit([Commit("t1", executions=[ex])])
-        assert store.list_executions(run_id="r1") == [ex]
+        store.commit([Commit("t1", namespace="tenant-a", executions=[ex])])
+        assert store.list_executions(run_id="r1", namespace="tenant-a") == [ex]
+        assert store.list_executions(run_id="r1") == []
         first = Attempt(1, 100.0, 101.0, "TimeoutError: slow")
         ex.status, ex.attempt, ex.started_at, ex.attempts = "RUNNING", 2, 100.0, (first,)
-        store.commit([Commit("t1", executions=[ex])])
+        store.commit([Commit("t1", namespace="tenant-a", executions=[ex])])
         ex.status, ex.outputs, ex.ended_at = "SUCCEEDED", b'{"x": 1}', 103.0
         ex.attempts = (first, Attempt(2, 102.0, 103.0))
-        store.commit([Commit("t1", executions=[ex])])
-        assert store.list_executions(thread_id="t1") == [ex]
-        assert store.list_executions(status="RUNNING") == []
+        store.commit([Commit("t1", namespace="tenant-a", executions=[ex])])
+        assert store.list_executions(thread_id="t1", namespace="tenant-a") == [ex]
+        assert store.list_executions(status="RUNNING", namespace="tenant-a") == []
         moved = execution("e1", "r2", "t9", namespace="other", status="FAILED", error="boom")
-        store.commit([Commit("t1", executions=[moved])])
-        (got,) = store.list_executions()
-        assert (got.thread_id, got.namespace) == ("t1", "tenant-a")  # fixed by the first record
+        store.commit([Commit("t1", namespace="tenant-a", executions=[moved])])
+        (got,) = store.list_executions(namespace=None)
+        assert (got.thread_id, got.namespace) == ("t1", "tenant-a")  # the commit's
         assert (got.run_id, got.status, got.error, got.attempts) == ("r2", "FAILED", "boom", ())
 
     def test_executions_are_kept_by_their_commits_thread(self, store: Store) -> None:
@@ -462,12 +475,17 @@ class StoreConformance(LeaseConformance):
             execution("e6", "r1", "t1", created_at=2.0, step=1, node="a", status="RUNNING"),
         ]
         store.commit(
-            [Commit("t1", executions=[*exs[:4], exs[5]]), Commit("t2", executions=[exs[4]])]
+            [
+                Commit("t1", executions=[*exs[:4], exs[5]]),
+                Commit("t2", namespace="n2", executions=[exs[4]]),
+            ]
         )
 
         def ids(**kw: Any) -> list[str]:
+            kw.setdefault("namespace", None)  # every namespace, unless the test names one
             return [e.id for e in store.list_executions(**kw)]
 
+        assert [e.id for e in store.list_executions()] == ["e1", "e2", "e3", "e6", "e5"]
         assert ids() == ["e4", "e1", "e2", "e3", "e6", "e5"]
         assert ids(run_id="r1") == ["e1", "e2", "e3", "e6", "e5"]
         assert ids(thread_id="t2") == ["e4"]
@@ -485,8 +503,8 @@ class StoreConformance(LeaseConformance):
         for tid, ns in [("t1", "n1"), ("t2", "n2"), ("t3", "n1"), ("t4", "n1")]:
             store.commit([Commit(tid, namespace=ns)])
         store.commit([Commit("t1", namespace="n1")])  # touched last
-        order = [t.thread_id for t in store.list_threads()]
-        stamps = [t.updated_at for t in store.list_threads()]
+        order = [t.thread_id for t in store.list_threads(namespace=None)]
+        stamps = [t.updated_at for t in store.list_threads(namespace=None)]
         assert stamps == sorted(stamps, reverse=True)
         assert order[0] == "t1" and sorted(order) == ["t1", "t2", "t3", "t4"]
         n1 = [t.thread_id for t in store.list_threads(namespace="n1")]
@@ -495,7 +513,8 @@ class StoreConformance(LeaseConformance):
             n1[1]
         ]
         assert store.list_threads(namespace="n3") == []
-        assert store.list_threads(offset=4) == []
+        assert store.list_threads() == []  # none in "default"
+        assert store.list_threads(namespace=None, offset=4) == []
 
     def test_update_thread_replaces_metadata_of_an_existing_thread(self, store: Store) -> None:
         assert store.update_thread("t1", {"a": 1}) is None  # no thread: nothing created

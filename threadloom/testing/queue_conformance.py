@@ -12,7 +12,6 @@ Requires ``pytest``.
 
 from __future__ import annotations
 
-import inspect
 import operator
 import threading
 import time
@@ -70,11 +69,6 @@ def put(store: RuntimeStore, run_id: str, thread_id: str, namespace: str = NS,
 
 def ids(claims: list[QueuedRun]) -> list[str]:
     return [c.run_id for c in claims]
-
-
-def namespaced(store: RuntimeStore) -> bool:
-    """Whether the store keys run records by namespace (issue 12, item 0)."""
-    return "namespace" in inspect.signature(store.get_run).parameters
 
 
 class Collector:
@@ -188,7 +182,7 @@ class QueueConformance(SignalsConformance):
         store.append_events(NS, "r1", [("values", b"old")])
         [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
         store.finish_claim(claim)
-        store.delete_thread("t1")  # ns: its runs go with it
+        store.delete_thread("t1")  # its runs go with it
         put(store, "r1", "t1", payload=b"{}")
         row = store.get_queued(NS, "r1")
         assert row is not None and row.status == "queued" and row.payload == b"{}"
@@ -697,8 +691,6 @@ class QueueConformance(SignalsConformance):
             ("tenant-a", "a1"), ("tenant-b", "b1"), ("tenant-b", "b2")}
 
     def test_the_same_run_id_in_two_namespaces(self, store: RuntimeStore) -> None:
-        if not namespaced(store):
-            pytest.skip("run records are keyed by namespace from issue 12, item 0")
         put(store, "r1", "t1", namespace="tenant-a")
         put(store, "r1", "t1", namespace="tenant-b")
         claims = store.claim_runs("w1", limit=8, ttl=60.0)
@@ -708,6 +700,9 @@ class QueueConformance(SignalsConformance):
         assert row is not None and row.cancel is None
         store.rollback_run("tenant-a", "r1")
         assert store.get_queued("tenant-b", "r1") is not None
+        assert store.get_run("r1", namespace="tenant-a") is None
+        kept = store.get_run("r1", namespace="tenant-b")
+        assert kept is not None and kept.namespace == "tenant-b"
 
     def test_a_closed_store_refuses_calls(self, store: RuntimeStore) -> None:
         store.close()

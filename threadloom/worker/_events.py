@@ -56,7 +56,7 @@ class EventBuffer:
             if not batch:
                 return
             try:
-                self.store.append_events(self.namespace, self.run_id, batch)  # ns
+                self.store.append_events(self.namespace, self.run_id, batch)
             except Exception:
                 # a stream is a view of the run: losing events must not fail the run itself
                 self.failed = True

@@ -69,7 +69,7 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     its run lease)."""
     claim = held.claim
     ns, run_id = claim.namespace, claim.run_id
-    record = store.get_run(run_id)  # ns
+    record = store.get_run(run_id, namespace=ns)
     if record is None:  # rolled back meanwhile
         store.finish_claim(claim)
         return "finished"
@@ -117,7 +117,7 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
             return "released"
         if held.action == "rollback":
             events.flush()
-            store.rollback_run(claim.namespace, claim.run_id)  # ns
+            store.rollback_run(claim.namespace, claim.run_id)
             store.finish_claim(claim)  # gone with the run; rollback_run signalled "done"
             return "finished"
     if error is None and "values" in modes:
@@ -133,10 +133,10 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
 def _interrupt_values(graph: CompiledGraph, claim: QueuedRun, events: EventBuffer) -> None:
     """A run that paused on ``interrupt()`` ends its ``values`` stream with the pending
     interrupts, as LangGraph's server does: ``{"__interrupt__": [{value, id}, ...]}``."""
-    record = graph.checkpointer.get_run(claim.run_id)  # ns
+    record = graph.checkpointer.get_run(claim.run_id, namespace=claim.namespace)
     if record is None or record.status != "interrupted":
         return
-    state = graph.get_state({"thread_id": claim.thread_id})  # ns
+    state = graph.get_state({"thread_id": claim.thread_id, "namespace": claim.namespace})
     if state.interrupts:
         events.add("values", {"__interrupt__": list(state.interrupts)})
 
@@ -177,12 +177,12 @@ def run_config(claim: QueuedRun, payload: dict[str, Any], token: CancelToken,
     config: dict[str, Any] = {
         "run_id": claim.run_id,
         "thread_id": claim.thread_id,
+        "namespace": claim.namespace,
         "configurable": configurable,
         "metadata": dict(payload.get("metadata") or {}),
         "cancel": token,
         "wait": lease_wait,
     }
-    # namespace: config["namespace"] = claim.namespace  # ns (once stores take one)
     for key in ("recursion_limit", "tags"):
         if given.get(key) is not None:
             config[key] = given[key]
