@@ -5,6 +5,7 @@
 (or psycopg is not installed) the tests that use it skip with the reason, or fail when
 ``THREADLOOM_REQUIRE_SERVICES=1`` (CI). ``postgres_schema`` is a fresh schema name for one
 test; the schema is dropped afterwards whether or not the test created it.
+``redis_url`` / ``redis_bus`` are the same for Redis (``THREADLOOM_TEST_REDIS_URL``).
 ``pgbouncer_url`` is the same database behind a PgBouncer in transaction mode, started for
 the session when the ``pgbouncer`` program is installed; without it (or when it does not
 start) the tests that use it skip, or fail under ``THREADLOOM_REQUIRE_SERVICES=1``, like
@@ -20,9 +21,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -134,3 +135,47 @@ def pgbouncer_url(postgres_url: str) -> Iterator[str]:
         process.terminate()
         process.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """``THREADLOOM_TEST_REDIS_URL`` or ``redis://127.0.0.1:6379/0`` if a Redis answers there
+    (else skip, or fail under ``THREADLOOM_REQUIRE_SERVICES=1``)."""
+    url = os.environ.get("THREADLOOM_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    if "redis" not in _probe:
+        try:
+            import redis
+        except ImportError:
+            _probe["redis"] = "redis is not installed (pip install 'threadloom[redis]')"
+        else:
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+                _probe["redis"] = None
+            except Exception as exc:  # noqa: BLE001 - any failure means no usable server
+                _probe["redis"] = f"Redis is unreachable at {url}: {exc}"
+    why = _probe["redis"]
+    if why is not None:
+        unavailable(why)
+    return url
+
+
+@pytest.fixture
+def redis_bus(redis_url: str) -> Iterator[Callable[[], Any]]:
+    """``redis_bus()``: a new :class:`RedisSignals` on a prefix of this test's own (buses of
+    one test reach each other, as processes of one deployment do); closed afterwards."""
+    from threadloom.checkpoint.redis_signals import RedisSignals
+
+    prefix = f"tl-test-{uuid.uuid4().hex[:8]}:"
+    made: list[RedisSignals] = []
+
+    def make() -> RedisSignals:
+        bus = RedisSignals(redis_url, prefix=prefix)
+        made.append(bus)
+        return bus
+
+    yield make
+    for bus in made:
+        bus.close()

@@ -1,6 +1,8 @@
 """The runtime store (run queue, events, signals, workers, API keys): the conformance suite
 on every backend, and what only Postgres has (signals between store objects through
-``LISTEN/NOTIFY``, many claimers with stores of their own)."""
+``LISTEN/NOTIFY``, many claimers with stores of their own). The signals part runs again on
+every backend with a Redis bus installed (``--redis``), which also carries signals between
+store objects (processes) on SQLite, and replaces ``LISTEN/NOTIFY`` on Postgres."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from threadloom.errors import ThreadBusyError
 from threadloom.testing.queue_conformance import (
     Collector,
     QueueConformance,
+    SignalsConformance,
     claim_concurrently,
     put,
 )
@@ -258,3 +261,78 @@ def test_the_queue_behind_a_transaction_pooler(
         assert [e.seq for e in store.read_events(NS, "r3")] == [1, 2, 3]
     finally:
         stop()
+
+
+# -- signals over Redis (--redis) ---------------------------------------------------------------
+
+
+class TestMemorySignalsOverRedis(SignalsConformance):
+    @pytest.fixture
+    def store(self, redis_bus: Callable[[], Any]) -> Iterator[MemoryStore]:
+        s = MemoryStore()
+        s.setup()
+        s.use_signals(redis_bus())
+        yield s
+        s.close()
+
+
+class TestSqliteSignalsOverRedis(SignalsConformance):
+    @pytest.fixture
+    def store(self, tmp_path: Path, redis_bus: Callable[[], Any]) -> Iterator[SqliteStore]:
+        s = SqliteStore(tmp_path / "queue.db")
+        s.setup()
+        s.use_signals(redis_bus())
+        yield s
+        s.close()
+
+
+class TestPostgresSignalsOverRedis(SignalsConformance):
+    @pytest.fixture
+    def store(self, make_pg: MakeStore, redis_bus: Callable[[], Any]) -> Any:
+        s = make_pg()
+        s.use_signals(redis_bus())
+        return s
+
+
+def _hear_a_run_through(sender: Any, receiver: Any) -> None:
+    """What ``sender`` commits wakes the subscribers of ``receiver`` (another store object,
+    as another process would have)."""
+    got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
+    stops = [receiver.signals().subscribe(topic, c) for topic, c in got.items()]
+    try:
+        put(sender, "r1", "t1")
+        assert got["work"].wait_for(bool)
+        [claim] = sender.claim_runs("w1", limit=8, ttl=60.0)
+        assert sender.request_cancel(NS, "r1") == "signalled"
+        assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
+        sender.append_events(NS, "r1", [("values", b"1")])
+        assert got["event"].wait_for(lambda m: f"{NS}/r1/1" in m)
+        assert sender.finish_claim(claim)
+        assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_redis_carries_signals_between_sqlite_store_objects(
+    tmp_path: Path, redis_bus: Callable[[], Any]
+) -> None:
+    stores = [SqliteStore(tmp_path / "shared.db") for _ in range(2)]
+    try:
+        for store in stores:
+            store.setup()
+            store.use_signals(redis_bus())
+        _hear_a_run_through(stores[0], stores[1])
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_redis_replaces_listen_notify_between_postgres_stores(
+    make_pg: MakeStore, redis_bus: Callable[[], Any]
+) -> None:
+    sender, receiver = make_pg(), make_pg()
+    for store in (sender, receiver):
+        store.use_signals(redis_bus())
+    _hear_a_run_through(sender, receiver)
+    assert not receiver._bus.listening  # nobody holds a LISTEN connection

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from tests.checkpoint.conftest import redis_url  # noqa: F401 - a fixture
 from threadloom.checkpoint import open_store
 from threadloom.cli import main
 from threadloom.server.auth import key_id_of
@@ -174,6 +175,38 @@ def test_usage_errors_exit_2(args, capsys):
 def test_a_command_group_alone_prints_its_help_and_exits_2(args, capsys):
     assert main(args) == 2
     assert "usage: threadloom" in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("given", ["flag", "env"])
+def test_an_unreachable_redis_is_one_line_and_exit_1(tmp_path, given):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    flags = ["--redis", url] if given == "flag" else []
+    env = {"THREADLOOM_REDIS_URL": url} if given == "env" else None
+    done = threadloom("dev", "--port", "0", "--db", f"sqlite:///{tmp_path}/x.db", *flags,
+                      cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("threadloom: error:")]
+    assert len(errors) == 1 and f"cannot reach Redis at {url}: " in errors[0], done.stderr
+
+
+def test_serve_and_worker_carry_their_signals_over_redis(tmp_path, redis_url):  # noqa: F811
+    config = tmp_path / "threadloom.toml"
+    config.write_text('[graphs]\nloop = "threadloom.examples.loop:graph"\n')
+    env = {"THREADLOOM_API_KEY": KEY, "THREADLOOM_REDIS_URL": redis_url}
+    db = f"sqlite:///{tmp_path}/app.db"
+    with start_worker(db, config=config, env=env, cwd=tmp_path) as worker, \
+            start_serve(db, config=config, env=env, cwd=tmp_path) as api:
+        status, out = api.request("POST", "/threads/x-1/runs/wait", {
+            "assistant_id": "loop", "input": {"step": 0}, "if_not_exists": "create"})
+        assert (status, out) == (200, {"step": 3, "done": True}), api.output() + worker.output()
+        for process in (api, worker):
+            assert "signals travel over Redis at redis://" in process.stderr(), process.output()
+        assert api.stop() == 0 and worker.stop() == 0, api.output() + worker.output()
 
 
 def test_a_busy_port_is_one_line_and_exit_1(tmp_path):

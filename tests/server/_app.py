@@ -1,7 +1,8 @@
 """The app a test server process serves: ``python -m uvicorn --factory _app:create``.
 
 It reads its store URL from ``THREADLOOM_TEST_DB`` and registers ``THREADLOOM_API_KEY`` as
-an admin key of ``default``, then serves the test graphs of :mod:`graphs` over that store.
+an admin key of ``default`` (with ``THREADLOOM_REDIS_URL``, its signals travel over Redis),
+then serves the test graphs of :mod:`graphs` over that store.
 In-process tests build the same app with :func:`build`.
 """
 
@@ -27,8 +28,21 @@ def build(store: RuntimeStore, api_key: str) -> FastAPI:
     return create_app(store, compiled(store), SETTINGS)
 
 
-def create() -> FastAPI:
-    """The app of a test server process (see the module docstring)."""
+def open_runtime_store() -> RuntimeStore:
+    """The store of ``THREADLOOM_TEST_DB``; its signals travel over Redis if
+    ``THREADLOOM_REDIS_URL`` is set (as ``--redis`` does), on the channel prefix
+    ``THREADLOOM_TEST_REDIS_PREFIX``."""
     store = open_store(os.environ["THREADLOOM_TEST_DB"])
     assert isinstance(store, RuntimeStore)
-    return build(store, os.environ["THREADLOOM_API_KEY"])
+    redis_url = os.environ.get("THREADLOOM_REDIS_URL")
+    if redis_url:
+        from threadloom.checkpoint.redis_signals import RedisSignals
+
+        prefix = os.environ.get("THREADLOOM_TEST_REDIS_PREFIX", "threadloom:")
+        store.use_signals(RedisSignals(redis_url, prefix=prefix))
+    return store
+
+
+def create() -> FastAPI:
+    """The app of a test server process (see the module docstring)."""
+    return build(open_runtime_store(), os.environ["THREADLOOM_API_KEY"])

@@ -1,7 +1,7 @@
 """The app of a test server process that also runs a worker, as ``threadloom dev`` does:
 ``python -m uvicorn --factory _worker_app:create``.
 
-Like :mod:`_app` (``THREADLOOM_TEST_DB``, ``THREADLOOM_API_KEY``), plus a
+Like :mod:`_app` (``THREADLOOM_TEST_DB``, ``THREADLOOM_API_KEY``, ``THREADLOOM_REDIS_URL``), plus a
 :class:`~threadloom.worker.Worker` over the same store while the app runs, unless
 ``THREADLOOM_TEST_WORKER=0`` (an API-only process, as ``threadloom serve``).
 """
@@ -14,13 +14,11 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from _app import SETTINGS
+from _app import SETTINGS, open_runtime_store
 from fastapi import FastAPI
 from graphs import compiled
 from run_graphs import run_graphs
 
-from threadloom.checkpoint import open_store
-from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.server import create_app
 from threadloom.server.auth import ensure_key
 from threadloom.worker import Worker
@@ -28,8 +26,7 @@ from threadloom.worker import Worker
 
 def create() -> FastAPI:
     """The app, with a worker started and stopped with it."""
-    store = open_store(os.environ["THREADLOOM_TEST_DB"])
-    assert isinstance(store, RuntimeStore)
+    store = open_runtime_store()
     ensure_key(store, os.environ["THREADLOOM_API_KEY"])
     graphs = {**compiled(store), **run_graphs(store)}
     app = create_app(store, graphs, SETTINGS)

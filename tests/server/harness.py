@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 API_KEY = "tl_test_admin_key_0123456789abcdef"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 START_TIMEOUT = 60.0
 
 
@@ -169,3 +171,20 @@ def postgres_url() -> str:
     except Exception as exc:
         unavailable(f"no Postgres reachable at {url} ({type(exc).__name__}: {exc})")
     return url
+
+
+def redis_env() -> dict[str, str]:
+    """The environment that makes a test server process carry its signals over the test
+    Redis (``THREADLOOM_TEST_REDIS_URL``), on a channel prefix of its own, if Redis answers:
+    give it to every process of one deployment."""
+    url = os.environ.get("THREADLOOM_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        import redis
+    except ImportError:
+        unavailable("redis is not installed (pip install 'threadloom[redis]')")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        unavailable(f"no Redis reachable at {url} ({type(exc).__name__}: {exc})")
+    return {"THREADLOOM_REDIS_URL": url,
+            "THREADLOOM_TEST_REDIS_PREFIX": f"tl-test-{uuid.uuid4().hex[:8]}:"}

@@ -1,6 +1,6 @@
 """Runs over HTTP, driven by the official ``langgraph-sdk`` client against real server
 processes that run a worker (issue 12 items 2, 3 and 6): create, wait, stream (values, updates,
-custom, debug), join, get, list, cancel, ``command`` resume, per-run breakpoints,
+custom, debug), join, get, list, cancel, delete, ``command`` resume, per-run breakpoints,
 ``if_not_exists``, every multitask strategy, SSE resumption after ``Last-Event-ID``, and a
 stream served by a second API process that runs no worker."""
 
@@ -16,26 +16,34 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import API_KEY, Server, postgres_url, start_server, stop_server
+from harness import API_KEY, Server, postgres_url, redis_env, start_server, stop_server
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
 
-@pytest.fixture(scope="module",
-                params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=[
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.slow),
+    pytest.param("sqlite+redis", marks=pytest.mark.slow),
+    pytest.param("postgres+redis", marks=pytest.mark.slow),
+])
 def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    """Two API processes on one database: the first runs a worker, the second does not."""
+    """Two API processes on one database: the first runs a worker, the second does not.
+    ``+redis``: both carry their signals over Redis (``--redis``), which is what fans a run's
+    events out to the second process."""
+    db, _, redis = request.param.partition("+")
+    env = redis_env() if redis else {}
     workdir = Path(tempfile.mkdtemp(prefix="tl-runs-"))
     schema = None
-    if request.param == "sqlite":
+    if db == "sqlite":
         db_url = f"sqlite:///{workdir / 'app.db'}"
     else:
         base = postgres_url()
         schema = f"tl_runs_{uuid.uuid4().hex[:12]}"
         db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create")
+    main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create", env=env)
     try:
         api_only = start_server(db_url, API_KEY, workdir, factory="_worker_app:create",
-                                env={"THREADLOOM_TEST_WORKER": "0"})
+                                env={**env, "THREADLOOM_TEST_WORKER": "0"})
     except BaseException:
         stop_server(main)
         raise
@@ -175,6 +183,28 @@ def test_cancel_stops_a_long_run(client):
     assert stopped["status"] == "interrupted"
     ticks = client.threads.get_state(thread_id)["values"]["ticks"]
     assert 0 < len(ticks) < 1000
+
+
+def test_delete_removes_a_finished_run_keeps_the_thread_and_refuses_an_active_one(client):
+    thread_id = new_thread(client)
+    active = client.runs.create(thread_id, "ticker",
+                                input={"ticks": [], "n": 1000, "delay": 0.05})
+    wait_status(client, thread_id, active["run_id"], "running")
+    with pytest.raises(ConflictError):
+        client.runs.delete(thread_id, active["run_id"])
+    client.runs.cancel(thread_id, active["run_id"], wait=True)
+    done = client.runs.create(thread_id, "ticker", input={"n": 2, "delay": 0})
+    client.runs.join(thread_id, done["run_id"])
+    state = client.threads.get_state(thread_id)["values"]
+    client.runs.delete(thread_id, done["run_id"])
+    with pytest.raises(NotFoundError):
+        client.runs.get(thread_id, done["run_id"])
+    with pytest.raises(NotFoundError):
+        client.runs.delete(thread_id, done["run_id"])
+    with pytest.raises(NotFoundError):
+        client.runs.delete(new_thread(client), active["run_id"])  # another thread's run
+    assert [r["run_id"] for r in client.runs.list(thread_id)] == [active["run_id"]]
+    assert client.threads.get_state(thread_id)["values"] == state  # checkpoints stay
 
 
 def test_multitask_reject_answers_409(client):

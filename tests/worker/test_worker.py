@@ -180,6 +180,9 @@ def test_a_graceful_stop_hands_a_running_run_back_to_another_worker(
     stopper.join(30)
     row = store.get_queued("default", run_id)
     assert row is not None and row.status == "queued"
+    handed_back = store.get_run(run_id)
+    assert handed_back is not None and handed_back.status == "pending"  # queued: pending
+    assert handed_back.started_at is not None and handed_back.ended_at is None
     assert store.list_workers() == [] or all(
         w.worker_id != first.worker_id for w in store.list_workers())
 

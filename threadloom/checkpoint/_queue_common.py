@@ -14,14 +14,16 @@ from typing import Any
 
 from threadloom.checkpoint.base import CheckpointRecord, RunRecord
 from threadloom.checkpoint.queue import ApiKey, QueuedRun, RunEvent, WorkerRecord
-from threadloom.errors import InvalidConfigError
+from threadloom.errors import InvalidConfigError, ThreadBusyError
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "END_EVENT",
+    "HANDED_BACK_STATUSES",
     "QUEUE_COLS",
     "KEY_COLS",
     "api_key",
+    "check_deletable",
     "check_enqueue",
     "doomed_blobs",
     "queue_time",
@@ -33,6 +35,11 @@ __all__ = [
 ACTIVE_RUN_STATUSES = ("pending", "running")
 """A run is active on its thread while its record has one of these statuses and its queue row
 is not ``done`` (see ``RuntimeStore.enqueue``)."""
+
+HANDED_BACK_STATUSES = ("running", "cancelled")
+"""A run record in one of these statuses becomes ``pending`` again when its claim is handed
+back (``release_claim``): the engine records a run stopped for a graceful shutdown as
+``cancelled``, but the run is queued and will continue, which is what ``pending`` says."""
 
 END_EVENT = ("end", b"null")
 """The control event that ends a finished run's stream."""
@@ -86,6 +93,18 @@ def check_enqueue(
     if not record.created_at:
         record = replace(record, created_at=created, updated_at=record.updated_at or created)
     return record, queued
+
+
+def check_deletable(run_id: str, status: str | None, queue_status: str | None) -> None:
+    """Refuse to delete an active run (``delete_run``): ``status`` is its record's,
+    ``queue_status`` its queue row's (``None``: there is none).
+
+    Raises:
+        ThreadBusyError: the record is pending or running, or the row queued or claimed.
+    """
+    if status in ACTIVE_RUN_STATUSES or queue_status in ("queued", "claimed"):
+        shown = status if status in ACTIVE_RUN_STATUSES else queue_status
+        raise ThreadBusyError(f"run {run_id!r} is {shown}: cancel it before deleting it")
 
 
 def queue_time(wanted: float, last: float | None) -> float:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -87,6 +89,7 @@ class MemoryQueue:
         self._workers: dict[str, WorkerRecord] = {}
         self._keys: dict[str, ApiKey] = {}
         self._bus = LocalSignals("threadloom-signals:memory")
+        self._external: Signals | None = None
 
     def _close_runtime(self) -> None:
         """Stop the signal thread and drop the runtime's rows (called by ``close``, without
@@ -99,12 +102,17 @@ class MemoryQueue:
             self._keys.clear()
 
     def _publish(self, sent: _Sent) -> None:
+        bus = self.signals()
         for topic, message in sent:
-            self._bus.publish(topic, message)
+            bus.publish(topic, message)
 
     def signals(self) -> Signals:
-        """The store's in-process signal bus."""
-        return self._bus
+        """The store's signal bus: the one :meth:`use_signals` installed, else in-process."""
+        return self._external if self._external is not None else self._bus
+
+    def use_signals(self, bus: Signals | None) -> None:
+        """Announce what this store changes on ``bus`` (``None``: the in-process bus again)."""
+        self._external = bus
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -203,7 +211,7 @@ class MemoryQueue:
                                                       ended_at=None)
             self._queue[key] = row
             result = replace(row)
-        self._bus.publish(WORK, "")
+        self.signals().publish(WORK, "")
         return result
 
     def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
@@ -286,21 +294,27 @@ class MemoryQueue:
             row.status = "done"
             row.claim_expires = None
             row.finished_at = time.time()
-        self._bus.publish(DONE, f"{claim.namespace}/{claim.run_id}")
+        self.signals().publish(DONE, f"{claim.namespace}/{claim.run_id}")
         return True
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current."""
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current."""
         with self._lock:
             self._check_open()
             row = self._current(claim)
             if row is None:
                 return False
+            now = time.time()
             row.status = "queued"
             row.worker = None
             row.claim_expires = None
-            row.available_at = time.time() + delay
-        self._bus.publish(WORK, "")
+            row.available_at = now + delay
+            record = self._run_record(claim.namespace, claim.run_id)
+            if record is not None and record.status in HANDED_BACK_STATUSES:
+                self._runs[(claim.namespace, claim.run_id)] = replace(
+                    record, status="pending", updated_at=now, ended_at=None)
+        self.signals().publish(WORK, "")
         return True
 
     def request_cancel(self, namespace: str, run_id: str,
@@ -348,7 +362,25 @@ class MemoryQueue:
             had_row = (namespace, run_id) in self._queue
             self._rollback(namespace, run_id)
         if had_row:
-            self._bus.publish(DONE, f"{namespace}/{run_id}")
+            self.signals().publish(DONE, f"{namespace}/{run_id}")
+
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            record = self._run_record(namespace, run_id)
+            row = self._queue.get((namespace, run_id))
+            check_deletable(run_id, record.status if record else None,
+                             row.status if row else None)
+            self._queue.pop((namespace, run_id), None)
+            self._events.pop((namespace, run_id), None)
+            if record is None:
+                return False
+            del self._runs[(namespace, run_id)]
+            for key in [k for k, e in self._executions.items()
+                        if k[:2] == (namespace, record.thread_id) and e.run_id == run_id]:
+                del self._executions[key]
+            return True
 
     def _rollback(self, namespace: str, run_id: str) -> None:
         record = self._run_record(namespace, run_id)
@@ -416,7 +448,7 @@ class MemoryQueue:
             self._check_open()
             seq = self._append(namespace, run_id, events, time.time())
         if events:
-            self._bus.publish(EVENT, f"{namespace}/{run_id}/{seq}")
+            self.signals().publish(EVENT, f"{namespace}/{run_id}/{seq}")
         return seq
 
     def read_events(self, namespace: str, run_id: str, after: int = 0,

@@ -38,6 +38,9 @@ resumed run). Enqueues, cancellations, rollbacks and keys wait for the flush.
 Signals ride along: each statement or transaction that changes rows calls ``pg_notify``
 itself, so the notification leaves exactly when the change commits (see
 :mod:`~threadloom.checkpoint._postgres_listen` for the receiving side and ``listen_url``).
+With an external bus installed (``use_signals``, e.g. Redis for ``--redis``), the statements
+only evaluate their signal's arguments, and the store publishes the signals to that bus once
+the call has committed: nothing is notified inside transactions, and nothing listens.
 
 In doubt. A transaction whose connection is lost at ``COMMIT`` may have been applied; the
 store retries it. An ``enqueue`` retry that finds its own row (same thread, graph and payload)
@@ -62,9 +65,11 @@ from threadloom.checkpoint._postgres_wire import check_failure
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -75,7 +80,7 @@ from threadloom.checkpoint._queue_common import (
     worker_record,
 )
 from threadloom.checkpoint._rows import checkpoint_record
-from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK
+from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, AfterCommit
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
@@ -128,8 +133,12 @@ def thread_key(schema: str, namespace: str, thread_id: str) -> int:
 class QueueStatements:
     """The queue's SQL for the tables of one schema."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, *, notify: bool = True) -> None:
         s = quote_schema(schema)
+        # A statement that changes rows signals when it commits (pg_notify); with an external
+        # bus installed (``use_signals``) the store publishes after the commit instead, and
+        # the statement only evaluates the same arguments.
+        signal = "pg_notify" if notify else "num_nulls"
         q = ", ".join(f"q.{c.strip()}" for c in QUEUE_COLS.split(","))
         self.channel = channel_name(schema)
         self.notify = "SELECT pg_notify(%s, %s)"
@@ -138,7 +147,8 @@ class QueueStatements:
         self.get_locked = self.get + " FOR UPDATE"
         self.insert = (  # and signal "work" when it commits
             f"WITH i AS (INSERT INTO {s}.run_queue ({QUEUE_COLS})"
-            f" VALUES ({', '.join(['%s'] * 15)}) RETURNING 1) SELECT pg_notify(%s, %s) FROM i"
+            f" VALUES ({', '.join(['%s'] * 15)}) RETURNING 1)"
+            f" SELECT {signal}(%s::text, %s::text) FROM i"
         )
         # What enqueue decides on, in one round trip: the run's own queue row (a retry may
         # find it), whether the run id is taken, and the thread's latest open row.
@@ -151,6 +161,9 @@ class QueueStatements:
             " AND q.run_id = %(run_id)s"
         )
         self.run = f"SELECT thread_id, graph FROM {s}.runs WHERE run_id = %s AND namespace = %s"
+        self.run_status = (
+            f"SELECT thread_id, status FROM {s}.runs WHERE run_id = %s AND namespace = %s"
+        )
         self.last_open = (
             f"SELECT max(created_at) FROM {s}.run_queue WHERE namespace = %s"
             " AND thread_id = %s AND status <> 'done'"
@@ -205,12 +218,16 @@ class QueueStatements:
         self.finish = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'done', claim_expires = NULL,"
             f" finished_at = %(now)s WHERE {current} RETURNING 1)"
-            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
+            f" SELECT {signal}(%(channel)s::text, %(message)s::text) FROM f, {_RELAXED}"
         )
+        handed_back = ", ".join(f"'{x}'" for x in HANDED_BACK_STATUSES)
         self.release = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'queued', worker = NULL,"
-            f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1)"
-            f" SELECT pg_notify(%(channel)s, %(message)s) FROM f, {_RELAXED}"
+            f" claim_expires = NULL, available_at = %(at)s WHERE {current} RETURNING 1),"
+            f" r AS (UPDATE {s}.runs SET status = 'pending', updated_at = %(now)s,"
+            " ended_at = NULL FROM f WHERE run_id = %(run_id)s AND namespace = %(ns)s"
+            f" AND status IN ({handed_back}))"
+            f" SELECT {signal}(%(channel)s::text, %(message)s::text) FROM f, {_RELAXED}"
         )
         self.signal_cancel = (
             f"UPDATE {s}.run_queue SET cancel = CASE cancel WHEN 'rollback' THEN cancel"
@@ -288,7 +305,7 @@ class QueueStatements:
             " e.event, e.data, %(now)s FROM last,"
             " unnest(%(events)s::text[], %(datas)s::bytea[]) WITH ORDINALITY AS e(event, data, n)"
             " RETURNING seq), top AS (SELECT max(seq) AS seq FROM ins)"
-            " SELECT top.seq, pg_notify(%(channel)s, %(prefix)s || top.seq::text)"
+            f" SELECT top.seq, {signal}(%(channel)s::text, %(prefix)s || top.seq::text)"
             f" FROM top, {_RELAXED}"
         )
         self.last_seq = (
@@ -349,6 +366,8 @@ class PostgresQueue:
         """Prepare the queue's statements and signals (called by the store's ``__init__``):
         ``listen_dsn`` is where the ``LISTEN`` connection goes."""
         self._q = QueueStatements(self.schema)
+        self._external: Signals | None = None
+        self._outbox = AfterCommit()  # what a call publishes after it commits
         if listen_dsn.lower().startswith(("postgres://", "postgresql://")):
             listen_dsn = split_url(listen_dsn)[0]  # without threadloom's own options
         self._bus = PgSignals(listen_dsn, self._q.channel, self._notify, connect_timeout)
@@ -361,13 +380,37 @@ class PostgresQueue:
         self._run(lambda conn: conn.execute(self._q.notify, (channel, payload)), "notify")
 
     def signals(self) -> Signals:
-        """The store's signal bus: ``NOTIFY`` out, one ``LISTEN`` connection in (see
-        :mod:`~threadloom.checkpoint._postgres_listen`)."""
-        return self._bus
+        """The store's signal bus: the one :meth:`use_signals` installed, else ``NOTIFY`` out
+        and one ``LISTEN`` connection in (see :mod:`~threadloom.checkpoint._postgres_listen`)."""
+        return self._external if self._external is not None else self._bus
+
+    def use_signals(self, bus: Signals | None) -> None:
+        """Announce what this store commits on ``bus`` after each commit, instead of with
+        ``NOTIFY`` inside the transaction (``None``: ``NOTIFY`` again). Nothing then
+        ``LISTEN``s unless something subscribes to the built-in bus."""
+        self._q = QueueStatements(self.schema, notify=bus is None)
+        self._external = bus
 
     def _send(self, conn: Connection, topic: str, message: str) -> None:
-        """Notify ``topic`` when the current transaction commits."""
-        conn.execute(self._q.notify, (self._q.channel, f"{topic}\n{message}"))
+        """Signal ``topic`` when the current transaction commits: ``NOTIFY`` in it, or, with
+        an external bus, publish once the call that runs it (:meth:`_signalling`) returns.
+        (Statements that notify in their own SQL call ``self._outbox.add`` for the bus.)"""
+        if self._external is None:
+            conn.execute(self._q.notify, (self._q.channel, f"{topic}\n{message}"))
+        else:
+            self._outbox.add(topic, message)
+
+    def _signalling(self, fn: Callable[[Connection], _T], what: str) -> _T:
+        """``self._run(fn, what)``, then publish what ``fn``'s last (committed) attempt sent
+        to the external bus, if one is installed."""
+        bus = self._external
+        if bus is None:
+            return self._run(fn, what)
+        attempt, sent = self._outbox.collect(fn)
+        result = self._run(attempt, what)
+        for topic, message in sent:
+            bus.publish(topic, message)
+        return result
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -396,6 +439,7 @@ class PostgresQueue:
                 if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
                     row.thread_id, row.graph, row.payload
                 ):
+                    self._outbox.add(WORK, "")
                     return decided  # an earlier attempt committed after all
                 if thread is not None and status == "done" and not taken:
                     # left by a deleted run (its thread was deleted, or retention took it)
@@ -429,10 +473,11 @@ class PostgresQueue:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     ) from None
+                self._outbox.add(WORK, "")
                 decided = cancelled
             return cancelled
 
-        return self._run(enqueue, "enqueue")
+        return self._signalling(enqueue, "enqueue")
 
     def _write_record(self, conn: Connection, record: RunRecord, now: float) -> None:
         """Write the run record with the store's own commit statement (which also creates or
@@ -474,7 +519,7 @@ class PostgresQueue:
                 self._send(conn, WORK, "")
                 return queued_run(new)
 
-        return self._run(requeue, "requeue")
+        return self._signalling(requeue, "requeue")
 
     def get_queued(self, namespace: str, run_id: str) -> QueuedRun | None:
         """The run's queue row (in any status), if it has one."""
@@ -533,7 +578,14 @@ class PostgresQueue:
             "ns": claim.namespace, "run_id": claim.run_id, "token": claim.claim_token,
             "channel": self._q.channel, "message": f"{topic}\n{message}", **params,
         }  # fmt: skip
-        return self._run(lambda conn: conn.execute(sql, values).fetchone() is not None, what)
+
+        def end(conn: Connection) -> bool:
+            if conn.execute(sql, values).fetchone() is None:
+                return False
+            self._outbox.add(topic, message)
+            return True
+
+        return self._signalling(end, what)
 
     def finish_claim(self, claim: QueuedRun) -> bool:
         """Mark the run ``done`` if the claim is still current, and signal ``"done"``, in one
@@ -541,10 +593,11 @@ class PostgresQueue:
         return self._end_claim(self._q.finish, claim, DONE, "finish_claim", now=time.time())
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current,
-        and signal ``"work"``, in one statement."""
-        at = time.time() + delay
-        return self._end_claim(self._q.release, claim, WORK, "release_claim", at=at)
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current, and signal ``"work"``, in one statement."""
+        now = time.time()
+        return self._end_claim(self._q.release, claim, WORK, "release_claim", at=now + delay,
+                               now=now)
 
     def request_cancel(self, namespace: str, run_id: str,
                        action: CancelAction = "interrupt") -> Outcome:
@@ -560,7 +613,7 @@ class PostgresQueue:
                     return "finished" if known else "unknown"
                 return self._cancel(conn, queued_run(row), action, time.time())
 
-        return self._run(cancel, "request_cancel")
+        return self._signalling(cancel, "request_cancel")
 
     def _cancel(self, conn: Connection, row: QueuedRun, action: CancelAction,
                 now: float) -> Literal["cancelled", "signalled"]:
@@ -589,7 +642,7 @@ class PostgresQueue:
                 if self._rollback(conn, namespace, run_id):
                     self._send(conn, DONE, f"{namespace}/{run_id}")
 
-        self._run(rollback, "rollback_run")
+        self._signalling(rollback, "rollback_run")
 
     def _rollback(self, conn: Connection, namespace: str, run_id: str) -> bool:
         """Delete a run and everything it wrote; whether it had a queue row."""
@@ -624,6 +677,28 @@ class PostgresQueue:
         (queued,) = _one(conn, sql.drop_run, params)
         return bool(queued)
 
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints, in one transaction under
+        its thread's advisory lock (see the protocol)."""
+        sql = self._q
+
+        def delete(conn: Connection) -> bool:
+            with conn.transaction():
+                found = conn.execute(sql.run_status, (run_id, namespace)).fetchone()
+                if found is not None:  # as requeue and enqueue do: no queue change meanwhile
+                    conn.execute(sql.lock, (thread_key(self.schema, namespace, found[0]),))
+                    found = conn.execute(sql.run_status, (run_id, namespace)).fetchone()
+                row = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+                check_deletable(run_id, found[1] if found else None, row[8] if row else None)
+                if found is None:
+                    conn.execute(sql.forget, {"ns": namespace, "run_id": run_id})
+                    return False
+                params = {"thread_id": found[0], "run_id": run_id, "ns": namespace}
+                conn.execute(sql.drop_run, params)
+                return True
+
+        return self._run(delete, "delete_run")
+
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""
         sql, params = (self._q.depth, ()) if namespace is None else (self._q.depth_in,
@@ -650,15 +725,17 @@ class PostgresQueue:
         def append(conn: Connection) -> int:
             for _ in range(_APPEND_TRIES):  # a collision with a concurrent append: number
                 try:  # again, after it
-                    return int(_one(conn, sql.append, params)[0])
+                    seq = int(_one(conn, sql.append, params)[0])
                 except pg_errors.UniqueViolation:
                     continue
+                self._outbox.add(EVENT, f"{namespace}/{run_id}/{seq}")
+                return seq
             raise StoreUnavailableError(
                 f"events of run {run_id!r} collided with concurrent appends"
                 f" {_APPEND_TRIES} times in a row"
             )
 
-        return self._run(append, "append_events")
+        return self._signalling(append, "append_events")
 
     def read_events(self, namespace: str, run_id: str, after: int = 0,
                     limit: int = 1000) -> list[RunEvent]:

@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
+    HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
@@ -117,6 +119,10 @@ SQL_RELEASE = (
     "UPDATE run_queue SET status = 'queued', worker = NULL, claim_expires = NULL,"
     f" available_at = ? WHERE {_CURRENT}"
 )
+SQL_HANDED_BACK = (
+    "UPDATE runs SET status = 'pending', updated_at = ?, ended_at = NULL WHERE run_id = ?"
+    f" AND namespace = ? AND status IN ({', '.join(repr(s) for s in HANDED_BACK_STATUSES)})"
+)
 SQL_SIGNAL_CANCEL = (
     "UPDATE run_queue SET cancel = CASE cancel WHEN 'rollback' THEN cancel ELSE ? END"
     " WHERE namespace = ? AND run_id = ?"
@@ -165,9 +171,13 @@ class SqliteQueue:
         ) -> _T: ...
 
     _bus: LocalSignals | None = None
+    _external: Signals | None = None
 
     def signals(self) -> Signals:
-        """The store object's in-process signal bus."""
+        """The store's signal bus: the one :meth:`use_signals` installed, else the store
+        object's in-process bus."""
+        if self._external is not None:
+            return self._external
         with _BUS_LOCK:
             if self._bus is None:
                 self._bus = LocalSignals("threadloom-signals:sqlite")
@@ -178,8 +188,14 @@ class SqliteQueue:
         if self._bus is not None:
             self._bus.close()
 
+    def use_signals(self, bus: Signals | None) -> None:
+        """Announce what this store commits on ``bus`` (``None``: the in-process bus again).
+        With a bus that reaches other processes (Redis), processes sharing the file wake each
+        other too."""
+        self._external = bus
+
     def _publish(self, sent: _Sent) -> None:
-        bus = self._bus
+        bus = self._external if self._external is not None else self._bus
         if bus is not None:
             for topic, message in sent:
                 bus.publish(topic, message)
@@ -336,10 +352,18 @@ class SqliteQueue:
         return done
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
-        """Hand the run back (queued again after ``delay``) if the claim is still current."""
-        params = (time.time() + delay, claim.namespace, claim.run_id, claim.claim_token)
-        released = self._run(lambda conn: conn.execute(SQL_RELEASE, params).rowcount == 1,
-                             True, relaxed=True)
+        """Hand the run back (queued again after ``delay``, its record ``pending``) if the
+        claim is still current."""
+        now = time.time()
+        params = (now + delay, claim.namespace, claim.run_id, claim.claim_token)
+
+        def release(conn: sqlite3.Connection) -> bool:
+            if conn.execute(SQL_RELEASE, params).rowcount != 1:
+                return False
+            conn.execute(SQL_HANDED_BACK, (now, claim.run_id, claim.namespace))
+            return True
+
+        released = self._run(release, True, relaxed=True)
         if released:
             self._publish([(WORK, "")])
         return released
@@ -370,6 +394,23 @@ class SqliteQueue:
         had_row = self._run(lambda conn: _rollback(conn, namespace, run_id), True)
         if had_row:
             self._publish([(DONE, f"{namespace}/{run_id}")])
+
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's rows, keeping its checkpoints, in one transaction (see the
+        protocol)."""
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            found = conn.execute("SELECT thread_id, status FROM runs WHERE run_id = ?"
+                                 " AND namespace = ?", (run_id, namespace)).fetchone()
+            row = conn.execute(SQL_GET, (namespace, run_id)).fetchone()
+            check_deletable(run_id, found[1] if found else None, row[8] if row else None)
+            if found is None:
+                _forget(conn, namespace, run_id)
+                return False
+            _drop_run(conn, namespace, run_id, found[0])
+            return True
+
+        return self._run(delete, True)
 
     def queue_depth(self, namespace: str | None = None) -> int:
         """How many runs are queued (not claimed), in one namespace or all."""
@@ -556,6 +597,12 @@ def _rollback(conn: sqlite3.Connection, namespace: str, run_id: str) -> bool:
         doomed.setdefault(cp_ns, []).append(seq)
     for cp_ns, seqs in doomed.items():
         _drop_checkpoints(conn, namespace, thread_id, cp_ns, seqs)
+    _drop_run(conn, namespace, run_id, thread_id)
+    return row is not None
+
+
+def _drop_run(conn: sqlite3.Connection, namespace: str, run_id: str, thread_id: str) -> None:
+    """Delete a run's record, executions, events and queue row (not its checkpoints)."""
     conn.execute("DELETE FROM executions WHERE namespace = ? AND thread_id = ? AND run_id = ?",
                  (namespace, thread_id, run_id))
     conn.execute("DELETE FROM runs WHERE run_id = ? AND namespace = ?", (run_id, namespace))
@@ -563,7 +610,6 @@ def _rollback(conn: sqlite3.Connection, namespace: str, run_id: str) -> bool:
                  (namespace, run_id))
     conn.execute("DELETE FROM run_queue WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
-    return row is not None
 
 
 def _drop_checkpoints(conn: sqlite3.Connection, namespace: str, thread_id: str, cp_ns: str,

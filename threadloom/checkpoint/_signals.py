@@ -16,8 +16,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["CANCEL", "DONE", "EVENT", "TOPICS", "WORK", "Dispatcher", "LocalSignals"]
+__all__ = [
+    "CANCEL", "DONE", "EVENT", "TOPICS", "WORK", "AfterCommit", "Dispatcher", "LocalSignals",
+]
 
 WORK = "work"
 CANCEL = "cancel"
@@ -29,6 +32,7 @@ log = logging.getLogger("threadloom.checkpoint.signals")
 log.addHandler(logging.NullHandler())
 
 Callback = Callable[[str], None]
+_T = TypeVar("_T")
 _STOP = ("", "")
 
 
@@ -114,3 +118,35 @@ class LocalSignals(Dispatcher):
     def publish(self, topic: str, message: str) -> None:
         """Send ``message`` to every subscriber of ``topic`` (from the bus's thread)."""
         self.deliver(topic, message)
+
+
+class AfterCommit:
+    """The signals one store call publishes to an external bus once it has committed (a
+    Postgres store with ``use_signals``): :meth:`collect` wraps the call's body, whose
+    statements :meth:`add` what they announce (from the last attempt only: a retried attempt
+    starts again); outside :meth:`collect`, :meth:`add` does nothing."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def add(self, topic: str, message: str) -> None:
+        """Publish ``message`` on ``topic`` after the current call, if one is collecting."""
+        sent = getattr(self._local, "sent", None)
+        if sent is not None:
+            sent.append((topic, message))
+
+    def collect(self, fn: Callable[[Any], _T]
+                ) -> tuple[Callable[[Any], _T], list[tuple[str, str]]]:
+        """``fn`` wrapped to collect what each attempt adds, and the list that holds what
+        the last attempt added."""
+        sent: list[tuple[str, str]] = []
+
+        def attempt(conn: Any) -> _T:
+            sent.clear()
+            self._local.sent = sent
+            try:
+                return fn(conn)
+            finally:
+                self._local.sent = None
+
+        return attempt, sent

@@ -20,7 +20,8 @@ every key starts with the namespace, like the rest of the store:
   the runtime's own ``metadata`` / ``error`` / ``end`` events), numbered per run from 1, so that an
   SSE stream can be served, and resumed after ``Last-Event-ID``, by any API process.
 - **Signals.** :meth:`~RuntimeStore.signals` wakes waiting workers and streams at once (Postgres
-  ``LISTEN/NOTIFY``; in-process for SQLite and memory). A signal is only a hint that rows changed:
+  ``LISTEN/NOTIFY``; in-process for SQLite and memory; or an external bus such as Redis,
+  installed with :meth:`~RuntimeStore.use_signals`). A signal is only a hint that rows changed:
   the rows are the truth, and a missed signal costs latency, never correctness.
 - **Workers and API keys.** Worker heartbeats (for ``/ready`` and for metrics), and API keys,
   stored by the hash of their secret only.
@@ -259,7 +260,11 @@ class RuntimeStore(Store, Protocol):
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (``queued`` again, available after ``delay``) if ``claim`` is
-        still current; signal ``"work"``. For a graceful shutdown or a busy thread."""
+        still current; signal ``"work"``. For a graceful shutdown or a busy thread. In the
+        same transaction, a run record that is ``running``, or ``cancelled`` (how the engine
+        records a run stopped for the hand-back), becomes ``pending`` (``ended_at`` cleared,
+        ``started_at`` kept, so the next worker continues it from its last checkpoint): a
+        queued run shows as pending."""
         ...
 
     def request_cancel(self, namespace: str, run_id: str,
@@ -286,6 +291,19 @@ class RuntimeStore(Store, Protocol):
         if there is no such run. (Pending writes the run recorded against the checkpoint it
         started from, such as a resume value, are kept: nothing tells them from earlier
         ones.)"""
+        ...
+
+    def delete_run(self, namespace: str, run_id: str) -> bool:
+        """Delete a finished run's record, executions, events and queue row, in one
+        transaction (``DELETE /threads/{tid}/runs/{rid}``). The checkpoints it wrote stay: the
+        thread's state is kept (:meth:`rollback_run` undoes a run). ``False`` if the namespace
+        has no record of the run (its leftover events and ``done`` queue row, if any, are
+        dropped all the same).
+
+        Raises:
+            ThreadBusyError: the run is active: its record is ``pending`` or ``running``, or
+                its queue row is ``queued`` or ``claimed`` (cancel it first).
+        """
         ...
 
     def queue_depth(self, namespace: str | None = None) -> int:
@@ -353,6 +371,18 @@ class RuntimeStore(Store, Protocol):
     # -- signals --------------------------------------------------------------------------
 
     def signals(self) -> Signals:
-        """The store's signal bus (one per store object)."""
+        """The store's signal bus (one per store object): the one :meth:`use_signals`
+        installed, else the store's built-in one."""
+        ...
+
+    def use_signals(self, bus: Signals | None) -> None:
+        """Carry the store's own announcements on ``bus`` (for example
+        :class:`~threadloom.checkpoint.redis_signals.RedisSignals` for ``--redis``) instead of
+        the built-in bus (Postgres ``NOTIFY``, in-process on SQLite and memory): each one is
+        published to ``bus`` after the change it announces has committed, and
+        :meth:`signals` returns ``bus``. ``None`` goes back to the built-in bus. Install it
+        before anything subscribes (a subscription to the previous bus hears nothing more
+        from this store); every process sharing the store should use the same bus. The store
+        does not close ``bus``."""
         ...
 

@@ -105,6 +105,7 @@ def _runtime_commands(sub: Any) -> None:
     _config_flag(p, "default: ./threadloom.toml, or the seed graphs if there is none")
     _listen_flags(p)
     p.add_argument("--db", help=_DB_HELP)
+    _redis_flag(p)
     _worker_flags(p)
 
     p = _command(sub, "serve", _lazy(_RUNTIME, "serve"), "the HTTP API only (many processes)",
@@ -120,6 +121,7 @@ def _runtime_commands(sub: Any) -> None:
     _config_flag(p, "default: ./threadloom.toml")
     _listen_flags(p)
     p.add_argument("--db", help=_DB_HELP)
+    _redis_flag(p)
 
     p = _command(sub, "worker", _lazy(_RUNTIME, "worker"), "execute queued runs (many processes)",
                  "Claim queued runs and execute them. Run as many workers as you like, on as "
@@ -133,7 +135,16 @@ def _runtime_commands(sub: Any) -> None:
                  + _CONFIG_HELP)
     _config_flag(p, "default: ./threadloom.toml")
     p.add_argument("--db", help=_DB_HELP)
+    _redis_flag(p)
     _worker_flags(p)
+
+
+def _redis_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL",
+                   help="optional: carry wake-ups (new work, cancellation, SSE events) between "
+                        "processes over Redis pub/sub instead of the database, e.g. "
+                        "redis://host:6379/0 (default: $THREADLOOM_REDIS_URL; every process "
+                        "of a deployment must use the same; the database stays the truth)")
 
 
 def _config_flag(p: argparse.ArgumentParser, default: str) -> None:

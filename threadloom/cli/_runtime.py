@@ -4,6 +4,9 @@ Each opens the store, loads the graphs, and runs until SIGTERM or SIGINT (Ctrl+C
 stops taking work, lets running runs finish for up to ``--shutdown-timeout`` seconds and hands
 the rest back to the queue (another worker, or the next start, continues them from their last
 checkpoint), stops serving, and exits 0. A second signal exits at once (code 1).
+
+With ``--redis URL`` (or ``THREADLOOM_REDIS_URL``) the store's signals travel over Redis
+(:mod:`threadloom.checkpoint.redis_signals`); a Redis that does not answer stops the start.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = ["dev", "serve", "worker"]
 log = logging.getLogger("threadloom.cli")
 
 API_KEY_ENV = "THREADLOOM_API_KEY"
+REDIS_ENV = "THREADLOOM_REDIS_URL"
 DEFAULT_CONFIG = "threadloom.toml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -56,6 +60,46 @@ def _config(args: argparse.Namespace, *, seeds_if_missing: bool) -> RuntimeConfi
                 "[graphs] table; see `threadloom serve --help`)")
         return read_config(default)
     return RuntimeConfig.seeds()
+
+
+def _redis_bus(args: argparse.Namespace) -> Any:
+    """The Redis signal bus of ``--redis`` (else ``$THREADLOOM_REDIS_URL``), connected now, or
+    ``None`` without either.
+
+    Raises:
+        StoreUnavailableError: Redis does not answer.
+        InvalidConfigError: not a Redis URL, or the redis extra is missing.
+    """
+    url = args.redis if args.redis is not None else os.environ.get(REDIS_ENV, "")
+    if not url:
+        return None
+    try:
+        from threadloom.checkpoint.redis_signals import RedisSignals
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InvalidConfigError(
+            "--redis needs the redis extra: pip install 'threadloom[redis]'") from None
+    return RedisSignals(url)
+
+
+def _open(url: str, bus: Any, connections: int | None = None) -> RuntimeStore:
+    """The runtime store at ``url`` (``connections``: see ``open_runtime_store``),
+    announcing over ``bus`` if there is one."""
+    try:
+        store = open_runtime_store(url, connections=connections)
+    except BaseException:
+        if bus is not None:
+            bus.close()
+        raise
+    if bus is not None:
+        store.use_signals(bus)
+        log.info("signals travel over Redis at %s", bus.url)
+    return store
+
+
+def _close(store: RuntimeStore, bus: Any) -> None:
+    store.close()
+    if bus is not None:
+        bus.close()
 
 
 def _setup_logging() -> None:
@@ -196,7 +240,8 @@ def dev(args: argparse.Namespace) -> int:
     _setup_logging()
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    bus = _redis_bus(args)
+    store = _open(url, bus)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         key, origin = _dev_key(store, url)
@@ -228,7 +273,7 @@ def dev(args: argparse.Namespace) -> int:
             log.info("stopping the worker (running runs finish or go back to the queue)")
             worker.stop(timeout=args.shutdown_timeout)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 
@@ -245,7 +290,8 @@ def serve(args: argparse.Namespace) -> int:
                     "machine; use postgresql:// for many machines")
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url)
+    bus = _redis_bus(args)
+    store = _open(url, bus)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         _register_env_key(store)
@@ -256,7 +302,7 @@ def serve(args: argparse.Namespace) -> int:
               f"store {mask_url(url)}", flush=True)
         _serve_until_signal(app, sock, shutdown)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 
@@ -269,7 +315,8 @@ def worker(args: argparse.Namespace) -> int:
     _setup_logging()
     shutdown = _Shutdown()
     shutdown.install()
-    store = open_runtime_store(url, connections=max(10, concurrency + 4))
+    bus = _redis_bus(args)
+    store = _open(url, bus, connections=max(10, concurrency + 4))
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         _register_env_key(store)
@@ -285,7 +332,7 @@ def worker(args: argparse.Namespace) -> int:
             log.info("stopping (running runs finish or go back to the queue)")
             runner.stop(timeout=args.shutdown_timeout)
     finally:
-        store.close()
+        _close(store, bus)
     log.info("stopped")
     return 0
 

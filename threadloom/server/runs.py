@@ -4,9 +4,9 @@ Runs are queued in the store and executed by workers (:mod:`threadloom.worker`),
 process or another: create one in the background, create one and wait for its result, or
 create one and stream its events (SSE); on a thread or stateless (on a new thread). Then get,
 list, join (wait for), join the stream of (from any API process, resuming after
-``Last-Event-ID``), and cancel a run. The run id is the engine's durable run id; a caller may
-choose it (``run_id`` in the body, an extension of LangGraph's API). Reads need the ``viewer``
-role, the rest ``operator``; everything acts in the caller's namespace.
+``Last-Event-ID``), cancel, and delete a run. The run id is the engine's durable run id; a
+caller may choose it (``run_id`` in the body, an extension of LangGraph's API). Reads need the
+``viewer`` role, the rest ``operator``; everything acts in the caller's namespace.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from threadloom.server._runs import (
 from threadloom.server._shapes import json_response
 from threadloom.server._threadinfo import find_thread
 from threadloom.server.deps import Graphs, Operator, Store, Viewer, settings
-from threadloom.server.errors import InvalidRequestError
+from threadloom.server.errors import InvalidRequestError, NotFoundError
 from threadloom.server.sse import event_stream, parse_last_event_id
 
 __all__ = ["router"]
@@ -326,6 +326,18 @@ def _modes_param(value: str | None) -> list[str] | None:
             raise InvalidRequestError(f"stream_mode is not a JSON list: {value!r}") from None
         return [str(m) for m in parsed] or None
     return [value]
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204,
+               summary="Delete a finished run (the thread's state is kept)")
+def delete_run(thread_id: str, run_id: str, store: Store, who: Operator) -> Response:
+    """Delete the run's record, node executions, events and queue row; the checkpoints it
+    wrote stay, so the thread's state does not change. 409 while it is pending or running
+    (cancel it first)."""
+    find_run(store, who.namespace, thread_id, run_id)
+    if not store.delete_run(who.namespace, run_id):
+        raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
+    return Response(status_code=204)
 
 
 # -- cancel ----------------------------------------------------------------------------------

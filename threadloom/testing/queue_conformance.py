@@ -30,12 +30,21 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 
-__all__ = ["Collector", "QueueConformance", "claim_concurrently", "pending", "put", "queued"]
+__all__ = [
+    "Collector",
+    "QueueConformance",
+    "SignalsConformance",
+    "claim_concurrently",
+    "pending",
+    "put",
+    "queued",
+]
 
 NS = "default"
 WAIT = 20.0  # seconds to wait for a signal before failing
 EXPIRED = -1.0  # a ttl that makes a claim lapse at once
 HOUR = 3600.0
+END = ("end", b"null")  # the control event that ends a finished run's stream
 
 
 def pending(run_id: str, thread_id: str, namespace: str = NS, **fields: Any) -> RunRecord:
@@ -79,7 +88,53 @@ class Collector:
             return self._cond.wait_for(lambda: predicate(self.messages), timeout)
 
 
-class QueueConformance:
+class SignalsConformance:
+    """The store's signals (``work``, ``cancel``, ``event``, ``done``), whatever carries them;
+    subclasses provide a ``store`` fixture (with an external bus installed, or not)."""
+
+    # -- signals --------------------------------------------------------------------------
+
+    def test_signals_of_the_queue(self, store: RuntimeStore) -> None:
+        bus = store.signals()
+        got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
+        stops = [bus.subscribe(topic, c) for topic, c in got.items()]
+        try:
+            put(store, "r1", "t1")
+            assert got["work"].wait_for(bool)
+            [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
+            store.request_cancel(NS, "r1")
+            assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
+            store.append_events(NS, "r1", [("values", b"1"), ("values", b"2")])
+            assert got["event"].wait_for(lambda m: f"{NS}/r1/2" in m)
+            store.finish_claim(claim)
+            assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+        finally:
+            for stop in stops:
+                stop()
+
+    def test_a_failing_subscriber_does_not_stop_delivery(self, store: RuntimeStore) -> None:
+        bus = store.signals()
+        good, dropped = Collector(), Collector()
+
+        def bad(message: str) -> None:
+            raise RuntimeError("subscriber bug")
+
+        stops = [bus.subscribe("work", bad), bus.subscribe("work", good)]
+        stop_dropped = bus.subscribe("work", dropped)
+        try:
+            bus.publish("work", "one")
+            assert good.wait_for(lambda m: "one" in m) and dropped.wait_for(lambda m: "one" in m)
+            stop_dropped()
+            stop_dropped()  # twice is harmless
+            bus.publish("work", "two")
+            assert good.wait_for(lambda m: "two" in m)
+            assert "two" not in dropped.messages  # delivered in order: "two" went past it
+        finally:
+            for stop in stops:
+                stop()
+
+
+class QueueConformance(SignalsConformance):
     """The runtime store contract; subclasses provide a ``store`` fixture."""
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -256,6 +311,25 @@ class QueueConformance:
         assert not store.release_claim(claim)  # no longer claimed
         assert store.queue_depth() == 2
 
+    def test_release_makes_a_stopped_run_pending_again(self, store: RuntimeStore) -> None:
+        for run_id, thread_id in (("r1", "t1"), ("r2", "t2"), ("r3", "t3")):
+            put(store, run_id, thread_id)
+        claims = {c.run_id: c for c in store.claim_runs("w1", limit=8, ttl=60.0)}
+        started = time.time()
+        store.commit([  # the engine's commits: stopped for the hand-back, running, failed
+            Commit(t, runs=[pending(r, t, status=s, started_at=started, ended_at=e)])
+            for r, t, s, e in (("r1", "t1", "cancelled", started + 1),
+                               ("r2", "t2", "running", None),
+                               ("r3", "t3", "failed", started + 1))
+        ])
+        for claim in claims.values():
+            assert store.release_claim(claim)
+        r1, r2, r3 = (store.get_run(r) for r in ("r1", "r2", "r3"))
+        assert r1 is not None and r1.status == "pending" and r1.ended_at is None
+        assert r1.started_at == started  # continued from its checkpoint, not started again
+        assert r2 is not None and r2.status == "pending"
+        assert r3 is not None and r3.status == "failed"  # not a hand-back: left alone
+
     def test_release_without_delay_is_claimable_again(self, store: RuntimeStore) -> None:
         put(store, "r1", "t1")
         [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
@@ -397,6 +471,49 @@ class QueueConformance:
         store.rollback_run(NS, "nope")  # nothing
         put(store, "r1", "t1")  # the id is free again
 
+    def test_delete_run_keeps_the_threads_checkpoints(self, store: RuntimeStore) -> None:
+        graph = _counter_graph(store)
+        thread = {"configurable": {"thread_id": "t1"}}
+        graph.invoke({"n": 1, "log": []}, {**thread, "run_id": "first"})
+        graph.invoke({"n": 5, "log": []}, {**thread, "run_id": "second"})
+        state = graph.get_state(thread)
+        store.append_events(NS, "second", [("values", b"{}"), END])
+        assert store.list_executions(run_id="second")
+        assert store.delete_run(NS, "second")
+        assert store.get_run("second") is None
+        assert store.list_executions(run_id="second") == []
+        assert store.read_events(NS, "second") == []
+        assert graph.get_state(thread).values == state.values  # the thread's state stays
+        assert store.list_checkpoints("t1", run_id="second") != []
+        assert store.get_run("first") is not None
+        assert not store.delete_run(NS, "second")  # gone
+        assert not store.delete_run(NS, "nope")
+
+    def test_delete_run_refuses_an_active_run_and_drops_a_finished_ones_row(
+        self, store: RuntimeStore
+    ) -> None:
+        put(store, "queued", "t1")
+        put(store, "claimed", "t2")
+        [claim] = [c for c in store.claim_runs("w1", limit=8, ttl=60.0)
+                   if c.run_id == "claimed"]
+        store.commit([Commit("t3", runs=[RunRecord("lib", "t3", "g", "running")])])
+        for run_id in ("queued", "claimed", "lib"):  # pending, running, or held by a worker
+            with pytest.raises(ThreadBusyError):
+                store.delete_run(NS, run_id)
+        assert store.get_run("queued") is not None and store.get_queued(NS, "claimed")
+        done = store.get_run("claimed")
+        assert done is not None
+        done.status = "succeeded"
+        store.commit([Commit("t2", runs=[done])])
+        with pytest.raises(ThreadBusyError):  # recorded, but its worker still holds it
+            store.delete_run(NS, "claimed")
+        assert store.finish_claim(claim)
+        store.append_events(NS, "claimed", [END])
+        assert store.delete_run(NS, "claimed")
+        assert store.get_run("claimed") is None and store.get_queued(NS, "claimed") is None
+        assert store.read_events(NS, "claimed") == []
+        put(store, "claimed", "t2")  # the id is free again
+
     def test_rollback_restores_the_threads_latest_checkpoint(self, store: RuntimeStore) -> None:
         graph = _counter_graph(store)
         thread = {"configurable": {"thread_id": "t1"}}
@@ -508,46 +625,34 @@ class QueueConformance:
         assert store.read_events(NS, "done") == [] and store.read_events(NS, "loose") == []
         assert len(store.read_events(NS, "open")) == 2
 
-    # -- signals --------------------------------------------------------------------------
+    def test_an_installed_bus_carries_the_stores_announcements(
+        self, store: RuntimeStore
+    ) -> None:
+        from threadloom.checkpoint._signals import LocalSignals
 
-    def test_signals_of_the_queue(self, store: RuntimeStore) -> None:
-        bus = store.signals()
-        got = {topic: Collector() for topic in ("work", "cancel", "event", "done")}
-        stops = [bus.subscribe(topic, c) for topic, c in got.items()]
+        bus = LocalSignals("threadloom-signals:installed")
+        built_in = store.signals()
+        work, done = Collector(), Collector()
+        stops = [bus.subscribe("work", work), bus.subscribe("done", done)]
         try:
+            store.use_signals(bus)
+            assert store.signals() is bus
             put(store, "r1", "t1")
-            assert got["work"].wait_for(bool)
+            assert work.wait_for(bool)
             [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
-            store.request_cancel(NS, "r1")
-            assert got["cancel"].wait_for(lambda m: f"{NS}/r1" in m)
-            store.append_events(NS, "r1", [("values", b"1"), ("values", b"2")])
-            assert got["event"].wait_for(lambda m: f"{NS}/r1/2" in m)
-            store.finish_claim(claim)
-            assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+            assert store.finish_claim(claim)
+            assert done.wait_for(lambda m: f"{NS}/r1" in m)
+            store.use_signals(None)
+            assert store.signals() is built_in
+            later = Collector()
+            stops.append(store.signals().subscribe("work", later))
+            put(store, "r2", "t2")  # on the built-in bus again
+            assert later.wait_for(bool)
         finally:
+            store.use_signals(None)
             for stop in stops:
                 stop()
-
-    def test_a_failing_subscriber_does_not_stop_delivery(self, store: RuntimeStore) -> None:
-        bus = store.signals()
-        good, dropped = Collector(), Collector()
-
-        def bad(message: str) -> None:
-            raise RuntimeError("subscriber bug")
-
-        stops = [bus.subscribe("work", bad), bus.subscribe("work", good)]
-        stop_dropped = bus.subscribe("work", dropped)
-        try:
-            bus.publish("work", "one")
-            assert good.wait_for(lambda m: "one" in m) and dropped.wait_for(lambda m: "one" in m)
-            stop_dropped()
-            stop_dropped()  # twice is harmless
-            bus.publish("work", "two")
-            assert good.wait_for(lambda m: "two" in m)
-            assert "two" not in dropped.messages  # delivered in order: "two" went past it
-        finally:
-            for stop in stops:
-                stop()
+            bus.close()
 
     # -- workers and keys -----------------------------------------------------------------
 
