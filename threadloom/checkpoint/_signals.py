@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "CANCEL", "DONE", "EVENT", "TOPICS", "WORK", "AfterCommit", "Dispatcher", "LocalSignals",
+    "unsubscriber",
 ]
 
 WORK = "work"
@@ -58,22 +59,7 @@ class Dispatcher:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
 
-        done = False
-
-        def unsubscribe() -> None:
-            nonlocal done
-            with self._lock:
-                if done:
-                    return
-                done = True
-                callbacks = list(self._subscribers.get(topic, ()))
-                for i, subscribed in enumerate(callbacks):
-                    if subscribed is callback:
-                        del callbacks[i]
-                        break
-                self._subscribers[topic] = callbacks
-
-        return unsubscribe
+        return unsubscriber(self._lock, self._subscribers, topic, callback)
 
     def subscribed(self, topic: str) -> bool:
         """Whether anybody listens on ``topic``."""
@@ -105,6 +91,28 @@ class Dispatcher:
                     callback(message)
                 except Exception:  # a subscriber's bug must not stop the others
                     log.exception("a %r signal subscriber failed", topic)
+
+
+def unsubscriber(lock: threading.Lock, table: dict[str, list[Callback]], topic: str,
+                 callback: Callback) -> Callable[[], None]:
+    """The function that takes ``callback`` off ``topic`` in ``table`` (each topic's list is
+    replaced, never changed in place, under ``lock``); calling it again does nothing."""
+    done = False
+
+    def unsubscribe() -> None:
+        nonlocal done
+        with lock:
+            if done:
+                return
+            done = True
+            callbacks = list(table.get(topic, ()))
+            for i, subscribed in enumerate(callbacks):
+                if subscribed is callback:
+                    del callbacks[i]
+                    break
+            table[topic] = callbacks
+
+    return unsubscribe
 
 
 def _nothing() -> None:

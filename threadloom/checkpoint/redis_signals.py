@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from threadloom.checkpoint._signals import unsubscriber
 from threadloom.errors import InvalidConfigError, StoreUnavailableError
 
 __all__ = ["RedisSignals", "redact"]
@@ -120,22 +121,7 @@ class RedisSignals:
                 self._listen(topic)
         if first and not confirmed.wait(_READY_WAIT):
             log.warning("redis did not confirm the subscription to %s in time", topic)
-        done = False
-
-        def unsubscribe() -> None:
-            nonlocal done
-            with self._lock:
-                if done:
-                    return
-                done = True
-                callbacks = list(self._callbacks.get(topic, ()))
-                for i, subscribed in enumerate(callbacks):
-                    if subscribed is callback:
-                        del callbacks[i]
-                        break
-                self._callbacks[topic] = callbacks
-
-        return unsubscribe
+        return unsubscriber(self._lock, self._callbacks, topic, callback)
 
     def close(self) -> None:
         """Stop listening and close the Redis connections."""
