@@ -19,6 +19,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -100,6 +103,38 @@ def _close(store: RuntimeStore, bus: Any) -> None:
     store.close()
     if bus is not None:
         bus.close()
+
+
+@dataclass(slots=True)
+class _Process:
+    """What every long-running command sets up: its config, store, graphs and shutdown."""
+
+    config: RuntimeConfig
+    url: str
+    store: RuntimeStore
+    graphs: dict[str, Any]
+    shutdown: _Shutdown
+
+
+@contextmanager
+def _started(args: argparse.Namespace, *, seeds_if_missing: bool,
+             connections: Callable[[RuntimeConfig], int] | None = None) -> Iterator[_Process]:
+    """Read the config, set up logging and the signal handlers, open the store (with the
+    Redis bus if asked; ``connections`` sizes its pool from the config) and load the graphs;
+    close the store and the bus at the end."""
+    config = _config(args, seeds_if_missing=seeds_if_missing)
+    url = store_url(args.db, config.db)
+    _setup_logging()
+    shutdown = _Shutdown()
+    shutdown.install()
+    bus = _redis_bus(args)
+    store = _open(url, bus, connections=connections(config) if connections else None)
+    try:
+        graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
+        yield _Process(config, url, store, graphs, shutdown)
+    finally:
+        _close(store, bus)
+    log.info("stopped")
 
 
 def _setup_logging() -> None:
@@ -232,18 +267,11 @@ def _graph_names(config: RuntimeConfig, graphs: dict[str, CompiledGraph]) -> str
 
 def dev(args: argparse.Namespace) -> int:
     """API + worker in one process, on SQLite by default."""
-    config = _config(args, seeds_if_missing=True)
-    url = store_url(args.db, config.db)
-    host = args.host or config.host or DEFAULT_HOST
-    port = args.port if args.port is not None else (config.port or DEFAULT_PORT)
-    concurrency = args.concurrency or config.concurrency or DEFAULT_CONCURRENCY
-    _setup_logging()
-    shutdown = _Shutdown()
-    shutdown.install()
-    bus = _redis_bus(args)
-    store = _open(url, bus)
-    try:
-        graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
+    with _started(args, seeds_if_missing=True) as p:
+        config, url, store, graphs = p.config, p.url, p.store, p.graphs
+        host = args.host or config.host or DEFAULT_HOST
+        port = args.port if args.port is not None else (config.port or DEFAULT_PORT)
+        concurrency = args.concurrency or config.concurrency or DEFAULT_CONCURRENCY
         key, origin = _dev_key(store, url)
         app = _app(store, graphs, worker_check=True)
         sock = _listen(host, port)
@@ -268,72 +296,52 @@ def dev(args: argparse.Namespace) -> int:
                 "Press Ctrl+C to stop.",
                 "",
             ]), flush=True)
-            _serve_until_signal(app, sock, shutdown)
+            _serve_until_signal(app, sock, p.shutdown)
         finally:
             log.info("stopping the worker (running runs finish or go back to the queue)")
             worker.stop(timeout=args.shutdown_timeout)
-    finally:
-        _close(store, bus)
-    log.info("stopped")
     return 0
 
 
 def serve(args: argparse.Namespace) -> int:
     """The HTTP API only (stateless; run many behind a load balancer)."""
-    config = _config(args, seeds_if_missing=False)
-    url = store_url(args.db, config.db)
-    host = args.host or config.host or DEFAULT_HOST
-    port = args.port if args.port is not None else (config.port or DEFAULT_PORT)
-    _setup_logging()
-    if url.lower().startswith("sqlite"):
-        log.warning("serving from SQLite: every API and worker process must run on this "
-                    "machine; use postgresql:// for many machines")
-    shutdown = _Shutdown()
-    shutdown.install()
-    bus = _redis_bus(args)
-    store = _open(url, bus)
-    try:
-        graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
-        _register_env_key(store)
-        app = _app(store, graphs, worker_check=True)
+    with _started(args, seeds_if_missing=False) as p:
+        host = args.host or p.config.host or DEFAULT_HOST
+        port = args.port if args.port is not None else (p.config.port or DEFAULT_PORT)
+        if p.url.lower().startswith("sqlite"):
+            log.warning("serving from SQLite: every API and worker process must run on this "
+                        "machine; use postgresql:// for many machines")
+        _register_env_key(p.store)
+        app = _app(p.store, p.graphs, worker_check=True)
         sock = _listen(host, port)
         base = _base_url(sock)
-        print(f"threadloom serve: {base} (docs {base}/docs), graphs {', '.join(graphs)}, "
-              f"store {mask_url(url)}", flush=True)
-        _serve_until_signal(app, sock, shutdown)
-    finally:
-        _close(store, bus)
-    log.info("stopped")
+        print(f"threadloom serve: {base} (docs {base}/docs), graphs {', '.join(p.graphs)}, "
+              f"store {mask_url(p.url)}", flush=True)
+        _serve_until_signal(app, sock, p.shutdown)
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
     """A worker: claims queued runs and executes them (run many, on many machines)."""
-    config = _config(args, seeds_if_missing=False)
-    url = store_url(args.db, config.db)
-    concurrency = args.concurrency or config.concurrency or DEFAULT_CONCURRENCY
-    _setup_logging()
-    shutdown = _Shutdown()
-    shutdown.install()
-    bus = _redis_bus(args)
-    store = _open(url, bus, connections=max(10, concurrency + 4))
-    try:
-        graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
-        _register_env_key(store)
-        runner = _make_worker(store, graphs, concurrency)
+
+    def concurrency_of(config: RuntimeConfig) -> int:
+        return int(args.concurrency or config.concurrency or DEFAULT_CONCURRENCY)
+
+    with _started(args, seeds_if_missing=False,
+                  connections=lambda config: max(10, concurrency_of(config) + 4)) as p:
+        concurrency = concurrency_of(p.config)
+        _register_env_key(p.store)
+        runner = _make_worker(p.store, p.graphs, concurrency)
         runner.start()
         try:
             print(f"threadloom worker {getattr(runner, 'worker_id', '')}: graphs "
-                  f"{', '.join(graphs)}, concurrency {concurrency}, store {mask_url(url)}",
+                  f"{', '.join(p.graphs)}, concurrency {concurrency}, store {mask_url(p.url)}",
                   flush=True)
-            while not shutdown.requested.wait(1.0):
+            while not p.shutdown.requested.wait(1.0):
                 pass
         finally:
             log.info("stopping (running runs finish or go back to the queue)")
             runner.stop(timeout=args.shutdown_timeout)
-    finally:
-        _close(store, bus)
-    log.info("stopped")
     return 0
 
 
