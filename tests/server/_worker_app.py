@@ -3,13 +3,15 @@
 
 Like :mod:`_app` (``THREADLOOM_TEST_DB``, ``THREADLOOM_API_KEY``, ``THREADLOOM_REDIS_URL``), plus a
 :class:`~threadloom.worker.Worker` over the same store while the app runs, unless
-``THREADLOOM_TEST_WORKER=0`` (an API-only process, as ``threadloom serve``).
+``THREADLOOM_TEST_WORKER=0`` (an API-only process, as ``threadloom serve``);
+``THREADLOOM_TEST_FAST_LANE=0`` turns the server's fast lane off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +31,10 @@ def create() -> FastAPI:
     store = open_runtime_store()
     ensure_key(store, os.environ["THREADLOOM_API_KEY"])
     graphs = {**compiled(store), **run_graphs(store)}
-    app = create_app(store, graphs, SETTINGS)
+    settings = SETTINGS
+    if os.environ.get("THREADLOOM_TEST_FAST_LANE") == "0":
+        settings = dataclasses.replace(settings, fast_lane=False)
+    app = create_app(store, graphs, settings)
     if os.environ.get("THREADLOOM_TEST_WORKER", "1") != "0":
         worker = Worker(store, graphs, concurrency=8, heartbeat=0.5, run_lease=3.0)
         serve = app.router.lifespan_context

@@ -66,6 +66,8 @@ _Sent = list[tuple[str, str]]  # signals to publish once the lock is released
 class MemoryQueue:
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the memory store."""
 
+    reads_are_local = True  # dicts in this process
+
     if TYPE_CHECKING:  # the store's own state, used here
         _lock: threading.RLock
         _runs: dict[tuple[str, str], RunRecord]

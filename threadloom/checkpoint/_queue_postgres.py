@@ -355,6 +355,8 @@ class QueueStatements:
 class PostgresQueue:
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the Postgres store."""
 
+    reads_are_local = False  # every read is a round trip
+
     if TYPE_CHECKING:  # the store's own, used here
         schema: str
         _sql: Statements

@@ -164,6 +164,8 @@ SQL_HEARTBEAT = (
 class SqliteQueue:
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the SQLite store."""
 
+    reads_are_local = True  # WAL readers never wait on the writer (in memory: on its lock, briefly)
+
     if TYPE_CHECKING:  # the store's own, used here
 
         def _run(

@@ -183,6 +183,11 @@ class RuntimeStore(Store, Protocol):
         >>> store.finish_claim(claims[0])
     """
 
+    reads_are_local: bool
+    """Whether a read is a local, short call that never waits on a writer or a network
+    (SQLite in WAL mode, memory): an asynchronous server may then read on its event loop
+    instead of handing the call to a thread."""
+
     # -- the queue ------------------------------------------------------------------------
 
     def enqueue(self, record: RunRecord, run: QueuedRun,

@@ -641,12 +641,15 @@ class _Handle:
     """A run's view of the writer: how many of its commits were submitted and written, and
     its error."""
 
-    __slots__ = ("submitted", "written", "error")
+    __slots__ = ("submitted", "written", "error", "changed")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         self.submitted = 0
         self.written = 0
         self.error: BaseException | None = None
+        # the run's own wake-up, on the writer's lock: a commit wakes the runs it wrote,
+        # not every run waiting on the writer
+        self.changed = threading.Condition(lock)
 
     @property
     def pending(self) -> int:
@@ -676,14 +679,15 @@ class Writer:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: deque[tuple[_Handle, Commit]] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # the writer thread's own wake-up
         self._thread: threading.Thread | None = None
         self._closed = False
         self._flushed_at = time.monotonic()
 
     def handle(self) -> _Handle:
         """A new handle for one run."""
-        return _Handle()
+        return _Handle(self._lock)
 
     def submit(self, handle: _Handle, commit: Commit) -> None:
         """Queue a commit; raises the run's earlier write error, if any."""
@@ -697,7 +701,7 @@ class Writer:
                     target=self._loop, name="threadloom-writer", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify_all()
+            self._cond.notify()
 
     def flush(self, handle: _Handle) -> None:
         """Wait until every commit of the run is written; raise its write error, if any."""
@@ -707,9 +711,9 @@ class Writer:
         """Wait until the run's first ``count`` commits are written; raise its write error,
         if any."""
         if handle.written < count:
-            with self._cond:
+            with self._lock:
                 while handle.written < count and handle.error is None:
-                    self._cond.wait()
+                    handle.changed.wait()
         if handle.error is not None:
             raise handle.error
 
@@ -724,10 +728,11 @@ class Writer:
                 batch = list(self._queue)
                 self._queue.clear()
             self._write(batch)
-            with self._cond:
+            with self._lock:
                 for handle, _ in batch:
                     handle.written += 1
-                self._cond.notify_all()
+                for handle in {id(h): h for h, _ in batch}.values():
+                    handle.changed.notify_all()
 
     def _write(self, batch: list[tuple[_Handle, Commit]]) -> None:
         live = [(h, c) for h, c in batch if h.error is None]

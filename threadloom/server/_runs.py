@@ -208,15 +208,17 @@ async def wait_for_run(store: RuntimeStore, namespace: str, run_id: str, *,
         return True if is_done(store, namespace, run_id) else None
 
     return bool(await await_run(store, namespace, run_id, read, poll=poll, timeout=timeout,
-                                fresh=fresh))
+                                fresh=fresh, inline=store.reads_are_local))
 
 
 async def await_run(store: RuntimeStore, namespace: str, run_id: str,
                     read: Callable[[], _T | None], *, poll: float = 1.0,
-                    timeout: float | None = None, fresh: bool = False) -> _T | None:
+                    timeout: float | None = None, fresh: bool = False,
+                    inline: bool = False) -> _T | None:
     """Wait until ``read()`` (called in a worker thread, once the run may have left the
-    queue) returns something other than ``None``, and return that (``None`` when
-    ``timeout`` passed first). Woken by the ``"done"`` signal (one subscription per
+    queue; on the event loop if ``inline``, for a read of a store whose reads are local)
+    returns something other than ``None``, and return that (``None`` when ``timeout``
+    passed first). Woken by the ``"done"`` signal (one subscription per
     process, :mod:`threadloom.server._done`), with a re-read every ``poll`` seconds in case
     a signal was missed. ``fresh``: the caller just queued the run, so the first read waits
     for its signal (or the first ``poll``)."""
@@ -229,7 +231,7 @@ async def await_run(store: RuntimeStore, namespace: str, run_id: str,
     try:
         while True:
             if look or woken.is_set():
-                found = await asyncio.to_thread(read)
+                found = read() if inline else await asyncio.to_thread(read)
                 if found is not None:
                     return found
                 watcher.rearm(name, woken)  # a signal of an earlier attempt, or none

@@ -6,8 +6,9 @@ factory puts the store, the graphs and the settings on ``app.state``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -31,11 +32,15 @@ __all__ = [
 ]
 
 
-def _store(request: Request) -> RuntimeStore:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in a worker
+# thread, a hand-off that costs more than the dependency itself.
+
+
+async def _store(request: Request) -> RuntimeStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _graphs(request: Request) -> Mapping[str, CompiledGraph]:
+async def _graphs(request: Request) -> Mapping[str, CompiledGraph]:
     return request.app.state.graphs  # type: ignore[no-any-return]
 
 
@@ -48,12 +53,16 @@ Store = Annotated[RuntimeStore, Depends(_store)]
 Graphs = Annotated[Mapping[str, CompiledGraph], Depends(_graphs)]
 
 
-def _caller(
+async def _caller(
     request: Request,
     x_api_key: Annotated[str | None, Header()] = None,
     x_namespace: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    principal = authenticate(request.app.state.store, x_api_key, x_namespace)
+    store: RuntimeStore = request.app.state.store
+    if store.reads_are_local:
+        principal = authenticate(store, x_api_key, x_namespace)
+    else:
+        principal = await asyncio.to_thread(authenticate, store, x_api_key, x_namespace)
     if principal is None:
         raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
     if not principal.covers(principal.namespace):
@@ -63,10 +72,10 @@ def _caller(
     return principal
 
 
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets the request through if its key's role includes ``role``."""
 
-    def check(principal: Annotated[Principal, Depends(_caller)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(_caller)]) -> Principal:
         if not principal.may(role):
             raise ForbiddenError(f"this needs the {role} role; the key has {principal.role}")
         return principal

@@ -134,40 +134,53 @@ def create_batch(body: list[RunCreate], store: Store, graphs: Graphs,
 @router.post("/threads/{thread_id}/runs/wait", summary="Create a run and wait for its result")
 async def create_and_wait(thread_id: str, body: RunCreate, request: Request, store: Store,
                           graphs: Graphs, who: Operator) -> Response:
-    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
-                                        body, False, False)
-    return await _fresh_waiting(request, store, graphs, record,
-                                body.on_disconnect == "cancel")
+    record = await queue_run(store, graphs, who.namespace, thread_id, body)
+    return await wait_response(store, graphs, record, body, settings(request).wait_poll)
 
 
 @router.post("/runs/wait", summary="Create a stateless run and wait for its result")
 async def create_stateless_and_wait(body: RunCreate, request: Request, store: Store,
                                     graphs: Graphs, who: Operator) -> Response:
-    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
-                                        True, False)
-    return await _fresh_waiting(request, store, graphs, record,
-                                body.on_disconnect == "cancel",
-                                delete_thread=body.on_completion != "keep")
+    record = await queue_run(store, graphs, who.namespace, None, body)
+    return await wait_response(store, graphs, record, body, settings(request).wait_poll,
+                               stateless=True)
 
 
-async def _fresh_waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
-                         cancel: bool, delete_thread: bool = False) -> Response:
-    """:func:`_waiting` for a run just queued. Unless a disconnect must cancel it (which
-    needs the streaming response's watch of the connection), the result is first awaited
-    here, for up to the keep-alive interval: a run that ends by then (most) is answered
-    with a plain response, from one read of the store."""
+async def queue_run(store: Store, graphs: Graphs, namespace: str, thread_id: str | None,
+                    body: RunCreate) -> RunRecord:
+    """Queue the run ``body`` asks for on ``thread_id`` (``None``: a stateless run, on a new
+    thread), as the ``wait`` routes do; returns its record as written.
+
+    Raises:
+        ThreadloomError: what :func:`~threadloom.server._runs.create_run` raises; nothing
+            was queued then.
+    """
+    record, _ = await asyncio.to_thread(_created, store, graphs, namespace, thread_id, body,
+                                        thread_id is None, False)
+    return record
+
+
+async def wait_response(store: Store, graphs: Graphs, record: RunRecord, body: RunCreate,
+                        poll: float, *, stateless: bool = False) -> Response:
+    """What a ``wait`` route answers for the run it just queued. Unless a disconnect must
+    cancel the run (which needs the streaming response's watch of the connection), the
+    result is first awaited here, for up to the keep-alive interval: a run that ends by
+    then (most) is answered with a plain response, from one read of the store."""
+    cancel = body.on_disconnect == "cancel"
+    delete_thread = stateless and body.on_completion != "keep"
     if not cancel:
         result = await await_run(
             store, record.namespace, record.run_id,
             lambda: _result(store, graphs, record, delete_thread, check_done=True),
-            poll=settings(request).wait_poll, timeout=_KEEPALIVE, fresh=True)
+            poll=poll, timeout=_KEEPALIVE, fresh=True,
+            inline=store.reads_are_local and not delete_thread)
         if result is not None:
             path = _run_path(record)
             return Response(dumps(result), media_type="application/json",
                             headers={"Location": f"{path}/join", "Content-Location": path})
-        return _waiting(request, store, graphs, record, cancel, delete_thread=delete_thread,
+        return _waiting(poll, store, graphs, record, cancel, delete_thread=delete_thread,
                         primed=True)
-    return _waiting(request, store, graphs, record, cancel, delete_thread=delete_thread,
+    return _waiting(poll, store, graphs, record, cancel, delete_thread=delete_thread,
                     fresh=True)
 
 
@@ -188,14 +201,13 @@ async def create_stateless_and_stream(body: RunCreate, request: Request, store: 
                       delete_thread=body.on_completion != "keep")
 
 
-def _waiting(request: Request, store: Store, graphs: Graphs, record: RunRecord,
+def _waiting(poll: float, store: Store, graphs: Graphs, record: RunRecord,
              cancel: bool, delete_thread: bool = False, fresh: bool = False,
              primed: bool = False) -> Response:
     """A response that waits for the run (sending a blank line every few seconds, which JSON
     parsers ignore, so that proxies keep the connection) and then answers its result.
     ``fresh``: the run was just queued (see :func:`wait_for_run`); ``primed``: the caller
     waited a keep-alive interval already, so a blank line goes out at once."""
-    poll = settings(request).wait_poll
     namespace = record.namespace
 
     async def body() -> AsyncIterator[bytes]:
@@ -299,7 +311,7 @@ def get_run(thread_id: str, run_id: str, store: Store, who: Viewer) -> Response:
 def join(thread_id: str, run_id: str, request: Request, store: Store, graphs: Graphs,
          who: Viewer) -> Response:
     record = find_run(store, who.namespace, thread_id, run_id)
-    return _waiting(request, store, graphs, record, cancel=False)
+    return _waiting(settings(request).wait_poll, store, graphs, record, cancel=False)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream",
@@ -351,7 +363,7 @@ def cancel(thread_id: str, run_id: str, request: Request, store: Store, graphs: 
     if not wait:
         return Response(status_code=202)
     record = RunRecord(run_id, thread_id, "", "pending", namespace=who.namespace)
-    return _waiting(request, store, graphs, record, cancel=False)
+    return _waiting(settings(request).wait_poll, store, graphs, record, cancel=False)
 
 
 class RunsCancel(BaseModel):

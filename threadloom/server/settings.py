@@ -18,9 +18,13 @@ class Settings:
         wait_poll: seconds between re-reads of a run that ``wait``/``join``/streams follow,
             in case a signal was missed (signals wake them at once otherwise).
         run_lease: seconds a worker's claim on a run lasts without a heartbeat.
+        fast_lane: serve the create-and-wait routes through
+            :class:`~threadloom.server._fastlane.FastLane` (the same answers, less CPU);
+            ``False`` sends every request through FastAPI's routing.
     """
 
     max_body_bytes: int = 1024 * 1024
     worker_stale_after: float | None = 15.0
     wait_poll: float = 1.0
     run_lease: float = 5.0
+    fast_lane: bool = True

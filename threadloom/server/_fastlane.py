@@ -1,0 +1,127 @@
+"""A fast lane for the hottest request: create a run and wait for its result.
+
+``POST /threads/{thread_id}/runs/wait`` and ``POST /runs/wait`` are what a client that treats
+the runtime as a function call sends, once per run. FastAPI's per-request machinery (matching
+the path against every route, solving the dependencies, validating through its generic
+layer) costs about as much CPU as queueing and executing a small run. The lane serves the
+requests it can answer in full with the route's own parts (:class:`RunCreate`,
+:func:`queue_run`, :func:`wait_response`, :func:`authenticate`), so the response is the
+route's, byte for byte.
+
+Anything else goes to the app unchanged, with the body replayed: other routes, a body that is
+not JSON or not valid, a missing or insufficient key, or a run that cannot be queued (an
+unknown assistant, a busy thread under ``reject``...). The route then answers, including
+every error, exactly as it would without the lane. The lane hands over only before it has
+queued anything, so a request never queues two runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.graph.compiled import CompiledGraph
+from threadloom.server.auth import Principal, authenticate
+from threadloom.server.runs import RunCreate, queue_run, wait_response
+from threadloom.server.settings import Settings
+
+__all__ = ["FastLane"]
+
+# the routes' paths; ``[^/]+`` is what a ``{thread_id}`` path parameter matches
+_WAIT = re.compile(r"(?:/threads/([^/]+))?/runs/wait")
+
+
+class FastLane:
+    """ASGI middleware that answers the run-and-wait routes without going through FastAPI
+    when it can (see the module docstring); everything else passes to ``app``."""
+
+    def __init__(self, app: ASGIApp, store: RuntimeStore,
+                 graphs: Mapping[str, CompiledGraph], settings: Settings) -> None:
+        self.app = app
+        self.store = store
+        self.graphs = graphs
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _WAIT.fullmatch(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        messages, body = await _read_body(receive, self.settings.max_body_bytes)
+        handled = body is not None and await self._serve(scope, receive, send, match[1], body)
+        if handled:
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send,
+                     thread_id: str | None, raw: bytes) -> bool:
+        """Answer the request, or return ``False`` (having queued nothing) for the app to."""
+        try:
+            who = await self._caller(scope)
+            if who is None:
+                return False
+            body = RunCreate.model_validate_json(raw)
+            record = await queue_run(self.store, self.graphs, who.namespace, thread_id, body)
+        except Exception:  # e.g. a ValidationError: the route answers it, error and all
+            return False
+        # from here on the run is queued: an error is the app's to answer (its outermost
+        # handler makes it a JSON 500), never a second attempt
+        response = await wait_response(self.store, self.graphs, record, body,
+                                       self.settings.wait_poll, stateless=thread_id is None)
+        await response(scope, receive, send)
+        return True
+
+    async def _caller(self, scope: Scope) -> Principal | None:
+        """The caller, if its key may create runs in the namespace it acts in."""
+        key = namespace = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+            elif name == b"x-namespace":
+                namespace = value.decode("latin-1")
+            elif name == b"content-type" and not _is_json(value):
+                return None
+        store = self.store
+        if store.reads_are_local:
+            who = authenticate(store, key, namespace)
+        else:
+            who = await asyncio.to_thread(authenticate, store, key, namespace)
+        if who is None or not who.covers(who.namespace) or not who.may("operator"):
+            return None
+        return who
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
+    """The request's messages, and its body (``None`` when the client left or the body is
+    over ``limit``: the app answers those)."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: dict[str, Any] = dict(await receive())
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return messages, None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return messages, b"".join(chunks)
