@@ -10,6 +10,8 @@ from typing import Any
 
 __all__ = ["EventParser", "StreamPart", "StreamResume"]
 
+_MODES = ("values", "updates", "custom", "debug")
+
 
 @dataclass(frozen=True, slots=True)
 class StreamPart:
@@ -82,19 +84,21 @@ class StreamResume:
             self.join_path = location
 
     def accept(self, part: StreamPart) -> bool:
-        """Record ``part`` as received; ``False`` if it was received before."""
-        if part.id is None:
-            return True
-        try:
-            number = int(part.id)
-        except ValueError:
+        """Record ``part`` as received; ``False`` if it was received before, or is of a
+        stream mode not asked for (the server's worker records ``values`` always, and a
+        run-creating stream sends them; a rejoined one would not)."""
+        if part.id is not None:
+            try:
+                number = int(part.id)
+            except ValueError:
+                number = None
+            if number is not None:
+                if number <= self._last_number:
+                    return False
+                self._last_number = number
             self.last_id = part.id
-            return True
-        if number <= self._last_number:
-            return False
-        self._last_number = number
-        self.last_id = part.id
-        return True
+        return not (self.stream_mode and part.event in _MODES
+                    and part.event not in self.stream_mode)
 
     def rejoin(self) -> tuple[str, dict[str, str], dict[str, str]] | None:
         """The path, query and headers that resume the stream after the last event, or
