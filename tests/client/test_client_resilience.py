@@ -175,3 +175,15 @@ def test_an_unreachable_server_is_a_transport_error() -> None:
         with pytest.raises(TransportError) as caught:
             client.runs.create(None, "seed_loop", input={})
     assert "ConnectError" in str(caught.value)
+
+
+def test_creating_a_thread_is_repeated_only_when_the_server_deduplicates_it(
+        faults: FaultProxy) -> None:
+    thread_id = new_id()
+    faults.add(Rule(is_("POST", "/threads"), times=2, drop=True))
+    with Client(faults.url, api_key=API_KEY, retry=FAST) as client:
+        with pytest.raises(TransportError):
+            client.threads.create(thread_id=thread_id)
+        made = client.threads.create(thread_id=thread_id, if_exists="do_nothing")
+        assert made["thread_id"] == thread_id
+    assert len(faults.seen("POST", "/threads")) == 3

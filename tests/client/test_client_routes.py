@@ -197,6 +197,10 @@ def test_cancel_and_cancel_many(client: Client) -> None:
     first = client.runs.create(thread_id, "ticker", input=slow)
     client.runs.cancel(thread_id, first["run_id"], wait=True)
     assert client.runs.get(thread_id, first["run_id"])["status"] == "interrupted"
+    again = client.runs.create(thread_id, "ticker", input=slow)
+    assert client.runs.cancel(thread_id, again["run_id"]) is None  # 202, no body
+    client.runs.join(thread_id, again["run_id"])
+    assert client.runs.get(thread_id, again["run_id"])["status"] == "interrupted"
     second = client.runs.create(thread_id, "ticker", input=slow)
     assert client.runs.cancel_many(thread_id=thread_id, run_ids=[second["run_id"]]) is None
     client.runs.join(thread_id, second["run_id"])
@@ -241,3 +245,27 @@ def test_an_all_namespace_key_acts_where_the_client_says(server: Server) -> None
         assert team_a.threads.get(thread_id)["thread_id"] == thread_id
         with pytest.raises(NotFoundError):
             default.threads.get(thread_id)
+
+
+async def test_the_async_client_has_the_same_routes(server: Server) -> None:
+    from threadloom.client import AsyncClient
+
+    async with AsyncClient(server.url, api_key=API_KEY) as client:
+        assert await client.ok() == {"ok": True}
+        assert (await client.assistants.get("seed_loop"))["graph_id"] == "seed_loop"
+        thread_id = (await client.threads.create(graph_id="seed_loop"))["thread_id"]
+        await client.threads.update_state(thread_id, {"step": 1, "done": False},
+                                          as_node="check")
+        parts = [p async for p in client.runs.stream(thread_id, "seed_loop",
+                                                     stream_mode="updates")]
+        assert [p.event for p in parts] == ["metadata"] + ["updates"] * 4
+        run_id = parts[0].data["run_id"]
+        assert (await client.runs.get(thread_id, run_id))["status"] == "success"
+        assert await client.runs.join(thread_id, run_id) == LOOP_OUT
+        assert [p async for p in client.runs.join_stream(thread_id, run_id,
+                                                         stream_mode="updates")] == parts
+        assert (await client.threads.get_state(thread_id))["values"] == LOOP_OUT
+        with pytest.raises(NotFoundError):
+            await client.runs.get(thread_id, "no-such-run")
+        await client.threads.delete(thread_id)
+        assert await client.threads.search(ids=[thread_id]) == []
