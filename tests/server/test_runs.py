@@ -140,6 +140,12 @@ def test_stream_sends_every_requested_mode_with_event_ids(client):
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
+def test_stream_sends_only_the_requested_modes(client):
+    parts = list(client.runs.stream(None, "ticker", input={"ticks": [], "n": 2, "delay": 0},
+                                    stream_mode=["updates"]))
+    assert {p.event for p in parts} == {"metadata", "updates"}
+
+
 def test_stream_defaults_to_values(client):
     parts = list(client.runs.stream(None, "seed_loop", input={"step": 0, "done": False}))
     assert {p.event for p in parts} == {"metadata", "values"}

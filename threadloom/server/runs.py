@@ -189,7 +189,8 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
                             graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
                                         body, False, False)
-    return _streaming(request, store, record, cancel=body.on_disconnect == "cancel")
+    return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
+                      modes=_asked_modes(body))
 
 
 @router.post("/runs/stream", summary="Create a stateless run and stream its events")
@@ -198,7 +199,13 @@ async def create_stateless_and_stream(body: RunCreate, request: Request, store: 
     record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
                                         True, False)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
-                      delete_thread=body.on_completion != "keep")
+                      modes=_asked_modes(body), delete_thread=body.on_completion != "keep")
+
+
+def _asked_modes(body: RunCreate) -> list[str]:
+    """The stream modes a run-and-stream request asked for (``values`` by default): the
+    worker records ``values`` whatever was asked, for the runs that are waited for."""
+    return body.request().stream_mode or ["values"]
 
 
 def _waiting(poll: float, store: Store, graphs: Graphs, record: RunRecord,
