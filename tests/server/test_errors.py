@@ -161,3 +161,15 @@ def test_refused_supersteps_create_no_thread(app_client: TestClient) -> None:
                                      "as_node": "chat"}]}]})
     assert made.status_code == 200, made.text
     assert made.json()["values"] == {"messages": ["yo"]}
+
+
+def test_huge_offsets_are_client_errors(app_client: TestClient) -> None:
+    """An offset past what a store binds (64-bit) was a 500 (found by schemathesis)."""
+    huge = 2**80
+    made = app_client.post("/threads", json={}).json()
+    assert_error(app_client.get(f"/threads/{made['thread_id']}/runs", params={"offset": huge}),
+                 422, "invalid_request")
+    for path in ("/threads/search", "/assistants/search"):
+        assert_error(app_client.post(path, json={"offset": huge}), 422, "invalid_request")
+    largest = app_client.post("/threads/search", json={"offset": 1_000_000_000})
+    assert largest.status_code == 200 and largest.json() == []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -85,6 +86,9 @@ class Worker:
         self._beat = threading.Event()  # renew claims now (a cancel signal)
         self._active: dict[tuple[str, str], Claimed] = {}
         self._threads: list[threading.Thread] = []
+        # claimed runs go to `concurrency` runner threads, started once: a thread per run
+        # would cost a thread start, and a hand-off to it, every run
+        self._jobs: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._unsubscribe: list[Any] = []
         self._pump: EventPump | None = None
@@ -111,6 +115,10 @@ class Worker:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
+        for number in range(self.concurrency):
+            # daemons: a node that never returns must not keep the process alive
+            threading.Thread(target=self._runner, name=f"threadloom-run-{number}",
+                             daemon=True).start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -136,6 +144,8 @@ class Worker:
             time.sleep(0.02)
         for held in self._running():  # a node that does not return: its claim goes back
             self.store.release_claim(held.claim)
+        for _ in range(self.concurrency):
+            self._jobs.put(None)  # the idle runners end; a stuck one stays, as a daemon
         with self._lock:
             self.state = "stopped"
         self._wake.set()
@@ -192,9 +202,14 @@ class Worker:
         key = (claim.namespace, claim.run_id)
         with self._lock:
             self._active[key] = held
-        thread = threading.Thread(target=self._execute, args=(held,), daemon=True,
-                                  name=f"threadloom-run-{claim.run_id}")
-        thread.start()
+        self._jobs.put(held)
+
+    def _runner(self) -> None:
+        while True:
+            held = self._jobs.get()
+            if held is None:
+                return
+            self._execute(held)
 
     def _execute(self, held: Claimed) -> None:
         claim = held.claim
