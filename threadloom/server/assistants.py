@@ -22,6 +22,7 @@ from threadloom.server._shapes import iso, json_response
 from threadloom.server._threadinfo import find_graph
 from threadloom.server.deps import Graphs, Operator, Viewer, assistant_id_for
 from threadloom.server.errors import InvalidRequestError, NotFoundError
+from threadloom.server.thread_models import MAX_OFFSET
 
 __all__ = ["AssistantModel", "AssistantSearchRequest", "router"]
 
@@ -38,7 +39,7 @@ class AssistantSearchRequest(BaseModel):
     name: str | None = Field(None, description="case-insensitive part of the name")
     metadata: dict[str, Any] | None = Field(None, description="JSON containment filter")
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["assistant_id", "graph_id", "name", "created_at",
                      "updated_at"] | None = None
     sort_order: Literal["asc", "desc", "ASC", "DESC"] | None = None
@@ -58,7 +59,7 @@ class AssistantVersionsRequest(BaseModel):
 
     metadata: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class SetLatestRequest(BaseModel):

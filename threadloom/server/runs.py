@@ -39,6 +39,7 @@ from threadloom.server._threadinfo import find_thread
 from threadloom.server.deps import Graphs, Operator, Store, Viewer, settings
 from threadloom.server.errors import InvalidRequestError, NotFoundError
 from threadloom.server.sse import event_stream, parse_last_event_id
+from threadloom.server.thread_models import MAX_OFFSET
 
 __all__ = ["router"]
 
@@ -287,7 +288,7 @@ _ENGINE_STATUSES = {
 @router.get("/threads/{thread_id}/runs", summary="List a thread's runs, newest first")
 def list_runs(thread_id: str, store: Store, who: Viewer,
               limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-              offset: Annotated[int, Query(ge=0)] = 0,
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
               status: str | None = None) -> Response:
     find_thread(store, thread_id, who.namespace)
     if status is None:

@@ -11,7 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_OFFSET = 2**53 - 1
+"""The largest list offset a route takes: an integer every JSON reader keeps exact, and far
+below the 64-bit bound of a store's parameters even with a limit added."""
+
 __all__ = [
+    "MAX_OFFSET",
     "CheckpointModel",
     "CheckpointRef",
     "CommandBody",
@@ -103,7 +108,7 @@ class ThreadSearchRequest(BaseModel):
     ids: list[str] | None = None
     status: ThreadStatus | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "created_at", "updated_at", "state_updated_at",
                      "status"] | None = None
     sort_order: Literal["asc", "desc", "ASC", "DESC"] | None = None
