@@ -120,6 +120,39 @@ class TestPostgresQueueUnprepared(QueueConformance):
         return make_pg(prepare_threshold=None)
 
 
+@pytest.mark.parametrize("backend", [
+    "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_event_appends_of_several_runs_go_in_one_call(backend: str, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    """``append_events_many`` (the worker's event pump): each run's events numbered after its
+    own last one, in order, and an ``"event"`` signal for each run that got some."""
+    if backend == "sqlite":
+        store: Any = SqliteStore(tmp_path / "ev.db")
+    else:
+        store = request.getfixturevalue("make_pg")()
+    try:
+        store.append_events(NS, "r1", [("metadata", b"{}")])
+        got = Collector()
+        unsubscribe = store.signals().subscribe("event", got)
+        seqs = store.append_events_many([
+            (NS, "r1", [("values", b"1"), ("values", b"2")]),
+            (NS, "r2", [("values", b"3")]),
+            ("other", "r1", []),
+            ("other", "r2", [("custom", b"4")]),
+        ])
+        assert seqs == [3, 1, 0, 1]
+        assert [(e.seq, e.event, e.data) for e in store.read_events(NS, "r1")] == [
+            (1, "metadata", b"{}"), (2, "values", b"1"), (3, "values", b"2")]
+        assert [(e.seq, e.data) for e in store.read_events(NS, "r2")] == [(1, b"3")]
+        assert store.read_events("other", "r1") == []
+        assert [(e.seq, e.data) for e in store.read_events("other", "r2")] == [(1, b"4")]
+        assert got.wait_for(lambda messages: len(messages) >= 3)
+        assert sorted(got.messages) == ["default/r1/3", "default/r2/1", "other/r2/1"]
+        unsubscribe()
+    finally:
+        store.close()
+
+
 def test_postgres_claimers_with_stores_of_their_own(make_pg: MakeStore) -> None:
     """Several "processes" (store objects, each with its own pool) claim from one queue:
     every run is claimed exactly once, never two runs of a thread at once."""

@@ -532,18 +532,3 @@ def test_connections_outlive_their_threads_in_the_pool(tmp_path: Path) -> None:
         time.sleep(0.01)  # a dead thread's locals are dropped as it finishes
     assert len(store._handles) <= 3  # this thread's, and at most one more in flight
     store.close()
-
-
-def test_event_appends_of_several_runs_go_in_one_call(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "ev.db")
-    store.append_events("default", "r1", [("metadata", b"{}")])
-    seqs = store.append_events_many([
-        ("default", "r1", [("values", b"1"), ("values", b"2")]),
-        ("default", "r2", [("values", b"3")]),
-        ("other", "r1", []),
-    ])
-    assert seqs == [3, 1, 0]
-    assert [(e.seq, e.data) for e in store.read_events("default", "r1")] == [
-        (1, b"{}"), (2, b"1"), (3, b"2")]
-    assert [(e.seq, e.data) for e in store.read_events("default", "r2")] == [(1, b"3")]
-    store.close()

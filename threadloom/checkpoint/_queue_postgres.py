@@ -308,6 +308,22 @@ class QueueStatements:
             f" SELECT top.seq, {signal}(%(channel)s::text, %(prefix)s || top.seq::text)"
             f" FROM top, {_RELAXED}"
         )
+        # the events of several runs (parallel arrays), each numbered after its run's last
+        self.append_many = (
+            "WITH e AS (SELECT * FROM unnest(%(nss)s::text[], %(runs)s::text[],"
+            " %(events)s::text[], %(datas)s::bytea[]) WITH ORDINALITY AS e(ns, run_id, event,"
+            " data, n)), last AS (SELECT k.ns, k.run_id, (SELECT coalesce(max(r.seq), 0)"
+            f" FROM {s}.run_events r WHERE r.namespace = k.ns AND r.run_id = k.run_id) AS seq"
+            " FROM (SELECT DISTINCT ns, run_id FROM e) k),"
+            f" ins AS (INSERT INTO {s}.run_events SELECT e.ns, e.run_id, last.seq + row_number()"
+            " OVER (PARTITION BY e.ns, e.run_id ORDER BY e.n), e.event, e.data, %(now)s"
+            " FROM e JOIN last ON last.ns = e.ns AND last.run_id = e.run_id"
+            " RETURNING namespace, run_id, seq), top AS (SELECT namespace, run_id,"
+            " max(seq) AS seq FROM ins GROUP BY namespace, run_id)"
+            f" SELECT top.namespace, top.run_id, top.seq, {signal}(%(channel)s::text,"
+            " %(prefix)s || top.namespace || '/' || top.run_id || '/' || top.seq::text)"
+            f" FROM top, {_RELAXED}"
+        )
         self.last_seq = (
             f"SELECT coalesce(max(seq), 0) FROM {s}.run_events WHERE namespace = %s"
             " AND run_id = %s"
@@ -738,6 +754,42 @@ class PostgresQueue:
             )
 
         return self._signalling(append, "append_events")
+
+    def append_events_many(
+        self, batches: Sequence[tuple[str, str, Sequence[tuple[str, bytes]]]]
+    ) -> list[int]:
+        """:meth:`append_events` for several runs ``(namespace, run_id, events)`` in one
+        statement (a worker's event pump writes every run's pending events at once).
+        Returns each run's last ``seq``."""
+        sql = self._q
+        params: dict[str, Any] = {"nss": [], "runs": [], "events": [], "datas": [],
+                                  "now": time.time(), "channel": sql.channel,
+                                  "prefix": f"{EVENT}\n"}
+        for ns, run_id, events in batches:
+            for event, data in events:
+                params["nss"].append(ns)
+                params["runs"].append(run_id)
+                params["events"].append(event)
+                params["datas"].append(bytes(data))
+
+        def append(conn: Connection) -> dict[tuple[str, str], int]:
+            for _ in range(_APPEND_TRIES):  # as append_events: number again after a race
+                try:
+                    rows = conn.execute(sql.append_many, params).fetchall() if params["nss"] \
+                        else []
+                except pg_errors.UniqueViolation:
+                    continue
+                for ns, run_id, seq, *_ in rows:
+                    self._outbox.add(EVENT, f"{ns}/{run_id}/{seq}")
+                return {(ns, run_id): int(seq) for ns, run_id, seq, *_ in rows}
+            raise StoreUnavailableError(
+                f"events of {len(batches)} runs collided with concurrent appends"
+                f" {_APPEND_TRIES} times in a row"
+            )
+
+        last = self._signalling(append, "append_events")
+        return [last[(ns, run_id)] if (ns, run_id) in last
+                else self.append_events(ns, run_id, ()) for ns, run_id, _ in batches]
 
     def read_events(self, namespace: str, run_id: str, after: int = 0,
                     limit: int = 1000) -> list[RunEvent]:
