@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 import threadloom.client
@@ -119,6 +120,10 @@ def test_public_names_are_pinned() -> None:
         "RunOptions", "RunStatus", "ServerError", "ServiceUnavailableError", "StreamMode",
         "StreamPart", "Thread", "ThreadState", "ThreadStatus", "ThreadTask", "TransportError",
         "UnauthorizedError", "UpdateStateResult",
+        # the /v0 routes: seed 001's state manager, keys, audit
+        "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "Me",
+        "NamespaceRunsPage", "NewApiKey", "RunCheckpoint", "RunItem", "RunMetrics",
+        "RunStatesPage", "State", "StateStatus", "StatesPage",
     ])
     for name in threadloom.client.__all__:
         assert getattr(threadloom.client, name) is not None
@@ -130,3 +135,25 @@ def test_api_methods_keep_their_names_and_docs(method: str) -> None:
         bound = getattr(client.threads, method)
         assert bound.__name__ == method
         assert bound.__doc__
+
+
+def test_namespace_routes_quote_ids_and_default_to_the_client_namespace() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={})
+
+    with threadloom.client.Client("http://127.0.0.1:9", api_key="k", namespace="acme") as client:
+        client._sync.http._transport = httpx.MockTransport(answer)
+        client.states.of_run("a/b?c")
+        client.states.list(status="SUCCESS", since="2026-01-01T00:00:00Z", limit=5)
+        client.keys.create("viewer", namespace="other")
+        client.audit()
+    paths = [r.url.raw_path.decode() for r in sent]
+    assert paths[0] == "/v0/namespace/acme/states/run/a%2Fb%3Fc"
+    assert paths[1].startswith("/v0/namespace/acme/states/?")
+    assert dict(sent[1].url.params) == {"status": "SUCCESS", "since": "2026-01-01T00:00:00Z",
+                                        "limit": "5"}
+    assert paths[2] == "/v0/namespace/other/keys" and sent[2].method == "POST"
+    assert paths[3] == "/v0/namespace/acme/audit"

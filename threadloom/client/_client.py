@@ -11,6 +11,7 @@ import httpx
 from threadloom.client._assistants import Assistants
 from threadloom.client._endpoints import Async, M, Resource, Sync, endpoint
 from threadloom.client._runs import Runs
+from threadloom.client._state_manager import Keys, States, namespace_path, query
 from threadloom.client._threads import Threads
 from threadloom.client._transport import (
     AsyncTransport,
@@ -20,6 +21,7 @@ from threadloom.client._transport import (
     SyncTransport,
     json_call,
 )
+from threadloom.client._types import AuditPage, Me
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -32,6 +34,8 @@ class _Base(Resource[M]):
         self.assistants: Assistants[M] = Assistants(transport)
         self.threads: Threads[M] = Threads(transport)
         self.runs: Runs[M] = Runs(transport)
+        self.states: States[M] = States(transport)
+        self.keys: Keys[M] = Keys(transport)
 
     @property
     def url(self) -> str:
@@ -50,6 +54,19 @@ class _Base(Resource[M]):
         check raises :class:`~threadloom.client.ServiceUnavailableError` at once (its
         ``server_code`` says which), without retrying."""
         return json_call("GET", "/ready", idempotent=False)
+
+    @endpoint
+    def me(self) -> Call[Me]:
+        """The key's namespace, role, and every namespace it covers."""
+        return json_call("GET", "/v0/me")
+
+    @endpoint
+    def audit(self, *, namespace: str | None = None, limit: int | None = None,
+              cursor: str | None = None) -> Call[AuditPage]:
+        """A page of the namespace's audit log (an admin key's business): every mutation,
+        who made it, and how it ended."""
+        return json_call("GET", namespace_path(self, namespace, "audit"),
+                         params=query(limit=limit, cursor=cursor))
 
 
 class Client(_Base[Sync]):

@@ -10,13 +10,28 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 __all__ = [
+    "ApiKeyItem",
     "Assistant",
+    "AuditEvent",
+    "AuditPage",
     "Checkpoint",
+    "CreatedState",
+    "CreatedStates",
     "GraphDrawing",
     "GraphSchemas",
     "InterruptItem",
+    "Me",
+    "NamespaceRunsPage",
+    "NewApiKey",
     "Run",
+    "RunCheckpoint",
+    "RunItem",
+    "RunMetrics",
+    "RunStatesPage",
     "RunStatus",
+    "State",
+    "StateStatus",
+    "StatesPage",
     "StreamMode",
     "Thread",
     "ThreadState",
@@ -143,3 +158,165 @@ class Run(TypedDict):
     metadata: dict[str, Any]
     kwargs: dict[str, Any]
     multitask_strategy: MultitaskStrategy
+
+
+# -- the seed 001 state manager, keys and audit (``/v0``) ----------------------------------
+
+StateStatus = Literal["CREATED", "QUEUED", "EXECUTED", "ERRORED", "CANCELLED", "SUCCESS",
+                      "NEXT_CREATED_ERROR", "PRUNED", "RETRY_CREATED"]
+"""A state's status in the seed's (Exosphere's) words; see runtime.md's statuses table."""
+
+
+class CreatedState(TypedDict):
+    """One first execution that :meth:`~threadloom.client.Client.states.create` started."""
+
+    state_id: str
+    node_name: str
+    identifier: str
+    graph_name: str
+    run_id: str
+    inputs: dict[str, Any]
+    created_at: str
+
+
+class CreatedStates(TypedDict):
+    """The seed's ``CreateResponseModel``."""
+
+    status: str
+    states: list[CreatedState]
+
+
+class State(TypedDict):
+    """One node execution (the seed's "state")."""
+
+    id: str
+    node_name: str
+    namespace_name: str
+    identifier: str
+    graph_name: str
+    run_id: str
+    status: str
+    inputs: dict[str, Any]
+    outputs: Any
+    error: str | None
+    parents: dict[str, str]
+    created_at: str
+    updated_at: str
+    attempt: int
+    started_at: str | None
+    ended_at: str | None
+
+
+class StatesPage(TypedDict):
+    """A page of a namespace's states; ``run_ids``: the distinct run ids in it."""
+
+    namespace: str
+    count: int
+    states: list[State]
+    run_ids: list[str]
+    next_cursor: str | None
+
+
+class RunStatesPage(TypedDict):
+    """A page of one run's states."""
+
+    namespace: str
+    run_id: str
+    count: int
+    states: list[State]
+    next_cursor: str | None
+
+
+class RunItem(TypedDict):
+    """A run as the namespace routes show it."""
+
+    run_id: str
+    thread_id: str
+    graph_name: str
+    status: str
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    ended_at: str | None
+    duration_ms: float | None
+    steps: int
+    state_count: int
+    error: str | None
+
+
+class NamespaceRunsPage(TypedDict):
+    """A page of a namespace's runs."""
+
+    namespace: str
+    count: int
+    runs: list[RunItem]
+    next_cursor: str | None
+
+
+class RunMetrics(TypedDict, total=False):
+    """Counts, attempts and durations of a run (more keys may come with newer servers)."""
+
+    run_id: str
+    steps: int
+    executions: int
+    retries: int
+    duration_ms: float | None
+
+
+class RunCheckpoint(TypedDict):
+    """One checkpoint of a run, enough to diff state between steps."""
+
+    checkpoint_id: str
+    step: int
+    created_at: str
+    values: dict[str, Any]
+    next: list[str]
+    writes: Any
+
+
+class Me(TypedDict):
+    """``GET /v0/me``: the key's namespace, role, and every namespace it covers."""
+
+    namespace: str
+    role: str
+    namespaces: list[str]
+
+
+class NewApiKey(TypedDict):
+    """A key just created: ``key`` is shown this once."""
+
+    key_id: str
+    key: str
+
+
+class ApiKeyItem(TypedDict):
+    """A key as lists show it (never the key itself)."""
+
+    key_id: str
+    role: str
+    created_at: str
+    last_used_at: str | None
+
+
+class AuditEvent(TypedDict):
+    """One mutation, as the audit log recorded it."""
+
+    id: str
+    at: str
+    key_id: str | None
+    role: str | None
+    namespace: str
+    action: str
+    target: str | None
+    run_id: str | None
+    thread_id: str | None
+    outcome: str
+
+
+class AuditPage(TypedDict):
+    """A page of a namespace's audit log."""
+
+    namespace: str
+    count: int
+    events: list[AuditEvent]
+    next_cursor: str | None
