@@ -43,7 +43,7 @@ def test_stream_to_pushes_what_stream_yields_from_the_calling_thread() -> None:
         threads.add(threading.get_ident())
         pushed.append((mode, chunk))
 
-    assert graph.stream_to(put, {"n": 1}, stream_mode=["values", "updates"]) is None
+    assert graph.stream_to(put, {"n": 1}, stream_mode=["values", "updates"]) == {"n": 20}
     assert pushed == pulled
     assert pushed[-1] == ("values", {"n": 20})
     assert threads == {threading.get_ident()}

@@ -447,11 +447,15 @@ class CompiledGraph(ThreadsMixin):
         *,
         stream_mode: Sequence[StreamMode] = ("values",),
         **kwargs: Any,
-    ) -> None:
+    ) -> Any:
         """Run the graph in the calling thread, handing each chunk to ``put(mode, chunk)`` as
         it is produced: :meth:`stream` without its producer thread and its hand-off per chunk
         (a worker that records chunks, rather than pulls them, needs neither). ``put`` must
         not block for long: the run waits for it.
+
+        Returns:
+            What :meth:`invoke` would return (with ``"__interrupt__"`` when the run paused),
+            so a caller learns how the run ended without reading it back.
 
         Raises:
             Exception: what :meth:`invoke` raises.
@@ -459,9 +463,8 @@ class CompiledGraph(ThreadsMixin):
         modes, _ = _normalize_modes(list(stream_mode))
         run = self._prepare(config, Sink(frozenset(modes), put), _options(kwargs))
         if self.has_async_nodes:
-            asyncio.run(run_async(run, input))
-        else:
-            run_sync(run, input)
+            return asyncio.run(run_async(run, input))
+        return run_sync(run, input)
 
     async def astream(
         self,

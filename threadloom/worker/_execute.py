@@ -33,6 +33,8 @@ from threadloom.worker._events import EventBuffer, EventPump
 
 __all__ = ["Claimed", "Outcome", "execute", "run_config"]
 
+_INTERRUPT = "__interrupt__"  # the key of a paused run's interrupts in its result
+
 log = logging.getLogger("threadloom.worker")
 
 Outcome = Literal["finished", "released", "lost"]
@@ -80,11 +82,12 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     modes: list[StreamMode] = [m for m in _MODES if m in asked]
     config = run_config(claim, payload, held.token, lease_wait, fresh=_fresh(record, payload))
     error: BaseException | None = None
+    result: Any = None
     try:
         # the chunks are recorded, not pulled: the run streams into the buffer from this
         # thread (no producer thread and hand-off per chunk, as graph.stream has)
-        graph.stream_to(events.add, _input(record, payload), cast("RunnableConfig", config),
-                        stream_mode=modes)
+        result = graph.stream_to(events.add, _input(record, payload),
+                                 cast("RunnableConfig", config), stream_mode=modes)
     except RunCancelled as exc:
         error = exc
     except (ThreadBusyError, StoreUnavailableError) as exc:
@@ -100,12 +103,11 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     except Exception as exc:
         error = exc
         events.add("error", {"error": type(exc).__name__, "message": str(exc)})
-    return _settle(store, graph, held, events, error, payload, modes)
+    return _settle(store, held, events, error, result, modes)
 
 
-def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: EventBuffer,
-            error: BaseException | None, payload: dict[str, Any],
-            modes: list[StreamMode]) -> Outcome:
+def _settle(store: RuntimeStore, held: Claimed, events: EventBuffer,
+            error: BaseException | None, result: Any, modes: list[StreamMode]) -> Outcome:
     claim = held.claim
     if isinstance(error, RunCancelled):  # stopped: how, says the action (None: interrupt)
         if held.action == "lost":
@@ -121,7 +123,7 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
             store.finish_claim(claim)  # gone with the run; rollback_run signalled "done"
             return "finished"
     if error is None and "values" in modes:
-        _interrupt_values(graph, claim, events)
+        _interrupt_values(result, events)
     events.add("end", None)  # the record is final: "end" goes with the last events
     events.flush()
     if not store.finish_claim(claim):
@@ -129,15 +131,13 @@ def _settle(store: RuntimeStore, graph: CompiledGraph, held: Claimed, events: Ev
     return "finished"
 
 
-def _interrupt_values(graph: CompiledGraph, claim: QueuedRun, events: EventBuffer) -> None:
+def _interrupt_values(result: Any, events: EventBuffer) -> None:
     """A run that paused on ``interrupt()`` ends its ``values`` stream with the pending
-    interrupts, as LangGraph's server does: ``{"__interrupt__": [{value, id}, ...]}``."""
-    record = graph.checkpointer.get_run(claim.run_id, namespace=claim.namespace)
-    if record is None or record.status != "interrupted":
-        return
-    state = graph.get_state({"thread_id": claim.thread_id, "namespace": claim.namespace})
-    if state.interrupts:
-        events.add("values", {"__interrupt__": list(state.interrupts)})
+    interrupts, as LangGraph's server does: ``{"__interrupt__": [{value, id}, ...]}``.
+    ``result`` is what the run returned (a paused run's holds its interrupts)."""
+    pending = result.get(_INTERRUPT) if isinstance(result, dict) else None
+    if pending:
+        events.add("values", {_INTERRUPT: list(pending)})
 
 
 def _payload(claim: QueuedRun) -> dict[str, Any]:
