@@ -286,17 +286,24 @@ class MemoryQueue:
             self._beat(worker, now)
             return states
 
-    def finish_claim(self, claim: QueuedRun) -> bool:
-        """Mark the run ``done`` if the claim is still current; signal ``"done"``."""
+    def finish_claim(self, claim: QueuedRun,
+                     events: Sequence[tuple[str, bytes]] = ()) -> bool:
+        """Mark the run ``done`` and append its last ``events`` if the claim is still
+        current; signal ``"event"`` and ``"done"``."""
+        name = f"{claim.namespace}/{claim.run_id}"
         with self._lock:
             self._check_open()
             row = self._current(claim)
             if row is None:
                 return False
+            now = time.time()
+            seq = self._append(claim.namespace, claim.run_id, events, now)
             row.status = "done"
             row.claim_expires = None
-            row.finished_at = time.time()
-        self.signals().publish(DONE, f"{claim.namespace}/{claim.run_id}")
+            row.finished_at = now
+        if events:
+            self.signals().publish(EVENT, f"{name}/{seq}")
+        self.signals().publish(DONE, name)
         return True
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:

@@ -220,6 +220,19 @@ class QueueStatements:
             f" finished_at = %(now)s WHERE {current} RETURNING 1)"
             f" SELECT {signal}(%(channel)s::text, %(message)s::text) FROM f, {_RELAXED}"
         )
+        # finish with the run's last events: appended only if the claim is still current
+        self.finish_events = (
+            f"WITH f AS (UPDATE {s}.run_queue q SET status = 'done', claim_expires = NULL,"
+            f" finished_at = %(now)s WHERE {current} RETURNING 1),"
+            f" last AS (SELECT coalesce(max(seq), 0) AS seq FROM {s}.run_events"
+            " WHERE namespace = %(ns)s AND run_id = %(run_id)s),"
+            f" ins AS (INSERT INTO {s}.run_events SELECT %(ns)s, %(run_id)s, last.seq + e.n,"
+            " e.event, e.data, %(now)s FROM f, last,"
+            " unnest(%(events)s::text[], %(datas)s::bytea[]) WITH ORDINALITY AS e(event, data, n)"
+            " RETURNING seq), top AS (SELECT max(seq) AS seq FROM ins)"
+            f" SELECT top.seq, {signal}(%(channel)s::text, %(prefix)s || top.seq::text),"
+            f" {signal}(%(channel)s::text, %(message)s::text) FROM f, top, {_RELAXED}"
+        )
         handed_back = ", ".join(f"'{x}'" for x in HANDED_BACK_STATUSES)
         self.release = (
             f"WITH f AS (UPDATE {s}.run_queue q SET status = 'queued', worker = NULL,"
@@ -605,10 +618,37 @@ class PostgresQueue:
 
         return self._signalling(end, what)
 
-    def finish_claim(self, claim: QueuedRun) -> bool:
-        """Mark the run ``done`` if the claim is still current, and signal ``"done"``, in one
-        statement."""
-        return self._end_claim(self._q.finish, claim, DONE, "finish_claim", now=time.time())
+    def finish_claim(self, claim: QueuedRun,
+                     events: Sequence[tuple[str, bytes]] = ()) -> bool:
+        """Mark the run ``done`` if the claim is still current, append its last ``events``,
+        and signal ``"event"`` and ``"done"``, in one statement."""
+        if not events:
+            return self._end_claim(self._q.finish, claim, DONE, "finish_claim", now=time.time())
+        ns, run_id = claim.namespace, claim.run_id
+        params = {
+            "ns": ns, "run_id": run_id, "token": claim.claim_token, "now": time.time(),
+            "events": [e for e, _ in events], "datas": [bytes(d) for _, d in events],
+            "channel": self._q.channel, "prefix": f"{EVENT}\n{ns}/{run_id}/",
+            "message": f"{DONE}\n{ns}/{run_id}",
+        }  # fmt: skip
+
+        def finish(conn: Connection) -> bool:
+            for _ in range(_APPEND_TRIES):  # as append_events: number again after a race
+                try:
+                    row = conn.execute(self._q.finish_events, params).fetchone()
+                except pg_errors.UniqueViolation:
+                    continue
+                if row is None:
+                    return False
+                self._outbox.add(EVENT, f"{ns}/{run_id}/{row[0]}")
+                self._outbox.add(DONE, f"{ns}/{run_id}")
+                return True
+            raise StoreUnavailableError(
+                f"the last events of run {run_id!r} collided with concurrent appends"
+                f" {_APPEND_TRIES} times in a row"
+            )
+
+        return self._signalling(finish, "finish_claim")
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (queued again after ``delay``, its record ``pending``) if the

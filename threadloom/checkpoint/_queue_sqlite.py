@@ -344,14 +344,25 @@ class SqliteQueue:
 
         return self._run(renew, True, relaxed=True)
 
-    def finish_claim(self, claim: QueuedRun) -> bool:
-        """Mark the run ``done`` if the claim is still current; signal ``"done"``."""
-        params = (time.time(), claim.namespace, claim.run_id, claim.claim_token)
-        done = self._run(lambda conn: conn.execute(SQL_FINISH, params).rowcount == 1, True,
-                         relaxed=True)
-        if done:
-            self._publish([(DONE, f"{claim.namespace}/{claim.run_id}")])
-        return done
+    def finish_claim(self, claim: QueuedRun,
+                     events: Sequence[tuple[str, bytes]] = ()) -> bool:
+        """Mark the run ``done`` and append its last ``events`` if the claim is still
+        current, in one transaction; signal ``"event"`` and ``"done"``."""
+        ns, run_id = claim.namespace, claim.run_id
+        now = time.time()
+        rows = [(event, bytes(data)) for event, data in events]
+
+        def finish(conn: sqlite3.Connection) -> int | None:
+            if conn.execute(SQL_FINISH, (now, ns, run_id, claim.claim_token)).rowcount != 1:
+                return None
+            return _append(conn, ns, run_id, rows, now) if rows else 0
+
+        seq = self._run(finish, True, relaxed=True)
+        if seq is None:
+            return False
+        sent = [(EVENT, f"{ns}/{run_id}/{seq}")] if rows else []
+        self._publish([*sent, (DONE, f"{ns}/{run_id}")])
+        return True
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:
         """Hand the run back (queued again after ``delay``, its record ``pending``) if the

@@ -258,9 +258,13 @@ class RuntimeStore(Store, Protocol):
         ``started_at`` now and ``info`` empty). Returns one state per claim, in order."""
         ...
 
-    def finish_claim(self, claim: QueuedRun) -> bool:
+    def finish_claim(self, claim: QueuedRun,
+                     events: Sequence[tuple[str, bytes]] = ()) -> bool:
         """Mark the run ``done`` if ``claim`` is still current (the run record was already
-        committed by the engine) and signal ``"done"``; ``False`` if the claim was lost."""
+        committed by the engine), append the run's last ``events`` to its stream in the same
+        transaction (as :meth:`append_events`; nothing is appended when the claim was lost,
+        so a run that another worker continues gets no stray ``end``), and signal
+        ``"event"`` (if any) and then ``"done"``; ``False`` if the claim was lost."""
         ...
 
     def release_claim(self, claim: QueuedRun, delay: float = 0.0) -> bool:

@@ -587,6 +587,29 @@ class QueueConformance(SignalsConformance):
         assert store.read_events(NS, "r1", after=3) == []
         assert store.read_events("other", "r1") == []
 
+    def test_finish_claim_appends_the_last_events_only_while_the_claim_holds(
+            self, store: RuntimeStore) -> None:
+        bus = store.signals()
+        got = {topic: Collector() for topic in ("event", "done")}
+        stops = [bus.subscribe(topic, c) for topic, c in got.items()]
+        try:
+            put(store, "r1", "t1")
+            [claim] = store.claim_runs("w1", limit=1, ttl=60.0)
+            assert store.append_events(NS, "r1", [("metadata", b"{}")]) == 1
+            assert store.finish_claim(claim, [("values", b"2"), ("end", b"null")])
+            assert [(e.seq, e.event) for e in store.read_events(NS, "r1")] == [
+                (1, "metadata"), (2, "values"), (3, "end")]
+            row = store.get_queued(NS, "r1")
+            assert row is not None and row.status == "done"
+            assert got["event"].wait_for(lambda m: f"{NS}/r1/3" in m)
+            assert got["done"].wait_for(lambda m: f"{NS}/r1" in m)
+            # a lost claim writes nothing: the run is another worker's
+            assert not store.finish_claim(claim, [("end", b"null")])
+            assert len(store.read_events(NS, "r1")) == 3
+        finally:
+            for stop in stops:
+                stop()
+
     def test_concurrent_appends_never_collide(self, store: RuntimeStore) -> None:
         writers, each = 6, 15
         barrier = threading.Barrier(writers)

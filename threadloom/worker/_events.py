@@ -5,8 +5,8 @@ run streams: one :class:`EventPump` thread per worker writes every buffer that h
 pending, as soon as it has (so the first event of a run is visible at once), folding whatever
 piled up during the previous write into the next one - for every run at once, in one
 transaction, when the store can (``append_events_many``). :meth:`EventBuffer.flush` writes what is
-pending from the caller's thread (at the end of a run, before its ``end`` event), in order with
-the pump's writes.
+pending from the caller's thread, in order with the pump's writes; :meth:`EventBuffer.finish`
+writes the last events (the ``end`` event with them) in the transaction that ends the claim.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from threadloom._json import dumps
-from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.checkpoint.queue import QueuedRun, RuntimeStore
 
 __all__ = ["EventBuffer", "EventPump"]
 
@@ -59,6 +59,13 @@ class EventBuffer:
                 self.store.append_events(self.namespace, self.run_id, batch)
             except Exception:
                 self._lost(len(batch))
+
+    def finish(self, claim: QueuedRun) -> bool:
+        """Write what is pending with the end of ``claim``, in one transaction
+        (:meth:`~threadloom.checkpoint.queue.RuntimeStore.finish_claim`); ``False`` if the
+        claim was lost (the events are dropped then: the run is another worker's)."""
+        with self._write:
+            return self.store.finish_claim(claim, self._take())
 
     def _take(self) -> list[tuple[str, bytes]]:
         with self._lock:

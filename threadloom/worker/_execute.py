@@ -125,10 +125,7 @@ def _settle(store: RuntimeStore, held: Claimed, events: EventBuffer,
     if error is None and "values" in modes:
         _interrupt_values(result, events)
     events.add("end", None)  # the record is final: "end" goes with the last events
-    events.flush()
-    if not store.finish_claim(claim):
-        return "lost"
-    return "finished"
+    return "finished" if events.finish(claim) else "lost"
 
 
 def _interrupt_values(result: Any, events: EventBuffer) -> None:
