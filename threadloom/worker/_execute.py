@@ -71,22 +71,25 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     its run lease)."""
     claim = held.claim
     ns, run_id = claim.namespace, claim.run_id
-    record = store.get_run(run_id, namespace=ns)
-    if record is None:  # rolled back meanwhile
-        store.finish_claim(claim)
-        return "finished"
     payload = _payload(claim)
+    fresh = claim.attempts == 1 and not payload.get("resume")
+    if not fresh:  # claimed before, or queued again: what did the run do so far?
+        record = store.get_run(run_id, namespace=ns)
+        if record is None:  # rolled back meanwhile
+            store.finish_claim(claim)
+            return "finished"
+        fresh = _fresh(record, payload)
     events = EventBuffer(store, ns, run_id, pump)
     events.add("metadata", {"run_id": run_id, "attempt": claim.attempts})
     asked = set(payload.get("stream_mode") or ()) | {"values"}
     modes: list[StreamMode] = [m for m in _MODES if m in asked]
-    config = run_config(claim, payload, held.token, lease_wait, fresh=_fresh(record, payload))
+    config = run_config(claim, payload, held.token, lease_wait, fresh=fresh)
     error: BaseException | None = None
     result: Any = None
     try:
         # the chunks are recorded, not pulled: the run streams into the buffer from this
         # thread (no producer thread and hand-off per chunk, as graph.stream has)
-        result = graph.stream_to(events.add, _input(record, payload),
+        result = graph.stream_to(events.add, _input(payload) if fresh else None,
                                  cast("RunnableConfig", config), stream_mode=modes)
     except RunCancelled as exc:
         error = exc
@@ -146,14 +149,15 @@ def _payload(claim: QueuedRun) -> dict[str, Any]:
 
 
 def _fresh(record: RunRecord, payload: dict[str, Any]) -> bool:
-    """Whether the run starts now (with its input), rather than continuing what it did."""
+    """Whether the run starts now (with its input), rather than continuing what it did. A
+    first claim of a run queued once is fresh without asking: a run's first attempt is the
+    one that starts it (a retry or an API resume is queued again with ``resume``)."""
     return (record.status == "pending" and record.started_at is None
             and not payload.get("resume"))
 
 
-def _input(record: RunRecord, payload: dict[str, Any]) -> Any:
-    if not _fresh(record, payload):
-        return None
+def _input(payload: dict[str, Any]) -> Any:
+    """What a fresh run starts with: its command, else its input."""
     command = payload.get("command")
     if isinstance(command, dict) and command:
         return Command(update=command.get("update"), resume=command.get("resume"),
