@@ -257,7 +257,7 @@ class SqliteQueue:
                 row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
                 row.available_at, created, row.timeout, "queued", 0, None, 0, None, None, None,
             ))  # fmt: skip
-            _audit(conn, audit, now)
+            write_audit(conn, audit, now)
             sent.append((WORK, ""))
             return cancelled
 
@@ -295,7 +295,7 @@ class SqliteQueue:
                 (namespace, run_id, thread_id, graph, body, available_at, created, None,
                  "queued", 0, None, 0, None, None, None),
             )  # fmt: skip
-            _audit(conn, audit, now)
+            write_audit(conn, audit, now)
             return queued_run(conn.execute(SQL_GET, (namespace, run_id)).fetchone())
 
         row = self._run(requeue, True)
@@ -402,7 +402,7 @@ class SqliteQueue:
             else:
                 outcome = _cancel(conn, queued_run(row), action, now, sent)
             if audit is not None and outcome != "unknown":
-                _audit(conn, replace(audit, outcome=outcome), now)
+                write_audit(conn, replace(audit, outcome=outcome), now)
             return outcome
 
         outcome = self._run(cancel, True)
@@ -418,7 +418,7 @@ class SqliteQueue:
                 conn.execute(SQL_RUN, (run_id, namespace)).fetchone() is not None
                 or conn.execute(SQL_GET, (namespace, run_id)).fetchone() is not None
             ):
-                _audit(conn, audit, time.time())
+                write_audit(conn, audit, time.time())
             return _rollback(conn, namespace, run_id)
 
         had_row = self._run(rollback, True)
@@ -439,7 +439,7 @@ class SqliteQueue:
                 _forget(conn, namespace, run_id)
                 return False
             _drop_run(conn, namespace, run_id, found[0])
-            _audit(conn, audit, time.time())
+            write_audit(conn, audit, time.time())
             return True
 
         return self._run(delete, True)
@@ -537,7 +537,7 @@ class SqliteQueue:
                              params)
             except sqlite3.IntegrityError:
                 raise InvalidConfigError(f"API key {key.key_id!r} exists already") from None
-            _audit(conn, audit, time.time())
+            write_audit(conn, audit, time.time())
 
         self._run(create, True)
 
@@ -569,7 +569,7 @@ class SqliteQueue:
         def revoke(conn: sqlite3.Connection) -> bool:
             if conn.execute(sql, (now, key_id)).rowcount != 1:
                 return False
-            _audit(conn, audit, now)
+            write_audit(conn, audit, now)
             return True
 
         return self._run(revoke, True)
@@ -609,7 +609,8 @@ class SqliteQueue:
 # -- inside a transaction ----------------------------------------------------------------------
 
 
-def _audit(conn: sqlite3.Connection, event: AuditEvent | None, now: float) -> None:
+def write_audit(conn: sqlite3.Connection, event: AuditEvent | None, now: float) -> None:
+    """Append ``event`` (if any) inside the caller's transaction."""
     if event is not None:
         conn.execute(SQL_PUT_AUDIT, audit_row(stamp_audit(event, now)))
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from threadloom.checkpoint.base import RunRecord, Store
+from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
 
 __all__ = [
     "ApiKey",
@@ -429,6 +429,22 @@ class RuntimeStore(Store, Protocol):
 
     def touch_key(self, key_id: str, at: float) -> None:
         """Record that the key was used at ``at`` (may be throttled by the caller)."""
+        ...
+
+    # -- threads, with their audit event --------------------------------------------------
+
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = ...,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """:meth:`Store.update_thread <threadloom.checkpoint.base.Store.update_thread>`, and
+        ``audit`` appended in the same transaction when the thread exists."""
+        ...
+
+    def delete_thread(self, thread_id: str, *, namespace: str = ...,
+                      audit: AuditEvent | None = None) -> None:
+        """:meth:`Store.delete_thread <threadloom.checkpoint.base.Store.delete_thread>`, and
+        ``audit`` appended in the same transaction."""
         ...
 
     # -- the audit log --------------------------------------------------------------------

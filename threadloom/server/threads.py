@@ -92,9 +92,11 @@ def create_thread(body: ThreadCreate, request: Request, store: Store, graphs: Gr
             return json_response(ThreadInfo.load(store, graphs, existing).as_json())
         raise ConflictError(f"thread {thread_id!r} already exists")
     store.commit([Commit(thread_id, namespace=ns)])
-    record = store.update_thread(thread_id, metadata, namespace=ns)
+    record = store.update_thread(thread_id, metadata, namespace=ns, audit=audit_event(
+        who, "thread.create", thread_id, thread_id=thread_id))
     if record is None:  # deleted between the two calls
         raise ConflictError(f"thread {thread_id!r} was deleted while it was being created")
+    mark_audited(request)
     if graph is not None:
         config = thread_config(thread_id, ns)
         for superstep in body.supersteps or ():
@@ -105,13 +107,12 @@ def create_thread(body: ThreadCreate, request: Request, store: Store, graphs: Gr
                 values = Command(update=command.update, resume=command.resume,
                                  goto=command.goto or ())
             graph.update_state(config, values, as_node=update.as_node)
-    _log(store, request, who, "thread.create", thread_id)
     return json_response(ThreadInfo.load(store, graphs, record).as_json())
 
 
 def _log(store: Store, request: Request, who: Principal, action: str, thread_id: str) -> None:
-    """Log a change of a thread made through the engine's own store methods, which take no
-    audit event: right after the change, in a transaction of its own."""
+    """Log a change made through the engine (``update_state``, pruning), whose store calls
+    take no audit event: right after the change, in a transaction of its own."""
     store.append_audit(audit_event(who, action, thread_id, thread_id=thread_id))
     mark_audited(request)
 
@@ -150,10 +151,12 @@ def patch_thread(thread_id: ThreadId, body: ThreadPatch, request: Request, store
     _unsupported(body.ttl, "ttl")
     record = find_thread(store, thread_id, who.namespace)
     merged = {**record.metadata, **(body.metadata or {})}
-    updated = store.update_thread(record.thread_id, merged, namespace=who.namespace)
+    updated = store.update_thread(record.thread_id, merged, namespace=who.namespace,
+                                  audit=audit_event(who, "thread.update", record.thread_id,
+                                                    thread_id=record.thread_id))
     if updated is None:
         raise NotFoundError(f"no thread {thread_id!r}")
-    _log(store, request, who, "thread.update", record.thread_id)
+    mark_audited(request)
     if prefer == "return=minimal":
         return Response(status_code=204)
     return json_response(ThreadInfo.load(store, graphs, updated).as_json())
@@ -167,18 +170,20 @@ def delete_thread(thread_id: ThreadId, request: Request, store: Store,
     runs are cancelled first. Afterwards the thread is a 404."""
     record = find_thread(store, thread_id, who.namespace)
     _delete(store, record.thread_id, who)
-    _log(store, request, who, "thread.delete", record.thread_id)
+    mark_audited(request)
     return Response(status_code=204)
 
 
 def _delete(store: Store, thread_id: str, who: Principal) -> None:
+    """Cancel the thread's active runs, then delete it, each change with its event."""
     namespace = who.namespace
     for status in ACTIVE:
         for run in store.list_runs(thread_id=thread_id, namespace=namespace, status=status,
                                    limit=1000):
             store.request_cancel(namespace, run.run_id, "interrupt", audit=audit_event(
                 who, "run.cancel", run.run_id, run_id=run.run_id, thread_id=thread_id))
-    store.delete_thread(thread_id, namespace=namespace)
+    store.delete_thread(thread_id, namespace=namespace, audit=audit_event(
+        who, "thread.delete", thread_id, thread_id=thread_id))
 
 
 @router.post("/threads/prune", summary="Delete threads, or all but their latest checkpoint")
@@ -195,7 +200,7 @@ def prune_threads(body: ThreadPruneRequest, request: Request, store: Store,
             continue
         if body.strategy == "delete":
             _delete(store, record.thread_id, who)
-            _log(store, request, who, "thread.delete", record.thread_id)
+            mark_audited(request)
         else:
             store.prune_checkpoints(record.thread_id, keep=1, namespace=who.namespace)
             _log(store, request, who, "thread.prune", record.thread_id)
@@ -216,10 +221,11 @@ def copy_thread(thread_id: ThreadId, request: Request, store: Store, graphs: Gra
     metadata = dict(info.record.metadata)
     if info.graph_name is not None:
         metadata.setdefault("graph_id", info.graph_name)
-    record = store.update_thread(new_id, metadata, namespace=who.namespace)
+    record = store.update_thread(new_id, metadata, namespace=who.namespace,
+                                 audit=audit_event(who, "thread.copy", new_id, thread_id=new_id))
     if record is None:
         raise NotFoundError(f"the copy {new_id!r} was deleted while it was being made")
-    _log(store, request, who, "thread.copy", new_id)
+    mark_audited(request)
     return json_response(ThreadInfo.load(store, graphs, record).as_json())
 
 

@@ -744,6 +744,20 @@ class QueueConformance(SignalsConformance):
         assert [e.id for e in events] == sorted((e.id for e in events), reverse=True)
         assert events[0] == refused
 
+    def test_thread_changes_write_their_audit_event(self, store: RuntimeStore) -> None:
+        store.commit([Commit("t1")])
+        updated = store.update_thread("t1", {"a": 1}, audit=AuditEvent(
+            NS, "thread.update", "t1", key_id="k1", role="operator", thread_id="t1"))
+        assert updated is not None and updated.metadata == {"a": 1}
+        assert store.update_thread("nope", {}, audit=AuditEvent(NS, "thread.update",
+                                                                "nope")) is None
+        store.delete_thread("t1", audit=AuditEvent(NS, "thread.delete", "t1", thread_id="t1"))
+        assert store.get_thread("t1") is None
+        events, _ = store.list_audit(NS)
+        assert [(e.action, e.target, e.thread_id) for e in events] == [
+            ("thread.delete", "t1", "t1"), ("thread.update", "t1", "t1")]
+        assert events[1].key_id == "k1" and events[1].role == "operator"
+
     def test_audit_log_pages_and_namespaces(self, store: RuntimeStore) -> None:
         written = [store.append_audit(AuditEvent("tenant-a", "thread.create", f"t{i}"))
                    for i in range(5)]
