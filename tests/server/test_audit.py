@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _app import build
+from graphs import compiled
 from harness import API_KEY, Server
+from starlette.types import Message, Receive, Scope, Send
 
-from threadloom.server.auth import create_key
+from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.server import Settings
+from threadloom.server._fastlane import FastLane
+from threadloom.server.auth import create_key, key_id_of
+from threadloom.worker import Worker
 
 
 def _namespace(server: Server) -> tuple[str, str, str]:
@@ -161,3 +168,40 @@ def _postgres_text(db_url: str) -> list[str]:
             rows = conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t').fetchall()
             found += [r[0] for r in rows]
     return found
+
+
+async def test_a_run_the_fast_lane_queues_is_logged(store: RuntimeStore) -> None:
+    """``POST /runs/wait`` answered by the fast lane (not FastAPI) logs its run too."""
+    build(store, API_KEY)
+    graphs = compiled(store)
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])  # the lane answered everything itself if never called
+
+    lane = FastLane(app, store, graphs, Settings())
+    sent: list[Message] = []
+    body = json.dumps({"assistant_id": "seed_loop", "input": {"step": 0, "done": False},
+                       "run_id": "r-lane"}).encode()
+    incoming: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    worker = Worker(store, graphs, concurrency=1, heartbeat=0.5, run_lease=3.0)
+    worker.start()
+    try:
+        await lane({"type": "http", "method": "POST", "path": "/runs/wait",
+                    "query_string": b"", "headers": [(b"x-api-key", API_KEY.encode())]},
+                   receive, send)
+    finally:
+        worker.stop()
+    assert reached == [] and sent[0]["status"] == 200
+    [event] = store.list_audit("default")[0]
+    assert (event.action, event.target, event.run_id, event.key_id, event.role,
+            event.outcome) == ("run.create", "r-lane", "r-lane", key_id_of(API_KEY),
+                               "admin", "ok")
+    assert event.thread_id is not None
