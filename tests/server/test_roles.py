@@ -172,5 +172,8 @@ def test_a_one_namespace_key_cannot_act_elsewhere_with_x_namespace(
         assert response.status_code == 404, (path, response.text)
         assert response.json()["code"] == "not_found"
     assert store.list_threads(namespace="tenant-b") == []
-    bad = client.get("/v0/me", headers={"X-API-Key": key, "X-Namespace": "x" * 300})
-    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+    everywhere = create_key(store, "*", "admin")[1]
+    for header in ("x" * 300, "*", "a/b"):
+        for sent in (key, everywhere):
+            bad = client.get("/v0/me", headers={"X-API-Key": sent, "X-Namespace": header})
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"

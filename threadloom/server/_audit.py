@@ -120,12 +120,12 @@ class AuditTrail:
 
         try:
             await self.app(scope, receive, watch)
-        except Exception:
-            await self._log(scope, 500, b"")
+        except Exception:  # answered by the outermost handler, as internal_error
+            await self._log(scope, "internal_error")
             raise
-        await self._log(scope, status, b"".join(body))
+        await self._log(scope, "ok" if 0 < status < 400 else _code(status, b"".join(body)))
 
-    async def _log(self, scope: Scope, status: int, body: bytes) -> None:
+    async def _log(self, scope: Scope, outcome: str) -> None:
         state: dict[str, Any] = scope.get("state") or {}
         who: Principal | None = state.get("principal")
         route = scope.get("route")
@@ -135,7 +135,6 @@ class AuditTrail:
         known = MUTATIONS.get(route_key(scope["method"], path))
         if known is None:
             return
-        outcome = "ok" if 0 < status < 400 else _code(status, body)
         params: dict[str, Any] = scope.get("path_params") or {}
         target = next((str(params[k]) for k in ("run_id", "key_id", "thread_id",
                                                  "assistant_id", "graph") if k in params),

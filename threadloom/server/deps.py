@@ -78,9 +78,9 @@ async def _caller(
         principal = await asyncio.to_thread(authenticate, store, x_api_key, x_namespace)
     if principal is None:
         raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
-    if x_namespace is not None and not is_namespace(x_namespace):
+    if x_namespace is not None and (x_namespace == "*" or not is_namespace(x_namespace)):
         raise InvalidRequestError(
-            "invalid X-Namespace header: 1-64 printable characters without '/'"
+            "invalid X-Namespace header: 1-64 printable characters without '/', not '*'"
         )
     if not principal.covers(principal.namespace):
         # a one-namespace key sent X-Namespace naming another: answered as a missing object
