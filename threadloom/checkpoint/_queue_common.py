@@ -23,6 +23,7 @@ __all__ = [
     "AUDIT_COLS",
     "audit_event",
     "audit_row",
+    "cancel_event",
     "check_audit_cursor",
     "stamp_audit",
     "END_EVENT",
@@ -219,6 +220,17 @@ def audit_event(row: Sequence[Any]) -> AuditEvent:
     (namespace, id_, at, key_id, role, action, target, run_id, thread_id, outcome) = row
     return AuditEvent(namespace, action, target, key_id, role, run_id, thread_id, outcome,
                       float(at), id_)
+
+
+def cancel_event(audit: AuditEvent | None, run: QueuedRun,
+                 outcome: str) -> AuditEvent | None:
+    """The event of an active run that an enqueue with the ``interrupt`` or ``rollback``
+    strategy cancelled, by the caller of ``audit`` (the enqueue's own event); ``None`` when
+    the enqueue has no event."""
+    if audit is None:
+        return None
+    return replace(audit, action="run.cancel", target=run.run_id, run_id=run.run_id,
+                   thread_id=run.thread_id, outcome=outcome, at=0.0, id="")
 
 
 def check_audit_cursor(cursor: str | None) -> str | None:

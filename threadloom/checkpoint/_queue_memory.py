@@ -21,6 +21,7 @@ from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
     HANDED_BACK_STATUSES,
+    cancel_event,
     check_audit_cursor,
     check_deletable,
     check_enqueue,
@@ -180,7 +181,8 @@ class MemoryQueue:
             if active and strategy in ("interrupt", "rollback"):
                 action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                 for other in active:
-                    self._cancel(other, action, now, sent)
+                    done = self._cancel(other, action, now, sent)
+                    self._write_audit(cancel_event(audit, other, done), now)
                     cancelled.append(other.run_id)
             row.created_at = queue_time(row.created_at, self._last_open(*thread))
             self.commit([Commit(row.thread_id, namespace=row.namespace, runs=[record])])

@@ -73,6 +73,7 @@ from threadloom.checkpoint._queue_common import (
     api_key,
     audit_event,
     audit_row,
+    cancel_event,
     check_audit_cursor,
     check_deletable,
     check_enqueue,
@@ -492,7 +493,11 @@ class PostgresQueue:
                 if active and strategy in ("interrupt", "rollback"):
                     action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                     for other in active:
-                        self._cancel(conn, other, action, now)
+                        done = self._cancel(conn, other, action, now)
+                        cancelled_event = cancel_event(event, other, done)
+                        if cancelled_event is not None:
+                            conn.execute(sql.put_audit,
+                                         audit_row(stamp_audit(cancelled_event, now)))
                         cancelled.append(other.run_id)
                 self._write_record(conn, record, now)
                 if patch is not None:

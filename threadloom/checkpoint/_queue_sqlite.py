@@ -39,6 +39,7 @@ from threadloom.checkpoint._queue_common import (
     api_key,
     audit_event,
     audit_row,
+    cancel_event,
     check_audit_cursor,
     check_deletable,
     check_enqueue,
@@ -246,7 +247,8 @@ class SqliteQueue:
             if active and strategy in ("interrupt", "rollback"):
                 action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                 for other in active:
-                    _cancel(conn, other, action, now, sent)
+                    done = _cancel(conn, other, action, now, sent)
+                    write_audit(conn, cancel_event(audit, other, done), now)
                     cancelled.append(other.run_id)
             (last,) = conn.execute(SQL_LAST_OPEN, (row.namespace, row.thread_id)).fetchone()
             created = queue_time(row.created_at, last)

@@ -744,6 +744,22 @@ class QueueConformance(SignalsConformance):
         assert [e.id for e in events] == sorted((e.id for e in events), reverse=True)
         assert events[0] == refused
 
+    def test_runs_an_enqueue_cancels_are_logged_with_it(self, store: RuntimeStore) -> None:
+        put(store, "r1", "t1")
+        put(store, "r2", "t1")
+        [claim] = store.claim_runs("w1", limit=8, ttl=60.0)
+        assert claim.run_id == "r1"
+        cancelled = store.enqueue(pending("r3", "t1"), queued("r3", "t1"), "interrupt",
+                                  audit=AuditEvent(NS, "run.create", "r3", key_id="k1",
+                                                   role="operator", run_id="r3",
+                                                   thread_id="t1"))
+        assert cancelled == ["r1", "r2"]
+        events, _ = store.list_audit(NS)
+        assert sorted((e.action, e.run_id, e.outcome, e.key_id) for e in events) == [
+            ("run.cancel", "r1", "signalled", "k1"), ("run.cancel", "r2", "cancelled", "k1"),
+            ("run.create", "r3", "ok", "k1")]
+        assert all(e.thread_id == "t1" for e in events)
+
     def test_thread_changes_write_their_audit_event(self, store: RuntimeStore) -> None:
         store.commit([Commit("t1")])
         updated = store.update_thread("t1", {"a": 1}, audit=AuditEvent(
