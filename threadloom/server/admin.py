@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom.checkpoint.queue import ApiKey, RuntimeStore
 from threadloom.server._audit import audit_event, mark_audited
-from threadloom.server.auth import Principal, create_key
+from threadloom.server.auth import Principal, Role, create_key
 from threadloom.server.deps import Caller, Store
 from threadloom.server.errors import ForbiddenError, InvalidRequestError, NotFoundError
 
@@ -112,7 +113,7 @@ class AuditList(BaseModel):
     next_cursor: str | None
 
 
-def in_namespace(role: Literal["viewer", "operator", "admin"]) -> Any:
+def in_namespace(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency for a ``/v0/namespace/{ns}/...`` route: the caller, acting in ``ns``,
     if its key covers ``ns`` (else 404, before the role is checked) and its role includes
     ``role`` (else 403)."""
