@@ -62,6 +62,7 @@ TABLES = {
     "run_events",
     "workers",
     "api_keys",
+    "audit_log",
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from threadloom.checkpoint._postgres_options import quote_schema
-from threadloom.checkpoint._queue_schema import POSTGRES_MIGRATION
+from threadloom.checkpoint._queue_schema import AUDIT_POSTGRES_MIGRATION, POSTGRES_MIGRATION
 from threadloom.checkpoint._rows import (
     INDEXED,
     UNFINISHED,
@@ -213,6 +213,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # prefix). The lease-token sequence stays one for the schema: never reissued per
     # (namespace, thread) either.
     _NAMESPACE_MIGRATION,
+    # 8: the audit log (issue 13; _queue_schema).
+    AUDIT_POSTGRES_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 

@@ -8,16 +8,24 @@ Private to the stores' queue mixins (``_queue_memory``, ``_queue_sqlite``,
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from threadloom.checkpoint.base import CheckpointRecord, RunRecord
-from threadloom.checkpoint.queue import ApiKey, QueuedRun, RunEvent, WorkerRecord
+from threadloom.checkpoint.queue import ApiKey, AuditEvent, QueuedRun, RunEvent, WorkerRecord
 from threadloom.errors import InvalidConfigError, ThreadBusyError
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
+    "AUDIT_COLS",
+    "audit_event",
+    "audit_row",
+    "cancel_event",
+    "check_audit_cursor",
+    "stamp_audit",
     "END_EVENT",
     "HANDED_BACK_STATUSES",
     "QUEUE_COLS",
@@ -185,3 +193,52 @@ def check_limit(limit: int, what: str = "limit") -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidConfigError(f"{what} must be an integer >= 0, not {limit!r}")
     return limit
+
+
+AUDIT_COLS = "namespace, id, at, key_id, role, action, target, run_id, thread_id, outcome"
+"""The audit table's columns (:func:`audit_row` order)."""
+
+_AUDIT_ID = re.compile(r"a[0-9a-f]{14}[0-9a-f]{10}")
+
+
+def stamp_audit(event: AuditEvent, now: float) -> AuditEvent:
+    """The event with its id and time set, as it will be stored: the id is the time in
+    microseconds (hex, fixed width, so ids sort by time) and 40 random bits (two events of
+    one microsecond stay two)."""
+    at = event.at or now
+    return replace(event, at=at, id=f"a{int(at * 1e6):014x}{secrets.token_hex(5)}")
+
+
+def audit_row(event: AuditEvent) -> tuple[Any, ...]:
+    """The event's values in :data:`AUDIT_COLS` order."""
+    return (event.namespace, event.id, event.at, event.key_id, event.role, event.action,
+            event.target, event.run_id, event.thread_id, event.outcome)
+
+
+def audit_event(row: Sequence[Any]) -> AuditEvent:
+    """An audit row selected with :data:`AUDIT_COLS`."""
+    (namespace, id_, at, key_id, role, action, target, run_id, thread_id, outcome) = row
+    return AuditEvent(namespace, action, target, key_id, role, run_id, thread_id, outcome,
+                      float(at), id_)
+
+
+def cancel_event(audit: AuditEvent | None, run: QueuedRun,
+                 outcome: str) -> AuditEvent | None:
+    """The event of an active run that an enqueue with the ``interrupt`` or ``rollback``
+    strategy cancelled, by the caller of ``audit`` (the enqueue's own event); ``None`` when
+    the enqueue has no event."""
+    if audit is None:
+        return None
+    return replace(audit, action="run.cancel", target=run.run_id, run_id=run.run_id,
+                   thread_id=run.thread_id, outcome=outcome, at=0.0, id="")
+
+
+def check_audit_cursor(cursor: str | None) -> str | None:
+    """The cursor, checked (an event id), or ``None``.
+
+    Raises:
+        ValueError: not an event id.
+    """
+    if cursor is not None and not _AUDIT_ID.fullmatch(cursor):
+        raise ValueError("not a cursor of this audit log")
+    return cursor

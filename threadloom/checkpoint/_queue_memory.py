@@ -21,17 +21,21 @@ from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
     HANDED_BACK_STATUSES,
+    cancel_event,
+    check_audit_cursor,
     check_deletable,
     check_enqueue,
     check_limit,
     doomed_blobs,
     info_json,
     queue_time,
+    stamp_audit,
 )
 from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, LocalSignals
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
+    AuditEvent,
     CancelAction,
     ClaimState,
     MultitaskStrategy,
@@ -90,6 +94,7 @@ class MemoryQueue:
         self._events: dict[_Key, list[RunEvent]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._keys: dict[str, ApiKey] = {}
+        self._audit: dict[str, list[AuditEvent]] = {}  # per namespace, oldest first
         self._bus = LocalSignals("threadloom-signals:memory")
         self._external: Signals | None = None
 
@@ -102,6 +107,7 @@ class MemoryQueue:
             self._events.clear()
             self._workers.clear()
             self._keys.clear()
+            self._audit.clear()
 
     def _publish(self, sent: _Sent) -> None:
         bus = self.signals()
@@ -142,7 +148,8 @@ class MemoryQueue:
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
                 strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
+                thread_metadata: Mapping[str, Any] | None = None,
+                audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, atomically (see the protocol)."""
         sent: _Sent = []
         if thread_metadata:
@@ -174,7 +181,8 @@ class MemoryQueue:
             if active and strategy in ("interrupt", "rollback"):
                 action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                 for other in active:
-                    self._cancel(other, action, now, sent)
+                    done = self._cancel(other, action, now, sent)
+                    self._write_audit(cancel_event(audit, other, done), now)
                     cancelled.append(other.run_id)
             row.created_at = queue_time(row.created_at, self._last_open(*thread))
             self.commit([Commit(row.thread_id, namespace=row.namespace, runs=[record])])
@@ -184,12 +192,13 @@ class MemoryQueue:
                     self.update_thread(row.thread_id, {**found.metadata, **thread_metadata},
                                        namespace=row.namespace)
             self._queue[key] = row
+            self._write_audit(audit, now)
             sent.append((WORK, ""))
         self._publish(sent)
         return cancelled
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
-                payload: bytes | None = None) -> QueuedRun:
+                payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
         """Queue an existing, finished run again (see the protocol)."""
         with self._lock:
             self._check_open()
@@ -212,6 +221,7 @@ class MemoryQueue:
             self._runs[(namespace, run_id)] = replace(record, status="pending", updated_at=now,
                                                       ended_at=None)
             self._queue[key] = row
+            self._write_audit(audit, now)
             result = replace(row)
         self.signals().publish(WORK, "")
         return result
@@ -327,17 +337,23 @@ class MemoryQueue:
         return True
 
     def request_cancel(self, namespace: str, run_id: str,
-                       action: CancelAction = "interrupt") -> Literal[
+                       action: CancelAction = "interrupt", *,
+                       audit: AuditEvent | None = None) -> Literal[
                            "cancelled", "signalled", "finished", "unknown"]:
         """Cancel a run (see the protocol)."""
         sent: _Sent = []
         with self._lock:
             self._check_open()
+            now = time.time()
             row = self._queue.get((namespace, run_id))
             if row is None or row.status == "done":
                 known = row is not None or self._run_record(namespace, run_id) is not None
+                if known and audit is not None:
+                    self._write_audit(replace(audit, outcome="finished"), now)
                 return "finished" if known else "unknown"
-            outcome = self._cancel(row, action, time.time(), sent)
+            outcome = self._cancel(row, action, now, sent)
+            if audit is not None:
+                self._write_audit(replace(audit, outcome=outcome), now)
         self._publish(sent)
         return outcome
 
@@ -364,16 +380,20 @@ class MemoryQueue:
         sent.append((DONE, name))
         return "cancelled"
 
-    def rollback_run(self, namespace: str, run_id: str) -> None:
+    def rollback_run(self, namespace: str, run_id: str, *,
+                     audit: AuditEvent | None = None) -> None:
         """Delete a run and everything it wrote (see the protocol)."""
         with self._lock:
             self._check_open()
             had_row = (namespace, run_id) in self._queue
+            if had_row or self._run_record(namespace, run_id) is not None:
+                self._write_audit(audit, time.time())
             self._rollback(namespace, run_id)
         if had_row:
             self.signals().publish(DONE, f"{namespace}/{run_id}")
 
-    def delete_run(self, namespace: str, run_id: str) -> bool:
+    def delete_run(self, namespace: str, run_id: str, *,
+                   audit: AuditEvent | None = None) -> bool:
         """Delete a finished run's rows, keeping its checkpoints (see the protocol)."""
         with self._lock:
             self._check_open()
@@ -389,6 +409,7 @@ class MemoryQueue:
             for key in [k for k, e in self._executions.items()
                         if k[:2] == (namespace, record.thread_id) and e.run_id == run_id]:
                 del self._executions[key]
+            self._write_audit(audit, time.time())
             return True
 
     def _rollback(self, namespace: str, run_id: str) -> None:
@@ -522,13 +543,15 @@ class MemoryQueue:
 
     # -- API keys -------------------------------------------------------------------------
 
-    def create_key(self, key: ApiKey) -> None:
-        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+    def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
+        """Store a new key (and ``audit``). Raises ``InvalidConfigError`` if the id
+        exists."""
         with self._lock:
             self._check_open()
             if key.key_id in self._keys:
                 raise InvalidConfigError(f"API key {key.key_id!r} exists already")
             self._keys[key.key_id] = replace(key, key_hash=bytes(key.key_hash))
+            self._write_audit(audit, time.time())
 
     def get_key(self, key_id: str) -> ApiKey | None:
         """The key with this id, revoked or not."""
@@ -549,15 +572,18 @@ class MemoryQueue:
             keys.sort(key=lambda k: (k.created_at, k.key_id), reverse=True)
             return keys
 
-    def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key (its first revocation time is kept); ``False`` if unknown."""
+    def revoke_key(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Revoke a key (its first revocation time is kept; ``audit`` is appended);
+        ``False`` if unknown."""
         with self._lock:
             self._check_open()
             key = self._keys.get(key_id)
             if key is None:
                 return False
+            now = time.time()
             if key.revoked_at is None:
-                key.revoked_at = time.time()
+                key.revoked_at = now
+            self._write_audit(audit, now)
             return True
 
     def touch_key(self, key_id: str, at: float) -> None:
@@ -567,3 +593,34 @@ class MemoryQueue:
             key = self._keys.get(key_id)
             if key is not None and (key.last_used_at is None or at > key.last_used_at):
                 key.last_used_at = at
+
+    # -- the audit log --------------------------------------------------------------------
+
+    def _write_audit(self, event: AuditEvent | None, now: float) -> AuditEvent | None:
+        """Append ``event`` (if any), under the lock."""
+        if event is None:
+            return None
+        stored = stamp_audit(event, now)
+        self._audit.setdefault(stored.namespace, []).append(stored)
+        return replace(stored)
+
+    def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append an event on its own; returns it with its id and time."""
+        with self._lock:
+            self._check_open()
+            stored = self._write_audit(event, time.time())
+        assert stored is not None
+        return stored
+
+    def list_audit(self, namespace: str, *, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[AuditEvent], str | None]:
+        """The namespace's events, newest first (see the protocol)."""
+        check_limit(limit)
+        after = check_audit_cursor(cursor)
+        with self._lock:
+            self._check_open()
+            events = sorted(self._audit.get(namespace, ()), key=lambda e: e.id, reverse=True)
+        if after is not None:
+            events = [e for e in events if e.id < after]
+        page = [replace(e) for e in events[:limit]]
+        return page, page[-1].id if len(events) > limit and page else None

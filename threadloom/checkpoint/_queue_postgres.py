@@ -53,6 +53,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import psycopg
@@ -64,11 +65,16 @@ from threadloom.checkpoint._postgres_sql import CP_COLS
 from threadloom.checkpoint._postgres_wire import check_failure
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
+    AUDIT_COLS,
     END_EVENT,
     HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    audit_event,
+    audit_row,
+    cancel_event,
+    check_audit_cursor,
     check_deletable,
     check_enqueue,
     check_limit,
@@ -77,6 +83,7 @@ from threadloom.checkpoint._queue_common import (
     queue_time,
     queued_run,
     run_event,
+    stamp_audit,
     worker_record,
 )
 from threadloom.checkpoint._rows import checkpoint_record
@@ -84,6 +91,7 @@ from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, AfterCommi
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
+    AuditEvent,
     CancelAction,
     ClaimState,
     MultitaskStrategy,
@@ -375,6 +383,13 @@ class QueueStatements:
         self.revoke_key = (
             f"UPDATE {s}.api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE key_id = %s"
         )
+        # an event has its id before the transaction: a retried transaction writes it once
+        self.put_audit = (
+            f"INSERT INTO {s}.audit_log ({AUDIT_COLS}) VALUES ({', '.join(['%s'] * 10)})"
+            " ON CONFLICT DO NOTHING"
+        )
+        self.audit = f"SELECT {AUDIT_COLS} FROM {s}.audit_log WHERE namespace = %s"
+        self.audit_after = self.audit + " AND id < %s"
         self.touch_key = (
             f"UPDATE {s}.api_keys SET last_used_at = %s WHERE key_id = %s"
             " AND (last_used_at IS NULL OR last_used_at < %s)"
@@ -447,10 +462,12 @@ class PostgresQueue:
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
                 strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
+                thread_metadata: Mapping[str, Any] | None = None,
+                audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction under the thread's
         advisory lock (see the protocol and the module docstring)."""
         record, row = check_enqueue(record, run, strategy, time.time())
+        event = stamp_audit(audit, time.time()) if audit is not None else None
         sql = self._q
         try:
             patch = json.dumps(dict(thread_metadata)) if thread_metadata else None
@@ -489,7 +506,11 @@ class PostgresQueue:
                 if active and strategy in ("interrupt", "rollback"):
                     action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                     for other in active:
-                        self._cancel(conn, other, action, now)
+                        done = self._cancel(conn, other, action, now)
+                        cancelled_event = cancel_event(event, other, done)
+                        if cancelled_event is not None:
+                            conn.execute(sql.put_audit,
+                                         audit_row(stamp_audit(cancelled_event, now)))
                         cancelled.append(other.run_id)
                 self._write_record(conn, record, now)
                 if patch is not None:
@@ -504,6 +525,8 @@ class PostgresQueue:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     ) from None
+                if event is not None:
+                    conn.execute(sql.put_audit, audit_row(event))
                 self._outbox.add(WORK, "")
                 decided = cancelled
             return cancelled
@@ -525,9 +548,10 @@ class PostgresQueue:
             raise failure from None
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
-                payload: bytes | None = None) -> QueuedRun:
+                payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
         """Queue an existing, finished run again (see the protocol)."""
         sql = self._q
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def requeue(conn: Connection) -> QueuedRun:
             with conn.transaction():
@@ -547,6 +571,8 @@ class PostgresQueue:
                     namespace, run_id, thread_id, graph, body, available_at,
                     queue_time(now, last), None, "queued", 0, None, 0, None, None, None,
                 ))  # fmt: skip
+                if event is not None:
+                    conn.execute(sql.put_audit, audit_row(event))
                 self._send(conn, WORK, "")
                 return queued_run(new)
 
@@ -658,18 +684,25 @@ class PostgresQueue:
                                now=now)
 
     def request_cancel(self, namespace: str, run_id: str,
-                       action: CancelAction = "interrupt") -> Outcome:
+                       action: CancelAction = "interrupt", *,
+                       audit: AuditEvent | None = None) -> Outcome:
         """Cancel a run, in one transaction with its queue row locked (see the protocol)."""
         sql = self._q
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def cancel(conn: Connection) -> Outcome:
             with conn.transaction():
                 row = conn.execute(sql.get_locked, (namespace, run_id)).fetchone()
+                outcome: Outcome
                 if row is None or row[8] == "done":
                     known = row is not None or conn.execute(
                         sql.run, (run_id, namespace)).fetchone() is not None  # fmt: skip
-                    return "finished" if known else "unknown"
-                return self._cancel(conn, queued_run(row), action, time.time())
+                    outcome = "finished" if known else "unknown"
+                else:
+                    outcome = self._cancel(conn, queued_run(row), action, time.time())
+                if event is not None and outcome != "unknown":
+                    conn.execute(sql.put_audit, audit_row(replace(event, outcome=outcome)))
+                return outcome
 
         return self._signalling(cancel, "request_cancel")
 
@@ -692,11 +725,19 @@ class PostgresQueue:
         self._send(conn, DONE, name)
         return "cancelled"
 
-    def rollback_run(self, namespace: str, run_id: str) -> None:
+    def rollback_run(self, namespace: str, run_id: str, *,
+                     audit: AuditEvent | None = None) -> None:
         """Delete a run and everything it wrote, in one transaction (see the protocol)."""
+        sql = self._q
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def rollback(conn: Connection) -> None:
             with conn.transaction():
+                if event is not None and (
+                    conn.execute(sql.run, (run_id, namespace)).fetchone() is not None
+                    or conn.execute(sql.get, (namespace, run_id)).fetchone() is not None
+                ):
+                    conn.execute(sql.put_audit, audit_row(event))
                 if self._rollback(conn, namespace, run_id):
                     self._send(conn, DONE, f"{namespace}/{run_id}")
 
@@ -735,10 +776,12 @@ class PostgresQueue:
         (queued,) = _one(conn, sql.drop_run, params)
         return bool(queued)
 
-    def delete_run(self, namespace: str, run_id: str) -> bool:
+    def delete_run(self, namespace: str, run_id: str, *,
+                   audit: AuditEvent | None = None) -> bool:
         """Delete a finished run's rows, keeping its checkpoints, in one transaction under
         its thread's advisory lock (see the protocol)."""
         sql = self._q
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def delete(conn: Connection) -> bool:
             with conn.transaction():
@@ -753,6 +796,8 @@ class PostgresQueue:
                     return False
                 params = {"thread_id": found[0], "run_id": run_id, "ns": namespace}
                 conn.execute(sql.drop_run, params)
+                if event is not None:
+                    conn.execute(sql.put_audit, audit_row(event))
                 return True
 
         return self._run(delete, "delete_run")
@@ -873,14 +918,19 @@ class PostgresQueue:
 
     # -- API keys -------------------------------------------------------------------------
 
-    def create_key(self, key: ApiKey) -> None:
-        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+    def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
+        """Store a new key (and ``audit``, in the same transaction). Raises
+        ``InvalidConfigError`` if the id exists."""
         params = (key.key_id, key.namespace, key.role, bytes(key.key_hash), key.created_at,
                   key.last_used_at, key.revoked_at, key.name)
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def create(conn: Connection) -> None:
             try:
-                conn.execute(self._q.create_key, params)
+                with conn.transaction():
+                    conn.execute(self._q.create_key, params)
+                    if event is not None:
+                        conn.execute(self._q.put_audit, audit_row(event))
             except pg_errors.UniqueViolation:
                 raise InvalidConfigError(f"API key {key.key_id!r} exists already") from None
 
@@ -903,12 +953,44 @@ class PostgresQueue:
         return self._run(lambda conn: [api_key(r) for r in conn.execute(sql, params)],
                          "list_keys")
 
-    def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key (its first revocation time is kept); ``False`` if unknown."""
-        params = (time.time(), key_id)
-        return self._run(lambda conn: conn.execute(self._q.revoke_key, params).rowcount == 1,
-                         "revoke_key")
+    def revoke_key(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Revoke a key (its first revocation time is kept; ``audit`` is appended in the same
+        transaction); ``False`` if unknown."""
+        now = time.time()
+        event = stamp_audit(audit, now) if audit is not None else None
+
+        def revoke(conn: Connection) -> bool:
+            with conn.transaction():
+                if conn.execute(self._q.revoke_key, (now, key_id)).rowcount != 1:
+                    return False
+                if event is not None:
+                    conn.execute(self._q.put_audit, audit_row(event))
+                return True
+
+        return self._run(revoke, "revoke_key")
 
     def touch_key(self, key_id: str, at: float) -> None:
         """Record that the key was used at ``at`` (an earlier time never moves it back)."""
         self._run(lambda conn: conn.execute(self._q.touch_key, (at, key_id, at)), "touch_key")
+
+    # -- the audit log --------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append an event on its own; returns it with its id and time."""
+        stored = stamp_audit(event, time.time())
+        self._run(lambda conn: conn.execute(self._q.put_audit, audit_row(stored)),
+                  "append_audit")
+        return stored
+
+    def list_audit(self, namespace: str, *, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[AuditEvent], str | None]:
+        """The namespace's events, newest first (see the protocol)."""
+        check_limit(limit)
+        after = check_audit_cursor(cursor)
+        sql, params = ((self._q.audit, (namespace,)) if after is None
+                       else (self._q.audit_after, (namespace, after)))
+        sql += " ORDER BY id DESC LIMIT %s"
+        rows = self._run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall(),
+                         "list_audit")
+        page = [audit_event(r) for r in rows[:limit]]
+        return page, page[-1].id if len(rows) > limit and page else None

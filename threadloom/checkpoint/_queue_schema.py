@@ -10,7 +10,12 @@ keys use the "C" collation, as the rest of its schema.
 
 from __future__ import annotations
 
-__all__ = ["POSTGRES_MIGRATION", "SQLITE_MIGRATION"]
+__all__ = [
+    "AUDIT_POSTGRES_MIGRATION",
+    "AUDIT_SQLITE_MIGRATION",
+    "POSTGRES_MIGRATION",
+    "SQLITE_MIGRATION",
+]
 
 SQLITE_MIGRATION: tuple[str, ...] = (
     """CREATE TABLE run_queue (
@@ -78,3 +83,27 @@ POSTGRES_MIGRATION: tuple[str, ...] = (
     "CREATE INDEX api_keys_namespace ON {s}.api_keys (namespace, created_at)",
 )
 """Postgres migration 6 (``{s}``: the quoted schema, as in ``_postgres_sql.MIGRATIONS``)."""
+
+# The audit log (issue 13): one row per event, keyed by namespace and an id that sorts by time,
+# so a page of a namespace's log, newest first, is a range of the primary key. It holds ids
+# and role names, never a key or a value.
+
+AUDIT_SQLITE_MIGRATION: tuple[str, ...] = (
+    """CREATE TABLE audit_log (
+        namespace TEXT NOT NULL, id TEXT NOT NULL, at REAL NOT NULL, key_id TEXT, role TEXT,
+        action TEXT NOT NULL, target TEXT NOT NULL, run_id TEXT, thread_id TEXT,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (namespace, id)
+    ) WITHOUT ROWID""",
+)
+"""SQLite migration 9 (the audit log)."""
+
+AUDIT_POSTGRES_MIGRATION: tuple[str, ...] = (
+    f"""CREATE TABLE {{s}}.audit_log (
+        namespace {_TEXT} NOT NULL, id {_TEXT} NOT NULL, at {_FLOAT} NOT NULL, key_id TEXT,
+        role TEXT, action TEXT NOT NULL, target TEXT NOT NULL, run_id TEXT, thread_id TEXT,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (namespace, id)
+    )""",
+)
+"""Postgres migration 8 (the audit log; ``{s}``: the quoted schema)."""

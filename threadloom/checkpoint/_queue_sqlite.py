@@ -26,15 +26,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
+    AUDIT_COLS,
     END_EVENT,
     HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
     api_key,
+    audit_event,
+    audit_row,
+    cancel_event,
+    check_audit_cursor,
     check_deletable,
     check_enqueue,
     check_limit,
@@ -43,6 +49,7 @@ from threadloom.checkpoint._queue_common import (
     queue_time,
     queued_run,
     run_event,
+    stamp_audit,
     worker_record,
 )
 from threadloom.checkpoint._rows import checkpoint_record
@@ -51,6 +58,7 @@ from threadloom.checkpoint._sqlite_sql import CP_COLS, write_commits
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
+    AuditEvent,
     CancelAction,
     ClaimState,
     MultitaskStrategy,
@@ -151,6 +159,7 @@ SQL_DELETE_LOOSE_EVENTS = (
     " WHERE q.namespace = e.namespace AND q.run_id = e.run_id)"
     " GROUP BY e.namespace, e.run_id HAVING max(e.created_at) < ?)"
 )
+SQL_PUT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLS}) VALUES ({', '.join('?' * 10)})"
 SQL_BEAT = (
     "INSERT INTO workers VALUES (?, ?, ?, '{}') ON CONFLICT (worker_id)"
     " DO UPDATE SET last_seen = excluded.last_seen"
@@ -206,7 +215,8 @@ class SqliteQueue:
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
                 strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
+                thread_metadata: Mapping[str, Any] | None = None,
+                audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction (see the protocol)."""
         record, row = check_enqueue(record, run, strategy, time.time())
         sent: _Sent = []
@@ -237,7 +247,8 @@ class SqliteQueue:
             if active and strategy in ("interrupt", "rollback"):
                 action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
                 for other in active:
-                    _cancel(conn, other, action, now, sent)
+                    done = _cancel(conn, other, action, now, sent)
+                    write_audit(conn, cancel_event(audit, other, done), now)
                     cancelled.append(other.run_id)
             (last,) = conn.execute(SQL_LAST_OPEN, (row.namespace, row.thread_id)).fetchone()
             created = queue_time(row.created_at, last)
@@ -248,6 +259,7 @@ class SqliteQueue:
                 row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
                 row.available_at, created, row.timeout, "queued", 0, None, 0, None, None, None,
             ))  # fmt: skip
+            write_audit(conn, audit, now)
             sent.append((WORK, ""))
             return cancelled
 
@@ -256,7 +268,7 @@ class SqliteQueue:
         return cancelled
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
-                payload: bytes | None = None) -> QueuedRun:
+                payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
         """Queue an existing, finished run again (see the protocol)."""
 
         def requeue(conn: sqlite3.Connection) -> QueuedRun:
@@ -285,6 +297,7 @@ class SqliteQueue:
                 (namespace, run_id, thread_id, graph, body, available_at, created, None,
                  "queued", 0, None, 0, None, None, None),
             )  # fmt: skip
+            write_audit(conn, audit, now)
             return queued_run(conn.execute(SQL_GET, (namespace, run_id)).fetchone())
 
         row = self._run(requeue, True)
@@ -382,7 +395,8 @@ class SqliteQueue:
         return released
 
     def request_cancel(self, namespace: str, run_id: str,
-                       action: CancelAction = "interrupt") -> Literal[
+                       action: CancelAction = "interrupt", *,
+                       audit: AuditEvent | None = None) -> Literal[
                            "cancelled", "signalled", "finished", "unknown"]:
         """Cancel a run (see the protocol)."""
         sent: _Sent = []
@@ -390,25 +404,42 @@ class SqliteQueue:
         def cancel(conn: sqlite3.Connection) -> Literal[
                 "cancelled", "signalled", "finished", "unknown"]:
             sent.clear()
+            now = time.time()
             row = conn.execute(SQL_GET, (namespace, run_id)).fetchone()
+            outcome: Literal["cancelled", "signalled", "finished", "unknown"]
             if row is None or row[8] == "done":
                 known = row is not None or (
                     conn.execute(SQL_RUN, (run_id, namespace)).fetchone() is not None
                 )
-                return "finished" if known else "unknown"
-            return _cancel(conn, queued_run(row), action, time.time(), sent)
+                outcome = "finished" if known else "unknown"
+            else:
+                outcome = _cancel(conn, queued_run(row), action, now, sent)
+            if audit is not None and outcome != "unknown":
+                write_audit(conn, replace(audit, outcome=outcome), now)
+            return outcome
 
         outcome = self._run(cancel, True)
         self._publish(sent)
         return outcome
 
-    def rollback_run(self, namespace: str, run_id: str) -> None:
+    def rollback_run(self, namespace: str, run_id: str, *,
+                     audit: AuditEvent | None = None) -> None:
         """Delete a run and everything it wrote, in one transaction (see the protocol)."""
-        had_row = self._run(lambda conn: _rollback(conn, namespace, run_id), True)
+
+        def rollback(conn: sqlite3.Connection) -> bool:
+            if audit is not None and (
+                conn.execute(SQL_RUN, (run_id, namespace)).fetchone() is not None
+                or conn.execute(SQL_GET, (namespace, run_id)).fetchone() is not None
+            ):
+                write_audit(conn, audit, time.time())
+            return _rollback(conn, namespace, run_id)
+
+        had_row = self._run(rollback, True)
         if had_row:
             self._publish([(DONE, f"{namespace}/{run_id}")])
 
-    def delete_run(self, namespace: str, run_id: str) -> bool:
+    def delete_run(self, namespace: str, run_id: str, *,
+                   audit: AuditEvent | None = None) -> bool:
         """Delete a finished run's rows, keeping its checkpoints, in one transaction (see the
         protocol)."""
 
@@ -421,6 +452,7 @@ class SqliteQueue:
                 _forget(conn, namespace, run_id)
                 return False
             _drop_run(conn, namespace, run_id, found[0])
+            write_audit(conn, audit, time.time())
             return True
 
         return self._run(delete, True)
@@ -506,8 +538,9 @@ class SqliteQueue:
 
     # -- API keys -------------------------------------------------------------------------
 
-    def create_key(self, key: ApiKey) -> None:
-        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+    def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
+        """Store a new key (and ``audit``, in the same transaction). Raises
+        ``InvalidConfigError`` if the id exists."""
         params = (key.key_id, key.namespace, key.role, bytes(key.key_hash), key.created_at,
                   key.last_used_at, key.revoked_at, key.name)
 
@@ -517,6 +550,7 @@ class SqliteQueue:
                              params)
             except sqlite3.IntegrityError:
                 raise InvalidConfigError(f"API key {key.key_id!r} exists already") from None
+            write_audit(conn, audit, time.time())
 
         self._run(create, True)
 
@@ -539,11 +573,19 @@ class SqliteQueue:
         sql += " ORDER BY created_at DESC, key_id DESC"
         return self._run(lambda conn: [api_key(r) for r in conn.execute(sql, params)], False)
 
-    def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key (its first revocation time is kept); ``False`` if unknown."""
+    def revoke_key(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Revoke a key (its first revocation time is kept; ``audit`` is appended in the same
+        transaction); ``False`` if unknown."""
         sql = "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?"
-        params = (time.time(), key_id)
-        return bool(self._run(lambda conn: conn.execute(sql, params).rowcount == 1, False))
+        now = time.time()
+
+        def revoke(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, (now, key_id)).rowcount != 1:
+                return False
+            write_audit(conn, audit, now)
+            return True
+
+        return self._run(revoke, True)
 
     def touch_key(self, key_id: str, at: float) -> None:
         """Record that the key was used at ``at`` (an earlier time never moves it back)."""
@@ -554,7 +596,36 @@ class SqliteQueue:
         self._run(lambda conn: conn.execute(sql, (at, key_id)), True, relaxed=True)
 
 
+    # -- the audit log --------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append an event on its own; returns it with its id and time."""
+        stored = stamp_audit(event, time.time())
+        self._run(lambda conn: conn.execute(SQL_PUT_AUDIT, audit_row(stored)), True)
+        return stored
+
+    def list_audit(self, namespace: str, *, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[AuditEvent], str | None]:
+        """The namespace's events, newest first (see the protocol)."""
+        check_limit(limit)
+        after = check_audit_cursor(cursor)
+        sql = f"SELECT {AUDIT_COLS} FROM audit_log WHERE namespace = ?"
+        params: tuple[Any, ...] = (namespace,)
+        if after is not None:
+            sql, params = sql + " AND id < ?", (namespace, after)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self._run(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall(), False)
+        page = [audit_event(r) for r in rows[:limit]]
+        return page, page[-1].id if len(rows) > limit and page else None
+
+
 # -- inside a transaction ----------------------------------------------------------------------
+
+
+def write_audit(conn: sqlite3.Connection, event: AuditEvent | None, now: float) -> None:
+    """Append ``event`` (if any) inside the caller's transaction."""
+    if event is not None:
+        conn.execute(SQL_PUT_AUDIT, audit_row(stamp_audit(event, now)))
 
 
 def _append(conn: sqlite3.Connection, namespace: str, run_id: str,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from threadloom.checkpoint._queue_schema import SQLITE_MIGRATION
+from threadloom.checkpoint._queue_schema import AUDIT_SQLITE_MIGRATION, SQLITE_MIGRATION
 from threadloom.checkpoint._rows import (
     INDEXED,
     UNFINISHED,
@@ -226,6 +226,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # the store, so nothing collides). A thread's namespace is its key now, not a column the
     # first commit sets: namespace_set goes.
     NAMESPACE_MIGRATION,
+    # 9: the audit log (issue 13; _queue_schema).
+    AUDIT_SQLITE_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 

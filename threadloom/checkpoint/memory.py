@@ -67,6 +67,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.queue import AuditEvent
 from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
@@ -696,11 +697,14 @@ class MemoryStore(MemoryQueue):
             lease=lease,
         )
 
-    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE,
+                      audit: AuditEvent | None = None) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease) in the namespace. Deleting an unknown thread does nothing."""
+        runs, executions, lease) in the namespace, and append ``audit``. Deleting an unknown
+        thread does nothing (but append ``audit``)."""
         with self._lock:
             self._check_open()
+            self._write_audit(audit, time.time())
             self._threads.pop((namespace, thread_id), None)
             _drop_thread(self._checkpoints, namespace, thread_id)
             _drop_thread(self._heads, namespace, thread_id)
@@ -713,9 +717,10 @@ class MemoryStore(MemoryQueue):
             _drop_thread(self._executions, namespace, thread_id)
 
     def update_thread(
-        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> ThreadRecord | None:
-        """Replace the thread's metadata (see the protocol)."""
+        """Replace the thread's metadata (see the protocol; ``audit`` is appended with it)."""
         copied = _json_copy(metadata, "thread metadata")
         with self._lock:
             self._check_open()
@@ -724,6 +729,7 @@ class MemoryStore(MemoryQueue):
                 return None
             row.metadata = copied
             row.updated_at = max(time.time(), row.updated_at)
+            self._write_audit(audit, time.time())
             return self._thread_record(namespace, thread_id, row)
 
     def prune_checkpoints(

@@ -117,6 +117,7 @@ from threadloom.checkpoint._postgres_sql import (
     thread_record,
 )
 from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
+from threadloom.checkpoint._queue_common import audit_row, stamp_audit
 from threadloom.checkpoint._queue_postgres import PostgresQueue
 from threadloom.checkpoint._rows import checkpoint_record, dumps, escape_nul, execution_record
 from threadloom.checkpoint.base import (
@@ -131,6 +132,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.checkpoint.delta import blob_floors
+from threadloom.checkpoint.queue import AuditEvent
 from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     CheckpointConflictError,
@@ -734,27 +736,55 @@ class PostgresStore(PostgresQueue):
         return self._select("list_threads", sql, params, thread_record)
 
     def update_thread(
-        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> ThreadRecord | None:
         """Replace the thread's metadata (see the protocol; NUL in its strings is stored
-        escaped, as in run metadata)."""
+        escaped, as in run metadata; ``audit`` is appended in the same transaction if there
+        is such a thread)."""
         try:
             text = dumps(escape_nul(metadata))
         except (TypeError, ValueError) as exc:
             raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
-        found = self._select("update_thread", self._sql.update_thread,
-                             (text, time.time(), thread_id, namespace), thread_record)
-        return found[0] if found else None
+        params = (text, time.time(), thread_id, namespace)
+        if audit is None:
+            found = self._select("update_thread", self._sql.update_thread, params,
+                                 thread_record)
+            return found[0] if found else None
+        event = stamp_audit(audit, time.time())
+
+        def update(conn: Connection) -> ThreadRecord | None:
+            with conn.transaction():
+                row = conn.cursor().execute(self._sql.update_thread, params,
+                                            binary=True).fetchone()
+                if row is None:
+                    return None
+                conn.execute(self._q.put_audit, audit_row(event))
+                return thread_record(row)
+
+        return self._run(update, "update_thread")
 
     # -- deletion and retention -----------------------------------------------------------
 
-    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE,
+                      audit: AuditEvent | None = None) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease) in the namespace, in one statement."""
+        runs, executions, lease) in the namespace, in one statement (and ``audit`` in its
+        transaction)."""
         params = {"namespace": namespace, "thread_id": thread_id}
-        self._run(
-            lambda conn: conn.execute(self._sql.delete_thread, params), "delete_thread"
-        )
+        if audit is None:
+            self._run(
+                lambda conn: conn.execute(self._sql.delete_thread, params), "delete_thread"
+            )
+            return
+        event = stamp_audit(audit, time.time())
+
+        def delete(conn: Connection) -> None:
+            with conn.transaction():
+                conn.execute(self._sql.delete_thread, params)
+                conn.execute(self._q.put_audit, audit_row(event))
+
+        self._run(delete, "delete_thread")
 
     def prune_checkpoints(
         self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE

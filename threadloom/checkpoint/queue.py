@@ -25,6 +25,12 @@ every key starts with the namespace, like the rest of the store:
   the rows are the truth, and a missed signal costs latency, never correctness.
 - **Workers and API keys.** Worker heartbeats (for ``/ready`` and for metrics), and API keys,
   stored by the hash of their secret only.
+- **The audit log.** An :class:`AuditEvent` per mutation made through the API. The mutating
+  methods take an optional ``audit=`` event and write it in the same transaction as the
+  change it records (so a change is never without its event, nor an event without its
+  change); :meth:`~RuntimeStore.append_audit` records what has no method of its own (a
+  refused request, a change made through the engine). Events hold ids, never a key or a
+  value.
 
 Example:
     >>> store = open_store("sqlite:///app.db")
@@ -39,10 +45,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from threadloom.checkpoint.base import RunRecord, Store
+from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
 
 __all__ = [
     "ApiKey",
+    "AuditEvent",
     "CancelAction",
     "ClaimState",
     "MultitaskStrategy",
@@ -154,6 +161,46 @@ class ApiKey:
     name: str | None = None
 
 
+@dataclass(slots=True)
+class AuditEvent:
+    """One entry of the audit log: who did what, when, to what, and how it ended.
+
+    Attributes:
+        namespace: the tenant the action was in (the log is read per namespace).
+        action: what was done, ``<resource>.<verb>`` (``run.create``, ``thread.delete``,
+            ``key.revoke``...).
+        target: what it was done to: a run, thread or key id, or the route's path.
+        key_id: the id of the API key that asked (never the key); ``None`` for the CLI or
+            the library.
+        role: the key's role when it asked.
+        run_id: the run concerned, if any.
+        thread_id: the thread concerned, if any.
+        outcome: ``ok``, or the error code the request was refused with (``forbidden``,
+            ``not_found``, ``conflict``...), or what a cancellation did (``cancelled``,
+            ``signalled``, ``finished``).
+        at: when (``0``: the store sets the time it writes the event).
+        id: the event's id, set by the store: ids increase with time (within a clock's
+            precision), and a page of the log continues after the last id it returned.
+    """
+
+    namespace: str
+    action: str
+    target: str
+    key_id: str | None = None
+    role: str | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    outcome: str = "ok"
+    at: float = 0.0
+    id: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as the HTTP API and ``threadloom audit --json`` show it."""
+        return {"id": self.id, "at": self.at, "key_id": self.key_id, "role": self.role,
+                "namespace": self.namespace, "action": self.action, "target": self.target,
+                "run_id": self.run_id, "thread_id": self.thread_id, "outcome": self.outcome}
+
+
 class Signals(Protocol):
     """Wake-ups between processes sharing a store. Topics: ``"work"`` (a run became
     claimable), ``"cancel"`` (message ``namespace/run_id``), ``"event"`` (message
@@ -192,8 +239,10 @@ class RuntimeStore(Store, Protocol):
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
                 strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None) -> list[str]:
+                thread_metadata: Mapping[str, Any] | None = None,
+                audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction, and signal ``"work"``.
+        ``audit``, if given, is appended to the audit log in that transaction.
 
         ``record.status`` is ``"pending"``; ``record`` and ``run`` have the same namespace, run
         id and thread. If the thread has active runs (a run record ``pending`` or ``running``
@@ -220,8 +269,9 @@ class RuntimeStore(Store, Protocol):
         ...
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
-                payload: bytes | None = None) -> QueuedRun:
-        """Queue an existing, finished run again (retry of a failed or cancelled run, or a
+                payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
+        """Queue an existing, finished run again (``audit``, if given, is appended in the same
+        transaction) (retry of a failed or cancelled run, or a
         run resumed by the API): its record becomes ``pending`` (``ended_at`` cleared), and a
         worker continues it from its last checkpoint. ``payload`` replaces the queued payload if
         given (a run that was never queued needs one, else ``b"{}"`` is queued). The row goes
@@ -277,9 +327,11 @@ class RuntimeStore(Store, Protocol):
         ...
 
     def request_cancel(self, namespace: str, run_id: str,
-                       action: CancelAction = "interrupt") -> Literal[
+                       action: CancelAction = "interrupt", *,
+                       audit: AuditEvent | None = None) -> Literal[
                            "cancelled", "signalled", "finished", "unknown"]:
-        """Cancel a run.
+        """Cancel a run. ``audit``, if given, is appended in the same transaction with the
+        returned value as its outcome (not for ``"unknown"``: nothing was there to cancel).
 
         A queued run leaves the queue at once (signal ``"done"``): its record becomes
         ``cancelled`` (``interrupt``; the control event ``"end"`` is appended to its events, so
@@ -292,8 +344,10 @@ class RuntimeStore(Store, Protocol):
         ``"unknown"``."""
         ...
 
-    def rollback_run(self, namespace: str, run_id: str) -> None:
-        """Delete a run and everything it wrote: its record, executions, events, queue row,
+    def rollback_run(self, namespace: str, run_id: str, *,
+                     audit: AuditEvent | None = None) -> None:
+        """Delete a run and everything it wrote (``audit``, if given, appended in the same
+        transaction when there was such a run): its record, executions, events, queue row,
         and the checkpoints it created on its thread (every ``checkpoint_ns``), with their
         pending writes and the blobs no remaining checkpoint needs, so that the thread's latest
         checkpoint is the one before the run. Signals ``"done"`` if it had a queue row. Nothing
@@ -302,9 +356,11 @@ class RuntimeStore(Store, Protocol):
         ones.)"""
         ...
 
-    def delete_run(self, namespace: str, run_id: str) -> bool:
+    def delete_run(self, namespace: str, run_id: str, *,
+                   audit: AuditEvent | None = None) -> bool:
         """Delete a finished run's record, executions, events and queue row, in one
-        transaction (``DELETE /threads/{tid}/runs/{rid}``). The checkpoints it wrote stay: the
+        transaction (``DELETE /threads/{tid}/runs/{rid}``); ``audit``, if given, is appended
+        in it when the run was deleted. The checkpoints it wrote stay: the
         thread's state is kept (:meth:`rollback_run` undoes a run). ``False`` if the namespace
         has no record of the run (its leftover events and ``done`` queue row, if any, are
         dropped all the same).
@@ -356,8 +412,9 @@ class RuntimeStore(Store, Protocol):
 
     # -- API keys -------------------------------------------------------------------------
 
-    def create_key(self, key: ApiKey) -> None:
-        """Store a new key. Raises ``InvalidConfigError`` if the id exists."""
+    def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
+        """Store a new key (and ``audit``, if given, in the same transaction). Raises
+        ``InvalidConfigError`` if the id exists."""
         ...
 
     def get_key(self, key_id: str) -> ApiKey | None:
@@ -369,12 +426,47 @@ class RuntimeStore(Store, Protocol):
         first."""
         ...
 
-    def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key; ``False`` if there is no such key."""
+    def revoke_key(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Revoke a key (and append ``audit``, if given, in the same transaction); ``False``
+        if there is no such key (nothing is appended then)."""
         ...
 
     def touch_key(self, key_id: str, at: float) -> None:
         """Record that the key was used at ``at`` (may be throttled by the caller)."""
+        ...
+
+    # -- threads, with their audit event --------------------------------------------------
+
+    def update_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = ...,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """:meth:`Store.update_thread <threadloom.checkpoint.base.Store.update_thread>`, and
+        ``audit`` appended in the same transaction when the thread exists."""
+        ...
+
+    def delete_thread(self, thread_id: str, *, namespace: str = ...,
+                      audit: AuditEvent | None = None) -> None:
+        """:meth:`Store.delete_thread <threadloom.checkpoint.base.Store.delete_thread>`, and
+        ``audit`` appended in the same transaction."""
+        ...
+
+    # -- the audit log --------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append an event on its own (a refused request, or a change that has no store
+        method taking ``audit=``). Returns it with its ``id`` and ``at`` set."""
+        ...
+
+    def list_audit(self, namespace: str, *, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[AuditEvent], str | None]:
+        """The namespace's events, newest first, at most ``limit``, after ``cursor`` (the
+        ``next_cursor`` of the previous page); and the cursor of the next page, or ``None``
+        at the end.
+
+        Raises:
+            ValueError: ``cursor`` is not one this method returned.
+        """
         ...
 
     # -- signals --------------------------------------------------------------------------

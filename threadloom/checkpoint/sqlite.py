@@ -46,7 +46,7 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
 from threadloom.checkpoint import _sqlite_sql as _sql
-from threadloom.checkpoint._queue_sqlite import SqliteQueue
+from threadloom.checkpoint._queue_sqlite import SqliteQueue, write_audit
 from threadloom.checkpoint._rows import (
     STEP_STATUSES,
     checkpoint_record,
@@ -78,6 +78,7 @@ from threadloom.checkpoint.base import (
     ThreadRecord,
     WriteRecord,
 )
+from threadloom.checkpoint.queue import AuditEvent
 from threadloom.checkpoint.retention import check_keep
 from threadloom.errors import (
     InvalidConfigError,
@@ -754,16 +755,23 @@ class SqliteStore(SqliteQueue):
 
         return self._run(query, False)
 
-    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete_thread(self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE,
+                      audit: AuditEvent | None = None) -> None:
         """Delete the thread and everything recorded for it (checkpoints, blobs, writes,
-        runs, executions, lease) in the namespace, in one transaction."""
+        runs, executions, lease) in the namespace, in one transaction (with ``audit``)."""
 
-        self._run(lambda conn: _sql.delete_thread(conn, namespace, thread_id), True)
+        def delete(conn: sqlite3.Connection) -> None:
+            _sql.delete_thread(conn, namespace, thread_id)
+            write_audit(conn, audit, time.time())
+
+        self._run(delete, True)
 
     def update_thread(
-        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> ThreadRecord | None:
-        """Replace the thread's metadata (see the protocol)."""
+        """Replace the thread's metadata (see the protocol; ``audit`` is appended in the same
+        transaction if there is such a thread)."""
         try:
             text = json.dumps(metadata)
         except (TypeError, ValueError) as exc:
@@ -779,7 +787,10 @@ class SqliteStore(SqliteQueue):
             row = conn.execute(
                 f"SELECT {THREAD_COLS} FROM threads WHERE thread_id = ? AND namespace = ?", key
             ).fetchone()
-            return thread_record(row) if row is not None else None
+            if row is None:
+                return None
+            write_audit(conn, audit, time.time())
+            return thread_record(row)
 
         return self._run(update, True)
 

@@ -1,4 +1,6 @@
-"""``threadloom migrate``, ``keys``, ``runs`` and ``threads``: one-shot commands on a store."""
+"""``threadloom migrate``, ``keys``, ``runs``, ``threads`` and ``audit``: one-shot commands on a
+store. What they change is logged in the audit log with no key id (``key_id`` ``None``: the
+command line, with the database's own credentials)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
-from threadloom.checkpoint.queue import ApiKey, QueuedRun, RuntimeStore
+from threadloom.checkpoint.queue import ApiKey, AuditEvent, QueuedRun, RuntimeStore
 from threadloom.cli._output import duration, emit_json, fields, iso, mask_url, table, when
 from threadloom.errors import InvalidConfigError, RunConflictError, RunNotFoundError
 
@@ -105,7 +107,8 @@ def keys_create(args: argparse.Namespace) -> int:
     from threadloom.server.auth import create_key
 
     with _opened(args, must_exist=False) as store:
-        record, key = create_key(store, args.namespace, args.role, name=args.name)
+        record, key = create_key(store, args.namespace, args.role, name=args.name,
+                                 audit=AuditEvent(args.namespace, "key.create", ""))
     print(f"Created {record.role} key {record.key_id} for namespace {record.namespace!r}.")
     print("It is shown only this once; keep it somewhere safe. Send it as header X-API-Key:")
     print(key)
@@ -144,9 +147,38 @@ def keys_ls(args: argparse.Namespace) -> int:
 def keys_revoke(args: argparse.Namespace) -> int:
     """Revoke a key by its id; it stops working at once."""
     with _opened(args) as store:
-        if not store.revoke_key(args.key_id):
+        found = store.get_key(args.key_id)
+        event = AuditEvent(found.namespace if found else "", "key.revoke", args.key_id)
+        if not store.revoke_key(args.key_id, audit=event):
             raise InvalidConfigError(f"no key {args.key_id!r} (see `threadloom keys ls`)")
     print(f"Revoked key {args.key_id}.")
+    return 0
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+def audit_ls(args: argparse.Namespace) -> int:
+    """Print a namespace's audit log, newest first, a page at a time."""
+    with _opened(args) as store:
+        try:
+            events, next_cursor = store.list_audit(args.namespace, limit=args.limit,
+                                                   cursor=args.cursor)
+        except ValueError:
+            raise InvalidConfigError(f"--cursor {args.cursor!r} is not a cursor of this log "
+                                     "(use the one the previous page printed)") from None
+    if args.json:
+        emit_json({"namespace": args.namespace, "count": len(events),
+                   "events": [{**e.as_json(), "at": iso(e.at)} for e in events],
+                   "next_cursor": next_cursor})
+        return 0
+    rows = [{**e.as_json(), "time": when(e.at), "who": e.key_id or "(cli)"} for e in events]
+    table(rows, [("TIME (UTC)", "time"), ("ACTION", "action"), ("TARGET", "target"),
+                 ("OUTCOME", "outcome"), ("KEY ID", "who"), ("ROLE", "role"),
+                 ("RUN ID", "run_id"), ("THREAD ID", "thread_id")],
+          empty=f"(no audit events in namespace {args.namespace!r})")
+    if next_cursor is not None:
+        print(f"more: threadloom audit --namespace {args.namespace} --cursor {next_cursor}")
     return 0
 
 
@@ -258,7 +290,8 @@ def runs_cancel(args: argparse.Namespace) -> int:
     """Cancel a queued or running run."""
     with _opened(args) as store:
         _get_run(store, args.namespace, args.run_id)
-        outcome = store.request_cancel(args.namespace, args.run_id, args.action)
+        outcome = store.request_cancel(args.namespace, args.run_id, args.action, audit=AuditEvent(
+            args.namespace, "run.cancel", args.run_id, run_id=args.run_id))
     messages = {
         "cancelled": "cancelled (it was still queued)" if args.action == "interrupt"
         else "rolled back (it was still queued; everything it wrote is deleted)",
@@ -304,7 +337,9 @@ def runs_retry(args: argparse.Namespace) -> int:
         run = _get_run(store, args.namespace, args.run_id)
         _check_status(run, ("failed", "cancelled"), "retried")
         payload = {**_payload_of(store, args.namespace, run.run_id), "resume": True}
-        store.requeue(args.namespace, run.run_id, payload=json.dumps(payload).encode())
+        store.requeue(args.namespace, run.run_id, payload=json.dumps(payload).encode(),
+                      audit=AuditEvent(args.namespace, "run.retry", run.run_id,
+                                       run_id=run.run_id, thread_id=run.thread_id))
     print(f"Run {run.run_id} is queued again; a worker continues it from its last checkpoint.")
     return 0
 
@@ -331,7 +366,9 @@ def runs_resume(args: argparse.Namespace) -> int:
                       metadata={**run.metadata, "resumes": run.run_id}),
             QueuedRun(args.namespace, new_id, run.thread_id, run.graph,
                       json.dumps(payload).encode(), created_at=now),
-            "reject")
+            "reject",
+            audit=AuditEvent(args.namespace, "run.resume", run.run_id, run_id=new_id,
+                             thread_id=run.thread_id))
     print(f"Run {run.run_id} continues in a new run on thread {run.thread_id} (a worker "
           f"picks it up): {new_id}")
     return 0

@@ -212,6 +212,14 @@ def _admin_commands(sub: Any) -> None:
 
     _runs_commands(sub)
     _threads_commands(sub)
+    p = _command(sub, "audit", _lazy(_ADMIN, "audit_ls"), "read the audit log",
+                 "Print a namespace's audit log, newest first: every change made through the "
+                 "API or these commands (who, what, when, the run and thread, the outcome).",
+                 "examples:\n  threadloom audit\n  threadloom audit --namespace acme --limit 50"
+                 "\n  threadloom audit --json --cursor a00061f2...")
+    p.add_argument("--limit", type=_positive, default=20, help="at most this many (default: 20)")
+    p.add_argument("--cursor", help="continue after the page that printed this cursor")
+    _common(p)
 
 
 def _runs_commands(sub: Any) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.server.auth import Principal, authenticate
+from threadloom.server.auth import TOUCH_EVERY, Principal, authenticate, is_namespace, touch
 from threadloom.server.runs import RunCreate, queue_run, wait_response
 from threadloom.server.settings import Settings
 
@@ -72,7 +73,7 @@ class FastLane:
             if who is None:
                 return False
             body = RunCreate.model_validate_json(raw)
-            record = await queue_run(self.store, self.graphs, who.namespace, thread_id, body)
+            record = await queue_run(self.store, self.graphs, who, thread_id, body)
         except Exception:  # e.g. a ValidationError: the route answers it, error and all
             return False
         # from here on the run is queued: an error is the app's to answer (its outermost
@@ -99,6 +100,10 @@ class FastLane:
             who = await asyncio.to_thread(authenticate, store, key, namespace)
         if who is None or not who.covers(who.namespace) or not who.may("operator"):
             return None
+        if namespace is not None and (namespace == "*" or not is_namespace(namespace)):
+            return None
+        if who.last_used_at is None or time.time() - who.last_used_at >= TOUCH_EVERY:
+            await asyncio.to_thread(touch, store, who)
         return who
 
 

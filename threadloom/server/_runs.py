@@ -16,12 +16,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from threadloom._json import to_jsonable
 from threadloom.checkpoint.base import RunRecord
-from threadloom.checkpoint.queue import CancelAction, MultitaskStrategy, QueuedRun, RuntimeStore
+from threadloom.checkpoint.queue import (
+    AuditEvent,
+    CancelAction,
+    MultitaskStrategy,
+    QueuedRun,
+    RuntimeStore,
+)
 from threadloom.config import validate_run_id
 from threadloom.errors import InvalidConfigError
 from threadloom.graph.compiled import CompiledGraph
@@ -78,10 +84,12 @@ class RunRequest:
 
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
                thread_id: str | None, request: RunRequest, *,
-               reread: bool = True) -> tuple[RunRecord, QueuedRun]:
+               reread: bool = True,
+               audit: AuditEvent | None = None) -> tuple[RunRecord, QueuedRun]:
     """Queue a run of ``request`` on ``thread_id`` (``None``: a new thread, as for a
     stateless run) in ``namespace``. Returns the run and its queue row as stored
-    (``reread=False``: as written, for a caller that needs their ids only).
+    (``reread=False``: as written, for a caller that needs their ids only). ``audit`` is
+    logged with the run's ids, in the transaction that queues it.
 
     Raises:
         NotFoundError: no such assistant, or no such thread and ``if_not_exists`` is not
@@ -113,8 +121,10 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
                     timeout=request.timeout)
     # the thread's metadata names its graph (graph_id), as LangGraph's server does
     named = thread is not None and thread.metadata.get("graph_id") == graph_name
+    event = None if audit is None else replace(audit, target=run_id, run_id=run_id,
+                                               thread_id=thread_id)
     store.enqueue(record, row, request.multitask_strategy,
-                  thread_metadata=None if named else {"graph_id": graph_name})
+                  thread_metadata=None if named else {"graph_id": graph_name}, audit=event)
     if not reread:
         return record, row
     queued = store.get_queued(namespace, run_id) or row
@@ -305,22 +315,25 @@ def run_result(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
 
 
 def cancel_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str,
-               action: CancelAction = "interrupt") -> str:
-    """Ask for the run to be cancelled (see ``RuntimeStore.request_cancel``).
+               action: CancelAction = "interrupt", *,
+               audit: AuditEvent | None = None) -> str:
+    """Ask for the run to be cancelled (see ``RuntimeStore.request_cancel``; ``audit`` is
+    logged in its transaction, with what the cancellation did as its outcome).
 
     Raises:
         NotFoundError: no such run on the thread.
     """
     find_run(store, namespace, thread_id, run_id)
-    outcome = store.request_cancel(namespace, run_id, action)
+    outcome = store.request_cancel(namespace, run_id, action, audit=audit)
     if outcome == "unknown":
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
     return outcome
 
 
-def retry_run(store: RuntimeStore, namespace: str, run_id: str) -> QueuedRun:
+def retry_run(store: RuntimeStore, namespace: str, run_id: str, *,
+              audit: AuditEvent | None = None) -> QueuedRun:
     """Queue a failed or cancelled run again: a worker continues it from its last
-    checkpoint.
+    checkpoint (``audit`` is logged in the same transaction).
 
     Raises:
         RunNotFoundError: no such run.
@@ -334,4 +347,4 @@ def retry_run(store: RuntimeStore, namespace: str, run_id: str) -> QueuedRun:
         except ValueError:
             payload = {}
     payload["resume"] = True
-    return store.requeue(namespace, run_id, payload=json.dumps(payload).encode())
+    return store.requeue(namespace, run_id, payload=json.dumps(payload).encode(), audit=audit)

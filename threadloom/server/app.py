@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._audit import AuditTrail
 from threadloom.server._fastlane import FastLane
 from threadloom.server.errors import error_response, install_error_handlers
 from threadloom.server.settings import Settings
@@ -47,13 +48,14 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     app.state.settings = settings
     app.state.started_at = time.time()  # the registered graphs' assistants date from here
     install_error_handlers(app)
+    app.add_middleware(AuditTrail, store=store)  # innermost: it sees the routes' answers
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.fast_lane:  # outermost of the app's own (inside the unexpected-error handler)
         app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings)
     _health_routes(app)
-    from threadloom.server import assistants, runs, threads
+    from threadloom.server import admin, assistants, runs, threads
 
-    for module in (assistants, threads, runs):
+    for module in (assistants, threads, runs, admin):
         app.include_router(module.router)
     return app
 

@@ -18,11 +18,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from threadloom.checkpoint.base import DEFAULT_NAMESPACE
-from threadloom.checkpoint.queue import ApiKey, RuntimeStore
+from threadloom.checkpoint.queue import ApiKey, AuditEvent, RuntimeStore
 from threadloom.errors import InvalidConfigError
 
 __all__ = [
@@ -32,7 +32,9 @@ __all__ = [
     "authenticate",
     "create_key",
     "ensure_key",
+    "is_namespace",
     "key_id_of",
+    "touch",
 ]
 
 Role = Literal["viewer", "operator", "admin"]
@@ -49,6 +51,7 @@ class Principal:
     role: Role
     key_namespace: str  # the key's own namespace, "*" for an all-namespace key
     namespace: str  # the namespace this request acts in
+    last_used_at: float | None = None  # as stored when the request began
 
     def covers(self, namespace: str) -> bool:
         """Whether the key reaches ``namespace``."""
@@ -75,10 +78,13 @@ def _check_role(role: str) -> Role:
     raise InvalidConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
 
 
+def is_namespace(name: str) -> bool:
+    """Whether ``name`` can be a namespace: 1-64 printable characters without ``/``."""
+    return 0 < len(name) <= 64 and name.isprintable() and "/" not in name
+
+
 def _check_namespace(namespace: str) -> str:
-    if namespace != ALL_NAMESPACES and not (
-        0 < len(namespace) <= 64 and namespace.isprintable() and "/" not in namespace
-    ):
+    if namespace != ALL_NAMESPACES and not is_namespace(namespace):
         raise InvalidConfigError(
             f"invalid namespace {namespace!r}: 1-64 printable characters without '/', or '*'"
         )
@@ -86,13 +92,15 @@ def _check_namespace(namespace: str) -> str:
 
 
 def create_key(store: RuntimeStore, namespace: str, role: str,
-               name: str | None = None) -> tuple[ApiKey, str]:
+               name: str | None = None, *,
+               audit: AuditEvent | None = None) -> tuple[ApiKey, str]:
     """Make a new random key, store its hash, and return the record and the key (the only
-    time the key itself exists outside its owner's hands)."""
+    time the key itself exists outside its owner's hands). ``audit``, if given, is logged
+    with the new key's id as its target, in the same transaction."""
     key = _PREFIX + secrets.token_urlsafe(30)
     record = ApiKey(key_id_of(key), _check_namespace(namespace), _check_role(role), _hash(key),
                     time.time(), name=name)
-    store.create_key(record)
+    store.create_key(record, audit=replace(audit, target=record.key_id) if audit else None)
     return record, key
 
 
@@ -116,9 +124,21 @@ def ensure_key(store: RuntimeStore, key: str, namespace: str = DEFAULT_NAMESPACE
     raise InvalidConfigError(f"API key {record.key_id} was revoked; choose another key")
 
 
+TOUCH_EVERY = 60.0
+"""Seconds between two writes of a key's ``last_used_at`` (a write per request would cost
+more than the request)."""
+
+
 def authenticate(store: RuntimeStore, key: str | None,
                  namespace_header: str | None) -> Principal | None:
-    """The principal of a presented key, or ``None`` if it is missing, unknown or revoked."""
+    """The principal of a presented key, or ``None`` if it is missing, unknown or revoked.
+
+    The key's row is read on every call (nothing is cached), so a revoked key is refused
+    from the next request on, in every process. ``X-Namespace`` (``namespace_header``)
+    chooses the namespace an all-namespace key acts in (``default`` without it); a
+    one-namespace key acts in its own, and a header naming another namespace makes the
+    principal one that does not cover where it acts (the caller answers 404).
+    """
     if not key or len(key) > 512:
         return None
     record = store.get_key(key_id_of(key))
@@ -129,5 +149,14 @@ def authenticate(store: RuntimeStore, key: str | None,
     if record.namespace == ALL_NAMESPACES:
         acting = namespace_header or DEFAULT_NAMESPACE
     else:
-        acting = record.namespace
-    return Principal(record.key_id, record.role, record.namespace, acting)
+        acting = namespace_header or record.namespace
+    return Principal(record.key_id, record.role, record.namespace, acting,
+                     record.last_used_at)
+
+
+def touch(store: RuntimeStore, principal: Principal) -> None:
+    """Bring the key's ``last_used_at`` up to date if it is :data:`TOUCH_EVERY` seconds old
+    (or was never set): a write at most once a minute per key, not one per request."""
+    now = time.time()
+    if principal.last_used_at is None or now - principal.last_used_at >= TOUCH_EVERY:
+        store.touch_key(principal.key_id, now)

@@ -7,6 +7,7 @@ factory puts the store, the graphs and the settings on ``app.state``.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
@@ -15,8 +16,20 @@ from fastapi import Depends, Header, Request
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.server.auth import Principal, Role, authenticate
-from threadloom.server.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from threadloom.server.auth import (
+    TOUCH_EVERY,
+    Principal,
+    Role,
+    authenticate,
+    is_namespace,
+    touch,
+)
+from threadloom.server.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from threadloom.server.settings import Settings
 
 __all__ = [
@@ -65,9 +78,16 @@ async def _caller(
         principal = await asyncio.to_thread(authenticate, store, x_api_key, x_namespace)
     if principal is None:
         raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
+    if x_namespace is not None and (x_namespace == "*" or not is_namespace(x_namespace)):
+        raise InvalidRequestError(
+            "invalid X-Namespace header: 1-64 printable characters without '/', not '*'"
+        )
     if not principal.covers(principal.namespace):
-        # an all-namespace key always covers it; a one-namespace key acts in its own
+        # a one-namespace key sent X-Namespace naming another: answered as a missing object
         raise NotFoundError(f"no namespace {principal.namespace!r}")
+    last = principal.last_used_at
+    if last is None or time.time() - last >= TOUCH_EVERY:
+        await asyncio.to_thread(touch, store, principal)
     request.state.principal = principal
     return principal
 

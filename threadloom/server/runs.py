@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from threadloom._json import dumps
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import QueuedRun
+from threadloom.server._audit import audit_event, mark_audited
 from threadloom.server._runs import (
     RunRequest,
     await_run,
@@ -36,6 +37,7 @@ from threadloom.server._runs import (
 )
 from threadloom.server._shapes import json_response
 from threadloom.server._threadinfo import find_thread
+from threadloom.server.auth import Principal
 from threadloom.server.deps import Graphs, Operator, Store, Viewer, settings
 from threadloom.server.errors import InvalidRequestError, NotFoundError
 from threadloom.server.sse import event_stream, parse_last_event_id
@@ -97,66 +99,79 @@ def _run_path(record: RunRecord) -> str:
     return f"/threads/{record.thread_id}/runs/{record.run_id}"
 
 
-def _created(store: Store, graphs: Graphs, namespace: str, thread_id: str | None,
+def _created(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
              body: RunCreate, stateless: bool = False,
              reread: bool = True) -> tuple[RunRecord, QueuedRun]:
     request = body.request()
     if stateless:
         request.if_not_exists = "create"
-    return create_run(store, graphs, namespace, thread_id, request, reread=reread)
+    return create_run(store, graphs, who.namespace, thread_id, request, reread=reread,
+                      audit=audit_event(who, "run.create", ""))
 
 
 # -- create ----------------------------------------------------------------------------------
 
 
 @router.post("/threads/{thread_id}/runs", summary="Create a run in the background")
-def create(thread_id: str, body: RunCreate, store: Store, graphs: Graphs,
+def create(thread_id: str, body: RunCreate, request: Request, store: Store, graphs: Graphs,
            who: Operator) -> Response:
-    record, queued = _created(store, graphs, who.namespace, thread_id, body)
+    record, queued = _created(store, graphs, who, thread_id, body)
+    mark_audited(request)
     return json_response(run_json(record, queued),
                          headers={"Content-Location": _run_path(record)})
 
 
 @router.post("/runs", summary="Create a stateless run (on a new thread) in the background")
-def create_stateless(body: RunCreate, store: Store, graphs: Graphs, who: Operator) -> Response:
-    record, queued = _created(store, graphs, who.namespace, None, body, stateless=True)
+def create_stateless(body: RunCreate, request: Request, store: Store, graphs: Graphs,
+                     who: Operator) -> Response:
+    record, queued = _created(store, graphs, who, None, body, stateless=True)
+    mark_audited(request)
     return json_response(run_json(record, queued),
                          headers={"Content-Location": _run_path(record)})
 
 
 @router.post("/runs/batch", summary="Create several stateless runs in the background")
-def create_batch(body: list[RunCreate], store: Store, graphs: Graphs,
+def create_batch(body: list[RunCreate], request: Request, store: Store, graphs: Graphs,
                  who: Operator) -> Response:
-    runs = [run_json(*_created(store, graphs, who.namespace, None, one, stateless=True))
-            for one in body]
+    runs = []
+    for one in body:  # each run is logged as it is queued; a failure stops the batch there
+        try:
+            runs.append(run_json(*_created(store, graphs, who, None, one, stateless=True)))
+        except Exception:
+            request.state.audited = False  # the failure is logged too (AuditTrail)
+            raise
+        mark_audited(request)
     return json_response(runs)
 
 
 @router.post("/threads/{thread_id}/runs/wait", summary="Create a run and wait for its result")
 async def create_and_wait(thread_id: str, body: RunCreate, request: Request, store: Store,
                           graphs: Graphs, who: Operator) -> Response:
-    record = await queue_run(store, graphs, who.namespace, thread_id, body)
+    record = await queue_run(store, graphs, who, thread_id, body)
+    mark_audited(request)
     return await wait_response(store, graphs, record, body, settings(request).wait_poll)
 
 
 @router.post("/runs/wait", summary="Create a stateless run and wait for its result")
 async def create_stateless_and_wait(body: RunCreate, request: Request, store: Store,
                                     graphs: Graphs, who: Operator) -> Response:
-    record = await queue_run(store, graphs, who.namespace, None, body)
+    record = await queue_run(store, graphs, who, None, body)
+    mark_audited(request)
     return await wait_response(store, graphs, record, body, settings(request).wait_poll,
                                stateless=True)
 
 
-async def queue_run(store: Store, graphs: Graphs, namespace: str, thread_id: str | None,
+async def queue_run(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
                     body: RunCreate) -> RunRecord:
     """Queue the run ``body`` asks for on ``thread_id`` (``None``: a stateless run, on a new
-    thread), as the ``wait`` routes do; returns its record as written.
+    thread) in ``who``'s namespace, logged as ``who``'s, as the ``wait`` routes do; returns
+    its record as written.
 
     Raises:
         ThreadloomError: what :func:`~threadloom.server._runs.create_run` raises; nothing
             was queued then.
     """
-    record, _ = await asyncio.to_thread(_created, store, graphs, namespace, thread_id, body,
+    record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id, body,
                                         thread_id is None, False)
     return record
 
@@ -188,8 +203,9 @@ async def wait_response(store: Store, graphs: Graphs, record: RunRecord, body: R
 @router.post("/threads/{thread_id}/runs/stream", summary="Create a run and stream its events")
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
-    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, thread_id,
+    record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id,
                                         body, False, False)
+    mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body))
 
@@ -197,8 +213,9 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
 @router.post("/runs/stream", summary="Create a stateless run and stream its events")
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
-    record, _ = await asyncio.to_thread(_created, store, graphs, who.namespace, None, body,
+    record, _ = await asyncio.to_thread(_created, store, graphs, who, None, body,
                                         True, False)
+    mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body), delete_thread=body.on_completion != "keep")
 
@@ -350,13 +367,16 @@ def _modes_param(value: str | None) -> list[str] | None:
 
 @router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204,
                summary="Delete a finished run (the thread's state is kept)")
-def delete_run(thread_id: str, run_id: str, store: Store, who: Operator) -> Response:
+def delete_run(thread_id: str, run_id: str, request: Request, store: Store,
+               who: Operator) -> Response:
     """Delete the run's record, node executions, events and queue row; the checkpoints it
     wrote stay, so the thread's state does not change. 409 while it is pending or running
     (cancel it first)."""
     find_run(store, who.namespace, thread_id, run_id)
-    if not store.delete_run(who.namespace, run_id):
+    event = audit_event(who, "run.delete", run_id, run_id=run_id, thread_id=thread_id)
+    if not store.delete_run(who.namespace, run_id, audit=event):
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
+    mark_audited(request)
     return Response(status_code=204)
 
 
@@ -367,7 +387,10 @@ def delete_run(thread_id: str, run_id: str, store: Store, who: Operator) -> Resp
 def cancel(thread_id: str, run_id: str, request: Request, store: Store, graphs: Graphs,
            who: Operator, wait: bool = False,
            action: Literal["interrupt", "rollback"] = "interrupt") -> Response:
-    cancel_run(store, who.namespace, thread_id, run_id, action)
+    cancel_run(store, who.namespace, thread_id, run_id, action,
+               audit=audit_event(who, "run.cancel", run_id, run_id=run_id,
+                                 thread_id=thread_id))
+    mark_audited(request)
     if not wait:
         return Response(status_code=202)
     record = RunRecord(run_id, thread_id, "", "pending", namespace=who.namespace)
@@ -386,7 +409,7 @@ class RunsCancel(BaseModel):
 
 
 @router.post("/runs/cancel", status_code=204, summary="Cancel several runs")
-def cancel_many(body: RunsCancel, store: Store, who: Operator,
+def cancel_many(body: RunsCancel, request: Request, store: Store, who: Operator,
                 action: Literal["interrupt", "rollback"] = "interrupt") -> Response:
     if body.status is not None:
         if body.thread_id or body.run_ids:
@@ -399,7 +422,14 @@ def cancel_many(body: RunsCancel, store: Store, who: Operator,
             raise InvalidRequestError("give thread_id and run_ids, or status")
         targets = [(body.thread_id, run_id) for run_id in body.run_ids]
     for thread_id, run_id in targets:
-        cancel_run(store, who.namespace, thread_id, run_id, action)
+        try:
+            cancel_run(store, who.namespace, thread_id, run_id, action,
+                       audit=audit_event(who, "run.cancel", run_id, run_id=run_id,
+                                         thread_id=thread_id))
+        except Exception:
+            request.state.audited = False  # the failure is logged too (AuditTrail)
+            raise
+        mark_audited(request)
     return Response(status_code=204)
 
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from threadloom._json import to_jsonable
@@ -21,6 +21,7 @@ from threadloom.checkpoint.base import Commit, ThreadRecord
 from threadloom.checkpoint.retention import export_thread, import_thread
 from threadloom.errors import ThreadBusyError
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._audit import audit_event, mark_audited
 from threadloom.server._shapes import checkpoint_json, json_response, state_json
 from threadloom.server._threadinfo import (
     ACTIVE,
@@ -30,6 +31,7 @@ from threadloom.server._threadinfo import (
     find_thread,
     thread_config,
 )
+from threadloom.server.auth import Principal
 from threadloom.server.deps import Graphs, Operator, Store, Viewer
 from threadloom.server.errors import (
     ConflictError,
@@ -75,7 +77,8 @@ def _unsupported(value: Any, name: str) -> None:
 
 
 @router.post("/threads", response_model=ThreadModel, summary="Create a thread")
-def create_thread(body: ThreadCreate, store: Store, graphs: Graphs, who: Operator) -> Response:
+def create_thread(body: ThreadCreate, request: Request, store: Store, graphs: Graphs,
+                  who: Operator) -> Response:
     """Create a thread (``thread_id`` optional: a UUID is chosen). An existing id is a 409
     unless ``if_exists`` is ``"do_nothing"``, which returns the existing thread."""
     _unsupported(body.ttl, "ttl")
@@ -89,9 +92,11 @@ def create_thread(body: ThreadCreate, store: Store, graphs: Graphs, who: Operato
             return json_response(ThreadInfo.load(store, graphs, existing).as_json())
         raise ConflictError(f"thread {thread_id!r} already exists")
     store.commit([Commit(thread_id, namespace=ns)])
-    record = store.update_thread(thread_id, metadata, namespace=ns)
+    record = store.update_thread(thread_id, metadata, namespace=ns, audit=audit_event(
+        who, "thread.create", thread_id, thread_id=thread_id))
     if record is None:  # deleted between the two calls
         raise ConflictError(f"thread {thread_id!r} was deleted while it was being created")
+    mark_audited(request)
     if graph is not None:
         config = thread_config(thread_id, ns)
         for superstep in body.supersteps or ():
@@ -103,6 +108,13 @@ def create_thread(body: ThreadCreate, store: Store, graphs: Graphs, who: Operato
                                  goto=command.goto or ())
             graph.update_state(config, values, as_node=update.as_node)
     return json_response(ThreadInfo.load(store, graphs, record).as_json())
+
+
+def _log(store: Store, request: Request, who: Principal, action: str, thread_id: str) -> None:
+    """Log a change made through the engine (``update_state``, pruning), whose store calls
+    take no audit event: right after the change, in a transaction of its own."""
+    store.append_audit(audit_event(who, action, thread_id, thread_id=thread_id))
+    mark_audited(request)
 
 
 def _superstep_graph(graphs: Graphs, metadata: dict[str, Any],
@@ -132,16 +144,19 @@ def get_thread(thread_id: ThreadId, store: Store, graphs: Graphs, who: Viewer) -
 
 @router.patch("/threads/{thread_id}", response_model=ThreadModel,
               summary="Update a thread's metadata")
-def patch_thread(thread_id: ThreadId, body: ThreadPatch, store: Store, graphs: Graphs,
-                 who: Operator,
+def patch_thread(thread_id: ThreadId, body: ThreadPatch, request: Request, store: Store,
+                 graphs: Graphs, who: Operator,
                  prefer: Annotated[str | None, Header()] = None) -> Response:
     """Merge ``metadata`` into the thread's metadata. ``Prefer: return=minimal`` answers 204."""
     _unsupported(body.ttl, "ttl")
     record = find_thread(store, thread_id, who.namespace)
     merged = {**record.metadata, **(body.metadata or {})}
-    updated = store.update_thread(record.thread_id, merged, namespace=who.namespace)
+    updated = store.update_thread(record.thread_id, merged, namespace=who.namespace,
+                                  audit=audit_event(who, "thread.update", record.thread_id,
+                                                    thread_id=record.thread_id))
     if updated is None:
         raise NotFoundError(f"no thread {thread_id!r}")
+    mark_audited(request)
     if prefer == "return=minimal":
         return Response(status_code=204)
     return json_response(ThreadInfo.load(store, graphs, updated).as_json())
@@ -149,24 +164,31 @@ def patch_thread(thread_id: ThreadId, body: ThreadPatch, store: Store, graphs: G
 
 @router.delete("/threads/{thread_id}", status_code=204, summary="Delete a thread",
                response_class=Response)
-def delete_thread(thread_id: ThreadId, store: Store, who: Operator) -> Response:
+def delete_thread(thread_id: ThreadId, request: Request, store: Store,
+                  who: Operator) -> Response:
     """Delete the thread with its checkpoints, runs and executions; its pending and running
     runs are cancelled first. Afterwards the thread is a 404."""
     record = find_thread(store, thread_id, who.namespace)
-    _delete(store, record.thread_id, who.namespace)
+    _delete(store, record.thread_id, who)
+    mark_audited(request)
     return Response(status_code=204)
 
 
-def _delete(store: Store, thread_id: str, namespace: str) -> None:
+def _delete(store: Store, thread_id: str, who: Principal) -> None:
+    """Cancel the thread's active runs, then delete it, each change with its event."""
+    namespace = who.namespace
     for status in ACTIVE:
         for run in store.list_runs(thread_id=thread_id, namespace=namespace, status=status,
                                    limit=1000):
-            store.request_cancel(namespace, run.run_id, "interrupt")
-    store.delete_thread(thread_id, namespace=namespace)
+            store.request_cancel(namespace, run.run_id, "interrupt", audit=audit_event(
+                who, "run.cancel", run.run_id, run_id=run.run_id, thread_id=thread_id))
+    store.delete_thread(thread_id, namespace=namespace, audit=audit_event(
+        who, "thread.delete", thread_id, thread_id=thread_id))
 
 
 @router.post("/threads/prune", summary="Delete threads, or all but their latest checkpoint")
-def prune_threads(body: ThreadPruneRequest, store: Store, who: Operator) -> Response:
+def prune_threads(body: ThreadPruneRequest, request: Request, store: Store,
+                  who: Operator) -> Response:
     """``delete``: delete each thread (as ``DELETE /threads/{id}``); ``keep_latest``: keep
     only each thread's latest checkpoint (its state). Unknown ids are skipped.
     Answers ``{"pruned_count"}``, the threads pruned."""
@@ -177,16 +199,19 @@ def prune_threads(body: ThreadPruneRequest, store: Store, who: Operator) -> Resp
         except NotFoundError:
             continue
         if body.strategy == "delete":
-            _delete(store, record.thread_id, who.namespace)
+            _delete(store, record.thread_id, who)
+            mark_audited(request)
         else:
             store.prune_checkpoints(record.thread_id, keep=1, namespace=who.namespace)
+            _log(store, request, who, "thread.prune", record.thread_id)
         pruned += 1
     return json_response({"pruned_count": pruned})
 
 
 @router.post("/threads/{thread_id}/copy", response_model=ThreadModel,
              summary="Copy a thread")
-def copy_thread(thread_id: ThreadId, store: Store, graphs: Graphs, who: Operator) -> Response:
+def copy_thread(thread_id: ThreadId, request: Request, store: Store, graphs: Graphs,
+                who: Operator) -> Response:
     """A new thread (new id) with the same checkpoints and metadata; runs are not copied, so
     the copy records its graph in ``metadata.graph_id``."""
     info = _info(store, graphs, thread_id, who.namespace)
@@ -196,9 +221,11 @@ def copy_thread(thread_id: ThreadId, store: Store, graphs: Graphs, who: Operator
     metadata = dict(info.record.metadata)
     if info.graph_name is not None:
         metadata.setdefault("graph_id", info.graph_name)
-    record = store.update_thread(new_id, metadata, namespace=who.namespace)
+    record = store.update_thread(new_id, metadata, namespace=who.namespace,
+                                 audit=audit_event(who, "thread.copy", new_id, thread_id=new_id))
     if record is None:
         raise NotFoundError(f"the copy {new_id!r} was deleted while it was being made")
+    mark_audited(request)
     return json_response(ThreadInfo.load(store, graphs, record).as_json())
 
 
@@ -360,8 +387,8 @@ def _root_only(ref: CheckpointRef | None) -> None:
 
 @router.post("/threads/{thread_id}/state", response_model=ThreadUpdateStateResponse,
              summary="Update a thread's state")
-def update_state(thread_id: ThreadId, body: StateUpdate, store: Store, graphs: Graphs,
-                 who: Operator) -> Response:
+def update_state(thread_id: ThreadId, body: StateUpdate, request: Request, store: Store,
+                 graphs: Graphs, who: Operator) -> Response:
     """Apply ``values`` as if node ``as_node`` had returned them (forking from
     ``checkpoint`` / ``checkpoint_id`` if given); a new checkpoint. 409 while a run of the
     thread is pending or running; 400 when the thread has no graph yet."""
@@ -378,6 +405,7 @@ def update_state(thread_id: ThreadId, body: StateUpdate, store: Store, graphs: G
         body.checkpoint_id)
     written = info.graph.update_state(info.config(checkpoint_id), body.values,
                                       as_node=body.as_node)
+    _log(store, request, who, "state.update", info.thread_id)
     checkpoint = checkpoint_json(written)
     return json_response({
         "checkpoint": checkpoint,
