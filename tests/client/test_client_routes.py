@@ -269,3 +269,24 @@ async def test_the_async_client_has_the_same_routes(server: Server) -> None:
             await client.runs.get(thread_id, "no-such-run")
         await client.threads.delete(thread_id)
         assert await client.threads.search(ids=[thread_id]) == []
+
+
+def test_me_keys_and_audit(server: Server, client: Client) -> None:
+    me = client.me()
+    assert me["namespace"] == "default" and me["role"] == "admin" and me["key_id"]
+    made = client.keys.create("viewer", name="reader")
+    assert made["role"] == "viewer" and made["key"] and made["namespace"] == "default"
+    listed = client.keys.list()
+    [item] = [k for k in listed["keys"] if k["key_id"] == made["key_id"]]
+    assert item["name"] == "reader" and item["revoked_at"] is None and "key" not in item
+    with Client(server.url, api_key=made["key"]) as reader:
+        assert reader.me()["role"] == "viewer"
+        with pytest.raises(ForbiddenError):
+            reader.keys.create("admin")
+    client.keys.revoke(made["key_id"])
+    with Client(server.url, api_key=made["key"]) as revoked, pytest.raises(UnauthorizedError):
+        revoked.me()
+    page = client.audit(limit=50)
+    actions = [(e["action"], e["target"]) for e in page["events"]]
+    assert ("key.create", made["key_id"]) in actions and ("key.revoke", made["key_id"]) in actions
+    assert made["key"] not in str(page)

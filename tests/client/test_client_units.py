@@ -121,7 +121,7 @@ def test_public_names_are_pinned() -> None:
         "StreamPart", "Thread", "ThreadState", "ThreadStatus", "ThreadTask", "TransportError",
         "UnauthorizedError", "UpdateStateResult",
         # the /v0 routes: seed 001's state manager, keys, audit
-        "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "Me",
+        "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "KeyList", "Me",
         "NamespaceRunsPage", "NewApiKey", "RunCheckpoint", "RunItem", "RunMetrics",
         "RunStatesPage", "State", "StateStatus", "StatesPage",
     ])

@@ -16,8 +16,8 @@ from urllib.parse import quote
 from threadloom.client._endpoints import M, Resource, endpoint
 from threadloom.client._transport import Call, json_call
 from threadloom.client._types import (
-    ApiKeyItem,
     CreatedStates,
+    KeyList,
     NamespaceRunsPage,
     NewApiKey,
     RunCheckpoint,
@@ -119,14 +119,16 @@ class Keys(Resource[M]):
     """API keys of a namespace (an admin key's business)."""
 
     @endpoint
-    def create(self, role: str, *, namespace: str | None = None) -> Call[NewApiKey]:
-        """A new key with ``role`` (``viewer``, ``operator`` or ``admin``); the answer holds
-        the key itself, which the server never shows again."""
-        return json_call("POST", namespace_path(self, namespace, "keys"), body={"role": role})
+    def create(self, role: str, *, name: str | None = None,
+               namespace: str | None = None) -> Call[NewApiKey]:
+        """A new key with ``role`` (``viewer``, ``operator`` or ``admin``) and an optional
+        ``name``; the answer holds the key itself, which the server never shows again."""
+        body = {"role": role} if name is None else {"role": role, "name": name}
+        return json_call("POST", namespace_path(self, namespace, "keys"), body=body)
 
     @endpoint
-    def list(self, *, namespace: str | None = None) -> Call[builtins.list[ApiKeyItem]]:
-        """The namespace's keys (ids and roles, never the keys)."""
+    def list(self, *, namespace: str | None = None) -> Call[KeyList]:
+        """The namespace's keys, newest first (ids and roles, never the keys)."""
         return json_call("GET", namespace_path(self, namespace, "keys"))
 
     @endpoint

@@ -20,6 +20,7 @@ __all__ = [
     "GraphDrawing",
     "GraphSchemas",
     "InterruptItem",
+    "KeyList",
     "Me",
     "NamespaceRunsPage",
     "NewApiKey",
@@ -280,6 +281,7 @@ class Me(TypedDict):
     namespace: str
     role: str
     namespaces: list[str]
+    key_id: str
 
 
 class NewApiKey(TypedDict):
@@ -287,15 +289,29 @@ class NewApiKey(TypedDict):
 
     key_id: str
     key: str
+    namespace: str
+    role: str
+    created_at: str
 
 
 class ApiKeyItem(TypedDict):
-    """A key as lists show it (never the key itself)."""
+    """A key as lists show it (never the key itself, nor its hash)."""
 
     key_id: str
     role: str
+    namespace: str
+    name: str | None
     created_at: str
     last_used_at: str | None
+    revoked_at: str | None
+
+
+class KeyList(TypedDict):
+    """The keys of a namespace, newest first."""
+
+    namespace: str
+    count: int
+    keys: list[ApiKeyItem]
 
 
 class AuditEvent(TypedDict):
@@ -307,7 +323,7 @@ class AuditEvent(TypedDict):
     role: str | None
     namespace: str
     action: str
-    target: str | None
+    target: str
     run_id: str | None
     thread_id: str | None
     outcome: str

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom.checkpoint.queue import ApiKey, RuntimeStore
 from threadloom.server._audit import audit_event, mark_audited
+from threadloom.server._shapes import iso
 from threadloom.server.auth import Principal, Role, create_key
 from threadloom.server.deps import Caller, Store
 from threadloom.server.errors import ForbiddenError, InvalidRequestError, NotFoundError
@@ -66,7 +67,7 @@ class KeyCreated(BaseModel):
     key: str
     namespace: str
     role: Literal["viewer", "operator", "admin"]
-    created_at: float
+    created_at: str
 
 
 class KeyItem(BaseModel):
@@ -76,9 +77,9 @@ class KeyItem(BaseModel):
     role: Literal["viewer", "operator", "admin"]
     namespace: str
     name: str | None
-    created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
 
 
 class KeyList(BaseModel):
@@ -93,7 +94,7 @@ class AuditItem(BaseModel):
     """One audit event."""
 
     id: str
-    at: float
+    at: str
     key_id: str | None
     role: str | None
     namespace: str
@@ -148,8 +149,8 @@ async def me(who: Caller) -> dict[str, Any]:
 
 def _item(key: ApiKey) -> dict[str, Any]:
     return {"key_id": key.key_id, "role": key.role, "namespace": key.namespace,
-            "name": key.name, "created_at": key.created_at, "last_used_at": key.last_used_at,
-            "revoked_at": key.revoked_at}
+            "name": key.name, "created_at": iso(key.created_at),
+            "last_used_at": iso(key.last_used_at), "revoked_at": iso(key.revoked_at)}
 
 
 @router.post("/v0/namespace/{ns}/keys", response_model=KeyCreated, status_code=201,
@@ -161,7 +162,7 @@ def post_key(body: KeyCreate, request: Request, store: Store, who: NamespaceAdmi
     mark_audited(request)
     return JSONResponse(
         {"key_id": record.key_id, "key": key, "namespace": record.namespace,
-         "role": record.role, "created_at": record.created_at},
+         "role": record.role, "created_at": iso(record.created_at)},
         status_code=201, headers={"Cache-Control": "no-store"},
     )
 
@@ -198,5 +199,6 @@ async def list_audit(store: Store, who: NamespaceAdmin,
     except ValueError as exc:
         raise InvalidRequestError(f"invalid cursor: {exc}") from None
     return {"namespace": who.namespace, "count": len(events),
-            "events": [e.as_json() for e in events], "next_cursor": next_cursor}
+            "events": [{**e.as_json(), "at": iso(e.at)} for e in events],
+            "next_cursor": next_cursor}
 
