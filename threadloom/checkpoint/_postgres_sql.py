@@ -308,6 +308,9 @@ class Statements:
             f"UPDATE {s}.threads SET lease_owner = NULL, lease_expires_at = NULL"
             f" WHERE {_THREAD_KEY} AND lease_token = %s AND lease_owner IS NOT NULL"
         )
+        # the same, for a commit's batch (raw cursor, $n placeholders)
+        self.release_in_commit = self.release.replace("%s", "$1", 1).replace(
+            "%s", "$2", 1).replace("%s", "$3::int8", 1).encode()
         # The new owner repeating it (after a lost answer) keeps the token it got.
         self.takeover = (
             f"UPDATE {s}.threads SET lease_token = CASE WHEN lease_owner = %(owner)s"

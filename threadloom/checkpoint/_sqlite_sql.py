@@ -460,6 +460,12 @@ def delete_thread(conn: sqlite3.Connection, namespace: str, thread_id: str) -> N
 # -- the write path ----------------------------------------------------------------------
 
 
+SQL_RELEASE_LEASE = (
+    "UPDATE threads SET lease_owner = NULL, lease_expires_at = NULL"
+    " WHERE namespace = ? AND thread_id = ? AND lease_token = ? AND lease_owner IS NOT NULL"
+)
+
+
 def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
     """Check and write ``commits`` in order inside the caller's open transaction; raise on
     the first failed check (the caller rolls back)."""
@@ -551,6 +557,8 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
             executemany(SQL_PUT_EXECUTION, execution_rows(c.executions, thread_id, space))
         if not touched:
             execute(SQL_TOUCH_THREAD, (space, thread_id, now, now))
+        if c.release_lease and token is not None:
+            execute(SQL_RELEASE_LEASE, (space, thread_id, token))
 
 
 def raise_run_conflict(

@@ -315,6 +315,11 @@ class Commit:
     says) and keyed by that thread and their id: the engine derives an execution's id from
     its thread, and a store keeps a thread's executions together.
 
+    ``release_lease`` (with a ``lease_token``): after the writes, in the same transaction,
+    give the thread's lease up as :meth:`Store.release_lease` does (if the token is still
+    current). A run's last commit carries it, so ending a run costs no transaction of its own;
+    a later commit of the batch with the same token then fails its lease check.
+
     ``flush`` says how durable the transaction must be when :meth:`Store.commit` returns.
     ``True`` (the default): it survives a crash of the process, of the database server and of
     the machine (power loss). ``False``: it survives a crash of the process at once, but may
@@ -336,6 +341,7 @@ class Commit:
     runs: list[RunRecord] = field(default_factory=list)
     flush: bool = True
     progress: RunProgress | None = None
+    release_lease: bool = False
 
 
 @runtime_checkable

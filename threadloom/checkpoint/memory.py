@@ -369,14 +369,18 @@ class MemoryStore(MemoryQueue):
         heads: dict[tuple[str, str, str], int | None] = {}
         run_threads: dict[tuple[str, str], str] = {}
         inserted: set[tuple[tuple[str, str, str], int]] = set()
+        released: set[tuple[str, str]] = set()  # by an earlier commit of the batch
         for c in commits:
             space = c.namespace
             if c.lease_token is not None:
                 row = self._threads.get((space, c.thread_id))
-                if row is None or row.current_token() != c.lease_token:
+                if (row is None or row.current_token() != c.lease_token
+                        or (space, c.thread_id) in released):
                     raise LeaseLostError(
                         f"lease token {c.lease_token} is not current on thread {c.thread_id!r}"
                     )
+                if c.release_lease:
+                    released.add((space, c.thread_id))
             ns = c.checkpoint.checkpoint_ns if c.checkpoint is not None else ""
             key = (space, c.thread_id, ns)
             head = heads[key] if key in heads else self._heads.get(key)
@@ -479,6 +483,9 @@ class MemoryStore(MemoryQueue):
             self._threads[(space, c.thread_id)] = _Thread(now)
         else:
             row.updated_at = now
+            if c.release_lease and c.lease_token is not None:  # checked current above
+                row.owner = None
+                row.expires_at = 0.0
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -498,10 +498,13 @@ class PostgresStore(PostgresQueue):
             self._check_schema()
         now = time.time()
         relaxed = not any(c.flush for c in commits)
+        statements: list[tuple[bytes, list[Any]]] = []
         try:  # everything that can fail before talking to the server, done first
-            statements = [
-                self._sql.commit(c, now, relaxed and i == 0) for i, c in enumerate(commits)
-            ]
+            for i, c in enumerate(commits):
+                statements.append(self._sql.commit(c, now, relaxed and i == 0))
+                if c.release_lease and c.lease_token is not None:
+                    statements.append((self._sql.release_in_commit,
+                                       [c.namespace, c.thread_id, c.lease_token]))
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot store the commit: {exc}") from exc
         attempt = 0

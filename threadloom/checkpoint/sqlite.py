@@ -466,12 +466,7 @@ class SqliteStore(SqliteQueue):
         """Give the lease up if ``lease.token`` is still current; otherwise do nothing."""
 
         def release(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE threads SET lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE namespace = ? AND thread_id = ? AND lease_token = ?"
-                " AND lease_owner IS NOT NULL",
-                (lease.namespace, lease.thread_id, lease.token),
-            )
+            conn.execute(_sql.SQL_RELEASE_LEASE, (lease.namespace, lease.thread_id, lease.token))
 
         self._run(release, True, relaxed=True)
 

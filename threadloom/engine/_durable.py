@@ -603,9 +603,11 @@ class DurableRun(Run):
         executions += scheduled_executions(self, now, step + 1, next_parents, breakpoints=True)
         fault("before_step_commit")
         # async: a step's commit need not be flushed (see Commit.flush), the run's last must
+        # the run's last commit also lets the thread go (no transaction of its own)
         self._persist(Commit(self.thread_id, self.p.namespace, self._token(), expected, record,
                              executions=executions, runs=runs,
-                             flush=self.finalized or self.handle is None, progress=progress))
+                             flush=self.finalized or self.handle is None, progress=progress,
+                             release_lease=self.finalized))
         fault("after_step_commit")
         self._bound_lag()
 
@@ -719,12 +721,14 @@ class DurableRun(Run):
         if record is not None and record.status == "succeeded" and self.lease is None:
             return self.codec.decode_run(record, "output")
         if self.finalized and self.durability != "exit":
-            # the last step's commit carried the final record: wait for it, and let go
+            # the last step's commit carried the final record and the lease: wait for it
+            released = False
             try:
                 if self.handle is not None:
                     self.p.writer().flush(self.handle)
+                released = True
             finally:
-                self._release()
+                self._release(released)
             return self.final_output
         out = super().complete()
         assert record is not None
@@ -750,12 +754,18 @@ class DurableRun(Run):
             exc.add_note(f"threadloom could not record the failure: {store_exc}")
 
     def _finish(self, run: RunRecord, executions: list[ExecutionRecord] | None = None) -> None:
+        """Write the run's final record (with ``executions``) in a commit that also lets the
+        thread go."""
+        released = False
         try:
             if self.durability == "exit":
-                self.store.commit([self._exit_commit(run)])
+                commit = self._exit_commit(run)
+                commit.release_lease = True
+                self.store.commit([commit])
+                released = True
                 return
             commit = Commit(self.thread_id, self.p.namespace, self._token(), runs=[run],
-                            executions=executions or [])
+                            executions=executions or [], release_lease=True)
             if not self.run_written:  # the run ended before its first commit
                 superseded, stopped = self._superseded(run.updated_at)
                 commit.runs += superseded
@@ -766,13 +776,16 @@ class DurableRun(Run):
                 writer.flush(self.handle)
             else:
                 self.store.commit([commit])
+            released = True
         finally:
-            self._release()
+            self._release(released)
 
-    def _release(self) -> None:
+    def _release(self, by_commit: bool = False) -> None:
+        """Stop heartbeating the lease and give it up, unless the run's last commit gave it
+        up already (``by_commit``)."""
         self.p.heartbeat.remove(self)
         lease, self.lease = self.lease, None
-        if lease is not None:
+        if lease is not None and not by_commit:
             try:
                 self.store.release_lease(lease)
             except Exception:  # an expired lease simply lapses

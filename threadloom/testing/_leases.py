@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -114,6 +115,31 @@ class LeaseConformance:
         assert thread is not None and thread.lease is None
         other = store.acquire_lease("t1", "worker-b", TTL)
         assert other.token > lease.token
+
+    def test_a_commit_can_release_the_lease_it_was_fenced_by(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        store.commit([replace(_commit("t1", 0, lease.token), release_lease=True)])
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease is None
+        checkpoint = store.get_checkpoint("t1")
+        assert checkpoint is not None and checkpoint.seq == 0
+        other = store.acquire_lease("t1", "worker-b", TTL)
+        assert other.token > lease.token
+        # a stale token neither commits nor releases the new holder's lease
+        with pytest.raises(LeaseLostError):
+            store.commit([replace(_commit("t1", 1, lease.token), release_lease=True)])
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == other
+
+    def test_a_commit_after_a_release_in_its_batch_is_refused(self, store: Store) -> None:
+        lease = store.acquire_lease("t1", "worker-a", TTL)
+        before = snapshot(store, "t1")
+        with pytest.raises(LeaseLostError):
+            store.commit([replace(_commit("t1", 0, lease.token), release_lease=True),
+                          _commit("t1", 1, lease.token)])
+        assert snapshot(store, "t1") == before  # nothing written, the lease still held
+        thread = store.get_thread("t1")
+        assert thread is not None and thread.lease == lease
 
     def test_release_with_a_stale_token_does_nothing(self, store: Store) -> None:
         old = store.acquire_lease("t1", "worker-a", EXPIRED)
