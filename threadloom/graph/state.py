@@ -452,7 +452,8 @@ class StateGraph:
             debug: stream debug events to stderr as the graph runs.
             name: the graph's name (recorded on runs), default ``"graph"``.
             serde: how values are serialized for the store (default: JSON for plain data,
-                pickle for the rest; see :mod:`threadloom.checkpoint.serde`), encrypted when
+                typed JSON for an allowlist of other types, never pickle unless asked; see
+                :mod:`threadloom.checkpoint.serde`), encrypted when
                 ``THREADLOOM_ENCRYPTION_KEY`` is set (:mod:`threadloom.checkpoint.crypto`).
             lease_ttl: seconds a run's lease on its thread lasts without a heartbeat; a
                 crashed run's thread can be taken over after this.
