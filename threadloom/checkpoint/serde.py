@@ -268,6 +268,10 @@ def _untz(spec: Any) -> datetime.tzinfo | None:
 
 # -- the serializer -------------------------------------------------------------------------
 
+_FROM_LIST: dict[str, Callable[[list[Any]], Any]] = {
+    "tuple": tuple, "set": set, "frozenset": frozenset,
+}
+
 
 class JsonPlusSerializer:
     """JSON for plain data, typed JSON for an allowlist of other types; pickle only if
@@ -282,7 +286,7 @@ class JsonPlusSerializer:
             write a row can then run code in every process that reads it.
     """
 
-    __slots__ = ("allow_pickle", "allowed_modules", "_classes")
+    __slots__ = ("allow_pickle", "allowed_modules", "_classes", "_paths")
 
     def __init__(self, *, allowed_modules: Iterable[str] = (),
                  allow_pickle: bool = False) -> None:
@@ -290,7 +294,8 @@ class JsonPlusSerializer:
             allowed_modules = (allowed_modules,)
         self.allowed_modules = frozenset(_check_module_name(m) for m in allowed_modules)
         self.allow_pickle = allow_pickle
-        self._classes: dict[tuple[str, str], type] = {}
+        self._classes: dict[tuple[str, str], type] = {}  # read: (path, kind) -> class
+        self._paths: dict[type, str] = {}  # written: class -> "module:qualname" (allowed)
 
     def __repr__(self) -> str:
         return (f"JsonPlusSerializer(allowed_modules={sorted(self.allowed_modules)!r}, "
@@ -357,6 +362,9 @@ class JsonPlusSerializer:
     # -- typed JSON --------------------------------------------------------------------------
 
     def _class_path(self, kind: type, what: str) -> str:
+        known = self._paths.get(kind)
+        if known is not None:
+            return known
         module, qualname = _path(kind)
         if not self.allows(module):
             raise TypeNotAllowedError(
@@ -374,7 +382,8 @@ class JsonPlusSerializer:
                 f"found again as {module}.{qualname}; define it at the top level of its "
                 "module"
             )
-        return f"{module}:{qualname}"
+        path = self._paths[kind] = f"{module}:{qualname}"
+        return path
 
     def _encode(self, value: Any, depth: int) -> Any:
         """``value`` as JSON data, with a ``{"$t": ...}`` object for every non-plain part."""
@@ -388,13 +397,19 @@ class JsonPlusSerializer:
         depth += 1
         enc = self._encode
         if kind is list:
-            return [enc(item, depth) for item in value]
+            return [v if type(v) in _EXACT else enc(v, depth) for v in value]
         if kind is dict:
-            if _TAG not in value and all(type(k) is str for k in value):
-                return {k: enc(v, depth) for k, v in value.items()}
+            if _TAG not in value:
+                out: dict[str, Any] = {}
+                for k, v in value.items():
+                    if type(k) is not str:
+                        break
+                    out[k] = v if type(v) in _EXACT else enc(v, depth)
+                else:
+                    return out
             return {_TAG: "dict", "v": [[enc(k, depth), enc(v, depth)] for k, v in value.items()]}
         if kind is tuple:
-            return {_TAG: "tuple", "v": [enc(item, depth) for item in value]}
+            return {_TAG: "tuple", "v": [v if type(v) in _EXACT else enc(v, depth) for v in value]}
         if kind is set or kind is frozenset:
             return {_TAG: kind.__name__, "v": [enc(item, depth) for item in value]}
         if kind is bytes or kind is bytearray:
@@ -423,13 +438,14 @@ class JsonPlusSerializer:
             return {_TAG: "dataclass", "c": path, "v": fields}
         if _is_model(value):
             path = self._class_path(kind, "a Pydantic model")
-            out: dict[str, Any] = {_TAG: "model", "c": path, "v": enc(dict(value.__dict__), depth),
-                                   "s": sorted(value.model_fields_set)}
+            model: dict[str, Any] = {_TAG: "model", "c": path,
+                                     "v": enc(dict(value.__dict__), depth),
+                                     "s": sorted(value.model_fields_set)}
             if value.__pydantic_extra__:
-                out["x"] = enc(dict(value.__pydantic_extra__), depth)
+                model["x"] = enc(dict(value.__pydantic_extra__), depth)
             if value.__pydantic_private__:
-                out["p"] = enc(dict(value.__pydantic_private__), depth)
-            return out
+                model["p"] = enc(dict(value.__pydantic_private__), depth)
+            return model
         if _is_namedtuple(kind):
             return {_TAG: "namedtuple", "c": self._class_path(kind, "a named tuple"),
                     "v": [enc(item, depth) for item in value]}
@@ -481,6 +497,12 @@ class JsonPlusSerializer:
         if tag is None:
             return obj
         try:
+            of_list = _FROM_LIST.get(tag)
+            if of_list is not None:
+                items = obj["v"]
+                if type(items) is not list:
+                    raise TypeError(f"expected a list, got {type(items).__name__}")
+                return of_list(items)
             return self._rebuild(tag, obj)
         except (StoreError, TypeNotAllowedError):
             raise
@@ -493,12 +515,6 @@ class JsonPlusSerializer:
         v: Any = obj.get("v")
         if tag == "dict":
             return {k: item for k, item in v}
-        if tag == "tuple":
-            return tuple(v)
-        if tag == "set":
-            return set(v)
-        if tag == "frozenset":
-            return frozenset(v)
         if tag == "bytes":
             return base64.b64decode(v, validate=True)
         if tag == "bytearray":
