@@ -6,18 +6,15 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
-import enum
 import json
 import os
 import pickle
 import sys
 import uuid
 import zoneinfo
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, TypedDict
 
-import pydantic
 import pytest
 
 from threadloom.checkpoint import open_store
@@ -33,54 +30,10 @@ from threadloom.errors import (
 from threadloom.graph import END, START, StateGraph
 from threadloom.types import Command, Interrupt, Send
 
-HERE = __name__  # the module these tests' classes live in
+from . import serde_types
+from .serde_types import Color, Evil, Frozen, Level, Loose, Pair, Point, User
 
-
-class Color(enum.Enum):
-    RED = "red"
-    BLUE = 2
-
-
-class Level(enum.IntEnum):
-    LOW = 1
-
-
-@dataclass
-class Point:
-    x: int
-    y: Any = None
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Frozen:
-    when: datetime.date
-    at: Point
-
-
-class User(pydantic.BaseModel):
-    name: str
-    age: int = 0
-    color: Color = Color.RED
-
-
-class Loose(pydantic.BaseModel, extra="allow"):
-    a: int
-
-
-class Pair(NamedTuple):
-    left: Any
-    right: Any
-
-
-class Evil:
-    """Unpickling it touches a marker file: proof that stored bytes ran code."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
+HERE = serde_types.__name__  # allowed by the tests that say so, never registered
 
 
 def evil_pickle(marker: Path) -> bytes:
@@ -361,3 +314,36 @@ def test_a_crafted_pickle_in_an_imported_thread_does_not_run(tmp_path: Path, sql
     finally:
         target.close()
     assert not marker.exists()
+
+
+def test_the_classes_a_state_schema_declares_are_allowed(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         sqlite_store: Any) -> None:
+    (tmp_path / "declared_types.py").write_text(
+        "import enum\nfrom dataclasses import dataclass\n\n"
+        "class Mood(enum.Enum):\n    OK = 'ok'\n\n"
+        "@dataclass\nclass Note:\n    text: str\n    mood: 'Mood'\n")
+    (tmp_path / "declared_state.py").write_text(
+        "from typing import Annotated, TypedDict\nimport operator\n"
+        "from declared_types import Mood, Note\n\n"
+        "class NoteState(TypedDict, total=False):\n"
+        "    notes: Annotated[list[Note], operator.add]\n    mood: Mood | None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import declared_state  # type: ignore[import-not-found]
+    import declared_types  # type: ignore[import-not-found]
+
+    assert not JsonPlusSerializer().allows("declared_types")
+    builder = StateGraph(declared_state.NoteState)
+    assert JsonPlusSerializer().allows("declared_types")
+    builder.add_node("n", lambda s: {"notes": [declared_types.Note("hi", declared_types.Mood.OK)],
+                                     "mood": declared_types.Mood.OK})
+    builder.add_edge(START, "n")
+    builder.add_edge("n", END)
+    graph = builder.compile(checkpointer=sqlite_store)
+    config = {"configurable": {"thread_id": "declared"}}
+    graph.invoke({"notes": []}, config)
+    values = graph.get_state(config).values
+    assert values == {"notes": [declared_types.Note("hi", declared_types.Mood.OK)],
+                      "mood": declared_types.Mood.OK}
+    for name in ("declared_state", "declared_types"):
+        sys.modules.pop(name, None)

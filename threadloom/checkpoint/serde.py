@@ -53,6 +53,7 @@ import json
 import math
 import pickle
 import sys
+import typing
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable
@@ -71,6 +72,7 @@ __all__ = [
     "JsonPlusSerializer",
     "Serializer",
     "allow_modules",
+    "allow_schema",
     "allowed_modules",
     "unserializable",
 ]
@@ -196,6 +198,35 @@ def allow_modules(*modules: str) -> None:
 def allowed_modules() -> frozenset[str]:
     """The modules :func:`allow_modules` registered in this process."""
     return frozenset(_registered)
+
+
+def allow_schema(schema: Any) -> None:
+    """Allow the module of a graph's state schema, and those of the dataclasses, Pydantic
+    models, enums and named tuples its fields are annotated with (also inside ``list[...]``,
+    ``X | None``, ``Annotated[...]`` and nested schemas), as :func:`allow_modules` does:
+    ``StateGraph`` calls it for its schemas, since they declare what the state holds."""
+    seen: set[int] = set()
+
+    def visit(hint: Any, depth: int) -> None:
+        if depth > 8 or id(hint) in seen:
+            return
+        seen.add(id(hint))
+        for arg in typing.get_args(hint):
+            visit(arg, depth + 1)
+        if not isinstance(hint, type) or hint.__module__ in ("builtins", "typing"):
+            return
+        declared = typing.is_typeddict(hint) or any(check(hint) for check in _KINDS.values())
+        if not declared:
+            return
+        _registered.add(hint.__module__)
+        try:
+            fields = typing.get_type_hints(hint, include_extras=True)
+        except Exception:  # a forward reference that does not resolve: what it can see
+            fields = dict(getattr(hint, "__annotations__", {}))
+        for field_hint in fields.values():
+            visit(field_hint, depth + 1)
+
+    visit(schema, 0)
 
 
 def _in(module: str, allowed: Iterable[str]) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from threadloom.checkpoint.serde import allow_schema
 from threadloom.circuit import CircuitBreaker
 from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
@@ -118,6 +119,7 @@ class StateGraph:
         self.output_channel: str | None = None
 
     def _add_schema(self, schema: Any) -> None:
+        allow_schema(schema)  # what the state declares it holds may be stored
         for key, channel in channels_of(schema).items():
             existing = self.channels.get(key)
             if existing is None or (existing.reducer is None and channel.reducer is not None):
