@@ -53,6 +53,7 @@ import json
 import math
 import pickle
 import sys
+import threading
 import typing
 import uuid
 import zoneinfo
@@ -171,7 +172,9 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
 # -- the allowlist ------------------------------------------------------------------------
 
 _BUILTIN_MODULES = frozenset({"threadloom.types"})  # Send, Command, Interrupt
-_registered: set[str] = set()
+# replaced, never changed in place: serializers in other threads iterate it without a lock
+_registered: frozenset[str] = frozenset()
+_registering = threading.Lock()
 _TAG = "$t"  # the key of a typed value; a plain dict holding it is stored as pairs
 _MAX_DEPTH = 200
 
@@ -192,12 +195,15 @@ def allow_modules(*modules: str) -> None:
     Raises:
         ValueError: a name is not a dotted module name.
     """
-    _registered.update(_check_module_name(m) for m in modules)
+    global _registered
+    names = {_check_module_name(m) for m in modules}
+    with _registering:
+        _registered = _registered | names
 
 
 def allowed_modules() -> frozenset[str]:
     """The modules :func:`allow_modules` registered in this process."""
-    return frozenset(_registered)
+    return _registered
 
 
 def allow_schema(schema: Any) -> None:
@@ -218,7 +224,7 @@ def allow_schema(schema: Any) -> None:
         declared = typing.is_typeddict(hint) or any(check(hint) for check in _KINDS.values())
         if not declared:
             return
-        _registered.add(hint.__module__)
+        allow_modules(hint.__module__)
         try:
             fields = typing.get_type_hints(hint, include_extras=True)
         except Exception:  # a forward reference that does not resolve: what it can see
