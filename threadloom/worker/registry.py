@@ -369,7 +369,7 @@ def _import_file(target: str, base: Path, where: str) -> ModuleType:
     if not path.is_file():
         raise InvalidConfigError(f"{where}: file {path} not found")
     # one module per file, under a name derived from its path relative to the config folder
-    # (the same in every process and on every machine, so pickled values find their classes)
+    # (the same in every process and on every machine, so stored values find their classes)
     try:
         shown = path.relative_to(base.resolve()).as_posix()
     except ValueError:
