@@ -29,10 +29,9 @@ Example:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from threadloom.checkpoint.base import Store
 from threadloom.checkpoint.serde import ENCRYPTED_TAGS, JsonPlusSerializer
@@ -70,24 +69,20 @@ class RewriteReport:
         return sum(self.rewritten.values())
 
 
-class _Dialect:
-    """How one backend lists a table's key and runs a transaction."""
+class _Dialect(Protocol):
+    """How one backend lists a table's key, runs a transaction and spells two statements."""
 
-    def key(self, table: str) -> list[str]:
-        raise NotImplementedError
+    def key(self, table: str) -> list[str]: ...
 
-    def transaction(self, fn: Callable[[Any], Any]) -> Any:
-        raise NotImplementedError
+    def transaction(self, fn: Callable[[Any], Any]) -> Any: ...
 
     def select_tagged(self, table: str, column: str, key: Sequence[str], tags: int,
-                      limit: int | None) -> str:
-        raise NotImplementedError
+                      limit: int | None) -> str: ...
 
-    def update(self, table: str, column: str, key: Sequence[str]) -> str:
-        raise NotImplementedError
+    def update(self, table: str, column: str, key: Sequence[str]) -> str: ...
 
 
-class _Sqlite(_Dialect):
+class _Sqlite:
     def __init__(self, store: Any) -> None:
         self.store = store
 
@@ -110,7 +105,7 @@ class _Sqlite(_Dialect):
         return f"UPDATE {table} SET {column} = ? WHERE {match}"
 
 
-class _Postgres(_Dialect):
+class _Postgres:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.schema: str = store._sql.schema  # quoted
@@ -227,10 +222,7 @@ def _rewrite_column(dialect: _Dialect, table: str, column: str, key: list[str],
 
     done = 0
     while True:
-        try:
-            count: int = dialect.transaction(one_batch)
-        except sqlite3.Error as exc:  # pragma: no cover - the store translates its own
-            raise StoreError(f"rewrite of {table}.{column} failed: {exc}") from exc
+        count: int = dialect.transaction(one_batch)
         done += count
         if count < batch:
             return done
