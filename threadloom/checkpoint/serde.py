@@ -323,7 +323,7 @@ class JsonPlusSerializer:
             write a row can then run code in every process that reads it.
     """
 
-    __slots__ = ("allow_pickle", "allowed_modules", "_classes", "_paths")
+    __slots__ = ("allow_pickle", "allowed_modules", "_classes", "_paths", "_typed")
 
     def __init__(self, *, allowed_modules: Iterable[str] = (),
                  allow_pickle: bool = False) -> None:
@@ -333,6 +333,8 @@ class JsonPlusSerializer:
         self.allow_pickle = allow_pickle
         self._classes: dict[tuple[str, str], type] = {}  # read: (path, kind) -> class
         self._paths: dict[type, str] = {}  # written: class -> "module:qualname" (allowed)
+        # one decoder, made once: json.loads(object_hook=...) builds a new one per call
+        self._typed = json.JSONDecoder(object_hook=self._decode).decode
 
     def __repr__(self) -> str:
         return (f"JsonPlusSerializer(allowed_modules={sorted(self.allowed_modules)!r}, "
@@ -377,7 +379,7 @@ class JsonPlusSerializer:
         if tag == _JSON:
             return _DECODE(body.decode())
         if tag == _TYPED:
-            return json.loads(body.decode(), object_hook=self._decode)
+            return self._typed(body.decode())
         if tag == _PICKLE:
             if not self.allow_pickle:
                 raise PickleNotAllowedError(
