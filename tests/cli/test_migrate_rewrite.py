@@ -96,7 +96,7 @@ def _pickled(url: str, schema: str | None) -> dict[str, int]:
     return counts
 
 
-def _config(tmp_path: Path, modules: list[str]) -> Path:
+def _config(tmp_path: Path, modules: list[str], db: str | None = None) -> Path:
     (tmp_path / "app_graph.py").write_text(textwrap.dedent("""
         from threadloom.graph import END, START, StateGraph
         from typing import TypedDict
@@ -111,8 +111,9 @@ def _config(tmp_path: Path, modules: list[str]) -> Path:
         graph = builder.compile()
     """))
     path = tmp_path / "threadloom.toml"
-    path.write_text(f'[graphs]\napp = "./app_graph.py:graph"\n\n[serde]\n'
-                    f"allowed_modules = {modules!r}\n".replace("'", '"'))
+    head = f'db = "{db}"\n' if db else ""
+    path.write_text(head + '[graphs]\napp = "./app_graph.py:graph"\n\n[serde]\n'
+                    + f"allowed_modules = {modules!r}\n".replace("'", '"'))
     return path
 
 
@@ -178,7 +179,8 @@ def test_rewrite_makes_earlier_pickled_rows_readable_without_pickle(
         assert allowed.loads(run.input) == {"value": value}
     finally:
         store.close()
-    assert main(["migrate", "--rewrite-values", "--db", url, "--config", str(config)]) == 0
+    again = _config(tmp_path, [__name__], db=url)  # the store named by the file
+    assert main(["migrate", "--rewrite-values", "--config", str(again)]) == 0
     assert "rewrote 0 pickled values" in capsys.readouterr().out
 
 

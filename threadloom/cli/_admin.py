@@ -92,19 +92,21 @@ def _opened(args: argparse.Namespace, *, must_exist: bool = True) -> Iterator[Ru
 def migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the store's schema; with ``--rewrite-values``, also re-encode the
     values stored with pickle (:func:`threadloom.checkpoint.rewrite.rewrite_values`)."""
-    url = store_url(args.db)
-    if not getattr(args, "rewrite_values", False):
+    if not args.rewrite_values:
+        url = store_url(args.db)
         open_store(url).close()  # opening a store applies its migrations
         print(f"{mask_url(url)}: the schema is up to date")
         return 0
     from threadloom.checkpoint.rewrite import rewrite_values
     from threadloom.worker.registry import load_graphs, read_config
 
-    config = args.config or ("threadloom.toml" if Path("threadloom.toml").exists() else None)
+    path = args.config or ("threadloom.toml" if Path("threadloom.toml").exists() else None)
+    config = read_config(path) if path is not None else None
+    url = store_url(args.db, config.db if config is not None else None)
     store = open_store(url)
     try:
         if config is not None:  # registers [serde] allowed_modules and the graphs' modules
-            load_graphs(read_config(config), store)
+            load_graphs(config, store)
         report = rewrite_values(store)
     finally:
         store.close()
