@@ -211,7 +211,7 @@ def test_a_value_of_a_module_not_allowed_stops_the_rewrite_and_loses_nothing(
     sys.modules.pop("unlisted_types", None)
 
 
-def test_rewrite_values_leaves_encrypted_values_sealed(tmp_path: Path) -> None:
+def test_rewrite_values_leaves_encrypted_values_sealed_without_a_key(tmp_path: Path) -> None:
     from threadloom.checkpoint.crypto import EncryptedSerializer
 
     store = open_store(f"sqlite:///{tmp_path / 'sealed.db'}")
@@ -220,5 +220,56 @@ def test_rewrite_values_leaves_encrypted_values_sealed(tmp_path: Path) -> None:
         graph.invoke({"value": 1}, CONFIG)
         report = rewrite_values(store)
         assert report.total == 0 and report.encrypted > 0
+    finally:
+        store.close()
+
+
+def _sealed_counts(url: str) -> dict[str, int]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return {f"{t}.{c}": conn.execute(
+            f"SELECT count(*) FROM {t} WHERE substr({c}, 1, 1) IN (X'65', X'45')").fetchone()[0]
+            for t, cs in VALUE_COLUMNS for c in cs}
+
+
+def test_with_the_key_pickles_inside_encrypted_values_are_rewritten(
+    db: tuple[str, str | None], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+
+    from threadloom.checkpoint.crypto import EncryptedSerializer
+    from threadloom.errors import DecryptionError
+
+    url, schema = db
+    key = os.urandom(32)
+    value = {"point": Point(5, 6), "pair": (1, "a")}
+    store = open_store(url)
+    try:
+        earlier = EncryptedSerializer(key, inner=EarlierDefault(allow_pickle=True))
+        _builder().compile(checkpointer=store, serde=earlier).invoke({"value": value}, CONFIG)
+        plain = EncryptedSerializer(key, inner=JsonPlusSerializer(allowed_modules=[__name__]))
+        with pytest.raises(PickleNotAllowedError):
+            _builder().compile(checkpointer=store, serde=plain).get_state(CONFIG)
+        with pytest.raises(DecryptionError):  # a wrong key stops it, nothing changes
+            rewrite_values(store, serde=EncryptedSerializer(os.urandom(32)), batch=2)
+        with pytest.raises(PickleNotAllowedError):
+            _builder().compile(checkpointer=store, serde=plain).get_state(CONFIG)
+    finally:
+        store.close()
+
+    monkeypatch.setenv("THREADLOOM_ENCRYPTION_KEY", base64.b64encode(key).decode())
+    config = _config(tmp_path, [__name__])
+    assert main(["migrate", "--rewrite-values", "--db", url, "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "rewrote 0 pickled values" not in out and "encrypted" not in out
+    if schema is None:
+        assert all(n == 0 for n in _pickled(url, schema).values())
+        assert sum(_sealed_counts(url).values()) > 0  # still sealed
+    store = open_store(url)
+    try:
+        graph = _builder().compile(checkpointer=store, serde=plain)
+        assert graph.get_state(CONFIG).values["value"] == (value, datetime.date(2020, 1, 2))
+        assert graph.invoke(Command(resume="ok"), CONFIG)["answer"] == "ok"
+        assert rewrite_values(store, serde=plain, batch=2).total == 0  # nothing left
     finally:
         store.close()

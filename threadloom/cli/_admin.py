@@ -97,6 +97,7 @@ def migrate(args: argparse.Namespace) -> int:
         open_store(url).close()  # opening a store applies its migrations
         print(f"{mask_url(url)}: the schema is up to date")
         return 0
+    from threadloom.checkpoint.crypto import serializer_from_env
     from threadloom.checkpoint.rewrite import rewrite_values
     from threadloom.worker.registry import load_graphs, read_config
 
@@ -107,7 +108,7 @@ def migrate(args: argparse.Namespace) -> int:
     try:
         if config is not None:  # registers [serde] allowed_modules and the graphs' modules
             load_graphs(config, store)
-        report = rewrite_values(store)
+        report = rewrite_values(store, serde=serializer_from_env())  # with the env's keys
     finally:
         store.close()
     print(f"{mask_url(url)}: the schema is up to date")
@@ -116,7 +117,8 @@ def migrate(args: argparse.Namespace) -> int:
           + (f" ({done})" if done else ""))
     if report.encrypted:
         print(f"left {report.encrypted} encrypted value{'s' if report.encrypted != 1 else ''} "
-              "sealed (not opened)")
+              "sealed (not opened): set THREADLOOM_ENCRYPTION_KEY to rewrite the pickles "
+              "inside them too")
     return 0
 
 
