@@ -23,12 +23,14 @@ The tree::
     ├── LeaseLostError                  lease_lost
     ├── CheckpointConflictError         checkpoint_conflict
     ├── SerializationError              serialization_failed
+    │   └── TypeNotAllowedError         type_not_allowed
     ├── StoreError                      store_error
     │   ├── StoreUnavailableError       store_unavailable
     │   ├── StoreAccessError            store_access_denied
     │   ├── StoreCorruptError           store_corrupt
     │   ├── MigrationError              migration_failed
-    │   └── DecryptionError             decryption_failed
+    │   ├── DecryptionError             decryption_failed
+    │   └── PickleNotAllowedError       pickle_not_allowed
     └── CheckpointNotFoundError         checkpoint_not_found (also KeyError)
 
     BaseException
@@ -61,6 +63,7 @@ __all__ = [
     "MigrationError",
     "NodeTimeoutError",
     "ParentCommand",
+    "PickleNotAllowedError",
     "RunCancelled",
     "RunConflictError",
     "RunNotFoundError",
@@ -72,6 +75,7 @@ __all__ = [
     "StoreUnavailableError",
     "ThreadBusyError",
     "ThreadloomError",
+    "TypeNotAllowedError",
 ]
 
 
@@ -180,10 +184,29 @@ class SerializationError(ThreadloomError):
     code = "serialization_failed"
 
 
+class TypeNotAllowedError(SerializationError):
+    """A value's type is not one the default serializer reconstructs: not plain JSON data,
+    not a listed standard type, or a dataclass / Pydantic model / enum from a module the
+    application did not register (``allowed_modules``; ``[serde] allowed_modules`` in
+    ``threadloom.toml``). Raised when storing it, and when reading a stored value that names
+    such a type."""
+
+    code = "type_not_allowed"
+
+
 class StoreError(ThreadloomError):
     """The store failed in a way that is not one of the more specific errors."""
 
     code = "store_error"
+
+
+class PickleNotAllowedError(StoreError):
+    """A stored value is a pickle (written by an earlier threadloom) and the serializer does
+    not allow pickle. Nothing was unpickled; rewrite such rows with ``threadloom migrate
+    --rewrite-values``, or read them with ``JsonPlusSerializer(allow_pickle=True)`` if the
+    store is trusted like code."""
+
+    code = "pickle_not_allowed"
 
 
 class StoreUnavailableError(StoreError):

@@ -111,5 +111,5 @@ def test_the_serializer_itself_raises_a_coded_error(bad):
     serde = JsonPlusSerializer()
     with pytest.raises(SerializationError, match="cannot serialize"):
         serde.dumps(bad())
-    with pytest.raises(SerializationError, match="pickling is disabled"):
-        JsonPlusSerializer(allow_pickle=False).dumps({1, 2})
+    with pytest.raises(SerializationError, match=r"allow_pickle=True"):
+        JsonPlusSerializer(allow_pickle=False).dumps(object())

@@ -161,7 +161,7 @@ class EncryptedSerializer:
     Args:
         key: the current key (32 bytes, or base64 text); new values are sealed with it.
         *old_keys: earlier keys, still accepted for reading.
-        inner: the serializer whose output is sealed (default: JSON plus pickle).
+        inner: the serializer whose output is sealed (default: :class:`JsonPlusSerializer`).
         allow_plaintext: also read values stored before encryption was turned on.
         allow_unbound: also read version-1 values, sealed before values were bound to
             their location (see the module docstring).

@@ -92,10 +92,35 @@ def _opened(args: argparse.Namespace, *, must_exist: bool = True) -> Iterator[Ru
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Create or upgrade the store's schema."""
-    url = store_url(args.db)
-    open_store(url).close()  # opening a store applies its migrations
+    """Create or upgrade the store's schema; with ``--rewrite-values``, also re-encode the
+    values stored with pickle (:func:`threadloom.checkpoint.rewrite.rewrite_values`)."""
+    if not args.rewrite_values:
+        url = store_url(args.db)
+        open_store(url).close()  # opening a store applies its migrations
+        print(f"{mask_url(url)}: the schema is up to date")
+        return 0
+    from threadloom.checkpoint.crypto import serializer_from_env
+    from threadloom.checkpoint.rewrite import rewrite_values
+    from threadloom.worker.registry import load_graphs, read_config
+
+    path = args.config or ("threadloom.toml" if Path("threadloom.toml").exists() else None)
+    config = read_config(path) if path is not None else None
+    url = store_url(args.db, config.db if config is not None else None)
+    store = open_store(url)
+    try:
+        if config is not None:  # registers [serde] allowed_modules and the graphs' modules
+            load_graphs(config, store)
+        report = rewrite_values(store, serde=serializer_from_env())  # with the env's keys
+    finally:
+        store.close()
     print(f"{mask_url(url)}: the schema is up to date")
+    done = ", ".join(f"{where} {n}" for where, n in report.rewritten.items() if n)
+    print(f"rewrote {report.total} pickled value{'s' if report.total != 1 else ''}"
+          + (f" ({done})" if done else ""))
+    if report.encrypted:
+        print(f"left {report.encrypted} encrypted value{'s' if report.encrypted != 1 else ''} "
+              "sealed (not opened): set THREADLOOM_ENCRYPTION_KEY to rewrite the pickles "
+              "inside them too")
     return 0
 
 

@@ -172,8 +172,17 @@ def _admin_commands(sub: Any) -> None:
                  "Create the store's tables, or upgrade them to this version. Safe to run "
                  "again; run it once before starting new versions of serve and worker.",
                  "examples:\n  threadloom migrate --db postgresql://postgres@127.0.0.1:5432/app\n"
-                 "  threadloom migrate --db sqlite:///./threadloom.db")
+                 "  threadloom migrate --db sqlite:///./threadloom.db\n"
+                 "  threadloom migrate --rewrite-values --config threadloom.toml")
     p.add_argument("--db", help=_ADMIN_DB_HELP)
+    p.add_argument("--rewrite-values", action="store_true",
+                   help="also re-encode the values earlier versions stored with pickle in the "
+                        "current format, so they read without pickle (unpickles them: run it "
+                        "only on a store you trust)")
+    p.add_argument("--config", metavar="PATH",
+                   help="with --rewrite-values: the threadloom.toml whose [serde] "
+                        "allowed_modules and graphs' modules may be stored (default: "
+                        "./threadloom.toml if there is one)")
 
     keys = _command(sub, "keys", _group_help, "API keys: create, ls, revoke",
                     "Manage the API keys that the X-API-Key header carries. Keys are stored "

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
+from threadloom.checkpoint.serde import allow_schema
 from threadloom.circuit import CircuitBreaker
 from threadloom.config import resolve_durability
 from threadloom.engine._spec import END, START, ChannelSpec
@@ -118,6 +119,7 @@ class StateGraph:
         self.output_channel: str | None = None
 
     def _add_schema(self, schema: Any) -> None:
+        allow_schema(schema)  # what the state declares it holds may be stored
         for key, channel in channels_of(schema).items():
             existing = self.channels.get(key)
             if existing is None or (existing.reducer is None and channel.reducer is not None):
@@ -452,7 +454,8 @@ class StateGraph:
             debug: stream debug events to stderr as the graph runs.
             name: the graph's name (recorded on runs), default ``"graph"``.
             serde: how values are serialized for the store (default: JSON for plain data,
-                pickle for the rest; see :mod:`threadloom.checkpoint.serde`), encrypted when
+                typed JSON for an allowlist of other types, never pickle unless asked; see
+                :mod:`threadloom.checkpoint.serde`), encrypted when
                 ``THREADLOOM_ENCRYPTION_KEY`` is set (:mod:`threadloom.checkpoint.crypto`).
             lease_ttl: seconds a run's lease on its thread lasts without a heartbeat; a
                 crashed run's thread can be taken over after this.

@@ -16,6 +16,9 @@ knows the same graphs under the same names::
     [worker]                                   # optional; flags win
     concurrency = 8
 
+    [serde]                                    # optional
+    allowed_modules = ["my_app.models"]        # their dataclasses / models / enums may be stored
+
 Each graph's attribute is a compiled graph, an uncompiled :class:`~threadloom.graph.StateGraph`,
 or a zero-argument factory returning either (an ``@entrypoint`` function is a compiled graph).
 :func:`load_graphs` binds every one to the server's store: it compiles the builder again with the
@@ -43,6 +46,7 @@ from types import ModuleType
 from typing import Any
 
 from threadloom.checkpoint.base import Store
+from threadloom.checkpoint.serde import allow_modules
 from threadloom.errors import InvalidConfigError
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.graph.state import StateGraph
@@ -88,6 +92,9 @@ class RuntimeConfig:
         host: ``[server] host``.
         port: ``[server] port``.
         concurrency: ``[worker] concurrency``.
+        allowed_modules: ``[serde] allowed_modules``: modules whose dataclasses, Pydantic
+            models, enums and named tuples stored values may be (see
+            :mod:`threadloom.checkpoint.serde`); each graph's own module is allowed too.
     """
 
     path: Path | None
@@ -96,6 +103,7 @@ class RuntimeConfig:
     host: str | None = None
     port: int | None = None
     concurrency: int | None = None
+    allowed_modules: tuple[str, ...] = ()
 
     @property
     def base(self) -> Path:
@@ -126,11 +134,11 @@ def read_config(path: str | Path) -> RuntimeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"db", "graphs", *_SECTIONS})
+    unknown = sorted(set(data) - {"db", "graphs", "serde", *_SECTIONS})
     if unknown:
         raise InvalidConfigError(
-            f"{path}: unknown key {unknown[0]!r}; the file takes db, [graphs], [server] "
-            "and [worker]")
+            f"{path}: unknown key {unknown[0]!r}; the file takes db, [graphs], [server], "
+            "[worker] and [serde]")
     db = data.get("db")
     if db is not None and (not isinstance(db, str) or not db):
         raise InvalidConfigError(f"{path}: db must be a store URL string, e.g. "
@@ -164,7 +172,27 @@ def read_config(path: str | Path) -> RuntimeConfig:
                 raise InvalidConfigError(
                     f"{path}: [{section}] {key} must be {_kind_name(kind)}, got {value!r}")
             values[key] = value
-    return RuntimeConfig(path, dict(graphs), db=_relative_sqlite(db, path.parent), **values)
+    return RuntimeConfig(path, dict(graphs), db=_relative_sqlite(db, path.parent),
+                         allowed_modules=_serde_modules(path, data.get("serde", {})), **values)
+
+
+def _serde_modules(path: Path, table: Any) -> tuple[str, ...]:
+    """``[serde] allowed_modules``: a list of dotted module names."""
+    if not isinstance(table, dict):
+        raise InvalidConfigError(f"{path}: serde must be a table ([serde])")
+    unknown = sorted(set(table) - {"allowed_modules"})
+    if unknown:
+        raise InvalidConfigError(
+            f"{path}: unknown key {unknown[0]!r} in [serde]; it takes allowed_modules")
+    modules = table.get("allowed_modules", [])
+    if not isinstance(modules, list) or not all(
+        isinstance(m, str) and m and all(p.isidentifier() for p in m.split("."))
+        for m in modules
+    ):
+        raise InvalidConfigError(
+            f"{path}: [serde] allowed_modules must be a list of module names, e.g. "
+            f"[\"my_app.models\"], got {modules!r}")
+    return tuple(modules)
 
 
 def _relative_sqlite(db: str | None, base: Path) -> str | None:
@@ -205,6 +233,10 @@ def load_graphs(config: RuntimeConfig | str | Path | None, store: Store, *,
         config = RuntimeConfig.seeds()
     elif not isinstance(config, RuntimeConfig):
         config = read_config(config)
+    if config.allowed_modules:
+        if config.path is not None and str(config.base) not in sys.path:
+            sys.path.insert(0, str(config.base))
+        allow_modules(*config.allowed_modules)
     return {name: resolve_graph(config, name, store, lease_ttl=lease_ttl)
             for name in config.graphs}
 
@@ -220,6 +252,7 @@ def resolve_graph(config: RuntimeConfig, name: str, store: Store, *,
         raise InvalidConfigError(
             f"{where}: expected \"module:attr\" or \"./file.py:attr\", got {spec!r}")
     module = _import(target, config.base if config.path is not None else None, where)
+    allow_modules(module.__name__)  # the application's code: its types may be stored
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -336,7 +369,7 @@ def _import_file(target: str, base: Path, where: str) -> ModuleType:
     if not path.is_file():
         raise InvalidConfigError(f"{where}: file {path} not found")
     # one module per file, under a name derived from its path relative to the config folder
-    # (the same in every process and on every machine, so pickled values find their classes)
+    # (the same in every process and on every machine, so stored values find their classes)
     try:
         shown = path.relative_to(base.resolve()).as_posix()
     except ValueError:
