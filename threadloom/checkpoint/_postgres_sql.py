@@ -20,6 +20,7 @@ from threadloom.checkpoint._rows import (
     UNFINISHED,
     channels_json,
     execution_rows,
+    keyset_where,
     names_json,
     nul_free_execution_row,
     nul_free_run_row,
@@ -99,6 +100,16 @@ _NAMESPACE_MIGRATION: tuple[str, ...] = (
     *_move("executions", "thread_id, id"),
     "DROP INDEX {s}.executions_run",
     "CREATE INDEX executions_run ON {s}.executions (namespace, run_id)",
+)
+
+# Keyset pages of a namespace's executions (the seed 001 routes), as SQLite's
+# SEED_LIST_MIGRATION: by (created_at, id), and by status in that order (the by-status
+# index keeps its condition, so a step commit pays nothing more for it).
+SEED_LIST_MIGRATION: tuple[str, ...] = (
+    "CREATE INDEX executions_namespace_created ON {s}.executions (namespace, created_at, id)",
+    "DROP INDEX {s}.executions_namespace_status",
+    "CREATE INDEX executions_namespace_status ON {s}.executions"
+    f" (namespace, status, created_at, id) WHERE {INDEXED}",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -213,6 +224,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # prefix). The lease-token sequence stays one for the schema: never reissued per
     # (namespace, thread) either.
     _NAMESPACE_MIGRATION,
+    # 8: keyset pages of executions (SEED_LIST_MIGRATION).
+    SEED_LIST_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -574,6 +587,22 @@ class Statements:
         )
         order = " ORDER BY created_at, step, node, id LIMIT %s OFFSET %s"
         return self.list_executions + clause + order, (*params, limit, offset)
+
+    def page_runs(self, namespace: str, limit: int, **filters: Any) -> tuple[str, list[Any]]:
+        """A keyset page of runs (see ``PostgresStore.page_runs``) and its parameters."""
+        where, order, params = keyset_where(
+            "%s", "run_id", namespace=namespace, descending=True, execution_status=False,
+            **filters,
+        )
+        return self.list_runs + where + order + " LIMIT %s", [*params, limit]
+
+    def page_executions(
+        self, namespace: str, limit: int, **filters: Any
+    ) -> tuple[str, list[Any]]:
+        """A keyset page of executions (see ``PostgresStore.page_executions``) and its
+        parameters."""
+        where, order, params = keyset_where("%s", "id", namespace=namespace, **filters)
+        return self.list_executions + where + order + " LIMIT %s", [*params, limit]
 
     def select_threads(
         self, namespace: str | None, limit: int, offset: int

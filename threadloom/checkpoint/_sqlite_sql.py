@@ -143,6 +143,17 @@ NAMESPACE_MIGRATION: tuple[str, ...] = (
     STATUS_INDEX,
 )
 
+# Keyset pages of a namespace's executions (the seed 001 routes): by (created_at, id), and
+# by status in that order. The by-status index keeps its condition (no step status), so it
+# costs a step commit nothing more; the by-time index gets an entry per execution, appended
+# at its right edge (see docs/decisions.md, "Seed 001 routes").
+SEED_LIST_MIGRATION: tuple[str, ...] = (
+    "CREATE INDEX executions_namespace_created ON executions (namespace, created_at, id)",
+    "DROP INDEX executions_namespace_status",
+    "CREATE INDEX executions_namespace_status ON executions (namespace, status, created_at, id)"
+    f" WHERE {INDEXED}",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
     (
@@ -226,6 +237,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # the store, so nothing collides). A thread's namespace is its key now, not a column the
     # first commit sets: namespace_set goes.
     NAMESPACE_MIGRATION,
+    # 9: keyset pages of executions (SEED_LIST_MIGRATION).
+    SEED_LIST_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 

@@ -711,6 +711,50 @@ class PostgresStore(PostgresQueue):
         )
         return self._select("list_executions", sql, params, execution_record)
 
+    def page_runs(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        graph: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """A keyset page of the namespace's runs, newest first (see the protocol)."""
+        sql, params = self._sql.page_runs(
+            namespace, limit, status=status, timed_out=timed_out, graph=graph,
+            run_id_prefix=run_id_prefix, created_after=created_after,
+            created_before=created_before, after=after,
+        )  # fmt: skip
+        return self._select("page_runs", sql, params, run_record)
+
+    def page_executions(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        run_id: str | None = None,
+        run_id_prefix: str | None = None,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        descending: bool = False,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """A keyset page of the namespace's executions by ``(created_at, id)`` (see the
+        protocol)."""
+        sql, params = self._sql.page_executions(
+            namespace, limit, run_id=run_id, run_id_prefix=run_id_prefix, status=status,
+            timed_out=timed_out, created_after=created_after, created_before=created_before,
+            after=after, descending=descending,
+        )  # fmt: skip
+        return self._select("page_executions", sql, params, execution_record)
+
     def get_thread(
         self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE
     ) -> ThreadRecord | None:
