@@ -51,9 +51,9 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     if settings.fast_lane:  # outermost of the app's own (inside the unexpected-error handler)
         app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings)
     _health_routes(app)
-    from threadloom.server import assistants, runs, threads
+    from threadloom.server import assistants, runs, state_manager, threads
 
-    for module in (assistants, threads, runs):
+    for module in (assistants, threads, runs, state_manager):
         app.include_router(module.router)
     return app
 
