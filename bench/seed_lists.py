@@ -160,10 +160,14 @@ def queries(count: int) -> dict[str, Callable[[Store], list[Any]]]:
         "states: since+until (a day in the middle)": lambda s: s.page_executions(
             descending=True, created_after=mid - 43200, created_before=mid + 43200, **e),
         "states: one run": lambda s: s.page_executions(run_id=middle_run, **e),
+        "states: run_id_prefix all": lambda s: s.page_executions(
+            descending=True, run_id_prefix="run-", **e),
         "states: run_id_prefix 10%": lambda s: s.page_executions(
-            descending=True, run_id_prefix=middle_run[:5], **e),
-        "states: run_id_prefix 0.1%": lambda s: s.page_executions(
+            descending=True, run_id_prefix=middle_run[:7], **e),
+        "states: run_id_prefix 1%": lambda s: s.page_executions(
             descending=True, run_id_prefix=middle_run[:8], **e),
+        "states: run_id_prefix 0.1%": lambda s: s.page_executions(
+            descending=True, run_id_prefix=middle_run[:9], **e),
         "states: run_id_prefix one run": lambda s: s.page_executions(
             descending=True, run_id_prefix=middle_run, **e),
         "states: run_id_prefix none": lambda s: s.page_executions(
@@ -182,14 +186,16 @@ def queries(count: int) -> dict[str, Callable[[Store], list[Any]]]:
         descending=True, status="FAILED", timed_out=False, created_after=mid - 43200,
         created_before=mid + 43200, **e)
     q["states: status ERRORED + prefix 10%"] = lambda s: s.page_executions(
-        descending=True, status="FAILED", timed_out=False, run_id_prefix=middle_run[:5], **e)
+        descending=True, status="FAILED", timed_out=False, run_id_prefix=middle_run[:7], **e)
     q["runs: newest"] = lambda s: s.page_runs(**r)
     q["runs: cursor in the middle"] = lambda s: s.page_runs(after=(mid, middle_run), **r)
     q["runs: since+until"] = lambda s: s.page_runs(
         created_after=mid - 43200, created_before=mid + 43200, **r)
     q["runs: graph"] = lambda s: s.page_runs(graph="g1", **r)
-    q["runs: run_id_prefix 10%"] = lambda s: s.page_runs(run_id_prefix=middle_run[:5], **r)
-    q["runs: run_id_prefix 0.1%"] = lambda s: s.page_runs(run_id_prefix=middle_run[:8], **r)
+    q["runs: run_id_prefix all"] = lambda s: s.page_runs(run_id_prefix="run-", **r)
+    q["runs: run_id_prefix 10%"] = lambda s: s.page_runs(run_id_prefix=middle_run[:7], **r)
+    q["runs: run_id_prefix 1%"] = lambda s: s.page_runs(run_id_prefix=middle_run[:8], **r)
+    q["runs: run_id_prefix 0.1%"] = lambda s: s.page_runs(run_id_prefix=middle_run[:9], **r)
     q["runs: run_id_prefix none"] = lambda s: s.page_runs(run_id_prefix="zzz", **r)
     for name, status, timed_out in [
         ("SUCCESS", "succeeded", None), ("ERRORED", "failed", False),

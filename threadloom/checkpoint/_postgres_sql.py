@@ -107,6 +107,8 @@ _NAMESPACE_MIGRATION: tuple[str, ...] = (
 # index keeps its condition, so a step commit pays nothing more for it).
 SEED_LIST_MIGRATION: tuple[str, ...] = (
     "CREATE INDEX executions_namespace_created ON {s}.executions (namespace, created_at, id)",
+    "DROP INDEX {s}.executions_run",
+    "CREATE INDEX executions_run ON {s}.executions (namespace, run_id, created_at, id)",
     "DROP INDEX {s}.executions_namespace_status",
     "CREATE INDEX executions_namespace_status ON {s}.executions"
     f" (namespace, status, created_at, id) WHERE {INDEXED}",
@@ -588,21 +590,36 @@ class Statements:
         order = " ORDER BY created_at, step, node, id LIMIT %s OFFSET %s"
         return self.list_executions + clause + order, (*params, limit, offset)
 
-    def page_runs(self, namespace: str, limit: int, **filters: Any) -> tuple[str, list[Any]]:
-        """A keyset page of runs (see ``PostgresStore.page_runs``) and its parameters."""
+    def page_runs(self, namespace: str, limit: int, by_run_id: bool = False,
+                  **filters: Any) -> tuple[str, list[Any]]:
+        """A keyset page of runs (see ``PostgresStore.page_runs``) and its parameters;
+        ``by_run_id``: read the run id range of the key and sort it (see
+        :func:`by_run_id_order`)."""
         where, order, params = keyset_where(
             "%s", "run_id", namespace=namespace, descending=True, execution_status=False,
             **filters,
         )
+        if by_run_id:
+            order = by_run_id_order(order)
         return self.list_runs + where + order + " LIMIT %s", [*params, limit]
 
     def page_executions(
-        self, namespace: str, limit: int, **filters: Any
+        self, namespace: str, limit: int, by_run_id: bool = False, **filters: Any
     ) -> tuple[str, list[Any]]:
         """A keyset page of executions (see ``PostgresStore.page_executions``) and its
-        parameters."""
+        parameters; ``by_run_id`` as for :meth:`page_runs`."""
         where, order, params = keyset_where("%s", "id", namespace=namespace, **filters)
+        if by_run_id:
+            order = by_run_id_order(order)
         return self.list_executions + where + order + " LIMIT %s", [*params, limit]
+
+    def count_prefixed(self, table: str) -> str:
+        """How many rows (up to a limit) of ``table`` in a namespace have a run id in a
+        range: ``(namespace, low, high, limit)``."""
+        return (
+            f"SELECT count(*) FROM (SELECT 1 FROM {self.schema}.{table} WHERE namespace = %s"
+            " AND run_id >= %s AND run_id < %s LIMIT %s) AS prefixed"
+        )
 
     def select_threads(
         self, namespace: str | None, limit: int, offset: int
@@ -840,3 +857,12 @@ def run_record(row: Sequence[Any]) -> RunRecord:
 def thread_record(row: Sequence[Any]) -> ThreadRecord:
     """A thread row (``metadata`` arrives decoded from jsonb)."""
     return _thread_record(row, metadata_is_text=False)
+
+
+def by_run_id_order(order: str) -> str:
+    """``order`` (``ORDER BY created_at ..., key ...``) written so that no index can serve
+    it: Postgres's estimate of a run id prefix assumes its rows are spread over time, and
+    then prefers scanning the by-time index for the first matches. Run ids are often made
+    from the time, so a prefix's rows sit together, possibly far from the page's start; the
+    store counts them first, and a prefix with few rows reads them by run id and sorts."""
+    return order.replace("created_at", "created_at + 0", 1)

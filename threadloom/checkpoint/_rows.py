@@ -19,6 +19,7 @@ from threadloom.checkpoint.base import (
 
 __all__ = [
     "INDEXED",
+    "FEW_PREFIXED",
     "STEP_STATUSES",
     "TIMED_OUT",
     "UNFINISHED",
@@ -76,6 +77,13 @@ TIMED_OUT = (
 )
 """The condition of a failure by a run or node timeout (how ``error_text`` records those
 errors): the statuses table tells ``TIMEDOUT`` from ``ERRORED`` by it."""
+
+
+FEW_PREFIXED = 5_000
+"""A run id prefix that matches fewer rows than this in a namespace is read through the run
+id index and sorted by time (up to about 20 ms on SQLite); a commoner one is read from the
+by-time index, where matches are met at once unless they sit together far from the page's
+start (see docs/decisions.md, "Seed 001 routes")."""
 
 
 def prefix_bound(prefix: str) -> str | None:

@@ -144,9 +144,9 @@ NAMESPACE_MIGRATION: tuple[str, ...] = (
 )
 
 # Keyset pages of a namespace's executions (the seed 001 routes): by (created_at, id), and
-# by status in that order. The by-status index keeps its condition (no step status), so it
-# costs a step commit nothing more; the by-time index gets an entry per execution, appended
-# at its right edge (see docs/decisions.md, "Seed 001 routes").
+# by status in that order. The by-status index keeps its condition
+# (no step status), so it costs a step commit nothing more; the by-time index gets an entry
+# per execution, appended at its right edge (see docs/decisions.md, "Seed 001 routes").
 SEED_LIST_MIGRATION: tuple[str, ...] = (
     "CREATE INDEX executions_namespace_created ON executions (namespace, created_at, id)",
     "DROP INDEX executions_namespace_status",

@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl
 from threadloom.checkpoint import _sqlite_sql as _sql
 from threadloom.checkpoint._queue_sqlite import SqliteQueue
 from threadloom.checkpoint._rows import (
+    FEW_PREFIXED,
     STEP_STATUSES,
     checkpoint_record,
     execution_record,
@@ -957,12 +958,6 @@ def _open_saver(cls: type[_S], conn_string: str, options: dict[str, Any]) -> _S:
         store.close()
         raise
     return store
-
-
-FEW_PREFIXED = 2000
-"""A run id prefix that matches fewer rows than this is read through the run id index and
-sorted; a commoner one is filtered from the by-time index, where a page of 100 then needs at
-most a few thousand entries (each matching row is one in ``total / FEW_PREFIXED``)."""
 
 
 def _few(conn: sqlite3.Connection, source: str, namespace: str, prefix: str) -> bool:

@@ -111,8 +111,9 @@ class PageConformance:
     def test_page_executions_common_run_id_prefix(self, store: Store) -> None:
         # enough rows that a backend may serve the prefix from its by-time index
         exs = [execution(f"x{i:05d}", f"run-{i % 7}", "t1", created_at=float(i // 3),
-                         status="SUCCEEDED") for i in range(2600)]  # fmt: skip
-        store.commit([Commit("t1", executions=exs)])
+                         status="SUCCEEDED") for i in range(5200)]  # fmt: skip
+        for start in range(0, len(exs), 1000):  # a statement's parameters are bounded
+            store.commit([Commit("t1", executions=exs[start:start + 1000])])
         want = sorted((e for e in exs if e.run_id.startswith("run-")),
                       key=lambda e: (e.created_at, e.id))  # fmt: skip
         assert _walk_executions(store, 500, run_id_prefix="run-") == [e.id for e in want]
@@ -165,11 +166,9 @@ class PageConformance:
 
     def test_page_runs_common_run_id_prefix(self, store: Store) -> None:
         runs = [run(f"run-{i:05d}", f"t{i % 5}", created_at=float(i // 2), status="succeeded")
-                for i in range(2600)]  # fmt: skip
-        by_thread: dict[str, list[RunRecord]] = {}
-        for r in runs:
-            by_thread.setdefault(r.thread_id, []).append(r)
-        store.commit([Commit(t, runs=group) for t, group in by_thread.items()])
+                for i in range(5200)]  # fmt: skip
+        for start in range(0, len(runs), 1000):  # a statement's parameters are bounded
+            store.commit([Commit(r.thread_id, runs=[r]) for r in runs[start:start + 1000]])
         want = [r.run_id for r in sorted(runs, key=lambda r: (r.created_at, r.run_id),
                                          reverse=True)]  # fmt: skip
         assert _walk_runs(store, 700, run_id_prefix="run-") == want
