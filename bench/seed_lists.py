@@ -308,6 +308,7 @@ def bench_loop(pairs: int, workdir: Path) -> dict[str, Any]:
             check_seed_loop(result)
         log(f"loop pair {pair + 1}/{pairs}: with {samples['with'][-1]:.3f} s, "
             f"without {samples['without'][-1]:.3f} s")
+    frames = {v: wal_frames(v, workdir) for v in ("with", "without")}
     per_step = {v: statistics.median(s) / (2 * LOOP_STEPS) * 1e6 for v, s in samples.items()}
     ratios = [a / b for a, b in zip(samples["with"], samples["without"], strict=True)]
     return {
@@ -319,7 +320,40 @@ def bench_loop(pairs: int, workdir: Path) -> dict[str, Any]:
         "ratio_median": round(statistics.median(samples["with"])
                               / statistics.median(samples["without"]), 3),
         "ratio_paired": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(samples["with"]) / min(samples["without"]), 3),
+        "wal_frames_per_step_with": frames["with"],
+        "wal_frames_per_step_without": frames["without"],
+        "wal_frames_ratio": round(frames["with"] / frames["without"], 3),
     }
+
+
+def wal_frames(variant: str, workdir: Path) -> float:
+    """Pages written to the WAL per step of one seed loop run (checkpoints off): what a
+    step costs the disk, unmoved by the machine's noise."""
+    from harness import invoke
+    from workloads import LOOP_INPUT, LOOP_STEPS, open_sqlite, seed_loop_graph
+
+    from threadloom.checkpoint.sqlite import SqliteSaver
+    from threadloom.graph import END, StateGraph
+
+    path = workdir / f"frames-{variant}.db"
+    conn = open_sqlite(path)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    if variant == "without":
+        for statement in UNDO_SQLITE:
+            conn.execute(statement)
+        conn.commit()
+    graph = seed_loop_graph(types.SimpleNamespace(StateGraph=StateGraph, END=END),
+                            LOOP_STEPS).compile(checkpointer=saver)
+    invoke(graph, LOOP_INPUT, thread_id="warm", durability="sync")  # the tables' first pages
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    invoke(graph, LOOP_INPUT, thread_id="counted", durability="sync")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    wal = Path(f"{path}-wal").stat().st_size
+    conn.close()
+    return round((wal - 32) / (page + 24) / LOOP_STEPS, 2)
 
 
 def main() -> None:

@@ -405,7 +405,7 @@ class Statements:
             " node = excluded.node, step = excluded.step, status = excluded.status,"
             " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
             " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
-            " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+            " checkpoint_seq = excluded.checkpoint_seq,"
             " started_at = excluded.started_at, ended_at = excluded.ended_at"
         )
 
@@ -815,8 +815,8 @@ def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
 
 
 def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-    """One record per execution id: the first fixes the namespace, the last the rest (the
-    thread is the commit's)."""
+    """One record per execution id: the first fixes the namespace and ``created_at``, the
+    last the rest (the thread is the commit's)."""
     if len(executions) < 2:
         return list(executions)
     merged: dict[str, ExecutionRecord] = {}
@@ -826,7 +826,7 @@ def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRe
             ex = ExecutionRecord(
                 ex.id, ex.run_id, first.thread_id, ex.graph, ex.node, ex.step, ex.status,
                 first.namespace, ex.attempt, ex.inputs, ex.outputs, ex.error, ex.parents,
-                ex.attempts, ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at,
+                ex.attempts, ex.checkpoint_seq, first.created_at, ex.started_at, ex.ended_at,
             )  # fmt: skip
         merged[ex.id] = ex
     return list(merged.values())

@@ -351,7 +351,9 @@ SQL_RUN_PROGRESS = (
     " WHERE namespace = ? AND run_id = ? AND thread_id = ?"
 )
 EXEC_COLS = _EXEC_NAMES
-# An execution is keyed by its commit's namespace and thread.
+# An execution is keyed by its commit's namespace and thread; its created_at is fixed by its
+# first record (the keyset order of the by-time index; not listing it in SET also spares
+# that index a rewrite per update).
 SQL_PUT_EXECUTION = (
     f"INSERT INTO executions ({EXEC_COLS})"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -360,7 +362,7 @@ SQL_PUT_EXECUTION = (
     " node = excluded.node, step = excluded.step, status = excluded.status,"
     " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
     " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
-    " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+    " checkpoint_seq = excluded.checkpoint_seq,"
     " started_at = excluded.started_at, ended_at = excluded.ended_at"
 )
 SQL_TOUCH_THREAD = (

@@ -207,7 +207,9 @@ class ExecutionRecord:
     """One node execution inside a run (the seed's "state").
 
     ``id`` is deterministic for a given (thread, parent checkpoint, node, push index), so a
-    re-run of the same step after a crash updates the same record. Upsert by ``id``.
+    re-run of the same step after a crash updates the same record. Upsert by ``id``;
+    ``created_at`` is fixed by the first record (later ones leave it), so the keyset order
+    of :meth:`Store.page_executions` never moves an execution.
     """
 
     id: str

@@ -472,6 +472,9 @@ class MemoryStore(MemoryQueue):
             ] = w
         for ex in executions:
             ex.thread_id = c.thread_id
+            stored = self._executions.get((space, c.thread_id, ex.id))
+            if stored is not None:  # created_at is fixed by the first record
+                ex.created_at = stored.created_at
             self._executions[(space, c.thread_id, ex.id)] = ex
         row = self._threads.get((space, c.thread_id))
         if row is None:

@@ -108,6 +108,20 @@ class PageConformance:
         assert _walk_executions(store, 1, status="FAILED") == ["e2", "e3"]
         assert _walk_executions(store, 2, run_id_prefix="run-a") == ids(run_id_prefix="run-a")
 
+    def test_an_executions_created_at_is_fixed_by_its_first_record(self, store: Store) -> None:
+        first = execution("e1", "r1", "t1", created_at=5.0, status="RUNNING")
+        store.commit([Commit("t1", executions=[first])])
+        later = execution("e1", "r1", "t1", created_at=7.0, status="SUCCEEDED", started_at=6.0)
+        store.commit([Commit("t1", executions=[later, execution("e2", "r1", "t1",
+                                                                   created_at=6.5)])])
+        assert [(e.id, e.created_at, e.status) for e in store.page_executions()] == [
+            ("e1", 5.0, "SUCCEEDED"), ("e2", 6.5, "RUNNING")]  # fmt: skip
+        twice = [execution("e3", "r1", "t1", created_at=8.0),
+                 execution("e3", "r1", "t1", created_at=9.0, status="SUCCEEDED")]
+        store.commit([Commit("t1", executions=twice)])  # also within one batch
+        (e3,) = store.page_executions(after=(6.5, "e2"))
+        assert (e3.created_at, e3.status) == (8.0, "SUCCEEDED")
+
     def test_page_executions_common_run_id_prefix(self, store: Store) -> None:
         # enough rows that a backend may serve the prefix from its by-time index
         exs = [execution(f"x{i:05d}", f"run-{i % 7}", "t1", created_at=float(i // 3),
