@@ -188,6 +188,24 @@ def test_create_states_is_idempotent_and_conflicts(idle: TestClient,
     assert idle.get(f"{NS}/runs").json()["count"] == 1
 
 
+@pytest.mark.parametrize("odd", ["..%2F..%2Fetc", "nul%00here", "x" * 300, "%E2%80%8B%01"])
+def test_odd_ids_are_4xx(idle: TestClient, odd: str) -> None:
+    paths = [f"{NS}/states/run/{odd}", f"{NS}/runs/{odd}/metrics",
+             f"{NS}/runs/{odd}/checkpoints", f"/v0/namespace/{odd}/runs",
+             f"{NS}/runs?graph={odd}", f"{NS}/states/?run_id_prefix={odd}"]
+    for path in paths:
+        answer = idle.get(path)
+        assert 400 <= answer.status_code < 500 or (
+            answer.status_code == 200 and answer.json()["count"] == 0), (path, answer.text)
+        assert "code" in answer.json() or "count" in answer.json()
+    for route in ("cancel", "retry"):
+        answer = idle.post(f"{NS}/runs/{odd}/{route}")
+        assert 400 <= answer.status_code < 500, answer.text
+    answer = idle.post(f"/v0/namespace/{odd}/graph/seed_loop/states/create",
+                       json={"run_id": "r", "states": [LOOP]})
+    assert 400 <= answer.status_code < 500, answer.text
+
+
 def test_unknown_run_has_no_states(idle: TestClient) -> None:
     answer = idle.get(f"{NS}/states/run/nothing-here")
     assert answer.status_code == 200

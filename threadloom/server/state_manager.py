@@ -273,9 +273,20 @@ Prefix = Annotated[str | None, Query(max_length=255, description="Run ids starti
 
 def _reach(who: Principal, ns: str, missing: str) -> None:
     """404 with ``missing`` (the message a missing target gets) unless the key covers
-    ``ns``."""
-    if not who.covers(ns):
+    ``ns`` (a namespace no key can name, e.g. with a NUL, is covered by none)."""
+    if not who.covers(ns) or not _printable(ns, 64):
         raise NotFoundError(missing)
+
+
+def _printable(value: str, longest: int = 255) -> bool:
+    return 0 < len(value) <= longest and value.isprintable()
+
+
+def _check_id(name: str, value: str | None) -> None:
+    """422 unless ``value`` (a run id, a graph name) could be stored: 1 to 255 printable
+    characters."""
+    if value is not None and not _printable(value):
+        raise InvalidRequestError(f"{name} must be 1 to 255 printable characters")
 
 
 def _time(name: str, value: str | None) -> float | None:
@@ -492,6 +503,7 @@ def create_states(ns: str, graph: str, body: CreateRequest, store: Store, graphs
     Posting the same body again answers the same states; the same run id with another body
     is a 409; an unknown graph or node a 404."""
     _reach(who, ns, f"no graph {graph!r}")
+    _check_id("run_id", body.run_id)
     found = find_graph(graphs, graph)
     if found is None:
         raise NotFoundError(f"no graph {graph!r}")
@@ -578,6 +590,7 @@ def states_by_run(ns: str, run_id: str, store: Store, graphs: Graphs, who: Viewe
                   run_id_prefix: Prefix = None, limit: Limit = DEFAULT_LIMIT,
                   cursor: Cursor = None) -> Response:
     _reach(who, ns, f"no namespace {ns!r}")
+    _check_id("run_id", run_id)
     page, next_cursor = _page_states(store, ns, run_id=run_id, limit=limit, descending=False,
                                      **_states_query(status, since, until, run_id_prefix,
                                                      cursor))
@@ -596,6 +609,7 @@ def list_runs(ns: str, store: Store, who: Viewer, status: str | None = None,
               run_id_prefix: Prefix = None, limit: Limit = DEFAULT_LIMIT,
               cursor: Cursor = None) -> Response:
     _reach(who, ns, f"no namespace {ns!r}")
+    _check_id("graph", graph)
     engine: str | None = None
     timed_out: bool | None = None
     if status is not None:
@@ -618,6 +632,7 @@ def _run(store: RuntimeStore, who: Principal, ns: str, run_id: str) -> RunRecord
     """The run ``run_id`` of ``ns``, or 404 (also when the key does not cover ``ns``)."""
     missing = f"no run {run_id!r}"
     _reach(who, ns, missing)
+    _check_id("run_id", run_id)
     record = store.get_run(run_id, namespace=ns)
     if record is None:
         raise NotFoundError(missing)
