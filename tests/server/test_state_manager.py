@@ -261,6 +261,21 @@ def test_cancel_a_queued_run(idle: TestClient, store: RuntimeStore) -> None:
         assert missing.status_code == 404 and missing.json()["code"] == "not_found"
 
 
+def test_cancel_a_run_that_waits_for_a_human(api: TestClient, store: RuntimeStore) -> None:
+    _create(api, "paused", {"identifier": "write", "inputs": {"draft": "memo"}},
+            graph="review")
+    assert _finished(store, "paused") == "interrupted"
+    waiting = api.get(f"{NS}/states/run/paused", params={"status": "INTERRUPTED"}).json()
+    assert [s["identifier"] for s in waiting["states"]] == ["review"]
+    answer = api.post(f"{NS}/runs/paused/cancel")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "CANCELLED" and answer.json()["ended_at"]
+    states = {s["identifier"]: s["status"]
+              for s in api.get(f"{NS}/states/run/paused").json()["states"]}
+    assert states == {"write": "SUCCESS", "review": "CANCELLED"}
+    assert api.post(f"{NS}/runs/paused/retry").status_code == 200  # cancelled: retryable
+
+
 def test_metrics_and_checkpoints_of_a_run(api: TestClient, store: RuntimeStore) -> None:
     _create(api, "measured", LOOP)
     assert _finished(store, "measured") == "succeeded"

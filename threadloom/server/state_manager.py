@@ -24,6 +24,7 @@ import binascii
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom._ids import execution_id
 from threadloom._json import to_jsonable
-from threadloom.checkpoint.base import ExecutionRecord, RunRecord, format_checkpoint_id
+from threadloom.checkpoint.base import Commit, ExecutionRecord, RunRecord, format_checkpoint_id
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.errors import RunConflictError, ThreadloomError
 from threadloom.graph.compiled import CompiledGraph
@@ -641,13 +642,43 @@ def _run(store: RuntimeStore, who: Principal, ns: str, run_id: str) -> RunRecord
 
 @router.post("/runs/{run_id}/cancel", response_model=RunItem, summary="Cancel a whole run")
 def cancel(ns: str, run_id: str, store: Store, who: Operator) -> Response:
-    """Ask for the run to stop (a queued one never starts, a running one stops at its next
-    step); answers the run as it is now. A finished run is answered unchanged."""
+    """Stop the run: a queued one never starts, a running one stops at its next step, one
+    that waits for a human (``INTERRUPTED``) is recorded cancelled with its waiting states.
+    Answers the run as it is now; a finished run is answered unchanged."""
     record = _run(store, who, ns, run_id)
-    if record.status in ("pending", "running", "interrupted"):
+    if record.status in ("pending", "running"):
         cancel_run(store, ns, record.thread_id, run_id)
-        record = store.get_run(run_id, namespace=ns) or record
-    return json_response(run_item(record))
+    elif record.status == "interrupted":
+        _cancel_paused(store, record)
+    return json_response(run_item(store.get_run(run_id, namespace=ns) or record))
+
+
+def _cancel_paused(store: RuntimeStore, record: RunRecord) -> None:
+    """Record a run that waits for a human (``interrupted``, so no worker holds it) as
+    cancelled, with its waiting executions, holding its thread's lease meanwhile so that no
+    resume runs it at the same time.
+
+    Raises:
+        ThreadBusyError: a worker holds the thread (it is being resumed): 409.
+    """
+    ns, thread_id = record.namespace, record.thread_id
+    lease = store.acquire_lease(thread_id, f"api-cancel-{record.run_id}", 10.0, namespace=ns)
+    try:
+        current = store.get_run(record.run_id, namespace=ns)
+        if current is None or current.status != "interrupted":
+            return
+        now = time.time()
+        stopped = [
+            replace(e, status="CANCELLED", ended_at=now)
+            for e in store.list_executions(run_id=record.run_id, thread_id=thread_id,
+                                           namespace=ns)
+            if e.status in ("INTERRUPTED", "PENDING", "RUNNING")
+        ]
+        cancelled = replace(current, status="cancelled", updated_at=now, ended_at=now)
+        store.commit([Commit(thread_id, namespace=ns, lease_token=lease.token,
+                             runs=[cancelled], executions=stopped)])
+    finally:
+        store.release_lease(lease)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunItem,
