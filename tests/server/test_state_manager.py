@@ -274,6 +274,7 @@ def test_cancel_a_run_that_waits_for_a_human(api: TestClient, store: RuntimeStor
               for s in api.get(f"{NS}/states/run/paused").json()["states"]}
     assert states == {"write": "SUCCESS", "review": "CANCELLED"}
     assert api.post(f"{NS}/runs/paused/retry").status_code == 200  # cancelled: retryable
+    assert _finished(store, "paused") == "interrupted"  # it asks the human again
 
 
 def test_metrics_and_checkpoints_of_a_run(api: TestClient, store: RuntimeStore) -> None:
