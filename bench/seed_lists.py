@@ -274,25 +274,70 @@ UNDO_SQLITE = (
 """The seed list migration undone: the SQLite schema as it was before it."""
 
 
-def bench_loop(pairs: int, workdir: Path) -> dict[str, Any]:
-    """The sync seed loop on SQLite with and without the seed list migration's indexes."""
-    from harness import invoke
-    from workloads import LOOP_INPUT, LOOP_STEPS, check_seed_loop, open_sqlite, seed_loop_graph
+UNDO_POSTGRES = (
+    "DROP INDEX {s}.executions_namespace_created",
+    "DROP INDEX {s}.executions_namespace_status",
+    "CREATE INDEX executions_namespace_status ON {s}.executions (namespace, status)"
+    " WHERE status NOT IN ('SUCCEEDED', 'RUNNING')",
+)
+"""The seed list migration undone on Postgres."""
+
+
+def _postgres_loop_store(variant: str, schemas: list[str]) -> Any:
+    import psycopg
+
+    from threadloom.checkpoint.postgres import PostgresStore
+
+    schema = f"bench_loop_{variant}_{uuid.uuid4().hex[:8]}"
+    schemas.append(schema)
+    store = PostgresStore(PG_URL, schema=schema)
+    store.setup()
+    if variant == "without":
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            for statement in UNDO_POSTGRES:
+                conn.execute(statement.format(s=store._sql.schema))
+    return store
+
+
+def bench_loop(pairs: int, workdir: Path, store: str = "sqlite") -> dict[str, Any]:
+    """The sync seed loop on ``store`` with and without the seed list migration's
+    indexes."""
+    from workloads import LOOP_STEPS, open_sqlite, seed_loop_graph
 
     from threadloom.checkpoint.sqlite import SqliteSaver
     from threadloom.graph import END, StateGraph
 
     engine = types.SimpleNamespace(StateGraph=StateGraph, END=END)
     graphs = {}
+    schemas: list[str] = []
     for variant in ("with", "without"):
-        conn = open_sqlite(workdir / f"loop-{variant}.db")
-        saver = SqliteSaver(conn)
-        saver.setup()
-        if variant == "without":
-            for statement in UNDO_SQLITE:
-                conn.execute(statement)
-            conn.commit()
+        if store == "postgres":
+            saver: Any = _postgres_loop_store(variant, schemas)
+        else:
+            conn = open_sqlite(workdir / f"loop-{variant}.db")
+            saver = SqliteSaver(conn)
+            saver.setup()
+            if variant == "without":
+                for statement in UNDO_SQLITE:
+                    conn.execute(statement)
+                conn.commit()
         graphs[variant] = seed_loop_graph(engine, LOOP_STEPS).compile(checkpointer=saver)
+    try:
+        return _time_loop(graphs, pairs, workdir, store)
+    finally:
+        if schemas:
+            import psycopg
+
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                for schema in schemas:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _time_loop(graphs: dict[str, Any], pairs: int, workdir: Path,
+               store: str) -> dict[str, Any]:
+    from harness import invoke
+    from workloads import LOOP_INPUT, LOOP_STEPS, check_seed_loop
+
     samples: dict[str, list[float]] = {"with": [], "without": []}
     counter = iter(range(10**9))
     for variant in ("with", "without"):  # warm up
@@ -308,12 +353,14 @@ def bench_loop(pairs: int, workdir: Path) -> dict[str, Any]:
             check_seed_loop(result)
         log(f"loop pair {pair + 1}/{pairs}: with {samples['with'][-1]:.3f} s, "
             f"without {samples['without'][-1]:.3f} s")
-    frames = {v: wal_frames(v, workdir) for v in ("with", "without")}
+    frames = ({v: wal_frames(v, workdir) for v in ("with", "without")}
+              if store == "sqlite" else None)
     per_step = {v: statistics.median(s) / (2 * LOOP_STEPS) * 1e6 for v, s in samples.items()}
     ratios = [a / b for a, b in zip(samples["with"], samples["without"], strict=True)]
-    return {
-        "workload": f"seed loop, {LOOP_STEPS} steps, SQLite file (WAL, synchronous=FULL),"
-                    " durability sync",
+    where = ("SQLite file (WAL, synchronous=FULL)" if store == "sqlite"
+             else "Postgres (a schema per variant)")
+    report = {
+        "workload": f"seed loop, {LOOP_STEPS} steps, {where}, durability sync",
         "pairs": pairs,
         "us_per_execution_with": round(per_step["with"], 1),
         "us_per_execution_without": round(per_step["without"], 1),
@@ -321,10 +368,14 @@ def bench_loop(pairs: int, workdir: Path) -> dict[str, Any]:
                               / statistics.median(samples["without"]), 3),
         "ratio_paired": round(statistics.median(ratios), 3),
         "ratio_min": round(min(samples["with"]) / min(samples["without"]), 3),
-        "wal_frames_per_step_with": frames["with"],
-        "wal_frames_per_step_without": frames["without"],
-        "wal_frames_ratio": round(frames["with"] / frames["without"], 3),
     }
+    if frames is not None:
+        report.update({
+            "wal_frames_per_step_with": frames["with"],
+            "wal_frames_per_step_without": frames["without"],
+            "wal_frames_ratio": round(frames["with"] / frames["without"], 3),
+        })
+    return report
 
 
 def wal_frames(variant: str, workdir: Path) -> float:
@@ -363,6 +414,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--loop-pairs", type=int, default=8)
     parser.add_argument("--only", choices=("pages", "loop"))
+    parser.add_argument("--loop-stores", default="sqlite",
+                        help="stores of the seed loop comparison: sqlite, postgres or both")
     args = parser.parse_args()
     report: dict[str, Any] = {"executions": args.executions, "loadavg_1m": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="seed-lists-") as tmp:
@@ -374,7 +427,8 @@ def main() -> None:
             if "postgres" in stores:
                 report["postgres"] = bench_postgres(args.executions, args.reps)
         if args.only != "pages":
-            report["seed_loop_sqlite_sync"] = bench_loop(args.loop_pairs, workdir)
+            for store in (s.strip() for s in args.loop_stores.split(",") if s.strip()):
+                report[f"seed_loop_{store}_sync"] = bench_loop(args.loop_pairs, workdir, store)
     report["loadavg_1m_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
 
