@@ -123,7 +123,9 @@ def test_sqlite_lists_a_threads_executions_by_key_and_a_runs_by_index(tmp_path: 
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'executions'"
         )
     }
-    assert indexes == {"executions_run", "executions_namespace_status"}
+    # executions_namespace_created: keyset pages by time (SQLite migration 10)
+    assert indexes == {
+        "executions_run", "executions_namespace_status", "executions_namespace_created"}
     store.close()
 
 
@@ -196,6 +198,7 @@ def test_postgres_upgrade_keys_executions_by_thread_and_keeps_them(
                     (postgres_schema,),
                 )
             }
-        assert indexes == {"executions_pkey", "executions_run", "executions_namespace_status"}
+        assert indexes == {"executions_pkey", "executions_run", "executions_namespace_status",
+                           "executions_namespace_created"}
     finally:
         store.close()

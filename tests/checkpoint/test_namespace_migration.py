@@ -98,7 +98,7 @@ def _blobs(sql: str, literal: str) -> str:
 
 
 def test_sqlite_moves_an_old_store_into_default(tmp_path: Path) -> None:
-    assert _sqlite_sql.SCHEMA_VERSION > SQLITE_BEFORE  # later migrations follow it
+    assert _sqlite_sql.MIGRATIONS[SQLITE_BEFORE] is _sqlite_sql.NAMESPACE_MIGRATION
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
@@ -124,6 +124,7 @@ def test_sqlite_moves_an_old_store_into_default(tmp_path: Path) -> None:
         assert set(indexes) == {
             "threads_namespace_updated", "runs_thread", "runs_status", "runs_namespace_created",
             "runs_graph", "executions_run", "executions_namespace_status",
+            "executions_namespace_created",  # keyset pages (migration 10)
             # the runtime's tables (migration 7) are keyed by namespace from the start
             "run_queue_open", "run_queue_thread", "run_queue_finished", "api_keys_namespace",
         }  # fmt: skip
@@ -135,7 +136,7 @@ def test_sqlite_moves_an_old_store_into_default(tmp_path: Path) -> None:
 def test_postgres_moves_an_old_store_into_default(postgres_url: str, postgres_schema: str) -> None:
     from threadloom.checkpoint.postgres import PostgresStore
 
-    assert _postgres_sql.SCHEMA_VERSION > POSTGRES_BEFORE  # later migrations follow it
+    assert _postgres_sql.MIGRATIONS[POSTGRES_BEFORE] is _postgres_sql._NAMESPACE_MIGRATION
     sql = _postgres_sql.Statements(postgres_schema)
     admin(postgres_url, sql.create_schema)
     admin(postgres_url, sql.create_migrations)

@@ -90,3 +90,57 @@ def compiled(store: Store) -> dict[str, CompiledGraph]:
     """Every test graph, compiled with ``store`` as its checkpointer, by registered name."""
     return {name: build().compile(checkpointer=store, name=name)
             for name, build in BUILDERS.items()}
+
+
+class SeedState(TypedDict, total=False):
+    input1: str
+    input2: int
+    result: str
+    attempts: int
+
+
+def process_input(state: SeedState) -> dict[str, Any]:
+    """Seed 001's ``node1``: answers its inputs."""
+    return {"result": f"{state.get('input1')}:{state.get('input2')}"}
+
+
+def record_result(state: SeedState) -> dict[str, Any]:
+    return {"result": f"recorded {state.get('result')}"}
+
+
+def seed001_graph() -> StateGraph:
+    """Seed 001's ``test-graph``: ``node1`` then ``node2``."""
+    builder = StateGraph(SeedState)
+    builder.add_node("node1", process_input)
+    builder.add_node("node2", record_result)
+    builder.set_entry_point("node1")
+    builder.add_edge("node1", "node2")
+    builder.add_edge("node2", END)
+    return builder
+
+
+FLAKY = {"fail": True}
+"""While ``fail`` is true, the ``flaky`` graph's node raises (in this process)."""
+
+
+def shaky(state: SeedState) -> dict[str, Any]:
+    if FLAKY["fail"]:
+        raise ValueError("flaky node failed")
+    return {"result": "steady"}
+
+
+def flaky_graph() -> StateGraph:
+    """``prepare`` then ``shaky``, which fails while ``FLAKY["fail"]``."""
+    builder = StateGraph(SeedState)
+    builder.add_node("prepare", record_result)
+    builder.add_node("shaky", shaky)
+    builder.set_entry_point("prepare")
+    builder.add_edge("prepare", "shaky")
+    builder.add_edge("shaky", END)
+    return builder
+
+
+def seed001_graphs(store: Store) -> dict[str, CompiledGraph]:
+    """``test-graph`` and ``flaky``, compiled with ``store``."""
+    return {name: build().compile(checkpointer=store, name=name)
+            for name, build in (("test-graph", seed001_graph), ("flaky", flaky_graph))}

@@ -20,6 +20,7 @@ from threadloom.checkpoint._rows import (
     UNFINISHED,
     channels_json,
     execution_rows,
+    keyset_where,
     names_json,
     nul_free_execution_row,
     nul_free_run_row,
@@ -99,6 +100,18 @@ _NAMESPACE_MIGRATION: tuple[str, ...] = (
     *_move("executions", "thread_id, id"),
     "DROP INDEX {s}.executions_run",
     "CREATE INDEX executions_run ON {s}.executions (namespace, run_id)",
+)
+
+# Keyset pages of a namespace's executions (the seed 001 routes), as SQLite's
+# SEED_LIST_MIGRATION: by (created_at, id), and by status in that order (the by-status
+# index keeps its condition, so a step commit pays nothing more for it).
+SEED_LIST_MIGRATION: tuple[str, ...] = (
+    "CREATE INDEX executions_namespace_created ON {s}.executions (namespace, created_at, id)",
+    "DROP INDEX {s}.executions_run",
+    "CREATE INDEX executions_run ON {s}.executions (namespace, run_id, created_at, id)",
+    "DROP INDEX {s}.executions_namespace_status",
+    "CREATE INDEX executions_namespace_status ON {s}.executions"
+    f" (namespace, status, created_at, id) WHERE {INDEXED}",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -215,6 +228,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _NAMESPACE_MIGRATION,
     # 8: the audit log (issue 13; _queue_schema).
     AUDIT_POSTGRES_MIGRATION,
+    # 9: keyset pages of executions (SEED_LIST_MIGRATION).
+    SEED_LIST_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -395,7 +410,7 @@ class Statements:
             " node = excluded.node, step = excluded.step, status = excluded.status,"
             " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
             " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
-            " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+            " checkpoint_seq = excluded.checkpoint_seq,"
             " started_at = excluded.started_at, ended_at = excluded.ended_at"
         )
 
@@ -579,6 +594,37 @@ class Statements:
         )
         order = " ORDER BY created_at, step, node, id LIMIT %s OFFSET %s"
         return self.list_executions + clause + order, (*params, limit, offset)
+
+    def page_runs(self, namespace: str, limit: int, by_run_id: bool = False,
+                  **filters: Any) -> tuple[str, list[Any]]:
+        """A keyset page of runs (see ``PostgresStore.page_runs``) and its parameters;
+        ``by_run_id``: read the run id range of the key and sort it (see
+        :func:`by_run_id_order`)."""
+        where, order, params = keyset_where(
+            "%s", "run_id", namespace=namespace, descending=True, execution_status=False,
+            **filters,
+        )
+        if by_run_id:
+            order = by_run_id_order(order)
+        return self.list_runs + where + order + " LIMIT %s", [*params, limit]
+
+    def page_executions(
+        self, namespace: str, limit: int, by_run_id: bool = False, **filters: Any
+    ) -> tuple[str, list[Any]]:
+        """A keyset page of executions (see ``PostgresStore.page_executions``) and its
+        parameters; ``by_run_id`` as for :meth:`page_runs`."""
+        where, order, params = keyset_where("%s", "id", namespace=namespace, **filters)
+        if by_run_id:
+            order = by_run_id_order(order)
+        return self.list_executions + where + order + " LIMIT %s", [*params, limit]
+
+    def count_prefixed(self, table: str) -> str:
+        """How many rows (up to a limit) of ``table`` in a namespace have a run id in a
+        range: ``(namespace, low, high, limit)``."""
+        return (
+            f"SELECT count(*) FROM (SELECT 1 FROM {self.schema}.{table} WHERE namespace = %s"
+            " AND run_id >= %s AND run_id < %s LIMIT %s) AS prefixed"
+        )
 
     def select_threads(
         self, namespace: str | None, limit: int, offset: int
@@ -774,8 +820,8 @@ def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
 
 
 def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-    """One record per execution id: the first fixes the namespace, the last the rest (the
-    thread is the commit's)."""
+    """One record per execution id: the first fixes the namespace and ``created_at``, the
+    last the rest (the thread is the commit's)."""
     if len(executions) < 2:
         return list(executions)
     merged: dict[str, ExecutionRecord] = {}
@@ -785,7 +831,7 @@ def _merge_executions(executions: Sequence[ExecutionRecord]) -> list[ExecutionRe
             ex = ExecutionRecord(
                 ex.id, ex.run_id, first.thread_id, ex.graph, ex.node, ex.step, ex.status,
                 first.namespace, ex.attempt, ex.inputs, ex.outputs, ex.error, ex.parents,
-                ex.attempts, ex.checkpoint_seq, ex.created_at, ex.started_at, ex.ended_at,
+                ex.attempts, ex.checkpoint_seq, first.created_at, ex.started_at, ex.ended_at,
             )  # fmt: skip
         merged[ex.id] = ex
     return list(merged.values())
@@ -816,3 +862,12 @@ def run_record(row: Sequence[Any]) -> RunRecord:
 def thread_record(row: Sequence[Any]) -> ThreadRecord:
     """A thread row (``metadata`` arrives decoded from jsonb)."""
     return _thread_record(row, metadata_is_text=False)
+
+
+def by_run_id_order(order: str) -> str:
+    """``order`` (``ORDER BY created_at ..., key ...``) written so that no index can serve
+    it: Postgres's estimate of a run id prefix assumes its rows are spread over time, and
+    then prefers scanning the by-time index for the first matches. Run ids are often made
+    from the time, so a prefix's rows sit together, possibly far from the page's start; the
+    store counts them first, and a prefix with few rows reads them by run id and sorts."""
+    return order.replace("created_at", "created_at + 0", 1)

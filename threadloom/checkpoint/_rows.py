@@ -19,13 +19,17 @@ from threadloom.checkpoint.base import (
 
 __all__ = [
     "INDEXED",
+    "FEW_PREFIXED",
     "STEP_STATUSES",
+    "TIMED_OUT",
     "UNFINISHED",
     "channels_json",
     "NUL_ESCAPE",
     "checkpoint_record",
     "dumps",
     "escape_nul",
+    "keyset_where",
+    "prefix_bound",
     "execution_record",
     "execution_rows",
     "loads",
@@ -67,6 +71,77 @@ def where_clause(
     if status is not None and status not in STEP_STATUSES:
         where += " AND " + INDEXED
     return where, tuple(v for _, v in used)
+
+TIMED_OUT = (
+    "(substr(error, 1, 17) = 'NodeTimeoutError:' OR substr(error, 1, 16) = 'RunTimeoutError:')"
+)
+"""The condition of a failure by a run or node timeout (how ``error_text`` records those
+errors): the statuses table tells ``TIMEDOUT`` from ``ERRORED`` by it."""
+
+
+FEW_PREFIXED = 5_000
+"""A run id prefix that matches fewer rows than this in a namespace is read through the run
+id index and sorted by time (up to about 20 ms on SQLite); a commoner one is read from the
+by-time index, where matches are met at once unless they sit together far from the page's
+start (see docs/decisions.md, "Seed 001 routes")."""
+
+
+def prefix_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (in code point order,
+    which is both SQL stores' order of ids); ``None`` when there is none (``prefix`` is
+    empty or ends with the last code point)."""
+    if not prefix or ord(prefix[-1]) == 0x10FFFF:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def keyset_where(
+    mark: str,
+    key: str,
+    *,
+    namespace: str,
+    run_id: str | None = None,
+    run_id_prefix: str | None = None,
+    status: str | None = None,
+    timed_out: bool | None = None,
+    graph: str | None = None,
+    created_after: float | None = None,
+    created_before: float | None = None,
+    after: tuple[float, str] | None = None,
+    descending: bool = False,
+    execution_status: bool = True,
+) -> tuple[str, str, list[Any]]:
+    """The ``WHERE`` and ``ORDER BY`` clauses of a keyset page over ``(created_at, key)``
+    (``key``: ``id`` or ``run_id``), and their parameters; ``mark`` is the placeholder
+    (``?`` or ``%s``). ``execution_status``: ``status`` is an execution status, and the
+    clause states :data:`INDEXED` for the partial index when it is not a step status."""
+    clauses: list[tuple[str, Any]] = [
+        (f"namespace = {mark}", namespace),
+        (f"run_id = {mark}", run_id),
+        (f"status = {mark}", status),
+        (f"graph = {mark}", graph),
+        (f"created_at >= {mark}", created_after),
+        (f"created_at < {mark}", created_before),
+    ]
+    if run_id_prefix:
+        clauses.append((f"run_id >= {mark}", run_id_prefix))
+        clauses.append((f"run_id < {mark}", prefix_bound(run_id_prefix)))
+    used = [(sql, value) for sql, value in clauses if value is not None]
+    parts = [sql for sql, _ in used]
+    params: list[Any] = [value for _, value in used]
+    if execution_status and status is not None and status not in STEP_STATUSES:
+        parts.append(INDEXED)
+    if timed_out is not None:
+        parts.append(TIMED_OUT if timed_out else f"(error IS NULL OR NOT {TIMED_OUT})")
+    if after is not None:
+        # the plain bound lets an index on created_at alone start the scan at the cursor
+        parts.append(f"created_at {'<=' if descending else '>='} {mark}")
+        parts.append(f"(created_at, {key}) {'<' if descending else '>'} ({mark}, {mark})")
+        params.extend((after[0], *after))
+    direction = " DESC" if descending else ""
+    order = f" ORDER BY created_at{direction}, {key}{direction}"
+    return " WHERE " + " AND ".join(parts), order, params
+
 
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 loads = json.JSONDecoder().decode

@@ -143,6 +143,17 @@ NAMESPACE_MIGRATION: tuple[str, ...] = (
     STATUS_INDEX,
 )
 
+# Keyset pages of a namespace's executions (the seed 001 routes): by (created_at, id), and
+# by status in that order. The by-status index keeps its condition
+# (no step status), so it costs a step commit nothing more; the by-time index gets an entry
+# per execution, appended at its right edge (see docs/decisions.md, "Seed 001 routes").
+SEED_LIST_MIGRATION: tuple[str, ...] = (
+    "CREATE INDEX executions_namespace_created ON executions (namespace, created_at, id)",
+    "DROP INDEX executions_namespace_status",
+    "CREATE INDEX executions_namespace_status ON executions (namespace, status, created_at, id)"
+    f" WHERE {INDEXED}",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
     (
@@ -228,6 +239,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     NAMESPACE_MIGRATION,
     # 9: the audit log (issue 13; _queue_schema).
     AUDIT_SQLITE_MIGRATION,
+    # 10: keyset pages of executions (SEED_LIST_MIGRATION).
+    SEED_LIST_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -340,7 +353,9 @@ SQL_RUN_PROGRESS = (
     " WHERE namespace = ? AND run_id = ? AND thread_id = ?"
 )
 EXEC_COLS = _EXEC_NAMES
-# An execution is keyed by its commit's namespace and thread.
+# An execution is keyed by its commit's namespace and thread; its created_at is fixed by its
+# first record (the keyset order of the by-time index; not listing it in SET also spares
+# that index a rewrite per update).
 SQL_PUT_EXECUTION = (
     f"INSERT INTO executions ({EXEC_COLS})"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -349,7 +364,7 @@ SQL_PUT_EXECUTION = (
     " node = excluded.node, step = excluded.step, status = excluded.status,"
     " attempt = excluded.attempt, inputs = excluded.inputs, outputs = excluded.outputs,"
     " error = excluded.error, parents = excluded.parents, attempts = excluded.attempts,"
-    " checkpoint_seq = excluded.checkpoint_seq, created_at = excluded.created_at,"
+    " checkpoint_seq = excluded.checkpoint_seq,"
     " started_at = excluded.started_at, ended_at = excluded.ended_at"
 )
 SQL_TOUCH_THREAD = (

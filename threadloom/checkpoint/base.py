@@ -207,7 +207,9 @@ class ExecutionRecord:
     """One node execution inside a run (the seed's "state").
 
     ``id`` is deterministic for a given (thread, parent checkpoint, node, push index), so a
-    re-run of the same step after a crash updates the same record. Upsert by ``id``.
+    re-run of the same step after a crash updates the same record. Upsert by ``id``;
+    ``created_at`` is fixed by the first record (later ones leave it), so the keyset order
+    of :meth:`Store.page_executions` never moves an execution.
     """
 
     id: str
@@ -519,6 +521,52 @@ class Store(Protocol):
     ) -> list[ExecutionRecord]:
         """Executions matching every given filter, in execution order (by ``created_at``,
         ``step``, then ``node``), paginated. ``namespace=None``: every namespace."""
+        ...
+
+    def page_runs(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        graph: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """A keyset page of the namespace's runs, newest first by ``(created_at, run_id)``.
+
+        Filters: ``status`` (an engine run status); ``timed_out`` keeps only the runs whose
+        ``error`` is (``True``) or is not (``False``) a run or node timeout; ``graph``;
+        ``run_id_prefix``; ``created_after <= created_at < created_before``. ``after`` is
+        the ``(created_at, run_id)`` of the last run of the previous page: the page holds the
+        next ``limit`` runs strictly after it in this order, so a page never repeats or skips
+        a run that was there when the first page was read, whatever is inserted meanwhile.
+        """
+        ...
+
+    def page_executions(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        run_id: str | None = None,
+        run_id_prefix: str | None = None,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        descending: bool = False,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """A keyset page of the namespace's executions ordered by ``(created_at, id)``,
+        oldest first (newest first when ``descending``).
+
+        Filters as in :meth:`page_runs` (``status`` is an execution status); ``after`` is the
+        ``(created_at, id)`` of the last execution of the previous page.
+        """
         ...
 
     # -- threads --------------------------------------------------------------------------

@@ -477,6 +477,9 @@ class MemoryStore(MemoryQueue):
             ] = w
         for ex in executions:
             ex.thread_id = c.thread_id
+            stored = self._executions.get((space, c.thread_id, ex.id))
+            if stored is not None:  # created_at is fixed by the first record
+                ex.created_at = stored.created_at
             self._executions[(space, c.thread_id, ex.id)] = ex
         row = self._threads.get((space, c.thread_id))
         if row is None:
@@ -655,6 +658,67 @@ class MemoryStore(MemoryQueue):
             end = None if limit is None else offset + limit
             return [_copy_execution(e) for e in found[offset:end]]
 
+    def page_runs(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        graph: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """A keyset page of the namespace's runs, newest first (see the protocol)."""
+        with self._lock:
+            self._check_open()
+            runs = [
+                r
+                for (space, _), r in self._runs.items()
+                if space == namespace
+                and (status is None or r.status == status)
+                and (graph is None or r.graph == graph)
+                and _kept(r.run_id, r.created_at, r.error, run_id_prefix, timed_out,
+                          created_after, created_before)
+                and (after is None or (r.created_at, r.run_id) < after)
+            ]
+            runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+            return [_copy_run(r) for r in runs[:limit]]
+
+    def page_executions(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        run_id: str | None = None,
+        run_id_prefix: str | None = None,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        descending: bool = False,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """A keyset page of the namespace's executions by ``(created_at, id)`` (see the
+        protocol)."""
+        with self._lock:
+            self._check_open()
+            found = [
+                e
+                for (space, _, _), e in self._executions.items()
+                if space == namespace
+                and (run_id is None or e.run_id == run_id)
+                and (status is None or e.status == status)
+                and _kept(e.run_id, e.created_at, e.error, run_id_prefix, timed_out,
+                          created_after, created_before)
+                and (after is None or ((e.created_at, e.id) < after if descending
+                                       else (e.created_at, e.id) > after))
+            ]
+            found.sort(key=lambda e: (e.created_at, e.id), reverse=descending)
+            return [_copy_execution(e) for e in found[:limit]]
+
     # -- threads --------------------------------------------------------------------------
 
     def get_thread(
@@ -801,3 +865,27 @@ class InMemorySaver(MemoryStore):
 
 MemorySaver = InMemorySaver
 """LangGraph's older name: ``from threadloom.checkpoint.memory import MemorySaver``."""
+
+
+_TIMEOUT_ERRORS = ("NodeTimeoutError:", "RunTimeoutError:")
+
+
+def _kept(
+    run_id: str,
+    created_at: float,
+    error: str | None,
+    run_id_prefix: str | None,
+    timed_out: bool | None,
+    created_after: float | None,
+    created_before: float | None,
+) -> bool:
+    """Whether a run or execution passes the filters of a keyset page (see
+    :meth:`Store.page_runs <threadloom.checkpoint.base.Store.page_runs>`)."""
+    if run_id_prefix and not run_id.startswith(run_id_prefix):
+        return False
+    if timed_out is not None:
+        if (error is not None and error.startswith(_TIMEOUT_ERRORS)) != timed_out:
+            return False
+    if created_after is not None and created_at < created_after:
+        return False
+    return created_before is None or created_at < created_before

@@ -119,7 +119,14 @@ from threadloom.checkpoint._postgres_sql import (
 from threadloom.checkpoint._postgres_wire import Runner, check_failure, is_transient
 from threadloom.checkpoint._queue_common import audit_row, stamp_audit
 from threadloom.checkpoint._queue_postgres import PostgresQueue
-from threadloom.checkpoint._rows import checkpoint_record, dumps, escape_nul, execution_record
+from threadloom.checkpoint._rows import (
+    FEW_PREFIXED,
+    checkpoint_record,
+    dumps,
+    escape_nul,
+    execution_record,
+    prefix_bound,
+)
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
     BlobRecord,
@@ -715,6 +722,62 @@ class PostgresStore(PostgresQueue):
             run_id, thread_id, namespace, status, limit, offset
         )
         return self._select("list_executions", sql, params, execution_record)
+
+    def page_runs(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        graph: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """A keyset page of the namespace's runs, newest first (see the protocol)."""
+        sql, params = self._sql.page_runs(
+            namespace, limit, self._few(namespace, "runs", run_id_prefix),
+            status=status, timed_out=timed_out, graph=graph,
+            run_id_prefix=run_id_prefix, created_after=created_after,
+            created_before=created_before, after=after,
+        )  # fmt: skip
+        return self._select("page_runs", sql, params, run_record)
+
+    def page_executions(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        run_id: str | None = None,
+        run_id_prefix: str | None = None,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        descending: bool = False,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """A keyset page of the namespace's executions by ``(created_at, id)`` (see the
+        protocol)."""
+        few = run_id is None and self._few(namespace, "executions", run_id_prefix)
+        sql, params = self._sql.page_executions(
+            namespace, limit, few, run_id=run_id, run_id_prefix=run_id_prefix, status=status,
+            timed_out=timed_out, created_after=created_after, created_before=created_before,
+            after=after, descending=descending,
+        )  # fmt: skip
+        return self._select("page_executions", sql, params, execution_record)
+
+    def _few(self, namespace: str, table: str, prefix: str | None) -> bool:
+        """Whether ``prefix`` is given and fewer than ``FEW_PREFIXED`` rows of ``table`` in
+        ``namespace`` have a run id starting with it."""
+        bound = prefix_bound(prefix) if prefix else None
+        if bound is None:
+            return False
+        (count,) = self._select("count_prefixed", self._sql.count_prefixed(table),
+                                (namespace, prefix, bound, FEW_PREFIXED), lambda row: row[0])
+        return bool(count < FEW_PREFIXED)
 
     def get_thread(
         self, thread_id: str, *, namespace: str = DEFAULT_NAMESPACE

@@ -48,9 +48,12 @@ from urllib.parse import parse_qsl
 from threadloom.checkpoint import _sqlite_sql as _sql
 from threadloom.checkpoint._queue_sqlite import SqliteQueue, write_audit
 from threadloom.checkpoint._rows import (
+    FEW_PREFIXED,
     STEP_STATUSES,
     checkpoint_record,
     execution_record,
+    keyset_where,
+    prefix_bound,
     run_record,
     thread_record,
     where_clause,
@@ -711,6 +714,82 @@ class SqliteStore(SqliteQueue):
 
         return self._run(query, False)
 
+    def page_runs(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        graph: str | None = None,
+        run_id_prefix: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """A keyset page of the namespace's runs, newest first (see the protocol)."""
+        where, order, params = keyset_where(
+            "?", "run_id", namespace=namespace, status=status, timed_out=timed_out,
+            graph=graph, run_id_prefix=run_id_prefix, created_after=created_after,
+            created_before=created_before, after=after, descending=True,
+            execution_status=False,
+        )  # fmt: skip
+        params.append(limit)
+
+        def query(conn: sqlite3.Connection) -> list[RunRecord]:
+            if status is not None:
+                index = "runs_status"
+            elif graph is not None:
+                index = "runs_graph"
+            elif run_id_prefix and _few(conn, "runs NOT INDEXED", namespace, run_id_prefix):
+                index = None  # the key's (namespace, run_id) range
+            else:
+                index = "runs_namespace_created"
+            table = "runs NOT INDEXED" if index is None else f"runs INDEXED BY {index}"
+            sql = f"SELECT {RUN_COLS} FROM {table}{where}{order} LIMIT ?"
+            return [run_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
+    def page_executions(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        run_id: str | None = None,
+        run_id_prefix: str | None = None,
+        status: str | None = None,
+        timed_out: bool | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        after: tuple[float, str] | None = None,
+        descending: bool = False,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """A keyset page of the namespace's executions by ``(created_at, id)`` (see the
+        protocol)."""
+        where, order, params = keyset_where(
+            "?", "id", namespace=namespace, run_id=run_id, run_id_prefix=run_id_prefix,
+            status=status, timed_out=timed_out, created_after=created_after,
+            created_before=created_before, after=after, descending=descending,
+        )  # fmt: skip
+        params.append(limit)
+
+        def query(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            # SQLite has no statistics: each filter names the index that serves it
+            if run_id is not None:
+                index = "executions_run"
+            elif status is not None and status not in STEP_STATUSES:
+                index = "executions_namespace_status"
+            elif run_id_prefix and _few(conn, "executions INDEXED BY executions_run",
+                                         namespace, run_id_prefix):
+                index = "executions_run"
+            else:
+                index = "executions_namespace_created"
+            sql = f"SELECT {EXEC_COLS} FROM executions INDEXED BY {index}{where}{order} LIMIT ?"
+            return [execution_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return self._run(query, False)
+
     # -- threads --------------------------------------------------------------------------
 
     def get_thread(
@@ -885,3 +964,19 @@ def _open_saver(cls: type[_S], conn_string: str, options: dict[str, Any]) -> _S:
         store.close()
         raise
     return store
+
+
+def _few(conn: sqlite3.Connection, source: str, namespace: str, prefix: str) -> bool:
+    """Whether fewer than :data:`FEW_PREFIXED` rows of ``source`` (a table and the index
+    to count on, which leads with the run id) in ``namespace`` have a run id starting with
+    ``prefix``."""
+    bound = prefix_bound(prefix)
+    sql = (
+        f"SELECT count(*) FROM (SELECT 1 FROM {source}"
+        " WHERE run_id >= ? AND namespace = ?"
+        + (" AND run_id < ?" if bound is not None else "")
+        + " LIMIT ?)"
+    )
+    params: tuple[Any, ...] = (prefix, namespace, *(() if bound is None else (bound,)))
+    count: int = conn.execute(sql, (*params, FEW_PREFIXED)).fetchone()[0]
+    return count < FEW_PREFIXED

@@ -17,26 +17,23 @@ namespaces, not even whether it would be allowed there.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom.checkpoint.queue import ApiKey, RuntimeStore
 from threadloom.server._audit import audit_event, mark_audited
 from threadloom.server._shapes import iso
-from threadloom.server.auth import Principal, Role, create_key
-from threadloom.server.deps import Caller, Store
-from threadloom.server.errors import ForbiddenError, InvalidRequestError, NotFoundError
+from threadloom.server.auth import create_key
+from threadloom.server.deps import Caller, NamespaceAdmin, Store
+from threadloom.server.errors import InvalidRequestError, NotFoundError
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["admin"])
 
-_NAMESPACE = Path(min_length=1, max_length=64, pattern=r"^[^/\x00-\x1f\x7f]+$")
 _KEY_ID = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
@@ -114,25 +111,6 @@ class AuditList(BaseModel):
     next_cursor: str | None
 
 
-def in_namespace(role: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency for a ``/v0/namespace/{ns}/...`` route: the caller, acting in ``ns``,
-    if its key covers ``ns`` (else 404, before the role is checked) and its role includes
-    ``role`` (else 403)."""
-
-    async def check(request: Request, who: Caller,
-                    ns: Annotated[str, _NAMESPACE]) -> Principal:
-        if not who.covers(ns):
-            raise NotFoundError(f"no namespace {ns!r}")
-        acting = dataclasses.replace(who, namespace=ns)
-        request.state.principal = acting
-        if not acting.may(role):
-            raise ForbiddenError(f"this needs the {role} role; the key has {who.role}")
-        return acting
-
-    return check
-
-
-NamespaceAdmin = Annotated[Principal, Depends(in_namespace("admin"))]
 
 
 async def _call(store: RuntimeStore, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -53,9 +53,9 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     if settings.fast_lane:  # outermost of the app's own (inside the unexpected-error handler)
         app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings)
     _health_routes(app)
-    from threadloom.server import admin, assistants, runs, threads
+    from threadloom.server import admin, assistants, runs, state_manager, threads
 
-    for module in (assistants, threads, runs, admin):
+    for module in (assistants, threads, runs, state_manager, admin):
         app.include_router(module.router)
     return app
 

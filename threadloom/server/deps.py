@@ -7,12 +7,13 @@ factory puts the store, the graphs and the settings on ``app.state``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
@@ -36,11 +37,15 @@ __all__ = [
     "Admin",
     "Caller",
     "Graphs",
+    "NamespaceAdmin",
+    "NamespaceOperator",
+    "NamespaceViewer",
     "Operator",
     "Store",
     "Viewer",
     "assistant_id_for",
     "get_graph",
+    "in_namespace",
     "require",
 ]
 
@@ -107,6 +112,31 @@ Caller = Annotated[Principal, Depends(_caller)]
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+_NAMESPACE = Path(min_length=1, max_length=64, pattern=r"^[^/\x00-\x1f\x7f]+$")
+
+
+def in_namespace(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency for a ``/v0/namespace/{ns}/...`` route: the caller, acting in ``ns``,
+    if its key covers ``ns`` (else 404, before the role is checked) and its role includes
+    ``role`` (else 403)."""
+
+    async def check(request: Request, who: Caller,
+                    ns: Annotated[str, _NAMESPACE]) -> Principal:
+        if not who.covers(ns):
+            raise NotFoundError(f"no namespace {ns!r}")
+        acting = dataclasses.replace(who, namespace=ns)
+        request.state.principal = acting
+        if not acting.may(role):
+            raise ForbiddenError(f"this needs the {role} role; the key has {who.role}")
+        return acting
+
+    return check
+
+
+NamespaceViewer = Annotated[Principal, Depends(in_namespace("viewer"))]
+NamespaceOperator = Annotated[Principal, Depends(in_namespace("operator"))]
+NamespaceAdmin = Annotated[Principal, Depends(in_namespace("admin"))]
 
 
 def get_graph(graphs: Mapping[str, CompiledGraph], assistant_id: str) -> CompiledGraph:

@@ -38,6 +38,7 @@ from threadloom.errors import (
 )
 from threadloom.testing._leases import LeaseConformance
 from threadloom.testing._namespaces import NamespaceConformance
+from threadloom.testing._pages import PageConformance
 from threadloom.testing._records import (
     TTL,
     checkpoint,
@@ -54,11 +55,12 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance(LeaseConformance, NamespaceConformance):
+class StoreConformance(LeaseConformance, NamespaceConformance, PageConformance):
     """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
     lease takeover and fencing-across-delete tests come from
     :class:`~threadloom.testing._leases.LeaseConformance`, the two-namespaces tests from
-    :class:`~threadloom.testing._namespaces.NamespaceConformance`."""
+    :class:`~threadloom.testing._namespaces.NamespaceConformance`, the keyset pages from
+    :class:`~threadloom.testing._pages.PageConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.types import CancelToken, Command, RunnableConfig, StreamMode
+from threadloom.types import CancelToken, Command, RunnableConfig, Send, StreamMode
 from threadloom.worker._events import EventBuffer, EventPump
 
 __all__ = ["Claimed", "Outcome", "execute", "run_config"]
@@ -161,8 +161,17 @@ def _input(payload: dict[str, Any]) -> Any:
     command = payload.get("command")
     if isinstance(command, dict) and command:
         return Command(update=command.get("update"), resume=command.get("resume"),
-                       goto=command.get("goto") or ())
+                       goto=_goto(command.get("goto")))
     return payload.get("input")
+
+
+def _goto(goto: Any) -> Any:
+    """A command's ``goto`` with each ``{"node", "input"}`` object (a ``Send`` in
+    LangGraph's API, and what the seed 001 create-states route queues) as a :class:`Send`."""
+    if not goto:
+        return ()
+    items = goto if isinstance(goto, list) else [goto]
+    return [Send(g["node"], g.get("input")) if isinstance(g, dict) else g for g in items]
 
 
 def run_config(claim: QueuedRun, payload: dict[str, Any], token: CancelToken,
