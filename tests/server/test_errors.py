@@ -173,3 +173,20 @@ def test_huge_offsets_are_client_errors(app_client: TestClient) -> None:
         assert_error(app_client.post(path, json={"offset": huge}), 422, "invalid_request")
     largest = app_client.post("/threads/search", json={"offset": 1_000_000_000})
     assert largest.status_code == 200 and largest.json() == []
+
+
+def test_malformed_run_ids_are_refused_before_the_store(app_client: TestClient) -> None:
+    """A run id in a path is 1 to 255 printable characters (runtime.md), checked before the
+    store sees it: Postgres refuses a NUL in text, which was a 500 ``store_error``."""
+    assert app_client.post("/threads", json={"thread_id": "t-run-ids"}).status_code == 200
+    for odd in ("a%00b", "%00", "x" * 256, "tab%09here"):
+        for method, path in [("GET", "/threads/t-run-ids/runs/{}"),
+                             ("DELETE", "/threads/t-run-ids/runs/{}"),
+                             ("GET", "/threads/t-run-ids/runs/{}/join"),
+                             ("GET", "/threads/t-run-ids/runs/{}/stream"),
+                             ("POST", "/threads/t-run-ids/runs/{}/cancel")]:
+            assert_error(app_client.request(method, path.format(odd)), 422, "invalid_request")
+    assert_error(app_client.post("/runs/cancel", json={"thread_id": "t-run-ids",
+                                                       "run_ids": ["a\x00b"]}),
+                 422, "invalid_request")
+    assert_error(app_client.get("/threads/t-run-ids/runs/" + "x" * 255), 404, "not_found")

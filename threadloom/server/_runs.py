@@ -182,9 +182,10 @@ def find_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str) -
     """The run ``run_id`` of thread ``thread_id`` in ``namespace``.
 
     Raises:
+        InvalidRequestError: ``run_id`` is not a run id (1 to 255 printable characters).
         NotFoundError: there is none (also for a rolled-back run).
     """
-    record = store.get_run(run_id, namespace=namespace)
+    record = store.get_run(_run_id(run_id), namespace=namespace)
     if record is None or record.namespace != namespace or record.thread_id != thread_id:
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
     return record
