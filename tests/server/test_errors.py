@@ -190,3 +190,20 @@ def test_malformed_run_ids_are_refused_before_the_store(app_client: TestClient) 
                                                        "run_ids": ["a\x00b"]}),
                  422, "invalid_request")
     assert_error(app_client.get("/threads/t-run-ids/runs/" + "x" * 255), 404, "not_found")
+
+
+def test_a_checkpoint_of_a_thread_without_one_is_not_an_empty_state(
+        app_client: TestClient) -> None:
+    """A thread with no graph yet has no checkpoints: ``GET .../state/{checkpoint_id}`` was a
+    200 with an empty state for any id, also NUL or 300 characters."""
+    assert app_client.post("/threads", json={"thread_id": "t-bare"}).status_code == 200
+    for odd in ("a%00b", "x" * 300, "%FF", "not-a-checkpoint"):
+        assert_error(app_client.get(f"/threads/t-bare/state/{odd}"), 400, "invalid_config")
+    assert_error(app_client.get("/threads/t-bare/state/00000000000000ff"), 404,
+                 "checkpoint_not_found")
+    assert_error(app_client.post("/threads/t-bare/state/checkpoint",
+                                 json={"checkpoint": {"checkpoint_id": "00000000000000ff"}}),
+                 404, "checkpoint_not_found")
+    latest = app_client.post("/threads/t-bare/state/checkpoint", json={"checkpoint": {}})
+    assert latest.status_code == 200 and latest.json()["values"] == {}
+    assert app_client.get("/threads/t-bare/state").json()["values"] == {}
