@@ -207,3 +207,12 @@ def test_a_checkpoint_of_a_thread_without_one_is_not_an_empty_state(
     latest = app_client.post("/threads/t-bare/state/checkpoint", json={"checkpoint": {}})
     assert latest.status_code == 200 and latest.json()["values"] == {}
     assert app_client.get("/threads/t-bare/state").json()["values"] == {}
+
+
+def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(app_client: TestClient) -> None:
+    """An id of ``%2F`` (or a trailing slash) was a 307 redirect to the collection route."""
+    for method, path in [("GET", "/threads/%2F"), ("DELETE", "/threads/%2F"),
+                         ("GET", "/threads/"), ("POST", "/threads/search/"),
+                         ("GET", "/assistants/..%2F")]:
+        response = app_client.request(method, path, follow_redirects=False)
+        assert_error(response, 404, "not_found")

@@ -41,6 +41,8 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
+        # "/threads/" (e.g. an id of "%2F") is a 404 error body, not a 307 to another route
+        redirect_slashes=False,
     )
     app.state.store = store
     app.state.graphs = dict(graphs)
