@@ -6,6 +6,8 @@ real server process."""
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -173,6 +175,82 @@ def test_huge_offsets_are_client_errors(app_client: TestClient) -> None:
         assert_error(app_client.post(path, json={"offset": huge}), 422, "invalid_request")
     largest = app_client.post("/threads/search", json={"offset": 1_000_000_000})
     assert largest.status_code == 200 and largest.json() == []
+
+
+# -- odd values in every path parameter of every route, and odd headers -----------------------
+
+# (already percent-encoded for the URL): traversal, NUL, too long, encoded slashes, percent
+# escapes that are not UTF-8 and a lone surrogate's (a bare ".." never reaches the server: the
+# client resolves it, as every HTTP client does)
+ODD_SEGMENTS = ["%2e%2e", "..%2F", "..%2F..%2Fetc%2Fpasswd", "%2F", "a%2Fb", "a%00b", "%00",
+                "x" * 300, "%FF", "%C3%28", "%ED%A0%80", "a%0Ab", "%09", "%20", "%25",
+                quote("é-ü-中" * 60, safe="")]
+
+
+def route_table(app: Any) -> list[tuple[str, str]]:
+    """(method, path template) of every operation of ``app`` that has path parameters, from
+    its OpenAPI document (no route of the API is left out of it)."""
+    return [(method.upper(), path) for path, operations in app.openapi()["paths"].items()
+            if "{" in path for method in operations]
+
+
+def odd_requests(routes: list[tuple[str, str]]) -> list[tuple[str, str, bool]]:
+    """Each route once per odd segment in each of its path parameters (the others valid),
+    and whether the odd one is an id (``*_id``: nothing has it, so a 4xx; another parameter,
+    e.g. the subgraph namespace filter, may match nothing with a 200)."""
+    requests = []
+    for method, template in routes:
+        names = re.findall(r"{(\w+)}", template)
+        for odd_name in names:
+            for odd in ODD_SEGMENTS:
+                path = template
+                for name in names:
+                    value = odd if name == odd_name else _VALID.get(name, "x-1")
+                    path = path.replace("{" + name + "}", value)
+                requests.append((method, path, odd_name.endswith("_id")))
+    return requests
+
+
+_VALID = {"thread_id": "odd-thread", "assistant_id": "seed_chat"}
+_BODY = {"assistant_id": "seed_chat", "input": {"messages": ["hi"]}}
+
+
+def assert_client_errors(http: Any, routes: list[tuple[str, str]]) -> int:
+    """Send every odd request; each answer is a 4xx error body. Returns how many were sent."""
+    sent, wrong = 0, []
+    for method, path, is_id in odd_requests(routes):
+        body = _BODY if method in ("POST", "PUT", "PATCH") else None
+        response = http.request(method, path, json=body)
+        sent += 1
+        if not is_id and response.status_code < 400:
+            continue
+        if not (400 <= response.status_code < 500
+                and response.headers["content-type"].startswith("application/json")
+                and set(response.json()) == {"code", "message"}
+                and "Traceback" not in response.text):
+            wrong.append(f"{method} {path[:80]}: {response.status_code} {response.text[:150]}")
+    assert not wrong, "\n".join(wrong)
+    return sent
+
+
+def test_odd_path_parameters_on_every_route(app_client: TestClient) -> None:
+    """Every route with a path parameter, from the app's route table (so routes added later
+    are covered), with each odd value in each parameter: a 4xx error body, never a 5xx."""
+    assert app_client.post("/threads", json={"thread_id": "odd-thread"}).status_code == 200
+    routes = route_table(app_client.app)
+    assert len(routes) >= 20
+    assert assert_client_errors(app_client, routes) >= len(routes) * len(ODD_SEGMENTS)
+
+
+def test_odd_path_parameters_of_a_real_server(server: Server) -> None:
+    """The same against a server process (uvicorn decodes the path; Postgres refuses NUL)."""
+    import _app
+
+    with server.http() as http:
+        assert http.post("/threads", json={"thread_id": "odd-thread"}).status_code == 200
+        store = server.open_store()
+        routes = route_table(_app.build(store, server.api_key))
+        assert_client_errors(http, routes)
 
 
 def test_malformed_run_ids_are_refused_before_the_store(app_client: TestClient) -> None:
