@@ -15,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from harness import Server
 
+from threadloom.server.auth import create_key
+
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
     """``response`` is the error ``status`` with ``code``, in the one error shape."""
@@ -294,3 +296,52 @@ def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(app_client: TestCli
                          ("GET", "/assistants/..%2F")]:
         response = app_client.request(method, path, follow_redirects=False)
         assert_error(response, 404, "not_found")
+
+
+# (legal header values: a control character such as DEL is refused by the HTTP server with a
+# plain 400 before the app runs, and a blank value by the client)
+ODD_KEYS: list[bytes] = ["é-clé-ü".encode("latin-1"), "clé-中".encode(), b"\xff\xfe\x80" * 8,
+                         b"k" * 513, b"k" * 60000, b"%00" * 10, b"tl_" + b"a" * 40]
+# not namespace names (1-64 printable characters without "/"; "*" is a key's, for all)
+ODD_NAMESPACES: list[bytes] = [b"x" * 65, b"x" * 300, b"../default", b"a/b", b"*", b"a\tb",
+                               "命名空间".encode()]  # as latin-1, C1 controls
+# names, of namespaces that hold nothing
+UNKNOWN_NAMESPACES: list[bytes] = [b"%00", "é".encode("latin-1"), "é".encode(), b"\xff\xfe",
+                                   b"a b", b".."]
+
+
+def assert_odd_headers(http: Any, all_namespace_key: str) -> None:
+    """Odd ``X-API-Key`` values are 401; odd ``X-Namespace`` values of an all-namespace key
+    reach no namespace (404) or act in ``default`` (an empty one); none is a 5xx."""
+    routes = [("GET", "/threads/t-headers"), ("POST", "/threads/search"),
+              ("GET", "/threads/t-headers/runs/r-1"), ("POST", "/threads")]
+    for key in ODD_KEYS:
+        for method, path in routes:
+            response = http.request(method, path, json={}, headers={"X-API-Key": key})
+            assert_error(response, 401, "unauthorized")
+    for namespace in ODD_NAMESPACES:
+        headers = {"X-API-Key": all_namespace_key.encode(), "X-Namespace": namespace}
+        for method, path in routes:
+            response = http.request(method, path, json={}, headers=headers)
+            assert_error(response, 404, "not_found")
+    for namespace in UNKNOWN_NAMESPACES:
+        headers = {"X-API-Key": all_namespace_key.encode(), "X-Namespace": namespace}
+        assert_error(http.get("/threads/t-headers", headers=headers), 404, "not_found")
+        assert http.post("/threads/search", json={}, headers=headers).json() == []
+    for namespace in (b"", b"default"):
+        headers = {"X-API-Key": all_namespace_key.encode(), "X-Namespace": namespace}
+        found = http.get("/threads/t-headers", headers=headers)
+        assert found.status_code == 200, (namespace, found.text)
+
+
+def test_odd_keys_and_namespaces(app_client: TestClient, store: Any) -> None:
+    _, key = create_key(store, "*", "admin")
+    assert app_client.post("/threads", json={"thread_id": "t-headers"}).status_code == 200
+    assert_odd_headers(app_client, key)
+
+
+def test_odd_keys_and_namespaces_of_a_real_server(server: Server) -> None:
+    _, key = create_key(server.open_store(), "*", "admin")
+    with server.http() as http:
+        http.post("/threads", json={"thread_id": "t-headers"})
+        assert_odd_headers(http, key)

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.server.auth import Principal, authenticate
+from threadloom.server.auth import Principal, authenticate, is_namespace
 from threadloom.server.runs import RunCreate, queue_run, wait_response
 from threadloom.server.settings import Settings
 
@@ -97,8 +97,9 @@ class FastLane:
             who = authenticate(store, key, namespace)
         else:
             who = await asyncio.to_thread(authenticate, store, key, namespace)
-        if who is None or not who.covers(who.namespace) or not who.may("operator"):
-            return None
+        if (who is None or not is_namespace(who.namespace) or not who.covers(who.namespace)
+                or not who.may("operator")):
+            return None  # the routes answer it
         return who
 
 

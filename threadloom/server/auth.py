@@ -32,6 +32,7 @@ __all__ = [
     "authenticate",
     "create_key",
     "ensure_key",
+    "is_namespace",
     "key_id_of",
 ]
 
@@ -75,10 +76,15 @@ def _check_role(role: str) -> Role:
     raise InvalidConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
 
 
+def is_namespace(name: str) -> bool:
+    """Whether ``name`` can name a namespace: 1-64 printable characters without ``/``
+    (``"*"``, all namespaces, is a key's, not a namespace)."""
+    return (0 < len(name) <= 64 and name.isprintable() and "/" not in name
+            and name != ALL_NAMESPACES)
+
+
 def _check_namespace(namespace: str) -> str:
-    if namespace != ALL_NAMESPACES and not (
-        0 < len(namespace) <= 64 and namespace.isprintable() and "/" not in namespace
-    ):
+    if namespace != ALL_NAMESPACES and not is_namespace(namespace):
         raise InvalidConfigError(
             f"invalid namespace {namespace!r}: 1-64 printable characters without '/', or '*'"
         )

@@ -15,7 +15,7 @@ from fastapi import Depends, Header, Request
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
-from threadloom.server.auth import Principal, Role, authenticate
+from threadloom.server.auth import Principal, Role, authenticate, is_namespace
 from threadloom.server.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from threadloom.server.settings import Settings
 
@@ -65,9 +65,10 @@ async def _caller(
         principal = await asyncio.to_thread(authenticate, store, x_api_key, x_namespace)
     if principal is None:
         raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
-    if not principal.covers(principal.namespace):
-        # an all-namespace key always covers it; a one-namespace key acts in its own
-        raise NotFoundError(f"no namespace {principal.namespace!r}")
+    if not is_namespace(principal.namespace) or not principal.covers(principal.namespace):
+        # an all-namespace key covers any (X-Namespace: one that cannot exist, e.g. 300
+        # characters or "*", is not found); a one-namespace key acts in its own
+        raise NotFoundError(f"no namespace {principal.namespace[:80]!r}")
     request.state.principal = principal
     return principal
 
