@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from graphs import compiled
 from harness import Server
 
-from threadloom.server.auth import create_key
+from threadloom import errors as core_errors
+from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.server import Settings, create_app
+from threadloom.server.auth import create_key, ensure_key
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
@@ -345,3 +350,62 @@ def test_odd_keys_and_namespaces_of_a_real_server(server: Server) -> None:
     with server.http() as http:
         http.post("/threads", json={"thread_id": "t-headers"})
         assert_odd_headers(http, key)
+
+
+# -- nothing internal reaches a client ------------------------------------------------------
+
+SECRET = "/var/lib/secret/app.db: SELECT key_hash FROM api_keys password=hunter2"
+
+
+class FailingStore:
+    """A store whose every method but the key lookup raises ``error`` (as a store whose
+    database broke under a running server)."""
+
+    def __init__(self, inner: RuntimeStore, error: BaseException) -> None:
+        self._inner = inner
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name == "get_key" or not callable(value):
+            return value
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self._error
+
+        return fail
+
+
+@pytest.mark.parametrize("error, status, code", [
+    (core_errors.StoreError(SECRET), 500, "store_error"),
+    (core_errors.StoreCorruptError(SECRET), 500, "store_corrupt"),
+    (core_errors.StoreUnavailableError(SECRET), 503, "store_unavailable"),
+    (sqlite3.OperationalError(SECRET), 500, "internal_error"),
+    (RuntimeError(SECRET), 500, "internal_error"),
+    (KeyError(SECRET), 500, "internal_error"),
+])
+def test_store_failures_reach_the_client_as_a_generic_error(
+        store: RuntimeStore, api_key: str, error: BaseException, status: int, code: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever a store raises, on every route that reaches it: the status and a generic
+    message; the error's text (SQL, paths, secrets) and traceback go to the server's log."""
+    ensure_key(store, api_key)
+    app = create_app(FailingStore(store, error), compiled(store),  # type: ignore[arg-type]
+                     Settings(worker_stale_after=None))
+    run = {"assistant_id": "seed_chat", "input": {"messages": ["hi"]}}
+    requests: list[tuple[str, str, Any]] = [
+        ("GET", "/threads/t-1", None), ("POST", "/threads/search", {}), ("POST", "/threads", {}),
+        ("GET", "/threads/t-1/state", None), ("GET", "/threads/t-1/runs/r-1", None),
+        ("POST", "/threads/t-1/runs/wait", run), ("POST", "/runs/wait", run),
+        ("POST", "/threads/count", {}), ("POST", "/runs/cancel", {"status": "pending"})]
+    with TestClient(app, headers={"X-API-Key": api_key},
+                    raise_server_exceptions=False) as client:
+        for method, path, body in requests:
+            caplog.clear()
+            response = client.request(method, path, json=body)
+            assert_error(response, status, code)
+            assert "hunter2" not in response.text and "/var/lib" not in response.text
+            assert "SELECT" not in response.text
+            logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+            if status >= 500:
+                assert "hunter2" in logged, (method, path)  # the operator can see what failed
