@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from graphs import compiled
@@ -409,3 +410,31 @@ def test_store_failures_reach_the_client_as_a_generic_error(
             logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
             if status >= 500:
                 assert "hunter2" in logged, (method, path)  # the operator can see what failed
+
+
+def test_the_openapi_document_declares_the_error_body(app_client: TestClient) -> None:
+    """Every operation behind a key declares 401/403/404/422 with the ``ErrorBody`` schema
+    (not FastAPI's ``{"detail": [...]}``), and the answers match it."""
+    document = app_client.get("/openapi.json").json()
+    error_schema = document["components"]["schemas"]["ErrorBody"]
+    assert set(error_schema["required"]) == {"code", "message"}
+    assert "HTTPValidationError" not in json.dumps(document)
+    keyed = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            if "x-api-key" not in headers:
+                assert path in ("/ok", "/ready"), path
+                continue
+            keyed += 1
+            for status in ("401", "403", "404", "422"):
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (
+                    method, path, status)
+    assert keyed >= 38
+    answers = [app_client.post("/threads", json={"metadata": 3}),
+               app_client.get("/threads/nope"),
+               app_client.get("/threads/nope", headers={"X-API-Key": "wrong-key-0123456789"})]
+    for answer in answers:
+        assert answer.status_code in (401, 404, 422)
+        jsonschema.validate(answer.json(), error_schema)

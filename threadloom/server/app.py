@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._fastlane import FastLane
-from threadloom.server.errors import error_response, install_error_handlers
+from threadloom.server.errors import document_errors, error_response, install_error_handlers
 from threadloom.server.settings import Settings
 
 __all__ = ["create_app"]
@@ -57,6 +57,7 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
 
     for module in (assistants, threads, runs):
         app.include_router(module.router)
+    document_errors(app)
     return app
 
 
