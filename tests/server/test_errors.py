@@ -438,3 +438,37 @@ def test_the_openapi_document_declares_the_error_body(app_client: TestClient) ->
     for answer in answers:
         assert answer.status_code in (401, 404, 422)
         jsonschema.validate(answer.json(), error_schema)
+
+
+def test_run_config_and_checkpoint_are_checked_when_the_run_is_created(
+        app_client: TestClient) -> None:
+    """A ``config.configurable`` that is not an object was a 500 (``dict(3)``); a bad
+    ``recursion_limit`` or checkpoint id made a run that the worker could not start and that
+    stayed ``pending`` for ever (its ``wait`` answered at once, with the thread's old state)."""
+    made = app_client.post("/threads", json={"thread_id": "t-config",
+                                             "metadata": {"graph_id": "seed_chat"}})
+    assert made.status_code == 200, made.text
+    written = app_client.post("/threads/t-config/state",
+                              json={"values": {"messages": ["hi"]}, "as_node": "chat"})
+    assert written.status_code == 200, written.text
+    checkpoint_id = app_client.get("/threads/t-config/state").json()["checkpoint_id"]
+    base = {"assistant_id": "seed_chat", "input": {"messages": ["again"]}}
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"config": {"configurable": 3}}, 422, "invalid_request"),
+        ({"config": {"configurable": ["a"]}}, 422, "invalid_request"),
+        ({"config": {"tags": "a"}}, 422, "invalid_request"),
+        ({"config": {"recursion_limit": "x"}}, 400, "invalid_config"),
+        ({"config": {"recursion_limit": 0}}, 400, "invalid_config"),
+        ({"checkpoint_id": "zzz"}, 400, "invalid_config"),
+        ({"checkpoint": {"checkpoint_id": 5}}, 400, "invalid_config"),
+        ({"config": {"configurable": {"checkpoint_id": "a\x00b"}}}, 400, "invalid_config"),
+        ({"checkpoint_id": "00000000000000ff"}, 404, "checkpoint_not_found"),
+    ]
+    for extra, status, code in cases:
+        for path in ("/threads/t-config/runs", "/threads/t-config/runs/wait", "/runs"):
+            assert_error(app_client.post(path, json={**base, **extra}), status, code)
+    assert app_client.get("/threads/t-config/runs").json() == []  # nothing refused was queued
+    forked = app_client.post("/threads/t-config/runs",
+                             json={**base, "checkpoint_id": checkpoint_id,
+                                   "config": {"recursion_limit": 5, "tags": ["x"]}})
+    assert forked.status_code == 200, forked.text
