@@ -472,3 +472,12 @@ def test_run_config_and_checkpoint_are_checked_when_the_run_is_created(
                              json={**base, "checkpoint_id": checkpoint_id,
                                    "config": {"recursion_limit": 5, "tags": ["x"]}})
     assert forked.status_code == 200, forked.text
+
+
+def test_the_streaming_routes_are_documented_as_event_streams(app_client: TestClient) -> None:
+    """They answer ``text/event-stream``; the document said JSON (found by schemathesis)."""
+    paths = app_client.get("/openapi.json").json()["paths"]
+    for path, method in [("/threads/{thread_id}/runs/stream", "post"),
+                         ("/runs/stream", "post"),
+                         ("/threads/{thread_id}/runs/{run_id}/stream", "get")]:
+        assert set(paths[path][method]["responses"]["200"]["content"]) == {"text/event-stream"}
