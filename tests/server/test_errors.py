@@ -481,3 +481,33 @@ def test_the_streaming_routes_are_documented_as_event_streams(app_client: TestCl
                          ("/runs/stream", "post"),
                          ("/threads/{thread_id}/runs/{run_id}/stream", "get")]:
         assert set(paths[path][method]["responses"]["200"]["content"]) == {"text/event-stream"}
+
+
+def test_lone_surrogates_in_a_body_are_refused_and_nothing_is_stored(
+        app_client: TestClient) -> None:
+    """JSON's ``"\\ud800"`` parses to a string that cannot be encoded: it was a 500, and
+    ``PATCH`` stored it first, so every later read of the thread was a 500 too."""
+    made = app_client.post("/threads", json={"thread_id": "t-uni", "metadata": {"k": "v"}})
+    assert made.status_code == 200
+    json_type = {"Content-Type": "application/json"}
+    for method, path, raw in [
+        ("POST", "/threads", rb'{"metadata": {"a": "\ud800"}}'),
+        ("POST", "/threads", rb'{"thread_id": "x\udfff"}'),
+        ("PATCH", "/threads/t-uni", rb'{"metadata": {"\ud800": 1}}'),
+        ("POST", "/threads/search", rb'{"metadata": {"a": "x\udbff"}}'),
+        ("POST", "/threads/t-uni/runs", rb'{"assistant_id": "seed_chat", "input": "\ud800"}'),
+        ("POST", "/threads/t-uni/runs/wait",
+         rb'{"assistant_id": "seed_chat", "input": {"messages": ["\udc00"]}}'),
+    ]:
+        assert_error(app_client.request(method, path, content=raw, headers=json_type),
+                     422, "invalid_request")
+    kept = app_client.get("/threads/t-uni")
+    assert kept.status_code == 200 and kept.json()["metadata"]["k"] == "v"
+    assert app_client.get("/threads/t-uni/runs").json() == []
+    paired = app_client.patch("/threads/t-uni", content=rb'{"metadata": {"e": "\ud83d\ude00"}}',
+                              headers=json_type)  # a pair is one character
+    assert paired.status_code == 200, paired.text
+    assert app_client.get("/threads/t-uni").json()["metadata"]["e"] == "\U0001F600"
+    literal = app_client.patch("/threads/t-uni", content=rb'{"metadata": {"b": "\\ud800"}}',
+                               headers=json_type)  # an escaped backslash, then text
+    assert literal.status_code == 200 and literal.json()["metadata"]["b"] == "\\ud800"

@@ -7,6 +7,8 @@ JSON ``{code, message}``, the body-size limit, the health routes, and one router
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -99,7 +101,12 @@ class BodyLimit:
     its ``Content-Length`` (the server holds a body to its declared length), or, without one
     (chunked), by reading the body first, at most ``limit`` bytes of it, before the app runs.
     (An exception raised while the app reads the body would reach the route as a malformed
-    body: FastAPI turns every failure of the read into a 400/422.)"""
+    body: FastAPI turns every failure of the read into a 400/422.)
+
+    A body read here is also refused (422 ``invalid_request``) when it holds a JSON string
+    escape of a lone surrogate (``"\\ud800"``): Python's JSON parser takes it, and the string
+    then cannot be encoded, in the store or in an answer, so a stored one made every later
+    read of its thread a 500."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -117,22 +124,31 @@ class BodyLimit:
                     too_big = False
                 if too_big:
                     await self._refuse(scope, receive, send)
-                else:
-                    await self.app(scope, receive, send)
-                return
+                    return
+                break
         messages: list[Message] = []
+        chunks: list[bytes] = []
         seen = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break  # the client went away: the app sees it too
-            seen += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            seen += len(chunk)
             if seen > self.limit:
                 await self._refuse(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
+        if has_lone_surrogate(b"".join(chunks)):
+            response = error_response(
+                422, "invalid_request",
+                "the body holds a string that is not valid Unicode (an escape of a lone "
+                "surrogate, such as \\ud800)")
+            await response(scope, receive, send)
+            return
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
@@ -143,3 +159,25 @@ class BodyLimit:
         response = error_response(413, "payload_too_large",
                                   f"the request body is over the limit of {self.limit} bytes")
         await response(scope, receive, send)
+
+
+# the escape of a high or low surrogate; most bodies have none, and are not parsed here
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def has_lone_surrogate(body: bytes) -> bool:
+    """Whether ``body``, as JSON, holds a string with a lone surrogate (a pair is a
+    character, as JSON says). Not JSON: ``False``, the route answers it."""
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return False
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
