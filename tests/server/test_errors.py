@@ -483,10 +483,12 @@ def test_the_streaming_routes_are_documented_as_event_streams(app_client: TestCl
         assert set(paths[path][method]["responses"]["200"]["content"]) == {"text/event-stream"}
 
 
-def test_lone_surrogates_in_a_body_are_refused_and_nothing_is_stored(
+def test_bodies_only_python_takes_as_json_are_refused_and_nothing_is_stored(
         app_client: TestClient) -> None:
     """JSON's ``"\\ud800"`` parses to a string that cannot be encoded: it was a 500, and
-    ``PATCH`` stored it first, so every later read of the thread was a 500 too."""
+    ``PATCH`` stored it first, so every later read of the thread was a 500 too. ``NaN``,
+    ``Infinity`` and ``1e999`` are not JSON: Postgres refused them (a 500, after the thread
+    was created), SQLite stored ``null``."""
     made = app_client.post("/threads", json={"thread_id": "t-uni", "metadata": {"k": "v"}})
     assert made.status_code == 200
     json_type = {"Content-Type": "application/json"}
@@ -498,12 +500,24 @@ def test_lone_surrogates_in_a_body_are_refused_and_nothing_is_stored(
         ("POST", "/threads/t-uni/runs", rb'{"assistant_id": "seed_chat", "input": "\ud800"}'),
         ("POST", "/threads/t-uni/runs/wait",
          rb'{"assistant_id": "seed_chat", "input": {"messages": ["\udc00"]}}'),
+        ("POST", "/threads", rb'{"thread_id": "t-nan", "metadata": {"a": NaN}}'),
+        ("POST", "/threads", rb'{"thread_id": "t-nan", "metadata": {"a": -Infinity}}'),
+        ("POST", "/threads", rb'{"thread_id": "t-nan", "metadata": {"a": 1e999}}'),
+        ("PATCH", "/threads/t-uni", rb'{"metadata": {"k": Infinity}}'),
+        ("POST", "/threads/t-uni/runs", rb'{"assistant_id": "seed_chat", "input": [NaN]}'),
+        ("POST", "/threads/t-uni/runs/wait",  # the fast lane's parser takes NaN too
+         rb'{"assistant_id": "seed_chat", "input": {"messages": [NaN]}}'),
+        ("POST", "/runs/wait", rb'{"assistant_id": "seed_chat", "input": {"x": 1e400}}'),
     ]:
         assert_error(app_client.request(method, path, content=raw, headers=json_type),
                      422, "invalid_request")
     kept = app_client.get("/threads/t-uni")
     assert kept.status_code == 200 and kept.json()["metadata"]["k"] == "v"
     assert app_client.get("/threads/t-uni/runs").json() == []
+    assert_error(app_client.get("/threads/t-nan"), 404, "not_found")
+    numbers = app_client.patch("/threads/t-uni", headers=json_type,
+                               content=b'{"metadata": {"n": 1e300, "s": "NaN Infinity e999"}}')
+    assert numbers.status_code == 200 and numbers.json()["metadata"]["n"] == 1e300
     paired = app_client.patch("/threads/t-uni", content=rb'{"metadata": {"e": "\ud83d\ude00"}}',
                               headers=json_type)  # a pair is one character
     assert paired.status_code == 200, paired.text

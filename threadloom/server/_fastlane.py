@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._strictjson import body_problem
 from threadloom.server.auth import Principal, authenticate, is_namespace
 from threadloom.server.runs import RunCreate, queue_run, wait_response
 from threadloom.server.settings import Settings
@@ -67,6 +68,8 @@ class FastLane:
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      thread_id: str | None, raw: bytes) -> bool:
         """Answer the request, or return ``False`` (having queued nothing) for the app to."""
+        if body_problem(raw) is not None:
+            return False  # the app refuses it (BodyLimit)
         try:
             who = await self._caller(scope)
             if who is None:

@@ -7,8 +7,6 @@ JSON ``{code, message}``, the body-size limit, the health routes, and one router
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._fastlane import FastLane
+from threadloom.server._strictjson import body_problem
 from threadloom.server.errors import document_errors, error_response, install_error_handlers
 from threadloom.server.settings import Settings
 
@@ -103,10 +102,9 @@ class BodyLimit:
     (An exception raised while the app reads the body would reach the route as a malformed
     body: FastAPI turns every failure of the read into a 400/422.)
 
-    A body read here is also refused (422 ``invalid_request``) when it holds a JSON string
-    escape of a lone surrogate (``"\\ud800"``): Python's JSON parser takes it, and the string
-    then cannot be encoded, in the store or in an answer, so a stored one made every later
-    read of its thread a 500."""
+    A body read here is also refused (422 ``invalid_request``) when it is JSON only to
+    Python's parser (see :func:`body_problem`): a lone surrogate cannot be encoded, so a
+    stored one made every later read of its thread a 500; Postgres refuses ``NaN``."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -142,11 +140,9 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        if has_lone_surrogate(b"".join(chunks)):
-            response = error_response(
-                422, "invalid_request",
-                "the body holds a string that is not valid Unicode (an escape of a lone "
-                "surrogate, such as \\ud800)")
+        problem = body_problem(b"".join(chunks))
+        if problem is not None:
+            response = error_response(422, "invalid_request", f"the body is not JSON: {problem}")
             await response(scope, receive, send)
             return
 
@@ -159,25 +155,3 @@ class BodyLimit:
         response = error_response(413, "payload_too_large",
                                   f"the request body is over the limit of {self.limit} bytes")
         await response(scope, receive, send)
-
-
-# the escape of a high or low surrogate; most bodies have none, and are not parsed here
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def has_lone_surrogate(body: bytes) -> bool:
-    """Whether ``body``, as JSON, holds a string with a lone surrogate (a pair is a
-    character, as JSON says). Not JSON: ``False``, the route answers it."""
-    if _SURROGATE_ESCAPE.search(body) is None:
-        return False
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    try:
-        json.dumps(parsed, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return True
-    except (ValueError, RecursionError):
-        return False
-    return False
