@@ -175,5 +175,6 @@ def test_a_one_namespace_key_cannot_act_elsewhere_with_x_namespace(
     everywhere = create_key(store, "*", "admin")[1]
     for header in ("x" * 300, "*", "a/b"):
         for sent in (key, everywhere):
+            # a namespace that cannot exist is not found, like one that does not
             bad = client.get("/v0/me", headers={"X-API-Key": sent, "X-Namespace": header})
-            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+            assert bad.status_code == 404 and bad.json()["code"] == "not_found"

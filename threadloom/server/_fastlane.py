@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._strictjson import body_problem
 from threadloom.server.auth import TOUCH_EVERY, Principal, authenticate, is_namespace, touch
 from threadloom.server.runs import RunCreate, queue_run, wait_response
 from threadloom.server.settings import Settings
@@ -68,6 +69,8 @@ class FastLane:
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      thread_id: str | None, raw: bytes) -> bool:
         """Answer the request, or return ``False`` (having queued nothing) for the app to."""
+        if body_problem(raw) is not None:
+            return False  # the app refuses it (BodyLimit)
         try:
             who = await self._caller(scope)
             if who is None:
@@ -98,10 +101,9 @@ class FastLane:
             who = authenticate(store, key, namespace)
         else:
             who = await asyncio.to_thread(authenticate, store, key, namespace)
-        if who is None or not who.covers(who.namespace) or not who.may("operator"):
-            return None
-        if namespace is not None and (namespace == "*" or not is_namespace(namespace)):
-            return None
+        if (who is None or not is_namespace(who.namespace) or not who.covers(who.namespace)
+                or not who.may("operator")):
+            return None  # the routes answer it
         if who.last_used_at is None or time.time() - who.last_used_at >= TOUCH_EVERY:
             await asyncio.to_thread(touch, store, who)
         return who

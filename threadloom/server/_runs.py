@@ -28,8 +28,9 @@ from threadloom.checkpoint.queue import (
     QueuedRun,
     RuntimeStore,
 )
-from threadloom.config import validate_run_id
-from threadloom.errors import InvalidConfigError
+from threadloom.config import resolve_recursion_limit, validate_run_id
+from threadloom.errors import CheckpointNotFoundError, InvalidConfigError
+from threadloom.graph._threads import checkpoint_seq
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._done import done_watcher
 from threadloom.server._shapes import interrupt_json, iso
@@ -112,6 +113,7 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
             raise NotFoundError(f"no thread {thread_id!r}")
     run_id = _run_id(request.run_id)
     payload = _payload(graph, request)
+    _check_checkpoint(store, namespace, thread_id, request)
     now = time.time()
     metadata = dict(request.metadata or {})
     record = RunRecord(run_id, thread_id, graph_name, "pending", namespace=namespace,
@@ -130,6 +132,22 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     queued = store.get_queued(namespace, run_id) or row
     stored = store.get_run(run_id, namespace=namespace) or record
     return stored, queued
+
+
+def _check_checkpoint(store: RuntimeStore, namespace: str, thread_id: str,
+                      request: RunRequest) -> None:
+    """A run from a checkpoint needs that checkpoint (the worker could only fail the run).
+
+    Raises:
+        CheckpointNotFoundError: the thread has no such checkpoint.
+    """
+    configurable = (request.config or {}).get("configurable") or {}
+    checkpoint_id = request.checkpoint_id or configurable.get("checkpoint_id")
+    seq = checkpoint_seq(checkpoint_id)
+    if seq is not None and store.get_checkpoint(thread_id, "", seq,
+                                                namespace=namespace) is None:
+        raise CheckpointNotFoundError(
+            f"no checkpoint {checkpoint_id!r} on thread {thread_id!r}")
 
 
 def _run_id(given: str | None) -> str:
@@ -163,8 +181,17 @@ def _payload(graph: CompiledGraph, request: RunRequest) -> bytes:
     if request.input is not None and request.command:
         raise InvalidRequestError("give input or command, not both")
     config = dict(request.config or {})
-    configurable = dict(config.get("configurable") or {})
+    configurable = config.get("configurable") or {}
+    if not isinstance(configurable, dict):
+        raise InvalidRequestError("config.configurable must be an object")
+    configurable = dict(configurable)
+    tags = config.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise InvalidRequestError("config.tags must be a list of strings")
+    if config.get("recursion_limit") is not None:
+        resolve_recursion_limit(config)  # InvalidConfigError: 400, as the engine would say
     checkpoint_id = request.checkpoint_id or configurable.pop("checkpoint_id", None)
+    checkpoint_seq(checkpoint_id)  # a malformed id is refused now, not by the worker
     config["configurable"] = configurable
     body = {
         "input": request.input,
@@ -192,9 +219,10 @@ def find_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str) -
     """The run ``run_id`` of thread ``thread_id`` in ``namespace``.
 
     Raises:
+        InvalidRequestError: ``run_id`` is not a run id (1 to 255 printable characters).
         NotFoundError: there is none (also for a rolled-back run).
     """
-    record = store.get_run(run_id, namespace=namespace)
+    record = store.get_run(_run_id(run_id), namespace=namespace)
     if record is None or record.namespace != namespace or record.thread_id != thread_id:
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
     return record

@@ -19,7 +19,8 @@ from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._audit import AuditTrail
 from threadloom.server._fastlane import FastLane
-from threadloom.server.errors import error_response, install_error_handlers
+from threadloom.server._strictjson import body_problem
+from threadloom.server.errors import document_errors, error_response, install_error_handlers
 from threadloom.server.settings import Settings
 
 __all__ = ["create_app"]
@@ -42,6 +43,8 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
+        # "/threads/" (e.g. an id of "%2F") is a 404 error body, not a 307 to another route
+        redirect_slashes=False,
     )
     app.state.store = store
     app.state.graphs = dict(graphs)
@@ -57,6 +60,7 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
 
     for module in (assistants, threads, runs, state_manager, admin):
         app.include_router(module.router)
+    document_errors(app)
     return app
 
 
@@ -98,7 +102,11 @@ class BodyLimit:
     its ``Content-Length`` (the server holds a body to its declared length), or, without one
     (chunked), by reading the body first, at most ``limit`` bytes of it, before the app runs.
     (An exception raised while the app reads the body would reach the route as a malformed
-    body: FastAPI turns every failure of the read into a 400/422.)"""
+    body: FastAPI turns every failure of the read into a 400/422.)
+
+    A body read here is also refused (422 ``invalid_request``) when it is JSON only to
+    Python's parser (see :func:`body_problem`): a lone surrogate cannot be encoded, so a
+    stored one made every later read of its thread a 500; Postgres refuses ``NaN``."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -116,22 +124,29 @@ class BodyLimit:
                     too_big = False
                 if too_big:
                     await self._refuse(scope, receive, send)
-                else:
-                    await self.app(scope, receive, send)
-                return
+                    return
+                break
         messages: list[Message] = []
+        chunks: list[bytes] = []
         seen = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break  # the client went away: the app sees it too
-            seen += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            seen += len(chunk)
             if seen > self.limit:
                 await self._refuse(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
+        problem = body_problem(b"".join(chunks))
+        if problem is not None:
+            response = error_response(422, "invalid_request", f"the body is not JSON: {problem}")
+            await response(scope, receive, send)
+            return
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()

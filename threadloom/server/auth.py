@@ -79,8 +79,10 @@ def _check_role(role: str) -> Role:
 
 
 def is_namespace(name: str) -> bool:
-    """Whether ``name`` can be a namespace: 1-64 printable characters without ``/``."""
-    return 0 < len(name) <= 64 and name.isprintable() and "/" not in name
+    """Whether ``name`` can name a namespace: 1-64 printable characters without ``/``
+    (``"*"``, all namespaces, is a key's, not a namespace)."""
+    return (0 < len(name) <= 64 and name.isprintable() and "/" not in name
+            and name != ALL_NAMESPACES)
 
 
 def _check_namespace(namespace: str) -> str:

@@ -25,12 +25,7 @@ from threadloom.server.auth import (
     is_namespace,
     touch,
 )
-from threadloom.server.errors import (
-    ForbiddenError,
-    InvalidRequestError,
-    NotFoundError,
-    UnauthorizedError,
-)
+from threadloom.server.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from threadloom.server.settings import Settings
 
 __all__ = [
@@ -83,13 +78,11 @@ async def _caller(
         principal = await asyncio.to_thread(authenticate, store, x_api_key, x_namespace)
     if principal is None:
         raise UnauthorizedError("missing or invalid API key: send it in the X-API-Key header")
-    if x_namespace is not None and (x_namespace == "*" or not is_namespace(x_namespace)):
-        raise InvalidRequestError(
-            "invalid X-Namespace header: 1-64 printable characters without '/', not '*'"
-        )
-    if not principal.covers(principal.namespace):
-        # a one-namespace key sent X-Namespace naming another: answered as a missing object
-        raise NotFoundError(f"no namespace {principal.namespace!r}")
+    if not is_namespace(principal.namespace) or not principal.covers(principal.namespace):
+        # an all-namespace key covers any (X-Namespace: one that cannot exist, e.g. 300
+        # characters or "*", is not found); a one-namespace key acts in its own, and one
+        # naming another namespace is answered as a missing object
+        raise NotFoundError(f"no namespace {principal.namespace[:80]!r}")
     last = principal.last_used_at
     if last is None or time.time() - last >= TOUCH_EVERY:
         await asyncio.to_thread(touch, store, principal)

@@ -9,12 +9,14 @@ path ever reaches a client: an unexpected exception is logged and answered with
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from threadloom import errors as core
@@ -22,12 +24,14 @@ from threadloom import errors as core
 __all__ = [
     "ApiError",
     "ConflictError",
+    "ErrorBody",
     "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ThreadHasNoGraphError",
     "UnauthorizedError",
+    "document_errors",
     "error_response",
     "install_error_handlers",
     "status_for",
@@ -119,6 +123,58 @@ def status_for(exc: core.ThreadloomError) -> int:
         if status is not None:
             return status
     return 400
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="A stable, machine-readable code, e.g. not_found.")
+    message: str = Field(description="What went wrong, for a human.")
+
+
+# what any route behind an API key may answer besides its own statuses
+_DECLARED = {
+    "401": "No API key, or not a valid one (unauthorized).",
+    "403": "The key's role may not do this (forbidden).",
+    "404": "No such object or route in the key's namespace (not_found).",
+    "422": "The request is malformed: body, query or path (invalid_request).",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Declare the error responses in ``app``'s OpenAPI document: every operation behind an
+    API key gets 401, 403, 404 and 422 with the :class:`ErrorBody` schema (FastAPI's own
+    422 schema is not what the handlers answer), so generated clients and property-based
+    tests know the shape. Routes added later are covered too: it runs when the document is
+    first built."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorBody"] = ErrorBody.model_json_schema()
+        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                headers = {p.get("name", "").lower() for p in operation.get("parameters", ())
+                           if p.get("in") == "header"}
+                responses = operation.setdefault("responses", {})
+                if "x-api-key" in headers:
+                    for status, description in _DECLARED.items():
+                        responses[status] = {"description": description, "content": ref}
+                elif "422" in responses:
+                    responses["422"] = {"description": _DECLARED["422"], "content": ref}
+        if "HTTPValidationError" not in json.dumps(schema["paths"]):
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def error_response(status: int, code: str, message: str,

@@ -200,7 +200,18 @@ async def wait_response(store: Store, graphs: Graphs, record: RunRecord, body: R
                     fresh=True)
 
 
-@router.post("/threads/{thread_id}/runs/stream", summary="Create a run and stream its events")
+# what the streaming routes answer (FastAPI would document JSON)
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-sent events: metadata, then the run's chunks; each has an id.",
+          "content": {"text/event-stream": {"schema": {  # one event
+              "type": "object", "required": ["event", "data", "id"],
+              "properties": {"event": {"type": "string"}, "id": {"type": "string"},
+                             "data": {"type": "string", "description": "JSON"}}}}}},
+}
+
+
+@router.post("/threads/{thread_id}/runs/stream", summary="Create a run and stream its events",
+             response_class=Response, responses=_SSE)
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id,
@@ -210,7 +221,8 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
                       modes=_asked_modes(body))
 
 
-@router.post("/runs/stream", summary="Create a stateless run and stream its events")
+@router.post("/runs/stream", summary="Create a stateless run and stream its events",
+             response_class=Response, responses=_SSE)
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, None, body,
@@ -340,7 +352,8 @@ def join(thread_id: str, run_id: str, request: Request, store: Store, graphs: Gr
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream",
-            summary="Join a run's event stream (resumes after Last-Event-ID)")
+            summary="Join a run's event stream (resumes after Last-Event-ID)",
+            response_class=Response, responses=_SSE)
 def join_stream(thread_id: str, run_id: str, request: Request, store: Store, who: Viewer,
                 stream_mode: str | None = None, cancel_on_disconnect: bool = False,
                 last_event_id: Annotated[str | None, Header()] = None) -> Response:

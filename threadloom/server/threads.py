@@ -19,7 +19,8 @@ from fastapi.responses import Response
 from threadloom._json import to_jsonable
 from threadloom.checkpoint.base import Commit, ThreadRecord
 from threadloom.checkpoint.retention import export_thread, import_thread
-from threadloom.errors import ThreadBusyError
+from threadloom.errors import CheckpointNotFoundError, ThreadBusyError
+from threadloom.graph._threads import checkpoint_seq
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.server._audit import audit_event, mark_audited
 from threadloom.server._shapes import checkpoint_json, json_response, state_json
@@ -346,6 +347,11 @@ def count_threads(body: ThreadCountRequest, store: Store, graphs: Graphs,
 
 def _state(info: ThreadInfo, checkpoint_id: str | None, subgraphs: bool) -> Response:
     if info.graph is None:
+        # no graph, no checkpoint to show: a checkpoint id is answered as on a thread with
+        # one (malformed: 400 invalid_config; well formed: 404), not with an empty state
+        if checkpoint_seq(checkpoint_id) is not None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint {checkpoint_id!r} on thread {info.record.thread_id!r}")
         return json_response(state_json(_EMPTY))
     snapshot = info.graph.get_state(info.config(checkpoint_id), subgraphs=subgraphs)
     return json_response(state_json(snapshot))
