@@ -4,6 +4,7 @@ the environment."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -290,3 +291,39 @@ def test_me_keys_and_audit(server: Server, client: Client) -> None:
     actions = [(e["action"], e["target"]) for e in page["events"]]
     assert ("key.create", made["key_id"]) in actions and ("key.revoke", made["key_id"]) in actions
     assert made["key"] not in str(page)
+
+
+def test_the_seed_state_manager(client: Client) -> None:
+    run_id = f"sm-{uuid.uuid4().hex[:8]}"
+    first = {"identifier": "increment", "inputs": {"step": 0, "done": False}}
+    created = client.states.create("seed_loop", run_id, [first])
+    [state] = created["states"]
+    assert state["identifier"] == "increment" and state["run_id"] == run_id
+    assert client.states.create("seed_loop", run_id, [first]) == created  # safe to repeat
+    with pytest.raises(ConflictError):
+        client.states.create("seed_loop", run_id, [{**first, "inputs": {"step": 1}}])
+    deadline = time.monotonic() + 30
+    while (runs := client.states.runs(run_id_prefix=run_id))["runs"][0]["status"] != "SUCCESS":
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.05)
+    [run] = runs["runs"]
+    assert run["graph_name"] == "seed_loop" and run["state_count"] == 6
+    states = client.states.of_run(run_id, limit=4)
+    assert states["count"] == 4 and states["next_cursor"]
+    rest = client.states.of_run(run_id, cursor=states["next_cursor"])
+    ids = [s["id"] for s in states["states"] + rest["states"]]
+    assert len(set(ids)) == 6 and state["state_id"] in ids
+    listed = client.states.list(run_id_prefix=run_id, status="SUCCESS")
+    assert listed["run_ids"] == [run_id] and listed["count"] == 6
+    metrics = client.states.run_metrics(run_id)
+    assert metrics["executions"] == 6 and metrics["states_by_status"] == {"SUCCESS": 6}
+    checkpoints = client.states.run_checkpoints(run_id)
+    assert [c["step"] for c in checkpoints["checkpoints"]] == sorted(
+        c["step"] for c in checkpoints["checkpoints"])
+    assert checkpoints["checkpoints"][-1]["values"]["done"] is True
+    with pytest.raises(NotFoundError):
+        client.states.run_metrics("no-such-run")
+    # cancelling a finished run changes nothing; only a failed or cancelled one is retried
+    assert client.states.cancel_run(run_id)["status"] == "SUCCESS"
+    with pytest.raises(ConflictError):
+        client.states.retry_run(run_id)

@@ -122,8 +122,8 @@ def test_public_names_are_pinned() -> None:
         "UnauthorizedError", "UpdateStateResult",
         # the /v0 routes: seed 001's state manager, keys, audit
         "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "KeyList", "Me",
-        "NamespaceRunsPage", "NewApiKey", "RunCheckpoint", "RunItem", "RunMetrics",
-        "RunStatesPage", "State", "StateStatus", "StatesPage",
+        "NamespaceRunsPage", "NewApiKey", "NodeTimes", "RunCheckpoint", "RunCheckpointsPage",
+        "RunItem", "RunMetrics", "RunStatesPage", "State", "StateStatus", "StatesPage",
     ])
     for name in threadloom.client.__all__:
         assert getattr(threadloom.client, name) is not None

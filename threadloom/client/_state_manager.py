@@ -20,7 +20,7 @@ from threadloom.client._types import (
     KeyList,
     NamespaceRunsPage,
     NewApiKey,
-    RunCheckpoint,
+    RunCheckpointsPage,
     RunItem,
     RunMetrics,
     RunStatesPage,
@@ -92,7 +92,8 @@ class States(Resource[M]):
 
     @endpoint
     def cancel_run(self, run_id: str, *, namespace: str | None = None) -> Call[RunItem]:
-        """Cancel the whole run (its running node stops at its next step boundary)."""
+        """Cancel the whole run: a queued one never starts, a running one stops at its next
+        step."""
         path = namespace_path(self, namespace, "runs", run_id, "cancel")
         return json_call("POST", path, body={})
 
@@ -108,11 +109,12 @@ class States(Resource[M]):
         return json_call("GET", namespace_path(self, namespace, "runs", run_id, "metrics"))
 
     @endpoint
-    def run_checkpoints(self, run_id: str, *,
-                        namespace: str | None = None) -> Call[builtins.list[RunCheckpoint]]:
-        """The run's checkpoints in order, with values, next nodes and writes."""
+    def run_checkpoints(self, run_id: str, *, namespace: str | None = None,
+                        limit: int | None = None,
+                        cursor: str | None = None) -> Call[RunCheckpointsPage]:
+        """A page of the run's checkpoints in order, with values, next nodes and writes."""
         path = namespace_path(self, namespace, "runs", run_id, "checkpoints")
-        return json_call("GET", path)
+        return json_call("GET", path, params=query(limit=limit, cursor=cursor))
 
 
 class Keys(Resource[M]):

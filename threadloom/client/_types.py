@@ -24,8 +24,10 @@ __all__ = [
     "Me",
     "NamespaceRunsPage",
     "NewApiKey",
+    "NodeTimes",
     "Run",
     "RunCheckpoint",
+    "RunCheckpointsPage",
     "RunItem",
     "RunMetrics",
     "RunStatesPage",
@@ -163,8 +165,8 @@ class Run(TypedDict):
 
 # -- the seed 001 state manager, keys and audit (``/v0``) ----------------------------------
 
-StateStatus = Literal["CREATED", "QUEUED", "EXECUTED", "ERRORED", "CANCELLED", "SUCCESS",
-                      "NEXT_CREATED_ERROR", "PRUNED", "RETRY_CREATED"]
+StateStatus = Literal["CREATED", "QUEUED", "RETRY_CREATED", "SUCCESS", "ERRORED", "TIMEDOUT",
+                      "INTERRUPTED", "CANCELLED"]
 """A state's status in the seed's (Exosphere's) words; see runtime.md's statuses table."""
 
 
@@ -198,7 +200,7 @@ class State(TypedDict):
     run_id: str
     status: str
     inputs: dict[str, Any]
-    outputs: Any
+    outputs: dict[str, Any]
     error: str | None
     parents: dict[str, str]
     created_at: str
@@ -254,14 +256,30 @@ class NamespaceRunsPage(TypedDict):
     next_cursor: str | None
 
 
-class RunMetrics(TypedDict, total=False):
-    """Counts, attempts and durations of a run (more keys may come with newer servers)."""
+class NodeTimes(TypedDict):
+    """How long one node's executions took (those that started and ended)."""
 
+    count: int
+    total_ms: float
+    mean_ms: float
+    max_ms: float
+
+
+class RunMetrics(TypedDict):
+    """Counts, attempts and durations of a run, from its stored records."""
+
+    namespace: str
     run_id: str
+    status: str
     steps: int
     executions: int
+    states_by_status: dict[str, int]
+    attempts: int
     retries: int
+    run_attempts: int | None
     duration_ms: float | None
+    nodes: dict[str, NodeTimes]
+    as_of: str
 
 
 class RunCheckpoint(TypedDict):
@@ -269,10 +287,20 @@ class RunCheckpoint(TypedDict):
 
     checkpoint_id: str
     step: int
-    created_at: str
-    values: dict[str, Any]
+    created_at: str | None
+    values: Any
     next: list[str]
     writes: Any
+
+
+class RunCheckpointsPage(TypedDict):
+    """A page of a run's checkpoints, oldest first."""
+
+    namespace: str
+    run_id: str
+    count: int
+    checkpoints: list[RunCheckpoint]
+    next_cursor: str | None
 
 
 class Me(TypedDict):
