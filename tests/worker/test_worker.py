@@ -232,3 +232,17 @@ def test_run_blocks_until_stop(store, graphs):
     assert not done.is_set()
     worker.stop()
     assert done.wait(20)
+
+
+@pytest.mark.parametrize("config", [{"recursion_limit": -1}, {"recursion_limit": "many"},
+                                    {"configurable": "not an object"}])
+def test_a_run_the_engine_refuses_before_it_starts_is_recorded_failed(worker, store, queue,
+                                                                      wait_for, config):
+    # the API checks run configs when it queues them; a row written by something else (an
+    # older server, a script) must still end, not stay pending forever
+    run_id = queue("chain", {"log": []}, config=config)
+    record = wait_for(run_id)
+    assert record.status == "failed" and record.ended_at is not None
+    assert record.error
+    events = events_of(store, run_id)
+    assert [name for name, _ in events][-2:] == ["error", "end"]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from threadloom.checkpoint.base import RunRecord
+from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import CancelAction, QueuedRun, RuntimeStore
 from threadloom.errors import (
     LeaseLostError,
@@ -83,10 +84,10 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     events.add("metadata", {"run_id": run_id, "attempt": claim.attempts})
     asked = set(payload.get("stream_mode") or ()) | {"values"}
     modes: list[StreamMode] = [m for m in _MODES if m in asked]
-    config = run_config(claim, payload, held.token, lease_wait, fresh=fresh)
     error: BaseException | None = None
     result: Any = None
     try:
+        config = run_config(claim, payload, held.token, lease_wait, fresh=fresh)
         # the chunks are recorded, not pulled: the run streams into the buffer from this
         # thread (no producer thread and hand-off per chunk, as graph.stream has)
         result = graph.stream_to(events.add, _input(payload) if fresh else None,
@@ -106,7 +107,24 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
     except Exception as exc:
         error = exc
         events.add("error", {"error": type(exc).__name__, "message": str(exc)})
+        _record_refusal(store, claim, exc)
     return _settle(store, held, events, error, result, modes)
+
+
+def _record_refusal(store: RuntimeStore, claim: QueuedRun, exc: Exception) -> None:
+    """A run the engine refused before starting it (a config it cannot run, an input that
+    does not fit) has no failure on record, since the engine records only runs it started:
+    record it failed here, so that it does not stay ``pending`` forever."""
+    record = store.get_run(claim.run_id, namespace=claim.namespace)
+    if record is None or record.status != "pending":
+        return  # the engine recorded how it ended
+    now = time.time()
+    failed = replace(record, status="failed", error=f"{type(exc).__name__}: {exc}",
+                     updated_at=now, ended_at=now)
+    try:
+        store.commit([Commit(record.thread_id, namespace=claim.namespace, runs=[failed])])
+    except Exception:  # the claim still ends; its record says pending, as before
+        log.exception("could not record the failure of run %r", claim.run_id)
 
 
 def _settle(store: RuntimeStore, held: Claimed, events: EventBuffer,
