@@ -460,6 +460,11 @@ class Statements:
         self.list_executions = f"SELECT {EXEC_COLS} FROM {s}.executions"
         self.thread = f"SELECT {THREAD_COLS} FROM {s}.threads WHERE {_THREAD_KEY}"
         self.list_threads = f"SELECT {THREAD_COLS} FROM {s}.threads"
+        self.create_thread = (
+            f"INSERT INTO {s}.threads (thread_id, namespace, created_at, updated_at, metadata)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb) ON CONFLICT (namespace, thread_id) DO NOTHING"
+            f" RETURNING {THREAD_COLS}"
+        )
         self.update_thread = (
             f"UPDATE {s}.threads SET metadata = %s::jsonb, updated_at = greatest(updated_at, %s)"
             f" WHERE thread_id = %s AND namespace = %s RETURNING {THREAD_COLS}"

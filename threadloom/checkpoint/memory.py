@@ -787,6 +787,23 @@ class MemoryStore(MemoryQueue):
                 del self._runs[key]
             _drop_thread(self._executions, namespace, thread_id)
 
+    def create_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """Create the thread with ``metadata`` unless it exists (see the runtime protocol;
+        ``audit`` is appended with it)."""
+        copied = _json_copy(metadata, "thread metadata")
+        with self._lock:
+            self._check_open()
+            if (namespace, thread_id) in self._threads:
+                return None
+            now = time.time()
+            row = self._threads[(namespace, thread_id)] = _Thread(now)
+            row.metadata = copied
+            self._write_audit(audit, now)
+            return self._thread_record(namespace, thread_id, row)
+
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
         audit: AuditEvent | None = None,

@@ -801,6 +801,32 @@ class PostgresStore(PostgresQueue):
         sql, params = self._sql.select_threads(namespace, limit, offset)
         return self._select("list_threads", sql, params, thread_record)
 
+    def create_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """Create the thread with ``metadata`` unless it exists, with ``audit``, in one
+        transaction (see the runtime protocol; NUL in its strings is stored escaped)."""
+        try:
+            text = dumps(escape_nul(metadata))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
+        now = time.time()
+        params = (thread_id, namespace, now, now, text)
+        event = stamp_audit(audit, now) if audit is not None else None
+
+        def create(conn: Connection) -> ThreadRecord | None:
+            with conn.transaction():
+                row = conn.cursor().execute(self._sql.create_thread, params,
+                                            binary=True).fetchone()
+                if row is None:
+                    return None
+                if event is not None:
+                    conn.execute(self._q.put_audit, audit_row(event))
+                return thread_record(row)
+
+        return self._run(create, "create_thread")
+
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
         audit: AuditEvent | None = None,

@@ -437,6 +437,19 @@ class RuntimeStore(Store, Protocol):
 
     # -- threads, with their audit event --------------------------------------------------
 
+    def create_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = ...,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """Create the thread with ``metadata`` (a JSON object), and append ``audit``, in one
+        transaction; ``None`` (and nothing written) when the thread exists already, so that
+        of two concurrent creations of one id exactly one succeeds.
+
+        Raises:
+            StoreError: ``metadata`` is not JSON-serializable.
+        """
+        ...
+
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = ...,
         audit: AuditEvent | None = None,

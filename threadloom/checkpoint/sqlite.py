@@ -840,6 +840,35 @@ class SqliteStore(SqliteQueue):
 
         self._run(delete, True)
 
+    def create_thread(
+        self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
+    ) -> ThreadRecord | None:
+        """Create the thread with ``metadata`` unless it exists, with ``audit``, in one
+        transaction (see the runtime protocol)."""
+        try:
+            text = json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
+
+        def create(conn: sqlite3.Connection) -> ThreadRecord | None:
+            now = time.time()
+            inserted = conn.execute(
+                "INSERT INTO threads (namespace, thread_id, created_at, updated_at, metadata)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, thread_id) DO NOTHING",
+                (namespace, thread_id, now, now, text),
+            ).rowcount
+            if inserted != 1:
+                return None
+            row = conn.execute(
+                f"SELECT {THREAD_COLS} FROM threads WHERE thread_id = ? AND namespace = ?",
+                (thread_id, namespace),
+            ).fetchone()
+            write_audit(conn, audit, now)
+            return thread_record(row)
+
+        return self._run(create, True)
+
     def update_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
         audit: AuditEvent | None = None,

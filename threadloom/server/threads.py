@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from threadloom._json import to_jsonable
-from threadloom.checkpoint.base import Commit, ThreadRecord
+from threadloom.checkpoint.base import ThreadRecord
 from threadloom.checkpoint.retention import export_thread, import_thread
 from threadloom.errors import CheckpointNotFoundError, ThreadBusyError
 from threadloom.graph._threads import checkpoint_seq
@@ -87,16 +87,14 @@ def create_thread(body: ThreadCreate, request: Request, store: Store, graphs: Gr
     thread_id = check_thread_id(body.thread_id) if body.thread_id else str(uuid.uuid4())
     metadata = dict(body.metadata or {})
     graph = _superstep_graph(graphs, metadata, body) if body.supersteps else None
-    existing = store.get_thread(thread_id, namespace=ns)
-    if existing is not None:
-        if existing.namespace == ns and body.if_exists == "do_nothing":
+    # created with its metadata in one transaction: of two concurrent creations, one wins
+    record = store.create_thread(thread_id, metadata, namespace=ns, audit=audit_event(
+        who, "thread.create", thread_id, thread_id=thread_id))
+    if record is None:
+        existing = store.get_thread(thread_id, namespace=ns)
+        if existing is not None and body.if_exists == "do_nothing":
             return json_response(ThreadInfo.load(store, graphs, existing).as_json())
         raise ConflictError(f"thread {thread_id!r} already exists")
-    store.commit([Commit(thread_id, namespace=ns)])
-    record = store.update_thread(thread_id, metadata, namespace=ns, audit=audit_event(
-        who, "thread.create", thread_id, thread_id=thread_id))
-    if record is None:  # deleted between the two calls
-        raise ConflictError(f"thread {thread_id!r} was deleted while it was being created")
     mark_audited(request)
     if graph is not None:
         config = thread_config(thread_id, ns)

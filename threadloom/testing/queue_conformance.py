@@ -797,6 +797,39 @@ class QueueConformance(SignalsConformance):
             ("thread.delete", "t1", "t1"), ("thread.update", "t1", "t1")]
         assert events[1].key_id == "k1" and events[1].role == "operator"
 
+    def test_create_thread_once_with_its_metadata_and_audit(self, store: RuntimeStore) -> None:
+        made = store.create_thread("t1", {"graph_id": "g"}, audit=AuditEvent(
+            NS, "thread.create", "t1", key_id="k1", role="operator", thread_id="t1"))
+        assert made is not None and made.thread_id == "t1" and made.metadata == {"graph_id": "g"}
+        assert store.get_thread("t1") == made
+        again = store.create_thread("t1", {"other": 1}, audit=AuditEvent(
+            NS, "thread.create", "t1", thread_id="t1"))
+        assert again is None  # nothing written: neither the metadata nor the event
+        found = store.get_thread("t1")
+        assert found is not None and found.metadata == {"graph_id": "g"}
+        assert [e.action for e in store.list_audit(NS)[0]] == ["thread.create"]
+        elsewhere = store.create_thread("t1", {}, namespace="other")
+        assert elsewhere is not None and elsewhere.namespace == "other"
+        store.commit([Commit("t1", lease_token=None)])  # a commit on it works as on any
+        with pytest.raises(StoreError):
+            store.create_thread("t2", {"x": object()})
+        assert store.get_thread("t2") is None
+
+    def test_concurrent_creations_of_one_thread_let_one_win(self, store: RuntimeStore) -> None:
+        barrier = threading.Barrier(6)
+        won: list[bool] = []
+
+        def create(i: int) -> None:
+            barrier.wait()
+            won.append(store.create_thread("t1", {"by": i}) is not None)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(won) == [False] * 5 + [True]
+
     def test_audit_log_pages_and_namespaces(self, store: RuntimeStore) -> None:
         written = [store.append_audit(AuditEvent("tenant-a", "thread.create", f"t{i}"))
                    for i in range(5)]
