@@ -8,10 +8,7 @@ marked ``slow``.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,32 +16,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
-from harness import API_KEY, Server, postgres_url, start_server, stop_server  # noqa: E402
+from harness import Server, served  # noqa: E402
 from proxy import FaultProxy  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     """A real server process with a worker, for the module's tests."""
-    workdir = Path(tempfile.mkdtemp(prefix="tl-client-"))
-    schema = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema = f"tl_client_{uuid.uuid4().hex[:12]}"
-        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    running = start_server(db_url, API_KEY, workdir, factory="_worker_app:create")
-    try:
+    with served(request.param, "tl-client", factory="_worker_app:create") as running:
         yield running
-    finally:
-        stop_server(running)
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,13 @@ Real servers (a process each, shared by the tests of one module):
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _app import build
 from fastapi.testclient import TestClient
-from harness import API_KEY, Server, postgres_url, start_server, stop_server
+from harness import API_KEY, Server, served
 
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.queue import RuntimeStore
@@ -60,22 +57,5 @@ def app_client(store: RuntimeStore, api_key: str) -> Iterator[TestClient]:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     """A real server process for the module's tests, on SQLite or Postgres."""
-    workdir = Path(tempfile.mkdtemp(prefix="tl-server-"))
-    schema = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema = f"tl_api_{uuid.uuid4().hex[:12]}"
-        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    running = start_server(db_url, API_KEY, workdir)
-    try:
+    with served(request.param, "tl-api") as running:
         yield running
-    finally:
-        stop_server(running)
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,11 +8,15 @@ without the tests changing. The fixtures that use it are in ``conftest.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -157,6 +161,42 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(10)
+
+
+@contextmanager
+def database(backend: str, prefix: str) -> Iterator[tuple[str, Path]]:
+    """A fresh store URL and a work folder: SQLite in the folder, or (``backend ==
+    "postgres"``) a schema of its own; both are removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    schema = None
+    if backend == "sqlite":
+        db_url = f"sqlite:///{workdir / 'app.db'}"
+    else:
+        base = postgres_url()
+        schema = f"{prefix.replace('-', '_')}_{uuid.uuid4().hex[:12]}"
+        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    try:
+        yield db_url, workdir
+    finally:
+        if schema is not None:
+            import psycopg
+
+            with psycopg.connect(postgres_url(), autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def served(backend: str, prefix: str, *, factory: str = "_app:create",
+           env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A server process (:func:`start_server`) over a fresh :func:`database`, stopped and
+    its database removed afterwards."""
+    with database(backend, prefix) as (db_url, workdir):
+        running = start_server(db_url, API_KEY, workdir, factory=factory, env=env)
+        try:
+            yield running
+        finally:
+            stop_server(running)
 
 
 def postgres_url() -> str:

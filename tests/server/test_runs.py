@@ -6,17 +6,14 @@ stream served by a second API process that runs no worker."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import API_KEY, Server, postgres_url, redis_env, start_server, stop_server
+from harness import API_KEY, Server, database, redis_env, start_server, stop_server
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
 
@@ -32,32 +29,19 @@ def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
     events out to the second process."""
     db, _, redis = request.param.partition("+")
     env = redis_env() if redis else {}
-    workdir = Path(tempfile.mkdtemp(prefix="tl-runs-"))
-    schema = None
-    if db == "sqlite":
-        db_url = f"sqlite:///{workdir / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema = f"tl_runs_{uuid.uuid4().hex[:12]}"
-        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create", env=env)
-    try:
-        api_only = start_server(db_url, API_KEY, workdir, factory="_worker_app:create",
-                                env={**env, "THREADLOOM_TEST_WORKER": "0"})
-    except BaseException:
-        stop_server(main)
-        raise
-    try:
-        yield main, api_only
-    finally:
-        stop_server(api_only)
-        stop_server(main)
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        shutil.rmtree(workdir, ignore_errors=True)
+    with database(db, "tl-runs") as (db_url, workdir):
+        main = start_server(db_url, API_KEY, workdir, factory="_worker_app:create", env=env)
+        try:
+            api_only = start_server(db_url, API_KEY, workdir, factory="_worker_app:create",
+                                    env={**env, "THREADLOOM_TEST_WORKER": "0"})
+        except BaseException:
+            stop_server(main)
+            raise
+        try:
+            yield main, api_only
+        finally:
+            stop_server(api_only)
+            stop_server(main)
 
 
 @pytest.fixture

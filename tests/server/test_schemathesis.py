@@ -13,16 +13,12 @@ declares. The request is sent with a valid key; what odd keys get is
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from harness import API_KEY, Server, postgres_url, start_server, stop_server
+from harness import Server, served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -42,26 +38,9 @@ MAX_EXAMPLES = 40  # per operation: ~40 operations x 2 stores, about a minute a 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def live(request: pytest.FixtureRequest) -> Iterator[tuple[Server, str]]:
     """A server process with a worker, on SQLite or Postgres, and an all-namespace admin key."""
-    workdir = Path(tempfile.mkdtemp(prefix="tl-schemathesis-"))
-    schema_name = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema_name = f"tl_st_{uuid.uuid4().hex[:12]}"
-        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema_name}"
-    running = start_server(db_url, API_KEY, workdir, factory="_worker_app:create")
-    try:
+    with served(request.param, "tl-schemathesis", factory="_worker_app:create") as running:
         _, key = create_key(running.open_store(), "*", "admin", name="schemathesis")
         yield running, key
-    finally:
-        stop_server(running)
-        if schema_name is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def error_body(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from _app import SETTINGS
 from fastapi.testclient import TestClient
 from graphs import FLAKY, compiled, seed001_graphs
-from harness import API_KEY, Server, postgres_url, start_server, stop_server, unavailable
+from harness import (
+    API_KEY,
+    Server,
+    database,
+    served,
+    unavailable,
+)
 
 from threadloom._ids import execution_id
 from threadloom.checkpoint import open_store
@@ -38,26 +41,15 @@ LOOP = {"identifier": "increment", "inputs": {"step": 0, "done": False}}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeStore]:
-    """A fresh store: SQLite in ``tmp_path``, or a fresh Postgres schema (``slow``)."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema = f"tl_sm_{uuid.uuid4().hex[:12]}"
-        url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    opened = open_store(url)
-    assert isinstance(opened, RuntimeStore)
-    try:
-        yield opened
-    finally:
-        opened.close()
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+def store(request: pytest.FixtureRequest) -> Iterator[RuntimeStore]:
+    """A fresh store: SQLite in a folder of its own, or a fresh Postgres schema (``slow``)."""
+    with database(request.param, "tl-sm") as (url, _):
+        opened = open_store(url)
+        assert isinstance(opened, RuntimeStore)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 def _app(store: RuntimeStore) -> Any:
@@ -523,25 +515,8 @@ SEED_CURLS = [
                 params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def seed_server(request: pytest.FixtureRequest) -> Iterator[Server]:
     """A server process with a worker, serving seed 001's ``test-graph``."""
-    workdir = Path(tempfile.mkdtemp(prefix="tl-seed001-"))
-    schema = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'app.db'}"
-    else:
-        base = postgres_url()
-        schema = f"tl_seed_{uuid.uuid4().hex[:12]}"
-        db_url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    running = start_server(db_url, API_KEY, workdir, factory="_seed_app:create")
-    try:
+    with served(request.param, "tl-seed001", factory="_seed_app:create") as running:
         yield running
-    finally:
-        stop_server(running)
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(postgres_url(), autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _curl(command: str, url: str, key: str) -> Any:
