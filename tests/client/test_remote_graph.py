@@ -153,21 +153,38 @@ async def test_the_async_state_methods_match_the_sync_ones(server: Server) -> No
         assert graph.get_state(config).values == done
 
 
-def test_resume_finds_the_thread_from_the_config_and_answers_a_finished_run(
-        server: Server) -> None:
+def _paused_review(server: Server) -> tuple[str, str]:
+    """A run of ``review`` that another client started and that waits for a human."""
     thread_id = f"t-{uuid.uuid4().hex[:8]}"
     with Client(server.url, api_key=API_KEY) as client:
         run = client.runs.create(thread_id, "review", input={"draft": "q", "approved": False},
                                  if_not_exists="create")
         client.runs.join(thread_id, run["run_id"])
+    return thread_id, run["run_id"]
+
+
+def test_resume_finds_the_thread_from_the_config_and_answers_a_finished_run(
+        server: Server) -> None:
+    thread_id, run_id = _paused_review(server)
     with RemoteGraph("review", url=server.url, api_key=API_KEY) as graph:
-        with pytest.raises(InvalidConfigError, match="needs the run's thread"):
-            graph.resume(run["run_id"], "yes")
         config = {"configurable": {"thread_id": thread_id}}
-        done = graph.resume(run["run_id"], "yes", config=config)
+        done = graph.resume(run_id, "yes", config=config)
         assert done == {"draft": "draft of q", "approved": True}
         with pytest.raises(NotFoundError):
             graph.resume("no-such-run", "yes", config=config)
+
+
+async def test_resume_by_run_id_alone_asks_the_server_for_the_thread(server: Server) -> None:
+    # the run was started elsewhere: only its id is known, as resume(run_id) promises
+    _, run_id = _paused_review(server)
+    _, other_id = _paused_review(server)
+    with RemoteGraph("review", url=server.url, api_key=API_KEY) as graph:
+        assert graph.resume(run_id, "yes") == {"draft": "draft of q", "approved": True}
+        with pytest.raises(NotFoundError):
+            graph.resume(f"no-such-run-{uuid.uuid4().hex[:6]}", "yes")
+    async with RemoteGraph("review", url=server.url, api_key=API_KEY) as graph:
+        assert await graph.aresume(other_id, "no") == {"draft": "draft of q",
+                                                       "approved": False}
 
 
 def test_remote_graph_checks_its_arguments(server: Server) -> None:

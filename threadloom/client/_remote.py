@@ -24,7 +24,13 @@ from threadloom.client._errors import BadRequestError, NotFoundError, RemoteRunE
 from threadloom.client._runs import RunOptions
 from threadloom.client._sse import StreamPart
 from threadloom.client._transport import RetryPolicy
-from threadloom.client._types import Checkpoint, InterruptItem, ThreadState, UpdateStateResult
+from threadloom.client._types import (
+    Checkpoint,
+    InterruptItem,
+    NamespaceRunsPage,
+    ThreadState,
+    UpdateStateResult,
+)
 from threadloom.config import resolve_identity
 from threadloom.errors import InvalidConfigError
 from threadloom.types import Command, Interrupt, RunnableConfig, StateSnapshot, StateTask
@@ -207,8 +213,7 @@ class RemoteGraph:
         latest checkpoint.
 
         Raises:
-            InvalidConfigError: the run's thread is unknown.
-            NotFoundError: no such run on the thread.
+            NotFoundError: no such run (on the thread, or in the key's namespace).
             RemoteRunError: the continued run failed.
         """
         thread_id = self._thread_of(run_id, config)
@@ -223,7 +228,7 @@ class RemoteGraph:
     async def aresume(self, run_id: str, value: Any = None, *,
                       config: RunnableConfig | None = None) -> Any:
         """Async :meth:`resume`."""
-        thread_id = self._thread_of(run_id, config)
+        thread_id = await self._athread_of(run_id, config)
         runs = self.async_client.runs
         run = await runs.get(thread_id, run_id)
         if run["status"] in ("pending", "running", "success"):
@@ -360,16 +365,54 @@ class RemoteGraph:
         return target, options  # type: ignore[return-value]
 
     def _thread_of(self, run_id: str, config: RunnableConfig | None) -> str:
+        """The run's thread: the config's, the one this graph started it on, or the
+        server's record of the run (found in the namespace the key acts in)."""
+        thread_id = self._known_thread(run_id, config)
+        if thread_id is not None:
+            return thread_id
+        namespace = self.client.me()["namespace"]
+        cursor: str | None = None
+        while True:
+            page = self.client.states.runs(namespace=namespace, run_id_prefix=run_id,
+                                           limit=1000, cursor=cursor)
+            found = _thread_in(page, run_id)
+            if found is not None or page["next_cursor"] is None:
+                return self._found(run_id, found)
+            cursor = page["next_cursor"]
+
+    async def _athread_of(self, run_id: str, config: RunnableConfig | None) -> str:
+        """Async :meth:`_thread_of`."""
+        thread_id = self._known_thread(run_id, config)
+        if thread_id is not None:
+            return thread_id
+        namespace = (await self.async_client.me())["namespace"]
+        cursor: str | None = None
+        while True:
+            page = await self.async_client.states.runs(namespace=namespace,
+                                                       run_id_prefix=run_id, limit=1000,
+                                                       cursor=cursor)
+            found = _thread_in(page, run_id)
+            if found is not None or page["next_cursor"] is None:
+                return self._found(run_id, found)
+            cursor = page["next_cursor"]
+
+    def _known_thread(self, run_id: str, config: RunnableConfig | None) -> str | None:
         thread_id = self._target(config).thread_id if config else None
-        thread_id = thread_id or self._threads.get(run_id)
+        return thread_id or self._threads.get(run_id)
+
+    def _found(self, run_id: str, thread_id: str | None) -> str:
         if thread_id is None:
-            raise InvalidConfigError(
-                f"resume({run_id!r}) over HTTP needs the run's thread: this RemoteGraph did "
-                "not start the run, so pass config={'configurable': {'thread_id': ...}}")
+            raise NotFoundError(404, "not_found", f"no run {run_id!r} in the key's namespace")
+        self._threads[run_id] = thread_id
         return thread_id
 
 
 # -- conversions (pure) ----------------------------------------------------------------------
+
+
+def _thread_in(page: NamespaceRunsPage, run_id: str) -> str | None:
+    """The thread of run ``run_id`` if the page lists it (a prefix search lists others)."""
+    return next((r["thread_id"] for r in page["runs"] if r["run_id"] == run_id), None)
 
 
 def _modes(stream_mode: str | Sequence[str]) -> tuple[list[str], bool]:
