@@ -94,6 +94,8 @@ from threadloom.errors import (
 
 __all__ = ["AsyncSqliteSaver", "SqliteSaver", "SqliteStore"]
 
+_CLOSE_WAIT = 10.0  # seconds close() waits for a write in flight on another thread
+
 _T = TypeVar("_T")
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -323,11 +325,19 @@ class SqliteStore(SqliteQueue):
         self._closed = True
         self._ready = False
         self._close_runtime()  # the signal thread (SqliteQueue)
-        for handle in list(self._handles):
-            try:
-                handle.finalizer()  # closes the connection, once
-            except sqlite3.Error:
-                pass
+        # a write in flight on another thread ends first: closing a connection under a
+        # statement that runs on it crashes the interpreter (a write that starts after this
+        # finds its connection closed and raises)
+        writing = self._writer.acquire(timeout=_CLOSE_WAIT)
+        try:
+            for handle in list(self._handles):
+                try:
+                    handle.finalizer()  # closes the connection, once
+                except sqlite3.Error:
+                    pass
+        finally:
+            if writing:
+                self._writer.release()
         self._handles.clear()
         self._free.clear()
         if self._shared is not None and self._owns_shared:

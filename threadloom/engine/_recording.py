@@ -58,7 +58,9 @@ __all__ = [
 class Heartbeat:
     """Renews the thread leases of running runs every third of their time to live, so a
     node that runs longer than the lease (a slow model call, say) keeps its thread. One
-    daemon thread per store, started on first use."""
+    daemon thread per store, started on first use. Once :meth:`remove` returns, the
+    heartbeat neither uses the store for that run nor touches its ``lease``: a run that ended
+    (and a store closed after it) is left alone."""
 
     def __init__(self, store: Store, ttl: float) -> None:
         self._store = store
@@ -66,6 +68,7 @@ class Heartbeat:
         self._runs: dict[int, Any] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._renewing: Any = None  # the run whose lease is being renewed now
 
     def add(self, run: Any) -> None:
         """Keep ``run.lease`` alive until :meth:`remove`."""
@@ -78,8 +81,11 @@ class Heartbeat:
                 self._thread.start()
 
     def remove(self, run: Any) -> None:
+        """Stop renewing ``run.lease``, waiting for a renewal of it in flight to end."""
         with self._cond:
             self._runs.pop(id(run), None)
+            while self._renewing is run:
+                self._cond.wait()
             if not self._runs:
                 self._cond.notify_all()  # let the thread end; add() starts a new one
 
@@ -92,13 +98,23 @@ class Heartbeat:
                 self._cond.wait(self._ttl / 3)
                 runs = list(self._runs.values())
             for run in runs:
-                lease = run.lease
-                if lease is None or lease.expires_at - time.time() > self._ttl * 2 / 3:
-                    continue
+                with self._cond:
+                    lease = run.lease
+                    if (id(run) not in self._runs or lease is None
+                            or lease.expires_at - time.time() > self._ttl * 2 / 3):
+                        continue
+                    self._renewing = run
+                renewed = None
                 try:
-                    run.lease = self._store.renew_lease(lease, self._ttl)
+                    renewed = self._store.renew_lease(lease, self._ttl)
                 except Exception:  # lost or unreachable: the run's next commit will say so
                     pass
+                finally:
+                    with self._cond:
+                        self._renewing = None
+                        if renewed is not None and id(run) in self._runs:
+                            run.lease = renewed
+                        self._cond.notify_all()
 
 
 class Persistence:
