@@ -176,3 +176,27 @@ def test_switched_off_the_engine_records_nothing() -> None:
     )
     assert _run_isolated(code, {_metrics.DISABLE_ENV: "0"}) == "False False"
     assert _run_isolated(code, {}) == "True True"
+
+
+def test_a_lease_taken_from_a_dead_holder_is_counted(tmp_path: Path) -> None:
+    from threadloom.engine._owner import Owner, acquire, host_id, process_stamp
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stamp = process_stamp(child.pid) or ""
+    child.kill()
+    child.wait()
+    dead = str(Owner(host_id(), child.pid, stamp, "0badc0de", "run-dead"))
+    saver = SqliteSaver(tmp_path / "t.db")
+    saver.setup()
+    try:
+        saver.acquire_lease("t1", dead, 3600.0)
+        before = sample("threadloom_lease_takeovers_total")
+        lease = acquire(saver, "t1", "run-new", 60.0, wait=False)
+        assert lease.owner != dead
+        assert sample("threadloom_lease_takeovers_total") - before == 1
+        saver.release_lease(lease)
+        again = acquire(saver, "t1", "run-later", 60.0, wait=False)  # free: no takeover
+        assert again.owner != dead
+        assert sample("threadloom_lease_takeovers_total") - before == 1
+    finally:
+        saver.close()
