@@ -160,3 +160,29 @@ def test_two_apps_in_one_process_keep_their_own_http_metrics(store: RuntimeStore
     assert value(mine, "threadloom_http_request_duration_seconds_count", **ok) == 2
     assert value(theirs, "threadloom_http_request_duration_seconds_count", **ok) == 1
     assert value(mine, "threadloom_queue_depth") == 0
+
+
+def test_a_server_process_serves_queue_gauges_and_http_latency(server: Any) -> None:
+    """A real server (SQLite; Postgres under ``slow``) with no worker: a queued run shows in
+    the queue depth, nobody is alive, and the request is counted under its template."""
+
+    def scraped() -> Samples:
+        with server.http(api_key="") as anonymous:
+            response = anonymous.get("/metrics")
+        assert response.status_code == 200, response.text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(response.text) for s in f.samples}
+
+    before = scraped()
+    with server.http() as http:
+        thread_id = http.post("/threads", json={}).json()["thread_id"]
+        created = http.post(f"/threads/{thread_id}/runs",
+                            json={"assistant_id": "seed_loop", "input": {"step": 0}})
+        assert created.status_code == 200, created.text
+    after = scraped()
+    assert value(after, "threadloom_queue_depth") == value(before, "threadloom_queue_depth") + 1
+    assert value(after, "threadloom_workers_alive") == 0
+    assert value(after, "threadloom_http_request_duration_seconds_count",
+                 route="/threads/{thread_id}/runs", method="POST", status="200") == 1
+    assert value(after, "threadloom_http_request_duration_seconds_count",
+                 route="/metrics", method="GET", status="200") >= 1
