@@ -136,12 +136,20 @@ def test_metrics_count_a_scripted_load(loaded: TestClient) -> None:
     assert not any(thread in route for thread in thread_ids for route in routes)
 
 
-def test_an_unknown_path_is_one_unmatched_series(loaded: TestClient) -> None:
+def test_unknown_paths_and_methods_are_one_series_each(loaded: TestClient) -> None:
     for path in ("/nowhere/1", "/nowhere/2"):
         assert loaded.get(path).status_code == 404
+    for method in ("BREW", "WHEN"):
+        loaded.request(method, "/ok")
     _, samples = scrape(loaded)
     assert value(samples, "threadloom_http_request_duration_seconds_count",
                  route="unmatched", method="GET", status="404") == 2
+    other = [labels for name, labels in samples
+             if name == "threadloom_http_request_duration_seconds_count"
+             and dict(labels)["method"] not in ("GET", "POST")]
+    assert other and all(dict(labels)["method"] == "other" for labels in other)
+    assert sum(samples[("threadloom_http_request_duration_seconds_count", labels)]
+               for labels in other) == 2
 
 
 def test_two_apps_in_one_process_keep_their_own_http_metrics(store: RuntimeStore,

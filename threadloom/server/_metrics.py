@@ -32,6 +32,8 @@ ROUTE_KEY = "threadloom.route"
 template it served."""
 
 UNMATCHED = "unmatched"  # the route label of a request no route matched (a 404)
+# the method label: any other method a client sends is "other" (one series, not one each)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def install(app: FastAPI, store: RuntimeStore, settings: Settings) -> bool:
@@ -110,7 +112,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            key = (route_of(scope), scope["method"], str(status))
+            method = scope["method"]
+            key = (route_of(scope), method if method in _METHODS else "other", str(status))
             child = self.children.get(key)
             if child is None:
                 child = self.children[key] = self.histogram.labels(*key)
