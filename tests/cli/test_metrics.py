@@ -17,7 +17,12 @@ import pytest
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from threadloom.testing.process import process_env, start_serve, start_worker  # noqa: E402
+from threadloom.testing.process import (  # noqa: E402
+    process_env,
+    start_dev,
+    start_serve,
+    start_worker,
+)
 
 KEY = "tl_test_key_0123456789abcdef"
 GRAPHS = textwrap.dedent("""
@@ -119,3 +124,19 @@ def test_metrics_port_without_prometheus_client_is_one_line_and_exit_1(tmp_path:
     assert done.stderr.strip() == (
         "threadloom: error: --metrics-port needs prometheus-client: pip install "
         "'threadloom[metrics]' (and $THREADLOOM_METRICS not set to 0)")
+
+
+def test_dev_serves_the_worker_and_api_metrics_on_the_api(tmp_path: Path) -> None:
+    with start_dev(f"sqlite:///{tmp_path}/dev.db", cwd=tmp_path,
+                   env={"THREADLOOM_API_KEY": KEY}) as dev:
+        status, out = dev.request("POST", "/threads/t-1/runs/wait", {
+            "assistant_id": "seed_loop", "input": {"step": 0}, "if_not_exists": "create"})
+        assert (status, out) == (200, {"step": 3, "done": True}), dev.output()
+        samples = scrape(f"{dev.url}/metrics")
+        assert dev.stop() == 0, dev.output()
+    runs = ("threadloom_runs_total", frozenset({"graph": "seed_loop", "status": "succeeded"}
+                                              .items()))
+    assert samples[runs] == 1
+    assert samples[("threadloom_queue_wait_seconds_count", frozenset())] == 1
+    assert samples[("threadloom_workers_alive", frozenset())] == 1
+    assert samples[("threadloom_queue_depth", frozenset())] == 0
