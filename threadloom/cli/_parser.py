@@ -137,6 +137,11 @@ def _runtime_commands(sub: Any) -> None:
     p.add_argument("--db", help=_DB_HELP)
     _redis_flag(p)
     _worker_flags(p)
+    p.add_argument("--metrics-port", type=_port, metavar="N",
+                   help="serve Prometheus metrics at http://HOST:N/metrics (needs the "
+                        "'metrics' extra; 0: any free port, printed at start)")
+    p.add_argument("--metrics-host", metavar="HOST", default="127.0.0.1",
+                   help="address the metrics endpoint listens on (default: %(default)s)")
 
 
 def _redis_flag(p: argparse.ArgumentParser) -> None:

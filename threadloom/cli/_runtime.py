@@ -327,22 +327,62 @@ def worker(args: argparse.Namespace) -> int:
     def concurrency_of(config: RuntimeConfig) -> int:
         return int(args.concurrency or config.concurrency or DEFAULT_CONCURRENCY)
 
-    with _started(args, seeds_if_missing=False,
-                  connections=lambda config: max(10, concurrency_of(config) + 4)) as p:
-        concurrency = concurrency_of(p.config)
-        _register_env_key(p.store)
-        runner = _make_worker(p.store, p.graphs, concurrency)
-        runner.start()
-        try:
-            print(f"threadloom worker {getattr(runner, 'worker_id', '')}: graphs "
-                  f"{', '.join(p.graphs)}, concurrency {concurrency}, store {mask_url(p.url)}",
-                  flush=True)
-            while not p.shutdown.requested.wait(1.0):
-                pass
-        finally:
-            log.info("stopping (running runs finish or go back to the queue)")
-            runner.stop(timeout=args.shutdown_timeout)
+    metrics = _metrics_server(args.metrics_host, args.metrics_port)
+    try:
+        with _started(args, seeds_if_missing=False,
+                      connections=lambda config: max(10, concurrency_of(config) + 4)) as p:
+            concurrency = concurrency_of(p.config)
+            _register_env_key(p.store)
+            runner = _make_worker(p.store, p.graphs, concurrency)
+            runner.start()
+            try:
+                print(f"threadloom worker {getattr(runner, 'worker_id', '')}: graphs "
+                      f"{', '.join(p.graphs)}, concurrency {concurrency}, store "
+                      f"{mask_url(p.url)}", flush=True)
+                if metrics is not None:
+                    host, port = metrics.server_address[:2]
+                    print(f"metrics: http://{_url_host(str(host))}:{port}/metrics", flush=True)
+                while not p.shutdown.requested.wait(1.0):
+                    pass
+            finally:
+                log.info("stopping (running runs finish or go back to the queue)")
+                runner.stop(timeout=args.shutdown_timeout)
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
     return 0
+
+
+def _metrics_server(host: str, port: int | None) -> Any:
+    """Serve the library's Prometheus metrics (the default registry) on ``host:port`` in a
+    daemon thread; ``None`` without ``--metrics-port``.
+
+    Raises:
+        InvalidConfigError: the metrics are off (``prometheus-client`` is not installed, or
+            ``THREADLOOM_METRICS=0``), or the address cannot be listened on.
+    """
+    if port is None:
+        return None
+    from threadloom import _metrics
+
+    if not _metrics.available():
+        raise InvalidConfigError(
+            "--metrics-port needs prometheus-client: pip install 'threadloom[metrics]' "
+            f"(and ${_metrics.DISABLE_ENV} not set to 0)"
+        )
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise InvalidConfigError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    return server
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _serve_until_signal(app: Any, sock: socket.socket, shutdown: _Shutdown) -> None:

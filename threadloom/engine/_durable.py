@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any
 
+from threadloom import _metrics
 from threadloom._faults import fault
 from threadloom.checkpoint.base import (
     Attempt,
@@ -648,6 +649,7 @@ class DurableRun(Run):
         background writer (``async``)."""
         if self.handle is None:
             self.store.commit([commit])
+            _metrics.committed((commit,))
         else:
             self.p.writer().submit(self.handle, commit)
 
@@ -762,6 +764,7 @@ class DurableRun(Run):
                 commit = self._exit_commit(run)
                 commit.release_lease = True
                 self.store.commit([commit])
+                _metrics.committed((commit,))
                 released = True
                 return
             commit = Commit(self.thread_id, self.p.namespace, self._token(), runs=[run],
@@ -776,6 +779,7 @@ class DurableRun(Run):
                 writer.flush(self.handle)
             else:
                 self.store.commit([commit])
+                _metrics.committed((commit,))
             released = True
         finally:
             self._release(released)

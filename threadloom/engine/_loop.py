@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from threadloom import _metrics
 from threadloom.engine._algo import (
     Frontier,
     PlannedTask,
@@ -73,6 +74,7 @@ class RunContext:
         "_task_pool",
         "cache",
         "cancel",
+        "metrics",
     )
 
     def __init__(
@@ -98,6 +100,7 @@ class RunContext:
         self._task_pool = task_pool
         self.cache = cache  # node result cache (compile(cache=...)), or None
         self.cancel = cancel_token(node_config)
+        self.metrics = _metrics.for_graph(spec.name)  # None when metrics are off
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put
@@ -416,6 +419,16 @@ def _top_level(exc: BaseException) -> BaseException:
     return exc
 
 
+def _failed_status(exc: BaseException) -> str:
+    """The status a run that raised ``exc`` ends with (as its run record says)."""
+    return "cancelled" if isinstance(exc, RunCancelled) else "failed"
+
+
+def _ended_status(run: Run) -> str:
+    """The status of a run that returned: paused by an interrupt or breakpoint, or done."""
+    return "interrupted" if run.paused or run.interrupts else "succeeded"
+
+
 def _gate_passed(run: Run) -> None:
     """After waiting for the stream's consumer: stop if it went away meanwhile."""
     run.check_cancelled()
@@ -423,6 +436,8 @@ def _gate_passed(run: Run) -> None:
 
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
+    metrics = None if nested else run.ctx.metrics
+    started = time.perf_counter() if metrics is not None else 0.0
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
@@ -432,14 +447,21 @@ def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        if metrics is not None:
+            metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    return run.complete()
+    out = run.complete()
+    if metrics is not None:
+        metrics.run(_ended_status(run), time.perf_counter() - started)
+    return out
 
 
 async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) on the running event loop."""
+    metrics = None if nested else run.ctx.metrics
+    started = time.perf_counter() if metrics is not None else 0.0
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
@@ -449,7 +471,12 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        if metrics is not None:
+            metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    return run.complete()
+    out = run.complete()
+    if metrics is not None:
+        metrics.run(_ended_status(run), time.perf_counter() - started)
+    return out

@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from threadloom import _metrics
 from threadloom._context import interrupt_id
 from threadloom._ids import interrupt_task
 from threadloom.checkpoint.base import ANY_HEAD, CheckpointRecord, Commit, WriteRecord
@@ -124,8 +125,10 @@ class NestedRecorder(TaskRecorder):
             with run.root.lock:
                 run.task_writes.append(write)
         else:  # recorded before the caller sees the result, as a node's task calls are
-            run.store.commit([Commit(run.thread_id, run.root.p.namespace, run.token,
-                                     writes=[write], flush=run.root.durability == "sync")])
+            commit = Commit(run.thread_id, run.root.p.namespace, run.token, writes=[write],
+                            flush=run.root.durability == "sync")
+            run.store.commit([commit])
+            _metrics.committed((commit,))
 
     def pool(self) -> concurrent.futures.Executor | None:
         return self.run.ctx.task_pool()
@@ -281,6 +284,7 @@ class NestedRun(Run):
                         record, writes=list(writes), flush=root.handle is None)
         if root.durability == "exit":
             self.store.commit([commit])
+            _metrics.committed((commit,))
         else:
             root._persist(commit)
         if record is not None:

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
+from threadloom import _metrics
 from threadloom.checkpoint.base import DEFAULT_NAMESPACE, Lease, Store
 from threadloom.errors import LeaseLostError, ThreadBusyError
 
@@ -197,9 +198,12 @@ def acquire(store: Store, thread_id: str, run_id: str, ttl: float,
         held = thread.lease if thread is not None else None
         if held is not None and holder_state(held.owner) == "gone":
             try:
-                return store.takeover_lease(held, owner, ttl)
+                taken = store.takeover_lease(held, owner, ttl)
             except LeaseLostError:
                 held = None  # another process recovered it first, or it changed hands
+            else:
+                _metrics.lease_takeover()
+                return taken
         now = time.time()
         if (held is None or held.expires_at <= now) and races < 3:
             races += 1

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from threadloom import _metrics
 from threadloom._faults import fault
 from threadloom._ids import execution_id, interrupt_id, task_execution_id
 from threadloom.checkpoint.base import (
@@ -745,6 +746,7 @@ class Writer:
             commits[-1] = replace(commits[-1], flush=True)
         try:
             self._store.commit(commits)
+            _metrics.committed(commits)
             if any(c.flush for c in commits):
                 self._flushed_at = now
             return
@@ -759,6 +761,8 @@ class Writer:
                 self._store.commit([commit])
             except BaseException as exc:
                 handle.error = exc
+                continue
+            _metrics.committed((commit,))
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""

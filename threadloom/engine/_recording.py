@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from threadloom import _metrics
 from threadloom._faults import fault
 from threadloom._ids import interrupt_task
 from threadloom.checkpoint.base import (
@@ -189,8 +190,10 @@ class DurableRecorder(TaskRecorder):
         # recorded before the caller sees the result, in every mode but exit: a side effect
         # that happened must not happen again on replay (async: again after a process crash;
         # the run's next flushed commit covers a machine crash)
-        run.store.commit([Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
-                                 executions=[execution], flush=run.durability == "sync")])
+        commit = Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
+                        executions=[execution], flush=run.durability == "sync")
+        run.store.commit([commit])
+        _metrics.committed((commit,))
         fault("after_task_record")
 
     def pool(self) -> concurrent.futures.Executor | None:

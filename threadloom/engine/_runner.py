@@ -154,6 +154,8 @@ def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
     ctx.on_attempt_failed(task, task_id, attempt, started, exc)
     if policy is None or attempt >= policy.max_attempts:
         return None
+    if ctx.metrics is not None:
+        ctx.metrics.retry(task.name)
     return policy.interval(attempt)
 
 
@@ -167,6 +169,8 @@ def _parent_command(task: PlannedTask, signal: ParentCommand) -> Any:
 def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> TaskResult:
     """Run one task to completion in this thread (sync nodes only)."""
     node = task.node
+    metrics = ctx.metrics
+    began = time.perf_counter() if metrics is not None else 0.0
     task_id, scope, token = _open_scope(ctx, task)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
@@ -198,6 +202,8 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     finally:
         _context.reset_scope(token)
         _settle_tasks(scope)
+        if metrics is not None:
+            metrics.node(task.name, time.perf_counter() - began)
     ctx.on_task_done(result, task_id, attempt)
     return result
 
@@ -296,6 +302,8 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         return await loop.run_in_executor(ctx.pool(), context.run, _execute, ctx, task, values)
+    metrics = ctx.metrics
+    began = time.perf_counter() if metrics is not None else 0.0
     task_id, scope, token = _open_scope(ctx, task)
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
@@ -327,6 +335,8 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
     finally:
         _context.reset_scope(token)
         _settle_tasks(scope)
+        if metrics is not None:
+            metrics.node(task.name, time.perf_counter() - began)
     ctx.on_task_done(result, task_id, attempt)
     return result
 

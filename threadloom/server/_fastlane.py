@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._metrics import ROUTE_KEY
 from threadloom.server._strictjson import body_problem
 from threadloom.server.auth import TOUCH_EVERY, Principal, authenticate, is_namespace, touch
 from threadloom.server.runs import RunCreate, queue_run, wait_response
@@ -83,6 +84,7 @@ class FastLane:
         # handler makes it a JSON 500), never a second attempt
         response = await wait_response(self.store, self.graphs, record, body,
                                        self.settings.wait_poll, stateless=thread_id is None)
+        scope[ROUTE_KEY] = "/runs/wait" if thread_id is None else "/threads/{thread_id}/runs/wait"
         await response(scope, receive, send)
         return True
 

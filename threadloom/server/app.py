@@ -56,6 +56,9 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     if settings.fast_lane:  # outermost of the app's own (inside the unexpected-error handler)
         app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings)
     _health_routes(app)
+    from threadloom.server._metrics import install as install_metrics
+
+    install_metrics(app, store, settings)  # /metrics; its middleware is the outermost
     from threadloom.server import admin, assistants, runs, state_manager, threads
 
     for module in (assistants, threads, runs, state_manager, admin):

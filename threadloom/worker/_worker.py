@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from threadloom import _metrics
 from threadloom.checkpoint.queue import QueuedRun, RuntimeStore, WorkerRecord
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.worker._events import EventPump
@@ -196,6 +197,8 @@ class Worker:
             self._wake.wait(self.poll)
 
     def _launch(self, claim: QueuedRun) -> None:
+        if claim.attempts <= 1:  # a reclaimed run waited for a dead worker, not the queue
+            _metrics.queue_wait(time.time() - max(claim.available_at, claim.created_at))
         held = Claimed(claim)
         if claim.cancel is not None:  # asked while its last worker held it
             held.stop(claim.cancel, f"cancelled ({claim.cancel})")
