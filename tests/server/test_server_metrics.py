@@ -194,3 +194,16 @@ def test_a_server_process_serves_queue_gauges_and_http_latency(server: Any) -> N
                  route="/threads/{thread_id}/runs", method="POST", status="200") == 1
     assert value(after, "threadloom_http_request_duration_seconds_count",
                  route="/metrics", method="GET", status="200") >= 1
+
+
+def test_metrics_switched_off_answer_why(store: RuntimeStore, api_key: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import threadloom._metrics
+
+    monkeypatch.setattr(threadloom._metrics, "available", lambda: False)
+    app = create_app(store, {}, Settings(worker_stale_after=None))
+    with TestClient(app) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["code"] == "not_found" and "threadloom[metrics]" in body["message"]

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom import _metrics
 from threadloom.checkpoint.queue import RuntimeStore
+from threadloom.server.errors import NotFoundError
 from threadloom.server.settings import Settings
 
 __all__ = ["ROUTE_KEY", "HttpMetrics", "QueueCollector", "install"]
@@ -39,8 +40,15 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def install(app: FastAPI, store: RuntimeStore, settings: Settings) -> bool:
     """Add ``/metrics`` and the HTTP middleware to ``app`` (call it after every other
     middleware, so this one is outermost). Returns ``False``, adding nothing, when the
-    library's metrics are off (``prometheus_client`` missing or ``THREADLOOM_METRICS=0``)."""
+    library's metrics are off (``prometheus_client`` missing or ``THREADLOOM_METRICS=0``)
+    but a ``/metrics`` that says why (404)."""
     if not _metrics.available():
+
+        @app.get("/metrics", tags=["health"], include_in_schema=False)
+        def no_metrics() -> Response:
+            raise NotFoundError("metrics are off: install prometheus-client (pip install "
+                                "'threadloom[metrics]') and leave THREADLOOM_METRICS unset")
+
         return False
     from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
