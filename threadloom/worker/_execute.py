@@ -115,13 +115,13 @@ def _record_refusal(store: RuntimeStore, claim: QueuedRun, exc: Exception) -> No
     """A run the engine refused before starting it (a config it cannot run, an input that
     does not fit) has no failure on record, since the engine records only runs it started:
     record it failed here, so that it does not stay ``pending`` forever."""
-    record = store.get_run(claim.run_id, namespace=claim.namespace)
-    if record is None or record.status != "pending":
-        return  # the engine recorded how it ended
-    now = time.time()
-    failed = replace(record, status="failed", error=f"{type(exc).__name__}: {exc}",
-                     updated_at=now, ended_at=now)
     try:
+        record = store.get_run(claim.run_id, namespace=claim.namespace)
+        if record is None or record.status != "pending":
+            return  # the engine recorded how it ended
+        now = time.time()
+        failed = replace(record, status="failed", error=f"{type(exc).__name__}: {exc}",
+                         updated_at=now, ended_at=now)
         store.commit([Commit(record.thread_id, namespace=claim.namespace, runs=[failed])])
     except Exception:  # the claim still ends; its record says pending, as before
         log.exception("could not record the failure of run %r", claim.run_id)
