@@ -130,6 +130,24 @@ def _one(conn: Connection, sql: str, params: Any) -> Any:
     return row
 
 
+def _appended(conn: Connection, sql: str, params: Any, what: str) -> list[Any]:
+    """The rows of a statement that appends events numbered after a run's last one, run again
+    after each race lost to a concurrent append (the loser's numbers collide; the winner made
+    progress, so the tries are bounded only as a safeguard)."""
+    for _ in range(_APPEND_TRIES):
+        try:
+            return conn.execute(sql, params).fetchall()
+        except pg_errors.UniqueViolation:
+            continue
+    raise StoreUnavailableError(
+        f"{what} collided with concurrent appends {_APPEND_TRIES} times in a row")
+
+
+def _event_arrays(events: Sequence[tuple[str, bytes]]) -> dict[str, list[Any]]:
+    """``events`` as the parallel arrays the append statements unnest."""
+    return {"events": [e for e, _ in events], "datas": [bytes(d) for _, d in events]}
+
+
 def thread_key(schema: str, namespace: str, thread_id: str) -> int:
     """The advisory lock key of a thread's queue (FNV-1a, as a signed 64-bit integer)."""
     h = 0xCBF29CE484222325
@@ -653,26 +671,18 @@ class PostgresQueue:
         ns, run_id = claim.namespace, claim.run_id
         params = {
             "ns": ns, "run_id": run_id, "token": claim.claim_token, "now": time.time(),
-            "events": [e for e, _ in events], "datas": [bytes(d) for _, d in events],
             "channel": self._q.channel, "prefix": f"{EVENT}\n{ns}/{run_id}/",
-            "message": f"{DONE}\n{ns}/{run_id}",
+            "message": f"{DONE}\n{ns}/{run_id}", **_event_arrays(events),
         }  # fmt: skip
 
         def finish(conn: Connection) -> bool:
-            for _ in range(_APPEND_TRIES):  # as append_events: number again after a race
-                try:
-                    row = conn.execute(self._q.finish_events, params).fetchone()
-                except pg_errors.UniqueViolation:
-                    continue
-                if row is None:
-                    return False
-                self._outbox.add(EVENT, f"{ns}/{run_id}/{row[0]}")
-                self._outbox.add(DONE, f"{ns}/{run_id}")
-                return True
-            raise StoreUnavailableError(
-                f"the last events of run {run_id!r} collided with concurrent appends"
-                f" {_APPEND_TRIES} times in a row"
-            )
+            rows = _appended(conn, self._q.finish_events, params,
+                             f"the last events of run {run_id!r}")
+            if not rows:  # the claim was lost: nothing written
+                return False
+            self._outbox.add(EVENT, f"{ns}/{run_id}/{rows[0][0]}")
+            self._outbox.add(DONE, f"{ns}/{run_id}")
+            return True
 
         return self._signalling(finish, "finish_claim")
 
@@ -821,22 +831,14 @@ class PostgresQueue:
                 "read_events"))  # fmt: skip
         params = {
             "ns": namespace, "run_id": run_id, "now": time.time(),
-            "events": [e for e, _ in events], "datas": [bytes(d) for _, d in events],
             "channel": sql.channel, "prefix": f"{EVENT}\n{namespace}/{run_id}/",
+            **_event_arrays(events),
         }  # fmt: skip
 
         def append(conn: Connection) -> int:
-            for _ in range(_APPEND_TRIES):  # a collision with a concurrent append: number
-                try:  # again, after it
-                    seq = int(_one(conn, sql.append, params)[0])
-                except pg_errors.UniqueViolation:
-                    continue
-                self._outbox.add(EVENT, f"{namespace}/{run_id}/{seq}")
-                return seq
-            raise StoreUnavailableError(
-                f"events of run {run_id!r} collided with concurrent appends"
-                f" {_APPEND_TRIES} times in a row"
-            )
+            [(seq, *_)] = _appended(conn, sql.append, params, f"events of run {run_id!r}")
+            self._outbox.add(EVENT, f"{namespace}/{run_id}/{seq}")
+            return int(seq)
 
         return self._signalling(append, "append_events")
 
@@ -858,19 +860,11 @@ class PostgresQueue:
                 params["datas"].append(bytes(data))
 
         def append(conn: Connection) -> dict[tuple[str, str], int]:
-            for _ in range(_APPEND_TRIES):  # as append_events: number again after a race
-                try:
-                    rows = conn.execute(sql.append_many, params).fetchall() if params["nss"] \
-                        else []
-                except pg_errors.UniqueViolation:
-                    continue
-                for ns, run_id, seq, *_ in rows:
-                    self._outbox.add(EVENT, f"{ns}/{run_id}/{seq}")
-                return {(ns, run_id): int(seq) for ns, run_id, seq, *_ in rows}
-            raise StoreUnavailableError(
-                f"events of {len(batches)} runs collided with concurrent appends"
-                f" {_APPEND_TRIES} times in a row"
-            )
+            rows = _appended(conn, sql.append_many, params,
+                             f"events of {len(batches)} runs") if params["nss"] else []
+            for ns, run_id, seq, *_ in rows:
+                self._outbox.add(EVENT, f"{ns}/{run_id}/{seq}")
+            return {(ns, run_id): int(seq) for ns, run_id, seq, *_ in rows}
 
         last = self._signalling(append, "append_events")
         return [last[(ns, run_id)] if (ns, run_id) in last
