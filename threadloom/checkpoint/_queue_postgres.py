@@ -406,6 +406,12 @@ class QueueStatements:
             f"INSERT INTO {s}.audit_log ({AUDIT_COLS}) VALUES ({', '.join(['%s'] * 10)})"
             " ON CONFLICT DO NOTHING"
         )
+        # the same, with $n placeholders: a statement of a commit's pipeline (the events
+        # of engine commits, Commit.audit)
+        self.put_audit_raw = (
+            f"INSERT INTO {s}.audit_log ({AUDIT_COLS}) VALUES ($1, $2, $3::float8,"
+            " $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+        ).encode()
         self.audit = f"SELECT {AUDIT_COLS} FROM {s}.audit_log WHERE namespace = %s"
         self.audit_after = self.audit + " AND id < %s"
         self.touch_key = (

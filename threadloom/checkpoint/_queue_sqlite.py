@@ -54,7 +54,7 @@ from threadloom.checkpoint._queue_common import (
 )
 from threadloom.checkpoint._rows import checkpoint_record
 from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, LocalSignals
-from threadloom.checkpoint._sqlite_sql import CP_COLS, write_commits
+from threadloom.checkpoint._sqlite_sql import CP_COLS, SQL_PUT_AUDIT, write_audit, write_commits
 from threadloom.checkpoint.base import Commit, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
@@ -159,7 +159,6 @@ SQL_DELETE_LOOSE_EVENTS = (
     " WHERE q.namespace = e.namespace AND q.run_id = e.run_id)"
     " GROUP BY e.namespace, e.run_id HAVING max(e.created_at) < ?)"
 )
-SQL_PUT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLS}) VALUES ({', '.join('?' * 10)})"
 SQL_BEAT = (
     "INSERT INTO workers VALUES (?, ?, ?, '{}') ON CONFLICT (worker_id)"
     " DO UPDATE SET last_seen = excluded.last_seen"
@@ -620,12 +619,6 @@ class SqliteQueue:
 
 
 # -- inside a transaction ----------------------------------------------------------------------
-
-
-def write_audit(conn: sqlite3.Connection, event: AuditEvent | None, now: float) -> None:
-    """Append ``event`` (if any) inside the caller's transaction."""
-    if event is not None:
-        conn.execute(SQL_PUT_AUDIT, audit_row(stamp_audit(event, now)))
 
 
 def _append(conn: sqlite3.Connection, namespace: str, run_id: str,

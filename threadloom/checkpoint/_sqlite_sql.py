@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from threadloom.checkpoint._queue_common import AUDIT_COLS, audit_row, stamp_audit
 from threadloom.checkpoint._queue_schema import AUDIT_SQLITE_MIGRATION, SQLITE_MIGRATION
 from threadloom.checkpoint._rows import (
     INDEXED,
@@ -26,6 +27,7 @@ from threadloom.checkpoint._rows import (
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
+    AuditEvent,
     Commit,
     Lease,
     RunRecord,
@@ -574,6 +576,17 @@ def write_commits(conn: sqlite3.Connection, commits: Sequence[Commit]) -> None:
             execute(SQL_TOUCH_THREAD, (space, thread_id, now, now))
         if c.release_lease and token is not None:
             execute(SQL_RELEASE_LEASE, (space, thread_id, token))
+        if c.audit is not None:
+            write_audit(conn, c.audit, now)
+
+
+SQL_PUT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLS}) VALUES ({', '.join('?' * 10)})"
+
+
+def write_audit(conn: sqlite3.Connection, event: AuditEvent | None, now: float) -> None:
+    """Append ``event`` (if any) inside the caller's transaction."""
+    if event is not None:
+        conn.execute(SQL_PUT_AUDIT, audit_row(stamp_audit(event, now)))
 
 
 def raise_run_conflict(

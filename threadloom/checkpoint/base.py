@@ -36,13 +36,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
     "ANY_HEAD",
     "Attempt",
+    "AuditEvent",
     "BlobRecord",
     "CheckpointRecord",
     "Commit",
@@ -55,7 +58,9 @@ __all__ = [
     "Store",
     "ThreadRecord",
     "WriteRecord",
+    "audited",
     "format_checkpoint_id",
+    "pending_audit",
     "parse_checkpoint_id",
 ]
 
@@ -69,6 +74,26 @@ ExecutionStatus: TypeAlias = Literal[
 ]
 
 DEFAULT_NAMESPACE = "default"
+
+
+_PENDING_AUDIT: ContextVar[AuditEvent | None] = ContextVar("threadloom_audit", default=None)
+
+
+@contextmanager
+def audited(event: AuditEvent) -> Iterator[None]:
+    """Within the block, a state change the engine commits on its own behalf
+    (``update_state``) carries ``event`` in its :class:`Commit`, so the audit log and the
+    change are one transaction: the server wraps such calls in this."""
+    token = _PENDING_AUDIT.set(event)
+    try:
+        yield
+    finally:
+        _PENDING_AUDIT.reset(token)
+
+
+def pending_audit() -> AuditEvent | None:
+    """The event of the enclosing :func:`audited` block, if any."""
+    return _PENDING_AUDIT.get()
 
 
 def format_checkpoint_id(seq: int) -> str:
@@ -256,6 +281,46 @@ class RunRecord:
 
 
 @dataclass(slots=True)
+class AuditEvent:
+    """One entry of the audit log: who did what, when, to what, and how it ended.
+
+    Attributes:
+        namespace: the tenant the action was in (the log is read per namespace).
+        action: what was done, ``<resource>.<verb>`` (``run.create``, ``thread.delete``,
+            ``key.revoke``...).
+        target: what it was done to: a run, thread or key id, or the route's path.
+        key_id: the id of the API key that asked (never the key); ``None`` for the CLI or
+            the library.
+        role: the key's role when it asked.
+        run_id: the run concerned, if any.
+        thread_id: the thread concerned, if any.
+        outcome: ``ok``, or the error code the request was refused with (``forbidden``,
+            ``not_found``, ``conflict``...), or what a cancellation did (``cancelled``,
+            ``signalled``, ``finished``).
+        at: when (``0``: the store sets the time it writes the event).
+        id: the event's id, set by the store: ids increase with time (within a clock's
+            precision), and a page of the log continues after the last id it returned.
+    """
+
+    namespace: str
+    action: str
+    target: str
+    key_id: str | None = None
+    role: str | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    outcome: str = "ok"
+    at: float = 0.0
+    id: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as the HTTP API and ``threadloom audit --json`` show it."""
+        return {"id": self.id, "at": self.at, "key_id": self.key_id, "role": self.role,
+                "namespace": self.namespace, "action": self.action, "target": self.target,
+                "run_id": self.run_id, "thread_id": self.thread_id, "outcome": self.outcome}
+
+
+@dataclass(slots=True)
 class RunProgress:
     """A running run's counters as of a step's commit: what :attr:`Commit.progress` sets on
     the run's record, so that the record matches the checkpoints committed with it without
@@ -322,6 +387,9 @@ class Commit:
     current). A run's last commit carries it, so ending a run costs no transaction of its own;
     a later commit of the batch with the same token then fails its lease check.
 
+    ``audit``: an event appended to the audit log in the same transaction (the server's
+    record of who changed the thread; see :func:`audited`).
+
     ``flush`` says how durable the transaction must be when :meth:`Store.commit` returns.
     ``True`` (the default): it survives a crash of the process, of the database server and of
     the machine (power loss). ``False``: it survives a crash of the process at once, but may
@@ -344,6 +412,7 @@ class Commit:
     flush: bool = True
     progress: RunProgress | None = None
     release_lease: bool = False
+    audit: AuditEvent | None = None
 
 
 @runtime_checkable
@@ -607,11 +676,13 @@ class Store(Protocol):
     # -- retention ------------------------------------------------------------------------
 
     def prune_checkpoints(
-        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> int:
         """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
         the older ones, their pending writes, and the blobs no kept checkpoint needs (see
-        :func:`threadloom.checkpoint.delta.blob_floors`). Atomic.
+        :func:`threadloom.checkpoint.delta.blob_floors`). Atomic, with ``audit`` appended to
+        the audit log in the same transaction (even when nothing was old enough to go).
 
         Returns:
             How many checkpoints were deleted.

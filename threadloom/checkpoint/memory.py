@@ -364,6 +364,7 @@ class MemoryStore(MemoryQueue):
                 commits, staged, strict=True
             ):
                 self._apply(commit, checkpoint, blobs, writes, executions, runs, now)
+                self._write_audit(commit.audit, now)
 
     def _validate(self, commits: Sequence[Commit]) -> Sequence[Commit]:
         heads: dict[tuple[str, str, str], int | None] = {}
@@ -821,12 +822,14 @@ class MemoryStore(MemoryQueue):
             return self._thread_record(namespace, thread_id, row)
 
     def prune_checkpoints(
-        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
         check_keep(keep)
         with self._lock:
             self._check_open()
+            self._write_audit(audit, time.time())
             checkpoints = self._checkpoints.get((namespace, thread_id, ""), {})
             seqs = sorted(checkpoints, reverse=True)
             if len(seqs) <= keep:

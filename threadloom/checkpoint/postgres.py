@@ -512,6 +512,9 @@ class PostgresStore(PostgresQueue):
                 if c.release_lease and c.lease_token is not None:
                     statements.append((self._sql.release_in_commit,
                                        [c.namespace, c.thread_id, c.lease_token]))
+                if c.audit is not None:
+                    statements.append((self._q.put_audit_raw,
+                                       list(audit_row(stamp_audit(c.audit, now)))))
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot store the commit: {exc}") from exc
         attempt = 0
@@ -879,21 +882,25 @@ class PostgresStore(PostgresQueue):
         self._run(delete, "delete_thread")
 
     def prune_checkpoints(
-        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> int:
         """Keep the thread's latest ``keep`` (>= 1) checkpoints of the root namespace; delete
         the older ones, their pending writes, and the blobs no kept checkpoint needs. One
-        transaction, with the thread row locked against concurrent commits.
+        transaction, with the thread row locked against concurrent commits (and ``audit``).
 
         Returns:
             How many checkpoints were deleted.
         """
         check_keep(keep)
         sql = self._sql
+        event = stamp_audit(audit, time.time()) if audit is not None else None
 
         def prune(conn: Connection) -> int:
             with conn.transaction():
                 conn.execute(sql.lock_thread, (namespace, thread_id))
+                if event is not None:
+                    conn.execute(self._q.put_audit, audit_row(event))
                 cursor = conn.cursor(binary=True)
                 rows = cursor.execute(
                     sql.kept_checkpoints, (namespace, thread_id, keep + 1)

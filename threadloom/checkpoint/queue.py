@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
+from threadloom.checkpoint.base import AuditEvent, RunRecord, Store, ThreadRecord
 
 __all__ = [
     "ApiKey",
@@ -159,46 +159,6 @@ class ApiKey:
     last_used_at: float | None = None
     revoked_at: float | None = None
     name: str | None = None
-
-
-@dataclass(slots=True)
-class AuditEvent:
-    """One entry of the audit log: who did what, when, to what, and how it ended.
-
-    Attributes:
-        namespace: the tenant the action was in (the log is read per namespace).
-        action: what was done, ``<resource>.<verb>`` (``run.create``, ``thread.delete``,
-            ``key.revoke``...).
-        target: what it was done to: a run, thread or key id, or the route's path.
-        key_id: the id of the API key that asked (never the key); ``None`` for the CLI or
-            the library.
-        role: the key's role when it asked.
-        run_id: the run concerned, if any.
-        thread_id: the thread concerned, if any.
-        outcome: ``ok``, or the error code the request was refused with (``forbidden``,
-            ``not_found``, ``conflict``...), or what a cancellation did (``cancelled``,
-            ``signalled``, ``finished``).
-        at: when (``0``: the store sets the time it writes the event).
-        id: the event's id, set by the store: ids increase with time (within a clock's
-            precision), and a page of the log continues after the last id it returned.
-    """
-
-    namespace: str
-    action: str
-    target: str
-    key_id: str | None = None
-    role: str | None = None
-    run_id: str | None = None
-    thread_id: str | None = None
-    outcome: str = "ok"
-    at: float = 0.0
-    id: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        """The event as the HTTP API and ``threadloom audit --json`` show it."""
-        return {"id": self.id, "at": self.at, "key_id": self.key_id, "role": self.role,
-                "namespace": self.namespace, "action": self.action, "target": self.target,
-                "run_id": self.run_id, "thread_id": self.thread_id, "outcome": self.outcome}
 
 
 class Signals(Protocol):

@@ -46,7 +46,7 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl
 
 from threadloom.checkpoint import _sqlite_sql as _sql
-from threadloom.checkpoint._queue_sqlite import SqliteQueue, write_audit
+from threadloom.checkpoint._queue_sqlite import SqliteQueue
 from threadloom.checkpoint._rows import (
     FEW_PREFIXED,
     STEP_STATUSES,
@@ -68,6 +68,7 @@ from threadloom.checkpoint._sqlite_sql import (
     SQL_LATEST,
     THREAD_COLS,
     is_busy,
+    write_audit,
     write_commits,
 )
 from threadloom.checkpoint.base import (
@@ -908,13 +909,17 @@ class SqliteStore(SqliteQueue):
         return self._run(update, True)
 
     def prune_checkpoints(
-        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE
+        self, thread_id: str, keep: int, *, namespace: str = DEFAULT_NAMESPACE,
+        audit: AuditEvent | None = None,
     ) -> int:
         """Keep the latest ``keep`` checkpoints of the thread (see the protocol)."""
         check_keep(keep)
-        return self._run(
-            lambda conn: _sql.prune_checkpoints(conn, namespace, thread_id, keep), True
-        )
+
+        def prune(conn: sqlite3.Connection) -> int:
+            write_audit(conn, audit, time.time())
+            return _sql.prune_checkpoints(conn, namespace, thread_id, keep)
+
+        return self._run(prune, True)
 
     def delete_runs(
         self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE

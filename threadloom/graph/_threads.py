@@ -18,6 +18,7 @@ from threadloom.checkpoint.base import (
     Store,
     format_checkpoint_id,
     parse_checkpoint_id,
+    pending_audit,
 )
 from threadloom.config import (
     DEFAULT_NAMESPACE,
@@ -343,7 +344,7 @@ class ThreadsMixin:
                                            namespace=ns)
             store.commit([Commit(thread_id, ns, lease_token=lease.token,
                                  expected_head=head_seq, checkpoint=record, runs=dead,
-                                 executions=stopped)])
+                                 executions=stopped, audit=pending_audit())])
         finally:
             store.release_lease(lease)
         return _thread_config(thread_id, new_seq, ns)

@@ -3,9 +3,9 @@
 Every route that changes something is listed in :data:`MUTATIONS` with its action name and
 the role it needs (a test enumerates the app's routes against this table, so a new route
 cannot be left out). A route that succeeds writes its event itself, through the store method
-that makes the change (``audit=``, the same transaction) or, for a change with no such method,
-:meth:`~threadloom.checkpoint.queue.RuntimeStore.append_audit` right after it; it then calls
-:func:`mark_audited`. :class:`AuditTrail` logs the rest: a listed route refused or failed
+that makes the change (``audit=``, the same transaction; for the engine's ``update_state``,
+inside :func:`threadloom.checkpoint.base.audited`, whose event its commit carries); it then
+calls :func:`mark_audited`. :class:`AuditTrail` logs the rest: a listed route refused or failed
 (the error's code is the outcome) once its key is known, or a success the route did not log
 itself.
 """

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from threadloom._json import to_jsonable
-from threadloom.checkpoint.base import ThreadRecord
+from threadloom.checkpoint.base import ThreadRecord, audited
 from threadloom.checkpoint.retention import export_thread, import_thread
 from threadloom.errors import CheckpointNotFoundError, ThreadBusyError
 from threadloom.graph._threads import checkpoint_seq
@@ -109,13 +109,6 @@ def create_thread(body: ThreadCreate, request: Request, store: Store, graphs: Gr
     return json_response(ThreadInfo.load(store, graphs, record).as_json())
 
 
-def _log(store: Store, request: Request, who: Principal, action: str, thread_id: str) -> None:
-    """Log a change made through the engine (``update_state``, pruning), whose store calls
-    take no audit event: right after the change, in a transaction of its own."""
-    store.append_audit(audit_event(who, action, thread_id, thread_id=thread_id))
-    mark_audited(request)
-
-
 def _superstep_graph(graphs: Graphs, metadata: dict[str, Any],
                      body: ThreadCreate) -> CompiledGraph:
     """The graph that applies a new thread's supersteps (checked before the thread exists)."""
@@ -201,8 +194,10 @@ def prune_threads(body: ThreadPruneRequest, request: Request, store: Store,
             _delete(store, record.thread_id, who)
             mark_audited(request)
         else:
-            store.prune_checkpoints(record.thread_id, keep=1, namespace=who.namespace)
-            _log(store, request, who, "thread.prune", record.thread_id)
+            store.prune_checkpoints(record.thread_id, keep=1, namespace=who.namespace,
+                                    audit=audit_event(who, "thread.prune", record.thread_id,
+                                                      thread_id=record.thread_id))
+            mark_audited(request)
         pruned += 1
     return json_response({"pruned_count": pruned})
 
@@ -407,9 +402,11 @@ def update_state(thread_id: ThreadId, body: StateUpdate, request: Request, store
     _root_only(body.checkpoint)
     checkpoint_id = (body.checkpoint.checkpoint_id if body.checkpoint else None) or (
         body.checkpoint_id)
-    written = info.graph.update_state(info.config(checkpoint_id), body.values,
-                                      as_node=body.as_node)
-    _log(store, request, who, "state.update", info.thread_id)
+    # the new checkpoint and its audit event are one transaction
+    with audited(audit_event(who, "state.update", info.thread_id, thread_id=info.thread_id)):
+        written = info.graph.update_state(info.config(checkpoint_id), body.values,
+                                          as_node=body.as_node)
+    mark_audited(request)
     checkpoint = checkpoint_json(written)
     return json_response({
         "checkpoint": checkpoint,

@@ -29,12 +29,14 @@ from threadloom.checkpoint.queue import (
     WorkerRecord,
 )
 from threadloom.errors import (
+    CheckpointConflictError,
     InvalidConfigError,
     RunConflictError,
     RunNotFoundError,
     StoreError,
     ThreadBusyError,
 )
+from threadloom.testing._records import checkpoint
 
 __all__ = [
     "Collector",
@@ -796,6 +798,28 @@ class QueueConformance(SignalsConformance):
         assert [(e.action, e.target, e.thread_id) for e in events] == [
             ("thread.delete", "t1", "t1"), ("thread.update", "t1", "t1")]
         assert events[1].key_id == "k1" and events[1].role == "operator"
+
+    def test_a_commit_writes_its_audit_event_or_nothing(self, store: RuntimeStore) -> None:
+        event = AuditEvent(NS, "state.update", "t1", key_id="k1", role="operator",
+                           thread_id="t1")
+        store.commit([Commit("t1", expected_head=None, checkpoint=checkpoint("t1", 1),
+                             audit=event)])
+        with pytest.raises(CheckpointConflictError):  # the head moved: no event either
+            store.commit([Commit("t1", expected_head=None, checkpoint=checkpoint("t1", 2),
+                                 audit=AuditEvent(NS, "state.update", "lost"))])
+        events, _ = store.list_audit(NS)
+        assert [(e.action, e.target, e.key_id, e.thread_id) for e in events] == [
+            ("state.update", "t1", "k1", "t1")]
+
+    def test_pruning_writes_its_audit_event(self, store: RuntimeStore) -> None:
+        for seq in (1, 2, 3):
+            store.commit([Commit("t1", checkpoint=checkpoint("t1", seq))])
+        pruned = store.prune_checkpoints("t1", 1, audit=AuditEvent(
+            NS, "thread.prune", "t1", thread_id="t1"))
+        assert pruned == 2
+        assert store.prune_checkpoints("t1", 1, audit=AuditEvent(
+            NS, "thread.prune", "t1", thread_id="t1")) == 0  # nothing left to go: still logged
+        assert [e.action for e in store.list_audit(NS)[0]] == ["thread.prune"] * 2
 
     def test_create_thread_once_with_its_metadata_and_audit(self, store: RuntimeStore) -> None:
         made = store.create_thread("t1", {"graph_id": "g"}, audit=AuditEvent(
