@@ -38,7 +38,7 @@ function el(tag, attrs, ...children) {
       node.setAttribute(name, value === true ? "" : String(value));
     }
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -649,17 +649,23 @@ function interruptsOf(state) {
   return (state.tasks || []).flatMap((t) => t.interrupts || []);
 }
 
+// Every run that waits for a human. A resumed run keeps its status (as on LangGraph's
+// server, the resume is a new run of the thread), so a run is listed only while its thread
+// still waits on it: its state has interrupts and was last written by that run.
 async function loadReview() {
   const { items } = await allPages(ns("/runs"), { status: "INTERRUPTED" }, "runs");
-  $("review-count").textContent = `${items.length} runs wait for a human`;
-  const cards = await Promise.all(items.map(async (run) => {
+  const found = await Promise.all(items.map(async (run) => {
     try {
       const state = await api("GET", `/threads/${encodeURIComponent(run.thread_id)}/state`);
+      const writer = state.metadata && state.metadata.run_id;
+      if (!interruptsOf(state).length || (writer && writer !== run.run_id)) return null;
       return reviewCard(run, state);
     } catch (err) {
       return el("article", { className: "card" }, `Run ${run.run_id}: ${err.message}`);
     }
   }));
+  const cards = found.filter((card) => card !== null);
+  $("review-count").textContent = `${cards.length} runs wait for a human`;
   $("review-list").replaceChildren(cards.length ? el("div", { className: "cards" }, cards)
     : el("p", { className: "muted" }, "Nothing waits for a human in this namespace."));
 }
@@ -675,8 +681,8 @@ function reviewCard(run, state) {
   const tid = encodeURIComponent(run.thread_id);
   const resume = async (value) => {
     const created = await api("POST", `/threads/${tid}/runs`, { assistant_id: run.graph_name, command: { resume: value } });
-    flash(`Resumed: run ${created.run_id} on thread ${run.thread_id}.`);
     await loadReview();
+    flash(`Resumed: run ${created.run_id} on thread ${run.thread_id}.`);
   };
   const act = (fn) => async (event) => {
     if (event) event.preventDefault();
@@ -706,8 +712,8 @@ function reviewCard(run, state) {
     const values = JSON.parse(edited.value);
     await api("POST", `/threads/${tid}/state`, { values });
     const created = await api("POST", `/threads/${tid}/runs`, { assistant_id: run.graph_name, input: null });
-    flash(`State updated; run ${created.run_id} continues thread ${run.thread_id}.`);
     await loadReview();
+    flash(`State updated; run ${created.run_id} continues thread ${run.thread_id}.`);
   }) }, label("State values (JSON)", edited), el("button", { type: "submit" }, "Edit state and continue"));
 
   const forkBox = el("div", {}, el("button", { type: "button", onclick: act(async () => {
@@ -731,8 +737,8 @@ function reviewCard(run, state) {
       el("div", { className: "actions" }, el("button", { type: "button", className: "danger",
         onclick: act(async () => {
           await api("POST", ns(`/runs/${encodeURIComponent(run.run_id)}/cancel`));
-          flash(`Rejected: run ${run.run_id} cancelled.`);
           await loadReview();
+          flash(`Rejected: run ${run.run_id} cancelled.`);
         }) }, "Reject (cancel the run)"))));
 }
 
