@@ -45,7 +45,8 @@ def _wait_run(http: httpx.Client, run_id: str, done: tuple[str, ...]) -> dict[st
 
 def _start(http: httpx.Client, graph: str, payload: dict[str, Any]) -> dict[str, Any]:
     thread = http.post("/threads", json={}).json()["thread_id"]
-    answer = http.post(f"/threads/{thread}/runs/wait", json={"assistant_id": graph, "input": payload})
+    answer = http.post(f"/threads/{thread}/runs/wait",
+                       json={"assistant_id": graph, "input": payload})
     assert answer.status_code == 200, answer.text
     return _wait_run(http, http.get(f"/threads/{thread}/runs").json()[0]["run_id"],
                      ("SUCCESS", "ERRORED", "INTERRUPTED"))
@@ -448,7 +449,8 @@ def test_a_threads_runs_history_and_export(tab, seeded, tmp_path):
     with server.http() as http:
         history = http.get(f"/threads/{chat['thread_id']}/history", params={"limit": 100}).json()
         exported = http.get(f"/threads/{chat['thread_id']}/export").json()
-    view.get_by_role("heading", name=f"History ({len(history)} checkpoints, newest first)").wait_for()
+    title = f"History ({len(history)} checkpoints, newest first)"
+    view.get_by_role("heading", name=title).wait_for()
     assert view.locator(".thread-runs .link").inner_text() == chat["run_id"]
     with page.expect_download() as download:
         page.get_by_role("button", name="Export as JSON").click()

@@ -58,6 +58,12 @@ function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
+// A time in milliseconds, keeping the microseconds the API gives (Date.parse drops them).
+function instant(iso) {
+  const fraction = /\.(\d+)/.exec(iso);
+  return Date.parse(iso.replace(/\.\d+/, "")) + (fraction ? Number(`0.${fraction[1]}`) * 1000 : 0);
+}
+
 function when(iso) { return iso ? new Date(iso).toLocaleString() : "\u2013"; }
 
 function ms(value) {
@@ -445,8 +451,8 @@ async function runAction(run, action) {
 }
 
 function timeline(executions, run, metrics) {
-  const start = (e) => Date.parse(e.started_at || e.created_at);
-  const end = (e) => Date.parse(e.ended_at || e.updated_at || e.started_at || e.created_at);
+  const start = (e) => instant(e.started_at || e.created_at);
+  const end = (e) => instant(e.ended_at || e.updated_at || e.started_at || e.created_at);
   const ordered = [...executions].sort((a, b) => start(a) - start(b));
   const queueWait = metrics.status === "fulfilled" ? metrics.value.queue_wait_ms : undefined;
   if (!ordered.length) return el("p", { className: "muted" }, "No executions yet.");
@@ -459,7 +465,7 @@ function timeline(executions, run, metrics) {
       el("thead", {}, el("tr", {}, ["#", "Node", "Identifier", "Attempt", "Status", "Starts at",
                                     "Duration", ""].map((h) => el("th", {}, h)))),
       el("tbody", {}, ordered.map((e, i) => {
-        const took = e.started_at && e.ended_at ? Date.parse(e.ended_at) - Date.parse(e.started_at) : null;
+        const took = e.started_at && e.ended_at ? instant(e.ended_at) - instant(e.started_at) : null;
         const left = ((start(e) - t0) / span) * 100;
         const width = Math.max(0.5, ((end(e) - start(e)) / span) * 100);
         return el("tr", { className: FAILED.has(e.status) ? "failed" : null, "data-state": e.id },
