@@ -10,6 +10,8 @@ const NAMESPACE = "threadloom.namespace";
 const PAGE = 1000; // the API's largest page
 const MAX_PAGES = 50; // a list longer than this many pages is shown in part, and says so
 const FAILED = new Set(["ERRORED", "TIMEDOUT", "RETRY_CREATED"]);
+const ACTIVE = new Set(["CREATED", "RUNNING", "INTERRUPTED"]); // may be cancelled
+const RETRYABLE = new Set(["ERRORED", "TIMEDOUT", "CANCELLED"]); // may be retried
 const ICONS = {
   SUCCESS: "\u2714", ERRORED: "\u2716", TIMEDOUT: "\u23F1", INTERRUPTED: "\u23F8",
   CANCELLED: "\u2298", RETRY_CREATED: "\u21BB", CREATED: "\u25CB", QUEUED: "\u25B6",
@@ -390,6 +392,7 @@ async function openRun(runId) {
   stopAutoRefresh();
   showDetail();
   $("run-title").textContent = `Run ${runId}`;
+  $("run-title").focus(); // keyboard users land on the run they opened
   $("detail-body").replaceChildren(el("p", { className: "muted" }, "Loading\u2026"));
   try {
     await renderRun(await findRun(runId));
@@ -429,9 +432,10 @@ async function renderRun(run) {
         el("div", { className: "actions" },
           el("button", { type: "button", onclick: refresh }, "Refresh"),
           el("span", { className: "operator-only" },
-            el("button", { type: "button", className: "danger",
-                           onclick: () => runAction(run, "cancel") }, "Cancel run"), " ",
-            el("button", { type: "button", onclick: () => runAction(run, "retry") }, "Retry run")))),
+            ACTIVE.has(run.status) ? el("button", { type: "button", className: "danger",
+              onclick: () => runAction(run, "cancel") }, "Cancel run") : null, " ",
+            RETRYABLE.has(run.status) ? el("button", { type: "button",
+              onclick: () => runAction(run, "retry") }, "Retry run") : null))),
       el("section", { className: "graph" }, el("h3", {}, "Graph"),
         graph.status === "fulfilled" ? drawGraph(graph.value, executions, run)
           : el("p", { className: "muted" }, `No graph: ${graph.reason.message}`))),
@@ -699,8 +703,8 @@ function reviewCard(run, state) {
 
   let form = null;
   if (isObject(payload)) {
-    const fields = Object.entries(payload).map(([k, v]) => [k, v, el("input", {
-      id: `f-${uid}-${k}`, name: k, value: typeof v === "string" ? v : JSON.stringify(v) })]);
+    const fields = Object.entries(payload).map(([k, v], i) => [k, v, el("input", {
+      id: `f-${uid}-${i}`, name: k, value: typeof v === "string" ? v : JSON.stringify(v) })]);
     form = el("form", { className: "resume-form", onsubmit: act(() => resume(Object.fromEntries(
       fields.map(([k, v, input]) => [k, parseField(input.value, v)])))) },
       el("div", { className: "form-grid" }, fields.map(([k, , input]) => label(k, input))),
