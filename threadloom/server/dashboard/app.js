@@ -715,7 +715,10 @@ function reviewCard(run, state) {
     let value;
     try { value = JSON.parse(raw.value); } catch (err) { throw new Error(`The resume value is not JSON: ${err.message}`); }
     await resume(value);
-  }) }, label("Resume value (JSON)", raw), el("button", { type: "submit", className: "primary" }, "Resume"));
+  }) }, label("Resume value (JSON)", raw), el("div", { className: "actions" },
+    el("button", { type: "submit", className: "primary" }, "Resume"),
+    el("button", { type: "button", onclick: act(() => resume(true)) }, "Resume with true"),
+    el("button", { type: "button", onclick: act(() => resume(false)) }, "Resume with false")));
 
   const edited = el("textarea", { id: `s-${uid}` }, json(state.values));
   const editForm = el("form", { className: "edit-state", onsubmit: act(async () => {
