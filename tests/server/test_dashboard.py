@@ -258,6 +258,16 @@ def test_runs_table_filters_pages_and_equals_the_api(tab, seeded):
     page.get_by_label("Run id prefix").fill(runs["succeeded"]["run_id"][:8])
     page.get_by_role("button", name="Apply filters").click()
     page.get_by_text("1 runs on page 1").wait_for()
+    # auto-refresh: a run made meanwhile appears without a click
+    page.get_by_label("Run id prefix").fill("")
+    page.get_by_label("Graph").fill("seed_chat")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_text(f"{len(runs['chat'])} runs on page 1").wait_for()
+    page.get_by_label("Auto-refresh").check()
+    with server.http() as http:
+        made = _start(http, "seed_chat", {"messages": ["one more"]})
+    page.get_by_role("button", name=made["run_id"]).wait_for()
+    page.get_by_label("Auto-refresh").uncheck()
     tab.check_key_kept(server.api_key)
 
 
@@ -367,6 +377,37 @@ def test_run_detail_timeline_diffs_metrics_logs_and_graph(tab, seeded):
     assert current.get_attribute("data-node") == "shaky"
     assert detail.get_by_role("button", name="Retry run").count() == 1
     tab.shot("run-detail-failed")
+    tab.check_key_kept(server.api_key)
+
+
+def test_run_detail_shows_the_queue_wait_and_logs_when_the_api_gives_them(tab, seeded):
+    """``queue_wait_ms`` (metrics) and the logs route are other helpers' work: their
+    documented shapes are served here by the browser's request interception."""
+    server, runs = seeded
+    tab.sign_in(server.api_key)
+    page = tab.page
+    run = runs["failed"]
+    logs = {"run_id": run["run_id"], "thread_id": run["thread_id"], "count": 2, "logs": [
+        {"seq": 1, "at": "2026-01-01T00:00:00+00:00", "level": "INFO", "logger": "app",
+         "message": "preparing", "node": "prepare", "attempt": 1, "exc": None},
+        {"seq": 2, "at": "2026-01-01T00:00:01+00:00", "level": "ERROR", "logger": "app",
+         "message": "shaky broke", "node": "shaky", "attempt": 1,
+         "exc": "ValueError: flaky node failed"}], "next_cursor": None}
+
+    def metrics(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "queue_wait_ms": 12.5})
+
+    page.route(f"**/runs/{run['run_id']}/metrics", metrics)
+    page.route(f"**/threads/{run['thread_id']}/runs/{run['run_id']}/logs",
+               lambda route: route.fulfill(json=logs))
+    page.get_by_role("button", name=run["run_id"]).click()
+    detail = page.locator("#run-detail")
+    detail.get_by_text("Queue wait before the first step: 12.50 ms").wait_for()
+    rows = detail.locator("table.logs tbody tr")
+    assert rows.count() == 2
+    assert "shaky broke" in rows.nth(1).inner_text() and "ValueError" in rows.nth(1).inner_text()
+    assert rows.nth(1).get_attribute("class") == "ERROR"
     tab.check_key_kept(server.api_key)
 
 

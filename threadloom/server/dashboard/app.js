@@ -70,7 +70,7 @@ function when(iso) { return iso ? new Date(iso).toLocaleString() : "\u2013"; }
 
 function ms(value) {
   if (value === null || value === undefined) return "\u2013";
-  if (value < 1000) return `${Number(value).toFixed(value < 10 ? 2 : 0)} ms`;
+  if (value < 1000) return `${Number(value).toFixed(value < 100 ? 2 : 0)} ms`;
   return `${(value / 1000).toFixed(2)} s`;
 }
 
@@ -661,14 +661,15 @@ function interruptsOf(state) {
 
 // Every run that waits for a human. A resumed run keeps its status (as on LangGraph's
 // server, the resume is a new run of the thread), so a run is listed only while its thread
-// still waits on it: its state has interrupts and was last written by that run.
+// still waits on it: the thread's state has interrupts and its newest run is that run.
 async function loadReview() {
   const { items } = await allPages(ns("/runs"), { status: "INTERRUPTED" }, "runs");
   const found = await Promise.all(items.map(async (run) => {
     try {
-      const state = await api("GET", `/threads/${encodeURIComponent(run.thread_id)}/state`);
-      const writer = state.metadata && state.metadata.run_id;
-      if (!interruptsOf(state).length || (writer && writer !== run.run_id)) return null;
+      const tid = encodeURIComponent(run.thread_id);
+      const [state, newest] = await Promise.all([
+        api("GET", `/threads/${tid}/state`), api("GET", `/threads/${tid}/runs?limit=1`)]);
+      if (!interruptsOf(state).length || !newest.length || newest[0].run_id !== run.run_id) return null;
       return reviewCard(run, state);
     } catch (err) {
       return el("article", { className: "card" }, `Run ${run.run_id}: ${err.message}`);
