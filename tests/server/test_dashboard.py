@@ -255,6 +255,14 @@ def test_runs_table_filters_pages_and_equals_the_api(tab, seeded):
     page.get_by_role("button", name="Apply filters").click()
     page.get_by_text(f"{len(runs['chat'])} runs on page 1").wait_for()
     page.get_by_label("Graph").fill("")
+    page.get_by_label("Since").fill("2099-01-01T00:00:00")  # the time range: none yet
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_text("0 runs on page 1").wait_for()
+    page.get_by_label("Since").fill("")
+    page.get_by_label("Until").fill("2099-01-01T00:00:00")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_text("10 runs on page 1").wait_for()  # all of them, 10 a page
+    page.get_by_label("Until").fill("")
     page.get_by_label("Run id prefix").fill(runs["succeeded"]["run_id"][:8])
     page.get_by_role("button", name="Apply filters").click()
     page.get_by_text("1 runs on page 1").wait_for()
@@ -409,6 +417,20 @@ def test_run_detail_shows_the_queue_wait_and_logs_when_the_api_gives_them(tab, s
     assert "shaky broke" in rows.nth(1).inner_text() and "ValueError" in rows.nth(1).inner_text()
     assert rows.nth(1).get_attribute("class") == "ERROR"
     tab.check_key_kept(server.api_key)
+
+
+def test_the_state_diff_is_nested(tab, seeded):
+    server, _ = seeded
+    tab.sign_in(server.api_key)
+    changes = tab.page.evaluate("""() => diff(
+        {a: {b: [1, 2], keep: true}, gone: 1, same: "x"},
+        {a: {b: [1, 3, 4], keep: true}, same: "x", added: {n: null}})""")
+    assert changes == [
+        {"kind": "changed", "path": "a.b[1]", "before": 2, "after": 3},
+        {"kind": "added", "path": "a.b[2]", "after": 4},
+        {"kind": "added", "path": "added", "after": {"n": None}},
+        {"kind": "removed", "path": "gone", "before": 1},
+    ]
 
 
 # -- Review ------------------------------------------------------------------------------------

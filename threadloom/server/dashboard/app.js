@@ -358,7 +358,7 @@ async function loadStates() {
     stat("Completed States", completed),
     complete ? null : el("p", { className: "muted" }, `showing the newest ${items.length} states`));
   $("run-picker").replaceChildren(...[...perRun.entries()].map(([runId, count]) => el("button", {
-    type: "button", role: "listitem", "aria-pressed": String(runId === statesView.chosen),
+    type: "button", "aria-pressed": String(runId === statesView.chosen),
     "data-run": runId, onclick: () => chooseRun(runId),
   }, el("span", { className: "mono" }, runId), el("span", { className: "muted" }, `${count} states`))));
   if (statesView.chosen && perRun.has(statesView.chosen)) await chooseRun(statesView.chosen);
