@@ -325,6 +325,9 @@ def test_run_states_numbers_equal_the_api(tab, seeded):
     assert stat("Total States") == len(states)
     assert stat("Unique Run IDs") == len({s["run_id"] for s in states})
     assert stat("Completed States") == sum(s["status"] == "SUCCESS" for s in states)
+    assert summary.inner_text().split() == [  # nothing else in the summary
+        str(len(states)), "Total", "States", str(len({s["run_id"] for s in states})), "Unique",
+        "Run", "IDs", str(sum(s["status"] == "SUCCESS" for s in states)), "Completed", "States"]
     chooser = page.locator(f'#run-picker button[data-run="{run_id}"]')
     assert chooser.inner_text().endswith(f"{len(of_run)} states")
     chooser.click()

@@ -356,7 +356,7 @@ async function loadStates() {
   $("states-summary").replaceChildren(
     stat("Total States", items.length), stat("Unique Run IDs", perRun.size),
     stat("Completed States", completed),
-    complete ? null : el("p", { className: "muted" }, `showing the newest ${items.length} states`));
+    ...(complete ? [] : [el("p", { className: "muted" }, `showing the newest ${items.length} states`)]));
   $("run-picker").replaceChildren(...[...perRun.entries()].map(([runId, count]) => el("button", {
     type: "button", "aria-pressed": String(runId === statesView.chosen),
     "data-run": runId, onclick: () => chooseRun(runId),
