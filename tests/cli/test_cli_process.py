@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -30,10 +31,12 @@ def test_dev_prints_the_urls_and_a_key_serves_and_exits_0_on_sigterm(tmp_path):
         out = dev.stdout()
         assert f"API:       {dev.url}\n" in out
         assert f"docs:      {dev.url}/docs\n" in out
-        assert "dashboard" not in out  # not printed until a dashboard is served (issue 15)
+        assert f"dashboard: {dev.url}/dashboard  (sign in with the API key)\n" in out
         assert dev.api_key and dev.api_key.startswith("tl_")
         assert "seed_loop, chat, fetch, cloud, review (the built-in seed graphs" in out
         assert dev.request("GET", "/ok") == (200, {"ok": True})
+        with urllib.request.urlopen(f"{dev.url}/", timeout=30) as page:  # no key needed
+            assert page.url == f"{dev.url}/dashboard" and b"API key" in page.read()
         status, ready = dev.request("GET", "/ready")
         assert status == 200 and ready["workers"] >= 1
         assert dev.stop() == 0, dev.output()

@@ -106,7 +106,9 @@ ODD_IDS = ["..", "...", "%2e%2e", "a b", "é-ü-中", "x" * 255, "<script>", "';
                                   "/assistants/{}/graph"])
 def test_odd_ids_are_client_errors(app_client: TestClient, path: str) -> None:
     for odd in [*ODD_IDS, "x" * 300, "../../etc/passwd"]:
-        response = app_client.get(path.format(quote(odd, safe="")))
+        response = app_client.get(path.format(quote(odd, safe="")), follow_redirects=False)
+        if response.request.url.path == "/":
+            continue  # the client resolved "/threads/.." to "/" (the dashboard's redirect)
         assert 400 <= response.status_code < 500, (odd, response.text)
         assert set(response.json()) == {"code", "message"}
         assert "Traceback" not in response.text

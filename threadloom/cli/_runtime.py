@@ -285,6 +285,7 @@ def dev(args: argparse.Namespace) -> int:
                 f"  store:     {mask_url(url)}",
                 f"  API:       {base}",
                 f"  docs:      {base}/docs",
+                f"  dashboard: {base}/dashboard  (sign in with the API key)",
                 f"  API key:   {key}",
                 f"             ({origin}; send it as header X-API-Key)",
                 "",
