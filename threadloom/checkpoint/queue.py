@@ -410,6 +410,30 @@ class RuntimeStore(Store, Protocol):
         """Forget a worker (it shut down)."""
         ...
 
+    def hold_liveness(self, worker_id: str, process: str,
+                      on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Vouch, while this process lives, that worker ``worker_id`` does, until the returned
+        function is called; ``process`` is the start of the thread-lease owners this
+        process writes (``"<host> pid <pid> start <stamp>"``, see
+        :mod:`threadloom.engine._owner`).
+
+        A store that can tell when a process died (Postgres, on a session that reaches the
+        server directly: a session lock) records that in the worker's heartbeats; once the
+        process is gone, :meth:`expire_dead_claims` ends its claims and frees its thread
+        leases without waiting for their ttl. ``on_lost()`` is called (from a background
+        thread; it must return quickly) when this process can no longer vouch, e.g. its
+        session broke: others may take its runs from then on, so the worker should stop
+        them. Other stores do nothing (their claims lapse by their ttl)."""
+        ...
+
+    def expire_dead_claims(self) -> int:
+        """End now the claims of workers whose process is known dead (see
+        :meth:`hold_liveness`): their claims lapse at once, and the thread leases their
+        process held on those runs' threads are released (so the dead process's commits are
+        refused: the engine's fencing); signal ``"work"`` if any. Returns how many claims
+        were ended (``0`` on stores that cannot tell)."""
+        ...
+
     # -- API keys -------------------------------------------------------------------------
 
     def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
