@@ -17,6 +17,13 @@ cancellation requests and the claims that were lost, and stops those runs at the
 lapse after ``run_lease`` seconds and other workers continue its runs from their last
 checkpoints (the graphs' thread leases get the same TTL, so the engine's fencing agrees).
 
+**Liveness**: where the store can tell that a process died (Postgres: a session lock, see
+:meth:`~threadloom.checkpoint.queue.RuntimeStore.hold_liveness`), each heartbeat also ends the
+claims of dead workers at once (``expire_dead_claims``, which frees their thread leases too),
+so their runs continue elsewhere within about a heartbeat instead of a run lease. A worker
+whose own liveness is lost (its session broke) hands its runs back at their next step: the
+others may take them from now on, and the engine's fencing refuses its commits once they do.
+
 **Shutdown** is a state of the loop: ``running`` -> ``draining`` (no more claims; running runs
 may finish for up to the stop timeout) -> the rest are stopped at their next step and handed
 back (``release_claim``) -> ``stopped``.
@@ -36,6 +43,7 @@ from typing import Any, Literal
 
 from threadloom import _metrics
 from threadloom.checkpoint.queue import QueuedRun, RuntimeStore, WorkerRecord
+from threadloom.engine._owner import this_process
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.worker._events import EventPump
 from threadloom.worker._execute import Claimed, execute
@@ -109,6 +117,7 @@ class Worker:
         self._unsubscribe = [
             signals.subscribe("work", lambda _: self._wake.set()),
             signals.subscribe("cancel", self._on_cancel_signal),
+            self.store.hold_liveness(self.worker_id, _process(), self._on_liveness_lost),
         ]
         self._beat_now()
         for target, name in ((self._loop, "loop"), (self._heartbeat_loop, "heartbeat")):
@@ -243,6 +252,12 @@ class Worker:
                 self._beat_now()
             except Exception:
                 log.exception("worker heartbeat failed")
+            if self.state == "running":
+                try:
+                    if self.store.expire_dead_claims():
+                        self._wake.set()  # claim them now (the "work" signal may lag)
+                except Exception:
+                    log.exception("looking for the claims of dead workers failed")
 
     def _beat_now(self) -> None:
         held = self._running()
@@ -268,6 +283,14 @@ class Worker:
         if mine:
             self._beat.set()
 
+    def _on_liveness_lost(self) -> None:
+        held = self._running()
+        if held:
+            log.warning("worker %r lost its liveness session: handing back %d runs",
+                        self.worker_id, len(held))
+        for one in held:
+            one.stop("handback", "the worker lost its liveness session")
+
     def _record(self) -> WorkerRecord:
         return WorkerRecord(
             worker_id=self.worker_id, last_seen=time.time(), started_at=self._started_at,
@@ -275,6 +298,12 @@ class Worker:
                   "concurrency": self.concurrency, "running": len(self._active),
                   "graphs": sorted(self.graphs)},
         )
+
+
+def _process() -> str:
+    """How the thread-lease owners of this process start: ``<host> pid <pid> start <stamp>``
+    (see :mod:`threadloom.engine._owner`)."""
+    return " ".join(str(this_process("")).split(" ")[:5])
 
 
 def _leased(graph: CompiledGraph, run_lease: float) -> CompiledGraph:
