@@ -121,6 +121,7 @@ Connection: TypeAlias = "psycopg.Connection[Any]"
 Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
 # Joined into a statement: its transaction commits without waiting for the WAL flush.
 _RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+_LIVENESS_WAIT = 5.0  # seconds hold_liveness waits for the lock
 _APPEND_TRIES = 1000  # each lost race means another appender won: progress is made
 
 
@@ -953,9 +954,12 @@ class PostgresQueue:
                       on_lost: Callable[[], None]) -> Callable[[], None]:
         """Vouch for worker ``worker_id`` with this process's session lock (see
         :mod:`~threadloom.checkpoint._postgres_listen`): its heartbeats name the lock while
-        it is held, until the returned function is called."""
+        it is held, until the returned function is called. Waits (a few seconds at most)
+        until the listening session has tried to take the lock, so that the worker's next
+        heartbeat names it."""
         release = self._bus.hold(on_lost)
         self._live[worker_id] = process
+        self._bus.wait_liveness(_LIVENESS_WAIT)
 
         def end() -> None:
             self._live.pop(worker_id, None)

@@ -18,9 +18,10 @@ lapse after ``run_lease`` seconds and other workers continue its runs from their
 checkpoints (the graphs' thread leases get the same TTL, so the engine's fencing agrees).
 
 **Liveness**: where the store can tell that a process died (Postgres: a session lock, see
-:meth:`~threadloom.checkpoint.queue.RuntimeStore.hold_liveness`), each heartbeat also ends the
-claims of dead workers at once (``expire_dead_claims``, which frees their thread leases too),
-so their runs continue elsewhere within about a heartbeat instead of a run lease. A worker
+:meth:`~threadloom.checkpoint.queue.RuntimeStore.hold_liveness`), the loop also ends the
+claims of dead workers every ``poll`` seconds (``expire_dead_claims``, which frees their
+thread leases too) and claims them, so their runs continue elsewhere within about ``poll``
+seconds instead of a run lease. A worker
 whose own liveness is lost (its session broke) hands its runs back at their next step: the
 others may take them from now on, and the engine's fencing refuses its commits once they do.
 
@@ -73,7 +74,7 @@ class Worker:
             soon another worker continues the runs of a worker that died.
         poll: seconds between re-checks of the queue when no signal arrives (default: half
             the heartbeat): how soon a delayed run starts, or a dead worker's lapsed claim is
-            taken (no signal says so).
+            taken (no signal says so), and between looks for workers known dead.
     """
 
     def __init__(self, store: RuntimeStore, graphs: Mapping[str, CompiledGraph], *,
@@ -115,9 +116,10 @@ class Worker:
         self._pump = EventPump(f"threadloom-events-{self.worker_id}")
         signals = self.store.signals()
         self._unsubscribe = [
+            # first: its first heartbeat (below) names the lock, before anything is claimed
+            self.store.hold_liveness(self.worker_id, _process(), self._on_liveness_lost),
             signals.subscribe("work", lambda _: self._wake.set()),
             signals.subscribe("cancel", self._on_cancel_signal),
-            self.store.hold_liveness(self.worker_id, _process(), self._on_liveness_lost),
         ]
         self._beat_now()
         for target, name in ((self._loop, "loop"), (self._heartbeat_loop, "heartbeat")):
@@ -189,8 +191,15 @@ class Worker:
 
     def _loop(self) -> None:
         graphs = sorted(self.graphs)
+        sweep = 0.0  # when to look for dead workers' claims next (monotonic)
         while self.state == "running":
             self._wake.clear()
+            if time.monotonic() >= sweep:  # every `poll`: their runs are claimed right here
+                sweep = time.monotonic() + self.poll
+                try:
+                    self.store.expire_dead_claims()
+                except Exception:
+                    log.exception("looking for the claims of dead workers failed")
             free = self.concurrency - len(self._active)
             claims: list[QueuedRun] = []
             if free > 0:
@@ -252,12 +261,6 @@ class Worker:
                 self._beat_now()
             except Exception:
                 log.exception("worker heartbeat failed")
-            if self.state == "running":
-                try:
-                    if self.store.expire_dead_claims():
-                        self._wake.set()  # claim them now (the "work" signal may lag)
-                except Exception:
-                    log.exception("looking for the claims of dead workers failed")
 
     def _beat_now(self) -> None:
         held = self._running()
