@@ -26,8 +26,9 @@ notices) its backend exits and the lock is gone at once, where other processes s
 (``pg_locks``). A reconnection takes a new key, never the old one (the old one, gone, said the
 process was dead, and its claims may have been taken since); losing the connection calls the
 ``on_lost`` callbacks. The lock is taken only when the session reaches the server directly (the
-port the client connected to is the server's own ``port`` setting): through a pooler or a
-proxy the lock would sit on a server session the pooler shares or closes as it likes, so it
+address and port the client connected to are the ones the server sees itself on:
+``inet_server_addr()``, none for a Unix socket, and its ``port`` setting): through a pooler or
+a proxy the lock would sit on a server session the pooler shares or closes as it likes, so it
 says nothing about this process and is not taken (:attr:`PgSignals.live_key` stays ``None``).
 """
 
@@ -82,6 +83,7 @@ class PgSignals:
         self._listening = threading.Event()
         self._on_lost: list[Callable[[], None]] = []  # liveness holders, see hold()
         self._live_key: int | None = None
+        self._last_key: int | None = None  # never taken again (see the module docstring)
         self._live_tried = threading.Event()  # this session's attempt at the lock was made
 
     def publish(self, topic: str, message: str) -> None:
@@ -184,7 +186,8 @@ class PgSignals:
                 while not self._stop.is_set():
                     if not tried and self._on_lost:
                         tried = True
-                        self._live_key = _take_liveness(conn)
+                        self._live_key = _take_liveness(conn, avoid=self._last_key)
+                        self._last_key = self._live_key or self._last_key
                         self._live_tried.set()
                     for notice in conn.notifies(timeout=_POLL):
                         topic, _, message = notice.payload.partition("\n")
@@ -217,18 +220,21 @@ class PgSignals:
                 log.exception("a liveness-lost callback failed")
 
 
-def _take_liveness(conn: psycopg.Connection[Any]) -> int | None:
+def _take_liveness(conn: psycopg.Connection[Any], avoid: int | None) -> int | None:
     """Take a liveness lock with a random key on ``conn`` (a session, autocommit) and return
     the key; ``None`` if the session does not reach the server directly (see the module
-    docstring) or every key tried was taken."""
-    row = conn.execute("SELECT current_setting('port')").fetchone()
-    if row is None or str(row[0]) != str(conn.info.port):
-        log.info("the LISTEN session goes through a pooler or proxy (port %s, server port"
-                 " %s): no liveness lock, claims of this process lapse by their ttl",
-                 conn.info.port, row[0] if row else None)
+    docstring) or every key tried was taken. The key is never ``avoid``."""
+    row = conn.execute("SELECT current_setting('port'), host(inet_server_addr())").fetchone()
+    server = (str(row[0]), row[1] or "") if row is not None else None
+    if server != (str(conn.info.port), conn.info.hostaddr or ""):
+        log.info("the LISTEN session may go through a pooler or proxy (it reached %s port %s,"
+                 " the server says %s): no liveness lock, claims of this process lapse by"
+                 " their ttl", conn.info.hostaddr or "a socket", conn.info.port, server)
         return None
     for _ in range(_KEY_TRIES):
         key = random.randint(1, 2**31 - 1)
+        if key == avoid:
+            continue
         taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
                              (LIVENESS_CLASS, key)).fetchone()
         if taken is not None and taken[0]:
