@@ -118,6 +118,8 @@ class PgSignals:
                     target=self._listen, name=f"threadloom-listen:{self._channel}", daemon=True
                 )
                 self._thread.start()
+        if started:  # as subscribe does: later subscribers find the LISTEN in place
+            self._listening.wait(_READY_WAIT)
 
         def release() -> None:
             with self._lock:

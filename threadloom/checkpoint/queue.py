@@ -11,7 +11,10 @@ every key starts with the namespace, like the rest of the store:
   which also reports cancellation requests), and :meth:`~RuntimeStore.finish_claim` or
   :meth:`~RuntimeStore.release_claim` it. A claim that is not renewed lapses, and the next
   :meth:`~RuntimeStore.claim_runs` hands the run to another worker with a new ``claim_token``
-  (the engine's thread lease, not the claim, fences the run's commits).
+  (the engine's thread lease, not the claim, fences the run's commits). Where the store can
+  tell that a worker's process died (Postgres: :meth:`~RuntimeStore.hold_liveness`),
+  :meth:`~RuntimeStore.expire_dead_claims` ends its claims, and frees its thread leases, at
+  once rather than at the lapse.
   Runs of one thread are claimed one at a time, oldest first. Claims, renewals, finishing,
   releasing and event appends may be committed without waiting for the disk (a machine or
   database crash can take the last ones back, which the lapse-and-reclaim above survives);
