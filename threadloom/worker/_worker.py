@@ -21,9 +21,9 @@ checkpoints (the graphs' thread leases get the same TTL, so the engine's fencing
 :meth:`~threadloom.checkpoint.queue.RuntimeStore.hold_liveness`), the loop also ends the
 claims of dead workers every ``poll`` seconds (``expire_dead_claims``, which frees their
 thread leases too) and claims them, so their runs continue elsewhere within about ``poll``
-seconds instead of a run lease. A worker
-whose own liveness is lost (its session broke) hands its runs back at their next step: the
-others may take them from now on, and the engine's fencing refuses its commits once they do.
+seconds instead of a run lease. A worker whose own liveness is lost (its session broke) hands
+its runs back at their next step: the others may take them from now on, and the engine's
+fencing refuses its commits once they do.
 
 **Shutdown** is a state of the loop: ``running`` -> ``draining`` (no more claims; running runs
 may finish for up to the stop timeout) -> the rest are stopped at their next step and handed
