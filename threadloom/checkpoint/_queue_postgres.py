@@ -42,6 +42,16 @@ With an external bus installed (``use_signals``, e.g. Redis for ``--redis``), th
 only evaluate their signal's arguments, and the store publishes the signals to that bus once
 the call has committed: nothing is notified inside transactions, and nothing listens.
 
+Liveness. A worker's process vouches for itself with a session lock on the store's
+``LISTEN`` connection (:mod:`~threadloom.checkpoint._postgres_listen`), which its heartbeats
+(``renew_claims``, ``worker_heartbeat``) name in its ``workers.info`` as ``{"session": {"key",
+"process"}}``. ``expire_dead_claims`` reads the workers whose named lock nobody holds
+(``pg_locks``, read once) and, if there are any, in one more statement ends their open claims
+(``claim_expires`` = now), releases the thread leases their process holds on those runs'
+threads (an owner that starts with the ``process`` prefix; the old token then fails every
+lease check), drops their ``session`` mark so that each death is handled once, and signals
+``"work"``. The claim statement is unchanged: the lapsed claims are then claimed as usual.
+
 In doubt. A transaction whose connection is lost at ``COMMIT`` may have been applied; the
 store retries it. An ``enqueue`` retry that finds its own row (same thread, graph and payload)
 reports success; a retried claim may have claimed rows the caller never sees (they lapse after
