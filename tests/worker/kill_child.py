@@ -1,4 +1,4 @@
-"""A worker process for the kill tests: ``python kill_child.py DB_URL LOG_FILE``.
+"""A worker process for the kill tests: ``python kill_child.py DB_URL LOG_FILE [RUN_LEASE]``.
 
 Serves graph ``steps``: ``n`` steps of node ``step``, each appending ``<index>`` to LOG_FILE
 (a side effect outside the store, so the test can count executions) and then working for
@@ -26,7 +26,7 @@ class State(TypedDict):
     delay: float
 
 
-def main(db_url: str, log_file: str) -> None:
+def main(db_url: str, log_file: str, run_lease: float) -> None:
     def step(state: State) -> dict[str, Any]:
         index = len(state["done"])
         with open(log_file, "a") as log:
@@ -43,7 +43,7 @@ def main(db_url: str, log_file: str) -> None:
                                   {"step": "step", END: END})
     store = open_store(db_url)
     graphs = {"steps": builder.compile(checkpointer=store, name="steps")}
-    worker = Worker(store, graphs, concurrency=2, heartbeat=0.5, run_lease=2.0)
+    worker = Worker(store, graphs, concurrency=2, heartbeat=0.5, run_lease=run_lease)
     signal.signal(signal.SIGTERM,
                   lambda *_: threading.Thread(target=worker.stop, args=(5.0,)).start())
     print("ready", flush=True)
@@ -51,4 +51,4 @@ def main(db_url: str, log_file: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0)

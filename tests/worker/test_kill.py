@@ -1,6 +1,8 @@
 """A worker SIGKILLed mid-run (issue 12): another worker process, on another host id (so
-the reclaim goes through lease expiry, not the same-host shortcut), continues the run after
-its claim lapses, and under ``sync`` durability no completed step runs again."""
+the reclaim does not go through the same-host shortcut), continues the run, and under ``sync``
+durability no completed step runs again. On SQLite the claim and the thread lease lapse (a
+2 s run lease); on Postgres the dead process's session lock vanishes with it, so the other
+worker takes the run before the dead one's claim would lapse (a run lease of ten minutes)."""
 
 from __future__ import annotations
 
@@ -44,12 +46,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def start_worker(db_url: str, log: Path, host: str) -> subprocess.Popen[str]:
+def start_worker(db_url: str, log: Path, host: str, run_lease: float) -> subprocess.Popen[str]:
     env = {**os.environ, "THREADLOOM_HOST_ID": host,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                          if p)}
-    child = subprocess.Popen([sys.executable, str(CHILD), db_url, str(log)], env=env,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, str(CHILD), db_url, str(log), str(run_lease)],
+                             env=env, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     return child
 
@@ -75,7 +77,9 @@ def test_a_killed_workers_run_completes_on_another_worker_without_rerunning_step
     store = open_store(db_url)
     assert isinstance(store, RuntimeStore)
     log = tmp_path / "executions.log"
-    first = start_worker(db_url, log, "host-a")
+    postgres = db_url.startswith("postgresql")
+    run_lease = 600.0 if postgres else 2.0
+    first = start_worker(db_url, log, "host-a", run_lease)
     second = None
     try:
         run_id, steps = "r-kill", 8
@@ -85,7 +89,9 @@ def test_a_killed_workers_run_completes_on_another_worker_without_rerunning_step
                       QueuedRun("default", run_id, "t-kill", "steps",
                                 json.dumps(payload).encode()))
         until(lambda: len(lines(log)) >= 3)
-        second = start_worker(db_url, log, "host-b")
+        second = start_worker(db_url, log, "host-b", run_lease)
+        held = store.get_queued("default", run_id)
+        assert held is not None and held.claim_expires is not None
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         started_before_kill = len(lines(log))
@@ -105,6 +111,8 @@ def test_a_killed_workers_run_completes_on_another_worker_without_rerunning_step
         assert {pid for _, pid in executions} == {first.pid, second.pid}
         row = store.get_queued("default", run_id)
         assert row is not None and row.attempts == 2
+        if postgres:  # taken over (claim and thread lease) before the claim could lapse
+            assert row.finished_at is not None and row.finished_at < held.claim_expires
     finally:
         for child in (first, second):
             if child is None:

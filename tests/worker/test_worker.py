@@ -194,6 +194,34 @@ def test_a_graceful_stop_hands_a_running_run_back_to_another_worker(
     assert attempts == [1, 2]
 
 
+@pytest.mark.slow
+def test_a_worker_that_loses_its_liveness_session_hands_its_run_back(
+        store, graphs, queue, wait_for, probe):
+    """Postgres: the session lock that says the worker's process lives is gone (here its
+    backend is terminated), so others may take its runs: it hands them back at once rather
+    than run on until its claims (a minute here) lapse."""
+    if type(store).__name__ != "PostgresStore":
+        pytest.skip("liveness sessions are Postgres'")
+    from threadloom.checkpoint._postgres_listen import LIVENESS_CLASS
+
+    with Worker(store, graphs, concurrency=2, heartbeat=0.2, run_lease=60.0) as worker:
+        key = store._bus.wait_liveness(20)
+        assert key is not None
+        run_id = queue("hold", {"log": []})
+        assert probe.started.wait(20)
+        store._run(lambda conn: conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2",
+            (LIVENESS_CLASS, key)), "terminate")
+        until(lambda: worker._running() and worker._running()[0].action == "handback")
+        probe.release.set()  # the node returns; the run stops before its next step
+        record = wait_for(run_id)  # handed back, claimed again (here), finished
+    assert record.status == "succeeded"
+    assert probe.counts["hold"] == 1 and probe.counts["after"] == 1
+    attempts = [d["attempt"] for n, d in events_of(store, run_id) if n == "metadata"]
+    assert attempts == [1, 2]
+
+
 def test_a_delayed_run_starts_after_its_time(worker, store, queue, wait_for):
     at = time.time() + 0.3
     run_id = queue("chain", {"log": []}, available_at=at)

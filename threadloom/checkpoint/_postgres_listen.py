@@ -17,11 +17,25 @@ missed meanwhile. ``LISTEN`` does not survive a transaction pooler (PgBouncer in
 mode hands the session to other clients between statements): give the store a ``listen_url``
 that reaches the server directly. Without one, behind such a pooler, nothing fails but no
 signal arrives; readers fall back on re-reading rows at their own pace.
+
+Liveness. The same session vouches that this process lives: once :meth:`PgSignals.hold` is
+called, the listening thread takes a session-level advisory lock, ``(LIVENESS_CLASS, key)``
+with a random ``key``, right after each (re)connection. The lock lasts exactly as long as the
+session: when the process dies (SIGKILL, a crash, a power cut of its machine once the server
+notices) its backend exits and the lock is gone at once, where other processes see it
+(``pg_locks``). A reconnection takes a new key, never the old one (the old one, gone, said the
+process was dead, and its claims may have been taken since); losing the connection calls the
+``on_lost`` callbacks. The lock is taken only when the session reaches the server directly (the
+address and port the client connected to are the ones the server sees itself on:
+``inet_server_addr()``, none for a Unix socket, and its ``port`` setting): through a pooler or
+a proxy the lock would sit on a server session the pooler shares or closes as it likes, so it
+says nothing about this process and is not taken (:attr:`PgSignals.live_key` stays ``None``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +44,15 @@ import psycopg
 
 from threadloom.checkpoint._signals import WORK, Dispatcher
 
-__all__ = ["PgSignals", "channel_name"]
+__all__ = ["LIVENESS_CLASS", "PgSignals", "channel_name"]
 
 log = logging.getLogger("threadloom.checkpoint.postgres")
 
 _POLL = 0.5  # seconds between checks for close() while waiting for notifications
 _BACKOFF_MAX = 2.0
 _READY_WAIT = 5.0  # how long the first subscribe waits for the LISTEN to be in place
+LIVENESS_CLASS = 0x746C6976  # "tliv": the first half of every liveness lock's key
+_KEY_TRIES = 8  # random keys tried when one is taken (by another live session)
 
 
 def channel_name(schema: str) -> str:
@@ -65,6 +81,10 @@ class PgSignals:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._on_lost: list[Callable[[], None]] = []  # liveness holders, see hold()
+        self._live_key: int | None = None
+        self._last_key: int | None = None  # never taken again (see the module docstring)
+        self._live_tried = threading.Event()  # this session's attempt at the lock was made
 
     def publish(self, topic: str, message: str) -> None:
         """Send ``message`` on ``topic`` to every subscriber of the schema, in every process."""
@@ -84,6 +104,42 @@ class PgSignals:
         if started:  # later subscribers do not wait for a connection that is down
             self._listening.wait(_READY_WAIT)
         return unsubscribe
+
+    def hold(self, on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Vouch for this process's liveness with a session lock (see the module docstring)
+        until the returned function is called; ``on_lost()`` is called, from the listening
+        thread, when the session is lost (it must return quickly). The lock is taken in the
+        background: :attr:`live_key` says when it is held."""
+        with self._lock:
+            self._on_lost.append(on_lost)
+            started = self._thread is None and not self._stop.is_set()
+            if started:
+                self._thread = threading.Thread(
+                    target=self._listen, name=f"threadloom-listen:{self._channel}", daemon=True
+                )
+                self._thread.start()
+        if started:  # as subscribe does: later subscribers find the LISTEN in place
+            self._listening.wait(_READY_WAIT)
+
+        def release() -> None:
+            with self._lock:
+                if on_lost in self._on_lost:
+                    self._on_lost.remove(on_lost)
+
+        return release
+
+    @property
+    def live_key(self) -> int | None:
+        """The key of the liveness lock this process holds now (the lock is
+        ``(LIVENESS_CLASS, live_key)``), or ``None``: not held (nobody asked, the session is
+        down, or it does not reach the server directly)."""
+        return self._live_key
+
+    def wait_liveness(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds until the current session has tried to take the
+        liveness lock (after :meth:`hold`); return :attr:`live_key`."""
+        self._live_tried.wait(timeout)
+        return self._live_key
 
     @property
     def listening(self) -> bool:
@@ -127,8 +183,14 @@ class PgSignals:
             self._listening.set()
             if missed:
                 self._dispatcher.deliver(WORK, "")
+            tried = False  # the liveness lock, on this session (once: see _take_liveness)
             try:
                 while not self._stop.is_set():
+                    if not tried and self._on_lost:
+                        tried = True
+                        self._live_key = _take_liveness(conn, avoid=self._last_key)
+                        self._last_key = self._live_key or self._last_key
+                        self._live_tried.set()
                     for notice in conn.notifies(timeout=_POLL):
                         topic, _, message = notice.payload.partition("\n")
                         self._dispatcher.deliver(topic, message)
@@ -140,4 +202,44 @@ class PgSignals:
                 self._listening.clear()
             finally:
                 conn.close()
+                self._lost_liveness()
         self._listening.clear()
+
+    def _lost_liveness(self) -> None:
+        """The session is gone, and with it the liveness lock (if it was held)."""
+        self._live_tried.clear()
+        if self._live_key is None:
+            return
+        self._live_key = None
+        if self._stop.is_set():
+            return  # closing: nobody needs telling
+        with self._lock:
+            callbacks = list(self._on_lost)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a liveness-lost callback failed")
+
+
+def _take_liveness(conn: psycopg.Connection[Any], avoid: int | None) -> int | None:
+    """Take a liveness lock with a random key on ``conn`` (a session, autocommit) and return
+    the key; ``None`` if the session does not reach the server directly (see the module
+    docstring) or every key tried was taken. The key is never ``avoid``."""
+    row = conn.execute("SELECT current_setting('port'), host(inet_server_addr())").fetchone()
+    server = (str(row[0]), row[1] or "") if row is not None else None
+    if server != (str(conn.info.port), conn.info.hostaddr or ""):
+        log.info("the LISTEN session may go through a pooler or proxy (it reached %s port %s,"
+                 " the server says %s): no liveness lock, claims of this process lapse by"
+                 " their ttl", conn.info.hostaddr or "a socket", conn.info.port, server)
+        return None
+    for _ in range(_KEY_TRIES):
+        key = random.randint(1, 2**31 - 1)
+        if key == avoid:
+            continue
+        taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                             (LIVENESS_CLASS, key)).fetchone()
+        if taken is not None and taken[0]:
+            return key
+    log.warning("could not take a liveness lock (%d keys taken)", _KEY_TRIES)
+    return None

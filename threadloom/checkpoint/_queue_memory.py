@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -541,6 +541,15 @@ class MemoryQueue:
             self._check_open()
             self._workers.pop(worker_id, None)
 
+    def hold_liveness(self, worker_id: str, process: str,
+                      on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Nothing: this store cannot tell when a process died (claims lapse by their ttl)."""
+        return _nothing
+
+    def expire_dead_claims(self) -> int:
+        """Nothing to do (see :meth:`hold_liveness`): ``0``."""
+        return 0
+
     # -- API keys -------------------------------------------------------------------------
 
     def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
@@ -624,3 +633,7 @@ class MemoryQueue:
             events = [e for e in events if e.id < after]
         page = [replace(e) for e in events[:limit]]
         return page, page[-1].id if len(events) > limit and page else None
+
+
+def _nothing() -> None:
+    """What ending :meth:`hold_liveness` does here."""

@@ -42,6 +42,16 @@ With an external bus installed (``use_signals``, e.g. Redis for ``--redis``), th
 only evaluate their signal's arguments, and the store publishes the signals to that bus once
 the call has committed: nothing is notified inside transactions, and nothing listens.
 
+Liveness. A worker's process vouches for itself with a session lock on the store's
+``LISTEN`` connection (:mod:`~threadloom.checkpoint._postgres_listen`), which its heartbeats
+(``renew_claims``, ``worker_heartbeat``) name in its ``workers.info`` as ``{"session": {"key",
+"process"}}``. ``expire_dead_claims`` reads the workers whose named lock nobody holds
+(``pg_locks``, read once) and, if there are any, in one more statement ends their open claims
+(``claim_expires`` = now), releases the thread leases their process holds on those runs'
+threads (an owner that starts with the ``process`` prefix; the old token then fails every
+lease check), drops their ``session`` mark so that each death is handled once, and signals
+``"work"``. The claim statement is unchanged: the lapsed claims are then claimed as usual.
+
 In doubt. A transaction whose connection is lost at ``COMMIT`` may have been applied; the
 store retries it. An ``enqueue`` retry that finds its own row (same thread, graph and payload)
 reports success; a retried claim may have claimed rows the caller never sees (they lapse after
@@ -51,6 +61,7 @@ reports success; a retried claim may have claimed rows the caller never sees (th
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -59,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from threadloom.checkpoint._postgres_listen import PgSignals, channel_name
+from threadloom.checkpoint._postgres_listen import LIVENESS_CLASS, PgSignals, channel_name
 from threadloom.checkpoint._postgres_options import quote_schema, split_url
 from threadloom.checkpoint._postgres_sql import CP_COLS
 from threadloom.checkpoint._postgres_wire import check_failure
@@ -114,11 +125,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresQueue", "QueueStatements"]
 
+log = logging.getLogger("threadloom.checkpoint.postgres")
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
 Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
 # Joined into a statement: its transaction commits without waiting for the WAL flush.
 _RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+_LIVENESS_WAIT = 5.0  # seconds hold_liveness waits for the lock
 _APPEND_TRIES = 1000  # each lost race means another appender won: progress is made
 
 
@@ -232,9 +245,11 @@ class QueueStatements:
             "q.namespace = %(ns)s AND q.run_id = %(run_id)s AND q.claim_token = %(token)s"
             " AND q.status = 'claimed'"
         )
+        # the heartbeat, with the worker's liveness lock ({"session": ...}, or {}) in its info
         self.renew = (
-            f"WITH b AS (INSERT INTO {s}.workers VALUES (%(worker)s, %(now)s, %(now)s, '{{}}')"
-            " ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen)"
+            f"WITH b AS (INSERT INTO {s}.workers AS w VALUES (%(worker)s, %(now)s, %(now)s,"
+            " %(session)s::jsonb) ON CONFLICT (worker_id) DO UPDATE SET"
+            " last_seen = excluded.last_seen, info = w.info || excluded.info)"
             f" UPDATE {s}.run_queue q SET claim_expires = %(expires)s"
             " FROM unnest(%(ns)s::text[], %(ids)s::text[], %(tokens)s::int8[])"
             f" AS c(namespace, run_id, token), {_RELAXED} WHERE q.namespace = c.namespace"
@@ -394,6 +409,32 @@ class QueueStatements:
             " WHERE last_seen > %s ORDER BY worker_id"
         )
         self.remove_worker = f"DELETE FROM {s}.workers WHERE worker_id = %s"
+        # -- liveness (see the module docstring) ------------------------------------------
+        # workers whose heartbeat names a liveness lock that nobody holds any more
+        self.dead_workers = (
+            "WITH held AS MATERIALIZED (SELECT objid FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = %s::oid AND objsubid = 2 AND granted)"
+            " SELECT w.worker_id, w.info->'session'->>'key', w.info->'session'->>'process'"
+            f" FROM {s}.workers w WHERE w.info ? 'session' AND NOT EXISTS (SELECT FROM held"
+            " WHERE held.objid = (w.info->'session'->>'key')::int8::oid)"
+        )
+        # their claims lapse now, the leases their process holds on those threads are
+        # released (its commits then fail their lease check), and they are not looked at
+        # again (unless a heartbeat names a lock again)
+        self.expire_dead = (
+            "WITH d AS (SELECT * FROM unnest(%(workers)s::text[], %(keys)s::text[],"
+            " %(processes)s::text[]) AS d(worker_id, key, process)),"
+            f" f AS (UPDATE {s}.workers w SET info = w.info - 'session' FROM d"
+            " WHERE w.worker_id = d.worker_id AND w.info->'session'->>'key' = d.key),"
+            f" e AS (UPDATE {s}.run_queue q SET claim_expires = %(now)s FROM d"
+            " WHERE q.worker = d.worker_id AND q.status = 'claimed'"
+            " AND q.claim_expires > %(now)s RETURNING q.namespace, q.thread_id, d.process),"
+            f" l AS (UPDATE {s}.threads t SET lease_owner = NULL, lease_expires_at = NULL"
+            " FROM e WHERE t.namespace = e.namespace AND t.thread_id = e.thread_id"
+            " AND t.lease_owner IS NOT NULL"
+            " AND left(t.lease_owner, length(e.process) + 1) = e.process || ' ' RETURNING 1)"
+            " SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM l)"
+        )
         self.create_key = f"INSERT INTO {s}.api_keys ({KEY_COLS}) VALUES ({', '.join(['%s'] * 8)})"
         self.key = f"SELECT {KEY_COLS} FROM {s}.api_keys WHERE key_id = %s"
         self.keys = f"SELECT {KEY_COLS} FROM {s}.api_keys"
@@ -441,6 +482,7 @@ class PostgresQueue:
         if listen_dsn.lower().startswith(("postgres://", "postgresql://")):
             listen_dsn = split_url(listen_dsn)[0]  # without threadloom's own options
         self._bus = PgSignals(listen_dsn, self._q.channel, self._notify, connect_timeout)
+        self._live: dict[str, str] = {}  # worker id -> its process (see hold_liveness)
 
     def _close_runtime(self) -> None:
         """Stop the listener (called by ``close``)."""
@@ -634,13 +676,15 @@ class PostgresQueue:
                      ttl: float) -> list[ClaimState]:
         """Extend the worker's claims and record its heartbeat, in one statement; report lost
         claims and cancellation requests."""
+        marker = self._session(worker)
+        session = json.dumps({"session": marker} if marker is not None else {})
 
         def renew(conn: Connection) -> list[ClaimState]:
             now = time.time()
             params = {
                 "worker": worker, "now": now, "expires": now + ttl,
                 "ns": [c.namespace for c in claims], "ids": [c.run_id for c in claims],
-                "tokens": [c.claim_token for c in claims],
+                "tokens": [c.claim_token for c in claims], "session": session,
             }  # fmt: skip
             held = {(ns, rid): cancel for ns, rid, cancel in conn.execute(self._q.renew, params)}
             return [
@@ -900,7 +944,11 @@ class PostgresQueue:
     # -- workers --------------------------------------------------------------------------
 
     def worker_heartbeat(self, worker: WorkerRecord) -> None:
-        """Record (upsert) a worker's heartbeat."""
+        """Record (upsert) a worker's heartbeat (with its liveness lock in its ``info``, as
+        ``"session"``, while :meth:`hold_liveness` holds one for it)."""
+        marker = self._session(worker.worker_id)
+        if marker is not None:
+            worker = replace(worker, info={**worker.info, "session": marker})
         params = (worker.worker_id, worker.last_seen, worker.started_at, info_json(worker))
         self._run(lambda conn: conn.execute(self._q.heartbeat, params), "worker_heartbeat")
 
@@ -915,6 +963,56 @@ class PostgresQueue:
         """Forget a worker (it shut down)."""
         self._run(lambda conn: conn.execute(self._q.remove_worker, (worker_id,)),
                   "remove_worker")
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def hold_liveness(self, worker_id: str, process: str,
+                      on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Vouch for worker ``worker_id`` with this process's session lock (see
+        :mod:`~threadloom.checkpoint._postgres_listen`): its heartbeats name the lock while
+        it is held, until the returned function is called. Waits (a few seconds at most)
+        until the listening session has tried to take the lock, so that the worker's next
+        heartbeat names it."""
+        release = self._bus.hold(on_lost)
+        self._live[worker_id] = process
+        self._bus.wait_liveness(_LIVENESS_WAIT)
+
+        def end() -> None:
+            self._live.pop(worker_id, None)
+            release()
+
+        return end
+
+    def _session(self, worker_id: str) -> dict[str, Any] | None:
+        """What a heartbeat of ``worker_id`` records of its liveness lock, if one is held
+        for it."""
+        process = self._live.get(worker_id)
+        key = self._bus.live_key if process is not None else None
+        return {"key": str(key), "process": process} if key is not None else None
+
+    def expire_dead_claims(self) -> int:
+        """End the claims of workers whose liveness lock is gone and free their threads'
+        leases (see the protocol and the module docstring); one read when none is, else
+        one statement more."""
+        dead = self._run(lambda conn: conn.execute(self._q.dead_workers,
+                                                   (LIVENESS_CLASS,)).fetchall(),
+                         "expire_dead_claims")
+        if not dead:
+            return 0
+        workers = [w for w, _, _ in dead]
+        params = {"workers": workers, "keys": [k for _, k, _ in dead],
+                  "processes": [p for _, _, p in dead], "now": time.time()}
+
+        def expire(conn: Connection) -> int:
+            with conn.transaction():
+                claims, leases = _one(conn, self._q.expire_dead, params)
+                if claims:
+                    self._send(conn, WORK, "")
+            log.info("workers %s are gone (their liveness lock is): %d claims ended, %d"
+                     " thread leases freed", ", ".join(workers), claims, leases)
+            return int(claims)
+
+        return self._signalling(expire, "expire_dead_claims")
 
     # -- API keys -------------------------------------------------------------------------
 

@@ -535,6 +535,15 @@ class SqliteQueue:
             False,
         )
 
+    def hold_liveness(self, worker_id: str, process: str,
+                      on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Nothing: this store cannot tell when a process died (claims lapse by their ttl)."""
+        return _nothing
+
+    def expire_dead_claims(self) -> int:
+        """Nothing to do (see :meth:`hold_liveness`): ``0``."""
+        return 0
+
     # -- API keys -------------------------------------------------------------------------
 
     def create_key(self, key: ApiKey, *, audit: AuditEvent | None = None) -> None:
@@ -715,3 +724,7 @@ def _drop_checkpoints(conn: sqlite3.Connection, namespace: str, thread_id: str, 
         [(namespace, thread_id, cp_ns, channel, version)
          for channel, version in doomed_blobs(candidates, later)],
     )  # fmt: skip
+
+
+def _nothing() -> None:
+    """What ending :meth:`hold_liveness` does here."""

@@ -61,7 +61,9 @@ connection failures are logged on the ``threadloom.checkpoint.postgres`` logger 
 
 Transaction poolers (PgBouncer in transaction mode). The store keeps no session state: no
 ``SET``, no session advisory lock, no transaction open between calls; only the signals'
-``LISTEN`` needs a session (give ``listen_url``, see ``_postgres_listen``).
+``LISTEN`` and a worker's liveness lock need a session (give ``listen_url``, see
+``_postgres_listen``; without a direct session a dead worker's runs wait for its claims to
+lapse).
 A statement is prepared on the server after ``prepare_threshold`` executions on a
 connection (default 5: the fast setting), by psycopg for reads and by the store's own runner
 for the commit statement (``_postgres_wire``: the write path skips psycopg's cursor, whose
@@ -176,8 +178,9 @@ class PostgresStore(PostgresQueue):
         spin_wait: seconds (at most 1) a flushed commit polls its connection for the answer
             before it sleeps, while no other commit of the store is polling (an idle vCPU
             that halts is slow to wake; see ``_postgres_wire``); 0 always sleeps.
-        listen_url: where the signals' ``LISTEN`` connection goes (default ``dsn``): a
-            direct connection when ``dsn`` is a transaction pooler (see ``_postgres_listen``).
+        listen_url: where the signals' ``LISTEN`` connection, which also holds a worker's
+            liveness lock, goes (default ``dsn``): a direct connection when ``dsn`` is a
+            transaction pooler (see ``_postgres_listen``).
 
     Raises:
         InvalidConfigError: an option is not acceptable, or ``dsn`` does not parse.

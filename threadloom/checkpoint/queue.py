@@ -11,7 +11,10 @@ every key starts with the namespace, like the rest of the store:
   which also reports cancellation requests), and :meth:`~RuntimeStore.finish_claim` or
   :meth:`~RuntimeStore.release_claim` it. A claim that is not renewed lapses, and the next
   :meth:`~RuntimeStore.claim_runs` hands the run to another worker with a new ``claim_token``
-  (the engine's thread lease, not the claim, fences the run's commits).
+  (the engine's thread lease, not the claim, fences the run's commits). Where the store can
+  tell that a worker's process died (Postgres: :meth:`~RuntimeStore.hold_liveness`),
+  :meth:`~RuntimeStore.expire_dead_claims` ends its claims, and frees its thread leases, at
+  once rather than at the lapse.
   Runs of one thread are claimed one at a time, oldest first. Claims, renewals, finishing,
   releasing and event appends may be committed without waiting for the disk (a machine or
   database crash can take the last ones back, which the lapse-and-reclaim above survives);
@@ -368,6 +371,30 @@ class RuntimeStore(Store, Protocol):
 
     def remove_worker(self, worker_id: str) -> None:
         """Forget a worker (it shut down)."""
+        ...
+
+    def hold_liveness(self, worker_id: str, process: str,
+                      on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Vouch, while this process lives, that worker ``worker_id`` does, until the returned
+        function is called; ``process`` is the start of the thread-lease owners this
+        process writes (``"<host> pid <pid> start <stamp>"``, see
+        :mod:`threadloom.engine._owner`).
+
+        A store that can tell when a process died (Postgres, on a session that reaches the
+        server directly: a session lock) records that in the worker's heartbeats; once the
+        process is gone, :meth:`expire_dead_claims` ends its claims and frees its thread
+        leases without waiting for their ttl. ``on_lost()`` is called (from a background
+        thread; it must return quickly) when this process can no longer vouch, e.g. its
+        session broke: others may take its runs from then on, so the worker should stop
+        them. Other stores do nothing (their claims lapse by their ttl)."""
+        ...
+
+    def expire_dead_claims(self) -> int:
+        """End now the claims of workers whose process is known dead (see
+        :meth:`hold_liveness`): their claims lapse at once, and the thread leases their
+        process held on those runs' threads are released (so the dead process's commits are
+        refused: the engine's fencing); signal ``"work"`` if any. Returns how many claims
+        were ended (``0`` on stores that cannot tell)."""
         ...
 
     # -- API keys -------------------------------------------------------------------------

@@ -307,6 +307,22 @@ class QueueConformance(SignalsConformance):
         assert store.renew_claims("w9", [], 60.0) == []  # a heartbeat alone
         assert "w9" in [w.worker_id for w in store.list_workers()]
 
+    def test_a_live_workers_claims_are_never_expired_as_dead(self, store: RuntimeStore) -> None:
+        put(store, "r1", "t1")
+        lost: list[bool] = []
+        release = store.hold_liveness("w1", "host-x pid 1 start -", lambda: lost.append(True))
+        try:
+            [claim] = store.claim_runs("w1", limit=8, ttl=HOUR)
+            store.renew_claims("w1", [claim], HOUR)
+            store.worker_heartbeat(WorkerRecord("w1", time.time(), time.time()))
+            assert store.expire_dead_claims() == 0
+            assert store.claim_runs("w2", limit=8, ttl=HOUR) == []
+            assert store.renew_claims("w1", [claim], HOUR)[0].lost is False
+            assert lost == []
+        finally:
+            release()
+        release()  # twice: nothing more
+
     def test_release_hands_the_run_back(self, store: RuntimeStore) -> None:
         put(store, "r1", "t1")
         put(store, "r2", "t1")

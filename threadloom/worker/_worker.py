@@ -17,6 +17,14 @@ cancellation requests and the claims that were lost, and stops those runs at the
 lapse after ``run_lease`` seconds and other workers continue its runs from their last
 checkpoints (the graphs' thread leases get the same TTL, so the engine's fencing agrees).
 
+**Liveness**: where the store can tell that a process died (Postgres: a session lock, see
+:meth:`~threadloom.checkpoint.queue.RuntimeStore.hold_liveness`), the loop also ends the
+claims of dead workers every ``poll`` seconds (``expire_dead_claims``, which frees their
+thread leases too) and claims them, so their runs continue elsewhere within about ``poll``
+seconds instead of a run lease. A worker whose own liveness is lost (its session broke) hands
+its runs back at their next step: the others may take them from now on, and the engine's
+fencing refuses its commits once they do.
+
 **Shutdown** is a state of the loop: ``running`` -> ``draining`` (no more claims; running runs
 may finish for up to the stop timeout) -> the rest are stopped at their next step and handed
 back (``release_claim``) -> ``stopped``.
@@ -36,6 +44,7 @@ from typing import Any, Literal
 
 from threadloom import _metrics
 from threadloom.checkpoint.queue import QueuedRun, RuntimeStore, WorkerRecord
+from threadloom.engine._owner import this_process
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.worker._events import EventPump
 from threadloom.worker._execute import Claimed, execute
@@ -65,7 +74,7 @@ class Worker:
             soon another worker continues the runs of a worker that died.
         poll: seconds between re-checks of the queue when no signal arrives (default: half
             the heartbeat): how soon a delayed run starts, or a dead worker's lapsed claim is
-            taken (no signal says so).
+            taken (no signal says so), and between looks for workers known dead.
     """
 
     def __init__(self, store: RuntimeStore, graphs: Mapping[str, CompiledGraph], *,
@@ -107,6 +116,8 @@ class Worker:
         self._pump = EventPump(f"threadloom-events-{self.worker_id}")
         signals = self.store.signals()
         self._unsubscribe = [
+            # first: its first heartbeat (below) names the lock, before anything is claimed
+            self.store.hold_liveness(self.worker_id, _process(), self._on_liveness_lost),
             signals.subscribe("work", lambda _: self._wake.set()),
             signals.subscribe("cancel", self._on_cancel_signal),
         ]
@@ -180,8 +191,15 @@ class Worker:
 
     def _loop(self) -> None:
         graphs = sorted(self.graphs)
+        sweep = 0.0  # when to look for dead workers' claims next (monotonic)
         while self.state == "running":
             self._wake.clear()
+            if time.monotonic() >= sweep:  # every `poll`: their runs are claimed right here
+                sweep = time.monotonic() + self.poll
+                try:
+                    self.store.expire_dead_claims()
+                except Exception:
+                    log.exception("looking for the claims of dead workers failed")
             free = self.concurrency - len(self._active)
             claims: list[QueuedRun] = []
             if free > 0:
@@ -268,6 +286,14 @@ class Worker:
         if mine:
             self._beat.set()
 
+    def _on_liveness_lost(self) -> None:
+        held = self._running()
+        if held:
+            log.warning("worker %r lost its liveness session: handing back %d runs",
+                        self.worker_id, len(held))
+        for one in held:
+            one.stop("handback", "the worker lost its liveness session")
+
     def _record(self) -> WorkerRecord:
         return WorkerRecord(
             worker_id=self.worker_id, last_seen=time.time(), started_at=self._started_at,
@@ -275,6 +301,12 @@ class Worker:
                   "concurrency": self.concurrency, "running": len(self._active),
                   "graphs": sorted(self.graphs)},
         )
+
+
+def _process() -> str:
+    """How the thread-lease owners of this process start: ``<host> pid <pid> start <stamp>``
+    (see :mod:`threadloom.engine._owner`)."""
+    return " ".join(str(this_process("")).split(" ")[:5])
 
 
 def _leased(graph: CompiledGraph, run_lease: float) -> CompiledGraph:
