@@ -59,9 +59,9 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     from threadloom.server._metrics import install as install_metrics
 
     install_metrics(app, store, settings)  # /metrics; its middleware is the outermost
-    from threadloom.server import admin, assistants, runs, state_manager, threads
+    from threadloom.server import _logs, admin, assistants, runs, state_manager, threads
 
-    for module in (assistants, threads, runs, state_manager, admin):
+    for module in (assistants, threads, runs, _logs, state_manager, admin):
         app.include_router(module.router)
     document_errors(app)
     return app
