@@ -305,6 +305,8 @@ def dev(args: argparse.Namespace) -> int:
         worker.start()
         try:
             base = _base_url(sock)
+            log.info("serving the API and a worker at %s: graphs %s, store %s", base,
+                     ", ".join(graphs), mask_url(url))
             print("\n".join([
                 "threadloom dev is running",
                 f"  graphs:    {_graph_names(config, graphs)}",
@@ -341,6 +343,8 @@ def serve(args: argparse.Namespace) -> int:
         app = _app(p.store, p.graphs, worker_check=True)
         sock = _listen(host, port)
         base = _base_url(sock)
+        log.info("serving the API at %s: graphs %s, store %s", base, ", ".join(p.graphs),
+                 mask_url(p.url))
         print(f"threadloom serve: {base} (docs {base}/docs), graphs {', '.join(p.graphs)}, "
               f"store {mask_url(p.url)}", flush=True)
         _serve_until_signal(app, sock, p.shutdown)
