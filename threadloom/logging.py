@@ -124,7 +124,12 @@ def enter_run(run_id: str, thread_id: str | None, graph: str | None, namespace: 
               store: Any) -> Token[_Run | None]:
     """Stamp the records made in this context with the run (engine use); returns the token
     for :func:`exit_run`. ``store``: the run's store, whose capture (if any) keeps them."""
-    capture = _captures.get(store) if store is not None and _captures else None
+    capture = None
+    if store is not None and _captures:
+        try:
+            capture = _captures.get(store)
+        except TypeError:  # a store that cannot be a dictionary key is never captured
+            capture = None
     return _run.set(_Run(run_id, thread_id, graph, namespace, capture))
 
 
