@@ -105,3 +105,36 @@ def test_a_bad_logs_section_is_one_line_and_exit_1(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 1
     assert '[logs] format must be "text" or "json"' in done.stderr
+
+
+def test_runs_logs_follow_prints_until_the_run_ends(tmp_path: Path, capsys) -> None:
+    import threading
+
+    from threadloom.checkpoint import open_store
+    from threadloom.checkpoint.base import Commit, RunLog
+    from threadloom.cli import main
+    from threadloom.testing.conformance import run
+
+    db = f"sqlite:///{tmp_path}/follow.db"
+    store = open_store(db)
+
+    def log(message: str) -> RunLog:
+        return RunLog(run_id="r-f", thread_id="t-f", at=1_700_000_000.0, level="INFO",
+                      logger="app", message=message, node="n", attempt=1)
+
+    try:
+        store.commit([Commit("t-f", runs=[run("r-f", "t-f", status="running")])])
+        store.append_run_logs([log("first")])
+        done: list[int] = []
+        follower = threading.Thread(target=lambda: done.append(main(
+            ["runs", "logs", "r-f", "--follow", "--interval", "0.02", "--db", db])))
+        follower.start()
+        store.append_run_logs([log("second")])
+        store.append_run_logs([log("last")])
+        store.commit([Commit("t-f", runs=[run("r-f", "t-f", status="succeeded")])])
+        follower.join(30)
+        assert done == [0] and not follower.is_alive()
+    finally:
+        store.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["first", "second", "last"]
