@@ -12,6 +12,7 @@ import threadloom.circuit
 import threadloom.errors
 import threadloom.func
 import threadloom.graph
+import threadloom.logging
 import threadloom.types
 
 HEAVY = ("fastapi", "uvicorn", "starlette", "psycopg", "psycopg_pool", "redis", "httpx",
@@ -62,8 +63,13 @@ def test_public_names_are_pinned():
             "ExecutionRecord", "Lease"} <= set(threadloom.checkpoint.__all__)
     assert {"Send", "Command", "interrupt", "RetryPolicy", "StateSnapshot", "Durability",
             "RunInfo", "ExecutionInfo"} <= set(threadloom.types.__all__)
+    assert sorted(threadloom.logging.__all__) == sorted(
+        ["FIELDS", "JsonFormatter", "RunLogCapture", "TextFormatter", "capture_run_logs",
+         "configure"]
+    )
     for module in (threadloom, threadloom.circuit, threadloom.graph, threadloom.func,
-                   threadloom.checkpoint, threadloom.types, threadloom.errors):
+                   threadloom.checkpoint, threadloom.types, threadloom.errors,
+                   threadloom.logging):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

@@ -23,7 +23,8 @@ class TaskScope:
     Attributes:
         config: the run's config as the node sees it (``run_id``, ``thread_id``,
             ``configurable``...).
-        name: the node name; ``step``: the superstep; ``task_id``: the execution id.
+        name: the node name; ``step``: the superstep; ``task_id``: the execution id;
+            ``attempt``: the attempt running (1, then 2... under a retry policy).
         writer: emits a chunk on the ``custom`` stream (a no-op when nobody listens).
         resume: resume values for this execution's ``interrupt()`` calls, in call order.
         on_interrupt: called with ``(index, value)`` to build the Interrupt raised.
@@ -35,6 +36,7 @@ class TaskScope:
         "name",
         "step",
         "task_id",
+        "attempt",
         "writer",
         "resume",
         "interrupt_count",
@@ -56,6 +58,7 @@ class TaskScope:
         self.name = name
         self.step = step
         self.task_id = task_id
+        self.attempt = 1
         self.writer: Callable[[Any], None] = writer or _discard
         self.resume: list[Any] = resume if resume is not None else []
         self.interrupt_count = 0

@@ -125,6 +125,7 @@ def test_sqlite_moves_an_old_store_into_default(tmp_path: Path) -> None:
             "threads_namespace_updated", "runs_thread", "runs_status", "runs_namespace_created",
             "runs_graph", "executions_run", "executions_namespace_status",
             "executions_namespace_created",  # keyset pages (migration 10)
+            "run_logs_thread",  # the logs kept with each run (migration 11)
             # the runtime's tables (migration 7) are keyed by namespace from the start
             "run_queue_open", "run_queue_thread", "run_queue_finished", "api_keys_namespace",
         }  # fmt: skip

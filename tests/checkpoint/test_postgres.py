@@ -63,6 +63,7 @@ TABLES = {
     "workers",
     "api_keys",
     "audit_log",
+    "run_logs",  # the logs kept with each run (_run_logs)
 }
 
 

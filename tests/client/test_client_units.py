@@ -124,6 +124,8 @@ def test_public_names_are_pinned() -> None:
         "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "KeyList", "Me",
         "NamespaceRunsPage", "NewApiKey", "NodeTimes", "RunCheckpoint", "RunCheckpointsPage",
         "RunItem", "RunMetrics", "RunStatesPage", "State", "StateStatus", "StatesPage",
+        # the logs kept with a run
+        "RunLogItem", "RunLogsPage",
     ])
     for name in threadloom.client.__all__:
         assert getattr(threadloom.client, name) is not None

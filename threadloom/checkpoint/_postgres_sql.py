@@ -29,6 +29,7 @@ from threadloom.checkpoint._rows import (
 )
 from threadloom.checkpoint._rows import run_record as _run_record
 from threadloom.checkpoint._rows import thread_record as _thread_record
+from threadloom.checkpoint._run_logs import POSTGRES_RUN_LOGS_MIGRATION
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
@@ -230,6 +231,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     AUDIT_POSTGRES_MIGRATION,
     # 9: keyset pages of executions (SEED_LIST_MIGRATION).
     SEED_LIST_MIGRATION,
+    # 10: the logs kept with each run (issue 14; _run_logs).
+    POSTGRES_RUN_LOGS_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -479,7 +482,8 @@ class Statements:
                 " AND thread_id = %(thread_id)s)"
                 for table in TABLES
             )
-            + " SELECT 1"
+            + f", l AS (DELETE FROM {s}.run_logs WHERE namespace = %(namespace)s"
+            " AND thread_id = %(thread_id)s) SELECT 1"
         )
         self.lock_thread = f"SELECT 1 FROM {s}.threads WHERE {_THREAD_KEY} FOR UPDATE"
         self.kept_checkpoints = (
@@ -509,6 +513,8 @@ class Statements:
             " AND status = ANY(%s::text[]) AND (%s::text IS NULL OR namespace = %s)"
             " RETURNING namespace, run_id),"
             f" e AS (DELETE FROM {s}.executions WHERE (namespace, run_id) IN"
+            " (SELECT namespace, run_id FROM doomed)),"
+            f" l AS (DELETE FROM {s}.run_logs WHERE (namespace, run_id) IN"
             " (SELECT namespace, run_id FROM doomed))"
             " SELECT count(*) FROM doomed"
         )

@@ -32,7 +32,7 @@ from threadloom.checkpoint._queue_common import (
     stamp_audit,
 )
 from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, LocalSignals
-from threadloom.checkpoint.base import Commit, RunRecord
+from threadloom.checkpoint.base import Commit, RunLog, RunRecord
 from threadloom.checkpoint.queue import (
     ApiKey,
     AuditEvent,
@@ -80,6 +80,7 @@ class MemoryQueue:
         _blobs: dict[tuple[str, str, str, str], dict[int, BlobRecord]]
         _writes: dict[tuple[str, str, str, int], dict[tuple[str, str, int], WriteRecord]]
         _executions: dict[tuple[str, str, str], ExecutionRecord]
+        _run_logs: dict[tuple[str, str], list[RunLog]]
 
         def _check_open(self) -> None: ...
         def commit(self, commits: Sequence[Commit]) -> None: ...
@@ -403,6 +404,7 @@ class MemoryQueue:
                              row.status if row else None)
             self._queue.pop((namespace, run_id), None)
             self._events.pop((namespace, run_id), None)
+            self._run_logs.pop((namespace, run_id), None)
             if record is None:
                 return False
             del self._runs[(namespace, run_id)]
@@ -416,6 +418,7 @@ class MemoryQueue:
         record = self._run_record(namespace, run_id)
         row = self._queue.pop((namespace, run_id), None)
         self._events.pop((namespace, run_id), None)
+        self._run_logs.pop((namespace, run_id), None)
         thread_id = record.thread_id if record is not None else row.thread_id if row else None
         if thread_id is None:
             return

@@ -341,6 +341,7 @@ class QueueStatements:
             f" r AS (DELETE FROM {s}.runs WHERE run_id = %(run_id)s AND namespace = %(ns)s),"
             f" v AS (DELETE FROM {s}.run_events WHERE namespace = %(ns)s"
             " AND run_id = %(run_id)s),"
+            f" l AS (DELETE FROM {s}.run_logs WHERE namespace = %(ns)s AND run_id = %(run_id)s),"
             f" q AS (DELETE FROM {s}.run_queue WHERE namespace = %(ns)s AND run_id = %(run_id)s"
             " RETURNING 1) SELECT count(*) FROM q"
         )

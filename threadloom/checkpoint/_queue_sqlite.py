@@ -53,6 +53,7 @@ from threadloom.checkpoint._queue_common import (
     worker_record,
 )
 from threadloom.checkpoint._rows import checkpoint_record
+from threadloom.checkpoint._run_logs import sqlite_drop_run_logs
 from threadloom.checkpoint._signals import CANCEL, DONE, EVENT, WORK, LocalSignals
 from threadloom.checkpoint._sqlite_sql import CP_COLS, SQL_PUT_AUDIT, write_audit, write_commits
 from threadloom.checkpoint.base import Commit, RunRecord
@@ -674,6 +675,7 @@ def _rollback(conn: sqlite3.Connection, namespace: str, run_id: str) -> bool:
     if thread_id is None:
         conn.execute("DELETE FROM run_events WHERE namespace = ? AND run_id = ?",
                      (namespace, run_id))
+        sqlite_drop_run_logs(conn, namespace, run_id)
         return False
     doomed: dict[str, list[int]] = {}
     for cp_ns, seq in conn.execute(
@@ -694,6 +696,7 @@ def _drop_run(conn: sqlite3.Connection, namespace: str, run_id: str, thread_id: 
     conn.execute("DELETE FROM runs WHERE run_id = ? AND namespace = ?", (run_id, namespace))
     conn.execute("DELETE FROM run_events WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
+    sqlite_drop_run_logs(conn, namespace, run_id)
     conn.execute("DELETE FROM run_queue WHERE namespace = ? AND run_id = ?",
                  (namespace, run_id))
 

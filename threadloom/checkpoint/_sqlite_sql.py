@@ -24,6 +24,7 @@ from threadloom.checkpoint._rows import (
     names_json,
     run_rows,
 )
+from threadloom.checkpoint._run_logs import SQLITE_RUN_LOGS_MIGRATION
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
@@ -243,6 +244,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     AUDIT_SQLITE_MIGRATION,
     # 10: keyset pages of executions (SEED_LIST_MIGRATION).
     SEED_LIST_MIGRATION,
+    # 11: the logs kept with each run (issue 14; _run_logs).
+    SQLITE_RUN_LOGS_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -470,7 +473,8 @@ def delete_thread(conn: sqlite3.Connection, namespace: str, thread_id: str) -> N
         " SET retired = max(retired, excluded.retired)",
         key,
     )
-    for table in ("checkpoints", "blobs", "writes", "runs", "executions", "threads"):
+    for table in ("checkpoints", "blobs", "writes", "runs", "executions", "run_logs",
+                  "threads"):
         conn.execute(f"DELETE FROM {table} WHERE namespace = ? AND thread_id = ?", key)
 
 
@@ -655,7 +659,7 @@ def delete_runs(conn: sqlite3.Connection, created_before: float, namespace: str 
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for table in ("executions", "runs"):
+            for table in ("executions", "run_logs", "runs"):
                 conn.execute(
                     f"DELETE FROM {table} WHERE namespace = ? AND run_id IN ({marks})",
                     (space, *chunk),

@@ -52,6 +52,7 @@ __all__ = [
     "ExecutionRecord",
     "ExecutionStatus",
     "Lease",
+    "RunLog",
     "RunProgress",
     "RunRecord",
     "RunStatus",
@@ -318,6 +319,30 @@ class AuditEvent:
         return {"id": self.id, "at": self.at, "key_id": self.key_id, "role": self.role,
                 "namespace": self.namespace, "action": self.action, "target": self.target,
                 "run_id": self.run_id, "thread_id": self.thread_id, "outcome": self.outcome}
+
+
+@dataclass(slots=True)
+class RunLog:
+    """One log record kept with its run (see :func:`threadloom.logging.capture_run_logs`).
+
+    ``seq`` numbers a run's records from 1 in the order they were appended; the store assigns
+    it (the value given to :meth:`Store.append_run_logs` is ignored). ``at`` is the record's
+    time (epoch seconds); ``node``, ``attempt`` and ``step`` say which node execution logged
+    it (``None`` outside a node); ``exc`` is the formatted exception, if any.
+    """
+
+    run_id: str
+    thread_id: str
+    at: float
+    level: str
+    logger: str
+    message: str
+    namespace: str = DEFAULT_NAMESPACE
+    seq: int = 0
+    node: str | None = None
+    attempt: int | None = None
+    step: int | None = None
+    exc: str | None = None
 
 
 @dataclass(slots=True)
@@ -693,10 +718,33 @@ class Store(Protocol):
         self, *, created_before: float, namespace: str | None = DEFAULT_NAMESPACE
     ) -> int:
         """Delete finished runs (succeeded, failed, cancelled) created before the cutoff,
-        with their execution records; running and interrupted runs are kept. Atomic.
-        ``namespace=None``: in every namespace.
+        with their execution records and run logs; running and interrupted runs are kept.
+        Atomic. ``namespace=None``: in every namespace.
 
         Returns:
             How many runs were deleted.
         """
+        ...
+
+    # -- run logs -------------------------------------------------------------------------
+
+    def append_run_logs(self, logs: Sequence[RunLog], *, max_per_run: int = 1000) -> int:
+        """Append log records to their runs (each record names its namespace and run; a batch
+        may hold several runs), atomically. Each run's records get the next ``seq`` numbers
+        after its last stored one, in the order given; a run keeps at most ``max_per_run``
+        records (those beyond are dropped). Records are deleted with their run (by
+        ``delete_thread``, ``delete_runs``, and the runtime's ``rollback_run`` and
+        ``delete_run``).
+
+        Returns:
+            How many records were stored.
+        """
+        ...
+
+    def page_run_logs(
+        self, run_id: str, *, namespace: str = DEFAULT_NAMESPACE, after: int = 0,
+        limit: int = 100,
+    ) -> list[RunLog]:
+        """A keyset page of a run's log records, oldest first: those with ``seq > after``,
+        at most ``limit`` (an unknown run: an empty list)."""
         ...

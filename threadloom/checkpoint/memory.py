@@ -52,6 +52,7 @@ from dataclasses import replace
 from typing import Any, TypeVar, overload
 
 from threadloom.checkpoint._queue_memory import MemoryQueue
+from threadloom.checkpoint._run_logs import MemoryRunLogs
 from threadloom.checkpoint.base import (
     ANY_HEAD,
     DEFAULT_NAMESPACE,
@@ -62,6 +63,7 @@ from threadloom.checkpoint.base import (
     Commit,
     ExecutionRecord,
     Lease,
+    RunLog,
     RunRecord,
     ThreadRecord,
     WriteRecord,
@@ -201,7 +203,7 @@ def _copy_run(
     )
 
 
-class MemoryStore(MemoryQueue):
+class MemoryStore(MemoryRunLogs, MemoryQueue):
     """The reference :class:`~threadloom.checkpoint.base.Store`, in process memory.
 
     Every method holds one re-entrant lock for its whole duration, so each call is atomic
@@ -230,6 +232,7 @@ class MemoryStore(MemoryQueue):
         ] = {}
         self._runs: dict[tuple[str, str], RunRecord] = {}
         self._executions: dict[tuple[str, str, str], ExecutionRecord] = {}  # (ns, thread, id)
+        self._run_logs: dict[tuple[str, str], list[RunLog]] = {}  # (ns, run_id) -> records
         self._last_token = 0  # the fencing-token counter, store-wide (see the module doc)
         self._closed = False
         self._init_runtime()  # the run queue, events, workers and keys (MemoryQueue)
@@ -787,6 +790,7 @@ class MemoryStore(MemoryQueue):
             ]:
                 del self._runs[key]
             _drop_thread(self._executions, namespace, thread_id)
+            self._drop_run_logs(namespace, thread_id=thread_id)
 
     def create_thread(
         self, thread_id: str, metadata: dict[str, Any], *, namespace: str = DEFAULT_NAMESPACE,
@@ -866,6 +870,7 @@ class MemoryStore(MemoryQueue):
             }
             for key in doomed:
                 del self._runs[key]
+                self._drop_run_logs(key[0], (key[1],))
             for ex_key in [
                 k for k, e in self._executions.items() if (k[0], e.run_id) in doomed
             ]:

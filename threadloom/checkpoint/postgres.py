@@ -129,6 +129,7 @@ from threadloom.checkpoint._rows import (
     execution_record,
     prefix_bound,
 )
+from threadloom.checkpoint._run_logs import PostgresRunLogs
 from threadloom.checkpoint.base import (
     DEFAULT_NAMESPACE,
     BlobRecord,
@@ -160,7 +161,7 @@ __all__ = ["AsyncPostgresSaver", "PostgresSaver", "PostgresStore"]
 _T = TypeVar("_T")
 Connection: TypeAlias = "psycopg.Connection[Any]"
 
-class PostgresStore(PostgresQueue):
+class PostgresStore(PostgresRunLogs, PostgresQueue):
     """A :class:`~threadloom.checkpoint.base.Store` in PostgreSQL (see the module docstring).
 
     Args:

@@ -58,6 +58,7 @@ from threadloom.checkpoint._rows import (
     thread_record,
     where_clause,
 )
+from threadloom.checkpoint._run_logs import SqliteRunLogs
 from threadloom.checkpoint._sqlite_sql import (
     BLOB_CHUNK,
     BLOB_SQL,
@@ -150,7 +151,7 @@ class _Borrow:
 _INHERITED: list[sqlite3.Connection] = []
 
 
-class SqliteStore(SqliteQueue):
+class SqliteStore(SqliteRunLogs, SqliteQueue):
     """A :class:`~threadloom.checkpoint.base.Store` in one SQLite database (WAL mode).
 
     Args:

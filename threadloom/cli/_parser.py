@@ -41,6 +41,9 @@ threadloom.toml names the graphs (paths are relative to the file):
   port = 8000
   [worker]                                 # optional
   concurrency = 8
+  [logs]                                   # optional
+  format = "json"                          # or "text"; also level, capture, capture_level,
+  max_records = 1000                       # max_message (see the guide's "Logs")
 
 Flags win over the file, and $THREADLOOM_DB over the file's db.
 """
@@ -107,6 +110,7 @@ def _runtime_commands(sub: Any) -> None:
     p.add_argument("--db", help=_DB_HELP)
     _redis_flag(p)
     _worker_flags(p)
+    _log_flags(p)
 
     p = _command(sub, "serve", _lazy(_RUNTIME, "serve"), "the HTTP API only (many processes)",
                  "Run the HTTP API only: stateless, so run as many as you like behind a load "
@@ -122,6 +126,7 @@ def _runtime_commands(sub: Any) -> None:
     _listen_flags(p)
     p.add_argument("--db", help=_DB_HELP)
     _redis_flag(p)
+    _log_flags(p)
 
     p = _command(sub, "worker", _lazy(_RUNTIME, "worker"), "execute queued runs (many processes)",
                  "Claim queued runs and execute them. Run as many workers as you like, on as "
@@ -137,11 +142,23 @@ def _runtime_commands(sub: Any) -> None:
     p.add_argument("--db", help=_DB_HELP)
     _redis_flag(p)
     _worker_flags(p)
+    _log_flags(p)
     p.add_argument("--metrics-port", type=_port, metavar="N",
                    help="serve Prometheus metrics at http://HOST:N/metrics (needs the "
                         "'metrics' extra; 0: any free port, printed at start)")
     p.add_argument("--metrics-host", metavar="HOST", default="127.0.0.1",
                    help="address the metrics endpoint listens on (default: %(default)s)")
+
+
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="how the process logs, uvicorn included: text lines, or one JSON "
+                        "object per line with run_id, thread_id, graph, node, attempt "
+                        "(default: the file's [logs] format, then text)")
+    p.add_argument("--log-level", type=str.upper,
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), metavar="LEVEL",
+                   help="the lowest level printed: debug, info, warning, error (default: the "
+                        "file's [logs] level, then info)")
 
 
 def _redis_flag(p: argparse.ArgumentParser) -> None:
@@ -237,7 +254,7 @@ def _admin_commands(sub: Any) -> None:
 
 
 def _runs_commands(sub: Any) -> None:
-    runs = _command(sub, "runs", _group_help, "runs: ls, show, cancel, resume, retry",
+    runs = _command(sub, "runs", _group_help, "runs: ls, show, logs, cancel, resume, retry",
                     "Look at runs and act on them, straight on the store (no server needed).",
                     "examples:\n"
                     "  threadloom runs ls --status failed\n"
@@ -261,6 +278,21 @@ def _runs_commands(sub: Any) -> None:
                  "execution with its attempts and error.",
                  "example:\n  threadloom runs show 1ef0c8f2-... --json")
     p.add_argument("run_id", metavar="RUN_ID")
+    _common(p)
+    p = _command(rsub, "logs", _lazy("threadloom.cli._logs", "runs_logs"),
+                 "the log records kept with a run",
+                 "Print the log records kept with a run (engine and node logs at the capture "
+                 "level, INFO by default; see [logs] in threadloom.toml), oldest first.",
+                 "examples:\n  threadloom runs logs 1ef0c8f2-...\n"
+                 "  threadloom runs logs 1ef0c8f2-... --follow      # until the run ends\n"
+                 "  threadloom runs logs 1ef0c8f2-... --json        # one JSON object a line")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--thread", metavar="THREAD_ID",
+                   help="the run's thread (refused if the run is on another one)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new records until the run is no longer running")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="with --follow, how often to look for new records (default: 1)")
     _common(p)
     p = _command(rsub, "cancel", _lazy(_ADMIN, "runs_cancel"), "cancel a queued or running run",
                  "Cancel a run: a queued run is cancelled at once; a running one stops at its "

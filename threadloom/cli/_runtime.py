@@ -30,7 +30,13 @@ from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.cli._admin import _sqlite_file, open_runtime_store, store_url
 from threadloom.cli._output import mask_url
 from threadloom.errors import InvalidConfigError
-from threadloom.worker.registry import DEFAULT_LEASE_TTL, RuntimeConfig, load_graphs, read_config
+from threadloom.worker.registry import (
+    DEFAULT_LEASE_TTL,
+    LogSettings,
+    RuntimeConfig,
+    load_graphs,
+    read_config,
+)
 
 if TYPE_CHECKING:
     from threadloom.graph.compiled import CompiledGraph
@@ -124,22 +130,40 @@ def _started(args: argparse.Namespace, *, seeds_if_missing: bool,
     close the store and the bus at the end."""
     config = _config(args, seeds_if_missing=seeds_if_missing)
     url = store_url(args.db, config.db)
-    _setup_logging()
+    _setup_logging(args, config.logs)
     shutdown = _Shutdown()
     shutdown.install()
     bus = _redis_bus(args)
     store = _open(url, bus, connections=connections(config) if connections else None)
+    capture = _capture(store, config.logs)
     try:
         graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
         yield _Process(config, url, store, graphs, shutdown)
     finally:
+        if capture is not None:
+            capture.close()
         _close(store, bus)
     log.info("stopped")
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(args: argparse.Namespace, settings: LogSettings) -> None:
+    """Log as ``--log-format`` / ``--log-level`` say (else the file's ``[logs]``)."""
+    import threadloom.logging
+
+    fmt = getattr(args, "log_format", None) or settings.format
+    level = getattr(args, "log_level", None) or settings.level
+    threadloom.logging.configure(json=fmt == "json", level=level, stream=sys.stderr)
+
+
+def _capture(store: RuntimeStore, settings: LogSettings) -> Any:
+    """Keep the records of the runs this process executes with them, as ``[logs]`` says."""
+    if not settings.capture:
+        return None
+    import threadloom.logging
+
+    return threadloom.logging.capture_run_logs(
+        store, level=settings.capture_level, max_records=settings.max_records,
+        max_message=settings.max_message)
 
 
 def _register_env_key(store: RuntimeStore) -> str | None:
@@ -232,7 +256,9 @@ def _base_url(sock: socket.socket) -> str:
 def _uvicorn_server(app: Any) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=10,
+    # log_config=None: uvicorn's records go to the root handler threadloom.logging set up
+    # (text or JSON, like the rest); the level is the root logger's
+    config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=10,
                             lifespan="on")
     return uvicorn.Server(config)
 
@@ -279,6 +305,8 @@ def dev(args: argparse.Namespace) -> int:
         worker.start()
         try:
             base = _base_url(sock)
+            log.info("serving the API and a worker at %s: graphs %s, store %s", base,
+                     ", ".join(graphs), mask_url(url))
             print("\n".join([
                 "threadloom dev is running",
                 f"  graphs:    {_graph_names(config, graphs)}",
@@ -316,6 +344,8 @@ def serve(args: argparse.Namespace) -> int:
         app = _app(p.store, p.graphs, worker_check=True)
         sock = _listen(host, port)
         base = _base_url(sock)
+        log.info("serving the API at %s: graphs %s, store %s", base, ", ".join(p.graphs),
+                 mask_url(p.url))
         print(f"threadloom serve: {base} (docs {base}/docs), graphs {', '.join(p.graphs)}, "
               f"store {mask_url(p.url)}", flush=True)
         _serve_until_signal(app, sock, p.shutdown)

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypedDict, Unpack
 
 from threadloom.client._endpoints import M, Resource, endpoint, stream_endpoint
 from threadloom.client._transport import Call, StreamCall, json_call, stream_call
-from threadloom.client._types import MultitaskStrategy, Run, RunStatus, StreamMode
+from threadloom.client._types import MultitaskStrategy, Run, RunLogsPage, RunStatus, StreamMode
 
 __all__ = ["RunOptions", "Runs"]
 
@@ -148,6 +148,14 @@ class Runs(Resource[M]):
                                   ("status", status)) if v is not None}
         return json_call("POST", "/runs/cancel", body=body, params={"action": action},
                          idempotent=True)
+
+    @endpoint
+    def logs(self, thread_id: str, run_id: str, *, limit: int = 100,
+             cursor: str | None = None) -> Call[RunLogsPage]:
+        """A page of the log records kept with the run, oldest first; pass the page's
+        ``next_cursor`` as ``cursor`` for the next one (``None`` on the last page)."""
+        return json_call("GET", f"/threads/{thread_id}/runs/{run_id}/logs",
+                         params={"limit": limit, "cursor": cursor})
 
     @endpoint
     def delete(self, thread_id: str, run_id: str) -> Call[None]:

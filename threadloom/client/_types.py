@@ -29,6 +29,8 @@ __all__ = [
     "RunCheckpoint",
     "RunCheckpointsPage",
     "RunItem",
+    "RunLogItem",
+    "RunLogsPage",
     "RunMetrics",
     "RunStatesPage",
     "RunStatus",
@@ -363,4 +365,27 @@ class AuditPage(TypedDict):
     namespace: str
     count: int
     events: list[AuditEvent]
+    next_cursor: str | None
+
+
+class RunLogItem(TypedDict):
+    """One log record kept with a run (``GET /threads/{tid}/runs/{rid}/logs``)."""
+
+    seq: int
+    at: str
+    level: str
+    logger: str
+    message: str
+    node: str | None
+    attempt: int | None
+    exc: str | None
+
+
+class RunLogsPage(TypedDict):
+    """A page of a run's log records, oldest first; ``next_cursor`` continues it."""
+
+    run_id: str
+    thread_id: str
+    count: int
+    logs: list[RunLogItem]
     next_cursor: str | None

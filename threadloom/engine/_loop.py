@@ -5,13 +5,16 @@ empty. :class:`Run` holds the logic shared by the sync and async drivers
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from threadloom import _metrics
+from threadloom import logging as _logs
 from threadloom.engine._algo import (
     Frontier,
     PlannedTask,
@@ -29,6 +32,7 @@ from threadloom.engine._spec import START, GraphSpec
 from threadloom.engine._tasks import TaskCalls, TaskRecorder
 from threadloom.errors import (
     EmptyInputError,
+    GraphInterrupt,
     GraphRecursionError,
     InvalidConfigError,
     InvalidUpdateError,
@@ -39,6 +43,8 @@ from threadloom.errors import (
 from threadloom.types import CancelToken, Command, Interrupt
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
+
+log = logging.getLogger(__name__)
 
 
 class Sink:
@@ -434,13 +440,61 @@ def _gate_passed(run: Run) -> None:
     run.check_cancelled()
 
 
+def _enter_logs(run: Run) -> contextvars.Token[Any]:
+    """Stamp this context's log records with the run (see :mod:`threadloom.logging`)."""
+    ctx = run.ctx
+    persistence = getattr(run, "p", None)
+    token = _logs.enter_run(ctx.run_id, ctx.thread_id, ctx.spec.name,
+                            getattr(persistence, "namespace", "default"),
+                            getattr(run, "store", None))
+    log.info("run started (graph %s)", ctx.spec.name)
+    return token
+
+
+def _log_step(run: Run, tasks: Sequence[PlannedTask]) -> None:
+    log.debug("step %d: %s", run.ctx.step, [task.name for task in tasks])
+
+
+def _log_end(run: Run, exc: BaseException | None, seconds: float) -> None:
+    if exc is None:
+        if run.interrupts or run.paused:
+            log.info("run interrupted after %.3fs (step %d)", seconds, run.ctx.step)
+        else:
+            log.info("run succeeded in %.3fs", seconds)
+    elif isinstance(exc, RunCancelled):
+        log.info("run cancelled: %s", exc)
+    elif isinstance(exc, GraphInterrupt):
+        log.info("run interrupted after %.3fs", seconds)
+    else:
+        log.error("run failed after %.3fs: %s: %s", seconds, type(exc).__name__, exc)
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
+    if nested:
+        return _run_sync(run, input, True)
+    token = _enter_logs(run)
+    began = time.monotonic()
+    try:
+        out = _run_sync(run, input, False)
+        _log_end(run, None, time.monotonic() - began)
+    except BaseException as exc:
+        _log_end(run, exc, time.monotonic() - began)
+        raise
+    finally:
+        _logs.exit_run(token)
+    return out
+
+
+def _run_sync(run: Run, input: Any, nested: bool) -> Any:
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
+    debug = log.isEnabledFor(logging.DEBUG)
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if debug:
+                    _log_step(run, tasks)
                 if run.gate is not None:
                     run.gate()
                     _gate_passed(run)
@@ -460,11 +514,30 @@ def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
 
 async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) on the running event loop."""
+    if nested:
+        return await _run_async(run, input, True)
+    token = _enter_logs(run)
+    began = time.monotonic()
+    try:
+        out = await _run_async(run, input, False)
+        _log_end(run, None, time.monotonic() - began)
+    except BaseException as exc:
+        _log_end(run, exc, time.monotonic() - began)
+        raise
+    finally:
+        _logs.exit_run(token)
+    return out
+
+
+async def _run_async(run: Run, input: Any, nested: bool) -> Any:
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
+    debug = log.isEnabledFor(logging.DEBUG)
     try:
         if run.begin(input):
             while (tasks := run.next_tasks()) is not None:
+                if debug:
+                    _log_step(run, tasks)
                 if run.agate is not None:
                     await run.agate()
                     _gate_passed(run)

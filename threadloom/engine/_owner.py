@@ -21,6 +21,7 @@ parse) is never judged: its lease can only lapse. See ``docs/decisions.md``.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 HOST_ENV = "THREADLOOM_HOST_ID"
+
+log = logging.getLogger(__name__)
 
 HolderState = Literal["gone", "alive", "unknown"]
 """``gone``: dead for sure (take its lease now); ``alive``: running on this host;
@@ -203,6 +206,8 @@ def acquire(store: Store, thread_id: str, run_id: str, ttl: float,
                 held = None  # another process recovered it first, or it changed hands
             else:
                 _metrics.lease_takeover()
+                log.warning("took over the lease on thread %s from %s, which is gone",
+                            thread_id, held.owner)
                 return taken
         now = time.time()
         if (held is None or held.expires_at <= now) and races < 3:

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from threadloom.engine._loop import RunContext
 
 __all__ = ["StepOutcome", "run_step", "arun_step"]
+
+log = logging.getLogger(__name__)
 
 
 class StepOutcome:
@@ -153,10 +156,15 @@ def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
     policy = _retry_policy(task.node.retry, exc)
     ctx.on_attempt_failed(task, task_id, attempt, started, exc)
     if policy is None or attempt >= policy.max_attempts:
+        log.error("node %s failed on attempt %d: %s: %s", task.name, attempt,
+                  type(exc).__name__, exc, exc_info=exc)
         return None
     if ctx.metrics is not None:
         ctx.metrics.retry(task.name)
-    return policy.interval(attempt)
+    delay = policy.interval(attempt)
+    log.warning("node %s failed on attempt %d, retrying in %.2fs: %s: %s", task.name, attempt,
+                delay, type(exc).__name__, exc)
+    return delay
 
 
 def _parent_command(task: PlannedTask, signal: ParentCommand) -> Any:
@@ -192,6 +200,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
                     raise
                 time.sleep(delay)
                 attempt += 1
+                scope.attempt = attempt
         if cache_key is not None and not hit:
             ctx.cache.set(cache_key, output, node.cache.ttl_seconds())  # type: ignore[union-attr]
         result = _finish(ctx, task, scope, output, values)
@@ -325,6 +334,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
                     raise
                 await asyncio.sleep(delay)
                 attempt += 1
+                scope.attempt = attempt
         if cache_key is not None and not hit:
             ctx.cache.set(cache_key, output, node.cache.ttl_seconds())  # type: ignore[union-attr]
         result = await _afinish(ctx, task, scope, output, values)

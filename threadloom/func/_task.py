@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -14,9 +15,12 @@ from threadloom import _context
 from threadloom.circuit import CircuitBreaker
 from threadloom.engine._tasks import TaskCalls, TaskFuture
 from threadloom.errors import InvalidConfigError
+from threadloom.logging import enter_task_attempt, exit_task_attempt
 from threadloom.types import RetryPolicy
 
 __all__ = ["TaskFunction", "task"]
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,15 +57,23 @@ class TaskFunction(Generic[P, T]):
         attempt = 1
         while True:
             started = time.time()
+            token = enter_task_attempt(attempt)
             try:
                 return self._attempt(args, kwargs)
             except Exception as exc:
                 on_attempt_failed(attempt, started, exc)
                 policy = self.retry_policy
                 if policy is None or not policy.should_retry(exc) or attempt >= policy.max_attempts:
+                    log.warning("task %s failed on attempt %d: %s: %s", self.name, attempt,
+                                type(exc).__name__, exc)
                     raise
-                time.sleep(policy.interval(attempt))
+                delay = policy.interval(attempt)
+                log.warning("task %s failed on attempt %d, retrying in %.2fs: %s: %s",
+                            self.name, attempt, delay, type(exc).__name__, exc)
+                time.sleep(delay)
                 attempt += 1
+            finally:
+                exit_task_attempt(token)
 
     def _attempt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One call of the function, through the task's circuit breaker."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -51,6 +52,8 @@ __all__ = [
     "run_status",
     "wait_for_run",
 ]
+
+log = logging.getLogger(__name__)
 
 STREAM_MODES = ("values", "updates", "custom", "debug")
 _HIDDEN = "threadloom."  # run metadata keys the engine keeps for itself
@@ -355,6 +358,7 @@ def cancel_run(store: RuntimeStore, namespace: str, thread_id: str, run_id: str,
     outcome = store.request_cancel(namespace, run_id, action, audit=audit)
     if outcome == "unknown":
         raise NotFoundError(f"no run {run_id!r} on thread {thread_id!r}")
+    log.info("cancel (%s) of run %r in namespace %r: %s", action, run_id, namespace, outcome)
     return outcome
 
 

@@ -59,9 +59,17 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     from threadloom.server._metrics import install as install_metrics
 
     install_metrics(app, store, settings)  # /metrics; its middleware is the outermost
-    from threadloom.server import _dashboard, admin, assistants, runs, state_manager, threads
+    from threadloom.server import (
+        _dashboard,
+        _logs,
+        admin,
+        assistants,
+        runs,
+        state_manager,
+        threads,
+    )
 
-    for module in (assistants, threads, runs, state_manager, admin, _dashboard):
+    for module in (assistants, threads, runs, _logs, state_manager, admin, _dashboard):
         app.include_router(module.router)
     document_errors(app)
     return app

@@ -47,6 +47,7 @@ from threadloom.testing._records import (
     snapshot,
     step,
 )
+from threadloom.testing._run_logs import RunLogConformance
 
 __all__ = ["StoreConformance", "checkpoint", "execution", "run", "snapshot", "step"]
 
@@ -55,12 +56,14 @@ def _chain_blobs(store: Store, thread_id: str, channel: str, base: int, version:
     return [b.version for b in resolve_chain(blobs, version)]
 
 
-class StoreConformance(LeaseConformance, NamespaceConformance, PageConformance):
+class StoreConformance(LeaseConformance, NamespaceConformance, PageConformance,
+                       RunLogConformance):
     """The store contract; subclasses provide a ``store`` fixture (fresh and set up). The
     lease takeover and fencing-across-delete tests come from
     :class:`~threadloom.testing._leases.LeaseConformance`, the two-namespaces tests from
     :class:`~threadloom.testing._namespaces.NamespaceConformance`, the keyset pages from
-    :class:`~threadloom.testing._pages.PageConformance`."""
+    :class:`~threadloom.testing._pages.PageConformance`, the run logs from
+    :class:`~threadloom.testing._run_logs.RunLogConformance`."""
 
     # -- basics ---------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from threadloom import _metrics
+from threadloom import logging as run_logs
 from threadloom.checkpoint.queue import QueuedRun, RuntimeStore, WorkerRecord
 from threadloom.engine._owner import this_process
 from threadloom.graph.compiled import CompiledGraph
@@ -131,6 +132,8 @@ class Worker:
             # daemons: a node that never returns must not keep the process alive
             threading.Thread(target=self._runner, name=f"threadloom-run-{number}",
                              daemon=True).start()
+        log.info("worker %s started: graphs %s, concurrency %d", self.worker_id,
+                 ", ".join(sorted(self.graphs)), self.concurrency)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -234,13 +237,26 @@ class Worker:
 
     def _execute(self, held: Claimed) -> None:
         claim = held.claim
+        # the worker's records about the run carry its fields, and are kept with it
+        logs = run_logs.enter_run(claim.run_id, claim.thread_id, claim.graph, claim.namespace,
+                                  self.store)
         try:
+            if claim.attempts > 1:
+                log.info("reclaimed run (graph %s, claim %d): its last worker stopped or "
+                         "handed it back", claim.graph, claim.attempts)
+            else:
+                log.info("claimed run (graph %s)", claim.graph)
             graph = self.graphs[claim.graph]
-            execute(self.store, graph, held, self._pump, self.run_lease * 2 + self.heartbeat)
+            outcome = execute(self.store, graph, held, self._pump,
+                              self.run_lease * 2 + self.heartbeat)
+            if outcome != "finished":
+                log.info("run %s by the worker", "handed back to the queue"
+                         if outcome == "released" else "given up (the claim was lost)")
         except Exception:
             # the store failed under us: the claim lapses and the run continues elsewhere
             log.exception("run %r of graph %r failed in the worker", claim.run_id, claim.graph)
         finally:
+            run_logs.exit_run(logs)
             with self._lock:
                 self._active.pop((claim.namespace, claim.run_id), None)
             self._wake.set()
@@ -275,8 +291,11 @@ class Worker:
             if one is None:
                 continue
             if state.lost:
+                log.warning("lost the claim on run %r: stopping it", state.run_id)
                 one.stop("lost", "the worker lost its claim on the run")
             elif state.cancel is not None:
+                if one.action is None:
+                    log.info("run %r asked to stop (%s)", state.run_id, state.cancel)
                 one.stop(state.cancel, f"cancelled ({state.cancel})")
 
     def _on_cancel_signal(self, message: str) -> None:

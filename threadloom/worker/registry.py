@@ -19,6 +19,14 @@ knows the same graphs under the same names::
     [serde]                                    # optional
     allowed_modules = ["my_app.models"]        # their dataclasses / models / enums may be stored
 
+    [logs]                                     # optional; flags win
+    format = "json"                            # or "text" (the default)
+    level = "INFO"                             # what the process prints
+    capture = true                             # keep each run's records with the run
+    capture_level = "INFO"                     # ... at this level and above
+    max_records = 1000                         # ... at most this many per run
+    max_message = 4000                         # ... each message cut to this many characters
+
 Each graph's attribute is a compiled graph, an uncompiled :class:`~threadloom.graph.StateGraph`,
 or a zero-argument factory returning either (an ``@entrypoint`` function is a compiled graph).
 :func:`load_graphs` binds every one to the server's store: it compiles the builder again with the
@@ -53,6 +61,7 @@ from threadloom.graph.state import StateGraph
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
+    "LogSettings",
     "SEED_GRAPHS",
     "RuntimeConfig",
     "bind_graph",
@@ -82,6 +91,60 @@ _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """``[logs]``: how the process logs, and which records it keeps with each run (see
+    :mod:`threadloom.logging`).
+
+    Attributes:
+        format: ``"text"`` or ``"json"`` (one object per line); ``--log-format`` wins.
+        level: the lowest level printed; ``--log-level`` wins.
+        capture: whether each run's records are kept with the run (in the store).
+        capture_level: the lowest level kept.
+        max_records: records kept per run (later ones are dropped).
+        max_message: characters kept of each message.
+    """
+
+    format: str = "text"
+    level: str = "INFO"
+    capture: bool = True
+    capture_level: str = "INFO"
+    max_records: int = 1000
+    max_message: int = 4000
+
+
+_LOG_KEYS: dict[str, type] = {"format": str, "level": str, "capture": bool,
+                              "capture_level": str, "max_records": int, "max_message": int}
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_settings(path: Path, table: Any) -> LogSettings:
+    """``[logs]``, checked."""
+    if not isinstance(table, dict):
+        raise InvalidConfigError(f"{path}: logs must be a table ([logs])")
+    for key, value in table.items():
+        kind = _LOG_KEYS.get(key)
+        if kind is None:
+            raise InvalidConfigError(
+                f"{path}: unknown key {key!r} in [logs]; it takes {', '.join(_LOG_KEYS)}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InvalidConfigError(
+                f"{path}: [logs] {key} must be {_kind_name(kind)}, got {value!r}")
+    settings = LogSettings(**{k: v.upper() if k.endswith("level") else v
+                              for k, v in table.items()})
+    if settings.format not in ("text", "json"):
+        raise InvalidConfigError(f"{path}: [logs] format must be \"text\" or \"json\", "
+                                 f"got {settings.format!r}")
+    for name in ("level", "capture_level"):
+        if getattr(settings, name) not in _LEVELS:
+            raise InvalidConfigError(f"{path}: [logs] {name} must be one of "
+                                     f"{', '.join(_LEVELS)}, got {getattr(settings, name)!r}")
+    for name in ("max_records", "max_message"):
+        if getattr(settings, name) < 1:
+            raise InvalidConfigError(f"{path}: [logs] {name} must be at least 1")
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     """What a ``threadloom.toml`` says.
 
@@ -95,6 +158,7 @@ class RuntimeConfig:
         allowed_modules: ``[serde] allowed_modules``: modules whose dataclasses, Pydantic
             models, enums and named tuples stored values may be (see
             :mod:`threadloom.checkpoint.serde`); each graph's own module is allowed too.
+        logs: ``[logs]``.
     """
 
     path: Path | None
@@ -104,6 +168,7 @@ class RuntimeConfig:
     port: int | None = None
     concurrency: int | None = None
     allowed_modules: tuple[str, ...] = ()
+    logs: LogSettings = field(default_factory=LogSettings)
 
     @property
     def base(self) -> Path:
@@ -134,11 +199,11 @@ def read_config(path: str | Path) -> RuntimeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"db", "graphs", "serde", *_SECTIONS})
+    unknown = sorted(set(data) - {"db", "graphs", "serde", "logs", *_SECTIONS})
     if unknown:
         raise InvalidConfigError(
             f"{path}: unknown key {unknown[0]!r}; the file takes db, [graphs], [server], "
-            "[worker] and [serde]")
+            "[worker], [serde] and [logs]")
     db = data.get("db")
     if db is not None and (not isinstance(db, str) or not db):
         raise InvalidConfigError(f"{path}: db must be a store URL string, e.g. "
@@ -173,7 +238,8 @@ def read_config(path: str | Path) -> RuntimeConfig:
                     f"{path}: [{section}] {key} must be {_kind_name(kind)}, got {value!r}")
             values[key] = value
     return RuntimeConfig(path, dict(graphs), db=_relative_sqlite(db, path.parent),
-                         allowed_modules=_serde_modules(path, data.get("serde", {})), **values)
+                         allowed_modules=_serde_modules(path, data.get("serde", {})),
+                         logs=_log_settings(path, data.get("logs", {})), **values)
 
 
 def _serde_modules(path: Path, table: Any) -> tuple[str, ...]:
@@ -208,6 +274,8 @@ def _relative_sqlite(db: str | None, base: Path) -> str | None:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if kind is bool:
+        return "true or false"
     return "an integer" if kind is int else "a string"
 
 
