@@ -9,9 +9,9 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from threadloom import _metrics
+from threadloom import _metrics, _tracing
 from threadloom.engine._algo import (
     Frontier,
     PlannedTask,
@@ -37,6 +37,9 @@ from threadloom.errors import (
     RunTimeoutError,
 )
 from threadloom.types import CancelToken, Command, Interrupt
+
+if TYPE_CHECKING:
+    from threadloom._tracing import RunTrace
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -75,6 +78,7 @@ class RunContext:
         "cache",
         "cancel",
         "metrics",
+        "trace",
     )
 
     def __init__(
@@ -101,6 +105,7 @@ class RunContext:
         self.cache = cache  # node result cache (compile(cache=...)), or None
         self.cancel = cancel_token(node_config)
         self.metrics = _metrics.for_graph(spec.name)  # None when metrics are off
+        self.trace: RunTrace | None = None  # the run's spans, set by the driver when traced
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put
@@ -236,6 +241,10 @@ class Run:
             self.cancelled = token.reason
         if self.cancelled is not None:
             raise RunCancelled(self.cancelled)
+
+    def stored_traceparent(self) -> str | None:
+        """The ``traceparent`` stored with the run (a durable run's record), if any."""
+        return None
 
     def begin(self, input: Any) -> bool:
         """Apply the input (step 0); return whether there is anything to run."""
@@ -434,12 +443,35 @@ def _gate_passed(run: Run) -> None:
     run.check_cancelled()
 
 
+def _start_trace(run: Run) -> None:
+    """Open the run span once ``begin`` has settled the run's id and stored parent."""
+    trace = run.ctx.trace
+    if trace is not None:
+        trace.start(run.ctx.run_id, run.ctx.thread_id, run.spec.name, run.stored_traceparent())
+
+
+def _trace_failed(run: Run, exc: BaseException) -> None:
+    trace = run.ctx.trace
+    if trace is not None:
+        _start_trace(run)  # begin itself may have failed
+        trace.end(_failed_status(exc), error=exc)
+
+
+def _trace_ended(run: Run) -> None:
+    trace = run.ctx.trace
+    if trace is not None:
+        _start_trace(run)
+        trace.end(_ended_status(run), run.interrupts)
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
+    run.ctx.trace = _tracing.run_trace(nested)  # None unless an app installed a tracer
     try:
         if run.begin(input):
+            _start_trace(run)
             while (tasks := run.next_tasks()) is not None:
                 if run.gate is not None:
                     run.gate()
@@ -447,12 +479,18 @@ def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        _trace_failed(run, exc)
         if metrics is not None:
             metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    out = run.complete()
+    try:
+        out = run.complete()
+    except BaseException as exc:
+        _trace_failed(run, exc)
+        raise
+    _trace_ended(run)
     if metrics is not None:
         metrics.run(_ended_status(run), time.perf_counter() - started)
     return out
@@ -462,8 +500,10 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) on the running event loop."""
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
+    run.ctx.trace = _tracing.run_trace(nested)
     try:
         if run.begin(input):
+            _start_trace(run)
             while (tasks := run.next_tasks()) is not None:
                 if run.agate is not None:
                     await run.agate()
@@ -471,12 +511,18 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        _trace_failed(run, exc)
         if metrics is not None:
             metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    out = run.complete()
+    try:
+        out = run.complete()
+    except BaseException as exc:
+        _trace_failed(run, exc)
+        raise
+    _trace_ended(run)
     if metrics is not None:
         metrics.run(_ended_status(run), time.perf_counter() - started)
     return out
