@@ -253,6 +253,15 @@ class RunRecord:
     executions: int = 0
     resumed_from: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
+    """The W3C ``traceparent`` the run's spans descend from, chosen when the run was created
+    (the creating HTTP request's, or the span current in the caller); ``None``: derived from
+    the run id (``threadloom._tracing``)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """What the run cost, written with its record when it ends or pauses: ``retries``,
+    ``nodes`` (per node: ``count``, ``total_ms``, ``max_ms``), ``queue_wait_ms`` and
+    ``bytes_written`` (see ``threadloom.engine._stats``). ``steps`` and ``executions`` are
+    the record's own fields."""
 
 
 @dataclass(slots=True)
