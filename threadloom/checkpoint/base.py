@@ -354,6 +354,24 @@ class Commit:
     progress: RunProgress | None = None
     release_lease: bool = False
 
+    def serialized_bytes(self) -> int:
+        """Bytes of the serialized values the commit carries: channel blobs, the checkpoint's
+        frontier and metadata, writes, execution and run inputs and outputs (what the
+        ``threadloom_checkpoint_bytes`` metric and a run's ``bytes_written`` count)."""
+        size = 0
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            size += len(checkpoint.frontier) + len(checkpoint.metadata)
+            for blob in checkpoint.blobs:
+                size += len(blob.data)
+        for write in self.writes:
+            size += len(write.data)
+        for execution in self.executions:
+            size += len(execution.inputs or b"") + len(execution.outputs or b"")
+        for run in self.runs:
+            size += len(run.input or b"") + len(run.output or b"")
+        return size
+
 
 @runtime_checkable
 class Store(Protocol):

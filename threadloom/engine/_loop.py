@@ -163,6 +163,9 @@ class RunContext:
     ) -> None:
         """Called in the task's thread when an attempt raised."""
 
+    def on_retry(self, task: PlannedTask) -> None:
+        """Called in the task's thread when a failed attempt will be retried."""
+
     def on_task_output(self, task: PlannedTask, writes: list[tuple[str, Any]]) -> None:
         """Called in the task's thread, when the run streams, as soon as the node returned
         and before its conditional edges run: its ``updates`` chunk goes out now, even if a

@@ -157,6 +157,7 @@ def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
         return None
     if ctx.metrics is not None:
         ctx.metrics.retry(task.name)
+    ctx.on_retry(task)
     delay = policy.interval(attempt)
     if span is not None:
         span.retry(attempt, exc, delay)
