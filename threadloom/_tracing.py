@@ -1,7 +1,7 @@
 """OpenTelemetry spans of runs, node executions and ``@task`` calls.
 
 The library instruments with the OpenTelemetry *API* only (``trace.get_tracer("threadloom")``);
-the application, or the runtime from ``OTEL_*`` variables (:mod:`threadloom._otel_setup`),
+the application, or the runtime from ``OTEL_*`` variables (:mod:`threadloom.cli._otel`),
 installs the SDK and an exporter. Until one has installed a tracer provider, a run pays one
 dictionary lookup (``opentelemetry.trace`` not imported at all) or one ``isinstance`` test (the
 API's default proxy provider) and creates nothing: the engine's hooks test ``ctx.trace is

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from threadloom._json import to_jsonable
+from threadloom._tracing import valid_traceparent
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import (
     AuditEvent,
@@ -81,6 +82,7 @@ class RunRequest:
     durability: Literal["sync", "async", "exit"] | None = None
     timeout: float | None = None
     run_id: str | None = None
+    traceparent: str | None = None  # the creating HTTP request's header (issue 14)
 
 
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
@@ -117,7 +119,7 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     now = time.time()
     metadata = dict(request.metadata or {})
     record = RunRecord(run_id, thread_id, graph_name, "pending", namespace=namespace,
-                       metadata=metadata)
+                       metadata=metadata, traceparent=valid_traceparent(request.traceparent))
     available = now + request.after_seconds if request.after_seconds else 0.0
     row = QueuedRun(namespace, run_id, thread_id, graph_name, payload, available_at=available,
                     timeout=request.timeout)

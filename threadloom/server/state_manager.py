@@ -28,7 +28,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -498,8 +498,8 @@ def _states_query(status: str | None, since: str | None, until: str | None,
 
 @router.post("/graph/{graph}/states/create", response_model=CreateResponse,
              summary="Create states: start a run whose first step runs the given nodes")
-def create_states(ns: str, graph: str, body: CreateRequest, store: Store, graphs: Graphs,
-                  who: Operator) -> Response:
+def create_states(ns: str, graph: str, body: CreateRequest, request: Request, store: Store,
+                  graphs: Graphs, who: Operator) -> Response:
     """Start run ``run_id`` of ``graph`` on ``thread_id`` (default: a thread named after the
     run): each state is a first execution of node ``identifier`` with ``inputs`` (as
     ``Send(identifier, inputs)`` from START), and the run then follows the graph's edges.
@@ -523,11 +523,11 @@ def create_states(ns: str, graph: str, body: CreateRequest, store: Store, graphs
         if store.get_checkpoint(thread_id, namespace=ns) is not None:
             raise ConflictError(
                 f"thread {thread_id!r} has state already: created states start a new thread")
-        request = RunRequest(assistant_id=graph_name, command={"goto": goto},
-                             if_not_exists="create", multitask_strategy="reject",
-                             run_id=body.run_id)
+        asked = RunRequest(assistant_id=graph_name, command={"goto": goto},
+                           if_not_exists="create", multitask_strategy="reject",
+                           run_id=body.run_id, traceparent=request.headers.get("traceparent"))
         try:
-            record, _ = create_run(store, graphs, ns, thread_id, request)
+            record, _ = create_run(store, graphs, ns, thread_id, asked)
         except RunConflictError:
             record = store.get_run(body.run_id, namespace=ns)
             if record is None:
