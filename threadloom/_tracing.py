@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["NodeSpan", "RunTrace", "current_traceparent", "derived_traceparent",
-           "run_trace", "valid_traceparent"]
+           "run_trace", "trace_id", "valid_traceparent"]
 
 TRACER_NAME = "threadloom"
 
@@ -86,6 +86,12 @@ def derived_traceparent(run_id: str) -> str:
     if int(span_id, 16) == 0:  # pragma: no cover
         span_id = "1".rjust(16, "0")
     return f"00-{trace_id}-{span_id}-01"
+
+
+def trace_id(run_id: str, traceparent: str | None) -> str:
+    """The id (32 hex digits) of the trace of run ``run_id`` whose record stores
+    ``traceparent``."""
+    return (valid_traceparent(traceparent) or derived_traceparent(run_id)).split("-")[1]
 
 
 def current_traceparent() -> str | None:

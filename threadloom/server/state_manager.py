@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom._ids import execution_id
 from threadloom._json import to_jsonable
+from threadloom._tracing import trace_id
 from threadloom.checkpoint.base import Commit, ExecutionRecord, RunRecord, format_checkpoint_id
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.errors import RunConflictError, ThreadloomError
@@ -702,7 +703,9 @@ def retry(ns: str, run_id: str, store: Store, who: Operator) -> Response:
 def metrics(ns: str, run_id: str, store: Store, who: Viewer) -> Response:
     """From the run's stored records: steps, states by status, attempts and retries, and
     durations (the run's, and per node: count, total, mean and max of the executions that
-    started and ended)."""
+    started and ended); from the statistics stored with the run: how long it waited in the
+    queue (``queue_wait_ms``, ``null`` if it was not queued or has not started) and the bytes
+    its commits wrote (``bytes_written``); and the id of its trace (``trace_id``)."""
     record = _run(store, who, ns, run_id)
     executions = store.list_executions(run_id=run_id, thread_id=record.thread_id,
                                        namespace=ns)
@@ -727,6 +730,9 @@ def metrics(ns: str, run_id: str, store: Store, who: Viewer) -> Response:
         "retries": sum(max(0, max(e.attempt, len(e.attempts)) - 1) for e in executions),
         "run_attempts": queued.attempts if queued is not None else None,
         "duration_ms": item["duration_ms"],
+        "queue_wait_ms": record.stats.get("queue_wait_ms"),
+        "bytes_written": int(record.stats.get("bytes_written", 0)),
+        "trace_id": trace_id(run_id, record.traceparent),
         "nodes": {
             node: {"count": len(ms), "total_ms": round(sum(ms), 3),
                    "mean_ms": round(sum(ms) / len(ms), 3), "max_ms": round(max(ms), 3)}
