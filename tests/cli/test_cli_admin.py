@@ -172,6 +172,19 @@ def test_runs_show_lists_the_node_executions(history, capsys):
                                        "'default'\n")
 
 
+def test_runs_show_prints_the_run_statistics_and_trace(history, capsys):
+    from threadloom._tracing import trace_id
+
+    shown = json.loads(run_cli(capsys, "runs", "show", "loop-r", "--json", "--db", history)[1])
+    stats = shown["stats"]
+    assert {n: v["count"] for n, v in stats["nodes"].items()} == {"increment": 3, "check": 3}
+    assert stats["retries"] == 0 and stats["bytes_written"] > 0
+    assert shown["trace_id"] == trace_id("loop-r", None)
+    out = run_cli(capsys, "runs", "show", "loop-r", "--db", history)[1]
+    assert f"trace:         {shown['trace_id']}" in out
+    assert f"bytes written: {stats['bytes_written']}" in out
+
+
 def test_runs_cancel_and_retry_go_through_the_queue(history, capsys):
     assert run_cli(capsys, "runs", "cancel", "queued-r", "--db", history)[:2] == (
         0, "Run queued-r: cancelled (it was still queued).\n")

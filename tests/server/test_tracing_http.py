@@ -94,6 +94,11 @@ def test_the_request_traceparent_parents_the_run_the_worker_executes(
         _check_trace(exporter, run_id)
         metrics = http.get(f"{NS}/runs/{run_id}/metrics").json()
     assert metrics["trace_id"] == TRACE_ID
+    got = server.sdk().runs.get("t-traced", run_id)  # the official client reads it as is
+    assert got["status"] == "success"
+    assert got["stats"]["executions"] == 6 and got["stats"]["retries"] == 0
+    assert got["stats"]["bytes_written"] == metrics["bytes_written"] > 0
+    assert got["stats"]["queue_wait_ms"] == metrics["queue_wait_ms"]
     assert metrics["bytes_written"] > 0
     assert metrics["queue_wait_ms"] >= 0
 

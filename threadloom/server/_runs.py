@@ -49,6 +49,7 @@ __all__ = [
     "retry_run",
     "run_json",
     "run_result",
+    "run_stats",
     "run_status",
     "wait_for_run",
 ]
@@ -324,7 +325,21 @@ def run_json(record: RunRecord, queued: QueuedRun | None) -> dict[str, Any]:
                                  if not k.startswith(_HIDDEN)}),
         "kwargs": kwargs,
         "multitask_strategy": strategy,
+        "stats": run_stats(record),
     }
+
+
+def run_stats(record: RunRecord) -> dict[str, Any]:
+    """What the run did and cost, as its record holds it (a key LangGraph's run object does
+    not have; clients ignore it): steps and node executions, retried attempts, per-node
+    durations, the wait in the queue (``None``: not queued, or not started yet) and the bytes
+    its commits wrote."""
+    stats = record.stats
+    return {"steps": record.steps, "executions": record.executions,
+            "retries": int(stats.get("retries", 0)),
+            "queue_wait_ms": stats.get("queue_wait_ms"),
+            "bytes_written": int(stats.get("bytes_written", 0)),
+            "nodes": stats.get("nodes", {})}
 
 
 def run_result(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
