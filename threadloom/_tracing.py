@@ -36,6 +36,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from threadloom.errors import GraphInterrupt, RunCancelled
+
 __all__ = ["NodeSpan", "RunTrace", "current_traceparent", "derived_traceparent",
            "run_trace", "trace_id", "valid_traceparent"]
 
@@ -223,10 +225,9 @@ class NodeSpan:
 
     def failed(self, exc: BaseException) -> None:
         """The execution ended with ``exc``: an interrupt (an event) or an error."""
-        interrupts = getattr(exc, "interrupts", None)
-        if interrupts is not None:
-            _interrupt_event(self.span, interrupts)
-        elif type(exc).__name__ == "RunCancelled":
+        if isinstance(exc, GraphInterrupt):
+            _interrupt_event(self.span, exc.interrupts)
+        elif isinstance(exc, RunCancelled):
             self.span.add_event("cancelled")
         else:
             _error(self.span, exc)
