@@ -124,7 +124,7 @@ class DurableRun(Run):
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
         "finalized", "final_output", "replayed", "early", "scheduled", "_latest_run",
-        "_loaded_task_results", "stats", "stats_base",
+        "_loaded_task_results", "stats",
     )
 
     def __init__(self, ctx: DurableContext, limit: int, persistence: Persistence,
@@ -178,7 +178,6 @@ class DurableRun(Run):
         self.scheduled: list[ExecutionRecord] = []
         self._latest_run: list[RunRecord] | None = None  # the thread's latest run, read once
         self.stats = RunStats()  # this invocation's, added to the record's when written
-        self.stats_base: dict[str, Any] | None = None  # the record's stats as loaded
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -665,22 +664,10 @@ class DurableRun(Run):
         record = self.run_record
         return record.traceparent if record is not None else None
 
-    def _count(self, commit: Commit) -> None:
-        """Add ``commit`` to the run's statistics, and set them on this run's record if the
-        commit carries it (so they are written with the record, never on their own)."""
-        stats = self.stats
-        stats.wrote(commit)
-        run_id = self.ctx.run_id
-        for run in commit.runs:
-            if run.run_id == run_id:
-                if self.stats_base is None:
-                    self.stats_base = dict(run.stats)
-                run.stats = stats.added_to(self.stats_base)
-
     def _persist(self, commit: Commit) -> None:
         """Write now (``sync``, or a store that commits in process) or queue to the
         background writer (``async``)."""
-        self._count(commit)
+        self.stats.count(commit, self.ctx.run_id)
         if self.handle is None:
             self.store.commit([commit])
             _metrics.committed((commit,))
@@ -797,7 +784,7 @@ class DurableRun(Run):
             if self.durability == "exit":
                 commit = self._exit_commit(run)
                 commit.release_lease = True
-                self._count(commit)
+                self.stats.count(commit, self.ctx.run_id)
                 self.store.commit([commit])
                 _metrics.committed((commit,))
                 released = True
@@ -808,7 +795,7 @@ class DurableRun(Run):
                 superseded, stopped = self._superseded(run.updated_at)
                 commit.runs += superseded
                 commit.executions += stopped
-            self._count(commit)
+            self.stats.count(commit, self.ctx.run_id)
             if self.handle is not None:
                 writer = self.p.writer()
                 writer.submit(self.handle, commit)

@@ -30,7 +30,7 @@ __all__ = ["RunStats"]
 class RunStats:
     """What one invocation of a durable run did, added to its record's ``stats``."""
 
-    __slots__ = ("_lock", "retries", "bytes_written", "nodes", "queue_wait_ms")
+    __slots__ = ("_lock", "retries", "bytes_written", "nodes", "queue_wait_ms", "_base")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -38,6 +38,7 @@ class RunStats:
         self.bytes_written = 0
         self.nodes: dict[str, list[float]] = {}  # name -> [count, total_ms, max_ms]
         self.queue_wait_ms: float | None = None
+        self._base: dict[str, Any] | None = None  # the record's stats before this invocation
 
     def node(self, name: str, seconds: float) -> None:
         """A node execution of ``name`` finished after ``seconds``."""
@@ -56,6 +57,16 @@ class RunStats:
         """``count`` failed attempts will be (or were) retried."""
         with self._lock:
             self.retries += count
+
+    def count(self, commit: Commit, run_id: str) -> None:
+        """The run submitted ``commit``; if it carries the record of run ``run_id``, set the
+        record's stats (so they are written with it, never on their own)."""
+        self.wrote(commit)
+        for run in commit.runs:
+            if run.run_id == run_id:
+                if self._base is None:  # the first record written: its stats as loaded
+                    self._base = dict(run.stats)
+                run.stats = self.added_to(self._base)
 
     def wrote(self, commit: Commit) -> None:
         """The run submitted ``commit`` to its store."""
