@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from threadloom._tracing import trace_id
+from threadloom._tracing import derived_traceparent, trace_id
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
 from threadloom.checkpoint.queue import ApiKey, AuditEvent, QueuedRun, RuntimeStore
@@ -397,7 +397,9 @@ def runs_resume(args: argparse.Namespace) -> int:
         store.enqueue(
             RunRecord(new_id, run.thread_id, run.graph, "pending", namespace=args.namespace,
                       created_at=now, updated_at=now,
-                      metadata={**run.metadata, "resumes": run.run_id}),
+                      metadata={**run.metadata, "resumes": run.run_id},
+                      # the run that answers the interrupt joins the interrupted run's trace
+                      traceparent=run.traceparent or derived_traceparent(run.run_id)),
             QueuedRun(args.namespace, new_id, run.thread_id, run.graph,
                       json.dumps(payload).encode(), created_at=now),
             "reject",
