@@ -34,9 +34,11 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 NS = "/v0/namespace/default"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with served("sqlite", "tl-trace") as running:
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """An API process on SQLite, or on Postgres with the slow tests."""
+    with served(request.param, "tl-trace") as running:
         yield running
 
 
