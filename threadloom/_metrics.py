@@ -149,17 +149,7 @@ def committed(commits: Iterable[Commit]) -> None:
     count = size = 0
     for commit in commits:
         count += 1
-        checkpoint = commit.checkpoint
-        if checkpoint is not None:
-            size += len(checkpoint.frontier) + len(checkpoint.metadata)
-            for blob in checkpoint.blobs:
-                size += len(blob.data)
-        for write in commit.writes:
-            size += len(write.data)
-        for execution in commit.executions:
-            size += len(execution.inputs or b"") + len(execution.outputs or b"")
-        for run in commit.runs:
-            size += len(run.input or b"") + len(run.output or b"")
+        size += commit.serialized_bytes()
     lib.commits.inc(count)
     lib.commit_bytes.inc(size)
 

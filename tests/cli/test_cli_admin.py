@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from threadloom._tracing import derived_traceparent, trace_id
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import QueuedRun
@@ -172,6 +173,17 @@ def test_runs_show_lists_the_node_executions(history, capsys):
                                        "'default'\n")
 
 
+def test_runs_show_prints_the_run_statistics_and_trace(history, capsys):
+    shown = json.loads(run_cli(capsys, "runs", "show", "loop-r", "--json", "--db", history)[1])
+    stats = shown["stats"]
+    assert {n: v["count"] for n, v in stats["nodes"].items()} == {"increment": 3, "check": 3}
+    assert stats["retries"] == 0 and stats["bytes_written"] > 0
+    assert shown["trace_id"] == trace_id("loop-r", None)
+    out = run_cli(capsys, "runs", "show", "loop-r", "--db", history)[1]
+    assert f"trace:         {shown['trace_id']}" in out
+    assert f"bytes written: {stats['bytes_written']}" in out
+
+
 def test_runs_cancel_and_retry_go_through_the_queue(history, capsys):
     assert run_cli(capsys, "runs", "cancel", "queued-r", "--db", history)[:2] == (
         0, "Run queued-r: cancelled (it was still queued).\n")
@@ -206,6 +218,7 @@ def test_runs_resume_answers_the_interrupt_in_a_new_run_on_the_thread(history, c
         assert (record.thread_id, record.graph, record.status) == ("review-t", "review",
                                                                    "pending")
         assert record.metadata["resumes"] == "review-r"
+        assert record.traceparent == derived_traceparent("review-r")  # the same trace
         payload = json.loads(store.get_queued("default", new_id).payload)
         assert payload["command"] == {"resume": {"approved": True}}
         assert payload["input"] is None and not payload["resume"]

@@ -123,7 +123,7 @@ def test_public_names_are_pinned() -> None:
         # the /v0 routes: seed 001's state manager, keys, audit
         "ApiKeyItem", "AuditEvent", "AuditPage", "CreatedState", "CreatedStates", "KeyList", "Me",
         "NamespaceRunsPage", "NewApiKey", "NodeTimes", "RunCheckpoint", "RunCheckpointsPage",
-        "RunItem", "RunMetrics", "RunStatesPage", "State", "StateStatus", "StatesPage",
+        "RunItem", "RunMetrics", "RunStatesPage", "RunStats", "State", "StateStatus", "StatesPage",
         # the logs kept with a run
         "RunLogItem", "RunLogsPage",
     ])

@@ -233,6 +233,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     SEED_LIST_MIGRATION,
     # 10: the logs kept with each run (issue 14; _run_logs).
     POSTGRES_RUN_LOGS_MIGRATION,
+    # 11: a run's trace parent and statistics (issue 14; RunRecord.traceparent, .stats).
+    (
+        "ALTER TABLE {s}.runs ADD COLUMN traceparent text",
+        "ALTER TABLE {s}.runs ADD COLUMN stats jsonb NOT NULL DEFAULT '{{}}'",
+    ),
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -240,7 +245,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 RUN_COLS = (
     "run_id, thread_id, graph, status, namespace, input, output, error, durability, "
-    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata"
+    "created_at, updated_at, started_at, ended_at, steps, executions, resumed_from, metadata, "
+    "traceparent, stats"
 )
 EXEC_COLS = (
     "id, run_id, thread_id, graph, node, step, status, namespace, attempt, inputs, outputs, "
@@ -387,7 +393,8 @@ class Statements:
             " durability = excluded.durability, updated_at = excluded.updated_at,"
             " started_at = excluded.started_at, ended_at = excluded.ended_at,"
             " steps = excluded.steps, executions = excluded.executions,"
-            " resumed_from = excluded.resumed_from, metadata = excluded.metadata"
+            " resumed_from = excluded.resumed_from, metadata = excluded.metadata,"
+            " traceparent = excluded.traceparent, stats = excluded.stats"
             " WHERE r.thread_id = excluded.thread_id RETURNING 1"
         )
         # An existing seq inserts nothing: no row reveals the conflict.
@@ -771,7 +778,7 @@ class Statements:
             if head != HEAD_ANY:
                 checks.append(self._head_failed)
         if runs:
-            ctes.append(f"r AS ({self._put_runs.format(rows(17, runs))})")
+            ctes.append(f"r AS ({self._put_runs.format(rows(19, runs))})")
         if progress:  # counters only: no indexed column changes (a HOT update)
             ctes.append(
                 f"u AS (UPDATE {s}.runs SET steps = {param()}, executions = {param()},"
@@ -825,7 +832,7 @@ def _merge_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], bool]:
             run.run_id, first.thread_id, first.graph, run.status, first.namespace, run.input,
             run.output, run.error, run.durability, first.created_at, run.updated_at,
             run.started_at, run.ended_at, run.steps, run.executions, run.resumed_from,
-            run.metadata,
+            run.metadata, run.traceparent, run.stats,
         )  # fmt: skip
     return list(merged.values()), foreign
 

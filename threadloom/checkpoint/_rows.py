@@ -171,10 +171,11 @@ def checkpoint_record(thread_id: str, checkpoint_ns: str, row: Sequence[Any]) ->
 
 def run_record(row: Sequence[Any], metadata_is_text: bool = True) -> RunRecord:
     """The run of a row selected with ``RUN_COLS`` (the dataclass's field order); metadata
-    is JSON text in SQLite, already decoded (jsonb) in Postgres."""
+    and stats are JSON text in SQLite, already decoded (jsonb) in Postgres."""
     run = RunRecord(*row)
     if metadata_is_text:
-        run.metadata = loads(row[-1])
+        run.metadata = loads(row[16])
+        run.stats = loads(row[18])
     return run
 
 
@@ -214,6 +215,7 @@ def run_rows(runs: Iterable[RunRecord], namespace: str) -> list[tuple[Any, ...]]
             r.run_id, r.thread_id, r.graph, r.status, namespace, r.input, r.output, r.error,
             r.durability, r.created_at, r.updated_at, r.started_at, r.ended_at, r.steps,
             r.executions, r.resumed_from, dumps(r.metadata) if r.metadata else "{}",
+            r.traceparent, dumps(r.stats) if r.stats else "{}",
         )
         for r in runs
     ]  # fmt: skip
@@ -262,7 +264,8 @@ def nul_free_run_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     error, metadata = row[7], row[16]
     if (error is None or "\x00" not in error) and "\\u0000" not in metadata:
         return row
-    return (*row[:7], escape_nul(error), *row[8:16], dumps(escape_nul(loads(metadata))))
+    return (*row[:7], escape_nul(error), *row[8:16], dumps(escape_nul(loads(metadata))),
+            *row[17:])
 
 
 def nul_free_execution_row(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -157,6 +157,11 @@ SEED_LIST_MIGRATION: tuple[str, ...] = (
     f" WHERE {INDEXED}",
 )
 
+RUN_TELEMETRY_MIGRATION: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN traceparent TEXT",
+    "ALTER TABLE runs ADD COLUMN stats TEXT NOT NULL DEFAULT '{}'",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema.
     (
@@ -246,6 +251,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     SEED_LIST_MIGRATION,
     # 11: the logs kept with each run (issue 14; _run_logs).
     SQLITE_RUN_LOGS_MIGRATION,
+    # 12: a run's trace parent and statistics (issue 14; RunRecord.traceparent, .stats).
+    RUN_TELEMETRY_MIGRATION,
 )
 """The numbered migrations: ``MIGRATIONS[n - 1]`` holds the statements of version ``n``."""
 
@@ -339,17 +346,19 @@ every step would cost two more pages per commit."""
 SQL_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_PUT_BLOB = "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)"
 SQL_PUT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-RUN_COLS = _RUN_NAMES
+RUN_COLS = _RUN_NAMES + ", traceparent, stats"
 # A run's thread, graph and created_at are fixed by its first record. The update only
 # applies to a run of the same thread, so the row count reveals a conflict.
 SQL_PUT_RUN = (
-    f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({RUN_COLS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (namespace, run_id) DO UPDATE SET status = excluded.status,"
     " input = excluded.input,"
     " output = excluded.output, error = excluded.error, durability = excluded.durability,"
     " updated_at = excluded.updated_at, started_at = excluded.started_at,"
     " ended_at = excluded.ended_at, steps = excluded.steps, executions = excluded.executions,"
-    " resumed_from = excluded.resumed_from, metadata = excluded.metadata"
+    " resumed_from = excluded.resumed_from, metadata = excluded.metadata,"
+    " traceparent = excluded.traceparent, stats = excluded.stats"
     " WHERE runs.thread_id = excluded.thread_id"
 )
 # A step's commit sets the counters only: no indexed column changes, so no index is touched.

@@ -279,6 +279,15 @@ class RunRecord:
     executions: int = 0
     resumed_from: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
+    """The W3C ``traceparent`` the run's spans descend from, chosen when the run was created
+    (the creating HTTP request's, or the span current in the caller); ``None``: derived from
+    the run id (``threadloom._tracing``)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """What the run cost, written with its record when it ends or pauses: ``retries``,
+    ``nodes`` (per node: ``count``, ``total_ms``, ``max_ms``), ``queue_wait_ms`` and
+    ``bytes_written`` (see ``threadloom.engine._stats``). ``steps`` and ``executions`` are
+    the record's own fields."""
 
 
 @dataclass(slots=True)
@@ -438,6 +447,24 @@ class Commit:
     progress: RunProgress | None = None
     release_lease: bool = False
     audit: AuditEvent | None = None
+
+    def serialized_bytes(self) -> int:
+        """Bytes of the serialized values the commit carries: channel blobs, the checkpoint's
+        frontier and metadata, writes, execution and run inputs and outputs (what the
+        ``threadloom_checkpoint_bytes`` metric and a run's ``bytes_written`` count)."""
+        size = 0
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            size += len(checkpoint.frontier) + len(checkpoint.metadata)
+            for blob in checkpoint.blobs:
+                size += len(blob.data)
+        for write in self.writes:
+            size += len(write.data)
+        for execution in self.executions:
+            size += len(execution.inputs or b"") + len(execution.outputs or b"")
+        for run in self.runs:
+            size += len(run.input or b"") + len(run.output or b"")
+        return size
 
 
 @runtime_checkable

@@ -200,6 +200,8 @@ def _copy_run(
         run.executions,
         run.resumed_from,
         metadata,
+        run.traceparent,
+        _json_copy(run.stats, f"stats of run {run.run_id!r}") if run.stats else {},
     )
 
 

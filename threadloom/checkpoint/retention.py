@@ -304,6 +304,8 @@ def _run_dict(r: RunRecord) -> dict[str, Any]:
         "steps": r.steps,
         "executions": r.executions,
         "resumed_from": r.resumed_from,
+        "traceparent": r.traceparent,
+        "stats": r.stats,
         "metadata": dict(r.metadata),
     }
 
@@ -327,6 +329,8 @@ def _run_record(d: dict[str, Any], thread_id: str) -> RunRecord:
         executions=d["executions"],
         resumed_from=d["resumed_from"],
         metadata=dict(d["metadata"]),
+        traceparent=d.get("traceparent"),  # exports before issue 14 have neither
+        stats=dict(d.get("stats") or {}),
     )
 
 

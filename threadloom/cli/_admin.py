@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from threadloom._tracing import derived_traceparent, trace_id
 from threadloom.checkpoint import open_store
 from threadloom.checkpoint.base import RunRecord, Store, ThreadRecord
 from threadloom.checkpoint.queue import ApiKey, AuditEvent, QueuedRun, RuntimeStore
@@ -279,11 +280,15 @@ def runs_show(args: argparse.Namespace) -> int:
         "status": queued.status, "attempts": queued.attempts, "worker": queued.worker,
         "available_at": queued.available_at, "claim_expires": queued.claim_expires,
         "timeout": queued.timeout}
+    trace = trace_id(run.run_id, run.traceparent)
     if args.json:
         emit_json({**_jsonable_times(_run_row(run)), "input": given, "output": output,
                    "queue": None if queue is None else _jsonable_times(queue),
+                   "stats": run.stats, "trace_id": trace,
                    "executions": [_jsonable_times(s) for s in steps]})
         return 0
+    stats = run.stats
+    wait = stats.get("queue_wait_ms")
     fields([("run", run.run_id), ("thread", run.thread_id), ("graph", run.graph),
             ("namespace", run.namespace), ("status", run.status),
             ("created (UTC)", when(run.created_at)), ("started", when(run.started_at)),
@@ -291,6 +296,10 @@ def runs_show(args: argparse.Namespace) -> int:
             ("steps", run.steps), ("durability", run.durability), ("error", run.error),
             ("queue", None if queue is None else
              f"{queue['status']}, attempts {queue['attempts']}, worker {queue['worker'] or '-'}"),
+            ("queue wait", None if wait is None else f"{wait:.1f} ms"),
+            ("retries", stats.get("retries", 0)),
+            ("bytes written", stats.get("bytes_written", 0)),
+            ("trace", trace),
             ("input", _short_json(given)), ("output", _short_json(output))])
     print()
     for s in steps:
@@ -388,7 +397,9 @@ def runs_resume(args: argparse.Namespace) -> int:
         store.enqueue(
             RunRecord(new_id, run.thread_id, run.graph, "pending", namespace=args.namespace,
                       created_at=now, updated_at=now,
-                      metadata={**run.metadata, "resumes": run.run_id}),
+                      metadata={**run.metadata, "resumes": run.run_id},
+                      # the run that answers the interrupt joins the interrupted run's trace
+                      traceparent=run.traceparent or derived_traceparent(run.run_id)),
             QueuedRun(args.namespace, new_id, run.thread_id, run.graph,
                       json.dumps(payload).encode(), created_at=now),
             "reject",

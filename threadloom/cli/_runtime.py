@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.cli._admin import _sqlite_file, open_runtime_store, store_url
+from threadloom.cli._otel import setup_tracing
 from threadloom.cli._output import mask_url
 from threadloom.errors import InvalidConfigError
 from threadloom.worker.registry import (
@@ -131,18 +132,22 @@ def _started(args: argparse.Namespace, *, seeds_if_missing: bool,
     config = _config(args, seeds_if_missing=seeds_if_missing)
     url = store_url(args.db, config.db)
     _setup_logging(args, config.logs)
+    stop_tracing = setup_tracing()
     shutdown = _Shutdown()
     shutdown.install()
-    bus = _redis_bus(args)
-    store = _open(url, bus, connections=connections(config) if connections else None)
-    capture = _capture(store, config.logs)
     try:
-        graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
-        yield _Process(config, url, store, graphs, shutdown)
+        bus = _redis_bus(args)
+        store = _open(url, bus, connections=connections(config) if connections else None)
+        capture = _capture(store, config.logs)
+        try:
+            graphs = load_graphs(config, store, lease_ttl=DEFAULT_LEASE_TTL)
+            yield _Process(config, url, store, graphs, shutdown)
+        finally:
+            if capture is not None:
+                capture.close()
+            _close(store, bus)
     finally:
-        if capture is not None:
-            capture.close()
-        _close(store, bus)
+        stop_tracing()  # exports the spans still buffered
     log.info("stopped")
 
 

@@ -7,7 +7,7 @@ server sent.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "ApiKeyItem",
@@ -33,6 +33,7 @@ __all__ = [
     "RunLogsPage",
     "RunMetrics",
     "RunStatesPage",
+    "RunStats",
     "RunStatus",
     "State",
     "StateStatus",
@@ -163,6 +164,19 @@ class Run(TypedDict):
     metadata: dict[str, Any]
     kwargs: dict[str, Any]
     multitask_strategy: MultitaskStrategy
+    stats: NotRequired[RunStats]
+
+
+class RunStats(TypedDict):
+    """What a run did and cost (threadloom's own key of a run object; see the guide's
+    "Tracing" section)."""
+
+    steps: int
+    executions: int
+    retries: int
+    queue_wait_ms: float | None
+    bytes_written: int
+    nodes: dict[str, dict[str, float]]
 
 
 # -- the seed 001 state manager, keys and audit (``/v0``) ----------------------------------
@@ -280,6 +294,9 @@ class RunMetrics(TypedDict):
     retries: int
     run_attempts: int | None
     duration_ms: float | None
+    queue_wait_ms: float | None
+    bytes_written: int
+    trace_id: str
     nodes: dict[str, NodeTimes]
     as_of: str
 

@@ -57,6 +57,7 @@ from threadloom.engine._recording import (
     unfinished_executions,
 )
 from threadloom.engine._runner import StepOutcome
+from threadloom.engine._stats import RunStats
 from threadloom.engine._tasks import TaskCalls
 from threadloom.errors import (
     EmptyInputError,
@@ -98,9 +99,16 @@ class DurableContext(RunContext):
                 Attempt(attempt, started, time.time(), error_text(exc))
             )
 
+    def on_retry(self, task: PlannedTask) -> None:
+        self.run.stats.retry()
+
     def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
         super().on_task_done(result, task_id, attempts)
-        self.run.task_finished(result, task_id, attempts)
+        run = self.run
+        started = run.task_times.get(task_id)
+        if started is not None:
+            run.stats.node(result.task.name, time.time() - started)
+        run.task_finished(result, task_id, attempts)
 
     def task_calls(self, scope: Any) -> TaskCalls:
         return TaskCalls(DurableRecorder(self.run, scope.task_id, scope.name, scope.step))
@@ -116,7 +124,7 @@ class DurableRun(Run):
         "exit_writes", "dirty", "stored_head", "_wait", "last_results",
         "prev_mark", "replay_until", "parallel", "noop", "parents", "run_written",
         "finalized", "final_output", "replayed", "early", "scheduled", "_latest_run",
-        "_loaded_task_results",
+        "_loaded_task_results", "stats",
     )
 
     def __init__(self, ctx: DurableContext, limit: int, persistence: Persistence,
@@ -169,6 +177,7 @@ class DurableRun(Run):
         # the RUNNING / PENDING records written for the step about to run
         self.scheduled: list[ExecutionRecord] = []
         self._latest_run: list[RunRecord] | None = None  # the thread's latest run, read once
+        self.stats = RunStats()  # this invocation's, added to the record's when written
 
     # -- begin ----------------------------------------------------------------------------
 
@@ -295,6 +304,9 @@ class DurableRun(Run):
         self.run_record.status = "running"
         if self.run_record.started_at is None:  # a queued run, started by a command
             self.run_record.started_at = time.time()
+            if existing is not None:
+                self.stats.queue_wait_ms = \
+                    (self.run_record.started_at - existing.created_at) * 1000.0
         self.run_record.error = None  # a resumed run is no longer failed
         self.run_record.ended_at = None
         self.run_record.metadata.pop(ERROR_CODE_KEY, None)
@@ -424,6 +436,9 @@ class DurableRun(Run):
         if queued is not None:
             self.run_record.created_at = queued.created_at
             self.run_record.metadata = {**queued.metadata, **self.run_record.metadata}
+            self.run_record.traceparent = queued.traceparent or self.run_record.traceparent
+            waited = (self.run_record.started_at or queued.created_at) - queued.created_at
+            self.stats.queue_wait_ms = waited * 1000.0
         # as for a fresh run: a run needing N supersteps succeeds when recursion_limit > N
         self.stop = self.ctx.step + self.limit
         self._checkpoint(updated, "input", [], [], self.ctx.step, {})
@@ -438,6 +453,7 @@ class DurableRun(Run):
             durability=self.durability, created_at=now, updated_at=now, started_at=now,
             resumed_from=resumed_from,
             metadata=dict(self.ctx.node_config.get("metadata") or {}),
+            traceparent=self.ctx.trace.given if self.ctx.trace is not None else None,
         )
 
     def _thread_latest_run(self) -> list[RunRecord]:
@@ -644,9 +660,14 @@ class DurableRun(Run):
     def _token(self) -> int | None:
         return None if self.lease is None else self.lease.token
 
+    def stored_traceparent(self) -> str | None:
+        record = self.run_record
+        return record.traceparent if record is not None else None
+
     def _persist(self, commit: Commit) -> None:
         """Write now (``sync``, or a store that commits in process) or queue to the
         background writer (``async``)."""
+        self.stats.count(commit, self.ctx.run_id)
         if self.handle is None:
             self.store.commit([commit])
             _metrics.committed((commit,))
@@ -763,6 +784,7 @@ class DurableRun(Run):
             if self.durability == "exit":
                 commit = self._exit_commit(run)
                 commit.release_lease = True
+                self.stats.count(commit, self.ctx.run_id)
                 self.store.commit([commit])
                 _metrics.committed((commit,))
                 released = True
@@ -773,6 +795,7 @@ class DurableRun(Run):
                 superseded, stopped = self._superseded(run.updated_at)
                 commit.runs += superseded
                 commit.executions += stopped
+            self.stats.count(commit, self.ctx.run_id)
             if self.handle is not None:
                 writer = self.p.writer()
                 writer.submit(self.handle, commit)

@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from threadloom import _metrics
+from threadloom import _metrics, _tracing
 from threadloom import logging as _logs
 from threadloom.engine._algo import (
     Frontier,
@@ -41,6 +41,9 @@ from threadloom.errors import (
     RunTimeoutError,
 )
 from threadloom.types import CancelToken, Command, Interrupt
+
+if TYPE_CHECKING:
+    from threadloom._tracing import RunTrace
 
 __all__ = ["Run", "RunContext", "Sink", "run_async", "run_sync"]
 
@@ -81,6 +84,7 @@ class RunContext:
         "cache",
         "cancel",
         "metrics",
+        "trace",
     )
 
     def __init__(
@@ -107,6 +111,7 @@ class RunContext:
         self.cache = cache  # node result cache (compile(cache=...)), or None
         self.cancel = cancel_token(node_config)
         self.metrics = _metrics.for_graph(spec.name)  # None when metrics are off
+        self.trace: RunTrace | None = None  # the run's spans, set by the driver when traced
         self.custom_writer: Callable[[Any], None] | None = None
         if sink is not None and sink.custom:
             put = sink.put
@@ -163,6 +168,9 @@ class RunContext:
         self, task: PlannedTask, task_id: str, attempt: int, started: float, exc: BaseException
     ) -> None:
         """Called in the task's thread when an attempt raised."""
+
+    def on_retry(self, task: PlannedTask) -> None:
+        """Called in the task's thread when a failed attempt will be retried."""
 
     def on_task_output(self, task: PlannedTask, writes: list[tuple[str, Any]]) -> None:
         """Called in the task's thread, when the run streams, as soon as the node returned
@@ -242,6 +250,10 @@ class Run:
             self.cancelled = token.reason
         if self.cancelled is not None:
             raise RunCancelled(self.cancelled)
+
+    def stored_traceparent(self) -> str | None:
+        """The ``traceparent`` stored with the run (a durable run's record), if any."""
+        return None
 
     def begin(self, input: Any) -> bool:
         """Apply the input (step 0); return whether there is anything to run."""
@@ -469,6 +481,27 @@ def _log_end(run: Run, exc: BaseException | None, seconds: float) -> None:
         log.error("run failed after %.3fs: %s: %s", seconds, type(exc).__name__, exc)
 
 
+def _start_trace(run: Run) -> None:
+    """Open the run span once ``begin`` has settled the run's id and stored parent."""
+    trace = run.ctx.trace
+    if trace is not None:
+        trace.start(run.ctx.run_id, run.ctx.thread_id, run.spec.name, run.stored_traceparent())
+
+
+def _trace_failed(run: Run, exc: BaseException) -> None:
+    trace = run.ctx.trace
+    if trace is not None:
+        _start_trace(run)  # begin itself may have failed
+        trace.end(_failed_status(exc), error=exc)
+
+
+def _trace_ended(run: Run) -> None:
+    trace = run.ctx.trace
+    if trace is not None:
+        _start_trace(run)
+        trace.end(_ended_status(run), run.interrupts)
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
     if nested:
@@ -490,8 +523,10 @@ def _run_sync(run: Run, input: Any, nested: bool) -> Any:
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
     debug = log.isEnabledFor(logging.DEBUG)
+    run.ctx.trace = _tracing.run_trace(nested)  # None unless an app installed a tracer
     try:
         if run.begin(input):
+            _start_trace(run)
             while (tasks := run.next_tasks()) is not None:
                 if debug:
                     _log_step(run, tasks)
@@ -501,12 +536,18 @@ def _run_sync(run: Run, input: Any, nested: bool) -> Any:
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        _trace_failed(run, exc)
         if metrics is not None:
             metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    out = run.complete()
+    try:
+        out = run.complete()
+    except BaseException as exc:
+        _trace_failed(run, exc)
+        raise
+    _trace_ended(run)
     if metrics is not None:
         metrics.run(_ended_status(run), time.perf_counter() - started)
     return out
@@ -533,8 +574,10 @@ async def _run_async(run: Run, input: Any, nested: bool) -> Any:
     metrics = None if nested else run.ctx.metrics
     started = time.perf_counter() if metrics is not None else 0.0
     debug = log.isEnabledFor(logging.DEBUG)
+    run.ctx.trace = _tracing.run_trace(nested)
     try:
         if run.begin(input):
+            _start_trace(run)
             while (tasks := run.next_tasks()) is not None:
                 if debug:
                     _log_step(run, tasks)
@@ -544,12 +587,18 @@ async def _run_async(run: Run, input: Any, nested: bool) -> Any:
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
         run.abort(exc)
+        _trace_failed(run, exc)
         if metrics is not None:
             metrics.run(_failed_status(exc), time.perf_counter() - started)
         if nested or not isinstance(exc, ParentCommand):
             raise
         raise _top_level(exc) from None
-    out = run.complete()
+    try:
+        out = run.complete()
+    except BaseException as exc:
+        _trace_failed(run, exc)
+        raise
+    _trace_ended(run)
     if metrics is not None:
         metrics.run(_ended_status(run), time.perf_counter() - started)
     return out

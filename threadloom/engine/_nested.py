@@ -128,6 +128,7 @@ class NestedRecorder(TaskRecorder):
             commit = Commit(run.thread_id, run.root.p.namespace, run.token, writes=[write],
                             flush=run.root.durability == "sync")
             run.store.commit([commit])
+            run.root.stats.wrote(commit)
             _metrics.committed((commit,))
 
     def pool(self) -> concurrent.futures.Executor | None:
@@ -284,6 +285,7 @@ class NestedRun(Run):
                         record, writes=list(writes), flush=root.handle is None)
         if root.durability == "exit":
             self.store.commit([commit])
+            root.stats.wrote(commit)
             _metrics.committed((commit,))
         else:
             root._persist(commit)

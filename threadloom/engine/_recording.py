@@ -181,6 +181,8 @@ class DurableRecorder(TaskRecorder):
             attempts=tuple(Attempt(n, s, e, err) for n, s, e, err in attempts),
             checkpoint_seq=run.parent_seq, created_at=now, ended_at=now,
         )
+        if attempts:
+            run.stats.retry(len(attempts))
         if run.durability == "exit":
             with run.lock:
                 run.exit_writes.append(write)
@@ -193,6 +195,7 @@ class DurableRecorder(TaskRecorder):
         commit = Commit(run.thread_id, run.p.namespace, run._token(), writes=[write],
                         executions=[execution], flush=run.durability == "sync")
         run.store.commit([commit])
+        run.stats.wrote(commit)
         _metrics.committed((commit,))
         fault("after_task_record")
 

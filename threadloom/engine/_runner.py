@@ -32,6 +32,7 @@ from threadloom.errors import (
 from threadloom.types import RetryPolicy, Send
 
 if TYPE_CHECKING:
+    from threadloom._tracing import NodeSpan
     from threadloom.engine._loop import RunContext
 
 __all__ = ["StepOutcome", "run_step", "arun_step"]
@@ -150,7 +151,7 @@ def _settle_tasks(scope: _context.TaskScope) -> None:
 
 
 def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
-                 started: float, exc: Exception) -> float | None:
+                 started: float, exc: Exception, span: NodeSpan | None) -> float | None:
     """Record a failed attempt; the seconds to wait before the next one, or ``None`` when the
     node's retry policy gives up (the caller re-raises)."""
     policy = _retry_policy(task.node.retry, exc)
@@ -161,9 +162,12 @@ def _retry_delay(ctx: RunContext, task: PlannedTask, task_id: str, attempt: int,
         return None
     if ctx.metrics is not None:
         ctx.metrics.retry(task.name)
+    ctx.on_retry(task)
     delay = policy.interval(attempt)
     log.warning("node %s failed on attempt %d, retrying in %.2fs: %s: %s", task.name, attempt,
                 delay, type(exc).__name__, exc)
+    if span is not None:
+        span.retry(attempt, exc, delay)
     return delay
 
 
@@ -180,6 +184,9 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     metrics = ctx.metrics
     began = time.perf_counter() if metrics is not None else 0.0
     task_id, scope, token = _open_scope(ctx, task)
+    trace = ctx.trace
+    span = trace.node(task.name, ctx.step, task_id) if trace is not None else None
+    attempt = 1
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
@@ -195,7 +202,7 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
                 output = _parent_command(task, signal)
                 break
             except Exception as exc:
-                delay = _retry_delay(ctx, task, task_id, attempt, started, exc)
+                delay = _retry_delay(ctx, task, task_id, attempt, started, exc, span)
                 if delay is None:
                     raise
                 time.sleep(delay)
@@ -207,10 +214,14 @@ def _execute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) -> Task
     except BaseException as exc:
         if isinstance(exc, Exception):
             _annotate(exc, ctx, task, task_id)
+        if span is not None:
+            span.failed(exc)
         raise
     finally:
         _context.reset_scope(token)
         _settle_tasks(scope)
+        if span is not None:
+            span.end(attempt)
         if metrics is not None:
             metrics.node(task.name, time.perf_counter() - began)
     ctx.on_task_done(result, task_id, attempt)
@@ -314,6 +325,9 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
     metrics = ctx.metrics
     began = time.perf_counter() if metrics is not None else 0.0
     task_id, scope, token = _open_scope(ctx, task)
+    trace = ctx.trace
+    span = trace.node(task.name, ctx.step, task_id) if trace is not None else None
+    attempt = 1
     try:
         inp = task.arg if task.push >= 0 else node_input(node, values)
         ctx.on_task_start(task, task_id, inp)
@@ -329,7 +343,7 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
                 output = _parent_command(task, signal)
                 break
             except Exception as exc:
-                delay = _retry_delay(ctx, task, task_id, attempt, started, exc)
+                delay = _retry_delay(ctx, task, task_id, attempt, started, exc, span)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
@@ -341,10 +355,14 @@ async def _aexecute(ctx: RunContext, task: PlannedTask, values: dict[str, Any]) 
     except BaseException as exc:
         if isinstance(exc, Exception):
             _annotate(exc, ctx, task, task_id)
+        if span is not None:
+            span.failed(exc)
         raise
     finally:
         _context.reset_scope(token)
         _settle_tasks(scope)
+        if span is not None:
+            span.end(attempt)
         if metrics is not None:
             metrics.node(task.name, time.perf_counter() - began)
     ctx.on_task_done(result, task_id, attempt)

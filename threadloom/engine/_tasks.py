@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from threadloom.errors import RunCancelled
 
 if TYPE_CHECKING:
+    from threadloom._tracing import RunTrace
     from threadloom.types import CancelToken
 
 __all__ = ["TaskCalls", "TaskFuture", "TaskRecorder", "TaskRunnable"]
@@ -134,6 +135,9 @@ class TaskCalls:
         self.lock = threading.Lock()
         self.futures: list[concurrent.futures.Future[Any]] = []
         self.cancel = cancel  # the run's CancelToken: waits on futures end when it fires
+        self.trace: RunTrace | None = None  # the run's spans, when it is traced
+        self.node = ""  # the calling node execution's name and step (for task spans)
+        self.step = 0
 
     def settle(self) -> None:
         """Wait for every call started by the execution, whatever became of the node: a
@@ -164,13 +168,33 @@ class TaskCalls:
             future.set_result(value)
             return TaskFuture(future, self.cancel)
         attempts: list[tuple[int, float, float, str]] = []
+        failures: list[BaseException] = []
+        trace = self.trace
 
         def failed(number: int, started: float, exc: BaseException) -> None:
             attempts.append((number, started, time.time(), f"{type(exc).__name__}: {exc}"))
+            if trace is not None:
+                failures.append(exc)
 
         def run() -> Any:
-            result = fn._run(args, kwargs, failed)
-            self.recorder.record(fn.name, index, args, result, attempts)
+            if trace is None:
+                result = fn._run(args, kwargs, failed)
+                self.recorder.record(fn.name, index, args, result, attempts)
+                return result
+            span = trace.task(fn.name, self.node, self.step)
+            ran = False
+            try:
+                result = fn._run(args, kwargs, failed)
+                ran = True
+                self.recorder.record(fn.name, index, args, result, attempts)
+            except BaseException as exc:
+                span.failed(exc)
+                raise
+            finally:
+                retried = failures if ran else failures[:-1]  # the last one failed the call
+                for number, error in enumerate(retried, 1):
+                    span.retry(number, error)
+                span.end(len(retried) + 1)
             return result
 
         pool = self.recorder.pool()

@@ -49,6 +49,8 @@ class TaskFunction(Generic[P, T]):
             services = scope.services
             calls = services.task_calls(scope) if services is not None else TaskCalls(None)
             calls.cancel = getattr(services, "cancel", None)  # the run's CancelToken
+            calls.trace = getattr(services, "trace", None)
+            calls.node, calls.step = scope.name, scope.step
             scope.extras["tasks"] = calls
         return calls.start(self, args, kwargs)
 

@@ -77,7 +77,8 @@ class FastLane:
             if who is None:
                 return False
             body = RunCreate.model_validate_json(raw)
-            record = await queue_run(self.store, self.graphs, who, thread_id, body)
+            record = await queue_run(self.store, self.graphs, who, thread_id, body,
+                                     _header(scope, b"traceparent"))
         except Exception:  # e.g. a ValidationError: the route answers it, error and all
             return False
         # from here on the run is queued: an error is the app's to answer (its outermost
@@ -134,3 +135,11 @@ async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes
         chunks.append(chunk)
         if not message.get("more_body", False):
             return messages, b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The value of request header ``name`` (lower case), if it was sent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

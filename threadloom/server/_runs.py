@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from threadloom._json import to_jsonable
+from threadloom._tracing import valid_traceparent
 from threadloom.checkpoint.base import RunRecord
 from threadloom.checkpoint.queue import (
     AuditEvent,
@@ -49,6 +50,7 @@ __all__ = [
     "retry_run",
     "run_json",
     "run_result",
+    "run_stats",
     "run_status",
     "wait_for_run",
 ]
@@ -84,6 +86,7 @@ class RunRequest:
     durability: Literal["sync", "async", "exit"] | None = None
     timeout: float | None = None
     run_id: str | None = None
+    traceparent: str | None = None  # the creating HTTP request's header (issue 14)
 
 
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
@@ -120,7 +123,7 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     now = time.time()
     metadata = dict(request.metadata or {})
     record = RunRecord(run_id, thread_id, graph_name, "pending", namespace=namespace,
-                       metadata=metadata)
+                       metadata=metadata, traceparent=valid_traceparent(request.traceparent))
     available = now + request.after_seconds if request.after_seconds else 0.0
     row = QueuedRun(namespace, run_id, thread_id, graph_name, payload, available_at=available,
                     timeout=request.timeout)
@@ -325,7 +328,21 @@ def run_json(record: RunRecord, queued: QueuedRun | None) -> dict[str, Any]:
                                  if not k.startswith(_HIDDEN)}),
         "kwargs": kwargs,
         "multitask_strategy": strategy,
+        "stats": run_stats(record),
     }
+
+
+def run_stats(record: RunRecord) -> dict[str, Any]:
+    """What the run did and cost, as its record holds it (a key LangGraph's run object does
+    not have; clients ignore it): steps and node executions, retried attempts, per-node
+    durations, the wait in the queue (``None``: not queued, or not started yet) and the bytes
+    its commits wrote."""
+    stats = record.stats
+    return {"steps": record.steps, "executions": record.executions,
+            "retries": int(stats.get("retries", 0)),
+            "queue_wait_ms": stats.get("queue_wait_ms"),
+            "bytes_written": int(stats.get("bytes_written", 0)),
+            "nodes": stats.get("nodes", {})}
 
 
 def run_result(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],

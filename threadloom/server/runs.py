@@ -101,8 +101,9 @@ def _run_path(record: RunRecord) -> str:
 
 def _created(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
              body: RunCreate, stateless: bool = False,
-             reread: bool = True) -> tuple[RunRecord, QueuedRun]:
+             reread: bool = True, traceparent: str | None = None) -> tuple[RunRecord, QueuedRun]:
     request = body.request()
+    request.traceparent = traceparent
     if stateless:
         request.if_not_exists = "create"
     return create_run(store, graphs, who.namespace, thread_id, request, reread=reread,
@@ -115,7 +116,8 @@ def _created(store: Store, graphs: Graphs, who: Principal, thread_id: str | None
 @router.post("/threads/{thread_id}/runs", summary="Create a run in the background")
 def create(thread_id: str, body: RunCreate, request: Request, store: Store, graphs: Graphs,
            who: Operator) -> Response:
-    record, queued = _created(store, graphs, who, thread_id, body)
+    record, queued = _created(store, graphs, who, thread_id, body,
+                              traceparent=request.headers.get("traceparent"))
     mark_audited(request)
     return json_response(run_json(record, queued),
                          headers={"Content-Location": _run_path(record)})
@@ -124,7 +126,8 @@ def create(thread_id: str, body: RunCreate, request: Request, store: Store, grap
 @router.post("/runs", summary="Create a stateless run (on a new thread) in the background")
 def create_stateless(body: RunCreate, request: Request, store: Store, graphs: Graphs,
                      who: Operator) -> Response:
-    record, queued = _created(store, graphs, who, None, body, stateless=True)
+    record, queued = _created(store, graphs, who, None, body, stateless=True,
+                              traceparent=request.headers.get("traceparent"))
     mark_audited(request)
     return json_response(run_json(record, queued),
                          headers={"Content-Location": _run_path(record)})
@@ -136,7 +139,8 @@ def create_batch(body: list[RunCreate], request: Request, store: Store, graphs: 
     runs = []
     for one in body:  # each run is logged as it is queued; a failure stops the batch there
         try:
-            runs.append(run_json(*_created(store, graphs, who, None, one, stateless=True)))
+            runs.append(run_json(*_created(store, graphs, who, None, one, stateless=True,
+                                           traceparent=request.headers.get("traceparent"))))
         except Exception:
             request.state.audited = False  # the failure is logged too (AuditTrail)
             raise
@@ -147,7 +151,8 @@ def create_batch(body: list[RunCreate], request: Request, store: Store, graphs: 
 @router.post("/threads/{thread_id}/runs/wait", summary="Create a run and wait for its result")
 async def create_and_wait(thread_id: str, body: RunCreate, request: Request, store: Store,
                           graphs: Graphs, who: Operator) -> Response:
-    record = await queue_run(store, graphs, who, thread_id, body)
+    record = await queue_run(store, graphs, who, thread_id, body,
+                             request.headers.get("traceparent"))
     mark_audited(request)
     return await wait_response(store, graphs, record, body, settings(request).wait_poll)
 
@@ -155,24 +160,25 @@ async def create_and_wait(thread_id: str, body: RunCreate, request: Request, sto
 @router.post("/runs/wait", summary="Create a stateless run and wait for its result")
 async def create_stateless_and_wait(body: RunCreate, request: Request, store: Store,
                                     graphs: Graphs, who: Operator) -> Response:
-    record = await queue_run(store, graphs, who, None, body)
+    record = await queue_run(store, graphs, who, None, body,
+                             request.headers.get("traceparent"))
     mark_audited(request)
     return await wait_response(store, graphs, record, body, settings(request).wait_poll,
                                stateless=True)
 
 
 async def queue_run(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
-                    body: RunCreate) -> RunRecord:
+                    body: RunCreate, traceparent: str | None = None) -> RunRecord:
     """Queue the run ``body`` asks for on ``thread_id`` (``None``: a stateless run, on a new
     thread) in ``who``'s namespace, logged as ``who``'s, as the ``wait`` routes do; returns
-    its record as written.
+    its record as written. ``traceparent``: the request's header, the run's trace parent.
 
     Raises:
         ThreadloomError: what :func:`~threadloom.server._runs.create_run` raises; nothing
             was queued then.
     """
     record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id, body,
-                                        thread_id is None, False)
+                                        thread_id is None, False, traceparent)
     return record
 
 
@@ -215,7 +221,7 @@ _SSE: dict[int | str, dict[str, Any]] = {
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id,
-                                        body, False, False)
+                                        body, False, False, request.headers.get("traceparent"))
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body))
@@ -226,7 +232,7 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, None, body,
-                                        True, False)
+                                        True, False, request.headers.get("traceparent"))
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body), delete_thread=body.on_completion != "keep")

@@ -28,12 +28,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom._ids import execution_id
 from threadloom._json import to_jsonable
+from threadloom._tracing import trace_id
 from threadloom.checkpoint.base import Commit, ExecutionRecord, RunRecord, format_checkpoint_id
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.errors import RunConflictError, ThreadloomError
@@ -498,8 +499,8 @@ def _states_query(status: str | None, since: str | None, until: str | None,
 
 @router.post("/graph/{graph}/states/create", response_model=CreateResponse,
              summary="Create states: start a run whose first step runs the given nodes")
-def create_states(ns: str, graph: str, body: CreateRequest, store: Store, graphs: Graphs,
-                  who: Operator) -> Response:
+def create_states(ns: str, graph: str, body: CreateRequest, request: Request, store: Store,
+                  graphs: Graphs, who: Operator) -> Response:
     """Start run ``run_id`` of ``graph`` on ``thread_id`` (default: a thread named after the
     run): each state is a first execution of node ``identifier`` with ``inputs`` (as
     ``Send(identifier, inputs)`` from START), and the run then follows the graph's edges.
@@ -523,11 +524,11 @@ def create_states(ns: str, graph: str, body: CreateRequest, store: Store, graphs
         if store.get_checkpoint(thread_id, namespace=ns) is not None:
             raise ConflictError(
                 f"thread {thread_id!r} has state already: created states start a new thread")
-        request = RunRequest(assistant_id=graph_name, command={"goto": goto},
-                             if_not_exists="create", multitask_strategy="reject",
-                             run_id=body.run_id)
+        asked = RunRequest(assistant_id=graph_name, command={"goto": goto},
+                           if_not_exists="create", multitask_strategy="reject",
+                           run_id=body.run_id, traceparent=request.headers.get("traceparent"))
         try:
-            record, _ = create_run(store, graphs, ns, thread_id, request)
+            record, _ = create_run(store, graphs, ns, thread_id, asked)
         except RunConflictError:
             record = store.get_run(body.run_id, namespace=ns)
             if record is None:
@@ -702,7 +703,9 @@ def retry(ns: str, run_id: str, store: Store, who: Operator) -> Response:
 def metrics(ns: str, run_id: str, store: Store, who: Viewer) -> Response:
     """From the run's stored records: steps, states by status, attempts and retries, and
     durations (the run's, and per node: count, total, mean and max of the executions that
-    started and ended)."""
+    started and ended); from the statistics stored with the run: how long it waited in the
+    queue (``queue_wait_ms``, ``null`` if it was not queued or has not started) and the bytes
+    its commits wrote (``bytes_written``); and the id of its trace (``trace_id``)."""
     record = _run(store, who, ns, run_id)
     executions = store.list_executions(run_id=run_id, thread_id=record.thread_id,
                                        namespace=ns)
@@ -727,6 +730,9 @@ def metrics(ns: str, run_id: str, store: Store, who: Viewer) -> Response:
         "retries": sum(max(0, max(e.attempt, len(e.attempts)) - 1) for e in executions),
         "run_attempts": queued.attempts if queued is not None else None,
         "duration_ms": item["duration_ms"],
+        "queue_wait_ms": record.stats.get("queue_wait_ms"),
+        "bytes_written": int(record.stats.get("bytes_written", 0)),
+        "trace_id": trace_id(run_id, record.traceparent),
         "nodes": {
             node: {"count": len(ms), "total_ms": round(sum(ms), 3),
                    "mean_ms": round(sum(ms) / len(ms), 3), "max_ms": round(max(ms), 3)}

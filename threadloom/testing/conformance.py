@@ -373,6 +373,19 @@ class StoreConformance(LeaseConformance, NamespaceConformance, PageConformance,
         store.commit([Commit("t1", namespace="tenant-a", runs=[done])])
         assert store.get_run("r1", namespace="tenant-a") == done
 
+    def test_run_trace_parent_and_stats_round_trip(self, store: Store) -> None:
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        rec = run("r1", "t1", traceparent=parent)
+        store.commit([Commit("t1", runs=[rec])])
+        assert store.get_run("r1") == rec
+        stats = {"retries": 2, "queue_wait_ms": 12.5, "bytes_written": 4096,
+                 "nodes": {"a": {"count": 3, "total_ms": 1.25, "max_ms": 0.75}}}
+        done = run("r1", "t1", status="succeeded", traceparent=parent, stats=stats)
+        store.commit([Commit("t1", runs=[done])])
+        found = store.get_run("r1")
+        assert found is not None and found.stats == stats and found.traceparent == parent
+        assert store.list_runs(thread_id="t1")[0].stats == stats
+
     def test_run_progress_sets_only_the_counters_of_the_commits_thread(
         self, store: Store
     ) -> None:
