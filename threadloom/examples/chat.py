@@ -7,12 +7,15 @@ earlier runs said. Input ``{"messages": ["Hello"]}``; output on a new thread
 
 from __future__ import annotations
 
+import logging
 import operator
 from typing import Annotated, Any, TypedDict
 
 from threadloom.graph import END, StateGraph
 
 __all__ = ["State", "builder", "graph"]
+
+log = logging.getLogger(__name__)
 
 
 class State(TypedDict):
@@ -22,6 +25,7 @@ class State(TypedDict):
 def chatbot(state: State) -> dict[str, Any]:
     """Answer the last message."""
     last = state["messages"][-1] if state["messages"] else ""
+    log.info("answering %r (message %d of the thread)", last, len(state["messages"]))
     return {"messages": [f"Bot: I received -> {last}"]}
 
 

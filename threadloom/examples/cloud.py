@@ -10,6 +10,7 @@ failure rate (``0``: never fail). Input ``{"step": 0}``; output
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -19,6 +20,8 @@ from threadloom.graph import END, StateGraph
 from threadloom.types import RetryPolicy
 
 __all__ = ["State", "builder", "graph"]
+
+log = logging.getLogger(__name__)
 
 WORK_SECONDS = 0.1  # the seed sleeps 0.5 s; shorter keeps the demo quick
 
@@ -34,7 +37,9 @@ class State(TypedDict, total=False):
 
 def planner(state: State) -> dict[str, Any]:
     """Plan the next round."""
-    return {"step": state.get("step", 0) + 1}
+    step = state.get("step", 0) + 1
+    log.info("planning round %d of 3", step)
+    return {"step": step}
 
 
 def worker(state: State) -> dict[str, Any]:
@@ -42,7 +47,9 @@ def worker(state: State) -> dict[str, Any]:
     time.sleep(WORK_SECONDS)
     if random.random() < float(os.environ.get("THREADLOOM_SEED004_FAIL_RATE", "0.3")):
         raise TransientFailure("Transient failure")
-    return {"result": f"Processed step {state.get('step', 0)}"}
+    result = f"Processed step {state.get('step', 0)}"
+    log.info("round %d worked: %s", state.get("step", 0), result)
+    return {"result": result}
 
 
 def controller(state: State) -> str:

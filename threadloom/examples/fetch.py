@@ -8,12 +8,15 @@ never touches the network. Input ``{"urls": ["https://example.com/a"]}``; output
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypedDict
 
 from threadloom.func import task
 from threadloom.graph import END, START, StateGraph
 
 __all__ = ["State", "builder", "fetch", "graph"]
+
+log = logging.getLogger(__name__)
 
 
 class State(TypedDict, total=False):
@@ -29,8 +32,11 @@ def fetch(url: str) -> str:
 
 def call_api(state: State) -> dict[str, Any]:
     """Fetch every URL in parallel tasks and collect the texts in order."""
-    futures = [fetch(url) for url in state.get("urls", [])]
-    return {"results": [future.result() for future in futures]}
+    urls = state.get("urls", [])
+    log.info("fetching %d URL(s): %s", len(urls), ", ".join(urls))
+    results = [future.result() for future in [fetch(url) for url in urls]]
+    log.info("fetched %d page(s), %d characters", len(results), sum(map(len, results)))
+    return {"results": results}
 
 
 builder = StateGraph(State)

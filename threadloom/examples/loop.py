@@ -6,11 +6,14 @@ Six node executions per run; the workload of the runtime's benchmark. Input ``{"
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypedDict
 
 from threadloom.graph import END, StateGraph
 
 __all__ = ["State", "builder", "graph"]
+
+log = logging.getLogger(__name__)
 
 
 class State(TypedDict, total=False):
@@ -20,12 +23,16 @@ class State(TypedDict, total=False):
 
 def increment(state: State) -> dict[str, Any]:
     """Count one step."""
-    return {"step": state.get("step", 0) + 1}
+    step = state.get("step", 0) + 1
+    log.info("step %d -> %d", step - 1, step)
+    return {"step": step}
 
 
 def check(state: State) -> dict[str, Any]:
     """Done once three steps are counted."""
-    return {"done": state.get("step", 0) >= 3}
+    done = state.get("step", 0) >= 3
+    log.info("step %d: %s", state.get("step", 0), "done" if done else "one more round")
+    return {"done": done}
 
 
 def _route(state: State) -> str:

@@ -9,12 +9,15 @@ after approval ``{"topic": ..., "draft": ..., "approved": True, "published": Tru
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypedDict
 
 from threadloom.graph import END, START, StateGraph
 from threadloom.types import interrupt
 
 __all__ = ["State", "builder", "graph"]
+
+log = logging.getLogger(__name__)
 
 
 class State(TypedDict, total=False):
@@ -27,12 +30,15 @@ class State(TypedDict, total=False):
 
 def draft(state: State) -> dict[str, Any]:
     """Write the draft a person will review."""
-    return {"draft": f"Dear customer, about your {state.get('topic', 'request')}: ..."}
+    text = f"Dear customer, about your {state.get('topic', 'request')}: ..."
+    log.info("drafted a reply about %r for review", state.get("topic", "request"))
+    return {"draft": text}
 
 
 def review(state: State) -> dict[str, Any]:
     """Wait for a person's decision (``True``/``False`` or ``{"approved", "note"}``)."""
     decision = interrupt({"draft": state.get("draft", ""), "question": "Approve this reply?"})
+    log.info("the reviewer answered %r", decision)
     if isinstance(decision, dict):
         return {"approved": bool(decision.get("approved")), "note": str(decision.get("note", ""))}
     return {"approved": bool(decision)}
@@ -40,7 +46,9 @@ def review(state: State) -> dict[str, Any]:
 
 def publish(state: State) -> dict[str, Any]:
     """Send the reply if it was approved."""
-    return {"published": bool(state.get("approved"))}
+    approved = bool(state.get("approved"))
+    log.info("reply %s", "published" if approved else "not published: rejected")
+    return {"published": approved}
 
 
 builder = StateGraph(State)
