@@ -481,12 +481,33 @@ function timeline(executions, run, metrics) {
       }))));
 }
 
+// Readable names of the metrics route's fields; a field not named here shows under its own.
+const METRIC_LABELS = {
+  status: "Status", steps: "Steps", executions: "Executions", attempts: "Attempts",
+  retries: "Retries", run_attempts: "Run attempts", duration_ms: "Duration",
+  queue_wait_ms: "Queue wait", bytes_written: "Bytes written", trace_id: "Trace id",
+};
+
+function size(bytes) {
+  if (bytes === null || bytes === undefined) return "\u2013";
+  if (bytes < 1024) return `${bytes} B`;
+  const [n, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KiB"] : [bytes / 1024 / 1024, "MiB"];
+  return `${n.toFixed(1)} ${unit} (${bytes.toLocaleString("en")} B)`;
+}
+
+function metricValue(key, value) {
+  if (key.endsWith("_ms")) return ms(value);
+  if (key.startsWith("bytes_")) return size(value);
+  return value === null || value === undefined ? "\u2013" : String(value);
+}
+
 function metricsView(m) {
   const scalars = Object.entries(m).filter(([k, v]) => !isObject(v) && !["namespace", "run_id"].includes(k));
   const nodes = Object.entries(m.nodes || {});
   return el("div", { className: "cols metrics" },
     el("dl", { className: "kv" }, scalars.map(([k, v]) => [
-      el("dt", {}, k), el("dd", { "data-metric": k }, k.endsWith("_ms") ? ms(v) : String(v))])),
+      el("dt", { title: k }, METRIC_LABELS[k] || k),
+      el("dd", { "data-metric": k, className: k === "trace_id" ? "mono" : null }, metricValue(k, v))])),
     el("div", {},
       el("table", { className: "grid" },
         el("thead", {}, el("tr", {}, ["Node", "Count", "Total", "Mean", "Max"].map((h) => el("th", {}, h)))),
@@ -818,7 +839,10 @@ function wire() {
     event.preventDefault();
     const key = $("api-key").value.trim();
     $("login-error").textContent = "";
-    try { await signIn(key); } catch (err) {
+    try {
+      await signIn(key);
+      $("tab-runs").focus(); // keyboard users go on from the first view, not the hidden form
+    } catch (err) {
       $("login-error").textContent = err.status === 401 ? "That key is not valid." : err.message;
     }
   });
@@ -861,6 +885,12 @@ function wire() {
   });
   $("thread-export").addEventListener("click", () => exportThread().catch(failure));
   $("detail-back").addEventListener("click", () => selectTab(currentTab(), true));
+  $("run-detail").addEventListener("keydown", (event) => { // Escape: back, unless typing
+    if (event.key === "Escape" && !event.target.closest("input, textarea, select")) {
+      event.preventDefault();
+      $("detail-back").click();
+    }
+  });
   const key = sessionStorage.getItem(KEY);
   if (key) signIn(key).catch(() => signOut());
   else $("api-key").focus();
