@@ -2,9 +2,11 @@
 SQLite server with a worker and seeded runs: one succeeded (``seed_loop``), one failed
 (``flaky``), runs that wait for a human (``review``) and a few chat runs.
 
-Each view is driven as a user would (labels, roles, buttons), its numbers compared with the
-API's, and a screenshot of each saved to ``THREADLOOM_TEST_ARTIFACTS`` (default: a pytest
-temporary folder). Every test ends by checking that the key never reached a URL, cookies or
+Each view is driven as a user would (labels, roles, buttons, or the keyboard alone), its
+numbers compared with the API's, its layout checked to fit a 1280x800 window, and a
+screenshot of each saved to ``THREADLOOM_TEST_ARTIFACTS`` (default: a pytest temporary
+folder). The server captures run logs as ``threadloom dev`` does, so the run detail shows
+the real records of ``GET /threads/{tid}/runs/{rid}/logs`` and the real queue wait. Every test ends by checking that the key never reached a URL, cookies or
 ``localStorage``. Skipped when Playwright or Chromium is missing, unless
 ``THREADLOOM_REQUIRE_SERVICES=1``.
 """
@@ -120,6 +122,8 @@ class Session:
         self.page.get_by_role("tab", name=name, exact=True).click()
 
     def shot(self, name: str) -> None:
+        """Save a screenshot of the page, which must fit the window's width."""
+        _page_has_no_sideways_scroll(self.page)
         self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=True)
 
     def check_key_kept(self, key: str) -> None:
@@ -155,6 +159,44 @@ def _all(http: httpx.Client, path: str, field: str, **params: Any) -> list[dict[
         cursor = page["next_cursor"]
         if not cursor:
             return items
+
+
+_ENDS = ("run succeeded", "run failed", "run interrupted", "run cancelled")
+
+
+def _logs(http: httpx.Client, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's captured log records once every start has its end: the capture writes a
+    run's records when it ends, just after its status, so a test reading them at once could
+    miss the last ones."""
+    path = f"/threads/{run['thread_id']}/runs/{run['run_id']}/logs"
+    deadline = time.monotonic() + 30
+    while True:
+        logs = _all(http, path, "logs")
+        engine = [r["message"] for r in logs if r["logger"] == "threadloom.engine._loop"]
+        starts = sum(m.startswith("run started") for m in engine)
+        if starts and starts == sum(m.startswith(_ENDS) for m in engine):
+            return logs
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.1)
+
+
+def _shown_ms(text: str) -> float:
+    """The milliseconds of the page's ``ms()``: "12.35 ms", "250 ms" or "1.50 s"."""
+    number, unit = text.split()
+    return float(number) * (1000 if unit == "s" else 1)
+
+
+def _close_to(shown: str, value: float) -> bool:
+    """``shown`` is ``value`` as ``ms()`` rounds it (2 decimals under 100 ms, none under 1 s,
+    2 decimals of seconds above)."""
+    step = 0.01 if value < 100 else 1 if value < 1000 else 10
+    return abs(_shown_ms(shown) - value) <= step / 2 + 1e-9
+
+
+def _page_has_no_sideways_scroll(page: Any) -> None:
+    """The view fits the 1280-pixel-wide window: nothing to scroll sideways."""
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1] == 1280, widths
 
 
 # -- login and roles ---------------------------------------------------------------------------
@@ -222,6 +264,62 @@ def test_tabs_are_keyboard_navigable(tab, seeded):
     assert page.get_by_role("tab", name="Review").get_attribute("aria-selected") == "true"
     page.keyboard.press("Home")
     assert page.get_by_role("tab", name="Runs").get_attribute("aria-selected") == "true"
+    tab.check_key_kept(server.api_key)
+
+
+_FOCUSED = """() => { const e = document.activeElement; return {
+    id: e.id, cls: String(e.className), role: e.getAttribute("role") || "",
+    text: (e.textContent || "").trim().slice(0, 60),
+    label: e.getAttribute("aria-label") || e.name || e.id || "",
+    visible: !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length),
+    outline: getComputedStyle(e).outlineStyle}; }"""
+
+
+def test_the_runs_view_and_a_run_by_keyboard_only(tab, seeded):
+    """Sign in, tab through the Runs view to the first run, open it with Enter and come back
+    with Escape: no mouse. Every control on the way is visible and outlined when focused."""
+    server, _ = seeded
+    page = tab.page
+    page.goto(server.url + "/dashboard")
+    page.get_by_label("API key").wait_for()
+    assert page.evaluate(_FOCUSED)["id"] == "api-key"  # the page starts where the key goes
+    page.keyboard.type(server.api_key)
+    page.keyboard.press("Enter")
+    first = page.locator("#runs-table .run-link").first
+    first.wait_for()
+    focused = page.evaluate(_FOCUSED)
+    assert (focused["role"], focused["text"]) == ("tab", "Runs")  # signed in: on the views
+    _page_has_no_sideways_scroll(page)
+    seen: list[dict[str, Any]] = []
+    for _ in range(100):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(_FOCUSED)
+        assert focused["visible"] and focused["outline"] != "none", repr(focused)
+        seen.append(focused)
+        if "run-link" in focused["cls"]:
+            break
+    else:
+        raise AssertionError(f"Tab never reached a run: {seen}")
+    names = list(dict.fromkeys(f["label"] or f["text"] for f in seen))  # one per control
+    assert names[:12] == [  # in reading order; the pager's buttons are disabled on one page
+        "panel-runs", "status", "graph", "since", "until", "run_id_prefix", "limit",
+        "Apply filters", "auto-refresh", "bulk-cancel", "bulk-retry",
+        "Select all runs on this page"], names
+    assert seen[-1]["text"] == first.inner_text()  # the first run, after its row's checkbox
+    assert seen[-3]["label"] == f"Select run {seen[-1]['text']}"
+    page.keyboard.press("Enter")
+    detail = page.locator("#run-detail")
+    detail.get_by_role("heading", name="Timeline").wait_for()
+    assert page.evaluate(_FOCUSED)["id"] == "run-title"  # the opened run has the focus
+    _page_has_no_sideways_scroll(page)
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate(_FOCUSED)["id"] == "detail-back"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Escape")  # back to the list
+    assert detail.is_hidden()
+    focused = page.evaluate(_FOCUSED)
+    assert (focused["role"], focused["text"]) == ("tab", "Runs")
+    page.locator("#runs-table .run-link").first.wait_for()
     tab.check_key_kept(server.api_key)
 
 
@@ -355,6 +453,7 @@ def test_run_detail_timeline_diffs_metrics_logs_and_graph(tab, seeded):
         of_run = _all(http, f"{NS}/states/run/{run_id}", "states")
         checkpoints = _all(http, f"{NS}/runs/{run_id}/checkpoints", "checkpoints")
         metrics = http.get(f"{NS}/runs/{run_id}/metrics").json()
+        logs = _logs(http, runs["succeeded"])
     page.get_by_role("button", name=run_id).click()
     detail = page.locator("#run-detail")
     detail.get_by_role("heading", name="Timeline").wait_for()
@@ -370,8 +469,26 @@ def test_run_detail_timeline_diffs_metrics_logs_and_graph(tab, seeded):
     graph = detail.locator(".graph svg")
     assert graph.locator('[data-node="increment"]').get_attribute("class") == "node visited"
     assert graph.locator('[data-node="__end__"]').get_attribute("class") == "node current"
-    logs = detail.locator("table.logs")
-    assert logs.count() == 1 or detail.get_by_text("No logs").count() == 1
+    # the real stats of a run that went through the queue
+    assert metrics["queue_wait_ms"] is not None and metrics["bytes_written"] > 0
+    queue_wait = detail.locator('[data-metric="queue_wait_ms"]')
+    assert _close_to(queue_wait.inner_text(), metrics["queue_wait_ms"])
+    assert detail.locator(".metrics dt", has_text="Queue wait").count() == 1
+    assert f"{metrics['bytes_written']:,} B" in \
+        detail.locator('[data-metric="bytes_written"]').inner_text()
+    shown_wait = detail.get_by_text("Queue wait before the first step:").inner_text()
+    assert _close_to(shown_wait.split(": ")[1], metrics["queue_wait_ms"])
+    # the real logs, as the server captured them: the engine's and the seed graph's nodes'
+    rows = detail.locator("table.logs tbody tr")
+    assert rows.count() == len(logs)
+    mine = [i for i, r in enumerate(logs) if r["logger"] == "threadloom.examples.loop"]
+    assert [(logs[i]["node"], logs[i]["message"]) for i in mine[:2]] == [
+        ("increment", "step 0 -> 1"), ("check", "step 1: one more round")]
+    first = rows.nth(mine[0]).locator("td").all_inner_texts()
+    assert [first[0], first[2], first[3], first[4], first[5], first[6]] == [
+        str(logs[mine[0]]["seq"]), "INFO", "increment", "1", "threadloom.examples.loop",
+        "step 0 -> 1"]
+    assert "run succeeded" in rows.last.inner_text()
     detail.screenshot(path=str(tab.artifacts / "run-detail.png"))
     target = os.environ.get("THREADLOOM_DASHBOARD_SCREENSHOT")  # docs/img/run-detail.png
     if target:
@@ -391,34 +508,73 @@ def test_run_detail_timeline_diffs_metrics_logs_and_graph(tab, seeded):
     tab.check_key_kept(server.api_key)
 
 
-def test_run_detail_shows_the_queue_wait_and_logs_when_the_api_gives_them(tab, seeded):
-    """``queue_wait_ms`` (metrics) and the logs route are other helpers' work: their
-    documented shapes are served here by the browser's request interception."""
+def test_a_failed_runs_error_log_and_queue_wait(tab, seeded):
     server, runs = seeded
     tab.sign_in(server.api_key)
     page = tab.page
     run = runs["failed"]
-    logs = {"run_id": run["run_id"], "thread_id": run["thread_id"], "count": 2, "logs": [
-        {"seq": 1, "at": "2026-01-01T00:00:00+00:00", "level": "INFO", "logger": "app",
-         "message": "preparing", "node": "prepare", "attempt": 1, "exc": None},
-        {"seq": 2, "at": "2026-01-01T00:00:01+00:00", "level": "ERROR", "logger": "app",
-         "message": "shaky broke", "node": "shaky", "attempt": 1,
-         "exc": "ValueError: flaky node failed"}], "next_cursor": None}
-
-    def metrics(route: Any) -> None:
-        answer = route.fetch()
-        route.fulfill(response=answer, json={**answer.json(), "queue_wait_ms": 12.5})
-
-    page.route(f"**/runs/{run['run_id']}/metrics", metrics)
-    page.route(f"**/threads/{run['thread_id']}/runs/{run['run_id']}/logs",
-               lambda route: route.fulfill(json=logs))
+    with server.http() as http:
+        logs = _logs(http, run)
+        metrics = http.get(f"{NS}/runs/{run['run_id']}/metrics").json()
     page.get_by_role("button", name=run["run_id"]).click()
     detail = page.locator("#run-detail")
-    detail.get_by_text("Queue wait before the first step: 12.50 ms").wait_for()
+    shown = detail.get_by_text("Queue wait before the first step:")
+    assert _close_to(shown.inner_text().split(": ")[1], metrics["queue_wait_ms"])
     rows = detail.locator("table.logs tbody tr")
-    assert rows.count() == 2
-    assert "shaky broke" in rows.nth(1).inner_text() and "ValueError" in rows.nth(1).inner_text()
-    assert rows.nth(1).get_attribute("class") == "ERROR"
+    assert rows.count() == len(logs)
+    failed = next(i for i, r in enumerate(logs)
+                  if r["message"].startswith("node shaky failed on attempt 1"))
+    assert logs[failed]["level"] == "ERROR"
+    assert rows.nth(failed).get_attribute("class") == "ERROR"
+    text = rows.nth(failed).inner_text()
+    assert "node shaky failed on attempt 1" in text and "shaky" in text
+    assert "ValueError: flaky node failed" in text  # the traceback, under the message
+    assert "Traceback (most recent call last)" in text
+    tab.shot("run-detail-failed-logs")
+    tab.check_key_kept(server.api_key)
+
+
+def test_a_run_made_outside_the_runtime_has_no_logs_nor_queue_wait(tab, seeded):
+    """A run invoked in this process (no capture, not queued): the API has no logs and no
+    queue wait for it, and the page says so instead of showing empty tables."""
+    server, _ = seeded
+    graph = server.graphs()["seed_chat"]
+    graph.invoke({"messages": ["outside"]}, {"thread_id": "dash-outside",
+                                             "run_id": "dash-outside-run"})
+    with server.http() as http:
+        assert http.get("/threads/dash-outside/runs/dash-outside-run/logs").json()["logs"] == []
+        metrics = http.get(f"{NS}/runs/dash-outside-run/metrics").json()
+    assert metrics["queue_wait_ms"] is None
+    tab.sign_in(server.api_key)
+    page = tab.page
+    page.get_by_label("Run id prefix").fill("dash-outside")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_role("button", name="dash-outside-run").click()
+    detail = page.locator("#run-detail")
+    detail.get_by_role("heading", name="Logs").wait_for()
+    assert detail.get_by_text("No logs", exact=True).count() == 1
+    assert detail.get_by_text("Queue wait before the first step").count() == 0
+    assert detail.locator('[data-metric="queue_wait_ms"]').inner_text() == "\u2013"
+    assert detail.locator('[data-metric="trace_id"]').inner_text() == (
+        metrics["trace_id"] or "\u2013")
+    tab.check_key_kept(server.api_key)
+
+
+def test_a_logs_route_failure_is_shown_not_hidden(tab, seeded):
+    """The one interception left: a store that fails while the logs are read (a 503 with
+    ``store_unavailable``) cannot be produced on demand from a served process, so the
+    browser answers it. The page must show the error, not "No logs"."""
+    server, runs = seeded
+    tab.sign_in(server.api_key)
+    page = tab.page
+    run = runs["succeeded"]
+    page.route(f"**/threads/{run['thread_id']}/runs/{run['run_id']}/logs",
+               lambda route: route.fulfill(status=503, json={
+                   "code": "store_unavailable", "message": "the store did not answer"}))
+    page.get_by_role("button", name=run["run_id"]).click()
+    detail = page.locator("#run-detail")
+    detail.get_by_text("Logs: the store did not answer").wait_for()
+    assert detail.get_by_text("No logs", exact=True).count() == 0
     tab.check_key_kept(server.api_key)
 
 
