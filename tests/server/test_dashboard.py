@@ -6,14 +6,15 @@ Each view is driven as a user would (labels, roles, buttons, or the keyboard alo
 numbers compared with the API's, its layout checked to fit a 1280x800 window, and a
 screenshot of each saved to ``THREADLOOM_TEST_ARTIFACTS`` (default: a pytest temporary
 folder). The server captures run logs as ``threadloom dev`` does, so the run detail shows
-the real records of ``GET /threads/{tid}/runs/{rid}/logs`` and the real queue wait. Every test ends by checking that the key never reached a URL, cookies or
-``localStorage``. Skipped when Playwright or Chromium is missing, unless
-``THREADLOOM_REQUIRE_SERVICES=1``.
+the real records of ``GET /threads/{tid}/runs/{rid}/logs`` and the real queue wait. Every
+test ends by checking that the key never reached a URL, cookies or ``localStorage``.
+Skipped when Playwright or Chromium is missing, unless ``THREADLOOM_REQUIRE_SERVICES=1``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -488,6 +489,7 @@ def test_run_detail_timeline_diffs_metrics_logs_and_graph(tab, seeded):
     assert [first[0], first[2], first[3], first[4], first[5], first[6]] == [
         str(logs[mine[0]]["seq"]), "INFO", "increment", "1", "threadloom.examples.loop",
         "step 0 -> 1"]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", first[1])  # records a millisecond apart
     assert "run succeeded" in rows.last.inner_text()
     detail.screenshot(path=str(tab.artifacts / "run-detail.png"))
     target = os.environ.get("THREADLOOM_DASHBOARD_SCREENSHOT")  # docs/img/run-detail.png

@@ -68,6 +68,13 @@ function instant(iso) {
 
 function when(iso) { return iso ? new Date(iso).toLocaleString() : "\u2013"; }
 
+// The time of day to the millisecond: a run's log records are often within one second.
+function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString(undefined, {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+    hour12: false }) : "\u2013";
+}
+
 function ms(value) {
   if (value === null || value === undefined) return "\u2013";
   if (value < 1000) return `${Number(value).toFixed(value < 100 ? 2 : 0)} ms`;
@@ -486,6 +493,7 @@ const METRIC_LABELS = {
   status: "Status", steps: "Steps", executions: "Executions", attempts: "Attempts",
   retries: "Retries", run_attempts: "Run attempts", duration_ms: "Duration",
   queue_wait_ms: "Queue wait", bytes_written: "Bytes written", trace_id: "Trace id",
+  as_of: "As of",
 };
 
 function size(bytes) {
@@ -498,6 +506,7 @@ function size(bytes) {
 function metricValue(key, value) {
   if (key.endsWith("_ms")) return ms(value);
   if (key.startsWith("bytes_")) return size(value);
+  if (key === "as_of" || key.endsWith("_at")) return when(value);
   return value === null || value === undefined ? "\u2013" : String(value);
 }
 
@@ -599,7 +608,8 @@ function logsView(result) {
   return el("table", { className: "grid logs" },
     el("thead", {}, el("tr", {}, ["#", "At", "Level", "Node", "Attempt", "Logger", "Message"].map((h) => el("th", {}, h)))),
     el("tbody", {}, result.value.logs.map((l) => el("tr", { className: l.level },
-      el("td", {}, l.seq), el("td", {}, when(l.at)), el("td", {}, l.level), el("td", {}, l.node || ""),
+      el("td", {}, l.seq), el("td", { title: when(l.at) }, clock(l.at)), el("td", {}, l.level),
+      el("td", {}, l.node || ""),
       el("td", {}, l.attempt ?? ""), el("td", {}, l.logger),
       el("td", {}, el("pre", {}, l.message + (l.exc ? `\n${l.exc}` : "")))))));
 }
