@@ -98,6 +98,25 @@ def test_capture_can_be_switched_off_and_text_is_the_default(tmp_path: Path) -> 
     assert "myapp: [run=greet-run-2 node=greet attempt=1] hello from the node" in stderr
 
 
+def test_dev_without_a_config_keeps_the_seed_graphs_logs(tmp_path: Path) -> None:
+    """No ``threadloom.toml``: the seed graphs, with capture on (the ``[logs]`` defaults), so
+    a newcomer's first run has its nodes' records in the dashboard's run detail."""
+    assert not (tmp_path / "threadloom.toml").exists()
+    with start_dev(f"sqlite:///{tmp_path}/seeds.db", cwd=tmp_path,
+                   env={"THREADLOOM_API_KEY": KEY}) as dev:
+        status, out = dev.request("POST", "/threads/s-1/runs/wait", {
+            "assistant_id": "seed_loop", "input": {"step": 0}, "if_not_exists": "create",
+            "run_id": "seed-run-1"})
+        assert (status, out) == (200, {"step": 3, "done": True}), dev.output()
+        status, page = dev.request("GET", "/threads/s-1/runs/seed-run-1/logs")
+        assert dev.stop() == 0, dev.output()
+    assert status == 200, page
+    nodes = [(item["node"], item["message"]) for item in page["logs"]
+             if item["logger"] == "threadloom.examples.loop"]
+    assert nodes[:2] == [("increment", "step 0 -> 1"), ("check", "step 1: one more round")]
+    assert len(nodes) == 6
+
+
 def test_a_bad_logs_section_is_one_line_and_exit_1(tmp_path: Path) -> None:
     db = _setup(tmp_path, '[logs]\nformat = "xml"\n')
     done = subprocess.run([sys.executable, "-m", "threadloom", "dev", "--port", "0", "--db", db],
