@@ -1,17 +1,24 @@
 """The engine's per-node cost with OpenTelemetry tracing off, on, and before it existed.
 
     .venv/bin/python bench/tracing_overhead.py [--rounds 7] [--base DIR | --base-rev REV]
+                                               [--on-before-rev REV]
 
 Each round runs one child process per mode, in turn (so load on the machine hits every mode
 alike), timing the seed loop (1000 rounds = 2000 node executions, no checkpointer) and the
 same loop on SQLite with ``durability="sync"`` (200 rounds); each mode's figure is the median
-over the rounds of its best invoke, in µs per node execution. Modes:
+over the rounds of its best invoke, in µs per node execution (and ``best``: the best round,
+the figure to read when other work loads the machine). Modes:
 
 * ``off``: opentelemetry-api importable, no tracer provider installed (the library's default
   state: it creates nothing);
 * ``missing``: opentelemetry not importable at all (a ``PYTHONPATH`` shim whose import fails);
 * ``on``: the OpenTelemetry SDK installed as the application would, a ``BatchSpanProcessor``
-  and an exporter that drops what it is given: every run, node and task span is created;
+  (what a deployment uses, and what the runtime installs from ``OTEL_*`` variables: a
+  ``SimpleSpanProcessor`` exports on the thread that ends the span, one call per span) and an
+  exporter that drops what it is given, with ``INFO`` logs (to a handler that writes to
+  ``os.devnull``): every run, node and task span is created;
+* ``on_before`` (with ``--on-before-rev REV``): ``on`` with the package at ``REV``, to compare
+  a change to the tracing path against what it changes, in the same run;
 * ``base`` (with ``--base DIR`` or ``--base-rev REV``): the package from before tracing
   (``--base-rev`` extracts it with ``git archive REV threadloom``), i.e. "today";
 * ``langgraph``: the same seed loop on LangGraph (no checkpointer), the reference per-node
@@ -45,6 +52,8 @@ if engine == "langgraph":
 else:
     from threadloom.graph import StateGraph, END
 if engine == "on":
+    import logging
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -106,7 +115,7 @@ WORKLOADS = ("seed_loop", "seed_loop_sqlite_sync")
 
 
 def _base_from_rev(rev: str) -> str:
-    """A copy of the package at ``rev`` (its parent directory), for the ``base`` mode."""
+    """A copy of the package at ``rev`` (its parent directory), for ``base`` and ``on_before``."""
     repo = Path(__file__).resolve().parent.parent
     target = tempfile.mkdtemp(prefix="tracing-base-")
     archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "threadloom"],
@@ -120,6 +129,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--base", help="a pre-tracing copy of the package (its parent dir)")
     parser.add_argument("--base-rev", help="a git revision from before tracing")
+    parser.add_argument("--on-before-rev", help="also run `on` with the package at this revision")
     args = parser.parse_args()
     shim = Path(tempfile.mkdtemp()) / "opentelemetry"
     shim.mkdir()
@@ -132,6 +142,8 @@ def main() -> None:
     base = args.base or (_base_from_rev(args.base_rev) if args.base_rev else None)
     if base:
         modes["base"] = ("base", {"PYTHONPATH": base})
+    if args.on_before_rev:
+        modes["on_before"] = ("on", {"PYTHONPATH": _base_from_rev(args.on_before_rev)})
     results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     for r in range(args.rounds):
         for mode, (engine, env) in modes.items():
@@ -148,10 +160,13 @@ def main() -> None:
         medians[workload] = med
         report[workload] = {
             m: {"us_per_node": round(v, 3), "vs_off": round(v / med["off"], 3),
-                **({"vs_base": round(v / med["base"], 3)} if "base" in med else {})}
+                **({"vs_base": round(v / med["base"], 3)} if "base" in med else {}),
+                "best": round(min(x[workload] for x in results[m]), 3)}
             for m, v in med.items()}
     loop, sync = medians["seed_loop"], medians["seed_loop_sqlite_sync"]
     report["span_us"] = round(loop["on"] - loop["off"], 3)
+    if "on_before" in loop:
+        report["span_us_before"] = round(loop["on_before"] - loop["off"], 3)
     report["traced"] = {m: rs[0].get("traced") for m, rs in results.items()}
     targets: dict[str, object] = {
         "on_sqlite_sync_vs_off": {"ratio": round(sync["on"] / sync["off"], 3), "max": 1.05},

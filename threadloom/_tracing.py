@@ -33,7 +33,7 @@ import hashlib
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from threadloom.errors import GraphInterrupt, RunCancelled
@@ -46,6 +46,22 @@ TRACER_NAME = "threadloom"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 _cache: tuple[Any, Any] | None = None  # (provider, its threadloom tracer)
+
+# The three API functions every node span calls, bound once a run is traced (module
+# globals: an ``import`` statement per span costs more than the rest of our share of it).
+_bound = False
+_attach: Callable[[Any], Any]
+_detach: Callable[[Any], None]
+_in_context: Callable[[Any, Any], Any]
+
+
+def _bind() -> None:
+    global _bound, _attach, _detach, _in_context
+    from opentelemetry import context, trace
+
+    _attach, _detach = context.attach, context.detach
+    _in_context = trace.set_span_in_context
+    _bound = True
 
 
 def _tracer() -> Any:
@@ -140,6 +156,8 @@ class RunTrace:
     def __init__(self, tracer: Any, nested: bool) -> None:
         from opentelemetry import context
 
+        if not _bound:
+            _bind()
         self.tracer = tracer
         self.nested = nested
         # the span current where the run was started: the parent of a new run's spans
@@ -202,8 +220,8 @@ class NodeSpan:
 
     def __init__(self, run: RunTrace, span_name: str, node: str, step: int,
                  execution_id: str | None) -> None:
-        from opentelemetry import context, trace
-
+        # every attribute goes to ``start_span`` at once (one validation pass in the SDK,
+        # no lock per ``set_attribute``); the run's own are copied, never shared with a span
         attrs = {**run.attrs, "threadloom.node": node, "threadloom.step": step,
                  "threadloom.attempt": 1}
         if execution_id is not None:
@@ -211,8 +229,8 @@ class NodeSpan:
             parent = run.context
         else:
             parent = None  # a task: under the current span, its node's
-        self.span = run.tracer.start_span(span_name, context=parent, attributes=attrs)
-        self._token = context.attach(trace.set_span_in_context(self.span, parent))
+        self.span = span = run.tracer.start_span(span_name, context=parent, attributes=attrs)
+        self._token = _attach(_in_context(span, parent))
 
     def retry(self, attempt: int, exc: BaseException, delay: float | None = None) -> None:
         """Attempt ``attempt`` raised ``exc`` and the next one follows (after ``delay``)."""
@@ -234,9 +252,7 @@ class NodeSpan:
 
     def end(self, attempt: int) -> None:
         """Close the span (``attempt``: the attempts it took) and restore the context."""
-        from opentelemetry import context
-
-        context.detach(self._token)
+        _detach(self._token)
         span = self.span
         if attempt > 1:
             span.set_attribute("threadloom.attempt", attempt)
