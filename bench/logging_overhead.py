@@ -35,6 +35,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import SEED_LOOP  # noqa: E402
+
 CHILD = r"""
 import json, logging, os, sys, tempfile, time
 from typing import TypedDict
@@ -43,27 +46,7 @@ from threadloom.graph import StateGraph, END
 if mode == "no_factory":
     logging.setLogRecordFactory(logging.LogRecord)
 
-class S(TypedDict):
-    step: int
-    done: bool
-
-def build(steps):
-    b = StateGraph(S)
-    b.add_node("increment", lambda s: {"step": s["step"] + 1})
-    b.add_node("check", lambda s: {"done": s["step"] >= steps})
-    b.set_entry_point("increment")
-    b.add_edge("increment", "check")
-    b.add_conditional_edges("check", lambda s: END if s["done"] else "increment",
-                            {"increment": "increment", END: END})
-    return b
-
-def best(run, reps):
-    run()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-    return min(times)
-
+""" + SEED_LOOP + r"""
 from threadloom.checkpoint.sqlite import SqliteSaver
 d = tempfile.mkdtemp()
 saver = SqliteSaver(os.path.join(d, "b.db")); saver.setup()

@@ -26,32 +26,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import SEED_LOOP  # noqa: E402
+
 CHILD = r"""
 import json, sys, tempfile, time, os
 from typing import TypedDict
 from threadloom.graph import StateGraph, END
 
-class S(TypedDict):
-    step: int
-    done: bool
-
-def build(steps):
-    b = StateGraph(S)
-    b.add_node("increment", lambda s: {"step": s["step"] + 1})
-    b.add_node("check", lambda s: {"done": s["step"] >= steps})
-    b.set_entry_point("increment")
-    b.add_edge("increment", "check")
-    b.add_conditional_edges("check", lambda s: END if s["done"] else "increment",
-                            {"increment": "increment", END: END})
-    return b
-
-def best(run, reps):
-    run()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-    return min(times)
-
+""" + SEED_LOOP + r"""
 out = {}
 g = build(1000).compile()
 out["seed_loop"] = best(lambda: g.invoke({"step": 0, "done": False}), 5) / 2000 * 1e6
