@@ -358,6 +358,37 @@ def test_capture_keeps_a_runs_records_with_it(tmp_path: Path, records: Records) 
         store.close()
 
 
+def test_the_runtime_leaves_a_runs_last_records_to_the_writer(tmp_path: Path,
+                                                              records: Records) -> None:
+    """With ``flush_at_run_end=False`` the run's own thread writes nothing to ``run_logs``
+    (the background writer does), and ``flush_pending`` makes every record readable."""
+    store = SqliteStore(str(tmp_path / "logs.db"))
+    store.setup()
+    writers: list[str] = []
+    append = store.append_run_logs
+
+    def recording(logs: Any, **options: Any) -> int:
+        writers.append(threading.current_thread().name)
+        return append(logs, **options)
+
+    store.append_run_logs = recording  # type: ignore[method-assign]
+    capture = tlog.capture_run_logs(store, flush_interval=3600, flush_at_run_end=False)
+    try:
+        builder = StateGraph(State)
+        builder.add_node("talk", lambda state: app.info("said") or {"seen": ["talk"]})
+        builder.add_edge("__start__", "talk")
+        graph = builder.compile(checkpointer=store, name="quiet")
+        graph.invoke({"seen": []}, {"run_id": "run-q", "thread_id": "th-q"})
+        assert threading.current_thread().name not in writers
+        tlog.flush_pending(store)
+        assert [item.message for item in store.page_run_logs("run-q")][1] == "said"
+        assert [item.message for item in store.page_run_logs("run-q")][-1].startswith(
+            "run succeeded")
+    finally:
+        capture.close()
+        store.close()
+
+
 def test_capture_is_bounded_per_run_and_flushed_in_the_background(
         records: Records) -> None:
     store = InMemorySaver()

@@ -48,6 +48,7 @@ __all__ = [
     "TextFormatter",
     "capture_run_logs",
     "configure",
+    "flush_pending",
 ]
 
 FIELDS = ("run_id", "thread_id", "graph", "node", "attempt")
@@ -293,14 +294,19 @@ class RunLogCapture:
     ``run_logs`` (see :func:`capture_run_logs`).
 
     Records are collected in memory as they are logged and written in batches: by a
-    background thread every ``flush_interval`` seconds, and when a run ends (or pauses). A
-    process that crashes loses at most the records of its last ``flush_interval``.
+    background thread every ``flush_interval`` seconds, and when a run ends (or pauses): at
+    once, on the run's own thread, with ``flush_at_run_end`` (so the records are in the store
+    when ``invoke`` returns), else by waking the background thread (a run then pays no write
+    of its own, and its last records follow within milliseconds: the runtime does this, and
+    its logs route calls :func:`flush_pending` first). A process that crashes loses at most
+    the records of its last ``flush_interval``.
     """
 
     def __init__(self, store: Store, *, level: int | str = "INFO",
                  max_records: int = DEFAULT_MAX_RECORDS,
                  max_message: int = DEFAULT_MAX_MESSAGE,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> None:
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 flush_at_run_end: bool = True) -> None:
         if max_records < 1 or max_message < 1 or flush_interval <= 0:
             raise ValueError("max_records, max_message and flush_interval must be positive")
         self.store = store
@@ -308,6 +314,7 @@ class RunLogCapture:
         self.max_records = max_records
         self.max_message = max_message
         self.flush_interval = flush_interval
+        self.flush_at_run_end = flush_at_run_end
         self._pending: list[RunLog] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # the pending list and the counts
@@ -378,8 +385,12 @@ class RunLogCapture:
                 return 0
 
     def end_run(self, namespace: str, run_id: str) -> None:
-        """The run ended or paused in this process: write its records now."""
-        self.flush()
+        """The run ended or paused in this process: write its records now (or have the
+        background thread write them at once: see ``flush_at_run_end``)."""
+        if self.flush_at_run_end:
+            self.flush()
+        else:
+            self._wake.set()
         with self._lock:
             self._counts.pop((namespace, run_id), None)
 
@@ -398,7 +409,8 @@ class RunLogCapture:
 def capture_run_logs(store: Store, *, level: int | str = "INFO",
                      max_records: int = DEFAULT_MAX_RECORDS,
                      max_message: int = DEFAULT_MAX_MESSAGE,
-                     flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> RunLogCapture:
+                     flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                     flush_at_run_end: bool = True) -> RunLogCapture:
     """Keep the log records of every run on ``store`` with the run.
 
     Records made inside a run (by the engine or by user code, with any logger) at ``level``
@@ -408,12 +420,17 @@ def capture_run_logs(store: Store, *, level: int | str = "INFO",
     ``threadloom runs logs``. A record is only made when its logger's level lets it through:
     set the levels (e.g. with :func:`configure`) so that the records you want exist.
 
+    ``flush_at_run_end``: write a run's records before ``invoke`` returns (the default);
+    ``False`` leaves them to the background thread, woken at once (see
+    :class:`RunLogCapture`).
+
     Returns:
         The capture; ``close()`` it to stop (its records are written first). Capturing
         again on the same store replaces the previous capture.
     """
     capture = RunLogCapture(store, level=level, max_records=max_records,
-                            max_message=max_message, flush_interval=flush_interval)
+                            max_message=max_message, flush_interval=flush_interval,
+                            flush_at_run_end=flush_at_run_end)
     previous = _captures.get(store)
     if previous is not None:
         previous.close()
@@ -423,3 +440,11 @@ def capture_run_logs(store: Store, *, level: int | str = "INFO",
     if _configured is not None and root.level > capture.level:
         root.setLevel(capture.level)
     return capture
+
+
+def flush_pending(store: Store) -> None:
+    """Write the records this process has collected for ``store`` so far (if it captures
+    them): a reader in the same process then sees every record of a run that has ended."""
+    capture = _captures.get(store)
+    if capture is not None:
+        capture.flush()

@@ -166,9 +166,11 @@ def _capture(store: RuntimeStore, settings: LogSettings) -> Any:
         return None
     import threadloom.logging
 
+    # a run's last records go with the background writer's next batch, not in a write of
+    # their own on the run's thread; the logs route flushes what this process holds first
     return threadloom.logging.capture_run_logs(
         store, level=settings.capture_level, max_records=settings.max_records,
-        max_message=settings.max_message)
+        max_message=settings.max_message, flush_at_run_end=False)
 
 
 def _register_env_key(store: RuntimeStore) -> str | None:

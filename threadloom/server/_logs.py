@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from threadloom.checkpoint.base import RunLog
+from threadloom.logging import flush_pending
 from threadloom.server._runs import find_run
 from threadloom.server._shapes import iso
 from threadloom.server.deps import Store, Viewer
@@ -76,6 +77,7 @@ def run_logs(thread_id: str, run_id: str, store: Store, who: Viewer,
              ) -> dict[str, Any]:
     after = _after(cursor)
     find_run(store, who.namespace, thread_id, run_id)
+    flush_pending(store)  # records this process collected (dev: the run's worker is here)
     page = store.page_run_logs(run_id, namespace=who.namespace, after=after, limit=limit + 1)
     more = len(page) > limit
     page = page[:limit]
