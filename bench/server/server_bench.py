@@ -169,14 +169,22 @@ def start_threadloom(stack: ExitStack, db: str | None, workers: int) -> Server:
     return server
 
 
-def fresh_postgres_schema(base: str) -> str:
-    """A new, empty schema in the database at ``base``; the store URL that uses it (the
-    store's own ``schema`` option: it qualifies every table, whatever the search path)."""
+def fresh_postgres_schema(base: str, stack: ExitStack) -> str:
+    """A new, empty schema in the database at ``base``, dropped when ``stack`` closes (a
+    database that keeps every run's tables bloats its catalog and slows the next runs); the
+    store URL that uses it (the store's own ``schema`` option: it qualifies every table,
+    whatever the search path)."""
     import psycopg
 
     schema = "bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    stack.callback(drop)  # after the processes using it stop (callbacks run last-in first)
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}schema={schema}"
 
@@ -247,7 +255,7 @@ async def drain_workload(base_db: str, count: int, workers: int) -> dict[str, An
     from langgraph_sdk import get_client
 
     with ExitStack() as stack:
-        db = fresh_postgres_schema(base_db)
+        db = fresh_postgres_schema(base_db, stack)
         server = start_threadloom(stack, db, workers=0)
         client = get_client(url=server.url, headers=server.headers)
         sem = asyncio.Semaphore(4)
@@ -339,7 +347,7 @@ async def reclaim_latency(base_db: str, n: int) -> dict[str, Any]:
     samples: list[float] = []
     lease_left: list[float] = []  # of the dead worker's claim, at the kill
     with ExitStack() as stack:
-        db = fresh_postgres_schema(base_db)
+        db = fresh_postgres_schema(base_db, stack)
         server = start_threadloom(stack, db, workers=0)
         client = get_client(url=server.url, headers=server.headers)
         workers = {}
@@ -449,8 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 elif target == "threadloom":
                     server = start_threadloom(stack, None, 0)
                 elif target == "threadloom-postgres":
-                    server = start_threadloom(stack, fresh_postgres_schema(args.postgres_url),
-                                              workers=2)
+                    db = fresh_postgres_schema(args.postgres_url, stack)
+                    server = start_threadloom(stack, db, workers=2)
                 else:
                     parser.error(f"unknown target {target!r}")
                 for n in counts:

@@ -228,26 +228,39 @@ class PostgresRunLogs:
         if not groups:
             return 0
         s = self._sql.schema
-        last_sql = (f"SELECT coalesce(max(seq), 0) FROM {s}.run_logs"
-                    " WHERE namespace = %s AND run_id = %s")
-        put_sql = (f"INSERT INTO {s}.run_logs ({LOG_COLS})"
-                   " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        # One statement for the whole batch: each record's seq is its run's last one plus
+        # its place among the batch's records of that run (a statement per record and a
+        # read per run made the capture's writer cost the worker a fifth of its runs/s).
+        sql = (
+            "WITH new AS (SELECT * FROM unnest(%(ns)s::text[], %(run)s::text[],"
+            " %(thread)s::text[], %(at)s::float8[], %(level)s::text[], %(logger)s::text[],"
+            " %(message)s::text[], %(node)s::text[], %(attempt)s::int8[], %(step)s::int8[],"
+            " %(exc)s::text[]) WITH ORDINALITY AS n(namespace, run_id, thread_id, at, level,"
+            " logger, message, node, attempt, step, exc, ord)),"
+            " numbered AS (SELECT n.*, coalesce((SELECT max(r.seq) FROM"
+            f" {s}.run_logs r WHERE r.namespace = n.namespace AND r.run_id = n.run_id), 0)"
+            " + row_number() OVER (PARTITION BY n.namespace, n.run_id ORDER BY n.ord) AS seq"
+            " FROM new n),"
+            f" ins AS (INSERT INTO {s}.run_logs ({LOG_COLS}) SELECT namespace, run_id, seq,"
+            " thread_id, at, level, logger, message, node, attempt, step, exc FROM numbered"
+            " WHERE seq <= %(max)s RETURNING 1)"
+            " SELECT count(*) FROM ins"
+        )
+        items = [item for batch in groups.values() for item in batch]
+        params = {
+            "ns": [i.namespace for i in items], "run": [i.run_id for i in items],
+            "thread": [i.thread_id for i in items], "at": [i.at for i in items],
+            "level": [i.level for i in items], "logger": [i.logger for i in items],
+            "message": [i.message for i in items], "node": [i.node for i in items],
+            "attempt": [i.attempt for i in items], "step": [i.step for i in items],
+            "exc": [i.exc for i in items], "max": max_per_run,
+        }
 
         def append(conn: Connection) -> int:
             for tries in range(5):
                 try:
-                    with conn.transaction():
-                        stored = 0
-                        for key, items in groups.items():
-                            row = conn.execute(last_sql, key).fetchone()
-                            last = int(row[0]) if row is not None else 0
-                            rows = [_row(item, last + i) for i, item in
-                                    enumerate(items[: max(0, max_per_run - last)], 1)]
-                            if rows:
-                                with conn.cursor() as cursor:
-                                    cursor.executemany(put_sql, rows)
-                            stored += len(rows)
-                        return stored
+                    row = conn.execute(sql, params).fetchone()
+                    return int(row[0]) if row is not None else 0
                 except psycopg.errors.UniqueViolation:
                     if tries == 4:
                         raise
