@@ -65,7 +65,7 @@ def test_public_names_are_pinned():
             "RunInfo", "ExecutionInfo"} <= set(threadloom.types.__all__)
     assert sorted(threadloom.logging.__all__) == sorted(
         ["FIELDS", "JsonFormatter", "RunLogCapture", "TextFormatter", "capture_run_logs",
-         "configure"]
+         "configure", "flush_pending"]
     )
     for module in (threadloom, threadloom.circuit, threadloom.graph, threadloom.func,
                    threadloom.checkpoint, threadloom.types, threadloom.errors,
