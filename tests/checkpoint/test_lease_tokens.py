@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from threadloom.checkpoint import _postgres_sql, _sqlite_sql
+from threadloom.checkpoint import _postgres_schema, _postgres_sql, _sqlite_sql
 from threadloom.checkpoint.sqlite import SqliteStore
 from threadloom.errors import LeaseLostError
 from threadloom.testing.conformance import step
@@ -65,7 +65,7 @@ def test_postgres_migration_starts_above_the_tokens_handed_out(
 ) -> None:
     from threadloom.checkpoint.postgres import PostgresStore
 
-    assert _postgres_sql.SCHEMA_VERSION >= 4
+    assert _postgres_schema.SCHEMA_VERSION >= 4
     sql = _postgres_sql.Statements(postgres_schema)
     admin(postgres_url, sql.create_schema)
     admin(postgres_url, sql.create_migrations)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from threadloom.checkpoint import _postgres_sql, _sqlite_sql
+from threadloom.checkpoint import _postgres_schema, _postgres_sql, _sqlite_sql
 from threadloom.checkpoint.base import Commit, Store
 from threadloom.checkpoint.sqlite import SqliteStore
 from threadloom.testing.conformance import checkpoint, run, step
@@ -137,7 +137,7 @@ def test_sqlite_moves_an_old_store_into_default(tmp_path: Path) -> None:
 def test_postgres_moves_an_old_store_into_default(postgres_url: str, postgres_schema: str) -> None:
     from threadloom.checkpoint.postgres import PostgresStore
 
-    assert _postgres_sql.MIGRATIONS[POSTGRES_BEFORE] is _postgres_sql._NAMESPACE_MIGRATION
+    assert _postgres_schema.MIGRATIONS[POSTGRES_BEFORE] is _postgres_schema._NAMESPACE_MIGRATION
     sql = _postgres_sql.Statements(postgres_schema)
     admin(postgres_url, sql.create_schema)
     admin(postgres_url, sql.create_migrations)

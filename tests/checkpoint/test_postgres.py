@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.skip(f"the postgres extra is not installed: {exc}", allow_module_level=True)
 
 from threadloom.checkpoint import open_store
-from threadloom.checkpoint._postgres_sql import SCHEMA_VERSION
+from threadloom.checkpoint._postgres_schema import SCHEMA_VERSION
 from threadloom.checkpoint.base import BlobRecord, Commit, Lease, Store, WriteRecord
 from threadloom.checkpoint.memory import MemoryStore
 from threadloom.errors import (

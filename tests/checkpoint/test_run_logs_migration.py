@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from threadloom.checkpoint import _postgres_sql, _sqlite_sql
+from threadloom.checkpoint import _postgres_schema, _postgres_sql, _sqlite_sql
 from threadloom.checkpoint._run_logs import (
     POSTGRES_RUN_LOGS_MIGRATION,
     SQLITE_RUN_LOGS_MIGRATION,
@@ -70,8 +70,8 @@ def test_sqlite_gains_run_logs(tmp_path: Path) -> None:
 def test_postgres_gains_run_logs(postgres_url: str, postgres_schema: str) -> None:
     from threadloom.checkpoint.postgres import PostgresStore
 
-    assert _postgres_sql.MIGRATIONS[POSTGRES_BEFORE] is POSTGRES_RUN_LOGS_MIGRATION
-    assert _postgres_sql.SCHEMA_VERSION >= POSTGRES_BEFORE + 1
+    assert _postgres_schema.MIGRATIONS[POSTGRES_BEFORE] is POSTGRES_RUN_LOGS_MIGRATION
+    assert _postgres_schema.SCHEMA_VERSION >= POSTGRES_BEFORE + 1
     sql = _postgres_sql.Statements(postgres_schema)
     admin(postgres_url, sql.create_schema)
     admin(postgres_url, sql.create_migrations)

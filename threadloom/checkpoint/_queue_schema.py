@@ -82,7 +82,7 @@ POSTGRES_MIGRATION: tuple[str, ...] = (
     )""",
     "CREATE INDEX api_keys_namespace ON {s}.api_keys (namespace, created_at)",
 )
-"""Postgres migration 6 (``{s}``: the quoted schema, as in ``_postgres_sql.MIGRATIONS``)."""
+"""Postgres migration 6 (``{s}``: the quoted schema, as in ``_postgres_schema.MIGRATIONS``)."""
 
 # The audit log (issue 13): one row per event, keyed by namespace and an id that sorts by time,
 # so a page of a namespace's log, newest first, is a range of the primary key. It holds ids

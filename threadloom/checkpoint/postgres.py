@@ -110,8 +110,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from threadloom.checkpoint._postgres_options import advisory_key, check_number, split_url
 from threadloom.checkpoint._postgres_pool import POOL_PREFIX, Connections
 from threadloom.checkpoint._postgres_records import PostgresRecords
+from threadloom.checkpoint._postgres_schema import SCHEMA_VERSION
 from threadloom.checkpoint._postgres_sql import (
-    SCHEMA_VERSION,
     TABLES,
     Statements,
     same_checkpoint,
