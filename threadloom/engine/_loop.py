@@ -502,28 +502,70 @@ def _trace_ended(run: Run) -> None:
         trace.end(_ended_status(run), run.interrupts)
 
 
+class _Outcome:
+    """Where a run's end is told, once for both drivers: its metrics, its trace span and (for a
+    top-level run) its log line."""
+
+    __slots__ = ("run", "metrics", "started", "logged", "began")
+
+    def __init__(self, run: Run, nested: bool) -> None:
+        self.run = run
+        self.metrics = None if nested else run.ctx.metrics
+        self.started = time.perf_counter() if self.metrics is not None else 0.0
+        self.logged = not nested
+        self.began = time.monotonic() if self.logged else 0.0
+        run.ctx.trace = _tracing.run_trace(nested)  # None unless an app installed a tracer
+
+    def failed(self, exc: BaseException, raised: BaseException | None = None) -> None:
+        """The run stopped on ``exc`` (the caller sees ``raised``, if it translates it)."""
+        _trace_failed(self.run, exc)
+        if self.metrics is not None:
+            self.metrics.run(_failed_status(exc), time.perf_counter() - self.started)
+        if self.logged:
+            _log_end(self.run, raised or exc, time.monotonic() - self.began)
+
+    def ended(self) -> None:
+        """The run finished or paused."""
+        _trace_ended(self.run)
+        if self.metrics is not None:
+            self.metrics.run(_ended_status(self.run), time.perf_counter() - self.started)
+        if self.logged:
+            _log_end(self.run, None, time.monotonic() - self.began)
+
+
+def _stopped(run: Run, outcome: _Outcome, exc: BaseException, nested: bool) -> BaseException:
+    """What a run that stopped on ``exc`` raises: the error itself, or a ``ParentCommand``
+    that reached the top, as the error it is there."""
+    run.abort(exc)
+    raised = exc if nested or not isinstance(exc, ParentCommand) else _top_level(exc)
+    outcome.failed(exc, raised)
+    return raised
+
+
+def _complete(run: Run, outcome: _Outcome) -> Any:
+    try:
+        out = run.complete()
+    except BaseException as exc:
+        outcome.failed(exc)
+        raise
+    outcome.ended()
+    return out
+
+
 def run_sync(run: Run, input: Any, nested: bool = False) -> Any:
     """Drive a run to the end (or a pause) in this thread."""
     if nested:
         return _run_sync(run, input, True)
     token = _enter_logs(run)
-    began = time.monotonic()
     try:
-        out = _run_sync(run, input, False)
-        _log_end(run, None, time.monotonic() - began)
-    except BaseException as exc:
-        _log_end(run, exc, time.monotonic() - began)
-        raise
+        return _run_sync(run, input, False)
     finally:
         _logs.exit_run(token)
-    return out
 
 
 def _run_sync(run: Run, input: Any, nested: bool) -> Any:
-    metrics = None if nested else run.ctx.metrics
-    started = time.perf_counter() if metrics is not None else 0.0
+    outcome = _Outcome(run, nested)
     debug = log.isEnabledFor(logging.DEBUG)
-    run.ctx.trace = _tracing.run_trace(nested)  # None unless an app installed a tracer
     try:
         if run.begin(input):
             _start_trace(run)
@@ -535,22 +577,11 @@ def _run_sync(run: Run, input: Any, nested: bool) -> Any:
                     _gate_passed(run)
                 run.finish_step(run_step(run.ctx, tasks, run.values))
     except BaseException as exc:
-        run.abort(exc)
-        _trace_failed(run, exc)
-        if metrics is not None:
-            metrics.run(_failed_status(exc), time.perf_counter() - started)
-        if nested or not isinstance(exc, ParentCommand):
+        raised = _stopped(run, outcome, exc, nested)
+        if raised is exc:
             raise
-        raise _top_level(exc) from None
-    try:
-        out = run.complete()
-    except BaseException as exc:
-        _trace_failed(run, exc)
-        raise
-    _trace_ended(run)
-    if metrics is not None:
-        metrics.run(_ended_status(run), time.perf_counter() - started)
-    return out
+        raise raised from None
+    return _complete(run, outcome)
 
 
 async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
@@ -558,23 +589,15 @@ async def run_async(run: Run, input: Any, nested: bool = False) -> Any:
     if nested:
         return await _run_async(run, input, True)
     token = _enter_logs(run)
-    began = time.monotonic()
     try:
-        out = await _run_async(run, input, False)
-        _log_end(run, None, time.monotonic() - began)
-    except BaseException as exc:
-        _log_end(run, exc, time.monotonic() - began)
-        raise
+        return await _run_async(run, input, False)
     finally:
         _logs.exit_run(token)
-    return out
 
 
 async def _run_async(run: Run, input: Any, nested: bool) -> Any:
-    metrics = None if nested else run.ctx.metrics
-    started = time.perf_counter() if metrics is not None else 0.0
+    outcome = _Outcome(run, nested)
     debug = log.isEnabledFor(logging.DEBUG)
-    run.ctx.trace = _tracing.run_trace(nested)
     try:
         if run.begin(input):
             _start_trace(run)
@@ -586,19 +609,8 @@ async def _run_async(run: Run, input: Any, nested: bool) -> Any:
                     _gate_passed(run)
                 run.finish_step(await arun_step(run.ctx, tasks, run.values))
     except BaseException as exc:
-        run.abort(exc)
-        _trace_failed(run, exc)
-        if metrics is not None:
-            metrics.run(_failed_status(exc), time.perf_counter() - started)
-        if nested or not isinstance(exc, ParentCommand):
+        raised = _stopped(run, outcome, exc, nested)
+        if raised is exc:
             raise
-        raise _top_level(exc) from None
-    try:
-        out = run.complete()
-    except BaseException as exc:
-        _trace_failed(run, exc)
-        raise
-    _trace_ended(run)
-    if metrics is not None:
-        metrics.run(_ended_status(run), time.perf_counter() - started)
-    return out
+        raise raised from None
+    return _complete(run, outcome)
