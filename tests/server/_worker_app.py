@@ -4,7 +4,8 @@
 Like :mod:`_app` (``THREADLOOM_TEST_DB``, ``THREADLOOM_API_KEY``, ``THREADLOOM_REDIS_URL``), plus a
 :class:`~threadloom.worker.Worker` over the same store while the app runs, unless
 ``THREADLOOM_TEST_WORKER=0`` (an API-only process, as ``threadloom serve``);
-``THREADLOOM_TEST_FAST_LANE=0`` turns the server's fast lane off.
+``THREADLOOM_TEST_FAST_LANE=0`` turns the server's fast lane off (and with it the runs of wait
+requests on the process's worker, which the lane starts).
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ def create() -> FastAPI:
     settings = SETTINGS
     if os.environ.get("THREADLOOM_TEST_FAST_LANE") == "0":
         settings = dataclasses.replace(settings, fast_lane=False)
-    app = create_app(store, graphs, settings)
-    if os.environ.get("THREADLOOM_TEST_WORKER", "1") != "0":
-        worker = Worker(store, graphs, concurrency=8, heartbeat=0.5, run_lease=3.0)
-        serve = app.router.lifespan_context
+    if os.environ.get("THREADLOOM_TEST_WORKER", "1") == "0":
+        return create_app(store, graphs, settings)
+    worker = Worker(store, graphs, concurrency=8, heartbeat=0.5, run_lease=3.0)
+    # as in `threadloom dev`: the wait requests the worker can take run on it directly
+    app = create_app(store, graphs, settings, worker=worker)
+    serve = app.router.lifespan_context
 
-        @contextlib.asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-            worker.start()
-            try:
-                async with serve(app) as state:
-                    yield state
-            finally:
-                await asyncio.to_thread(worker.stop, 5.0)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        worker.start()
+        try:
+            async with serve(app) as state:
+                yield state
+        finally:
+            await asyncio.to_thread(worker.stop, 5.0)
 
-        app.router.lifespan_context = lifespan
+    app.router.lifespan_context = lifespan
     return app

@@ -125,6 +125,26 @@ def queue_time(wanted: float, last: float | None) -> float:
     return wanted
 
 
+def claim_at_enqueue(row: QueuedRun, claim_for: tuple[str, float] | None, thread_idle: bool,
+                     now: float) -> QueuedRun | None:
+    """The row ``enqueue_claimed`` writes: claimed by ``claim_for``'s worker for its ttl (a
+    first claim: attempts and claim token 1) when the run could be claimed at once (its thread
+    has no other open row and it is not delayed); ``None`` when it is queued as ``enqueue``
+    queues it."""
+    if claim_for is None or not thread_idle or row.available_at > now:
+        return None
+    worker, ttl = claim_for
+    return replace(row, status="claimed", attempts=1, worker=worker, claim_token=1,
+                   claim_expires=now + ttl)
+
+
+def queue_values(row: QueuedRun) -> tuple[Any, ...]:
+    """The values of ``row`` in :data:`QUEUE_COLS` order (an insert of the whole row)."""
+    return (row.namespace, row.run_id, row.thread_id, row.graph, row.payload, row.available_at,
+            row.created_at, row.timeout, row.status, row.attempts, row.worker, row.claim_token,
+            row.claim_expires, row.cancel, row.finished_at)
+
+
 def queued_run(row: Sequence[Any]) -> QueuedRun:
     """A queue row selected with :data:`QUEUE_COLS`."""
     run = QueuedRun(*row)

@@ -26,6 +26,7 @@ from threadloom.checkpoint._queue_common import (
     check_deletable,
     check_enqueue,
     check_limit,
+    claim_at_enqueue,
     doomed_blobs,
     info_json,
     queue_time,
@@ -152,6 +153,19 @@ class MemoryQueue:
                 thread_metadata: Mapping[str, Any] | None = None,
                 audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, atomically (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
+
+    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
+                        strategy: MultitaskStrategy = "enqueue", *,
+                        thread_metadata: Mapping[str, Any] | None = None,
+                        audit: AuditEvent | None = None) -> QueuedRun | None:
+        """:meth:`enqueue`, claimed by ``worker`` at once when the run can start now (see the
+        protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
+
+    def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
+                 thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
+                 claim_for: tuple[str, float] | None) -> tuple[list[str], QueuedRun | None]:
         sent: _Sent = []
         if thread_metadata:
             try:
@@ -185,18 +199,21 @@ class MemoryQueue:
                     done = self._cancel(other, action, now, sent)
                     self._write_audit(cancel_event(audit, other, done), now)
                     cancelled.append(other.run_id)
-            row.created_at = queue_time(row.created_at, self._last_open(*thread))
+            last = self._last_open(*thread)
+            row.created_at = queue_time(row.created_at, last)
             self.commit([Commit(row.thread_id, namespace=row.namespace, runs=[record])])
             if thread_metadata:
                 found = self.get_thread(row.thread_id, namespace=row.namespace)
                 if found is not None:
                     self.update_thread(row.thread_id, {**found.metadata, **thread_metadata},
                                        namespace=row.namespace)
-            self._queue[key] = row
+            claimed = claim_at_enqueue(row, claim_for, last is None, now)
+            self._queue[key] = claimed or row
             self._write_audit(audit, now)
-            sent.append((WORK, ""))
+            if claimed is None:
+                sent.append((WORK, ""))
         self._publish(sent)
-        return cancelled
+        return cancelled, None if claimed is None else replace(claimed)
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
                 payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:

@@ -83,9 +83,11 @@ from threadloom.checkpoint._queue_common import (
     check_deletable,
     check_enqueue,
     check_limit,
+    claim_at_enqueue,
     doomed_blobs,
     info_json,
     queue_time,
+    queue_values,
     queued_run,
     run_event,
     stamp_audit,
@@ -203,6 +205,19 @@ class PostgresQueue:
                 audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction under the thread's
         advisory lock (see the protocol and the module docstring)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
+
+    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
+                        strategy: MultitaskStrategy = "enqueue", *,
+                        thread_metadata: Mapping[str, Any] | None = None,
+                        audit: AuditEvent | None = None) -> QueuedRun | None:
+        """:meth:`enqueue`, claimed by ``worker`` in the same transaction when the run can
+        start now (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
+
+    def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
+                 thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
+                 claim_for: tuple[str, float] | None) -> tuple[list[str], QueuedRun | None]:
         record, row = check_enqueue(record, run, strategy, time.time())
         event = stamp_audit(audit, time.time()) if audit is not None else None
         sql = self._q
@@ -211,9 +226,9 @@ class PostgresQueue:
         except (TypeError, ValueError) as exc:
             raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
         tries = 0
-        decided: list[str] = []
+        decided: tuple[list[str], QueuedRun | None] = ([], None)
 
-        def enqueue(conn: Connection) -> list[str]:
+        def enqueue(conn: Connection) -> tuple[list[str], QueuedRun | None]:
             nonlocal tries, decided
             tries += 1
             now = time.time()
@@ -224,7 +239,8 @@ class PostgresQueue:
                 if thread is not None and tries > 1 and (thread, graph, bytes(payload)) == (
                     row.thread_id, row.graph, row.payload
                 ):
-                    self._outbox.add(WORK, "")
+                    if decided[1] is None:
+                        self._outbox.add(WORK, "")
                     return decided  # an earlier attempt committed after all
                 if thread is not None and status == "done" and not taken:
                     # left by a deleted run (its thread was deleted, or retention took it)
@@ -252,21 +268,24 @@ class PostgresQueue:
                 self._write_record(conn, record, now)
                 if patch is not None:
                     conn.execute(sql.patch_thread, (patch, row.namespace, row.thread_id))
+                queued = replace(row, created_at=queue_time(row.created_at, last))
+                claimed = claim_at_enqueue(queued, claim_for, last is None, now)
                 try:
-                    conn.execute(sql.insert, (
-                        row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
-                        row.available_at, queue_time(row.created_at, last), row.timeout,
-                        "queued", 0, None, 0, None, None, None, sql.channel, f"{WORK}\n",
-                    ))  # fmt: skip
+                    if claimed is None:
+                        conn.execute(sql.insert, (*queue_values(queued), sql.channel,
+                                                  f"{WORK}\n"))
+                    else:  # it has its worker: no one to wake
+                        conn.execute(sql.insert_claimed, queue_values(claimed))
                 except pg_errors.UniqueViolation:
                     raise RunConflictError(
                         f"run {row.run_id!r} already exists in namespace {row.namespace!r}"
                     ) from None
                 if event is not None:
                     conn.execute(sql.put_audit, audit_row(event))
-                self._outbox.add(WORK, "")
-                decided = cancelled
-            return cancelled
+                if claimed is None:
+                    self._outbox.add(WORK, "")
+                decided = (cancelled, claimed)
+            return decided
 
         return self._signalling(enqueue, "enqueue")
 

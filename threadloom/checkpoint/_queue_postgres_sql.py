@@ -87,6 +87,10 @@ class QueueStatements:
             f" VALUES ({', '.join(['%s'] * 15)}) RETURNING 1)"
             f" SELECT {signal}(%s::text, %s::text) FROM i"
         )
+        # a row inserted claimed (enqueue_claimed) has its worker already: no signal
+        self.insert_claimed = (
+            f"INSERT INTO {s}.run_queue ({QUEUE_COLS}) VALUES ({', '.join(['%s'] * 15)})"
+        )
         # What enqueue decides on, in one round trip: the run's own queue row (a retry may
         # find it), whether the run id is taken, and the thread's latest open row.
         self.probe = (

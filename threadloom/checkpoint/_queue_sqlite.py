@@ -44,9 +44,11 @@ from threadloom.checkpoint._queue_common import (
     check_deletable,
     check_enqueue,
     check_limit,
+    claim_at_enqueue,
     doomed_blobs,
     info_json,
     queue_time,
+    queue_values,
     queued_run,
     run_event,
     stamp_audit,
@@ -218,6 +220,19 @@ class SqliteQueue:
                 thread_metadata: Mapping[str, Any] | None = None,
                 audit: AuditEvent | None = None) -> list[str]:
         """Record the pending run and queue it, in one transaction (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
+
+    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
+                        strategy: MultitaskStrategy = "enqueue", *,
+                        thread_metadata: Mapping[str, Any] | None = None,
+                        audit: AuditEvent | None = None) -> QueuedRun | None:
+        """:meth:`enqueue`, claimed by ``worker`` in the same transaction when the run can
+        start now (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
+
+    def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
+                 thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
+                 claim_for: tuple[str, float] | None) -> tuple[list[str], QueuedRun | None]:
         record, row = check_enqueue(record, run, strategy, time.time())
         sent: _Sent = []
         try:
@@ -226,7 +241,7 @@ class SqliteQueue:
         except (TypeError, ValueError) as exc:
             raise StoreError(f"thread metadata is not JSON-serializable: {exc}") from exc
 
-        def enqueue(conn: sqlite3.Connection) -> list[str]:
+        def enqueue(conn: sqlite3.Connection) -> tuple[list[str], QueuedRun | None]:
             sent.clear()
             now = time.time()
             taken = conn.execute(SQL_RUN_EXISTS, (row.run_id, row.namespace)).fetchone() is not None
@@ -255,17 +270,17 @@ class SqliteQueue:
             write_commits(conn, [Commit(row.thread_id, namespace=row.namespace, runs=[record])])
             for path, value in patch:
                 conn.execute(SQL_SET_THREAD_KEY, (path, value, row.thread_id, row.namespace))
-            conn.execute(SQL_INSERT, (
-                row.namespace, row.run_id, row.thread_id, row.graph, row.payload,
-                row.available_at, created, row.timeout, "queued", 0, None, 0, None, None, None,
-            ))  # fmt: skip
+            queued = replace(row, created_at=created)
+            claimed = claim_at_enqueue(queued, claim_for, last is None, now)
+            conn.execute(SQL_INSERT, queue_values(claimed or queued))
             write_audit(conn, audit, now)
-            sent.append((WORK, ""))
-            return cancelled
+            if claimed is None:
+                sent.append((WORK, ""))
+            return cancelled, claimed
 
-        cancelled = self._run(enqueue, True, relaxed=True)  # a queue row: see commit()
+        done = self._run(enqueue, True, relaxed=True)  # a queue row: see commit()
         self._publish(sent)
-        return cancelled
+        return done
 
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
                 payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
@@ -326,6 +341,9 @@ class SqliteQueue:
             if names else ""
         )
 
+        def claimable(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, (time.time(), 1, *names)).fetchone() is not None
+
         def claim(conn: sqlite3.Connection) -> list[QueuedRun]:
             now = time.time()
             keys = conn.execute(sql, (now, limit, *names)).fetchall()
@@ -335,6 +353,10 @@ class SqliteQueue:
             ]
             return claims
 
+        # a look first, outside a write transaction: most calls find nothing (a worker asks
+        # whenever a slot frees), and taking the write lock for that delays every commit
+        if not self._run(claimable, False):
+            return []
         return self._run(claim, True, relaxed=True)
 
     def renew_claims(self, worker: str, claims: Sequence[QueuedRun],

@@ -231,6 +231,24 @@ class RuntimeStore(Store, Protocol):
         """
         ...
 
+    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
+                        strategy: MultitaskStrategy = "enqueue", *,
+                        thread_metadata: Mapping[str, Any] | None = None,
+                        audit: AuditEvent | None = None) -> QueuedRun | None:
+        """:meth:`enqueue` for a caller that executes the run itself (the worker of the API's
+        own process, for a request that waits for the run): when the run could be claimed
+        at once - its thread has no other open queue row and it is not delayed - its row is
+        written claimed by ``worker`` for ``ttl`` seconds, in the same transaction, as a
+        first claim (``attempts`` and ``claim_token`` 1), no ``"work"`` signal is sent, and
+        the claim is returned. Otherwise the run is queued exactly as :meth:`enqueue` queues
+        it, and ``None`` is returned. The claim is then the worker's like any other: renewed,
+        finished, handed back, and taken over when it lapses.
+
+        Raises:
+            Exception: what :meth:`enqueue` raises, in the same cases.
+        """
+        ...
+
     def requeue(self, namespace: str, run_id: str, *, available_at: float = 0.0,
                 payload: bytes | None = None, audit: AuditEvent | None = None) -> QueuedRun:
         """Queue an existing, finished run again (``audit``, if given, is appended in the same

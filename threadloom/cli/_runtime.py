@@ -270,7 +270,8 @@ def _uvicorn_server(app: Any) -> Any:
     return uvicorn.Server(config)
 
 
-def _app(store: RuntimeStore, graphs: dict[str, CompiledGraph], *, worker_check: bool) -> Any:
+def _app(store: RuntimeStore, graphs: dict[str, CompiledGraph], *, worker_check: bool,
+         worker: Any = None) -> Any:
     try:
         from threadloom.server import Settings, create_app
     except ImportError as exc:
@@ -279,7 +280,7 @@ def _app(store: RuntimeStore, graphs: dict[str, CompiledGraph], *, worker_check:
         ) from None
     settings = Settings(run_lease=DEFAULT_LEASE_TTL,
                         worker_stale_after=15.0 if worker_check else None)
-    return create_app(store, graphs, settings)
+    return create_app(store, graphs, settings, worker=worker)
 
 
 def _make_worker(store: RuntimeStore, graphs: dict[str, CompiledGraph],
@@ -306,9 +307,9 @@ def dev(args: argparse.Namespace) -> int:
         port = args.port if args.port is not None else (config.port or DEFAULT_PORT)
         concurrency = args.concurrency or config.concurrency or DEFAULT_CONCURRENCY
         key, origin = _dev_key(store, url)
-        app = _app(store, graphs, worker_check=True)
-        sock = _listen(host, port)
         worker = _make_worker(store, graphs, concurrency)
+        app = _app(store, graphs, worker_check=True, worker=worker)
+        sock = _listen(host, port)
         worker.start()
         try:
             base = _base_url(sock)

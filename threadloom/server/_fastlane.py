@@ -8,6 +8,9 @@ requests it can answer in full with the route's own parts (:class:`RunCreate`,
 :func:`queue_run`, :func:`wait_response`, :func:`authenticate`), so the response is the
 route's, byte for byte.
 
+With a worker in the process (``threadloom dev``), a run that can start at once executes on it
+without a trip through the queue (:mod:`threadloom.server._inline`).
+
 Anything else goes to the app unchanged, with the body replayed: other routes, a body that is
 not JSON or not valid, a missing or insufficient key, or a run that cannot be queued (an
 unknown assistant, a busy thread under ``reject``...). The route then answers, including
@@ -21,17 +24,21 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadloom.checkpoint.queue import RuntimeStore
 from threadloom.graph.compiled import CompiledGraph
+from threadloom.server._inline import Refused, run_here
 from threadloom.server._metrics import ROUTE_KEY
 from threadloom.server._strictjson import body_problem
 from threadloom.server.auth import TOUCH_EVERY, Principal, authenticate, is_namespace, touch
-from threadloom.server.runs import RunCreate, queue_run, wait_response
+from threadloom.server.runs import RunCreate, queue_run, result_response, wait_response
 from threadloom.server.settings import Settings
+
+if TYPE_CHECKING:
+    from threadloom.worker import Worker
 
 __all__ = ["FastLane"]
 
@@ -44,11 +51,13 @@ class FastLane:
     when it can (see the module docstring); everything else passes to ``app``."""
 
     def __init__(self, app: ASGIApp, store: RuntimeStore,
-                 graphs: Mapping[str, CompiledGraph], settings: Settings) -> None:
+                 graphs: Mapping[str, CompiledGraph], settings: Settings,
+                 worker: Worker | None = None) -> None:
         self.app = app
         self.store = store
         self.graphs = graphs
         self.settings = settings
+        self.worker = worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
@@ -77,14 +86,31 @@ class FastLane:
             if who is None:
                 return False
             body = RunCreate.model_validate_json(raw)
-            record = await queue_run(self.store, self.graphs, who, thread_id, body,
-                                     _header(scope, b"traceparent"))
         except Exception:  # e.g. a ValidationError: the route answers it, error and all
             return False
-        # from here on the run is queued: an error is the app's to answer (its outermost
-        # handler makes it a JSON 500), never a second attempt
-        response = await wait_response(self.store, self.graphs, record, body,
-                                       self.settings.wait_poll, stateless=thread_id is None)
+        traceparent = _header(scope, b"traceparent")
+        worker = self.worker
+        if worker is not None and body.on_disconnect != "cancel" and worker.reserve():
+            # from the moment it is queued, an error is the app's to answer (its outermost
+            # handler makes it a JSON 500), never a second attempt
+            ran = await run_here(worker, self.store, self.graphs, who, thread_id, body,
+                                 traceparent)
+            if isinstance(ran, Refused):
+                return False  # the route answers it, error and all
+            record, result = ran
+        else:
+            try:
+                record = await queue_run(self.store, self.graphs, who, thread_id, body,
+                                         traceparent)
+            except Exception:  # e.g. an unknown assistant: the route answers it
+                return False
+            result = None
+        if result is not None:
+            response = result_response(record, result)
+        else:
+            response = await wait_response(self.store, self.graphs, record, body,
+                                           self.settings.wait_poll,
+                                           stateless=thread_id is None)
         scope[ROUTE_KEY] = "/runs/wait" if thread_id is None else "/threads/{thread_id}/runs/wait"
         await response(scope, receive, send)
         return True

@@ -92,11 +92,14 @@ class RunRequest:
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
                thread_id: str | None, request: RunRequest, *,
                reread: bool = True,
-               audit: AuditEvent | None = None) -> tuple[RunRecord, QueuedRun]:
+               audit: AuditEvent | None = None,
+               claim_for: tuple[str, float] | None = None) -> tuple[RunRecord, QueuedRun]:
     """Queue a run of ``request`` on ``thread_id`` (``None``: a new thread, as for a
     stateless run) in ``namespace``. Returns the run and its queue row as stored
     (``reread=False``: as written, for a caller that needs their ids only). ``audit`` is
-    logged with the run's ids, in the transaction that queues it.
+    logged with the run's ids, in the transaction that queues it. ``claim_for``: ``(worker,
+    ttl)`` of a worker of this process that executes the run itself if it can start at once
+    (``enqueue_claimed``); the row returned is then its claim (``status == "claimed"``).
 
     Raises:
         NotFoundError: no such assistant, or no such thread and ``if_not_exists`` is not
@@ -131,8 +134,14 @@ def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespa
     named = thread is not None and thread.metadata.get("graph_id") == graph_name
     event = None if audit is None else replace(audit, target=run_id, run_id=run_id,
                                                thread_id=thread_id)
-    store.enqueue(record, row, request.multitask_strategy,
-                  thread_metadata=None if named else {"graph_id": graph_name}, audit=event)
+    metadata_keys = None if named else {"graph_id": graph_name}
+    if claim_for is not None:
+        claim = store.enqueue_claimed(record, row, *claim_for, request.multitask_strategy,
+                                      thread_metadata=metadata_keys, audit=event)
+        row = claim or row
+    else:
+        store.enqueue(record, row, request.multitask_strategy, thread_metadata=metadata_keys,
+                      audit=event)
     if not reread:
         return record, row
     queued = store.get_queued(namespace, run_id) or row

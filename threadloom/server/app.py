@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -23,13 +23,18 @@ from threadloom.server._strictjson import body_problem
 from threadloom.server.errors import document_errors, error_response, install_error_handlers
 from threadloom.server.settings import Settings
 
+if TYPE_CHECKING:
+    from threadloom.worker import Worker
+
 __all__ = ["create_app"]
 
 
 def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
-               settings: Settings | None = None) -> FastAPI:
+               settings: Settings | None = None, *, worker: Worker | None = None) -> FastAPI:
     """Build the HTTP API over ``store`` for the registered ``graphs`` (name -> a graph
-    compiled with ``store`` as its checkpointer).
+    compiled with ``store`` as its checkpointer). ``worker``: a worker of this process over
+    the same store and graphs (as ``threadloom dev`` runs one); a run that a ``wait`` request
+    queues and that can start at once executes on it directly, rather than through the queue.
 
     Example:
         >>> app = create_app(open_store("sqlite:///app.db"), {"seed_loop": graph})
@@ -54,7 +59,8 @@ def create_app(store: RuntimeStore, graphs: Mapping[str, CompiledGraph],
     app.add_middleware(AuditTrail, store=store)  # innermost: it sees the routes' answers
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.fast_lane:  # outermost of the app's own (inside the unexpected-error handler)
-        app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings)
+        app.add_middleware(FastLane, store=store, graphs=app.state.graphs, settings=settings,
+                           worker=worker)
     _health_routes(app)
     from threadloom.server._metrics import install as install_metrics
 

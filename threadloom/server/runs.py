@@ -101,13 +101,14 @@ def _run_path(record: RunRecord) -> str:
 
 def _created(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
              body: RunCreate, stateless: bool = False,
-             reread: bool = True, traceparent: str | None = None) -> tuple[RunRecord, QueuedRun]:
+             reread: bool = True, traceparent: str | None = None,
+             claim_for: tuple[str, float] | None = None) -> tuple[RunRecord, QueuedRun]:
     request = body.request()
     request.traceparent = traceparent
     if stateless:
         request.if_not_exists = "create"
     return create_run(store, graphs, who.namespace, thread_id, request, reread=reread,
-                      audit=audit_event(who, "run.create", ""))
+                      audit=audit_event(who, "run.create", ""), claim_for=claim_for)
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -197,13 +198,28 @@ async def wait_response(store: Store, graphs: Graphs, record: RunRecord, body: R
             poll=poll, timeout=_KEEPALIVE, fresh=True,
             inline=store.reads_are_local and not delete_thread)
         if result is not None:
-            path = _run_path(record)
-            return Response(dumps(result), media_type="application/json",
-                            headers={"Location": f"{path}/join", "Content-Location": path})
+            return result_response(record, result)
         return _waiting(poll, store, graphs, record, cancel, delete_thread=delete_thread,
                         primed=True)
     return _waiting(poll, store, graphs, record, cancel, delete_thread=delete_thread,
                     fresh=True)
+
+
+def result_response(record: RunRecord, result: dict[str, Any]) -> Response:
+    """A ``wait`` route's answer for a run that ended with ``result`` (see :func:`_result`)."""
+    path = _run_path(record)
+    return Response(dumps(result), media_type="application/json",
+                    headers={"Location": f"{path}/join", "Content-Location": path})
+
+
+def ended_result(store: Store, graphs: Graphs, record: RunRecord,
+                 body: RunCreate, stateless: bool) -> dict[str, Any]:
+    """What a ``wait`` route answers for its run ``record``, which has ended (read from the
+    store, as for a run that ended elsewhere; a stateless run's thread is deleted then,
+    unless ``on_completion`` keeps it)."""
+    result = _result(store, graphs, record, stateless and body.on_completion != "keep")
+    assert result is not None  # without check_done, a result is always read
+    return result
 
 
 # what the streaming routes answer (FastAPI would document JSON)

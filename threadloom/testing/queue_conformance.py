@@ -33,6 +33,7 @@ from threadloom.errors import (
     ThreadBusyError,
 )
 from threadloom.testing._admin_conformance import AdminConformance
+from threadloom.testing._claimed_conformance import ClaimedEnqueueConformance
 from threadloom.testing._queue_records import (
     END,
     EXPIRED,
@@ -118,7 +119,7 @@ class SignalsConformance:
                 stop()
 
 
-class QueueConformance(AdminConformance, SignalsConformance):
+class QueueConformance(AdminConformance, ClaimedEnqueueConformance, SignalsConformance):
     """The runtime store contract; subclasses provide a ``store`` fixture."""
 
     # -- enqueue ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from threadloom import _metrics
@@ -48,7 +48,7 @@ from threadloom.checkpoint.queue import QueuedRun, RuntimeStore, WorkerRecord
 from threadloom.engine._owner import this_process
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.worker._events import EventPump
-from threadloom.worker._execute import Claimed, execute
+from threadloom.worker._execute import Claimed, Outcome, execute
 
 __all__ = ["Worker"]
 
@@ -96,10 +96,12 @@ class Worker:
         self._wake = threading.Event()  # new work, a free slot, or a state change
         self._beat = threading.Event()  # renew claims now (a cancel signal)
         self._active: dict[tuple[str, str], Claimed] = {}
+        self._reserved = 0  # slots promised to callers of reserve(), not yet running
         self._threads: list[threading.Thread] = []
         # claimed runs go to `concurrency` runner threads, started once: a thread per run
         # would cost a thread start, and a hand-off to it, every run
-        self._jobs: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Claimed | Callable[[], None] | None] = \
+            queue.SimpleQueue()
         self._stopped = threading.Event()
         self._unsubscribe: list[Any] = []
         self._pump: EventPump | None = None
@@ -203,7 +205,8 @@ class Worker:
                     self.store.expire_dead_claims()
                 except Exception:
                     log.exception("looking for the claims of dead workers failed")
-            free = self.concurrency - len(self._active)
+            with self._lock:
+                free = self.concurrency - len(self._active) - self._reserved
             claims: list[QueuedRun] = []
             if free > 0:
                 try:
@@ -218,6 +221,11 @@ class Worker:
             self._wake.wait(self.poll)
 
     def _launch(self, claim: QueuedRun) -> None:
+        self._jobs.put(self._adopt(claim))
+
+    def _adopt(self, claim: QueuedRun, reserved: bool = False) -> Claimed:
+        """Hold ``claim`` as one of this worker's running runs (in a slot taken by
+        :meth:`reserve`, if ``reserved``): renewed by the heartbeat, stopped by a cancel."""
         if claim.attempts <= 1:  # a reclaimed run waited for a dead worker, not the queue
             _metrics.queue_wait(time.time() - max(claim.available_at, claim.created_at))
         held = Claimed(claim)
@@ -225,17 +233,55 @@ class Worker:
             held.stop(claim.cancel, f"cancelled ({claim.cancel})")
         key = (claim.namespace, claim.run_id)
         with self._lock:
+            if reserved:
+                self._reserved -= 1
             self._active[key] = held
-        self._jobs.put(held)
+        return held
+
+    # -- runs of this process's own requests ----------------------------------------------
+
+    def reserve(self) -> bool:
+        """Take a free slot for a run that the caller will claim itself (the API of this
+        process queues a run it waits for with ``enqueue_claimed``, see
+        :func:`threadloom.server._inline`), or return ``False`` when every slot is taken or
+        the worker is not running. Follow with :meth:`submit` of a job that calls
+        :meth:`run_claimed` or :meth:`unreserve`, exactly once."""
+        with self._lock:
+            if self.state != "running" or len(self._active) + self._reserved >= self.concurrency:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back a slot taken by :meth:`reserve` that no run took."""
+        with self._lock:
+            self._reserved -= 1
+        self._wake.set()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Call ``job()`` on one of the worker's runner threads (after :meth:`reserve`, one is
+        free or about to be); ``job`` handles its own errors."""
+        self._jobs.put(job)
+
+    def run_claimed(self, claim: QueuedRun) -> tuple[Claimed, Outcome | None]:
+        """Execute ``claim`` (claimed for this worker by ``enqueue_claimed``) in the slot taken
+        by :meth:`reserve`, on the calling runner thread, as a claimed run is executed; return
+        it as held (its ``result`` or ``error``) and what became of the claim (``None``: the
+        store failed under it, and the claim lapses)."""
+        held = self._adopt(claim, reserved=True)
+        return held, self._execute(held)
 
     def _runner(self) -> None:
         while True:
-            held = self._jobs.get()
-            if held is None:
+            job = self._jobs.get()
+            if job is None:
                 return
-            self._execute(held)
+            if isinstance(job, Claimed):
+                self._execute(job)
+            else:
+                job()
 
-    def _execute(self, held: Claimed) -> None:
+    def _execute(self, held: Claimed) -> Outcome | None:
         claim = held.claim
         # the worker's records about the run carry its fields, and are kept with it
         logs = run_logs.enter_run(claim.run_id, claim.thread_id, claim.graph, claim.namespace,
@@ -245,16 +291,18 @@ class Worker:
                 log.info("reclaimed run (graph %s, claim %d): its last worker stopped or "
                          "handed it back", claim.graph, claim.attempts)
             else:
-                log.info("claimed run (graph %s)", claim.graph)
+                log.debug("claimed run (graph %s)", claim.graph)
             graph = self.graphs[claim.graph]
             outcome = execute(self.store, graph, held, self._pump,
                               self.run_lease * 2 + self.heartbeat)
             if outcome != "finished":
                 log.info("run %s by the worker", "handed back to the queue"
                          if outcome == "released" else "given up (the claim was lost)")
+            return outcome
         except Exception:
             # the store failed under us: the claim lapses and the run continues elsewhere
             log.exception("run %r of graph %r failed in the worker", claim.run_id, claim.graph)
+            return None
         finally:
             run_logs.exit_run(logs)
             with self._lock:
