@@ -101,7 +101,8 @@ def _run_select(i: str, n: str, run: str) -> str:
     created = f"{BASE} + {i} * {PER_RUN} / 100.0"
     return (
         f"SELECT {run}, {run}, 'g' || ({i} % 3), {status}, %(ns)s, NULL, NULL, {error}, 'sync',"
-        f" {created}, {created} + 0.1, {created}, {created} + 0.1, 10, 10, NULL, '{{}}'"
+        f" {created}, {created} + 0.1, {created}, {created} + 0.1, 10, 10, NULL, '{{}}',"
+        " NULL, '{}'"  # traceparent, stats
     )
 
 
