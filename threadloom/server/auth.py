@@ -116,14 +116,21 @@ def ensure_key(store: RuntimeStore, key: str, namespace: str = DEFAULT_NAMESPACE
     if len(key) < 16:
         raise InvalidConfigError("an API key must be at least 16 characters long")
     existing = store.get_key(key_id_of(key))
-    if existing is not None and existing.revoked_at is None:
-        return existing
-    record = ApiKey(key_id_of(key), _check_namespace(namespace), _check_role(role), _hash(key),
-                    time.time(), name="THREADLOOM_API_KEY")
     if existing is None:
-        store.create_key(record)
-        return record
-    raise InvalidConfigError(f"API key {record.key_id} was revoked; choose another key")
+        record = ApiKey(key_id_of(key), _check_namespace(namespace), _check_role(role),
+                        _hash(key), time.time(), name="THREADLOOM_API_KEY")
+        try:
+            store.create_key(record)
+            return record
+        except InvalidConfigError:
+            # another process (a second worker starting beside this one) registered it
+            # first: the key is registered, which is all this asks
+            existing = store.get_key(record.key_id)
+            if existing is None:
+                raise
+    if existing.revoked_at is None:
+        return existing
+    raise InvalidConfigError(f"API key {existing.key_id} was revoked; choose another key")
 
 
 TOUCH_EVERY = 60.0
