@@ -193,3 +193,17 @@ def test_reserve_counts_the_free_slots(store: RuntimeStore) -> None:
         worker.unreserve()
         worker.unreserve()
     assert not worker.reserve()  # stopped
+
+
+def test_only_a_stream_asks_the_worker_for_its_runs_events_at_once() -> None:
+    """The payload tells the worker whether someone reads the events as they come."""
+    from threadloom.server._runs import RunRequest, _payload
+
+    builder = StateGraph(GateState)
+    builder.add_node("n", lambda state: {})
+    builder.set_entry_point("n")
+    builder.add_edge("n", END)
+    graph = builder.compile()
+    assert json.loads(_payload(graph, RunRequest("g")))["streamed"] is False
+    assert json.loads(_payload(graph, RunRequest("g", streamed=True)))["streamed"] is True
+    assert json.loads(_payload(graph, RunRequest("g", stream_resumable=True)))["streamed"]

@@ -6,6 +6,7 @@ stream served by a second API process that runs no worker."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -290,6 +291,13 @@ def test_creation_headers_name_the_run(server):
             body = streamed.read().decode()
         assert body.startswith("event: metadata\n")
         assert "\nid: 1\n" in body
+    # only the streamed run asks its worker for its events at once
+    store = server.open_store()
+    runs = store.list_runs(thread_id=thread_id, limit=10)
+    streamed_flags = sorted(
+        json.loads(store.get_queued("default", r.run_id).payload)["streamed"]  # type: ignore[union-attr]
+        for r in runs)
+    assert streamed_flags == [False, False, True]
 
 
 def test_a_bad_stream_mode_or_breakpoint_is_422(server):

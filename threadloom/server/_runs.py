@@ -87,6 +87,7 @@ class RunRequest:
     timeout: float | None = None
     run_id: str | None = None
     traceparent: str | None = None  # the creating HTTP request's header (issue 14)
+    streamed: bool = False  # the request streams the run's events (a ``stream`` route)
 
 
 def create_run(store: RuntimeStore, graphs: Mapping[str, CompiledGraph], namespace: str,
@@ -223,6 +224,9 @@ def _payload(graph: CompiledGraph, request: RunRequest) -> bytes:
         "checkpoint_id": checkpoint_id,
         "multitask_strategy": request.multitask_strategy,
         "resume": False,
+        # whether someone will read the events as they come: the worker writes them at once
+        # then, and may hold the others' back a little (see threadloom.worker._events)
+        "streamed": request.streamed or request.stream_resumable,
     }
     try:
         return json.dumps(body, separators=(",", ":")).encode()
@@ -325,6 +329,7 @@ def run_json(record: RunRecord, queued: QueuedRun | None) -> dict[str, Any]:
         if isinstance(payload, dict):
             strategy = payload.pop("multitask_strategy", None) or strategy
             payload.pop("resume", None)
+            payload.pop("streamed", None)
             kwargs = payload
     return {
         "run_id": record.run_id,

@@ -102,9 +102,11 @@ def _run_path(record: RunRecord) -> str:
 def _created(store: Store, graphs: Graphs, who: Principal, thread_id: str | None,
              body: RunCreate, stateless: bool = False,
              reread: bool = True, traceparent: str | None = None,
-             claim_for: tuple[str, float] | None = None) -> tuple[RunRecord, QueuedRun]:
+             claim_for: tuple[str, float] | None = None,
+             streamed: bool = False) -> tuple[RunRecord, QueuedRun]:
     request = body.request()
     request.traceparent = traceparent
+    request.streamed = streamed
     if stateless:
         request.if_not_exists = "create"
     return create_run(store, graphs, who.namespace, thread_id, request, reread=reread,
@@ -237,7 +239,8 @@ _SSE: dict[int | str, dict[str, Any]] = {
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id,
-                                        body, False, False, request.headers.get("traceparent"))
+                                        body, False, False, request.headers.get("traceparent"),
+                                        None, True)
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body))
@@ -248,7 +251,8 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, None, body,
-                                        True, False, request.headers.get("traceparent"))
+                                        True, False, request.headers.get("traceparent"),
+                                        None, True)
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body), delete_thread=body.on_completion != "keep")

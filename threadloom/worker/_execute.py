@@ -30,7 +30,7 @@ from threadloom.errors import (
 )
 from threadloom.graph.compiled import CompiledGraph
 from threadloom.types import CancelToken, Command, RunnableConfig, Send, StreamMode
-from threadloom.worker._events import EventBuffer, EventPump
+from threadloom.worker._events import UNWATCHED_DELAY, EventBuffer, EventPump
 
 __all__ = ["Claimed", "Outcome", "execute", "run_config"]
 
@@ -83,7 +83,10 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
             store.finish_claim(claim)
             return "finished"
         fresh = _fresh(record, payload)
-    events = EventBuffer(store, ns, run_id, pump)
+    # a run someone streams has its events written at once; the others' may wait a little
+    # (most end first, and write them with the claim's end)
+    events = EventBuffer(store, ns, run_id, pump,
+                         0.0 if payload.get("streamed", True) else UNWATCHED_DELAY)
     events.add("metadata", {"run_id": run_id, "attempt": claim.attempts})
     asked = set(payload.get("stream_mode") or ()) | {"values"}
     modes: list[StreamMode] = [m for m in _MODES if m in asked]
