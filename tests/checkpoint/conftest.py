@@ -4,7 +4,8 @@
 ``postgresql://postgres@127.0.0.1:5432/test``, probed once per session. When no server answers
 (or psycopg is not installed) the tests that use it skip with the reason, or fail when
 ``THREADLOOM_REQUIRE_SERVICES=1`` (CI). ``postgres_schema`` is a fresh schema name for one
-test; the schema is dropped afterwards whether or not the test created it.
+test; the schema is dropped afterwards whether or not the test created it, and
+``make_store(**options)`` makes Postgres stores on it.
 ``redis_url`` / ``redis_bus`` are the same for Redis (``THREADLOOM_TEST_REDIS_URL``).
 ``pgbouncer_url`` is the same database behind a PgBouncer in transaction mode, started for
 the session when the ``pgbouncer`` program is installed; without it (or when it does not
@@ -81,6 +82,24 @@ def postgres_schema(postgres_url: str) -> Iterator[str]:
     schema = f"tl_test_{uuid.uuid4().hex[:16]}"
     yield schema
     admin(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def make_store(postgres_url: str, postgres_schema: str) -> Iterator[Callable[..., Any]]:
+    """``make_store(**options)``: a store on this test's schema (not set up), closed after."""
+    from threadloom.checkpoint.postgres import PostgresStore
+
+    made: list[PostgresStore] = []
+
+    def make(dsn: str | None = None, **options: Any) -> PostgresStore:
+        options.setdefault("schema", postgres_schema)
+        store = PostgresStore(dsn or postgres_url, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from threadloom import _metrics
 from threadloom._faults import fault
@@ -38,7 +38,7 @@ from threadloom.checkpoint.base import (
     WriteRecord,
 )
 from threadloom.engine._algo import PlannedTask, TaskResult, with_recorded
-from threadloom.engine._loop import Run, RunContext, _hits, _input_writes
+from threadloom.engine._loop import Run, _hits, _input_writes
 from threadloom.engine._owner import acquire as acquire_lease
 from threadloom.engine._persist import (
     RESUME,
@@ -47,7 +47,6 @@ from threadloom.engine._persist import (
     StepIds,
 )
 from threadloom.engine._recording import (
-    DurableRecorder,
     Persistence,
     error_text,
     finished_execution,
@@ -58,7 +57,6 @@ from threadloom.engine._recording import (
 )
 from threadloom.engine._runner import StepOutcome
 from threadloom.engine._stats import RunStats
-from threadloom.engine._tasks import TaskCalls
 from threadloom.errors import (
     EmptyInputError,
     InvalidConfigError,
@@ -68,50 +66,13 @@ from threadloom.errors import (
 )
 from threadloom.types import Command, Durability
 
-__all__ = ["DurableContext", "DurableRun"]
+if TYPE_CHECKING:
+    from threadloom.engine._durable_context import DurableContext
+
+__all__ = ["DurableRun"]
 
 _UNFINISHED = ("pending", "running", "failed", "cancelled")
 ERROR_CODE_KEY = "threadloom.error_code"  # in run metadata: the code of an engine error
-
-
-class DurableContext(RunContext):
-    """Run context whose task ids are stable execution ids and whose task hooks record
-    results, attempts and ``@task`` outcomes."""
-
-    __slots__ = ("run",)
-    run: DurableRun
-
-    def task_id(self, task: PlannedTask) -> str:
-        return str(self.run.ids[(task.name, task.push)])
-
-    def resume_for(self, task_id: str) -> list[Any] | None:
-        values = self.run.loaded_resume.get(task_id)
-        return list(values) if values else None
-
-    def on_task_start(self, task: PlannedTask, task_id: str, input: Any) -> None:
-        self.run.task_times[task_id] = time.time()
-        super().on_task_start(task, task_id, input)
-
-    def on_attempt_failed(self, task: PlannedTask, task_id: str, attempt: int,
-                          started: float, exc: BaseException) -> None:
-        with self.run.lock:
-            self.run.attempts.setdefault(task_id, []).append(
-                Attempt(attempt, started, time.time(), error_text(exc))
-            )
-
-    def on_retry(self, task: PlannedTask) -> None:
-        self.run.stats.retry()
-
-    def on_task_done(self, result: TaskResult, task_id: str, attempts: int) -> None:
-        super().on_task_done(result, task_id, attempts)
-        run = self.run
-        started = run.task_times.get(task_id)
-        if started is not None:
-            run.stats.node(result.task.name, time.time() - started)
-        run.task_finished(result, task_id, attempts)
-
-    def task_calls(self, scope: Any) -> TaskCalls:
-        return TaskCalls(DurableRecorder(self.run, scope.task_id, scope.name, scope.step))
 
 
 class DurableRun(Run):

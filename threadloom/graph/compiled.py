@@ -22,7 +22,8 @@ from threadloom.config import (
     resolve_identity,
     resolve_recursion_limit,
 )
-from threadloom.engine._durable import DurableContext, DurableRun
+from threadloom.engine._durable import DurableRun
+from threadloom.engine._durable_context import DurableContext
 from threadloom.engine._loop import Run, RunContext, Sink, run_async, run_sync
 from threadloom.engine._nested import (
     NestedContext,
