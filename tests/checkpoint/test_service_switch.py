@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TESTS = {
     "pgbouncer": "tests/checkpoint/test_postgres.py::TestPostgresStoreBehindPgBouncer"
     "::test_setup_is_idempotent",
-    "restart": "tests/checkpoint/test_postgres.py::test_a_server_restart_is_survived",
+    "restart": "tests/checkpoint/test_postgres_lost.py::test_a_server_restart_is_survived",
 }
 
 
