@@ -10,12 +10,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from threadloom.checkpoint.base import CheckpointRecord, RunRecord
-from threadloom.checkpoint.queue import ApiKey, AuditEvent, QueuedRun, RunEvent, WorkerRecord
+from threadloom.checkpoint.queue import (
+    ApiKey,
+    AuditEvent,
+    MultitaskStrategy,
+    QueuedRun,
+    RunEvent,
+    WorkerRecord,
+)
 from threadloom.errors import InvalidConfigError, ThreadBusyError
 
 __all__ = [
@@ -27,14 +34,17 @@ __all__ = [
     "check_audit_cursor",
     "stamp_audit",
     "END_EVENT",
+    "EnqueueMethods",
     "HANDED_BACK_STATUSES",
     "QUEUE_COLS",
     "KEY_COLS",
     "api_key",
     "check_deletable",
     "check_enqueue",
+    "claim_at_enqueue",
     "doomed_blobs",
     "queue_time",
+    "queue_values",
     "queued_run",
     "run_event",
     "worker_record",
@@ -123,6 +133,31 @@ def queue_time(wanted: float, last: float | None) -> float:
     if last is not None and wanted <= last:
         return last + max(EPSILON, abs(last) * 1e-15)
     return wanted
+
+
+class EnqueueMethods:
+    """``enqueue`` and ``enqueue_claimed`` of a store's queue, both one transaction of the
+    store's ``_enqueue`` (which returns the cancelled run ids and the claim, if it made one)."""
+
+    def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
+                 thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
+                 claim_for: tuple[str, float] | None) -> tuple[list[str], QueuedRun | None]:
+        raise NotImplementedError
+
+    def enqueue(self, record: RunRecord, run: QueuedRun,
+                strategy: MultitaskStrategy = "enqueue", *,
+                thread_metadata: Mapping[str, Any] | None = None,
+                audit: AuditEvent | None = None) -> list[str]:
+        """Record the pending run and queue it, in one transaction (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
+
+    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
+                        strategy: MultitaskStrategy = "enqueue", *,
+                        thread_metadata: Mapping[str, Any] | None = None,
+                        audit: AuditEvent | None = None) -> QueuedRun | None:
+        """:meth:`enqueue`, claimed by ``worker`` in the same transaction when the run can
+        start now (see the protocol)."""
+        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
 
 
 def claim_at_enqueue(row: QueuedRun, claim_for: tuple[str, float] | None, thread_idle: bool,

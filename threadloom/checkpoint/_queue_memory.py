@@ -21,6 +21,7 @@ from threadloom.checkpoint._queue_common import (
     ACTIVE_RUN_STATUSES,
     END_EVENT,
     HANDED_BACK_STATUSES,
+    EnqueueMethods,
     cancel_event,
     check_audit_cursor,
     check_deletable,
@@ -68,7 +69,7 @@ _Key = tuple[str, str]  # (namespace, run_id)
 _Sent = list[tuple[str, str]]  # signals to publish once the lock is released
 
 
-class MemoryQueue:
+class MemoryQueue(EnqueueMethods):
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the memory store."""
 
     reads_are_local = True  # dicts in this process
@@ -147,21 +148,6 @@ class MemoryQueue:
             if r.namespace == namespace and r.thread_id == thread_id and r.status != "done"
         ]
         return max(times) if times else None
-
-    def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None,
-                audit: AuditEvent | None = None) -> list[str]:
-        """Record the pending run and queue it, atomically (see the protocol)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
-
-    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
-                        strategy: MultitaskStrategy = "enqueue", *,
-                        thread_metadata: Mapping[str, Any] | None = None,
-                        audit: AuditEvent | None = None) -> QueuedRun | None:
-        """:meth:`enqueue`, claimed by ``worker`` at once when the run can start now (see the
-        protocol)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
 
     def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
                  thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,

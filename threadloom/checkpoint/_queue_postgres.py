@@ -75,6 +75,7 @@ from threadloom.checkpoint._postgres_options import split_url
 from threadloom.checkpoint._postgres_wire import check_failure
 from threadloom.checkpoint._queue_common import (
     END_EVENT,
+    EnqueueMethods,
     api_key,
     audit_event,
     audit_row,
@@ -134,7 +135,7 @@ Outcome: TypeAlias = Literal["cancelled", "signalled", "finished", "unknown"]
 _LIVENESS_WAIT = 5.0  # seconds hold_liveness waits for the lock
 
 
-class PostgresQueue:
+class PostgresQueue(EnqueueMethods):
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the Postgres store."""
 
     reads_are_local = False  # every read is a round trip
@@ -198,22 +199,6 @@ class PostgresQueue:
         return result
 
     # -- the queue ------------------------------------------------------------------------
-
-    def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None,
-                audit: AuditEvent | None = None) -> list[str]:
-        """Record the pending run and queue it, in one transaction under the thread's
-        advisory lock (see the protocol and the module docstring)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
-
-    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
-                        strategy: MultitaskStrategy = "enqueue", *,
-                        thread_metadata: Mapping[str, Any] | None = None,
-                        audit: AuditEvent | None = None) -> QueuedRun | None:
-        """:meth:`enqueue`, claimed by ``worker`` in the same transaction when the run can
-        start now (see the protocol)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
 
     def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
                  thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,

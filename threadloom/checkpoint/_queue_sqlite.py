@@ -36,6 +36,7 @@ from threadloom.checkpoint._queue_common import (
     HANDED_BACK_STATUSES,
     KEY_COLS,
     QUEUE_COLS,
+    EnqueueMethods,
     api_key,
     audit_event,
     audit_row,
@@ -172,7 +173,7 @@ SQL_HEARTBEAT = (
 )
 
 
-class SqliteQueue:
+class SqliteQueue(EnqueueMethods):
     """The :class:`~threadloom.checkpoint.queue.RuntimeStore` part of the SQLite store."""
 
     reads_are_local = True  # WAL readers never wait on the writer (in memory: on its lock, briefly)
@@ -214,21 +215,6 @@ class SqliteQueue:
                 bus.publish(topic, message)
 
     # -- the queue ------------------------------------------------------------------------
-
-    def enqueue(self, record: RunRecord, run: QueuedRun,
-                strategy: MultitaskStrategy = "enqueue", *,
-                thread_metadata: Mapping[str, Any] | None = None,
-                audit: AuditEvent | None = None) -> list[str]:
-        """Record the pending run and queue it, in one transaction (see the protocol)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, None)[0]
-
-    def enqueue_claimed(self, record: RunRecord, run: QueuedRun, worker: str, ttl: float,
-                        strategy: MultitaskStrategy = "enqueue", *,
-                        thread_metadata: Mapping[str, Any] | None = None,
-                        audit: AuditEvent | None = None) -> QueuedRun | None:
-        """:meth:`enqueue`, claimed by ``worker`` in the same transaction when the run can
-        start now (see the protocol)."""
-        return self._enqueue(record, run, strategy, thread_metadata, audit, (worker, ttl))[1]
 
     def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
                  thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
