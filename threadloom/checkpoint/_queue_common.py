@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from threadloom.checkpoint.base import CheckpointRecord, RunRecord
 from threadloom.checkpoint.queue import (
@@ -139,10 +139,12 @@ class EnqueueMethods:
     """``enqueue`` and ``enqueue_claimed`` of a store's queue, both one transaction of the
     store's ``_enqueue`` (which returns the cancelled run ids and the claim, if it made one)."""
 
-    def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
-                 thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
-                 claim_for: tuple[str, float] | None) -> tuple[list[str], QueuedRun | None]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each store's own, one transaction
+
+        def _enqueue(self, record: RunRecord, run: QueuedRun, strategy: MultitaskStrategy,
+                     thread_metadata: Mapping[str, Any] | None, audit: AuditEvent | None,
+                     claim_for: tuple[str, float] | None
+                     ) -> tuple[list[str], QueuedRun | None]: ...
 
     def enqueue(self, record: RunRecord, run: QueuedRun,
                 strategy: MultitaskStrategy = "enqueue", *,
