@@ -71,6 +71,12 @@ def test_dev_registers_THREADLOOM_API_KEY_and_runs_the_seed_loop(tmp_path):
         assert resumed.returncode == 0, resumed.stderr
         status, done = dev.request("GET", f"/threads/r-1/runs/{resumed.stdout.split()[-1]}/join")
         assert (status, done["published"]) == (200, True), dev.output()
+        store = open_store(db)
+        try:  # a slot per client of a busy laptop: dev's worker runs their waits itself
+            [worker] = store.list_workers()
+            assert worker.info["concurrency"] == 32
+        finally:
+            store.close()
         assert dev.stop() == 0
     store = open_store(db)
     try:

@@ -183,7 +183,7 @@ def _listen_flags(p: argparse.ArgumentParser) -> None:
 def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=_positive, metavar="N",
                    help="runs executed at once (default: the file's [worker] concurrency, "
-                        "then 8)")
+                        "then 8; dev: 32)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long running runs may finish before they are "
                         "handed back to the queue (default: %(default)s)")
