@@ -78,8 +78,7 @@ def _execute(worker: Worker, store: RuntimeStore, graphs: Mapping[str, CompiledG
     if row.status != "claimed":  # it waits for its turn: the worker's loop claims it later
         worker.unreserve()
         return record, None
-    _, outcome = worker.run_claimed(row)
-    if outcome != "finished":
+    if worker.run_claimed(row) != "finished":
         return record, None
     return record, ended_result(store, graphs, record, body, stateless)
 

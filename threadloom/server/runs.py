@@ -238,9 +238,10 @@ _SSE: dict[int | str, dict[str, Any]] = {
              response_class=Response, responses=_SSE)
 async def create_and_stream(thread_id: str, body: RunCreate, request: Request, store: Store,
                             graphs: Graphs, who: Operator) -> Response:
-    record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id,
-                                        body, False, False, request.headers.get("traceparent"),
-                                        None, True)
+    record, _ = await asyncio.to_thread(_created, store, graphs, who, thread_id, body,
+                                        reread=False,
+                                        traceparent=request.headers.get("traceparent"),
+                                        streamed=True)
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body))
@@ -251,8 +252,9 @@ async def create_and_stream(thread_id: str, body: RunCreate, request: Request, s
 async def create_stateless_and_stream(body: RunCreate, request: Request, store: Store,
                                       graphs: Graphs, who: Operator) -> Response:
     record, _ = await asyncio.to_thread(_created, store, graphs, who, None, body,
-                                        True, False, request.headers.get("traceparent"),
-                                        None, True)
+                                        stateless=True, reread=False,
+                                        traceparent=request.headers.get("traceparent"),
+                                        streamed=True)
     mark_audited(request)
     return _streaming(request, store, record, cancel=body.on_disconnect == "cancel",
                       modes=_asked_modes(body), delete_thread=body.on_completion != "keep")

@@ -51,14 +51,11 @@ class Claimed:
 
     ``action`` is how it is being stopped: a cancellation (``interrupt`` / ``rollback``),
     ``handback`` (the worker shuts down) or ``lost`` (the claim lapsed and another worker may
-    have it). Once executed, ``result`` is what the run returned and ``error`` what it
-    raised, if anything."""
+    have it)."""
 
     claim: QueuedRun
     token: CancelToken = field(default_factory=CancelToken)
     action: CancelAction | Literal["handback", "lost"] | None = None
-    result: Any = None
-    error: BaseException | None = None
 
     def stop(self, action: CancelAction | Literal["handback", "lost"], reason: str) -> None:
         """Stop the run at its next step boundary (a cancellation beats a hand-back)."""
@@ -114,7 +111,6 @@ def execute(store: RuntimeStore, graph: CompiledGraph, held: Claimed, pump: Even
         error = exc
         events.add("error", {"error": type(exc).__name__, "message": str(exc)})
         _record_refusal(store, claim, exc)
-    held.result, held.error = result, error
     return _settle(store, held, events, error, result, modes)
 
 

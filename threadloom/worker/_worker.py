@@ -263,13 +263,12 @@ class Worker:
         free or about to be); ``job`` handles its own errors."""
         self._jobs.put(job)
 
-    def run_claimed(self, claim: QueuedRun) -> tuple[Claimed, Outcome | None]:
+    def run_claimed(self, claim: QueuedRun) -> Outcome | None:
         """Execute ``claim`` (claimed for this worker by ``enqueue_claimed``) in the slot taken
         by :meth:`reserve`, on the calling runner thread, as a claimed run is executed; return
-        it as held (its ``result`` or ``error``) and what became of the claim (``None``: the
-        store failed under it, and the claim lapses)."""
-        held = self._adopt(claim, reserved=True)
-        return held, self._execute(held)
+        what became of the claim (``None``: the store failed under it, and the claim
+        lapses)."""
+        return self._execute(self._adopt(claim, reserved=True))
 
     def _runner(self) -> None:
         while True:
